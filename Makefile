@@ -1,0 +1,37 @@
+# Set-up and everyday commands. Everything runs inside .venv, created on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-all lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,torch]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python examples/mnist/demo.py
+
+test: install
+	$(BIN)/lit -q tests/filecheck
+	$(BIN)/pytest -q -n 2 tests
+
+# Also runs the model-scale tests marked slow.
+test-all: install
+	$(BIN)/lit -q tests/filecheck
+	$(BIN)/pytest -q -n 2 --runslow tests
+
+lint: install
+	$(BIN)/ruff check cimc passes isa targets tests bench examples
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

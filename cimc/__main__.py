@@ -1,0 +1,5 @@
+import sys
+
+from cimc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `cimc` sub-command, each with `register(subparsers)`."""

@@ -1,0 +1,67 @@
+"""Fixed-point requantization, the one definition shared by the reference
+interpreter, the lowering and the simulator.
+
+A real multiplier m > 0 is stored as (M, shift) with 2^30 <= M < 2^31 and
+m ~= M * 2^-shift; applying it to an integer accumulator rounds half to even,
+as onnxruntime's float requantization does, but exactly in int64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MULTIPLIER_BITS = 31
+MAX_SHIFT = 62
+
+
+def fixed_point(multiplier: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """(M, shift) int64 arrays for real multipliers (any shape, each > 0).
+
+    A zero multiplier (a dead channel) maps to M = 0, shift = 0.
+    """
+    m = np.atleast_1d(np.asarray(multiplier, dtype=np.float64))
+    mant = np.zeros(m.shape, dtype=np.int64)
+    shift = np.zeros(m.shape, dtype=np.int64)
+    for i, value in enumerate(m.flat):
+        if value <= 0.0 or not math.isfinite(value):
+            if value < 0.0 or not math.isfinite(value):
+                raise ValueError(f"requantization multiplier {value} is not a positive number")
+            continue
+        frac, exp = math.frexp(value)  # value = frac * 2^exp, 0.5 <= frac < 1
+        q = round(frac * (1 << MULTIPLIER_BITS))
+        if q == 1 << MULTIPLIER_BITS:
+            q //= 2
+            exp += 1
+        s = MULTIPLIER_BITS - exp
+        if s > MAX_SHIFT:  # too small to matter: scale down the mantissa instead
+            q >>= s - MAX_SHIFT
+            s = MAX_SHIFT
+        if s < 0:
+            raise ValueError(f"requantization multiplier {value} is too large")
+        mant.flat[i] = q
+        shift.flat[i] = s
+    return mant.reshape(np.shape(multiplier)), shift.reshape(np.shape(multiplier))
+
+
+def rounding_shift(value: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """round_half_even(value / 2^shift) for int64 arrays, exact."""
+    value = np.asarray(value, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    floor = value >> shift
+    rem = value - (floor << shift)
+    half = np.where(shift > 0, np.left_shift(np.int64(1), np.maximum(shift - 1, 0)), 0)
+    up = (rem > half) | ((rem == half) & (shift > 0) & ((floor & 1) == 1))
+    return floor + up.astype(np.int64)
+
+
+def apply(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """round_half_even(acc * M / 2^shift), int64; mult/shift broadcast against acc."""
+    return rounding_shift(np.asarray(acc, dtype=np.int64) * np.asarray(mult, dtype=np.int64), shift)
+
+
+def saturate(values: np.ndarray, dtype: np.dtype | str) -> np.ndarray:
+    """Clip to the range of an integer dtype and cast."""
+    info = np.iinfo(np.dtype(dtype))
+    return np.clip(values, info.min, info.max).astype(dtype)
