@@ -1,0 +1,25 @@
+"""Target descriptions: CIM chips described as TOML data, with schema and loader.
+
+    from targets import load_target
+    target = load_target("isaac")        # a bundled name, or a path to a .toml file
+    target.rows, target.latency.mvm, target.energy.adc_per_conversion
+
+The keys, units, ranges and defaults are in targets/schema.py and docs/targets.md.
+"""
+
+from targets.loader import list_targets, load_target, parse_target, target_path
+from targets.target import Energy, Latency, Target
+from targets.validate import Problem, TargetError, target_warnings
+
+__all__ = [
+    "Energy",
+    "Latency",
+    "Problem",
+    "Target",
+    "TargetError",
+    "list_targets",
+    "load_target",
+    "parse_target",
+    "target_path",
+    "target_warnings",
+]
