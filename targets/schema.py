@@ -63,7 +63,14 @@ class Key:
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
+    if not float(value).is_integer():
+        return repr(value)
+    whole = int(value)
+    if whole >= 2**20 and whole & (whole - 1) == 0:
+        return f"2^{whole.bit_length() - 1}"
+    if whole >= 10**6 and str(whole).rstrip("0") == "1":
+        return f"10^{len(str(whole)) - 1}"
+    return str(whole)
 
 
 def format_value(value: object) -> str:
@@ -73,7 +80,7 @@ def format_value(value: object) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, float):
-        return _number(value) if value.is_integer() and abs(value) < 1e15 else repr(value)
+        return repr(value)  # keeps the ".0" so a float key reads as a number
     return str(value)
 
 
