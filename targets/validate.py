@@ -68,6 +68,11 @@ def _describe(value: Any) -> str:
     return f"{kind} {shown}"
 
 
+def _at_key(place: Place | None) -> Place | None:
+    """The place with its caret on the key rather than the value."""
+    return Place(place.line, place.key_column, place.key_column) if place else None
+
+
 def _closest(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return close[0] if close else ""
@@ -123,20 +128,38 @@ def check_keys(data: dict[str, Any], text: str) -> tuple[dict[str, Any], list[Pr
             hint = f"did you mean '{close}'? " if close else ""
             problems.append(Problem(name, f"unknown top-level key or section; {hint}sections are "
                                     + ", ".join(f"[{s}]" for s in sections),
-                                    locate(text, name) or locate(text, "", name), close))
-    for key in SCHEMA:
-        if key.required and key.path not in values and not _reported(key, problems):
-            where = f"under [{key.section}]" if key.section else "at the top of the file"
-            place = locate(text, key.section) if key.section else None
-            problems.append(Problem(key.path, f"missing required key; add `{key.name} = "
-                                    f"<{key.range_text()}>` {where} ({key.meaning})", place))
+                                    _at_key(locate(text, name) or locate(text, "", name)), close))
+    problems += _missing(data, text, values, problems)
     problems.sort(key=lambda problem: (problem.line == 0, problem.line))
     return values, problems
 
 
+def _missing(data: dict[str, Any], text: str, values: dict[str, Any],
+             problems: list[Problem]) -> list[Problem]:
+    """Required keys not given (and not already explained by another problem)."""
+    missing: list[Problem] = []
+    absent_sections: set[str] = set()
+    for key in SCHEMA:
+        if not key.required or key.path in values or _reported(key, problems):
+            continue
+        if key.section and key.section not in data:
+            if key.section not in absent_sections:
+                absent_sections.add(key.section)
+                needed = [k.name for k in keys_of(key.section) if k.required]
+                missing.append(Problem(key.section, f"missing section [{key.section}]; it needs "
+                                       f"{', '.join(needed)} ({SECTIONS[key.section]})", None))
+            continue
+        where = f"under [{key.section}]" if key.section else "at the top of the file"
+        place = locate(text, key.section) if key.section else None
+        missing.append(Problem(key.path, f"missing required key; add `{key.name} = "
+                               f"<{key.range_text()}>` {where} ({key.meaning})", place))
+    return missing
+
+
 def _reported(key: Key, problems: list[Problem]) -> bool:
-    return any(key.path in (problem.path, problem.suggests) or problem.path == key.section
-               for problem in problems)
+    """Whether another problem (a misspelling, a bad section) already explains the absence."""
+    explained = {key.path, key.section} if key.section else {key.path}
+    return any(explained & {problem.path, problem.suggests} for problem in problems)
 
 
 def _check_section(section: str, table: dict[str, Any], text: str, values: dict[str, Any],
@@ -155,9 +178,9 @@ def _check_section(section: str, table: dict[str, Any], text: str, values: dict[
             close = _closest(name, names)
             meant = f"{section}.{close}" if close else ""
             hint = f"did you mean '{close}'? " if close else ""
+        place = _at_key(locate(text, section, name))
         problems.append(Problem(f"{section}.{name}", f"unknown key in [{section}]; {hint}keys of "
-                                f"[{section}] are {', '.join(names)}", locate(text, section, name),
-                                meant))
+                                f"[{section}] are {', '.join(names)}", place, meant))
 
 
 def check_target(target: Target, text: str) -> list[Problem]:

@@ -167,6 +167,7 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
     [problem] = error.problems
     assert (problem.path, problem.line) == ("crossbar.cel_bits", 15)
     assert "did you mean 'cell_bits'?" in str(error)
+    assert str(error).startswith(f"{error.file}:15:1: error: crossbar.cel_bits")  # caret on key
 
 
 def test_key_in_wrong_section_says_where_it_belongs(tmp_path: Path) -> None:
@@ -184,6 +185,20 @@ def test_unknown_section_suggests_the_close_one(tmp_path: Path) -> None:
     [problem] = error.problems
     assert (problem.path, problem.line) == ("energi", line_of(text, "[energi]"))
     assert "did you mean 'energy'?" in str(error)
+
+
+def test_misspelled_section_is_one_problem(tmp_path: Path) -> None:
+    text = VALID.replace("[crossbar]", "[crosbar]")
+    error = load_error(tmp_path, text)
+    assert [(p.path, p.line) for p in error.problems] == [("crosbar", 12)]
+    assert "did you mean 'crossbar'?" in str(error)
+
+
+def test_missing_section_is_one_problem_listing_its_keys(tmp_path: Path) -> None:
+    text = VALID.replace("[crossbar]\nrows = 16\ncols = 16\ncell_bits = 2\n", "")
+    error = load_error(tmp_path, text)
+    assert [p.path for p in error.problems] == ["crossbar"]
+    assert "missing section [crossbar]; it needs rows, cols, cell_bits" in str(error)
 
 
 def test_missing_required_key_points_at_its_section(tmp_path: Path) -> None:
