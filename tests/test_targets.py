@@ -320,3 +320,17 @@ def test_docs_worked_example_loads_with_the_stated_figures(tmp_path: Path) -> No
     t = load_target(write(tmp_path, example.group(1), "mychip.toml"))
     assert (t.total_crossbars, t.weight_capacity, t.mvm_cycles) == (256, 8_388_608, 200)
     assert any("14 bits" in note for note in target_warnings(t))
+
+
+def test_docs_error_example_is_what_check_prints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    document = DOC.read_text()
+    example = re.search(r"```toml\n(.*?)```", document, re.S)
+    assert example
+    slips = (example.group(1).replace("mesh_y = 2", 'mesh_y = "2"')
+             .replace("cell_bits = 4", "cel_bits = 4").replace("adc_bits = 8", "adc_bits = 99"))
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, slips, "mychip.toml")
+    assert main(["targets", "check", "mychip.toml"]) == 1
+    shown = document.split("    $ cimc targets check mychip.toml\n", 1)[1].split("\n\n", 1)[0]
+    assert capsys.readouterr().err == "\n".join(line[4:] for line in shown.splitlines()) + "\n"
