@@ -1,0 +1,213 @@
+"""import-onnx: read an ONNX model into the tensor IR.
+
+The steps, in order: load and check the model, pin dynamic input dimensions
+(`--input-shape NAME=1,3,224,224`), convert to one canonical opset, infer
+shapes, let onnx-graphsurgeon fold constants (shape computations, the
+ConstantOfShape weights of structure-only graphs) and drop dead nodes, then
+build one IR op per ONNX node with the conversion table of
+cimc/frontend_ops.py (float ops) and cimc/frontend_quant.py (QDQ and
+QLinear/Integer ops).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from cimc.diagnostics import CimcError
+from cimc.frontend_build import ModuleBuilder
+from cimc.ir import Module
+
+# Every model is converted to this opset before conversion, so the converters
+# see one spelling of each op (QuantizeLinear/DequantizeLinear per-axis needs >= 13).
+CANONICAL_OPSET = 18
+
+# Nodes graphsurgeon must not constant-fold: folding them would turn integer
+# weights and their quantization into plain float constants.
+KEEP_UNFOLDED = frozenset(
+    {"DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+)
+
+# Constants with more elements than this bypass the ONNX protobuf after folding.
+LARGE_CONSTANT = 4096
+
+
+def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Module:
+    """Load the ONNX model at `path` and return it as an IR Module."""
+    model = load_model(path)
+    pin_input_shapes(model, path, input_shapes or {})
+    model = convert_opset(model, path)
+    model = infer_shapes(model, path)
+    model, weights = fold_constants(model, path)
+    model = infer_shapes(model, path)
+    return ModuleBuilder(model, path, module_name(path), weights).build()
+
+
+def load_model(path: str) -> onnx.ModelProto:
+    """Read and check the model file; errors name the file."""
+    if not Path(path).is_file():
+        raise CimcError(f"{path}: no such file; give the path of an ONNX model (.onnx)")
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # protobuf raises its own DecodeError, among others
+        raise CimcError(
+            f"{path}: not a valid ONNX model (it could not be parsed: {_first_line(exc)}); "
+            "check that the file is complete and really an .onnx file"
+        ) from None
+    if not model.graph.node and not model.graph.output:
+        raise CimcError(f"{path}: not a valid ONNX model (it holds no graph)")
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise CimcError(
+            f"{path}: the ONNX checker rejects this model: {_first_line(exc)}"
+        ) from None
+    return model
+
+
+def pin_input_shapes(
+    model: onnx.ModelProto, path: str, input_shapes: dict[str, tuple[int, ...]]
+) -> None:
+    """Set the dimensions given by --input-shape and insist that none stay dynamic."""
+    initializers = {init.name for init in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    names = [i.name for i in graph_inputs]
+    for name in input_shapes:
+        if name not in names:
+            raise CimcError(
+                f"{path}: --input-shape names {name!r}, which is not an input of the model; "
+                f"its inputs are: {', '.join(names)}"
+            )
+    for value in graph_inputs:
+        dims = value.type.tensor_type.shape.dim
+        given = input_shapes.get(value.name)
+        if given is not None:
+            if len(dims) and len(dims) != len(given):
+                raise CimcError(
+                    f"{path}: --input-shape {value.name}={_dims_text(given)} has {len(given)} "
+                    f"dimensions but input {value.name!r} has {len(dims)}"
+                )
+            for i, (dim, size) in enumerate(zip(dims, given, strict=False)):
+                if dim.HasField("dim_value") and dim.dim_value != size:
+                    raise CimcError(
+                        f"{path}: --input-shape {value.name}={_dims_text(given)} sets dimension "
+                        f"{i} to {size} but the model fixes it to {dim.dim_value}"
+                    )
+            value.type.tensor_type.shape.Clear()
+            for size in given:
+                value.type.tensor_type.shape.dim.add().dim_value = int(size)
+            continue
+        if not value.type.tensor_type.HasField("shape"):
+            raise CimcError(
+                f"{path}: input {value.name!r} has no declared shape; "
+                f"give it with --input-shape {value.name}=..."
+            )
+        for i, dim in enumerate(dims):
+            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+                label = f"{dim.dim_param!r}" if dim.dim_param else "unknown"
+                known = ",".join(str(d.dim_value) if d.dim_value > 0 else "?" for d in dims)
+                raise CimcError(
+                    f"{path}: input {value.name!r} has a dynamic dimension {i} ({label}) in "
+                    f"shape [{known}]; fix it with --input-shape {value.name}=..."
+                    " (for example the batch size 1)"
+                )
+    # Shapes recorded by the exporter may contradict the pinned ones; re-infer them all.
+    del model.graph.value_info[:]
+    for out in model.graph.output:
+        if out.type.tensor_type.HasField("shape"):
+            out.type.tensor_type.ClearField("shape")
+
+
+def convert_opset(model: onnx.ModelProto, path: str) -> onnx.ModelProto:
+    """Bring the default-domain opset to CANONICAL_OPSET (newer models are kept as they are)."""
+    version = next(
+        (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), CANONICAL_OPSET
+    )
+    if version >= CANONICAL_OPSET:
+        return model
+    try:
+        return onnx.version_converter.convert_version(model, CANONICAL_OPSET)
+    except Exception as exc:
+        raise CimcError(
+            f"{path}: cannot convert the model from opset {version} to opset {CANONICAL_OPSET}: "
+            f"{_first_line(exc)}; re-export it at opset {CANONICAL_OPSET}"
+        ) from None
+
+
+def infer_shapes(model: onnx.ModelProto, path: str) -> onnx.ModelProto:
+    """Run ONNX shape inference strictly; its complaint names the node."""
+    try:
+        return onnx.shape_inference.infer_shapes(
+            model, check_type=True, strict_mode=True, data_prop=True
+        )
+    except Exception as exc:
+        raise CimcError(f"{path}: shape inference failed: {_first_line(exc)}") from None
+
+
+def fold_constants(
+    model: onnx.ModelProto, path: str
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray[Any, Any]]]:
+    """Fold constant subgraphs and remove dead nodes with onnx-graphsurgeon.
+
+    Large constants come back as numpy arrays beside a model that declares
+    them as typed graph inputs: serializing them only to parse them back would
+    dominate the import time of big models.
+    """
+    import onnx_graphsurgeon as gs
+    import onnxruntime
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    G_LOGGER.severity = G_LOGGER.ERROR
+    onnxruntime.set_default_logger_severity(3)  # the folding sessions' optimizer is chatty
+    try:
+        graph = gs.import_onnx(model)
+        graph.cleanup().toposort()
+        graph.fold_constants(should_exclude_node=lambda node: node.op in KEEP_UNFOLDED)
+        graph.cleanup().toposort()
+        weights: dict[str, np.ndarray[Any, Any]] = {}
+        for tensor in graph.tensors().values():
+            if isinstance(tensor, gs.Constant) and tensor.values.size > LARGE_CONSTANT:
+                weights[tensor.name] = tensor.values
+                tensor.to_variable(dtype=tensor.values.dtype, shape=list(tensor.values.shape))
+                graph.inputs.append(tensor)
+        folded = gs.export_onnx(graph, do_type_check=False)
+    except Exception as exc:
+        raise CimcError(f"{path}: constant folding failed: {_first_line(exc)}") from None
+    finally:
+        onnxruntime.set_default_logger_severity(2)
+    folded.ir_version = model.ir_version
+    del folded.opset_import[:]
+    folded.opset_import.extend(model.opset_import)
+    return folded, weights
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse one `--input-shape NAME=1,3,224,224` option."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or min(shape) <= 0:
+        raise CimcError(
+            f"--input-shape {text!r}: expected NAME=D0,D1,... with positive integer dimensions, "
+            "e.g. --input-shape input=1,3,224,224"
+        )
+    return name, shape
+
+
+def module_name(path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem) or "main"
+
+
+def _dims_text(shape: tuple[int, ...]) -> str:
+    return ",".join(str(d) for d in shape)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
