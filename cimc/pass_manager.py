@@ -1,0 +1,245 @@
+"""The pass manager: pipeline specs, pass lookup, and running passes.
+
+A pipeline spec is a comma-separated list of pass names, each optionally
+followed by options in braces: `canonicalize,tile{rows=64,slices=[1,2]}`.
+Options are the fields of the pass dataclass (`-` in a name stands for `_`).
+Passes are found in `passes.PASSES` and imported on first use.
+
+`run_pipeline` applies passes in order and verifies the IR after each. What
+happens between passes (timing, verification, printing the IR) is done by
+callbacks, never inside the passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+import time
+import types
+import typing
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from cimc.diagnostics import CimcError
+from cimc.ir import Module
+from cimc.pass_base import Pass
+
+
+def registry() -> dict[str, str]:
+    """Pass name -> "module:Class" (imported lazily, so new passes appear at once)."""
+    import passes
+
+    return passes.PASSES
+
+
+def pass_class(name: str) -> type[Pass]:
+    """The Pass subclass registered under `name`."""
+    table = registry()
+    if name not in table:
+        raise CimcError(f"unknown pass '{name}'; valid passes: {', '.join(sorted(table))}")
+    module_name, _, class_name = table[name].partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise CimcError(f"pass '{name}' cannot be loaded from {table[name]}: {exc}") from None
+    return typing.cast(type[Pass], cls)
+
+
+# ---- pipeline specs ------------------------------------------------------
+
+def _split_top(text: str) -> list[str]:
+    """Split at commas outside braces and brackets."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_pipeline(spec: str) -> list[Pass]:
+    """Pass instances for a spec like `canonicalize,fold-qdq{opt=1}` ("" is no passes)."""
+    if spec.count("{") != spec.count("}") or spec.count("[") != spec.count("]"):
+        raise CimcError(f"unbalanced braces or brackets in pipeline '{spec}'")
+    result = []
+    for item in _split_top(spec):
+        item = item.strip()
+        if not item:
+            if spec.strip():
+                raise CimcError(f"empty pass name in pipeline '{spec}'")
+            continue
+        name, brace, rest = item.partition("{")
+        name = name.strip()
+        if brace and not rest.rstrip().endswith("}"):
+            raise CimcError(f"pass '{name}': options must end with '}}', got '{item}'")
+        cls = pass_class(name)
+        options = rest.rstrip()[:-1] if brace else ""
+        result.append(cls(**_parse_options(name, cls, options)))
+    return result
+
+
+def _parse_options(pass_name: str, cls: type[Pass], text: str) -> dict[str, Any]:
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    options: dict[str, Any] = {}
+    for item in _split_top(text):
+        if not item.strip():
+            continue
+        key, equals, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in fields:
+            valid = ", ".join(n.replace("_", "-") for n in fields) or "none"
+            raise CimcError(f"pass '{pass_name}' has no option '{key.replace('_', '-')}'; "
+                            f"valid options: {valid}")
+        if not equals:
+            raise CimcError(f"pass '{pass_name}': option '{key}' needs a value (name=value)")
+        options[key] = _convert(value.strip(), hints[key], f"pass '{pass_name}' option '{key}'")
+    return options
+
+
+def _convert(text: str, hint: Any, what: str) -> Any:
+    """Convert option text to the field's type (int, float, bool, str, lists, X | None)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "") and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (list, tuple):
+        if not (text.startswith("[") and text.endswith("]")):
+            raise CimcError(f"{what} expects a list like [1,2], got '{text}'")
+        items = [t.strip() for t in text[1:-1].split(",") if t.strip()]
+        values = [_convert(t, args[0] if args else str, what) for t in items]
+        return values if origin is list else tuple(values)
+    try:
+        if hint is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if hint in (int, float):
+            return hint(text)
+    except ValueError:
+        raise CimcError(f"{what} expects {hint.__name__}, got '{text}'") from None
+    if hint is str:
+        return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+    raise CimcError(f"{what} has a type ({hint}) that cannot be set from the command line")
+
+
+# ---- running -------------------------------------------------------------
+
+# Called between passes: (the pass just run, the module after it).
+Callback = Callable[[Pass, Module], None]
+
+
+@dataclass
+class PassTiming:
+    """Wall time of one pass application (not counting verification)."""
+
+    name: str
+    seconds: float
+
+
+@dataclass
+class _Timer:
+    timings: list[PassTiming] = field(default_factory=list)
+    started: float = 0.0
+    verify_seconds: float = 0.0
+
+    def before(self, pass_: Pass, module: Module) -> None:
+        self.started = time.perf_counter()
+
+    def after(self, pass_: Pass, module: Module) -> None:
+        self.timings.append(PassTiming(pass_.name, time.perf_counter() - self.started))
+
+
+def _verify_after(timer: _Timer) -> Callback:
+    from cimc.verifier import verify
+
+    def check(pass_: Pass, module: Module) -> None:
+        started = time.perf_counter()
+        try:
+            verify(module)
+        except CimcError as exc:
+            raise CimcError(f"invalid IR after pass '{pass_.name}': {exc.message}") from None
+        timer.verify_seconds += time.perf_counter() - started
+
+    return check
+
+
+def _print_after(names: Collection[str] | None, elide: bool, out: TextIO) -> Callback:
+    from cimc.ir_text import print_module
+
+    def dump(pass_: Pass, module: Module) -> None:
+        if names is None or pass_.name in names:
+            out.write(f"// -----// IR Dump After {pass_.name} //----- //\n")
+            out.write(print_module(module, elide_constants=elide))
+            out.flush()
+
+    return dump
+
+
+def run_pipeline(
+    module: Module,
+    passes: list[Pass],
+    *,
+    print_after_all: bool = False,
+    print_after: Collection[str] = (),
+    time_passes: bool = False,
+    elide_constants: bool = False,
+    out: TextIO | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> list[PassTiming]:
+    """Apply `passes` to `module` in order, verifying after each; return per-pass times.
+
+    The IR is printed to `out` (stderr by default) after every pass with
+    `print_after_all`, or after the passes named in `print_after`; with
+    `time_passes` a timing table follows at the end. `callbacks` run after
+    each pass once it has been verified. The input is verified first, so a
+    broken input is not blamed on the first pass.
+    """
+    from cimc.verifier import verify
+
+    out = sys.stderr if out is None else out
+    names = [p.name for p in passes]
+    for name in sorted(set(print_after) - set(names)):
+        raise CimcError(f"--print-ir-after {name}: no such pass in the pipeline "
+                        f"({', '.join(names) or 'empty'})")
+    try:
+        verify(module)
+    except CimcError as exc:
+        raise CimcError(f"invalid IR before the first pass: {exc.message}") from None
+    timer = _Timer()
+    after: list[Callback] = [timer.after, _verify_after(timer)]
+    if print_after_all or print_after:
+        after.append(_print_after(None if print_after_all else set(print_after),
+                                  elide_constants, out))
+    after.extend(callbacks)
+    for pass_ in passes:
+        timer.before(pass_, module)
+        pass_.apply(module)
+        for callback in after:
+            callback(pass_, module)
+    if time_passes:
+        out.write(timing_report(timer.timings, timer.verify_seconds))
+        out.flush()
+    return timer.timings
+
+
+def timing_report(timings: list[PassTiming], verify_seconds: float = 0.0) -> str:
+    """A table of pass times (like mlir-opt's --mlir-timing)."""
+    rows = [(t.seconds, t.name) for t in timings] + [(verify_seconds, "(verify)")]
+    total = sum(seconds for seconds, _ in rows)
+    lines = ["===" + "-" * 66 + "===", "  Pass execution timing report",
+             "===" + "-" * 66 + "===", f"  Total execution time: {total:.4f} seconds", "",
+             "  ---Wall time---   ---Name---"]
+    for seconds, name in rows + [(total, "Total")]:
+        share = 100.0 * seconds / total if total else 0.0
+        lines.append(f"  {seconds:8.4f} ({share:5.1f}%)  {name}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,255 @@
+"""The IR verifier: checks that a Module is well formed.
+
+What an op of each kind may look like is data, the table `OP_KINDS`: how many
+operands and results it takes and which attributes it requires or allows,
+with their types. A backend pass that introduces a new kind adds one entry.
+`verify` also checks the module as a graph: every value is defined once, every
+operand is defined, the graph edges match the operand lists, there is no
+cycle, constants match their types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from cimc.diagnostics import CimcError
+from cimc.ir import Module, Op, TensorType
+from cimc.ir_text import value_ref
+
+
+class VerifyError(CimcError):
+    """A malformed module; `op` / `value` name what is wrong, so a caller can locate it."""
+
+    def __init__(self, message: str, op: str | None = None, value: str | None = None):
+        super().__init__(message)
+        self.op = op
+        self.value = value
+
+
+@dataclass(frozen=True)
+class AttrType:
+    """The type of an attribute value: `kind` is one of the keys of _CHECKS."""
+
+    kind: str
+    length: int | None = None  # for lists: the required number of elements
+
+    def describe(self) -> str:
+        noun = _NOUNS[self.kind]
+        if self.length is None:
+            return noun
+        return f"a list of {self.length} {noun.removeprefix('a list of ')}"
+
+    def accepts(self, value: Any) -> bool:
+        if not _CHECKS[self.kind](value):
+            return False
+        return self.length is None or len(value) == self.length
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, float | np.floating)
+
+
+_CHECKS = {
+    "int": _is_int,
+    "float": _is_number,
+    "str": lambda v: isinstance(v, str),
+    "flag": lambda v: isinstance(v, bool) or (_is_int(v) and v in (0, 1)),
+    "ints": lambda v: isinstance(v, list | tuple) and all(_is_int(x) for x in v),
+    "floats": lambda v: isinstance(v, list | tuple) and all(_is_number(x) for x in v),
+}
+_NOUNS = {
+    "int": "an int",
+    "float": "a number",
+    "str": "a string",
+    "flag": "a flag (true/false or 0/1)",
+    "ints": "a list of ints",
+    "floats": "a list of numbers",
+}
+
+INT = AttrType("int")
+FLOAT = AttrType("float")
+FLAG = AttrType("flag")
+INTS = AttrType("ints")
+PAIR = AttrType("ints", 2)
+QUAD = AttrType("ints", 4)
+CLAMP = AttrType("floats", 2)  # [lo, hi] in the result's domain
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What ops of one kind look like: operand/result counts (max None = any) and attributes."""
+
+    operands: tuple[int, int | None]
+    required: dict[str, AttrType] = field(default_factory=dict)
+    optional: dict[str, AttrType] = field(default_factory=dict)
+    results: tuple[int, int | None] = (1, 1)
+
+
+_ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP})
+_UNARY = OpSpec((1, 1))
+
+# The op kinds of docs/ir.md.
+OP_KINDS: dict[str, OpSpec] = {
+    "conv": OpSpec((2, 3), {"strides": PAIR, "pads": QUAD, "dilations": PAIR, "group": INT},
+                   {"clamp": CLAMP}),
+    "gemm": OpSpec((2, 3), optional={"clamp": CLAMP}),
+    "matmul": OpSpec((2, 2)),
+    "add": _ELEMENTWISE,
+    "sub": _ELEMENTWISE,
+    "mul": _ELEMENTWISE,
+    "relu": _UNARY,
+    "clip": OpSpec((1, 1), {"min": FLOAT, "max": FLOAT}),
+    "sigmoid": _UNARY,
+    "tanh": _UNARY,
+    "softmax": OpSpec((1, 1), {"axis": INT}),
+    "lrn": OpSpec((1, 1), {"size": INT, "alpha": FLOAT, "beta": FLOAT, "bias": FLOAT}),
+    "batch_norm": OpSpec((5, 5), {"epsilon": FLOAT}),
+    "max_pool": OpSpec((1, 1), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
+                                "dilations": PAIR, "ceil_mode": FLAG}),
+    "avg_pool": OpSpec((1, 1), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
+                                "ceil_mode": FLAG, "count_include_pad": FLAG}),
+    "global_avg_pool": _UNARY,
+    "global_max_pool": _UNARY,
+    "reduce_mean": OpSpec((1, 1), {"axes": INTS, "keepdims": FLAG}),
+    "concat": OpSpec((1, None), {"axis": INT}),
+    "reshape": OpSpec((1, 1), {"shape": INTS}),
+    "transpose": OpSpec((1, 1), {"perm": INTS}),
+    "quantize": _UNARY,
+    "dequantize": _UNARY,
+    "requantize": _UNARY,
+}
+
+
+def verify(module: Module) -> None:
+    """Raise CimcError describing the first way `module` is malformed."""
+    producers = _definitions(module)
+    for name in sorted(module.values.keys() - producers.keys()):
+        raise VerifyError(f"value {value_ref(name)} has a type but nothing defines it",
+                          value=name)
+    for name, array in module.constants.items():
+        _check_constant(name, array, module.values[name])
+    for name, type_ in module.values.items():
+        _check_type(name, type_)
+    for node, data in module.graph.nodes(data=True):
+        op = data.get("op")
+        if not isinstance(op, Op) or op.name != node:
+            raise VerifyError(f"graph node {node!r} does not hold an op of that name")
+        _check_op(module, op, producers)
+    _check_edges(module, producers)
+    if not nx.is_directed_acyclic_graph(module.graph):
+        cycle = " -> ".join(f"'{src}'" for src, _, _ in nx.find_cycle(module.graph))
+        raise VerifyError(f"the graph has a cycle: {cycle}")
+    for name in module.outputs:
+        if name not in producers:
+            raise VerifyError(f"module output {value_ref(name)} is not defined", value=name)
+
+
+def _definitions(module: Module) -> dict[str, str | None]:
+    """Value name -> the op defining it (None for inputs and constants)."""
+    producers: dict[str, str | None] = {}
+
+    def define(name: str, op_name: str | None, what: str) -> None:
+        if name in producers:
+            raise VerifyError(f"value {value_ref(name)} is defined twice (the second time by "
+                              f"{what})", op_name, name)
+        if name not in module.values:
+            raise VerifyError(f"value {value_ref(name)} (defined by {what}) has no type",
+                              op_name, name)
+        producers[name] = op_name
+
+    for name in module.inputs:
+        define(name, None, "a module input")
+    for name in module.constants:
+        define(name, None, "a constant")
+    for node, data in module.graph.nodes(data=True):
+        for name in getattr(data.get("op"), "outputs", ()):
+            define(name, node, f"op '{node}'")
+    return producers
+
+
+def _check_constant(name: str, array: Any, type_: TensorType) -> None:
+    if not isinstance(array, np.ndarray):
+        raise VerifyError(f"constant {value_ref(name)} holds a {type(array).__name__}, "
+                          "not a numpy array", value=name)
+    if array.dtype != type_.numpy_dtype or tuple(array.shape) != type_.shape:
+        raise VerifyError(
+            f"constant {value_ref(name)} has data {array.dtype}{list(array.shape)} but type "
+            f"{type_.dtype}{list(type_.shape)}", value=name)
+
+
+def _check_type(name: str, type_: TensorType) -> None:
+    q = type_.quant
+    if q is None or q.axis is None:
+        return
+    rank = len(type_.shape)
+    if not 0 <= q.axis < rank:
+        raise VerifyError(f"value {value_ref(name)}: quantization axis {q.axis} is outside "
+                          f"its rank {rank}", value=name)
+    if len(q.scale) != type_.shape[q.axis]:
+        raise VerifyError(
+            f"value {value_ref(name)}: {len(q.scale)} scales for {type_.shape[q.axis]} channels "
+            f"along axis {q.axis}", value=name)
+
+
+def _count(n: int, bounds: tuple[int, int | None]) -> str | None:
+    """None if n is within bounds, else the expected count in words."""
+    low, high = bounds
+    if low <= n and (high is None or n <= high):
+        return None
+    if high is None:
+        return f"at least {low}"
+    return str(low) if low == high else f"{low} to {high}"
+
+
+def _check_op(module: Module, op: Op, producers: dict[str, str | None]) -> None:
+    def fail(message: str) -> VerifyError:
+        return VerifyError(f"op '{op.name}' ({op.kind}): {message}", op.name)
+
+    spec = OP_KINDS.get(op.kind)
+    if spec is None:
+        raise fail(f"unknown op kind; valid kinds: {', '.join(sorted(OP_KINDS))}")
+    for what, values, bounds in (("operands", op.inputs, spec.operands),
+                                 ("results", op.outputs, spec.results)):
+        expected = _count(len(values), bounds)
+        if expected is not None:
+            raise fail(f"expected {expected} {what}, got {len(values)}")
+    for name in op.inputs:
+        if name not in producers:
+            raise fail(f"operand {value_ref(name)} is not defined")
+    for name in op.outputs:
+        if module.producer(name) is not op:
+            raise fail(f"result {value_ref(name)} is not registered as produced by it")
+    for key, attr_type in spec.required.items():
+        if key not in op.attrs:
+            raise fail(f"missing attribute '{key}' ({attr_type.describe()})")
+    for key, value in op.attrs.items():
+        known = spec.required.get(key) or spec.optional.get(key)
+        if known is None:
+            allowed = sorted(spec.required.keys() | spec.optional.keys())
+            raise fail(f"unknown attribute '{key}'; allowed: {', '.join(allowed) or 'none'}")
+        if not known.accepts(value):
+            raise fail(f"attribute '{key}' must be {known.describe()}, got {value!r}")
+
+
+def _check_edges(module: Module, producers: dict[str, str | None]) -> None:
+    expected = set()
+    for node, data in module.graph.nodes(data=True):
+        for name in data["op"].inputs:
+            producer = producers.get(name)
+            if producer is not None:
+                expected.add((producer, node, name))
+    actual = set(module.graph.edges(keys=True))
+    for src, dst, key in sorted(expected - actual):
+        raise VerifyError(f"op '{dst}' reads {value_ref(key)} from op '{src}' but the graph "
+                          "has no such edge", dst)
+    for src, dst, key in sorted(actual - expected):
+        raise VerifyError(f"the graph has an edge '{src}' -> '{dst}' for {value_ref(key)} "
+                          f"but op '{dst}' does not read it from '{src}'", dst)
