@@ -1,0 +1,147 @@
+"""Element-wise ops and activations: float in float64, quantized add/sub/mul
+and relu/clip exactly in integers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cimc.reference.call import Call
+from cimc.reference.integer import (
+    add_multipliers,
+    centered,
+    finish,
+    quant_arrays,
+    requantize_codes,
+    rescale,
+)
+from cimc.requant import rounding_shift, saturate
+
+
+def _float_result(call: Call, y: np.ndarray) -> np.ndarray:
+    clamp = call.attr("clamp")
+    if clamp is not None:
+        y = np.clip(y, clamp[0], clamp[1])
+    return y.astype(np.float32)
+
+
+def _per_tensor_scales(call: Call) -> list[float]:
+    scales = []
+    for ty in [*call.types, call.result]:
+        if ty.quant is None or ty.quant.axis is not None:
+            raise call.error("quantized operands and result must be quantized per tensor")
+        scales.append(ty.quant.scale[0])
+    return scales
+
+
+def _add_or_sub(call: Call, sign: int) -> np.ndarray:
+    a, b = call.args
+    if not call.quantized:
+        return _float_result(call, a.astype(np.float64) + sign * b.astype(np.float64))
+    for ty in call.types:
+        if ty.dtype not in ("i8", "u8"):
+            raise call.error(f"quantized {call.op.kind} needs 8-bit operands, got {ty.dtype}")
+    sa, sb, sy = _per_tensor_scales(call)
+    ma, mb, shift = add_multipliers(sa, sb, sy)
+    acc = centered(a, call.types[0]) * ma + sign * centered(b, call.types[1]) * mb
+    return finish(call, rounding_shift(acc, np.asarray(shift)))
+
+
+def add(call: Call) -> np.ndarray:
+    return _add_or_sub(call, 1)
+
+
+def sub(call: Call) -> np.ndarray:
+    return _add_or_sub(call, -1)
+
+
+def mul(call: Call) -> np.ndarray:
+    a, b = call.args
+    if not call.quantized:
+        return _float_result(call, a.astype(np.float64) * b.astype(np.float64))
+    sa, sb, sy = _per_tensor_scales(call)
+    acc = centered(a, call.types[0]) * centered(b, call.types[1])
+    return finish(call, rescale(acc, sa * sb / sy))
+
+
+def _bounded(call: Call, low: float, high: float) -> np.ndarray:
+    """Integer relu/clip: requantize to the result, then clamp to the quantized bounds."""
+    codes = requantize_codes(call.args[0], call.types[0], call.result).astype(np.int64)
+    scale, zero_point = quant_arrays(call.result, codes.ndim)
+    if math.isfinite(low):
+        codes = np.maximum(codes, zero_point + np.rint(low / scale).astype(np.int64))
+    if math.isfinite(high):
+        codes = np.minimum(codes, zero_point + np.rint(high / scale).astype(np.int64))
+    clamp = call.attr("clamp")
+    if clamp is not None:
+        codes = np.clip(codes, int(clamp[0]), int(clamp[1]))
+    return saturate(codes, call.result.numpy_dtype)
+
+
+def relu(call: Call) -> np.ndarray:
+    if call.quantized:
+        return _bounded(call, 0.0, math.inf)
+    return np.maximum(call.args[0], 0).astype(np.float32)
+
+
+def clip(call: Call) -> np.ndarray:
+    low = float(call.attr("min", -math.inf))
+    high = float(call.attr("max", math.inf))
+    if call.quantized:
+        return _bounded(call, low, high)
+    return np.clip(call.args[0], low, high).astype(np.float32)
+
+
+def _float_only(call: Call) -> np.ndarray:
+    if call.quantized:
+        raise call.error(f"{call.op.kind} is float only; keep it between dequantize and quantize")
+    return call.args[0].astype(np.float64)
+
+
+def sigmoid(call: Call) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-_float_only(call)))).astype(np.float32)
+
+
+def tanh(call: Call) -> np.ndarray:
+    return np.tanh(_float_only(call)).astype(np.float32)
+
+
+def softmax(call: Call) -> np.ndarray:
+    x = _float_only(call)
+    axis = int(call.attr("axis", -1))
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def lrn(call: Call) -> np.ndarray:
+    x = _float_only(call)
+    size = int(call.attr("size"))
+    alpha, beta = float(call.attr("alpha", 1e-4)), float(call.attr("beta", 0.75))
+    bias = float(call.attr("bias", 1.0))
+    before, after = (size - 1) // 2, size // 2  # ONNX: floor and ceil of (size-1)/2
+    squares = np.pad(x * x, ((0, 0), (before, after)) + ((0, 0),) * (x.ndim - 2))
+    window = sum(squares[:, i : i + x.shape[1]] for i in range(size))
+    return (x / (bias + alpha / size * window) ** beta).astype(np.float32)
+
+
+def batch_norm(call: Call) -> np.ndarray:
+    x = _float_only(call)
+    channel = (1, -1) + (1,) * (x.ndim - 2)
+    scale, bias, mean, var = (a.astype(np.float64).reshape(channel) for a in call.args[1:])
+    epsilon = float(call.attr("epsilon", 1e-5))
+    return ((x - mean) / np.sqrt(var + epsilon) * scale + bias).astype(np.float32)
+
+
+KERNELS = {
+    "add": add,
+    "sub": sub,
+    "mul": mul,
+    "relu": relu,
+    "clip": clip,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "softmax": softmax,
+    "lrn": lrn,
+    "batch_norm": batch_norm,
+}

@@ -1,0 +1,112 @@
+"""Pooling and reductions over windows: max on values or codes, averages as a
+sum of (x - zx) requantized by sx / (sy * count)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+
+import numpy as np
+
+from cimc.reference.call import Call
+from cimc.reference.integer import centered, finish, quant_arrays, requantize_codes, rescale
+
+
+def _windows(call: Call, x: np.ndarray, fill: float | int) -> Iterator[np.ndarray]:
+    """One strided slice [N,C,Ho,Wo] per kernel position, padding with `fill`.
+
+    The output size is the result type's, so ceil_mode needs no rule of its
+    own here: windows running past the padded input read `fill`.
+    """
+    kh, kw = call.attr("kernel")
+    sh, sw = call.attr("strides", [1, 1])
+    dh, dw = call.attr("dilations", [1, 1])
+    top, left, bottom, right = call.attr("pads", [0, 0, 0, 0])
+    ho, wo = call.result.shape[2:]
+    h, w = x.shape[2:]
+    bottom = max(bottom, (ho - 1) * sh + dh * (kh - 1) + 1 - h - top)
+    right = max(right, (wo - 1) * sw + dw * (kw - 1) + 1 - w - left)
+    padded = np.pad(
+        x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=np.asarray(fill, x.dtype)
+    )
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+            yield padded[:, :, rows, cols]
+
+
+def _window_counts(call: Call, h: int, w: int) -> np.ndarray:
+    """Divisor of each average window [Ho,Wo], as onnxruntime counts it.
+
+    With count_include_pad the pads count but positions beyond them (ceil_mode) do not.
+    """
+    kh, kw = call.attr("kernel")
+    sh, sw = call.attr("strides", [1, 1])
+    top, left, bottom, right = call.attr("pads", [0, 0, 0, 0])
+    include_pad = bool(call.attr("count_include_pad", 0))
+    ho, wo = call.result.shape[2:]
+
+    def extent(n_out: int, stride: int, k: int, begin: int, end: int, size: int) -> np.ndarray:
+        start = np.arange(n_out) * stride - begin
+        if include_pad:
+            return np.minimum(start + k, size + end) - start
+        return np.minimum(start + k, size) - np.maximum(start, 0)
+
+    return np.outer(extent(ho, sh, kh, top, bottom, h), extent(wo, sw, kw, left, right, w))
+
+
+def max_pool(call: Call) -> np.ndarray:
+    x, x_type = call.args[0], call.types[0]
+    if not call.quantized:
+        return functools.reduce(np.maximum, _windows(call, x, -np.inf)).astype(np.float32)
+    codes = functools.reduce(np.maximum, _windows(call, x, np.iinfo(x.dtype).min))
+    return requantize_codes(codes, x_type, call.result)
+
+
+def avg_pool(call: Call) -> np.ndarray:
+    x, x_type = call.args[0], call.types[0]
+    counts = _window_counts(call, *x.shape[2:])
+    if not call.quantized:
+        total = sum(window.astype(np.float64) for window in _windows(call, x, 0.0))
+        return (total / counts).astype(np.float32)
+    acc = sum(window for window in _windows(call, centered(x, x_type), 0))
+    sx, _ = quant_arrays(x_type, 1)
+    sy, _ = quant_arrays(call.result, 1)
+    return finish(call, rescale(np.asarray(acc), sx / (sy * counts.astype(np.float64))))
+
+
+def global_avg_pool(call: Call) -> np.ndarray:
+    x, x_type = call.args[0], call.types[0]
+    if not call.quantized:
+        return x.astype(np.float64).mean(axis=(2, 3), keepdims=True).astype(np.float32)
+    acc = centered(x, x_type).sum(axis=(2, 3), keepdims=True)
+    sx, _ = quant_arrays(x_type, 1)
+    sy, _ = quant_arrays(call.result, 1)
+    return finish(call, rescale(acc, sx / (sy * x.shape[2] * x.shape[3])))
+
+
+def global_max_pool(call: Call) -> np.ndarray:
+    x = call.args[0]
+    y = x.max(axis=(2, 3), keepdims=True)
+    if not call.quantized:
+        return y.astype(np.float32)
+    return requantize_codes(y, call.types[0], call.result)
+
+
+def reduce_mean(call: Call) -> np.ndarray:
+    if call.quantized:
+        raise call.error("reduce_mean is float only (over H, W use global_avg_pool)")
+    axes = call.attr("axes")
+    keepdims = bool(call.attr("keepdims", 1))
+    x = call.args[0].astype(np.float64)
+    return x.mean(axis=None if axes is None else tuple(axes), keepdims=keepdims).astype(np.float32)
+
+
+KERNELS = {
+    "max_pool": max_pool,
+    "avg_pool": avg_pool,
+    "global_avg_pool": global_avg_pool,
+    "global_max_pool": global_max_pool,
+    "reduce_mean": reduce_mean,
+}
