@@ -1,0 +1,318 @@
+"""The machine: cores with their own clocks, run by a discrete-event scheduler.
+
+Each core interprets its own instruction stream; control flow is
+data-independent, so one interpretation serves the whole batch. The
+scheduler always advances the runnable core with the smallest clock (ties by
+core number). Instructions that only touch a core's own state run ahead
+freely; those whose timing or data involve other cores (send, recv, sync,
+ld, st) run only when their core is the earliest, so messages, link
+bookings and global-memory accesses happen in time order, deterministically.
+
+Deadlock (every live core waits and nothing can wake it) and runaway loops
+(more than `max_steps` instructions) end the run with a CimcError.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from cimc.diagnostics import CimcError
+from isa.image import Image
+from isa.program import Instruction, Program
+from isa.simulator.crossbar import Analog, conductance
+from isa.simulator.matrix import GroupState
+from isa.simulator.memory import Memory, MemoryFault
+from isa.simulator.network import Network
+from isa.simulator.registry import BLOCK, Semantic, lookup
+from isa.simulator.timing import Cost, instruction_cost
+from isa.simulator.trace import Trace
+from isa.table import BY_MNEMONIC
+from targets import Target
+
+# Cost classes whose instructions must run in global time order.
+ORDERED = frozenset({"send", "recv", "sync", "global"})
+
+
+@dataclass(frozen=True)
+class Message:
+    arrival: int
+    data: np.ndarray  # uint8 [batch, len]
+    sent_at: Instruction
+
+
+def where(instruction: Instruction) -> str:
+    """`mnemonic` at file:line, for messages."""
+    at = f" at {instruction.loc}" if instruction.loc else ""
+    return f"`{instruction.mnemonic}`{at}"
+
+
+class Core:
+    """One core: registers, local memory, crossbar groups, decoded stream, clock."""
+
+    def __init__(self, number: int, machine: Machine, instructions: list[Instruction]):
+        self.number = number
+        self.machine = machine
+        self.regs = [0] * 16
+        self.pc = 0
+        self.clock = 0
+        self.halted = False
+        self.blocked_since: int | None = None
+        self.waiting_for = ""  # what a blocked core waits for, for the deadlock message
+        self.pending_recv: tuple[int, int, int, int] | None = None  # source, addr, len, tag
+        target = machine.target
+        self.memory = Memory(f"core {number} local memory", target.local_memory_bytes,
+                             machine.batch)
+        self.groups: dict[int, GroupState] = {}
+        image = machine.image
+        if image is not None and number in image.cores:
+            cells = image.cores[number].cells
+            planes = conductance(cells, machine.analog, number)
+            for gid, group in sorted(image.cores[number].groups.items()):
+                self.groups[gid] = GroupState(
+                    group, group.digits(cells), group.digits(planes), image.cell_bits,
+                    target.dac_bits, machine.analog, machine.bit_level)
+        # An implicit halt ends every stream, so running off the end stops the core.
+        self.instructions = [*instructions, Instruction("halt", ())]
+        self.handlers: list[Semantic] = []
+        self.operands: list[tuple[int, ...]] = []
+        self.elements: list[str | None] = []
+        self.ordered: list[bool] = []
+        self.costs: list[Cost] = []
+        for instruction in self.instructions:
+            self._decode(instruction)
+        self.cycles = [cost.cycles for cost in self.costs]
+        self.counts = [0] * len(self.instructions)
+
+    def _decode(self, instruction: Instruction) -> None:
+        spec = BY_MNEMONIC.get(instruction.mnemonic)
+        if spec is None:
+            raise self.error(f"unknown instruction '{instruction.mnemonic}'", instruction)
+        if len(instruction.operands) != len(spec.fields):
+            raise self.error(f"expects {len(spec.fields)} operand fields, got "
+                             f"{len(instruction.operands)}", instruction)
+        fields = dict(zip((f.name for f in spec.fields), instruction.operands, strict=True))
+        if "target" in fields and not 0 <= fields["target"] < len(self.instructions) + 1:
+            raise self.error(f"branch target {fields['target']} is outside the stream",
+                             instruction)
+        if "core" in fields and not 0 <= fields["core"] < self.machine.target.cores:
+            raise self.error(f"core {fields['core']} does not exist on target "
+                             f"'{self.machine.target.name}' ({self.machine.target.cores} "
+                             f"cores)", instruction)
+        if "g" in fields and fields["g"] not in self.groups:
+            known = ", ".join(map(str, sorted(self.groups))) or "none"
+            raise self.error(f"crossbar group {fields['g']} is not in the image for core "
+                             f"{self.number} (its groups: {known})", instruction)
+        image_groups = {gid: state.group for gid, state in self.groups.items()}
+        self.handlers.append(lookup(spec))
+        self.operands.append(instruction.operands)
+        self.elements.append(spec.suffix)
+        self.ordered.append(spec.cost in ORDERED)
+        self.costs.append(instruction_cost(spec, instruction.operands, self.machine.target,
+                                           image_groups, self.number))
+
+    def error(self, message: str, instruction: Instruction) -> CimcError:
+        """A CimcError about `instruction` of this core, located at its source line."""
+        return CimcError(f"core {self.number}: {where(instruction)}: {message}",
+                         instruction.loc)
+
+    @property
+    def busy(self) -> int:
+        """Cycles spent executing (not waiting)."""
+        return sum(c * n for c, n in zip(self.cycles, self.counts, strict=True))
+
+
+class Machine:
+    """The chip running one program over a batch of inputs."""
+
+    def __init__(self, program: Program, image: Image | None, target: Target, batch: int,
+                 analog: Analog, bit_level: bool = False, max_steps: int = 50_000_000,
+                 trace: Trace | None = None):
+        self.target = target
+        self.image = image
+        self.batch = batch
+        self.analog = analog
+        self.bit_level = bit_level
+        self.max_steps = max_steps
+        self.steps = 0
+        self.trace = trace
+        self.global_memory = Memory("global memory", target.global_memory_bytes, batch)
+        self.global_free = 0  # the shared global-memory channel is busy until then
+        self.network = Network(target)
+        self.mailbox: dict[tuple[int, int, int], deque[Message]] = {}
+        self.barrier: list[Core] = []
+        self.cores: dict[int, Core] = {}
+        for number in sorted(program.streams):
+            if number >= target.cores:
+                raise CimcError(f"the program has code for core {number} but target "
+                                f"'{target.name}' has {target.cores} cores")
+            self.cores[number] = Core(number, self, program.streams[number].instructions)
+        self.ready: list[tuple[int, int]] = [(0, n) for n in self.cores]
+        for number, segments in sorted(program.data.items()):
+            core = self.cores.get(number)
+            for segment in segments:
+                memory = core.memory if core else None
+                if memory is None:
+                    continue  # data for a core without code is never read
+                try:
+                    memory.write(segment.addr, np.frombuffer(segment.data, np.uint8))
+                except MemoryFault as exc:
+                    raise CimcError(f"core {number}: .data at {segment.addr}: {exc}") from None
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run every core to its halt (or raise deadlock / step-limit errors)."""
+        ready = self.ready
+        heapq.heapify(ready)
+        while ready:
+            _, number = heapq.heappop(ready)
+            horizon = ready[0] if ready else (math.inf, math.inf)
+            self._run_core(self.cores[number], horizon)
+        stuck = [c for c in self.cores.values() if not c.halted]
+        if stuck:
+            raise self._deadlock(stuck)
+
+    def wake(self, core: Core) -> None:
+        core.blocked_since = None
+        core.waiting_for = ""
+        heapq.heappush(self.ready, (core.clock, core.number))
+
+    def _run_core(self, core: Core, horizon: tuple[float, float]) -> None:
+        """Run `core` until it halts, blocks, or must wait for an earlier core."""
+        handlers, operands, elements = core.handlers, core.operands, core.elements
+        cycles, ordered, counts = core.cycles, core.ordered, core.counts
+        trace = self.trace
+        number = core.number
+        pc, clock = core.pc, core.clock
+        budget = self.max_steps - self.steps
+        start_budget = budget
+        try:
+            while True:
+                start = clock
+                if ordered[pc]:
+                    if (clock, number) > horizon:
+                        heapq.heappush(self.ready, (clock, number))
+                        break
+                    core.pc, core.clock = pc, clock
+                    counts[pc] += 1
+                    nxt = handlers[pc](core, operands[pc], elements[pc])
+                    if nxt == BLOCK:
+                        core.blocked_since = clock
+                        break
+                    clock = core.clock
+                else:
+                    nxt = handlers[pc](core, operands[pc], elements[pc])
+                    counts[pc] += 1
+                    clock += cycles[pc]
+                if trace is not None:
+                    trace.record(number, pc, start, clock, nxt)
+                budget -= 1
+                if nxt is None:
+                    pc += 1
+                elif nxt >= 0:
+                    pc = nxt
+                else:  # HALT
+                    core.halted = True
+                    break
+                if budget <= 0:
+                    raise core.error(
+                        f"step limit of {self.max_steps} instructions reached: a runaway "
+                        f"loop? (raise the limit if the program is really this long)",
+                        core.instructions[pc])
+        except MemoryFault as exc:
+            raise core.error(str(exc), core.instructions[pc]) from None
+        finally:
+            self.steps += start_budget - budget
+        core.pc, core.clock = pc, clock
+
+    # -- cross-core instructions (called by their semantic functions) -----------------------
+
+    def access_global(self, core: Core, nbytes: int) -> None:
+        """ld/st timing: the chip's global-memory channel is shared by all cores."""
+        start = max(core.clock, self.global_free)
+        duration = core.cycles[core.pc]
+        self.global_free = start + duration
+        core.clock = start + duration
+
+    def send(self, core: Core, dest: int, data: np.ndarray, tag: int) -> None:
+        core.clock += core.cycles[core.pc]
+        arrival = self.network.deliver(core.clock, core.number, dest, data.shape[1])
+        message = Message(arrival, data, core.instructions[core.pc])
+        receiver = self.cores.get(dest)
+        pending = receiver.pending_recv if receiver else None
+        if receiver is not None and pending and pending[0] == core.number and pending[3] == tag:
+            self._complete_recv(receiver, message)
+            self.wake(receiver)
+        else:
+            self.mailbox.setdefault((dest, core.number, tag), deque()).append(message)
+
+    def receive(self, core: Core, source: int, addr: int, nbytes: int, tag: int) -> int | None:
+        queue = self.mailbox.get((core.number, source, tag))
+        core.pending_recv = (source, addr, nbytes, tag)
+        if not queue:
+            core.waiting_for = f"a message from core {source} with tag {tag} ({nbytes} bytes)"
+            return BLOCK
+        self._complete_recv(core, queue.popleft())
+        return None
+
+    def _complete_recv(self, core: Core, message: Message) -> None:
+        assert core.pending_recv is not None
+        source, addr, nbytes, tag = core.pending_recv
+        instruction = core.instructions[core.pc]
+        if message.data.shape[1] != nbytes:
+            raise core.error(f"receives {nbytes} bytes but core {source} sent "
+                             f"{message.data.shape[1]} with tag {tag} "
+                             f"({where(message.sent_at)})", instruction)
+        try:
+            core.memory.write(addr, message.data)
+        except MemoryFault as exc:
+            raise core.error(str(exc), instruction) from None
+        issued = core.clock
+        core.clock = max(core.clock, message.arrival) + core.cycles[core.pc]
+        core.pending_recv = None
+        if core.blocked_since is not None:  # resumed by the sender: finish the instruction
+            if self.trace is not None:
+                self.trace.record(core.number, core.pc, issued, core.clock, None)
+            core.pc += 1
+
+    def arrive_at_barrier(self, core: Core) -> int | None:
+        self.barrier.append(core)
+        core.waiting_for = "the other cores to reach a sync"
+        if self._check_barrier(arriving=core):
+            return None
+        return BLOCK
+
+    def _check_barrier(self, arriving: Core | None = None) -> bool:
+        """Release the barrier when every core with a stream waits at it."""
+        if len(self.barrier) < len(self.cores):
+            return False
+        release = max(c.clock for c in self.barrier) + self.target.latency.scalar
+        for waiting in self.barrier:
+            waiting.clock = release
+            if waiting is not arriving:
+                if self.trace is not None:
+                    start = waiting.blocked_since or 0
+                    self.trace.record(waiting.number, waiting.pc, start, release, None)
+                waiting.pc += 1
+                self.wake(waiting)
+        self.barrier = []
+        return True
+
+    def _deadlock(self, stuck: list[Core]) -> CimcError:
+        lines = []
+        for core in stuck:
+            instruction = core.instructions[core.pc]
+            waits = core.waiting_for
+            if core.pending_recv is None and core in self.barrier:
+                absent = [str(c.number) for c in self.cores.values() if c not in self.barrier]
+                waits = f"cores {', '.join(absent)} to reach a sync (halted or blocked)"
+            lines.append(f"core {core.number} waits at {where(instruction)} for {waits}")
+        unreceived = [f"core {src} -> core {dst} tag {tag}"
+                      for (dst, src, tag), queue in sorted(self.mailbox.items()) if queue]
+        tail = f"; messages sent but never received: {', '.join(unreceived)}" if unreceived else ""
+        return CimcError("deadlock: " + "; ".join(lines) + tail)
