@@ -256,7 +256,7 @@ class Assembler:
 
     def d_core(self, st: Statement) -> None:
         (number,) = self.expect(st, "N", "integer")
-        core = int(number.value)
+        core = number.value
         if not 0 <= core <= MAX_CORE:
             raise self.error(f"core number {core} out of range 0..{MAX_CORE}",
                              number.line, number.column)
@@ -275,14 +275,14 @@ class Assembler:
         if dtype.value not in IO_DTYPES:
             raise self.error(f"unknown dtype '{dtype.value}'; expected one of "
                              f"{', '.join(IO_DTYPES)}", dtype.line, dtype.column)
+        low, high = DTYPE_RANGE[dtype.value]
         checks = [
-            (addr, int(addr.value) >= 0, "address must be >= 0"),
+            (addr, addr.value >= 0, "address must be >= 0"),
             (shape, all(d > 0 for d in shape.value), "shape dimensions must be > 0"),
-            (scale, 0 < float(scale.value) < math.inf, "scale must be a positive number"),
+            (scale, 0 < scale.value < math.inf, "scale must be a positive number"),
+            (zp, low <= zp.value <= high,
+             f"zero point out of range {low}..{high} for {dtype.value}"),
         ]
-        low, high = DTYPE_RANGE[str(dtype.value)]
-        checks.append((zp, low <= int(zp.value) <= high,
-                       f"zero point out of range {low}..{high} for {dtype.value}"))
         for arg, ok, message in checks:
             if not ok:
                 raise self.error(message, arg.line, arg.column)
@@ -290,9 +290,8 @@ class Assembler:
         label = self.text_of(name)
         if any(d.name == label for d in self.program.inputs + self.program.outputs):
             raise self.error(f"'{label}' is already declared", name.line, name.column)
-        decls.append(IODecl(label, int(addr.value), str(dtype.value),
-                            tuple(shape.value), float(scale.value), int(zp.value),
-                            Location(self.filename, st.line, st.column)))
+        decls.append(IODecl(label, addr.value, dtype.value, shape.value, float(scale.value),
+                            zp.value, Location(self.filename, st.line, st.column)))
 
     def d_data(self, st: Statement) -> None:
         (addr,) = self.expect(st, "ADDR", "integer")
