@@ -88,7 +88,8 @@ class Program:
     """A whole-chip program.
 
     `streams` and `data` are keyed by global core number and hold cores in
-    ascending order. `image` is the crossbar programming image path as written
+    ascending order; every core with data also has a stream (possibly empty),
+    as the assembler and the decoder build it. `image` is the crossbar programming image path as written
     in `.image` (relative to the program file), or None.
     """
 
