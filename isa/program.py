@@ -89,8 +89,9 @@ class Program:
 
     `streams` and `data` are keyed by global core number and hold cores in
     ascending order; every core with data also has a stream (possibly empty),
-    as the assembler and the decoder build it. `image` is the crossbar programming image path as written
-    in `.image` (relative to the program file), or None.
+    as the assembler and the decoder build it. `image` is the crossbar
+    programming image path as written in `.image` (relative to the program
+    file), or None.
     """
 
     target: str | None = None
