@@ -39,6 +39,7 @@ LARGE_CONSTANT = 4096
 def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Module:
     """Load the ONNX model at `path` and return it as an IR Module."""
     model = load_model(path)
+    name_nodes(model)
     pin_input_shapes(model, path, input_shapes or {})
     model = convert_opset(model, path)
     model = infer_shapes(model, path)
@@ -183,6 +184,15 @@ def fold_constants(
     del folded.opset_import[:]
     folded.opset_import.extend(model.opset_import)
     return folded, weights
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Name unnamed nodes after their op type (Conv_0, Conv_1, ...): IR ops carry node names."""
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if not node.name:
+            node.name = f"{node.op_type}_{counts.get(node.op_type, 0)}"
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
