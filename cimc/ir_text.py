@@ -228,6 +228,7 @@ def _syntax_error(exc: Any, text: str, filename: str) -> CimcError:
     else:
         message = f"unexpected character {text[exc.pos_in_stream]!r}"
         line, column = exc.line, exc.column
+    described.sort()
     if described:
         message += ", expected " + (
             described[0] if len(described) == 1 else "one of: " + ", ".join(described)
@@ -378,7 +379,9 @@ class _Builder:
             raise self.error(f"expected true or false, got '{value}'", value)
         if dtype.kind == "f":
             number = float(value)
-            if np.isfinite(number) and not np.isfinite(np.float32(number)):
+            with np.errstate(over="ignore"):
+                overflows = np.isfinite(number) and not np.isfinite(np.float32(number))
+            if overflows:
                 raise self.error(f"{value} is out of range for f32", value)
             return number
         integer = self.integer(value)

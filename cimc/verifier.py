@@ -77,6 +77,7 @@ _NOUNS = {
 INT = AttrType("int")
 FLOAT = AttrType("float")
 FLAG = AttrType("flag")
+STR = AttrType("str")
 INTS = AttrType("ints")
 PAIR = AttrType("ints", 2)
 QUAD = AttrType("ints", 4)
@@ -93,6 +94,8 @@ class OpSpec:
     results: tuple[int, int | None] = (1, 1)
 
 
+# Fixed-point requantization to the result: y = clamp(round(acc * M / 2^shift) + zy, lo, hi).
+_REQUANT = {"M": INT, "shift": INT, "zy": INT, "lo": INT, "hi": INT}
 _ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP})
 _UNARY = OpSpec((1, 1))
 
@@ -100,7 +103,9 @@ _UNARY = OpSpec((1, 1))
 OP_KINDS: dict[str, OpSpec] = {
     "conv": OpSpec((2, 3), {"strides": PAIR, "pads": QUAD, "dilations": PAIR, "group": INT},
                    {"clamp": CLAMP}),
-    "gemm": OpSpec((2, 3), optional={"clamp": CLAMP}),
+    # trans_a/trans_b/alpha/beta: ONNX Gemm forms that canonicalize normalizes away.
+    "gemm": OpSpec((2, 3), optional={"clamp": CLAMP, "trans_a": FLAG, "trans_b": FLAG,
+                                     "alpha": FLOAT, "beta": FLOAT}),
     "matmul": OpSpec((2, 2)),
     "add": _ELEMENTWISE,
     "sub": _ELEMENTWISE,
@@ -125,6 +130,17 @@ OP_KINDS: dict[str, OpSpec] = {
     "quantize": _UNARY,
     "dequantize": _UNARY,
     "requantize": _UNARY,
+    # Imported from ONNX for canonicalize to remove.
+    "identity": _UNARY,
+    "sum": OpSpec((1, None)),
+    # The backend's kinds (passes/lower.py).
+    "matvec": OpSpec((4, 4), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
+                              "dilations": PAIR, "group": INT}),
+    "pool": OpSpec((1, 1), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
+                            "dilations": PAIR, "offset": INT, **_REQUANT}),
+    "eltwise": OpSpec((2, 2), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT}),
+    "rescale": OpSpec((1, 1), {"zx": INT, **_REQUANT}),
+    "view": _UNARY,
 }
 
 
