@@ -104,6 +104,9 @@ class Core:
                              f"'{self.machine.target.name}' ({self.machine.target.cores} "
                              f"cores)", instruction)
         if "g" in fields and fields["g"] not in self.groups:
+            if self.machine.image is None:
+                raise self.error("uses a crossbar group but the program has no crossbar "
+                                 "image (.image directive)", instruction)
             known = ", ".join(map(str, sorted(self.groups))) or "none"
             raise self.error(f"crossbar group {fields['g']} is not in the image for core "
                              f"{self.number} (its groups: {known})", instruction)
@@ -309,8 +312,9 @@ class Machine:
             instruction = core.instructions[core.pc]
             waits = core.waiting_for
             if core.pending_recv is None and core in self.barrier:
-                absent = [str(c.number) for c in self.cores.values() if c not in self.barrier]
-                waits = f"cores {', '.join(absent)} to reach a sync (halted or blocked)"
+                absent = [f"{c.number} ({'halted' if c.halted else 'blocked'})"
+                          for c in self.cores.values() if c not in self.barrier]
+                waits = f"cores {', '.join(absent)} to reach a sync"
             lines.append(f"core {core.number} waits at {where(instruction)} for {waits}")
         unreceived = [f"core {src} -> core {dst} tag {tag}"
                       for (dst, src, tag), queue in sorted(self.mailbox.items()) if queue]

@@ -1,0 +1,167 @@
+"""`cimc sim prog.s|prog.bin --inputs X --outputs Y`: run a program on the simulator.
+
+Inputs: X is an .npy (the program's only input) or an .npz (arrays named like
+the `.input` directives), batch on axis 0. Float arrays are real values,
+quantized by the input's scale and zero point; integer arrays are taken as
+the quantized codes themselves. An array without the batch axis (exactly
+the declared shape) is a batch of one, and for an image input declared
+[H, W, C] an array laid out [batch, C, H, W] (ONNX's NCHW) is transposed.
+
+Outputs: Y is an .npy (one output) or .npz (by name), float32 real values
+dequantized by the `.output` scale and zero point (`--codes`: the integer
+codes), in the declared layout. The crossbar image is the program's `.image`
+file, relative to the program file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sim", help="run a program on the simulator (outputs, cycles, energy)",
+        description="Run an assembled program (text or binary) on the cimc simulator.")
+    parser.add_argument("program", metavar="PROG", help="program: assembly text or binary")
+    parser.add_argument("--inputs", metavar="X", help=".npy (one input) or .npz (by name)")
+    parser.add_argument("--outputs", metavar="Y", help=".npy (one output) or .npz to write")
+    parser.add_argument("--codes", action="store_true",
+                        help="write the outputs' integer codes instead of dequantized floats")
+    parser.add_argument("--report", metavar="R.json", help="write the report (cycles, energy...)")
+    parser.add_argument("--trace", metavar="T.json",
+                        help="write a Chrome trace-event timeline (opens in Perfetto)")
+    parser.add_argument("--target", metavar="NAME|FILE",
+                        help="target (default: the program's .target)")
+    parser.add_argument("--adc-bits", type=int, metavar="N",
+                        help="what-if: clip each ADC conversion to N bits (default: ideal)")
+    parser.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                        help="what-if: Gaussian cell noise, in cell levels")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the cell noise")
+    parser.add_argument("--max-steps", type=int, default=50_000_000, metavar="N",
+                        help="stop after N instructions (runaway loops)")
+    parser.set_defaults(func=sim_command)
+
+
+def sim_command(args: argparse.Namespace) -> int:
+    from cimc.diagnostics import CimcError
+    from cimc.outputs import write_atomic
+    from isa.encoding import load_program
+    from isa.image import load_image
+    from isa.simulator import SimOptions, dequantize_output, simulate
+    from targets import load_target
+
+    program = load_program(args.program)
+    target_name = args.target or program.target
+    if not target_name:
+        raise CimcError(f"{args.program} has no .target directive; give --target NAME|FILE")
+    target = load_target(target_name)
+    image = None
+    if program.image is not None:
+        image_path = Path(args.program).parent / program.image
+        if not image_path.is_file():
+            raise CimcError(f"crossbar image {image_path} (from the .image directive of "
+                            f"{args.program}) not found; compile again or fix the path")
+        image = load_image(image_path)
+    if args.adc_bits is not None and not 1 <= args.adc_bits <= 32:
+        raise CimcError(f"--adc-bits {args.adc_bits}: give 1..32")
+    if args.noise < 0:
+        raise CimcError(f"--noise {args.noise}: the noise sigma must be >= 0")
+    inputs = read_inputs(args.inputs, program) if args.inputs else {}
+    options = SimOptions(adc_bits=args.adc_bits, noise_sigma=args.noise, seed=args.seed,
+                         max_steps=args.max_steps, trace=bool(args.trace))
+    result = simulate(program, image, target, inputs, options)
+    if args.outputs:
+        decls = {d.name: d for d in program.outputs}
+        arrays = {name: codes if args.codes else dequantize_output(decls[name], codes)
+                  for name, codes in result.outputs.items()}
+        write_atomic(args.outputs, encode_arrays(args.outputs, arrays))
+    if args.report:
+        write_atomic(args.report, json.dumps(result.report, indent=2) + "\n")
+    if args.trace and result.trace is not None:
+        write_atomic(args.trace, result.trace.to_json())
+    report = result.report
+    print(f"{report['cycles']} cycles ({report['latency_us']:.3f} us at {target.clock_mhz:g} "
+          f"MHz), {report['energy_nj']['total']:.3f} nJ, {report['mvm_instructions']} MVMs, "
+          f"{report['instructions']} instructions, batch {report['batch']}")
+    return 0
+
+
+def _load(path: str) -> Any:
+    from cimc.diagnostics import CimcError
+
+    if not path.endswith((".npy", ".npz")):
+        raise CimcError(f"{path}: inputs must be an .npy or .npz file")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CimcError(f"cannot read inputs {path}: {exc}") from None
+
+
+def read_inputs(path: str, program: Any) -> dict[str, np.ndarray]:
+    """Input codes by name from an .npy/.npz file (see the module docstring)."""
+    from cimc.diagnostics import CimcError
+    from isa.simulator import quantize_input
+
+    declared = {d.name: d for d in program.inputs}
+    loaded = _load(path)
+    if isinstance(loaded, np.ndarray):
+        if len(declared) != 1:
+            names = ", ".join(declared) or "none"
+            raise CimcError(f"{path} holds one array but the program declares inputs: {names}; "
+                            f"give an .npz with one array per input name")
+        arrays = {next(iter(declared)): loaded}
+    else:
+        arrays = {name: loaded[name] for name in loaded.files}
+        unknown = sorted(set(arrays) - set(declared))
+        if unknown:
+            raise CimcError(f"{path}: array '{unknown[0]}' is not an input of the program "
+                            f"(its inputs: {', '.join(declared) or 'none'})")
+    codes = {}
+    for name, array in arrays.items():
+        decl = declared[name]
+        shape = tuple(decl.shape)
+        if array.shape == shape:
+            array = array[None]
+        elif len(shape) == 3 and array.shape[1:] == (shape[2], shape[0], shape[1]):
+            array = array.transpose(0, 2, 3, 1)  # NCHW -> NHWC
+        if array.shape[1:] != shape:
+            raise CimcError(f"{path}: input '{name}' has shape {list(array.shape)} but the "
+                            f"program declares [batch, {', '.join(map(str, shape))}]")
+        if np.issubdtype(array.dtype, np.integer):
+            codes[name] = array
+        elif np.issubdtype(array.dtype, np.floating):
+            codes[name] = quantize_input(decl, array)
+        else:
+            raise CimcError(f"{path}: input '{name}' has dtype {array.dtype}; give floats or "
+                            f"integer codes")
+    return codes
+
+
+def encode_arrays(path: str, arrays: dict[str, np.ndarray]) -> bytes:
+    """.npy bytes of the only array, or deterministic .npz bytes (fixed zip timestamps)."""
+    from cimc.diagnostics import CimcError
+
+    if path.endswith(".npy"):
+        if len(arrays) != 1:
+            raise CimcError(f"{path}: the program has {len(arrays)} outputs "
+                            f"({', '.join(arrays)}); write them to an .npz")
+        buffer = io.BytesIO()
+        np.save(buffer, next(iter(arrays.values())), allow_pickle=False)
+        return buffer.getvalue()
+    if not path.endswith(".npz"):
+        raise CimcError(f"{path}: outputs are written to an .npy or .npz file")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
+                        buffer.getvalue())
+    return archive.getvalue()

@@ -1,0 +1,109 @@
+"""The simulator's crossbar MVM: bit-serial inputs on bit-sliced weights vs numpy x @ W."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from isa.image import group_weights, program_group
+from isa.simulator.crossbar import Analog, conductance, input_digits, mvm_bit_level, mvm_exact
+
+
+def _inputs(rng: np.random.Generator, signed: bool, shape: tuple[int, int]) -> np.ndarray:
+    if signed:
+        return rng.integers(-128, 128, size=shape).astype(np.int8)
+    return rng.integers(0, 256, size=shape).astype(np.uint8)
+
+
+def _bit_level(x: np.ndarray, digits: np.ndarray, weight_bits: int, cell_bits: int,
+               dac_bits: int, adc_bits: int | None = None,
+               planes: np.ndarray | None = None) -> np.ndarray:
+    return mvm_bit_level(
+        x, digits.astype(np.float64) if planes is None else planes,
+        weight_bits=weight_bits, cell_bits=cell_bits, input_bits=8,
+        signed=x.dtype == np.int8, dac_bits=dac_bits, adc_bits=adc_bits)
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["int8", "uint8"])
+@pytest.mark.parametrize(
+    ("weight_bits", "cell_bits", "dac_bits"),
+    [(8, 2, 1), (4, 1, 2), (8, 3, 2), (8, 8, 4), (6, 4, 3), (8, 1, 8)],
+)
+def test_bit_sliced_mvm_with_ideal_adc_is_the_exact_dot_product(
+    signed: bool, weight_bits: int, cell_bits: int, dac_bits: int
+) -> None:
+    rng = np.random.default_rng(weight_bits * 100 + cell_bits * 10 + dac_bits)
+    low = -(1 << (weight_bits - 1))
+    w = rng.integers(low, -low, size=(64, 24))
+    w[0, :] = low  # the extremes of the weight range
+    w[1, :] = -low - 1
+    x = _inputs(rng, signed, (20, 64))
+    x[0, :] = -128 if signed else 255
+    digits = program_group(w, weight_bits, cell_bits)
+    assert digits.shape[0] == -(-weight_bits // cell_bits)
+    assert digits.max() < 1 << cell_bits
+    expected = x.astype(np.int64) @ w
+    np.testing.assert_array_equal(_bit_level(x, digits, weight_bits, cell_bits, dac_bits), expected)
+    np.testing.assert_array_equal(mvm_exact(x, group_weights(digits, weight_bits, cell_bits)),
+                                  expected)
+
+
+def test_signed_inputs_stream_the_sign_step_with_negative_weight() -> None:
+    x = np.array([[-128, -1, 5, 127]], dtype=np.int8)
+    digits = input_digits(x, 8, signed=True, dac_bits=1)
+    assert digits.shape == (8, 1, 4)
+    weights = 1 << np.arange(8)
+    np.testing.assert_array_equal(np.einsum("tbr,t->br", digits, weights), x)
+    assert list(digits[-1, 0]) == [-1, -1, 0, 0]  # the sign step: weight -2^7 per set bit
+
+
+def test_exact_shortcut_equals_bit_level_path_on_128x128_batch() -> None:
+    rng = np.random.default_rng(7)
+    w = rng.integers(-128, 128, size=(128, 128))
+    digits = program_group(w, 8, 2)
+    for signed in (True, False):
+        x = _inputs(rng, signed, (300, 128))
+        np.testing.assert_array_equal(
+            mvm_exact(x, group_weights(digits, 8, 2)), _bit_level(x, digits, 8, 2, 1))
+
+
+def test_adc_clipping_reduces_accuracy_as_bits_shrink() -> None:
+    rng = np.random.default_rng(3)
+    w = rng.integers(-128, 128, size=(128, 32))
+    digits = program_group(w, 8, 2)
+    x = _inputs(rng, True, (200, 128))
+    exact = x.astype(np.int64) @ w
+    # The largest partial sum is 128 rows x 1-bit digit x level 3 = 384 < 2^9.
+    np.testing.assert_array_equal(_bit_level(x, digits, 8, 2, 1, adc_bits=9), exact)
+    errors = [np.abs(_bit_level(x, digits, 8, 2, 1, adc_bits=b) - exact).mean()
+              for b in (8, 7, 6, 5, 4)]
+    assert errors[1] > 0
+    assert errors == sorted(errors)
+    assert errors[-1] > 10 * errors[1]
+
+
+def test_cell_noise_is_reproducible_by_seed_and_grows_with_sigma() -> None:
+    rng = np.random.default_rng(5)
+    w = rng.integers(-128, 128, size=(64, 16))
+    digits = program_group(w, 8, 2)
+    cells = digits.reshape(1, 4 * 64, 16)  # stand-in cell array of one core
+    x = _inputs(rng, False, (100, 64))
+    exact = x.astype(np.int64) @ w
+
+    def run(sigma: float, seed: int) -> np.ndarray:
+        planes = conductance(cells, Analog(noise_sigma=sigma, seed=seed), core=0)
+        return _bit_level(x, digits, 8, 2, 1, planes=planes.reshape(4, 64, 16))
+
+    np.testing.assert_array_equal(run(0.2, seed=1), run(0.2, seed=1))
+    assert not np.array_equal(run(0.2, seed=1), run(0.2, seed=2))
+    errors = [np.abs(run(sigma, seed=1) - exact).mean() for sigma in (0.0, 0.05, 0.2, 0.5)]
+    assert errors[0] == 0
+    assert errors == sorted(errors) and errors[-1] > errors[1]
+
+
+def test_noise_differs_per_core_but_is_fixed_per_seed() -> None:
+    cells = np.ones((1, 4, 4), dtype=np.uint8)
+    a = conductance(cells, Analog(noise_sigma=0.1, seed=9), core=0)
+    b = conductance(cells, Analog(noise_sigma=0.1, seed=9), core=1)
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(a, conductance(cells, Analog(noise_sigma=0.1, seed=9), core=0))
