@@ -1,0 +1,289 @@
+"""lower: quantized ops become the backend's op kinds, constants precomputed.
+
+After `fold-qdq` the module holds integer ops between a `quantize` at each
+input and a `dequantize` at each output. `lower` rewrites every integer op
+into one of the kinds the code generator knows, with everything the hardware
+needs computed here once:
+
+* `matvec(x, weights, bias, requant)` for `conv` and `gemm`: weights i8
+  `[K, N]` with rows in window order `(group, ky, kx, cin)`, so grouped and
+  depthwise convolutions are block-diagonal; bias i32 `[N]` =
+  `b - zx * colsum(w)` because the crossbar multiplies raw codes and padding
+  holds `zx`; requant i32 `[N, 5]` rows `(M, shift, zy, lo, hi)`. A `gemm`
+  reading a flattened image becomes a matvec whose kernel covers the whole
+  image, its weight rows permuted from NCHW to the NHWC storage order.
+* `pool(x)` {mode, kernel, strides, pads, dilations, offset, M, shift, zy, lo, hi}
+  for max and average pools (max pools leave `M = 0`: codes pass unchanged).
+* `eltwise(a, b)` {ma, mb, za, zb, M = 1, shift, zy, lo, hi} for add and sub.
+* `rescale(x)` {zx, M, shift, zy, lo, hi} for requantize, relu and clip
+  (`M = 0` when only the clamp applies).
+* `concat(xs...)` along channels, and `view(x)` for a reshape that keeps the
+  NHWC byte order.
+
+`quantize` of a module input and `dequantize` of a result stay: they run on
+the host. Float ops after the last `dequantize` also stay (host work).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cimc.diagnostics import CimcError
+from cimc.ir import Module, Op, TensorType
+from cimc.pass_base import Pass
+from cimc.reference.integer import add_multipliers
+from cimc.requant import fixed_point
+
+# Kinds the backend runs on the chip, and kinds the host runs.
+CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "concat", "view")
+HOST_KINDS = ("quantize", "dequantize")
+
+
+def image_dims(ty: TensorType) -> tuple[int, int, int]:
+    """(H, W, C) of an activation stored NHWC: [1,C,H,W] or [1,K] (a 1x1 image)."""
+    if len(ty.shape) == 4 and ty.shape[0] == 1:
+        return ty.shape[2], ty.shape[3], ty.shape[1]
+    if len(ty.shape) == 2 and ty.shape[0] == 1:
+        return 1, 1, ty.shape[1]
+    raise ValueError(f"shape {list(ty.shape)} is not [1,C,H,W] or [1,K]")
+
+
+def _per_tensor(ty: TensorType, what: str, op: Op) -> tuple[float, int]:
+    if ty.quant is None or ty.quant.per_channel or ty.dtype not in ("i8", "u8"):
+        raise CimcError(f"op {op.name!r} ({op.kind}): the {what} must be an 8-bit tensor "
+                        "quantized per tensor")
+    return float(ty.quant.scale[0]), int(ty.quant.zero_point[0])
+
+
+def _bounds(op: Op, ty: TensorType, low: int | None = None,
+            high: int | None = None) -> tuple[int, int]:
+    """The result clamp intersected with the range of the result type."""
+    info = np.iinfo(ty.numpy_dtype)
+    lo, hi = int(info.min), int(info.max)
+    clamp = op.attrs.get("clamp")
+    if clamp is not None:
+        lo, hi = max(lo, int(clamp[0])), min(hi, int(clamp[1]))
+    if low is not None:
+        lo = max(lo, low)
+    if high is not None:
+        hi = min(hi, high)
+    return lo, hi
+
+
+def _fixed(multiplier: float) -> tuple[int, int]:
+    mant, shift = fixed_point(np.float64(multiplier))
+    return int(mant), int(shift)
+
+
+@dataclass
+class Lower(Pass):
+    name: ClassVar[str] = "lower"
+
+    def apply(self, module: Module) -> None:
+        host_float = _host_float_ops(module)
+        for op in list(module.ops()):
+            if op.kind in HOST_KINDS or op.name in host_float or op.kind in CHIP_KINDS:
+                continue
+            rule = RULES.get(op.kind)
+            if rule is None or not module.values[op.outputs[0]].is_quantized:
+                raise CimcError(f"op {op.name!r} ({op.kind}): the backend runs integer "
+                                f"{', '.join(sorted(RULES))} between quantize and dequantize; "
+                                "quantize the model (QDQ) or move this op to the host")
+            rule(module, op)
+        module.remove_dead()
+
+
+def _host_float_ops(module: Module) -> set[str]:
+    """Float ops fed (transitively) only by `dequantize` results: host post-processing."""
+    found: set[str] = set()
+    for op in module.ops():
+        if op.kind == "dequantize":
+            continue
+        ins = [module.producer(v) for v in op.inputs if not module.is_constant(v)]
+        if ins and all(p is not None and (p.kind == "dequantize" or p.name in found) for p in ins):
+            found.add(op.name)
+    return found
+
+
+def _replace(module: Module, op: Op, kind: str, inputs: list[str], attrs: dict) -> Op:
+    """Turn `op` into an op of `kind` in place (its name and result stay)."""
+    module.set_inputs(op, inputs)
+    op.kind = kind
+    op.attrs = dict(attrs)
+    return op
+
+
+def lower_matvec(module: Module, op: Op) -> None:
+    x, w_name = op.inputs[0], op.inputs[1]
+    x_type, w_type, y_type = (module.values[v] for v in (x, w_name, op.outputs[0]))
+    if not module.is_constant(w_name) or w_type.quant is None:
+        raise CimcError(f"op {op.name!r} ({op.kind}): weights must be a quantized constant")
+    if any(z != 0 for z in w_type.quant.zero_point):
+        raise CimcError(f"op {op.name!r} ({op.kind}): weights must be quantized symmetrically "
+                        "(zero point 0), as onnxruntime's quantizer does by default")
+    sx, zx = _per_tensor(x_type, "input", op)
+    _, zy = _per_tensor(y_type, "result", op)
+    w = module.constants[w_name].astype(np.int64)
+    attrs: dict[str, Any] = {k: list(op.attrs.get(k, d)) for k, d in
+             (("strides", [1, 1]), ("pads", [0, 0, 0, 0]), ("dilations", [1, 1]))}
+    group = int(op.attrs.get("group", 1))
+    if op.kind == "gemm":
+        source = module.producer(x)
+        flatten = source is not None and source.kind == "reshape"
+        if flatten and len(module.values[source.inputs[0]].shape) == 4:  # type: ignore[union-attr]
+            x = source.inputs[0]  # type: ignore[union-attr]  # flatten of NCHW: read the image, permute the weights
+            _, c, h, wd = module.values[x].shape
+            w = w.reshape(w.shape[0], c, h, wd)
+        else:
+            w = w.reshape(w.shape[0], w.shape[1], 1, 1)
+        group = 1
+    n_out, cg, kh, kw = w.shape
+    mg = n_out // group
+    rows = kh * kw * cg
+    weights = np.zeros((group * rows, n_out), dtype=np.int64)
+    for g in range(group):
+        block = w[g * mg:(g + 1) * mg].transpose(2, 3, 1, 0).reshape(rows, mg)
+        weights[g * rows:(g + 1) * rows, g * mg:(g + 1) * mg] = block
+    bias = np.zeros(n_out, dtype=np.int64)
+    if len(op.inputs) > 2:
+        bias += module.constants[op.inputs[2]].astype(np.int64).reshape(-1)
+    bias -= zx * weights.sum(axis=0)
+    if np.abs(bias).max(initial=0) >= 2**31:
+        raise CimcError(f"op {op.name!r} ({op.kind}): folded bias overflows int32")
+    sw = np.broadcast_to(np.asarray(w_type.quant.scale, dtype=np.float64), (n_out,))
+    sy = np.float64(y_type.quant.scale[0])  # type: ignore[union-attr]
+    mant, shift = fixed_point(np.float64(sx) * sw / sy)
+    lo, hi = _bounds(op, y_type)
+    table = np.stack([mant, shift, np.full(n_out, zy), np.full(n_out, lo), np.full(n_out, hi)], 1)
+    base = op.name
+    names = [
+        module.add_constant(module.fresh_name(f"{base}.weights"), weights.astype(np.int8)),
+        module.add_constant(module.fresh_name(f"{base}.bias"), bias.astype(np.int32)),
+        module.add_constant(module.fresh_name(f"{base}.requant"), table.astype(np.int32)),
+    ]
+    attrs.update(kernel=[kh, kw], group=group)
+    _replace(module, op, "matvec", [x, *names], attrs)
+
+
+def lower_pool(module: Module, op: Op) -> None:
+    x_type, y_type = module.values[op.inputs[0]], module.values[op.outputs[0]]
+    sx, zx = _per_tensor(x_type, "input", op)
+    sy, zy = _per_tensor(y_type, "result", op)
+    h, w, _ = image_dims(x_type)
+    glob = op.kind.startswith("global_")
+    kernel = [h, w] if glob else list(op.attrs["kernel"])
+    pads = [0, 0, 0, 0] if glob else list(op.attrs.get("pads", [0, 0, 0, 0]))
+    attrs: dict[str, Any] = {
+        "kernel": kernel, "strides": [1, 1] if glob else list(op.attrs.get("strides", [1, 1])),
+        "pads": pads, "dilations": [1, 1] if glob else list(op.attrs.get("dilations", [1, 1]))}
+    oh, ow, _ = image_dims(y_type)
+    reach_h = (oh - 1) * attrs["strides"][0] + attrs["dilations"][0] * (kernel[0] - 1) + 1
+    reach_w = (ow - 1) * attrs["strides"][1] + attrs["dilations"][1] * (kernel[1] - 1) + 1
+    # ceil_mode windows running past the bottom/right pads read pad values too.
+    pads[2] = max(pads[2], reach_h - h - pads[0])
+    pads[3] = max(pads[3], reach_w - w - pads[1])
+    lo, hi = _bounds(op, y_type)
+    if op.kind.endswith("max_pool"):
+        attrs.update(mode="max", offset=0, M=0, shift=0, zy=zy, lo=lo, hi=hi)
+        if x_type.quant != y_type.quant:
+            _split_rescale(module, op, attrs, x_type, sx, zx, sy, zy, lo, hi)
+        else:
+            _replace(module, op, "pool", [op.inputs[0]], attrs)
+        return
+    count = kernel[0] * kernel[1]
+    if any(pads) and not op.attrs.get("count_include_pad", 0):
+        raise CimcError(f"op {op.name!r} ({op.kind}): padded average pooling without "
+                        "count_include_pad is not supported; use count_include_pad=1 or no pads")
+    mant, shift = _fixed(np.float64(sx) / (np.float64(sy) * np.float64(count)))
+    attrs.update(mode="avg", offset=-count * zx, M=mant, shift=shift, zy=zy, lo=lo, hi=hi)
+    _replace(module, op, "pool", [op.inputs[0]], attrs)
+
+
+def _split_rescale(module: Module, op: Op, pool_attrs: dict, x_type: TensorType, sx: float,
+                   zx: int, sy: float, zy: int, lo: int, hi: int) -> None:
+    """Make the pool `op` a rescale of a new pool that keeps its operand's quantization."""
+    info = np.iinfo(x_type.numpy_dtype)
+    attrs = dict(pool_attrs, zy=zx, lo=int(info.min), hi=int(info.max))
+    codes_type = x_type.with_shape(module.values[op.outputs[0]].shape)
+    pool = module.add_op("pool", list(op.inputs), [codes_type], name=op.name + ".codes",
+                         attrs=attrs)
+    mant, shift = _fixed(np.float64(sx) / np.float64(sy))
+    _replace(module, op, "rescale", [pool.outputs[0]],
+             {"zx": zx, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi})
+
+
+def lower_rescale(module: Module, op: Op) -> None:
+    x_type, y_type = module.values[op.inputs[0]], module.values[op.outputs[0]]
+    sx, zx = _per_tensor(x_type, "input", op)
+    sy, zy = _per_tensor(y_type, "result", op)
+    low = high = None
+    if op.kind in ("relu", "clip"):
+        fmin = 0.0 if op.kind == "relu" else float(op.attrs.get("min", -math.inf))
+        fmax = math.inf if op.kind == "relu" else float(op.attrs.get("max", math.inf))
+        low = zy + int(np.rint(fmin / np.float64(sy))) if math.isfinite(fmin) else None
+        high = zy + int(np.rint(fmax / np.float64(sy))) if math.isfinite(fmax) else None
+    lo, hi = _bounds(op, y_type, low, high)
+    if x_type.quant == y_type.quant and x_type.dtype == y_type.dtype:
+        mant, shift = 0, 0
+    else:
+        mant, shift = _fixed(np.float64(sx) / np.float64(sy))
+    attrs = {"zx": zx, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi}
+    _replace(module, op, "rescale", [op.inputs[0]], attrs)
+
+
+def lower_eltwise(module: Module, op: Op) -> None:
+    a_type, b_type, y_type = (module.values[v] for v in (*op.inputs, op.outputs[0]))
+    if a_type.shape != b_type.shape:
+        raise CimcError(f"op {op.name!r} ({op.kind}): broadcasting {list(a_type.shape)} with "
+                        f"{list(b_type.shape)} is not supported; operands must have equal shapes")
+    sa, za = _per_tensor(a_type, "first operand", op)
+    sb, zb = _per_tensor(b_type, "second operand", op)
+    sy, zy = _per_tensor(y_type, "result", op)
+    ma, mb, shift = add_multipliers(sa, sb, sy)
+    if op.kind == "sub":
+        mb = -mb
+    lo, hi = _bounds(op, y_type)
+    attrs = {"ma": ma, "mb": mb, "za": za, "zb": zb, "M": 1, "shift": shift, "zy": zy,
+             "lo": lo, "hi": hi}
+    _replace(module, op, "eltwise", list(op.inputs), attrs)
+
+
+def lower_concat(module: Module, op: Op) -> None:
+    y_type = module.values[op.outputs[0]]
+    axis = int(op.attrs.get("axis", 1)) % len(y_type.shape)
+    if axis != 1 or any(module.values[v].quant != y_type.quant for v in op.inputs):
+        raise CimcError(f"op {op.name!r} (concat): only channel concatenation of operands "
+                        "sharing the result's quantization is supported")
+    _replace(module, op, "concat", list(op.inputs), {"axis": 1})
+
+
+def lower_reshape(module: Module, op: Op) -> None:
+    if all(c.kind == "gemm" for c in module.consumers(op.outputs[0])) and \
+            op.outputs[0] not in module.outputs:
+        return  # the gemm reads the image itself (see lower_matvec); this op dies
+    x_type = module.values[op.inputs[0]]
+    if len(x_type.shape) == 4 and x_type.shape[2] * x_type.shape[3] > 1 and x_type.shape[1] > 1:
+        raise CimcError(f"op {op.name!r} (reshape): flattening a [C,H,W] image changes its "
+                        "byte order (NHWC on chip); only a flatten feeding a gemm is supported")
+    _replace(module, op, "view", [op.inputs[0]], {})
+
+
+RULES = {
+    "conv": lower_matvec,
+    "gemm": lower_matvec,
+    "max_pool": lower_pool,
+    "global_max_pool": lower_pool,
+    "avg_pool": lower_pool,
+    "global_avg_pool": lower_pool,
+    "relu": lower_rescale,
+    "clip": lower_rescale,
+    "requantize": lower_rescale,
+    "add": lower_eltwise,
+    "sub": lower_eltwise,
+    "concat": lower_concat,
+    "reshape": lower_reshape,
+}
