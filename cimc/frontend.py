@@ -170,11 +170,17 @@ def fold_constants(
         graph.fold_constants(should_exclude_node=lambda node: node.op in KEEP_UNFOLDED)
         graph.cleanup().toposort()
         weights: dict[str, np.ndarray[Any, Any]] = {}
-        for tensor in graph.tensors().values():
-            if isinstance(tensor, gs.Constant) and tensor.values.size > LARGE_CONSTANT:
-                weights[tensor.name] = tensor.values
-                tensor.to_variable(dtype=tensor.values.dtype, shape=list(tensor.values.shape))
-                graph.inputs.append(tensor)
+        stand_ins: dict[str, gs.Variable] = {}
+        for node in graph.nodes:
+            for i, tensor in enumerate(node.inputs):
+                if isinstance(tensor, gs.Constant) and tensor.values.size > LARGE_CONSTANT:
+                    weights[tensor.name] = tensor.values
+                    if tensor.name not in stand_ins:
+                        stand_ins[tensor.name] = gs.Variable(
+                            tensor.name, tensor.values.dtype, tensor.values.shape
+                        )
+                    node.inputs[i] = stand_ins[tensor.name]
+        graph.inputs.extend(stand_ins.values())
         folded = gs.export_onnx(graph, do_type_check=False)
     except Exception as exc:
         raise CimcError(f"{path}: constant folding failed: {_first_line(exc)}") from None
