@@ -7,4 +7,10 @@ driver runs are listed in cimc/pipeline.py.
 PASSES: dict[str, str] = {
     "canonicalize": "passes.canonicalize:Canonicalize",
     "fold-qdq": "passes.fold_qdq:FoldQdq",
+    "lower": "passes.lower:Lower",
+    "tile": "passes.tile:Tile",
+    "replicate": "passes.replicate:Replicate",
+    "place": "passes.place:Place",
+    "schedule": "passes.schedule:Schedule",
+    "emit-asm": "passes.emit_asm:EmitAsm",
 }
