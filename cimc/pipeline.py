@@ -13,4 +13,11 @@ FRONTEND: list[str] = [
 
 # From the quantized tensor IR to a program for a target: lower, tile,
 # replicate, place, schedule, emit (filled in as the backend passes land).
-BACKEND: list[str] = []
+BACKEND: list[str] = [
+    "lower",
+    "tile",
+    "replicate",
+    "place",
+    "schedule",
+    "emit-asm",
+]
