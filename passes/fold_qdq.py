@@ -1,0 +1,229 @@
+"""fold-qdq: turn QDQ patterns into integer ops carrying scales and zero points.
+
+A quantize whose float operand comes, through single-use ops, from an op whose
+data operands are all dequantized integers becomes that op on the integers:
+
+    quantize(conv(dequantize(x), dequantize(w), b))   -> conv(x, w, b_i32) : q
+    quantize(relu(gemm(dequantize(x), dequantize(w))))  -> gemm(x, w) {clamp} : q
+    quantize(reshape(global_avg_pool(dequantize(x)))) -> reshape(global_avg_pool(x) : q) : q
+    quantize(dequantize(x))                           -> requantize(x) (or x itself)
+
+The result takes the quantize's type. A float bias is quantized to i32 with
+scale sx*sw[c]; an i32 bias in another scale is rescaled. Relu/clip, reshape
+and transpose between the op and the quantize commute with quantization, so
+they move onto the integers with the quantize's parameters; a relu/clip right
+after a conv, gemm, add, sub or mul becomes its `clamp` (omitted when the
+saturation already does it). Quantize ops at the module inputs and dequantize
+ops at its outputs stay, so the module keeps float inputs and outputs;
+anything else not matched stays float between dequantize and quantize.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cimc.ir import Module, Op, Quant, TensorType
+from cimc.pass_base import Pass
+from cimc.reference.integer import add_multipliers
+
+# Kinds that fold when all their data operands are dequantized integers.
+FOLDABLE = frozenset(
+    {
+        "conv",
+        "gemm",
+        "add",
+        "sub",
+        "mul",
+        "max_pool",
+        "avg_pool",
+        "global_avg_pool",
+        "global_max_pool",
+        "concat",
+        "reshape",
+        "transpose",
+        "relu",
+        "clip",
+    }
+)
+# Kinds that commute with quantization, so may sit between the op and the quantize.
+COMMUTING = frozenset({"reshape", "transpose", "relu", "clip"})
+CLAMPED = frozenset({"conv", "gemm", "add", "sub", "mul"})
+ACTIVATIONS = frozenset({"relu", "clip"})
+EIGHT_BIT = ("i8", "u8")
+
+
+@dataclass
+class FoldQdq(Pass):
+    name: ClassVar[str] = "fold-qdq"
+
+    def apply(self, module: Module) -> None:
+        for quantize in [op for op in module.ops() if op.kind == "quantize"]:
+            fold(module, quantize)
+        module.remove_dead()
+
+
+def _sole_reader(module: Module, value: str) -> bool:
+    return value not in module.outputs and len(module.consumers(value)) == 1
+
+
+def _dequantized(module: Module, value: str) -> str | None:
+    """The per-tensor quantized integer that `value` dequantizes, if any."""
+    producer = module.producer(value)
+    if producer is None or producer.kind != "dequantize":
+        return None
+    source = producer.inputs[0]
+    quant = module.values[source].quant
+    return source if quant is not None and quant.axis is None else None
+
+
+def fold(module: Module, quantize: Op) -> bool:
+    """Fold the pattern ending at `quantize`; False when there is none."""
+    result = module.values[quantize.outputs[0]]
+    if result.quant is None or result.quant.axis is not None:
+        return False
+    source = _dequantized(module, quantize.inputs[0])
+    if source is not None:
+        return _fold_requantize(module, quantize, source)
+    chain: list[Op] = []  # commuting ops between the anchor and the quantize, top first
+    anchor = module.producer(quantize.inputs[0])
+    while anchor is not None and _sole_reader(module, anchor.outputs[0]):
+        if anchor.kind in COMMUTING and _dequantized(module, anchor.inputs[0]) is None:
+            chain.insert(0, anchor)
+            anchor = module.producer(anchor.inputs[0])
+            continue
+        break
+    if anchor is None or anchor.kind not in FOLDABLE or not _sole_reader(module, anchor.outputs[0]):
+        return False
+    operands = _integer_operands(module, anchor, result)
+    if operands is None:
+        return False
+    attrs = dict(anchor.attrs)
+    if anchor.kind in CLAMPED and chain and chain[0].kind in ACTIVATIONS:
+        clamp = _clamp(chain.pop(0), result)
+        if clamp is not None:
+            attrs["clamp"] = clamp
+    _replace(module, [anchor, *chain], quantize, operands, attrs)
+    return True
+
+
+def _fold_requantize(module: Module, quantize: Op, source: str) -> bool:
+    if module.values[source] == module.values[quantize.outputs[0]]:
+        module.replace_uses(quantize.outputs[0], source)
+        module.remove_op(quantize)
+    else:
+        quantize.kind = "requantize"
+        module.set_inputs(quantize, [source])
+    return True
+
+
+def _integer_operands(module: Module, anchor: Op, result: TensorType) -> list[str] | None:
+    """The anchor's operands in the integer domain, or None when it cannot fold."""
+    if anchor.kind in ("conv", "gemm"):
+        return _linear_operands(module, anchor, result)
+    operands = [_dequantized(module, v) for v in anchor.inputs]
+    if any(v is None for v in operands) or result.dtype not in EIGHT_BIT:
+        return None
+    integers = [v for v in operands if v is not None]
+    if anchor.kind in ("add", "sub"):
+        scales = [module.values[v] for v in integers]
+        if any(ty.dtype not in EIGHT_BIT for ty in scales):
+            return None
+        assert scales[0].quant and scales[1].quant and result.quant
+        try:
+            add_multipliers(
+                scales[0].quant.scale[0], scales[1].quant.scale[0], result.quant.scale[0]
+            )
+        except ValueError:
+            return None
+    return integers
+
+
+def _linear_operands(module: Module, anchor: Op, result: TensorType) -> list[str] | None:
+    """(x, w[, b_i32]) of a conv or gemm, quantizing or rescaling a bias as needed."""
+    if anchor.kind == "gemm" and set(anchor.attrs) & {"trans_a", "trans_b", "alpha", "beta"}:
+        return None
+    x = _dequantized(module, anchor.inputs[0])
+    w_producer = module.producer(anchor.inputs[1])
+    if x is None or w_producer is None or w_producer.kind != "dequantize":
+        return None
+    w = w_producer.inputs[0]
+    x_type, w_type = module.values[x], module.values[w]
+    if not module.is_constant(w) or w_type.quant is None or w_type.quant.axis not in (None, 0):
+        return None
+    if x_type.dtype not in EIGHT_BIT or w_type.dtype not in EIGHT_BIT:
+        return None
+    if result.dtype not in (*EIGHT_BIT, "i32"):
+        return None
+    assert x_type.quant is not None
+    channels = w_type.shape[0]
+    acc_scale = x_type.quant.scale[0] * np.broadcast_to(np.asarray(w_type.quant.scale), (channels,))
+    if len(anchor.inputs) < 3:
+        return [x, w]
+    bias = _integer_bias(module, anchor, acc_scale)
+    return None if bias is None else [x, w, bias]
+
+
+def _integer_bias(module: Module, anchor: Op, acc_scale: np.ndarray) -> str | None:
+    """An i32 bias constant in the accumulator scale `acc_scale`, reused when it already is."""
+    value = anchor.inputs[2]
+    producer = module.producer(value)
+    if producer is not None and producer.kind == "dequantize":
+        source = producer.inputs[0]
+        ty = module.values[source]
+        if not module.is_constant(source) or ty.dtype != "i32" or ty.quant is None:
+            return None
+        scale = np.broadcast_to(np.asarray(ty.quant.scale), acc_scale.shape)
+        zero = np.broadcast_to(np.asarray(ty.quant.zero_point), acc_scale.shape)
+        if np.allclose(scale, acc_scale, rtol=1e-6, atol=0) and not zero.any():
+            return source
+        real = (module.constants[source].astype(np.float64) - zero) * scale
+    elif module.is_constant(value) and module.values[value].dtype == "f32":
+        real = module.constants[value].astype(np.float64)
+    else:
+        return None
+    codes = np.rint(real / acc_scale)
+    codes = np.clip(codes, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+    quant = Quant(tuple(float(s) for s in acc_scale), (0,) * len(acc_scale), 0)
+    return module.add_constant(module.fresh_name(f"{anchor.name}_bias_i32"), codes, quant)
+
+
+def _clamp(activation: Op, result: TensorType) -> list[int] | None:
+    """[lo, hi] in the result's integer domain for a relu/clip; None when saturation suffices."""
+    assert result.quant is not None
+    scale, zero = result.quant.scale[0], result.quant.zero_point[0]
+    info = np.iinfo(result.numpy_dtype)
+    low = 0.0 if activation.kind == "relu" else float(activation.attrs.get("min", -np.inf))
+    high = np.inf if activation.kind == "relu" else float(activation.attrs.get("max", np.inf))
+    lo = info.min if not np.isfinite(low) else zero + int(np.rint(low / scale))
+    hi = info.max if not np.isfinite(high) else zero + int(np.rint(high / scale))
+    lo, hi = max(lo, int(info.min)), min(hi, int(info.max))
+    return None if (lo, hi) == (info.min, info.max) else [lo, hi]
+
+
+def _replace(
+    module: Module, ops: list[Op], quantize: Op, operands: list[str], anchor_attrs: dict[str, Any]
+) -> None:
+    """Replace float `ops` (anchor first, each read only by the next) and `quantize` by
+    integer ops of the same names in the quantize's element type and quantization."""
+    result = module.values[quantize.outputs[0]]
+    final = quantize.outputs[0]
+    # Readers of the quantized value wait on a placeholder while the old ops go away.
+    placeholder = module.fresh_name(f"{final}.folding")
+    module.replace_uses(final, placeholder)
+    plan = [
+        (op.kind, op.name, op.outputs[0], module.values[op.outputs[0]].shape, dict(op.attrs))
+        for op in ops
+    ]
+    plan[0] = (*plan[0][:4], anchor_attrs)
+    for op in [quantize, *reversed(ops)]:
+        module.remove_op(op)
+    inputs = operands
+    for i, (kind, name, output, shape, attrs) in enumerate(plan):
+        output = final if i == len(plan) - 1 else output
+        ty = TensorType(shape, result.dtype, result.quant)
+        op = module.add_op(kind, inputs, [ty], name=name, outputs=[output], attrs=attrs)
+        inputs = [op.outputs[0]]
+    module.replace_uses(placeholder, final)

@@ -1,0 +1,191 @@
+"""Model factories shared by the tests: small torch networks exported to ONNX
+with both torch exporters, and their QDQ quantizations by onnxruntime.
+
+Every factory returns the path of an .onnx file in one temporary directory per
+test session; each model is built once per (name, exporter, activations).
+Weights and calibration data are seeded, so the files are the same every run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+# name -> input shape (batch 1)
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "mnist_cnn": (1, 1, 28, 28),
+    "lenet5": (1, 1, 28, 28),
+    "mlp": (1, 784),
+    "residual": (1, 3, 16, 16),
+    "separable": (1, 3, 16, 16),
+}
+MODELS = tuple(INPUT_SHAPES)
+# exporter -> opset: the dynamo exporter (torch.export) and the legacy TorchScript one
+EXPORTERS = {"dynamo": 18, "legacy": 13}
+ACTIVATIONS = ("int8", "uint8")
+CALIBRATION_SEED = 0
+CALIBRATION_BATCHES = 8
+
+
+@functools.cache
+def workdir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="cimc-test-models-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _torch_module(name: str):  # -> torch.nn.Module
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class MnistCnn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+            self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+            self.fc = nn.Linear(8 * 7 * 7, 10)
+
+        def forward(self, x):
+            x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+            x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+            return self.fc(torch.flatten(x, 1))
+
+    class LeNet5(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+            self.conv2 = nn.Conv2d(6, 16, 5)
+            self.fc1 = nn.Linear(16 * 5 * 5, 120)
+            self.fc2 = nn.Linear(120, 84)
+            self.fc3 = nn.Linear(84, 10)
+
+        def forward(self, x):
+            x = nn.functional.avg_pool2d(torch.relu(self.conv1(x)), 2)
+            x = nn.functional.avg_pool2d(torch.relu(self.conv2(x)), 2)
+            x = torch.flatten(x, 1)
+            return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+            self.bn1 = nn.BatchNorm2d(8)
+            self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+            self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+            self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
+            self.skip = nn.Conv2d(8, 16, 1, stride=2)
+            self.fc = nn.Linear(16, 10)
+            with torch.no_grad():  # statistics that make batch norm do something
+                self.bn1.running_mean.uniform_(-0.2, 0.2)
+                self.bn1.running_var.uniform_(0.5, 2.0)
+                self.bn1.weight.uniform_(0.5, 1.5)
+
+        def forward(self, x):
+            x = torch.relu(self.stem(x))
+            x = torch.relu(x + self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            x = torch.relu(self.skip(x) + self.conv3(torch.relu(self.down(x))))
+            x = nn.functional.adaptive_avg_pool2d(x, 1)
+            return self.fc(torch.flatten(x, 1))
+
+    class Separable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.pointwise = nn.Conv2d(8, 16, 1)
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = nn.functional.relu6(self.stem(x))
+            x = nn.functional.relu6(self.depthwise(x))
+            x = nn.functional.relu6(self.pointwise(x))
+            x = nn.functional.avg_pool2d(torch.max_pool2d(x, 2), 2)
+            x = nn.functional.adaptive_avg_pool2d(x, 1)
+            return self.fc(torch.flatten(x, 1))
+
+    mlp = nn.Sequential(
+        nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)
+    )
+    factories = {
+        "mnist_cnn": MnistCnn,
+        "lenet5": LeNet5,
+        "mlp": lambda: mlp,
+        "residual": Residual,
+        "separable": Separable,
+    }
+    return factories[name]().eval()
+
+
+@functools.cache
+def float_model(name: str, exporter: str = "legacy") -> Path:
+    """The float model `name` exported by `exporter` ("dynamo" or "legacy")."""
+    import contextlib
+    import io
+
+    import torch
+
+    path = workdir() / f"{name}-{exporter}.onnx"
+    example = torch.zeros(INPUT_SHAPES[name])
+    # the dynamo exporter reports its progress on stdout
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        torch.onnx.export(
+            _torch_module(name),
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=EXPORTERS[exporter],
+            dynamo=exporter == "dynamo",
+        )
+    return path
+
+
+def sample_inputs(name: str, count: int, seed: int) -> np.ndarray:
+    """`count` seeded standard-normal inputs for `name`, stacked on axis 0."""
+    shape = INPUT_SHAPES[name]
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((count * shape[0], *shape[1:])).astype(np.float32)
+
+
+@functools.cache
+def quantized_model(name: str, exporter: str = "legacy", activations: str = "int8") -> Path:
+    """The QDQ model of `name`: per-channel int8 weights, `activations` int8 or uint8."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    source = float_model(name, exporter)
+    prepared = workdir() / f"{name}-{exporter}-prepared.onnx"
+    quant_pre_process(str(source), str(prepared))
+    batches = sample_inputs(name, CALIBRATION_BATCHES, CALIBRATION_SEED)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter([{"input": batch[None]} for batch in batches])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    path = workdir() / f"{name}-{exporter}-{activations}.onnx"
+    quantize_static(
+        str(prepared),
+        str(path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return path
