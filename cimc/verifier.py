@@ -97,6 +97,7 @@ class OpSpec:
 # Fixed-point requantization to the result: y = clamp(round(acc * M / 2^shift) + zy, lo, hi).
 _REQUANT = {"M": INT, "shift": INT, "zy": INT, "lo": INT, "hi": INT}
 _ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP})
+_PLACED = {"core": INT, "addr": INT, "local_bytes": INTS}
 _UNARY = OpSpec((1, 1))
 
 # The op kinds of docs/ir.md.
@@ -133,15 +134,24 @@ OP_KINDS: dict[str, OpSpec] = {
     # Imported from ONNX for canonicalize to remove.
     "identity": _UNARY,
     "sum": OpSpec((1, None)),
-    # The backend's kinds (passes/lower.py).
+    # The backend's kinds (passes/lower.py), with what tile, replicate, place and
+    # schedule add to them (docs/backend.md).
     "matvec": OpSpec((4, 4), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
-                              "dilations": PAIR, "group": INT}),
+                              "dilations": PAIR, "group": INT},
+                     {"block_rows": INT, "block_cols": INT, "blocks": INTS, "slices": INT,
+                      "input_steps": INT, "replicas": INT, "block_cores": INTS,
+                      "block_groups": INTS, "block_slices": INTS, "reducers": INTS,
+                      "tags": INTS, "messages": INTS, "addr": INT, "local_bytes": INTS}),
     "pool": OpSpec((1, 1), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
-                            "dilations": PAIR, "offset": INT, **_REQUANT}),
-    "eltwise": OpSpec((2, 2), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT}),
-    "rescale": OpSpec((1, 1), {"zx": INT, **_REQUANT}),
-    "view": _UNARY,
+                            "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED),
+    "eltwise": OpSpec((2, 2), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
+                      _PLACED),
+    "rescale": OpSpec((1, 1), {"zx": INT, **_REQUANT}, _PLACED),
+    "view": OpSpec((1, 1), optional={"addr": INT}),
 }
+# Placed and scheduled ops: core, global address of the result, local memory used.
+OP_KINDS["concat"] = OpSpec((1, None), {"axis": INT}, _PLACED)
+OP_KINDS["quantize"] = OpSpec((1, 1), optional={"addr": INT})
 
 
 def verify(module: Module) -> None:
