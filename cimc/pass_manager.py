@@ -193,6 +193,7 @@ def run_pipeline(
     print_after: Collection[str] = (),
     time_passes: bool = False,
     elide_constants: bool = False,
+    verify_each: bool = True,
     out: TextIO | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> list[PassTiming]:
@@ -202,7 +203,8 @@ def run_pipeline(
     `print_after_all`, or after the passes named in `print_after`; with
     `time_passes` a timing table follows at the end. `callbacks` run after
     each pass once it has been verified. The input is verified first, so a
-    broken input is not blamed on the first pass.
+    broken input is not blamed on the first pass. `verify_each=False` skips
+    all verification (for debugging a pass that breaks the IR).
     """
     from cimc.verifier import verify
 
@@ -211,12 +213,14 @@ def run_pipeline(
     for name in sorted(set(print_after) - set(names)):
         raise CimcError(f"--print-ir-after {name}: no such pass in the pipeline "
                         f"({', '.join(names) or 'empty'})")
-    try:
-        verify(module)
-    except CimcError as exc:
-        raise CimcError(f"invalid IR before the first pass: {exc.message}") from None
     timer = _Timer()
-    after: list[Callback] = [timer.after, _verify_after(timer)]
+    after: list[Callback] = [timer.after]
+    if verify_each:
+        try:
+            verify(module)
+        except CimcError as exc:
+            raise CimcError(f"invalid IR before the first pass: {exc.message}") from None
+        after.append(_verify_after(timer))
     if print_after_all or print_after:
         after.append(_print_after(None if print_after_all else set(print_after),
                                   elide_constants, out))

@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="print a table of pass times to stderr")
     parser.add_argument("--elide-constants", action="store_true",
                         help="print large constants as 'elided' (parsing that gives zeros)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="do not verify the IR (input and after each pass)")
     parser.set_defaults(func=opt)
 
 
@@ -77,13 +79,14 @@ def opt(args: argparse.Namespace) -> int:
                 raise CimcError(f"cannot read {path}: {exc.strerror or exc}") from None
             except UnicodeDecodeError:
                 raise CimcError(f"{path} is not a text file (expected .cir or .onnx)") from None
-        module = parse_module(text, path, verify=True)
+        module = parse_module(text, path, verify=not args.no_verify)
     run_pipeline(
         module, passes,
         print_after_all=args.print_ir_after_all,
         print_after=set(args.print_ir_after),
         time_passes=args.time_passes,
         elide_constants=args.elide_constants,
+        verify_each=not args.no_verify,
     )
     text = print_module(module, elide_constants=args.elide_constants)
     if args.output:
