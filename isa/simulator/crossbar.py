@@ -68,14 +68,21 @@ def conductance(cells: np.ndarray, analog: Analog, core: int) -> np.ndarray:
     return levels
 
 
-def mvm_exact(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """x [batch, rows] . W [rows, cols] exactly, int64 (float64 BLAS when provably exact)."""
-    x = np.asarray(x)
-    bound = float(np.abs(x).max(initial=0)) * float(np.abs(weights).sum(axis=0).max(initial=0))
+def exact_weights(weights: np.ndarray, input_bits: int) -> np.ndarray:
+    """W in the cheapest dtype whose matrix product with input_bits-bit codes is exact."""
+    bound = float(np.abs(weights).sum(axis=0).max(initial=0)) * (1 << input_bits)
+    if bound < 2.0**24:
+        return weights.astype(np.float32)
     if bound < _FLOAT_EXACT:
-        product = x.astype(np.float64) @ weights.astype(np.float64)
-        return product.astype(np.int64)
-    return x.astype(np.int64) @ weights.astype(np.int64)
+        return weights.astype(np.float64)
+    return weights.astype(np.int64)
+
+
+def mvm_exact(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """x [batch, rows] . W exactly; `weights` from exact_weights (or any int array)."""
+    if np.issubdtype(weights.dtype, np.integer):
+        weights = exact_weights(weights, 8 * np.asarray(x).dtype.itemsize)
+    return (np.asarray(x).astype(weights.dtype) @ weights).astype(np.int64)
 
 
 def mvm_bit_level(
@@ -98,17 +105,21 @@ def mvm_bit_level(
     digits = input_digits(x, input_bits, signed, dac_bits)
     steps, batch, rows = digits.shape
     slices, _, cols = planes.shape
-    matrix = planes.transpose(1, 0, 2).reshape(rows, slices * cols)
-    sums = digits.reshape(steps * batch, rows).astype(np.float64) @ matrix
-    partial = np.rint(sums).reshape(steps, batch, slices, cols)
+    # float32 is exact for integer sums below 2^24 (and rounds noisy ones well enough);
+    # larger arrays or digits need float64.
+    largest = rows * ((1 << dac_bits) - 1) * (float(planes.max(initial=0)) + 1)
+    exact = np.float32 if largest * (1 << input_bits) < 2.0**24 else np.float64
+    matrix = planes.transpose(1, 0, 2).reshape(rows, slices * cols).astype(exact)
+    sums = digits.reshape(steps * batch, rows).astype(exact) @ matrix
+    partial = np.rint(sums, out=sums).reshape(steps, batch, slices, cols)
     if adc_bits is not None:
         top = float((1 << adc_bits) - 1)
-        partial[:-1] = np.clip(partial[:-1], 0.0, top)
-        partial[-1] = np.clip(partial[-1], -top if signed else 0.0, top)
-    codes = partial.astype(np.int64)
-    slice_weight = np.left_shift(1, cell_bits * np.arange(slices, dtype=np.int64))
-    step_weight = np.left_shift(1, dac_bits * np.arange(steps, dtype=np.int64))
-    columns = np.einsum("tbsc,s->tbc", codes, slice_weight)
-    y = np.einsum("tbc,t->bc", columns, step_weight)
+        np.clip(partial[:-1], 0.0, top, out=partial[:-1])
+        np.clip(partial[-1], -top if signed else 0.0, top, out=partial[-1])
+    # Shift-and-add: over steps in the same precision (bounded above), over slices in float64.
+    step_weight = np.exp2(dac_bits * np.arange(steps)).astype(exact)
+    per_slice = np.tensordot(step_weight, partial, axes=(0, 0)).astype(np.float64)
+    slice_weight = np.exp2(cell_bits * np.arange(slices))
+    y = np.tensordot(per_slice, slice_weight, axes=(1, 0)).astype(np.int64)
     offset = np.asarray(x, dtype=np.int64).sum(axis=1, keepdims=True) << (weight_bits - 1)
     return y - offset

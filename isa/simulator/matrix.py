@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from isa.image import CrossbarGroup, group_weights
-from isa.simulator.crossbar import Analog, mvm_bit_level, mvm_exact
+from isa.simulator.crossbar import Analog, exact_weights, mvm_bit_level, mvm_exact
 from isa.simulator.registry import semantic
 from isa.simulator.vector import fit
 
@@ -26,10 +26,11 @@ class GroupState:
     dac_bits: int
     analog: Analog
     bit_level: bool  # use the bit-level path even when the ADC is ideal
-    weights: np.ndarray = field(init=False)  # int64 W [rows_used, cols_used]
+    weights: np.ndarray = field(init=False)  # W [rows_used, cols_used], exact_weights dtype
 
     def __post_init__(self) -> None:
-        self.weights = group_weights(self.digits, self.group.weight_bits, self.cell_bits)
+        signed = group_weights(self.digits, self.group.weight_bits, self.cell_bits)
+        self.weights = exact_weights(signed, INPUT_BITS)
 
     def multiply(self, x: np.ndarray, signed: bool) -> np.ndarray:
         """x [batch, rows_used] . W -> int64 [batch, cols_used] as the crossbar computes it."""
