@@ -398,3 +398,24 @@ loop:
     assert loop and loop[0]["args"]["iterations"] > 4000
     recv = next(e for e in events if e["name"] == "recv")
     assert recv["dur"] * TINY.clock_mhz > 10000  # core 1 waited for the loop
+
+
+def test_link_bookings_follow_time_not_core_numbers() -> None:
+    late_sender = """
+.core 0
+    li r1, 50
+loop:
+    addi r1, r1, -1
+    bne r1, r0, loop
+    send 2, 0(r0), 64, 1
+"""
+    alone = run(late_sender + ".core 2\n    recv 0, 0(r0), 64, 1\n")[1]["cycles"]
+    # Core 1's early message uses the same link long before core 0's: no delay for core 0.
+    both = run(late_sender + """
+.core 1
+    send 2, 0(r0), 64, 1
+.core 2
+    recv 1, 64(r0), 64, 1
+    recv 0, 0(r0), 64, 1
+""")[1]["cycles"]
+    assert both == alone  # core 2 took the early message long before the late one came

@@ -108,7 +108,7 @@ def mvm_bit_level(
     # float32 is exact for integer sums below 2^24 (and rounds noisy ones well enough);
     # larger arrays or digits need float64.
     largest = rows * ((1 << dac_bits) - 1) * (float(planes.max(initial=0)) + 1)
-    exact = np.float32 if largest * (1 << input_bits) < 2.0**24 else np.float64
+    exact = np.dtype(np.float32 if largest * (1 << input_bits) < 2.0**24 else np.float64)
     matrix = planes.transpose(1, 0, 2).reshape(rows, slices * cols).astype(exact)
     sums = digits.reshape(steps * batch, rows).astype(exact) @ matrix
     partial = np.rint(sums, out=sums).reshape(steps, batch, slices, cols)

@@ -15,7 +15,6 @@ Deadlock (every live core waits and nothing can wake it) and runaway loops
 from __future__ import annotations
 
 import heapq
-import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -174,8 +173,7 @@ class Machine:
         heapq.heapify(ready)
         while ready:
             _, number = heapq.heappop(ready)
-            horizon = ready[0] if ready else (math.inf, math.inf)
-            self._run_core(self.cores[number], horizon)
+            self._run_core(self.cores[number])
         stuck = [c for c in self.cores.values() if not c.halted]
         if stuck:
             raise self._deadlock(stuck)
@@ -185,11 +183,11 @@ class Machine:
         core.waiting_for = ""
         heapq.heappush(self.ready, (core.clock, core.number))
 
-    def _run_core(self, core: Core, horizon: tuple[float, float]) -> None:
+    def _run_core(self, core: Core) -> None:
         """Run `core` until it halts, blocks, or must wait for an earlier core."""
         handlers, operands, elements = core.handlers, core.operands, core.elements
         cycles, ordered, counts = core.cycles, core.ordered, core.counts
-        trace = self.trace
+        trace, ready = self.trace, self.ready
         number = core.number
         pc, clock = core.pc, core.clock
         budget = self.max_steps - self.steps
@@ -198,8 +196,9 @@ class Machine:
             while True:
                 start = clock
                 if ordered[pc]:
-                    if (clock, number) > horizon:
-                        heapq.heappush(self.ready, (clock, number))
+                    # Another core is earlier (it may have been woken meanwhile): let it go first.
+                    if ready and (clock, number) > ready[0]:
+                        heapq.heappush(ready, (clock, number))
                         break
                     core.pc, core.clock = pc, clock
                     counts[pc] += 1
