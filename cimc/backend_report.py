@@ -1,0 +1,61 @@
+"""The compile report: what the program uses of the target and what it costs.
+
+Static figures come from the scheduled module (crossbars, cores, utilization,
+network traffic); cycles, throughput and energy from the simulator running
+one inference (docs/backend.md, "Report").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cimc.backend_codegen import CoreCode
+from cimc.ir import Module
+from passes.tile import block_shape, blocks_of
+from targets import Target
+
+
+def hops(target: Target, a: int, b: int) -> int:
+    """Mesh hops between the tiles of cores a and b (XY routing)."""
+    ta, tb = a // target.cores_per_tile, b // target.cores_per_tile
+    dx = abs(ta % target.mesh_x - tb % target.mesh_x)
+    return dx + abs(ta // target.mesh_x - tb // target.mesh_x)
+
+
+def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -> dict[str, Any]:
+    """Crossbars, cores, utilization and hop_bytes of a scheduled module."""
+    crossbars: set[tuple[int, int]] = set()
+    weight_cells = 0
+    hop_bytes = 0
+    for op in module.ops():
+        if op.kind != "matvec":
+            continue
+        s = op.attrs["slices"]
+        flat = op.attrs["block_slices"]
+        for k, (i, j) in enumerate(blocks_of(op)):
+            rows, cols = block_shape(module, op, i, j)
+            weight_cells += (rows.stop - rows.start) * (cols.stop - cols.start) * s
+            for d in range(s):
+                crossbars.add((op.attrs["block_cores"][k], flat[2 * (k * s + d)]))
+        m = op.attrs["messages"]
+        for src, dst, size, count, _ in zip(*(m[f::5] for f in range(5)), strict=True):
+            hop_bytes += size * count * hops(target, src, dst)
+    allocated = len(crossbars) * target.rows * target.cols
+    return {
+        "target": target.name,
+        "crossbars_used": len(crossbars),
+        "crossbars_available": target.cores * target.crossbars_per_core,
+        "cores_used": len(cores),
+        "cores_available": target.cores,
+        "utilization": weight_cells / allocated if allocated else 0.0,
+        "hop_bytes": hop_bytes,
+        "local_memory_peak": max((c.peak + target.local_memory_bytes - c.top
+                                  for c in cores.values()), default=0),
+    }
+
+
+def host_work(module: Module) -> list[str]:
+    """Ops the host runs around the program: input quantize, output dequantize, float tails."""
+    from passes.lower import CHIP_KINDS
+
+    return [f"{op.name} ({op.kind})" for op in module.ops() if op.kind not in CHIP_KINDS]

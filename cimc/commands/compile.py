@@ -1,0 +1,193 @@
+"""`cimc MODEL.onnx -o prog.s`: compile a quantized ONNX model for a CIM target.
+
+Runs import-onnx, the frontend pipeline and the backend pipeline
+(cimc/pipeline.py), writing prog.s and its crossbar image prog.img beside
+it; optionally the C data header of test inputs and expected outputs
+(`--emit-data`) and a JSON report (`--report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cimc.backend_codegen import CoreCode
+    from cimc.ir import Module
+    from cimc.pass_manager import PassTiming
+    from targets import Target
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compile", help="compile an ONNX model to a CIM program (the default command)",
+        description="Compile a quantized (QDQ) ONNX model into an assembly program, its "
+        "crossbar image (beside it, .img) and optionally a C data header and a report.")
+    parser.add_argument("model", metavar="MODEL.onnx", help="the model (QDQ-quantized ONNX)")
+    parser.add_argument("-o", "--output", required=True, metavar="PROG.s",
+                        help="the program to write; the crossbar image goes beside it (.img)")
+    parser.add_argument("--target", default="isaac", metavar="NAME|FILE",
+                        help="target name or .toml file (default: isaac)")
+    parser.add_argument("--emit-data", metavar="DATA.h",
+                        help="write a C header of quantized inputs and expected outputs "
+                        "(needs --inputs)")
+    parser.add_argument("--inputs", metavar="X.npy",
+                        help="float test inputs, samples on axis 0 (for --emit-data and the "
+                        "report's simulation)")
+    parser.add_argument("--count", type=int, metavar="N", help="use the first N inputs only")
+    parser.add_argument("--labels", metavar="Y.npy", help="labels of the inputs, for the header")
+    parser.add_argument("--data-name", metavar="NAME",
+                        help="prefix of the header's names (default: from the header file name)")
+    parser.add_argument("--report", metavar="R.json", help="write the compile report (JSON)")
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
+                        help="pin an ONNX input's shape, e.g. data=1,3,32,32 (repeatable)")
+    parser.add_argument("--time-passes", action="store_true",
+                        help="print a table of pass times to stderr")
+    parser.add_argument("--print-ir-after-all", action="store_true",
+                        help="print the IR to stderr after every pass")
+    parser.set_defaults(func=compile_command)
+
+
+@dataclass
+class Compiled:
+    """The outcome of compiling one model."""
+
+    integer: Module  # after the frontend: what the reference interpreter runs
+    module: Module  # after the backend
+    target: Target
+    cores: dict[int, CoreCode]
+    timings: list[PassTiming] = field(default_factory=list)
+
+
+def compile_model(model: str, output: str, target_name: str = "isaac",
+                  input_shapes: dict[str, tuple[int, ...]] | None = None,
+                  print_after_all: bool = False, time_passes: bool = False) -> Compiled:
+    """Compile `model` to `output` (+ .img); the modules and timings for reports and tests."""
+    import copy
+
+    from cimc.backend_codegen import generate
+    from cimc.frontend import import_onnx
+    from cimc.pass_manager import parse_pipeline, run_pipeline
+    from cimc.pipeline import BACKEND, FRONTEND
+    from passes.emit_asm import EmitAsm
+    from targets import load_target
+
+    target = load_target(target_name)
+    start = time.perf_counter()
+    module = import_onnx(model, input_shapes)
+    imported = time.perf_counter() - start
+    timings = run_pipeline(module, parse_pipeline(",".join(FRONTEND)),
+                           print_after_all=print_after_all)
+    integer = copy.deepcopy(module)
+    backend = parse_pipeline(",".join(BACKEND))
+    for pass_ in backend:
+        pass_.target = target.source or target.name  # type: ignore[attr-defined]
+        if isinstance(pass_, EmitAsm):
+            pass_.output = output
+    timings += run_pipeline(module, backend, print_after_all=print_after_all,
+                            time_passes=time_passes)
+    from cimc.pass_manager import PassTiming
+
+    timings.insert(0, PassTiming("import-onnx", imported))
+    return Compiled(integer, module, target, generate(module, target), timings)
+
+
+def compile_command(args: argparse.Namespace) -> int:
+    import json
+
+    from cimc.commands.opt import input_shapes
+    from cimc.diagnostics import CimcError
+    from cimc.outputs import write_atomic
+
+    if args.emit_data and not args.inputs:
+        raise CimcError("--emit-data needs --inputs X.npy (the test inputs to quantize)")
+    if args.labels and not args.emit_data:
+        raise CimcError("--labels is only used with --emit-data")
+    x = _load_array(args.inputs) if args.inputs else None
+    if x is not None and args.count is not None:
+        if args.count < 1 or args.count > len(x):
+            raise CimcError(f"--count {args.count}: {args.inputs} holds {len(x)} samples")
+        x = x[:args.count]
+    compiled = compile_model(args.model, args.output, args.target,
+                             input_shapes(args.input_shape) or None,
+                             args.print_ir_after_all, args.time_passes)
+    codes = None
+    if x is not None:
+        from cimc.backend_io import reference_codes
+
+        if len(compiled.integer.inputs) != 1:
+            raise CimcError("--inputs X.npy gives one array but the model has "
+                            f"{len(compiled.integer.inputs)} inputs")
+        codes = reference_codes(compiled.integer, {compiled.integer.inputs[0]: x})
+    if args.emit_data:
+        from passes.emit_data import data_header
+
+        assert codes is not None
+        labels = _load_array(args.labels) if args.labels else None
+        if labels is not None and len(labels) < len(next(iter(codes[0].values()))):
+            raise CimcError(f"{args.labels} holds {len(labels)} labels, fewer than the inputs")
+        name = args.data_name or Path(args.emit_data).stem.removesuffix("_data")
+        comment = (f"{len(next(iter(codes[0].values())))} quantized inputs of "
+                   f"{Path(args.model).name} and the outputs the program for target "
+                   f"{compiled.target.name} must produce; generated by cimc")
+        write_atomic(args.emit_data, data_header(name, codes[0], codes[1], labels, comment))
+    if args.report:
+        report = build_report(compiled, args.output, codes[0] if codes else None)
+        write_atomic(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def _load_array(path: str) -> np.ndarray:
+    import numpy as np
+
+    from cimc.diagnostics import CimcError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CimcError(f"{path}: cannot read a .npy array: {exc}") from None
+
+
+def build_report(compiled: Compiled, program_path: str,
+                 input_codes: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    """The report: static figures plus cycles/throughput/energy from one simulated inference."""
+    import numpy as np
+
+    from cimc.backend_report import host_work, static_figures
+    from isa.assembler import assemble_file
+    from isa.encoding import encode_program
+    from isa.image import load_image
+    from isa.simulator import run_program
+
+    report = static_figures(compiled.module, compiled.target, compiled.cores)
+    program = assemble_file(program_path)
+    image = load_image(Path(program_path).with_suffix(".img"))
+    if input_codes is not None:
+        feeds = {name: codes[:1] for name, codes in input_codes.items()}
+        source = "simulation of one inference on the first of --inputs"
+    else:
+        feeds = {d.name: np.full((1, *d.shape), d.zp, dtype=np.int64) for d in program.inputs}
+        source = ("simulation of one inference on an all-zero-point input (no --inputs given); "
+                  "the program has no data-dependent control flow, so every input takes "
+                  "this time and nearly this energy")
+    _, sim = run_program(program, image, compiled.target, feeds)
+    report.update(
+        cycles=sim["cycles"],
+        latency_us=sim["latency_us"],
+        throughput=sim["throughput_per_s"],
+        energy_nj=sim["energy_nj"]["total"],
+        energy_breakdown_nj=sim["energy_nj"],
+        figures_from=source,
+        instructions=sum(len(s.instructions) for s in program.streams.values()),
+        instructions_executed=sim["instructions"],
+        program_bytes=len(encode_program(program)),
+        simulated_hop_bytes=sim["hop_bytes"],
+        host_work=host_work(compiled.module),
+        pass_seconds={t.name: round(t.seconds, 6) for t in compiled.timings},
+    )
+    return report
