@@ -112,3 +112,12 @@ def test_unknown_input_name_in_npz_is_a_clear_error(workdir: Path,
     np.savez(workdir / "x.npz", image=np.zeros((1, 16), dtype=np.int8))
     assert main(["sim", str(workdir / "prog.s"), "--inputs", str(workdir / "x.npz")]) == 1
     assert "array 'image' is not an input" in capsys.readouterr().err
+
+
+def test_binary_program_finds_its_image_next_to_it(workdir: Path) -> None:
+    assert main(["asm", str(workdir / "prog.s"), "-o", str(workdir / "prog.bin")]) == 0
+    codes = RNG.integers(-128, 128, size=(5, 16)).astype(np.int8)
+    np.save(workdir / "x.npy", codes)
+    assert main(["sim", str(workdir / "prog.bin"), "--inputs", str(workdir / "x.npy"),
+                 "--outputs", str(workdir / "y.npy"), "--codes"]) == 0
+    np.testing.assert_array_equal(np.load(workdir / "y.npy"), _expected(codes))

@@ -419,3 +419,22 @@ loop:
     recv 0, 0(r0), 64, 1
 """)[1]["cycles"]
     assert both == alone  # core 2 took the early message long before the late one came
+
+
+def test_every_instruction_of_the_table_has_semantics() -> None:
+    from isa.simulator.registry import check_registry
+
+    assert check_registry() == []
+
+
+def test_overlapping_copy_across_a_page_boundary_reads_the_old_bytes() -> None:
+    source = """
+.input x, 4000, u8, [200], 1.0, 0
+.output y, 8000, u8, [200], 1.0, 0
+.core 0
+    ld 3800(r0), 4000(r0), 200
+    copy 3900(r0), 3800(r0), 200, 1, 0, 0
+    st 8000(r0), 3900(r0), 200
+"""
+    x = RNG.integers(0, 256, size=(3, 200)).astype(np.uint8)
+    np.testing.assert_array_equal(run(source, {"x": x})[0]["y"], x)

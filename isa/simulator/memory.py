@@ -70,6 +70,8 @@ class Memory:
         """Store uint8 [batch, n] (or [n], the same for every batch element) at addr."""
         nbytes = data.shape[-1]
         self._check(addr, nbytes)
+        if addr % PAGE_BYTES + nbytes > PAGE_BYTES and data.base is not None:
+            data = data.copy()  # it may view a page this write changes part way through
         done = 0
         while done < nbytes:
             index, start = divmod(addr + done, PAGE_BYTES)
