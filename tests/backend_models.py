@@ -1,0 +1,193 @@
+"""Models for the backend tests, beyond tests/models.py: networks small enough
+for the `tiny` target (several cores, partial sums across cores), and the
+model-scale CNNs users bring (ResNet-18, MobileNetV2, VGG-11 at 32x32).
+
+They are exported and quantized exactly as tests/models.py does it (torch
+legacy exporter, onnxruntime QDQ, per-channel int8 weights, int8 or uint8
+activations, seeded weights and calibration data).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+from models import CALIBRATION_BATCHES, CALIBRATION_SEED, EXPORTERS, workdir
+
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "mnist_tiny": (1, 1, 28, 28),
+    "mlp_tiny": (1, 64),
+    "resnet18": (1, 3, 32, 32),
+    "mobilenetv2": (1, 3, 32, 32),
+    "vgg11": (1, 3, 32, 32),
+}
+
+
+def _torch_module(name: str):  # -> torch.nn.Module
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> list:
+        return [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                nn.BatchNorm2d(cout)]
+
+    class MnistTiny(nn.Module):
+        """An MNIST CNN small enough for `tiny`: 27 of its 32 crossbars."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+            self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+            self.fc = nn.Linear(8 * 3 * 3, 10)
+
+        def forward(self, x):
+            x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+            x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+            return self.fc(torch.flatten(x, 1))
+
+    class Basic(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(*conv_bn(cin, cout, 3, stride), nn.ReLU(),
+                                      *conv_bn(cout, cout))
+            self.skip = (nn.Sequential(*conv_bn(cin, cout, 1, stride))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.skip(x))
+
+    class ResNet18(nn.Module):
+        """ResNet-18 for 32x32 inputs (3x3 stem, no max pool), 10 classes."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[nn.Module] = [*conv_bn(3, 64), nn.ReLU()]
+            cin = 64
+            for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+                layers += [Basic(cin, cout, stride), Basic(cout, cout, 1)]
+                cin = cout
+            self.features = nn.Sequential(*layers)
+            self.fc = nn.Linear(512, 10)
+
+        def forward(self, x):
+            x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+            return self.fc(torch.flatten(x, 1))
+
+    class Inverted(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+            super().__init__()
+            mid = cin * expand
+            layers = [*conv_bn(cin, mid, 1), nn.ReLU6()] if expand != 1 else []
+            layers += [*conv_bn(mid, mid, 3, stride, groups=mid), nn.ReLU6(),
+                       *conv_bn(mid, cout, 1)]
+            self.body = nn.Sequential(*layers)
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.body(x) if self.residual else self.body(x)
+
+    class MobileNetV2(nn.Module):
+        """MobileNetV2 (width 1.0) for 32x32 inputs: stride-1 stem, 10 classes."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[nn.Module] = [*conv_bn(3, 32), nn.ReLU6()]
+            cin = 32
+            for expand, cout, repeats, stride in ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2),
+                                                  (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                                                  (6, 320, 1, 1)):
+                for k in range(repeats):
+                    layers.append(Inverted(cin, cout, stride if k == 0 else 1, expand))
+                    cin = cout
+            layers += [*conv_bn(cin, 1280, 1), nn.ReLU6()]
+            self.features = nn.Sequential(*layers)
+            self.fc = nn.Linear(1280, 10)
+
+        def forward(self, x):
+            x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+            return self.fc(torch.flatten(x, 1))
+
+    class Vgg11(nn.Module):
+        """VGG-11 with batch norm for 32x32 inputs, 10 classes."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[nn.Module] = []
+            cin = 3
+            for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
+                if v == "M":
+                    layers.append(nn.MaxPool2d(2))
+                else:
+                    layers += [*conv_bn(cin, int(v)), nn.ReLU()]
+                    cin = int(v)
+            self.features = nn.Sequential(*layers)
+            self.classifier = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+
+        def forward(self, x):
+            return self.classifier(torch.flatten(self.features(x), 1))
+
+    factories = {
+        "mnist_tiny": MnistTiny,
+        "mlp_tiny": lambda: nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 16),
+                                          nn.ReLU(), nn.Linear(16, 10)),
+        "resnet18": ResNet18,
+        "mobilenetv2": MobileNetV2,
+        "vgg11": Vgg11,
+    }
+    model = factories[name]()
+    with torch.no_grad():  # batch-norm statistics that make batch norm do something
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def sample_inputs(name: str, count: int, seed: int) -> np.ndarray:
+    """`count` seeded standard-normal inputs for `name`, stacked on axis 0."""
+    shape = INPUT_SHAPES[name]
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((count, *shape[1:])).astype(np.float32)
+
+
+@functools.cache
+def quantized_model(name: str, activations: str = "int8") -> Path:
+    """The QDQ model of `name`: per-channel int8 weights, `activations` int8 or uint8."""
+    import contextlib
+    import io
+
+    import torch
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    source = workdir() / f"backend-{name}.onnx"
+    if not source.exists():
+        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            torch.onnx.export(_torch_module(name), (torch.zeros(INPUT_SHAPES[name]),),
+                              str(source), input_names=["input"], output_names=["logits"],
+                              opset_version=EXPORTERS["legacy"], dynamo=False)
+    prepared = workdir() / f"backend-{name}-prepared.onnx"
+    quant_pre_process(str(source), str(prepared))
+    batches = sample_inputs(name, CALIBRATION_BATCHES, CALIBRATION_SEED)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter([{"input": batch[None]} for batch in batches])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    path = workdir() / f"backend-{name}-{activations}.onnx"
+    quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return path

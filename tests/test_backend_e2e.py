@@ -1,0 +1,100 @@
+"""End to end: compile QDQ models, simulate the program, and compare with the
+reference interpreter bit for bit (and so with onnxruntime within a quantum)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import backend_models
+import models
+import numpy as np
+import pytest
+
+from cimc.backend_io import reference_codes
+from cimc.commands.compile import Compiled, compile_model
+from cimc.diagnostics import CimcError
+from isa.assembler import assemble_file
+from isa.image import load_image
+from isa.simulator import run_program
+
+
+def check_bit_exact(model: Path, target: str, tmp_path: Path, x: np.ndarray
+                    ) -> tuple[Compiled, dict]:
+    """Compile, simulate `x`, assert the outputs equal the reference; the report."""
+    prog = tmp_path / "prog.s"
+    compiled = compile_model(str(model), str(prog), target)
+    name = compiled.integer.inputs[0]
+    inputs, expected = reference_codes(compiled.integer, {name: x})
+    outputs, report = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
+                                  compiled.target, inputs)
+    assert sorted(outputs) == sorted(expected)
+    for port, codes in expected.items():
+        np.testing.assert_array_equal(outputs[port], codes, err_msg=f"{model.name} on {target}")
+    return compiled, report
+
+
+SMALL = ["mnist_cnn", "mlp", "lenet5", "residual", "separable"]
+
+
+@pytest.mark.parametrize("name", SMALL)
+@pytest.mark.parametrize(("target", "activations"), [("isaac", "int8"), ("pimcomp", "uint8")])
+def test_small_models_equal_reference(name: str, target: str, activations: str,
+                                      tmp_path: Path) -> None:
+    x = models.sample_inputs(name, 3, seed=11)
+    check_bit_exact(models.quantized_model(name, activations=activations), target, tmp_path, x)
+
+
+@pytest.mark.parametrize("name", ["mnist_tiny", "mlp_tiny"])
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_tiny_target_spreads_partial_sums_over_cores(name: str, activations: str,
+                                                     tmp_path: Path) -> None:
+    x = backend_models.sample_inputs(name, 4, seed=5)
+    compiled, report = check_bit_exact(backend_models.quantized_model(name, activations),
+                                       "tiny", tmp_path, x)
+    messages = [m for op in compiled.module.ops() if op.kind == "matvec"
+                for m in op.attrs["messages"]]
+    assert len(compiled.cores) >= 4
+    assert messages, "row blocks of one column should sit on different cores"
+    assert report["hop_bytes"] > 0
+
+
+def test_model_too_big_for_target_names_both_crossbar_counts(tmp_path: Path) -> None:
+    with pytest.raises(CimcError, match=r"needs \d+ crossbars on \d+ cores but target 'tiny' "
+                                        r"has 32 crossbars on 8 cores"):
+        compile_model(str(models.quantized_model("mnist_cnn")), str(tmp_path / "p.s"), "tiny")
+    assert not (tmp_path / "p.s").exists()
+
+
+def test_simulated_logits_within_one_quantum_of_onnxruntime(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from isa.simulator import run_float
+
+    model = models.quantized_model("mnist_cnn", activations="uint8")
+    x = models.sample_inputs("mnist_cnn", 4, seed=2)
+    prog = tmp_path / "prog.s"
+    compiled = compile_model(str(model), str(prog), "isaac")
+    program = assemble_file(prog)
+    got, _ = run_float(program, load_image(prog.with_suffix(".img")), compiled.target,
+                       {"input": x.transpose(0, 2, 3, 1)})
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    want = np.concatenate([session.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+    scale = program.outputs[0].scale
+    assert np.abs(got["logits"] - want).max() <= scale * 1.001
+    assert (got["logits"].argmax(1) == want.argmax(1)).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2", "vgg11"])
+@pytest.mark.parametrize(("target", "activations"), [("isaac", "int8"), ("pimcomp", "uint8")])
+def test_large_cnns_equal_reference(name: str, target: str, activations: str,
+                                    tmp_path: Path) -> None:
+    x = backend_models.sample_inputs(name, 2, seed=3)
+    check_bit_exact(backend_models.quantized_model(name, activations), target, tmp_path, x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2", "vgg11"])
+def test_large_cnns_do_not_fit_tiny(name: str, tmp_path: Path) -> None:
+    with pytest.raises(CimcError, match="crossbars"):
+        compile_model(str(backend_models.quantized_model(name)), str(tmp_path / "p.s"), "tiny")
