@@ -1,0 +1,126 @@
+"""Post-training quantization of a float ONNX model with onnxruntime.
+
+The model is pre-processed (constant and batch-norm folding) and quantized
+by `onnxruntime.quantization.quantize_static` in QDQ format: int8 weights per
+output channel, int8 or uint8 activations per tensor, ranges from min/max
+calibration. The result is an ONNX file that import-onnx reads like any other
+QDQ model. Given the same model and data, the output is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from cimc.diagnostics import CimcError, warn
+from cimc.ir import Module, TensorType
+
+ACTIVATIONS = ("int8", "uint8")
+RANDOM_SAMPLES = 8
+RANDOM_SEED = 0
+
+
+def is_quantized(module: Module) -> bool:
+    """Whether an imported module already carries quantization (QDQ or QLinear ops)."""
+    return any(op.kind in ("quantize", "dequantize") for op in module.ops())
+
+
+def random_calibration(inputs: dict[str, TensorType]) -> dict[str, np.ndarray]:
+    """RANDOM_SAMPLES seeded standard-normal batches per input, stacked on axis 0."""
+    rng = np.random.default_rng(RANDOM_SEED)
+    data = {}
+    for name, ty in inputs.items():
+        shape = (ty.shape[0] * RANDOM_SAMPLES, *ty.shape[1:])
+        data[name] = rng.standard_normal(shape).astype(ty.numpy_dtype)
+    return data
+
+
+def _samples(
+    calibration: dict[str, np.ndarray], inputs: dict[str, TensorType]
+) -> Iterator[dict[str, np.ndarray]]:
+    """One feed per model batch in the calibration data."""
+    counts = {name: len(calibration[name]) // ty.shape[0] for name, ty in inputs.items()}
+    for i in range(min(counts.values())):
+        yield {
+            name: calibration[name][i * ty.shape[0] : (i + 1) * ty.shape[0]]
+            for name, ty in inputs.items()
+        }
+
+
+def _prepare(path: str, prepared: Path) -> None:
+    """onnxruntime's basic graph optimizations (constant folding, batch-norm folding).
+
+    This is the optimization step of onnxruntime's quant_pre_process, which
+    itself would import its torch export helpers.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(prepared)
+    onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def quantize_onnx(
+    path: str,
+    output: str | Path,
+    inputs: dict[str, TensorType],
+    calibration: dict[str, np.ndarray] | None,
+    activations: str = "int8",
+) -> None:
+    """Write the QDQ quantization of the float model at `path` to `output`.
+
+    `inputs` are the model's input types (as imported); `calibration` maps each
+    input to one or more batches stacked on axis 0. Without calibration data
+    the ranges come from seeded random inputs, and a warning says so.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    if activations not in ACTIVATIONS:
+        raise CimcError(f"activations must be one of {', '.join(ACTIVATIONS)}, not {activations!r}")
+    if calibration is None:
+        warn(
+            f"{path}: no calibration data (--calibrate); quantizing with ranges from random "
+            "inputs, so the accuracy of the quantized model is not meaningful"
+        )
+    feeds = _samples(calibration or random_calibration(inputs), inputs)
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(feeds, None)
+
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice goes to the root logger
+    try:
+        with tempfile.TemporaryDirectory(prefix="cimc-quantize-") as tmp:
+            prepared = Path(tmp) / "prepared.onnx"
+            _prepare(path, prepared)
+            quantize_static(
+                str(prepared),
+                str(output),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+    except CimcError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise CimcError(
+            f"{path}: onnxruntime could not quantize the model: {text[0] if text else exc!r}"
+        ) from None
+    finally:
+        logging.getLogger().setLevel(level)

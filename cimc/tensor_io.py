@@ -1,0 +1,111 @@
+"""Reading model inputs and writing model outputs as numpy files.
+
+A single-input model reads an .npy array; any model reads an .npz keyed by
+input name. An array may stack several batches of the model on axis 0. Outputs
+are written the same way (.npy for one output, .npz for any number), each in
+the model's own output element type.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from cimc.diagnostics import CimcError
+from cimc.ir import TensorType
+from cimc.outputs import write_atomic
+
+
+def read_inputs(path: str, inputs: dict[str, TensorType]) -> dict[str, np.ndarray]:
+    """Arrays for the model inputs `inputs` (name -> type) read from `path`, checked and cast."""
+    arrays = _load(path, list(inputs))
+    return {name: _checked(path, name, arrays[name], ty) for name, ty in inputs.items()}
+
+
+def _load(path: str, names: list[str]) -> dict[str, np.ndarray]:
+    file = Path(path)
+    if not file.is_file():
+        raise CimcError(f"{path}: no such file; give a .npy or .npz file of inputs")
+    suffix = file.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise CimcError(f"{path}: unknown input file type {suffix!r}; use .npy or .npz")
+    try:
+        loaded = np.load(file, allow_pickle=False)
+        if suffix == ".npy":
+            if len(names) != 1:
+                raise CimcError(
+                    f"{path}: the model has {len(names)} inputs ({', '.join(names)}); "
+                    "give an .npz file with one array per input name"
+                )
+            return {names[0]: np.asarray(loaded)}
+        with loaded:
+            arrays = {key: loaded[key] for key in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CimcError(f"{path}: not a readable numpy {suffix} file ({exc})") from None
+    missing = [n for n in names if n not in arrays]
+    unknown = [k for k in arrays if k not in names]
+    if missing or unknown:
+        detail = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
+        raise CimcError(
+            f"{path}: arrays must be named after the model inputs ({', '.join(names)}); {detail}"
+        )
+    return arrays
+
+
+def _checked(path: str, name: str, array: np.ndarray, ty: TensorType) -> np.ndarray:
+    expected = list(ty.shape)
+    shape = list(array.shape)
+    stacked = (
+        len(shape) == len(expected) > 0
+        and shape[1:] == expected[1:]
+        and expected[0] > 0
+        and shape[0] > 0
+        and shape[0] % expected[0] == 0
+    )
+    if shape != expected and not stacked:
+        raise CimcError(
+            f"{path}: input {name!r} has shape {shape} but the model expects {expected} "
+            "(or several of them stacked on axis 0)"
+        )
+    if ty.dtype == "f32":
+        if not np.issubdtype(array.dtype, np.floating):
+            raise CimcError(
+                f"{path}: input {name!r} has element type {array.dtype} but the model expects "
+                "floats (f32); convert the data to float32 as the model's training did"
+            )
+        return array.astype(np.float32)
+    info = np.iinfo(ty.numpy_dtype) if np.issubdtype(ty.numpy_dtype, np.integer) else None
+    if info is None or not np.issubdtype(array.dtype, np.integer):
+        raise CimcError(
+            f"{path}: input {name!r} has element type {array.dtype}; the model expects {ty.dtype}"
+        )
+    if array.size and (array.min() < info.min or array.max() > info.max):
+        raise CimcError(f"{path}: input {name!r} has values outside the range of {ty.dtype}")
+    return array.astype(ty.numpy_dtype)
+
+
+def write_outputs(path: str, outputs: dict[str, np.ndarray], types: dict[str, TensorType]) -> None:
+    """Write `outputs` (name -> array) to `path` (.npy for one output, .npz keyed by name)."""
+    suffix = Path(path).suffix.lower()
+    arrays = {
+        name: np.asarray(value).astype(types[name].numpy_dtype) for name, value in outputs.items()
+    }
+    buffer = io.BytesIO()
+    if suffix == ".npy":
+        if len(arrays) != 1:
+            raise CimcError(
+                f"{path}: the model has {len(arrays)} outputs ({', '.join(arrays)}); "
+                "write them to an .npz file"
+            )
+        np.save(buffer, next(iter(arrays.values())), allow_pickle=False)
+    elif suffix == ".npz":
+        with zipfile.ZipFile(buffer, "w") as archive:  # the layout of np.savez
+            for name, array in arrays.items():
+                with archive.open(f"{name}.npy", "w") as entry:
+                    np.lib.format.write_array(entry, array, allow_pickle=False)
+    else:
+        raise CimcError(f"{path}: unknown output file type {suffix!r}; use .npy or .npz")
+    write_atomic(path, buffer.getvalue())
