@@ -193,6 +193,8 @@ def parse_module(text: str, filename: str = "<input>", *, verify: bool = False) 
             verify_module(module)
         except VerifyError as exc:
             place = builder.ops.get(exc.op or "") or builder.defined.get(exc.value or "")
+            if place is None:
+                raise CimcError(f"{filename}: {exc.message}") from None
             raise builder.error(exc.message, place) from None
     return module
 
@@ -216,6 +218,8 @@ def _syntax_error(exc: Any, text: str, filename: str) -> CimcError:
     for name in expected:
         if name in _TERMINALS:
             described.append(_TERMINALS[name])
+        elif name in ("$END", "<END-OF-FILE>"):
+            described.append("end of input")
         else:
             pattern = _parser().get_terminal(name).pattern
             described.append(f"'{pattern.value}'" if pattern.type == "str" else name)
@@ -223,7 +227,8 @@ def _syntax_error(exc: Any, text: str, filename: str) -> CimcError:
         message = "unexpected end of input"
         line, column = text.count("\n") + 1, len(text) - text.rfind("\n")
     elif isinstance(exc, UnexpectedToken):
-        message = f"unexpected '{exc.token}'"
+        shown = exc.token if len(exc.token) <= 40 else exc.token[:37] + "..."
+        message = f"unexpected '{shown}'"
         line, column = exc.line, exc.column
     else:
         message = f"unexpected character {text[exc.pos_in_stream]!r}"

@@ -314,6 +314,41 @@ def test_semantic_errors_are_located(line: str, message: str) -> None:
     assert error_of(f"module @m {{\n  {line}\n}}\n").startswith(f"m.cir:{message}")
 
 
+def test_text_after_the_module_is_an_error() -> None:
+    assert error_of("module @m {\n}\nfoo\n").startswith(
+        "m.cir:3:1: error: unexpected 'foo', expected end of input")
+
+
+VALID = """module @m {
+  input %x : f32[1,1,4,4]
+  const %w : i8[2,1,3,3] q<axis=0, scale=[0.01, 0.02], zp=[0, 0]> = base64"AQIDBAUGBwgJCgsMDQ4PEBES"
+  const %b : i32[2] q<axis=0, scale=[0.0001, 0.0002], zp=[0, 0]> = [12, -3]
+  %xq = quantize(%x) : i8[1,1,4,4] q<scale=0.0078125, zp=0> loc("x_q")
+  %y = conv(%xq, %w, %b) {strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1} \
+: i8[1,2,4,4] q<scale=0.05, zp=-128> loc("conv1")
+  %z = clip(%y) {min=0.0, max=6.0} : i8[1,2,4,4] q<scale=0.05, zp=-128>
+  output %z
+}
+"""
+
+
+def test_valid_text_verifies() -> None:
+    assert print_module(parse_module(VALID, verify=True)) == VALID
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_damaged_text_gives_a_located_error_or_a_module(data: st.DataObject) -> None:
+    text = data.draw(st.sampled_from([VALID, print_module(onnx_like_module())]))
+    start = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(start, min(len(text), start + 8)))
+    damaged = text[:start] + data.draw(st.text(max_size=3)) + text[end:]
+    try:
+        parse_module(damaged, "m.cir", verify=data.draw(st.booleans()))
+    except CimcError as exc:
+        assert str(exc).startswith("m.cir:")  # located, never a bare message
+
+
 def test_verifier_errors_point_at_the_op() -> None:
     text = "module @m {\n  input %x : f32[2]\n  %y = relu(%x, %x) : f32[2]\n  output %y\n}\n"
     assert error_of(text) == (
