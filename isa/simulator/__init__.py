@@ -4,10 +4,26 @@ and how much energy they use.
     from isa.simulator import SimOptions, run_program
     outputs, report = run_program(program, image, target, {"x": codes}, SimOptions())
 
-Modules: crossbar (bit-sliced MVM, ADC, noise), memory (batched byte memories),
-registry + control/vector/matrix/movement (one semantic function per
-instruction), timing (static cost per instruction), network (routes, links),
-machine (cores and the discrete-event scheduler), report, trace, run (the API).
+Every memory has a leading batch axis: the batch of inputs runs in lockstep
+(control flow is data-independent), while cycles and energy are those of one
+run of the program. Semantics follow isa/table.py and docs/isa.md; where they
+leave a choice, the simulator does this:
+- mvm: exact x . W with the ideal ADC; the what-ifs (SimOptions.adc_bits,
+  noise_sigma, seed) and `bit_level` run the bit-serial, bit-sliced model of
+  crossbar.py (its docstring says how signed inputs and clipping work).
+- sync waits for every core that has a stream; a core that halted instead is
+  reported as a deadlock. Running past the last instruction halts.
+- ld/st share one global-memory channel of global_bytes_per_cycle; messages
+  book mesh links (network.py); other instructions take the fixed latency of
+  timing.py.
+- copy reads all its source bytes before writing; i32 results wrap, i8/u8
+  results saturate.
+
+Modules: crossbar (bit-sliced MVM, ADC, noise), memory (batched byte
+memories), registry + control/vector/matrix/movement (one semantic function
+per instruction), timing (static cost per instruction), network (routes,
+links), machine (cores and the discrete-event scheduler), report, trace, run
+(the API).
 """
 
 from isa.simulator import control, matrix, movement, vector  # noqa: F401  (fill the registry)

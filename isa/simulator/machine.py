@@ -155,13 +155,12 @@ class Machine:
             self.cores[number] = Core(number, self, program.streams[number].instructions)
         self.ready: list[tuple[int, int]] = [(0, n) for n in self.cores]
         for number, segments in sorted(program.data.items()):
-            core = self.cores.get(number)
+            if number not in self.cores:
+                continue  # data for a core without code is never read
             for segment in segments:
-                memory = core.memory if core else None
-                if memory is None:
-                    continue  # data for a core without code is never read
                 try:
-                    memory.write(segment.addr, np.frombuffer(segment.data, np.uint8))
+                    self.cores[number].memory.write(segment.addr,
+                                                    np.frombuffer(segment.data, np.uint8))
                 except MemoryFault as exc:
                     raise CimcError(f"core {number}: .data at {segment.addr}: {exc}") from None
 

@@ -18,6 +18,7 @@ batch is simulated in lockstep only to check many inputs at once. Keys:
                             "scalar", "total"}
     crossbar_utilization   busy crossbar-cycles / (programmed crossbars x cycles)
     chip_crossbar_utilization   the same over every crossbar of the target
+    options                the what-if options of the run (added by run.simulate)
     cores                  per core: {"core", "finish", "busy", "instructions",
                            "mvm_instructions", "crossbars", "crossbar_utilization"}
 """

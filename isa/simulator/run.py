@@ -124,7 +124,10 @@ def simulate(program: Program, image: Image | None, target: Target,
         except MemoryFault as exc:
             raise CimcError(f"output '{decl.name}': {exc}") from None
         outputs[decl.name] = codes.reshape(batch, *decl.shape).copy()
-    return Simulation(outputs, build_report(machine), trace)
+    report = build_report(machine)
+    report["options"] = {"adc_bits": options.adc_bits, "noise_sigma": options.noise_sigma,
+                         "seed": options.seed, "bit_level": options.bit_level}
+    return Simulation(outputs, report, trace)
 
 
 def run_program(program: Program, image: Image | None, target: Target,
