@@ -201,21 +201,6 @@ def name_nodes(model: onnx.ModelProto) -> None:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
 
 
-def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    """Parse one `--input-shape NAME=1,3,224,224` option."""
-    name, sep, dims = text.rpartition("=")
-    try:
-        shape = tuple(int(d) for d in dims.split(","))
-    except ValueError:
-        shape = ()
-    if not sep or not name or not shape or min(shape) <= 0:
-        raise CimcError(
-            f"--input-shape {text!r}: expected NAME=D0,D1,... with positive integer dimensions, "
-            "e.g. --input-shape input=1,3,224,224"
-        )
-    return name, shape
-
-
 def module_name(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem) or "main"
 

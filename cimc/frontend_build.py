@@ -252,10 +252,19 @@ def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
         value = helper.get_attribute_value(attr)
         if isinstance(value, bytes):
             value = value.decode()
+        elif isinstance(value, float):
+            value = _shortest(value)
+        elif isinstance(value, list) and value and isinstance(value[0], float):
+            value = [_shortest(v) for v in value]
         elif isinstance(value, list) and value and isinstance(value[0], bytes):
             value = [v.decode() for v in value]
         attrs[attr.name] = value
     return attrs
+
+
+def _shortest(value: float) -> float:
+    """A float32 attribute as the shortest decimal naming it (0.001, not 0.0010000000474974513)."""
+    return float(str(np.float32(value)))
 
 
 def _constant_node_value(node: onnx.NodeProto) -> np.ndarray[Any, Any]:

@@ -100,7 +100,7 @@ def clip(ctx: NodeImport) -> None:
     bounds = []
     for index, key, default in ((1, "min", -FLOAT32_MAX), (2, "max", FLOAT32_MAX)):
         if ctx.has_input(index):
-            bounds.append(float(ctx.constant(index, f"{key} bound").reshape(())))
+            bounds.append(float(str(ctx.constant(index, f"{key} bound").reshape(()))))
         else:
             bounds.append(float(ctx.attrs.get(key, default)))
     ctx.emit("clip", [ctx.operand(0)], {"min": bounds[0], "max": bounds[1]})
