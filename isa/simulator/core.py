@@ -1,0 +1,111 @@
+"""One core of the machine: registers, local memory, crossbar groups, decoded stream.
+
+Decoding checks each instruction once (known mnemonic, operand count, branch
+targets inside the stream, existing cores and crossbar groups) and fixes its
+semantic function and static cost, so the interpreter loop only dispatches.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cimc.diagnostics import CimcError
+from isa.program import Instruction
+from isa.simulator.crossbar import conductance
+from isa.simulator.matrix import GroupState
+from isa.simulator.memory import Memory
+from isa.simulator.registry import Semantic, lookup
+from isa.simulator.timing import Cost, instruction_cost
+from isa.table import BY_MNEMONIC
+
+if TYPE_CHECKING:
+    from isa.simulator.machine import Machine
+
+# Cost classes whose instructions must run in global time order.
+ORDERED = frozenset({"send", "recv", "sync", "global"})
+
+
+def where(instruction: Instruction) -> str:
+    """`mnemonic` at file:line, for messages."""
+    at = f" at {instruction.loc}" if instruction.loc else ""
+    return f"`{instruction.mnemonic}`{at}"
+
+
+class Core:
+    """One core: registers, local memory, crossbar groups, decoded stream, clock."""
+
+    def __init__(self, number: int, machine: Machine, instructions: list[Instruction]):
+        self.number = number
+        self.machine = machine
+        self.regs = [0] * 16
+        self.pc = 0
+        self.clock = 0
+        self.halted = False
+        self.blocked_since: int | None = None
+        self.waiting_for = ""  # what a blocked core waits for, for the deadlock message
+        self.pending_recv: tuple[int, int, int, int] | None = None  # source, addr, len, tag
+        target = machine.target
+        self.memory = Memory(f"core {number} local memory", target.local_memory_bytes,
+                             machine.batch)
+        self.groups: dict[int, GroupState] = {}
+        image = machine.image
+        if image is not None and number in image.cores:
+            cells = image.cores[number].cells
+            planes = conductance(cells, machine.analog, number)
+            for gid, group in sorted(image.cores[number].groups.items()):
+                self.groups[gid] = GroupState(
+                    group, group.digits(cells), group.digits(planes), image.cell_bits,
+                    target.dac_bits, machine.analog, machine.bit_level)
+        # An implicit halt ends every stream, so running off the end stops the core.
+        self.instructions = [*instructions, Instruction("halt", ())]
+        self.handlers: list[Semantic] = []
+        self.operands: list[tuple[int, ...]] = []
+        self.elements: list[str | None] = []
+        self.ordered: list[bool] = []
+        self.costs: list[Cost] = []
+        for instruction in self.instructions:
+            self._decode(instruction)
+        self.cycles = [cost.cycles for cost in self.costs]
+        self.counts = [0] * len(self.instructions)
+
+    def _decode(self, instruction: Instruction) -> None:
+        spec = BY_MNEMONIC.get(instruction.mnemonic)
+        if spec is None:
+            raise self.error(f"unknown instruction '{instruction.mnemonic}'", instruction)
+        if len(instruction.operands) != len(spec.fields):
+            raise self.error(f"expects {len(spec.fields)} operand fields, got "
+                             f"{len(instruction.operands)}", instruction)
+        fields = dict(zip((f.name for f in spec.fields), instruction.operands, strict=True))
+        if "target" in fields and not 0 <= fields["target"] < len(self.instructions) + 1:
+            raise self.error(f"branch target {fields['target']} is outside the stream",
+                             instruction)
+        if "core" in fields and not 0 <= fields["core"] < self.machine.target.cores:
+            raise self.error(f"core {fields['core']} does not exist on target "
+                             f"'{self.machine.target.name}' ({self.machine.target.cores} "
+                             f"cores)", instruction)
+        if "g" in fields and fields["g"] not in self.groups:
+            if self.machine.image is None:
+                raise self.error("uses a crossbar group but the program has no crossbar "
+                                 "image (.image directive)", instruction)
+            known = ", ".join(map(str, sorted(self.groups))) or "none"
+            raise self.error(f"crossbar group {fields['g']} is not in the image for core "
+                             f"{self.number} (its groups: {known})", instruction)
+        image_groups = {gid: state.group for gid, state in self.groups.items()}
+        self.handlers.append(lookup(spec))
+        self.operands.append(instruction.operands)
+        self.elements.append(spec.suffix)
+        self.ordered.append(spec.cost in ORDERED)
+        self.costs.append(instruction_cost(spec, instruction.operands, self.machine.target,
+                                           image_groups, self.number))
+
+    def error(self, message: str, instruction: Instruction) -> CimcError:
+        """A CimcError about `instruction` of this core, located at its source line."""
+        return CimcError(f"core {self.number}: {where(instruction)}: {message}",
+                         instruction.loc)
+
+    @property
+    def busy(self) -> int:
+        """Cycles spent executing (not waiting)."""
+        return sum(c * n for c, n in zip(self.cycles, self.counts, strict=True))
+
+
