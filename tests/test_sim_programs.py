@@ -438,3 +438,42 @@ def test_overlapping_copy_across_a_page_boundary_reads_the_old_bytes() -> None:
 """
     x = RNG.integers(0, 256, size=(3, 200)).astype(np.uint8)
     np.testing.assert_array_equal(run(source, {"x": x})[0]["y"], x)
+
+
+@pytest.mark.parametrize("bit_level", [False, True], ids=["exact", "bit-level"])
+def test_edge_target_mvm_on_multi_level_cells_with_uint8_inputs(bit_level: bool) -> None:
+    edge = load_target("edge")
+    w = RNG.integers(-128, 128, size=(1024, 40))
+    image = Image(edge.cell_bits, edge.rows, edge.cols)
+    image.core(0).add_group(0, w, 8, edge.cell_bits)
+    program = assemble_text("""
+.input x, 0, u8, [1024], 1.0, 0
+.output y, 4096, i32, [40], 1.0, 0
+.core 0
+    ld 0(r0), 0(r0), 1024
+    mvm.u8 0, 2048(r0), 0(r0)
+    st 4096(r0), 2048(r0), 160
+""")
+    x = RNG.integers(0, 256, size=(8, 1024)).astype(np.uint8)
+    outputs, report = run_program(program, image, edge, {"x": x}, SimOptions(bit_level=bit_level))
+    np.testing.assert_array_equal(outputs["y"], x.astype(np.int64) @ w)
+    assert report["adc_conversions"] == 40  # one 8-bit step, one slice per weight
+
+
+def test_cores_hand_over_through_global_memory_after_a_sync() -> None:
+    source = """
+.input x, 0, i8, [16], 1.0, 0
+.output y, 64, i8, [16], 1.0, 0
+.core 0
+    ld 0(r0), 0(r0), 16
+    vaddi.i8 0(r0), 0(r0), 5, 16
+    st 32(r0), 0(r0), 16
+    sync
+.core 7
+    sync
+    ld 0(r0), 32(r0), 16
+    vmaxi.i8 0(r0), 0(r0), 0, 16
+    st 64(r0), 0(r0), 16
+"""
+    out, _ = run(source, {"x": X})
+    np.testing.assert_array_equal(out["y"], np.clip(X.astype(np.int64) + 5, 0, 127))
