@@ -1,0 +1,121 @@
+"""What `cimc MODEL.onnx -o prog.s` writes: a program that assembles and
+disassembles back, a data header that compiles with the system C compiler,
+a report whose figures agree with the simulator, and the same bytes on every
+run whatever the hash seed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import models
+import numpy as np
+import pytest
+
+from cimc.cli import main
+from isa.assembler import assemble_file, assemble_text
+from isa.disassembler import disassemble
+from isa.encoding import encode_program
+
+REPORT_KEYS = {"target", "crossbars_used", "crossbars_available", "cores_used", "utilization",
+               "hop_bytes", "cycles", "throughput", "energy_nj", "instructions",
+               "program_bytes", "pass_seconds", "figures_from"}
+
+
+@pytest.fixture(scope="module")
+def model() -> Path:
+    return models.quantized_model("mnist_cnn", activations="uint8")
+
+
+def test_program_assembles_and_disassembles_back(model: Path, tmp_path: Path) -> None:
+    prog = tmp_path / "prog.s"
+    assert main([str(model), "-o", str(prog), "--target", "isaac"]) == 0
+    program = assemble_file(prog)
+    again = assemble_text(disassemble(program), "disassembled.s")
+    assert encode_program(again) == encode_program(program)
+    assert program.image == "prog.img" and (tmp_path / "prog.img").is_file()
+
+
+def test_data_header_compiles_and_holds_reference_outputs(model: Path, tmp_path: Path) -> None:
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no system C compiler (cc)")
+    x = models.sample_inputs("mnist_cnn", 5, seed=4)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.arange(5, dtype=np.int64))
+    header = tmp_path / "mnist_data.h"
+    status = main([str(model), "-o", str(tmp_path / "prog.s"), "--emit-data", str(header),
+                   "--inputs", str(tmp_path / "x.npy"), "--count", "3",
+                   "--labels", str(tmp_path / "y.npy"), "--data-name", "mnist"])
+    assert status == 0
+    text = header.read_text()
+    assert "#define MNIST_CNT 3" in text
+    assert "static const uint8_t mnist_input[MNIST_CNT][784]" in text
+    assert "static const uint8_t mnist_output[MNIST_CNT][10]" in text
+    assert "static const int32_t mnist_label[MNIST_CNT] = {0, 1, 2};" in text
+    source = tmp_path / "use.c"
+    source.write_text('#include "mnist_data.h"\n'
+                      "int first_output(int i) { return mnist_output[i][0] + mnist_label[i]"
+                      " + mnist_input[i][0]; }\n")
+    subprocess.run([cc, "-c", "-Wall", "-Werror", "-I", str(tmp_path), str(source), "-o",
+                    str(tmp_path / "use.o")], check=True)
+    from cimc.backend_io import reference_codes
+    from cimc.frontend import import_onnx
+    from cimc.pass_manager import parse_pipeline, run_pipeline
+    from cimc.pipeline import FRONTEND
+
+    integer = import_onnx(str(model))
+    run_pipeline(integer, parse_pipeline(",".join(FRONTEND)))
+    _, outputs = reference_codes(integer, {"input": x[:3]})
+    first = text.split("mnist_output[MNIST_CNT][10] = {")[1].split("}")[0].strip(" \n{")
+    assert [int(v) for v in first.split(",")] == outputs["logits"][0].tolist()
+
+
+def test_report_figures(model: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", models.sample_inputs("mnist_cnn", 2, seed=1))
+    report_path = tmp_path / "r.json"
+    assert main([str(model), "-o", str(tmp_path / "prog.s"), "--target", "pimcomp",
+                 "--inputs", str(tmp_path / "x.npy"), "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert REPORT_KEYS <= report.keys()
+    assert report["target"] == "pimcomp"
+    assert report["crossbars_available"] == 136 * 64
+    assert 0 < report["crossbars_used"] <= report["crossbars_available"]
+    assert 0.0 < report["utilization"] <= 1.0
+    assert report["hop_bytes"] == report["simulated_hop_bytes"]
+    assert report["cycles"] > 0 and report["energy_nj"] > 0
+    assert report["figures_from"].startswith("simulation of one inference on the first")
+    assert {"lower", "tile", "place", "schedule", "emit-asm"} <= report["pass_seconds"].keys()
+
+
+def test_report_without_inputs_says_where_figures_come_from(model: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "r.json"
+    assert main([str(model), "-o", str(tmp_path / "prog.s"), "--report", str(report_path)]) == 0
+    assert "zero-point input" in json.loads(report_path.read_text())["figures_from"]
+
+
+def test_compiles_are_byte_identical_under_different_hash_seeds(tmp_path: Path) -> None:
+    model = models.quantized_model("mlp")  # spread over two isaac cores
+    digests = []
+    for seed in ("0", "12345"):
+        out = tmp_path / seed
+        out.mkdir()
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        subprocess.run([sys.executable, "-m", "cimc", str(model), "-o", str(out / "prog.s"),
+                        "--target", "isaac"], check=True, env=env)
+        digests.append([hashlib.sha256((out / name).read_bytes()).hexdigest()
+                        for name in ("prog.s", "prog.img")])
+    assert digests[0] == digests[1]
+
+
+def test_emit_data_without_inputs_is_an_error(model: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(model), "-o", str(tmp_path / "p.s"), "--emit-data",
+                 str(tmp_path / "d.h")]) == 1
+    assert "--emit-data needs --inputs" in capsys.readouterr().err
+    assert not (tmp_path / "p.s").exists()
