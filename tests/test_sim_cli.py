@@ -121,3 +121,13 @@ def test_binary_program_finds_its_image_next_to_it(workdir: Path) -> None:
     assert main(["sim", str(workdir / "prog.bin"), "--inputs", str(workdir / "x.npy"),
                  "--outputs", str(workdir / "y.npy"), "--codes"]) == 0
     np.testing.assert_array_equal(np.load(workdir / "y.npy"), _expected(codes))
+
+
+def test_inputs_may_omit_size_one_axes(workdir: Path) -> None:
+    source = (workdir / "prog.s").read_text().replace("[16]", "[4, 4, 1]")
+    (workdir / "prog.s").write_text(source)
+    codes = RNG.integers(-128, 128, size=(3, 4, 4)).astype(np.int8)
+    np.save(workdir / "x.npy", codes)
+    assert main(["sim", str(workdir / "prog.s"), "--inputs", str(workdir / "x.npy"),
+                 "--outputs", str(workdir / "y.npy"), "--codes"]) == 0
+    np.testing.assert_array_equal(np.load(workdir / "y.npy"), _expected(codes.reshape(3, 16)))

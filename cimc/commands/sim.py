@@ -4,8 +4,10 @@ Inputs: X is an .npy (the program's only input) or an .npz (arrays named like
 the `.input` directives), batch on axis 0. Float arrays are real values,
 quantized by the input's scale and zero point; integer arrays are taken as
 the quantized codes themselves. An array without the batch axis (exactly
-the declared shape) is a batch of one, and for an image input declared
-[H, W, C] an array laid out [batch, C, H, W] (ONNX's NCHW) is transposed.
+the declared shape) is a batch of one; for an image input declared
+[H, W, C] an array laid out [batch, C, H, W] (ONNX's NCHW) is transposed;
+axes of size 1 may be missing or extra (a [batch, 28, 28] array feeds
+[28, 28, 1]).
 
 Outputs: Y is an .npy (one output) or .npz (by name), float32 real values
 dequantized by the `.output` scale and zero point (`--codes`: the integer
@@ -131,6 +133,8 @@ def read_inputs(path: str, program: Any) -> dict[str, np.ndarray]:
             array = array[None]
         elif len(shape) == 3 and array.shape[1:] == (shape[2], shape[0], shape[1]):
             array = array.transpose(0, 2, 3, 1)  # NCHW -> NHWC
+        elif array.ndim and _squeezed(array.shape[1:]) == _squeezed(shape):
+            array = array.reshape(array.shape[0], *shape)  # only size-1 axes differ
         if array.shape[1:] != shape:
             raise CimcError(f"{path}: input '{name}' has shape {list(array.shape)} but the "
                             f"program declares [batch, {', '.join(map(str, shape))}]")
@@ -142,6 +146,10 @@ def read_inputs(path: str, program: Any) -> dict[str, np.ndarray]:
             raise CimcError(f"{path}: input '{name}' has dtype {array.dtype}; give floats or "
                             f"integer codes")
     return codes
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
 
 
 def encode_arrays(path: str, arrays: dict[str, np.ndarray]) -> bytes:
