@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from isa.image import group_weights, program_group
 from isa.simulator.crossbar import Analog, conductance, input_digits, mvm_bit_level, mvm_exact
@@ -107,3 +109,22 @@ def test_noise_differs_per_core_but_is_fixed_per_seed() -> None:
     b = conductance(cells, Analog(noise_sigma=0.1, seed=9), core=1)
     assert not np.array_equal(a, b)
     np.testing.assert_array_equal(a, conductance(cells, Analog(noise_sigma=0.1, seed=9), core=0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    weight_bits=st.integers(2, 9), cell_bits=st.integers(1, 4), dac_bits=st.integers(1, 8),
+    signed=st.booleans(), rows=st.integers(1, 40), cols=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_any_slicing_and_dac_width_gives_the_exact_product(
+    weight_bits: int, cell_bits: int, dac_bits: int, signed: bool, rows: int, cols: int,
+    seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    half = 1 << (weight_bits - 1)
+    w = rng.integers(-half, half, size=(rows, cols))
+    x = _inputs(rng, signed, (5, rows))
+    digits = program_group(w, weight_bits, cell_bits)
+    np.testing.assert_array_equal(_bit_level(x, digits, weight_bits, cell_bits, dac_bits),
+                                  x.astype(np.int64) @ w)
