@@ -10,6 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+# Separates the cases of one file under --split-input-file.
+SPLIT_MARKER = "// -----"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -33,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="print a table of pass times to stderr")
     parser.add_argument("--elide-constants", action="store_true",
                         help="print large constants as 'elided' (parsing that gives zeros)")
+    parser.add_argument("--split-input-file", action="store_true",
+                        help=f"treat each part between '{SPLIT_MARKER}' lines as its own module")
     parser.add_argument("--no-verify", action="store_true",
                         help="do not verify the IR (input and after each pass)")
     parser.set_defaults(func=opt)
@@ -55,42 +60,73 @@ def input_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def read_text(path: str) -> tuple[str, str]:
+    """The text of a .cir file ('-' is stdin) and the name to use in messages."""
+    from cimc.diagnostics import CimcError
+
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    try:
+        return Path(path).read_text(), path
+    except OSError as exc:
+        raise CimcError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise CimcError(f"{path} is not a text file (expected .cir or .onnx)") from None
+
+
+def split_cases(text: str) -> list[str]:
+    """Cases separated by `// -----` lines, each padded so line numbers stay those of the file."""
+    cases, lines, start = [], text.splitlines(keepends=True), 0
+    for number, line in enumerate(lines + [SPLIT_MARKER], start=1):
+        if line.strip() == SPLIT_MARKER:
+            cases.append("\n" * start + "".join(lines[start:number - 1]))
+            start = number
+    return cases
+
+
 def opt(args: argparse.Namespace) -> int:
     from cimc.diagnostics import CimcError
+    from cimc.ir import Module
     from cimc.ir_text import parse_module, print_module
     from cimc.outputs import write_atomic
     from cimc.pass_manager import parse_pipeline, run_pipeline
 
-    passes = parse_pipeline(args.pipeline)
-    path = args.file
-    if path.endswith(".onnx"):
+    def run(module: Module) -> str:
+        run_pipeline(
+            module, parse_pipeline(args.pipeline),
+            print_after_all=args.print_ir_after_all,
+            print_after=set(args.print_ir_after),
+            time_passes=args.time_passes,
+            elide_constants=args.elide_constants,
+            verify_each=not args.no_verify,
+        )
+        return print_module(module, elide_constants=args.elide_constants)
+
+    parse_pipeline(args.pipeline)  # a bad pipeline fails before any input is read
+    if args.file.endswith(".onnx"):
         from cimc.frontend import import_onnx
 
-        module = import_onnx(path, input_shapes(args.input_shape) or None)
+        results = [run(import_onnx(args.file, input_shapes(args.input_shape) or None))]
+    elif args.input_shape:
+        raise CimcError("--input-shape applies to .onnx models only")
     else:
-        if args.input_shape:
-            raise CimcError("--input-shape applies to .onnx models only")
-        if path == "-":
-            text, path = sys.stdin.read(), "<stdin>"
+        text, name = read_text(args.file)
+        if not args.split_input_file:
+            results = [run(parse_module(text, name, verify=not args.no_verify))]
         else:
-            try:
-                text = Path(path).read_text()
-            except OSError as exc:
-                raise CimcError(f"cannot read {path}: {exc.strerror or exc}") from None
-            except UnicodeDecodeError:
-                raise CimcError(f"{path} is not a text file (expected .cir or .onnx)") from None
-        module = parse_module(text, path, verify=not args.no_verify)
-    run_pipeline(
-        module, passes,
-        print_after_all=args.print_ir_after_all,
-        print_after=set(args.print_ir_after),
-        time_passes=args.time_passes,
-        elide_constants=args.elide_constants,
-        verify_each=not args.no_verify,
-    )
-    text = print_module(module, elide_constants=args.elide_constants)
+            # Like mlir-opt: every case runs; errors are reported and the status is 1.
+            results, failed = [], False
+            for case in split_cases(text):
+                try:
+                    results.append(run(parse_module(case, name, verify=not args.no_verify)))
+                except CimcError as exc:
+                    print(f"cimc: {exc}", file=sys.stderr)
+                    failed = True
+            if failed:
+                return 1
+    output = f"{SPLIT_MARKER}\n".join(results)
     if args.output:
-        write_atomic(args.output, text)
+        write_atomic(args.output, output)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(output)
     return 0
