@@ -477,3 +477,8 @@ def test_cores_hand_over_through_global_memory_after_a_sync() -> None:
 """
     out, _ = run(source, {"x": X})
     np.testing.assert_array_equal(out["y"], np.clip(X.astype(np.int64) + 5, 0, 127))
+
+
+def test_a_core_with_only_data_takes_no_part_in_sync() -> None:
+    _, report = run(".core 0\n    sync\n.core 3\n.data 0\n.byte 1\n")
+    assert report["cores"][0]["finish"] == 2 * TINY.latency.scalar

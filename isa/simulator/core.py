@@ -58,6 +58,7 @@ class Core:
                     target.dac_bits, machine.analog, machine.bit_level)
         # An implicit halt ends every stream, so running off the end stops the core.
         self.instructions = [*instructions, Instruction("halt", ())]
+        self.has_code = bool(instructions)  # a section with only .data takes no part in sync
         self.handlers: list[Semantic] = []
         self.operands: list[tuple[int, ...]] = []
         self.elements: list[str | None] = []

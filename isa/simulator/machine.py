@@ -200,8 +200,8 @@ class Machine:
         return BLOCK
 
     def _check_barrier(self, arriving: Core | None = None) -> bool:
-        """Release the barrier when every core with a stream waits at it."""
-        if len(self.barrier) < len(self.cores):
+        """Release the barrier when every core with code waits at it."""
+        if len(self.barrier) < sum(c.has_code for c in self.cores.values()):
             return False
         release = max(c.clock for c in self.barrier) + self.target.latency.scalar
         for waiting in self.barrier:
@@ -222,7 +222,7 @@ class Machine:
             waits = core.waiting_for
             if core.pending_recv is None and core in self.barrier:
                 absent = [f"{c.number} ({'halted' if c.halted else 'blocked'})"
-                          for c in self.cores.values() if c not in self.barrier]
+                          for c in self.cores.values() if c.has_code and c not in self.barrier]
                 waits = f"cores {', '.join(absent)} to reach a sync"
             lines.append(f"core {core.number} waits at {where(instruction)} for {waits}")
         unreceived = [f"core {src} -> core {dst} tag {tag}"
