@@ -265,3 +265,26 @@ def test_opt_imports_onnx_models(tmp_path: Path, capsys: pytest.CaptureFixture[s
     printed = capsys.readouterr().out
     assert "input %data : f32[2,3]\n" in printed
     assert '%y = relu(%data) : f32[2,3] loc("relu_node")\n' in printed
+
+
+def test_opt_split_input_file_runs_each_case(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cases.cir"
+    path.write_text("module @a {\n}\n// -----\nmodule @b {\n  input %x : f32[1]\n"
+                    "  output %x\n}\n")
+    assert main(["opt", "--split-input-file", str(path)]) == 0
+    assert capsys.readouterr().out == (
+        "module @a {\n}\n// -----\nmodule @b {\n  input %x : f32[1]\n  output %x\n}\n")
+
+
+def test_opt_split_input_file_reports_every_failing_case(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cases.cir"
+    path.write_text("module @a {\n  output %u\n}\n// -----\nmodule @b {\n}\n"
+                    "// -----\nmodule @c {\n  %y = relu() : f32[1]\n}\n")
+    assert main(["opt", "--split-input-file", str(path)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cimc:")]
+    assert errors == [
+        f"cimc: {path}:2:10: error: use of undefined value %u",
+        f"cimc: {path}:9:3: error: op 'y' (relu): expected 1 operands, got 0",
+    ]
