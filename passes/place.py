@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cimc.backend_codegen import CHUNK
 from cimc.diagnostics import CimcError
 from cimc.ir import Module
 from cimc.pass_base import Pass
@@ -26,6 +27,8 @@ from passes.tile import block_shape, blocks_of
 from targets import Target, load_target
 
 VECTOR_KINDS = ("pool", "eltwise", "rescale", "concat")
+# Local memory per output channel a reducer keeps: i32 bias + (M, shift, zy, lo, hi).
+TABLE_BYTES = 24
 
 
 @dataclass
@@ -35,6 +38,7 @@ class CoreState:
     cols: int
     free: list[int]
     groups: int = 0
+    table_bytes: int = 0  # bias and requant tables the core may hold in local memory
 
     def fit(self, width: int, slices: int) -> list[tuple[int, int]] | None:
         """First-fit places for `slices` column ranges of `width`; None if they do not fit."""
@@ -59,10 +63,12 @@ class Place(Pass):
         target = load_target(self.target)
         cores: list[CoreState] = []
         current = 0
+        budget = target.local_memory_bytes // 2
         for op in module.ops():
             if op.kind != "matvec":
                 continue
             block_cores, groups, slices = [], [], []
+            columns: set[tuple[int, int]] = set()
             for i, j in blocks_of(op):
                 width = block_shape(module, op, i, j)[1]
                 cols = width.stop - width.start
@@ -70,11 +76,16 @@ class Place(Pass):
                     while current >= len(cores):
                         cores.append(CoreState(target.cols,
                                                [target.cols] * target.crossbars_per_core))
-                    places = cores[current].fit(cols, op.attrs["slices"])
+                    # A core holding part of a column may reduce it: room for its tables.
+                    tables = 0 if (current, j) in columns else TABLE_BYTES * cols
+                    places = None
+                    if cores[current].table_bytes + tables <= budget:
+                        places = cores[current].fit(cols, op.attrs["slices"])
                     if places is not None:
+                        cores[current].table_bytes += tables
+                        columns.add((current, j))
                         break
-                    if not any(cores[current].free[x] < target.cols
-                               for x in range(target.crossbars_per_core)):
+                    if cores[current].groups == 0:
                         raise CimcError(f"op {op.name!r}: a block of {cols} weight columns "
                                         f"does not fit one core of target {target.name!r}")
                     current += 1
@@ -85,7 +96,7 @@ class Place(Pass):
             op.attrs.update(block_cores=block_cores, block_groups=groups, block_slices=slices,
                             reducers=_reducers(op.attrs["blocks"], block_cores))
         _check_capacity(target, cores)
-        _place_vector_ops(module, max(len(cores), 1), target)
+        _place_vector_ops(module, cores, target)
 
 
 def _reducers(flat_blocks: list[int], block_cores: list[int]) -> list[int]:
@@ -110,12 +121,25 @@ def _check_capacity(target: Target, cores: list[CoreState]) -> None:
                         "choose a bigger target (weights are not time-multiplexed)")
 
 
-def _place_vector_ops(module: Module, used: int, target: Target) -> None:
-    """Each vector op on the core with the least vector work (elements) so far."""
-    load = [0] * min(max(used, 1), target.cores)
+def _place_vector_ops(module: Module, cores: list[CoreState], target: Target) -> None:
+    """Each vector op on the core with the least vector work (elements) so far that has
+    room for its requant table."""
+    tables = [c.table_bytes for c in cores] or [0]
+    load = [0] * len(tables)
     for op in module.ops():
-        if op.kind in VECTOR_KINDS:
-            core = min(range(len(load)), key=lambda c: (load[c], c))
-            h, w, c = image_dims(module.values[op.outputs[0]])
-            load[core] += h * w * c
-            op.attrs["core"] = core
+        if op.kind not in VECTOR_KINDS:
+            continue
+        h, w, c = image_dims(module.values[op.outputs[0]])
+        need = TABLE_BYTES * (c if op.kind == "pool" else min(h * w * c, CHUNK))
+        fits = [k for k in range(len(load)) if tables[k] + need <= target.local_memory_bytes // 2]
+        if not fits and len(load) < target.cores:
+            load.append(0)
+            tables.append(0)
+            fits = [len(load) - 1]
+        if not fits:
+            raise CimcError(f"op {op.name!r}: no core has room for its {need}-byte requant "
+                            f"table on target {target.name!r}")
+        core = min(fits, key=lambda k: (load[k], k))
+        load[core] += h * w * c
+        tables[core] += need
+        op.attrs["core"] = core
