@@ -120,22 +120,33 @@ class CoreImage:
         cell_bits: int,
         slices: list[Slice] | None = None,
     ) -> CrossbarGroup:
-        """Program W as group `group`; slices=None places each slice first-fit on free cells."""
+        """Program W as group `group`; slices=None places each slice first-fit on free cells.
+
+        ValueError (nothing changed) if a slice does not fit or overlaps another group.
+        """
         if group in self.groups:
             raise ValueError(f"crossbar group {group} is already defined")
         digits = program_group(weights, weight_bits, cell_bits)
         rows_used, cols_used = digits.shape[1:]
-        if slices is None:
-            slices = [self._free_place(rows_used, cols_used) for _ in range(len(digits))]
-        if len(slices) != digits.shape[0]:
+        if slices is not None and len(slices) != digits.shape[0]:
             raise ValueError(f"group {group} needs {digits.shape[0]} slices, got {len(slices)}")
-        entry = CrossbarGroup(weight_bits, rows_used, cols_used, tuple(slices))
-        for plane, where in zip(digits, entry.slices, strict=True):
-            self._check_fits(group, entry, where)
+        used = self._used().copy()
+        places = []
+        for index in range(digits.shape[0]):
+            where = slices[index] if slices is not None else self._free_place(used, rows_used,
+                                                                             cols_used)
+            self._check_fits(group, rows_used, cols_used, where)
+            block = used[where.crossbar, where.row : where.row + rows_used,
+                         where.col : where.col + cols_used]
+            if block.any():
+                raise ValueError(f"group {group}: slice {where} overlaps cells already in use")
+            block[...] = True
+            places.append(where)
+        for plane, where in zip(digits, places, strict=True):
             self.cells[where.crossbar, where.row : where.row + rows_used,
                        where.col : where.col + cols_used] = plane
-            self._used()[where.crossbar, where.row : where.row + rows_used,
-                         where.col : where.col + cols_used] = True
+        self._occupied = used
+        entry = CrossbarGroup(weight_bits, rows_used, cols_used, tuple(places))
         self.groups[group] = entry
         return entry
 
@@ -148,21 +159,18 @@ class CoreImage:
             self._occupied = used
         return self._occupied
 
-    def _free_place(self, rows_used: int, cols_used: int) -> Slice:
-        used = self._used()
-        crossbars, _, cols = self.cells.shape
+    def _free_place(self, used: np.ndarray, rows_used: int, cols_used: int) -> Slice:
+        crossbars, _, cols = used.shape
         for xbar in range(crossbars):
             for col in range(cols - cols_used + 1):
                 if not used[xbar, :rows_used, col : col + cols_used].any():
-                    # Reserve now so the next slice of the same group goes elsewhere.
-                    used[xbar, :rows_used, col : col + cols_used] = True
                     return Slice(xbar, 0, col)
         raise ValueError(f"no free {rows_used}x{cols_used} cell block left on this core")
 
-    def _check_fits(self, group: int, entry: CrossbarGroup, where: Slice) -> None:
+    def _check_fits(self, group: int, rows_used: int, cols_used: int, where: Slice) -> None:
         crossbars, rows, cols = self.cells.shape
         if not (0 <= where.crossbar < crossbars and where.row >= 0 and where.col >= 0
-                and where.row + entry.rows_used <= rows and where.col + entry.cols_used <= cols):
+                and where.row + rows_used <= rows and where.col + cols_used <= cols):
             raise ValueError(f"group {group}: slice {where} does not fit {crossbars}x{rows}x{cols}")
 
 
@@ -242,7 +250,7 @@ class Image:
                         int(g["weight_bits"]), int(g["rows_used"]), int(g["cols_used"]), slices
                     )
                     for s in slices:
-                        core._check_fits(int(g["id"]), group, s)
+                        core._check_fits(int(g["id"]), group.rows_used, group.cols_used, s)
                     if len(slices) != slice_count(group.weight_bits, image.cell_bits):
                         raise corrupt(f"group {g['id']} of core {entry['core']} has "
                                       f"{len(slices)} slices")

@@ -71,3 +71,13 @@ def test_corrupt_image_file_error_names_the_file(tmp_path: Path) -> None:
             load_image(path)
     with pytest.raises(CimcError, match="missing.img"):
         load_image(tmp_path / "missing.img")
+
+
+def test_explicit_slices_may_not_overlap_programmed_cells() -> None:
+    image = _image()
+    before = image.cores[5].cells.copy()
+    with pytest.raises(ValueError, match="overlaps"):
+        image.core(5).add_group(7, np.zeros((4, 4), dtype=int), 8, 2,
+                                [Slice(0, 12, 0), Slice(0, 12, 4), Slice(0, 8, 0), Slice(0, 0, 8)])
+    np.testing.assert_array_equal(image.cores[5].cells, before)  # nothing half-programmed
+    assert 7 not in image.cores[5].groups
