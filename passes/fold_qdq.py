@@ -101,11 +101,13 @@ def fold(module: Module, quantize: Op) -> bool:
     if operands is None:
         return False
     attrs = dict(anchor.attrs)
+    rebuilt = [anchor, *chain]
     if anchor.kind in CLAMPED and chain and chain[0].kind in ACTIVATIONS:
-        clamp = _clamp(chain.pop(0), result)
+        rebuilt.remove(chain[0])
+        clamp = _clamp(chain[0], result)
         if clamp is not None:
             attrs["clamp"] = clamp
-    _replace(module, [anchor, *chain], quantize, operands, attrs)
+    _replace(module, [anchor, *chain], rebuilt, quantize, operands, attrs)
     return True
 
 
@@ -204,10 +206,15 @@ def _clamp(activation: Op, result: TensorType) -> list[int] | None:
 
 
 def _replace(
-    module: Module, ops: list[Op], quantize: Op, operands: list[str], anchor_attrs: dict[str, Any]
+    module: Module,
+    ops: list[Op],
+    rebuilt: list[Op],
+    quantize: Op,
+    operands: list[str],
+    anchor_attrs: dict[str, Any],
 ) -> None:
     """Replace float `ops` (anchor first, each read only by the next) and `quantize` by
-    integer ops of the same names in the quantize's element type and quantization."""
+    integer versions of the `rebuilt` ones, of the same names, in the quantize's type."""
     result = module.values[quantize.outputs[0]]
     final = quantize.outputs[0]
     # Readers of the quantized value wait on a placeholder while the old ops go away.
@@ -215,7 +222,7 @@ def _replace(
     module.replace_uses(final, placeholder)
     plan = [
         (op.kind, op.name, op.outputs[0], module.values[op.outputs[0]].shape, dict(op.attrs))
-        for op in ops
+        for op in rebuilt
     ]
     plan[0] = (*plan[0][:4], anchor_attrs)
     for op in [quantize, *reversed(ops)]:
