@@ -4,11 +4,13 @@ MVM: a 128x128 block of 8-bit weights on 2-bit cells (4 crossbars of the
 isaac target), int8 inputs streamed with a 1-bit DAC, batch of 1000 inputs,
 by the exact path (ideal ADC) and by the bit-level path (the ADC what-if).
 Instructions: a scalar loop and a loop with a 16-element vector add, batch 1.
-Each figure is the median of several runs.
+Each figure is the median of several runs. The MVM figures depend on BLAS
+threading: on a busy machine OPENBLAS_NUM_THREADS=1 is several times faster.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -72,7 +74,9 @@ loop:
 def main() -> None:
     exact = mvm_rate(200, SimOptions())
     bit_level = mvm_rate(10, SimOptions(bit_level=True))
-    print(f"   128x128 MVM, 8-bit weights on 2-bit cells, 1-bit DAC, batch {BATCH}:")
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    print(f"   128x128 MVM, 8-bit weights on 2-bit cells, 1-bit DAC, batch {BATCH} "
+          f"(OPENBLAS_NUM_THREADS={threads}):")
     for name, rate in (("exact path    ", exact), ("bit-level path", bit_level)):
         print(f"     {name}  {rate:10.0f} MVM/s  ({rate * BATCH:.3g} input vectors/s)")
     scalar = instruction_rate("addi r2, r2, 3", 100_000)
