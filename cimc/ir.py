@@ -138,7 +138,7 @@ class Module:
     def add_constant(self, name: str, data: np.ndarray, quant: Quant | None = None) -> str:
         """Add a constant tensor; its type comes from the array."""
         self._check_new_value(name)
-        data = np.ascontiguousarray(data)
+        data = np.require(np.asarray(data), requirements="C")  # keeps 0-d scalars 0-d
         if data.dtype not in NUMPY_TO_DTYPE:
             raise ValueError(f"constant {name!r} has unsupported dtype {data.dtype}")
         self.values[name] = TensorType(tuple(data.shape), NUMPY_TO_DTYPE[data.dtype], quant)
