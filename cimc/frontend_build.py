@@ -34,6 +34,8 @@ ONNX_DTYPES: dict[int, str] = {
 HINTS: dict[str, str] = {
     "DynamicQuantizeLinear": "dynamic quantization is not supported; quantize the model "
     "statically (onnxruntime.quantization.quantize_static) or give cimc the float model",
+    "com.microsoft": "onnxruntime's QOperator format uses com.microsoft operators; quantize "
+    "with quant_format=QuantFormat.QDQ instead",
     "Shape": "shape computations must fold to constants; pin the input shapes with "
     "--input-shape or export the model with static shapes",
 }
@@ -231,7 +233,8 @@ class ModuleBuilder:
         for name, node in missing:
             domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
             lines.append(f"  node {name!r}: {domain}{node.op_type}")
-        hints = sorted({HINTS[n.op_type] for _, n in missing if n.op_type in HINTS})
+        hints = sorted({HINTS[n.op_type] for _, n in missing if n.op_type in HINTS}
+                       | {HINTS[n.domain] for _, n in missing if n.domain in HINTS})
         raise CimcError(
             f"{self.path}: {len(missing)} node(s) use operators cimc does not support:\n"
             + "\n".join(lines)

@@ -435,3 +435,28 @@ def test_torch_qdq_exports_import(activations: str) -> None:
     x = models.sample_inputs("residual", 1, 2)
     check_against_onnxruntime(path, module, {"input": x}, atol=1e-6)
 
+
+
+@pytest.mark.torch
+def test_torch_export_with_dynamic_batch_imports_once_pinned(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.fc = torch.nn.Linear(4 * 6 * 6, 5)
+
+        def forward(self, x):
+            y = torch.relu(self.conv(x))
+            return self.fc(y.view(y.size(0), -1))  # Shape -> Gather -> Concat -> Reshape
+
+    path = str(tmp_path / "dynamic.onnx")
+    torch.onnx.export(Net().eval(), (torch.zeros(2, 3, 8, 8),), path, opset_version=13,
+                      dynamo=False, input_names=["input"], dynamic_axes={"input": {0: "batch"}})
+    assert "Shape" in [node.op_type for node in onnx.load(path).graph.node]
+    with pytest.raises(CimcError, match="--input-shape input="):
+        import_onnx(path)
+    module = import_onnx(path, {"input": (3, 3, 8, 8)})
+    assert kinds(module) == ["conv", "relu", "reshape", "gemm"]
+    check_against_onnxruntime(path, module, {"input": f32(3, 3, 8, 8)})
