@@ -3,7 +3,8 @@
 The model is imported and brought through the frontend pipeline (canonicalize,
 fold-qdq); the engine then evaluates it on every input batch. A float model
 runs in float unless `--calibrate` gives data to quantize it with first.
-Engines: `reference`, the IR reference interpreter (cimc.reference).
+Engines: `reference`, the IR reference interpreter (cimc.reference); `sim`,
+the program compiled for `--target` run on the simulator (cimc.backend_run).
 """
 
 from __future__ import annotations
@@ -21,15 +22,24 @@ if TYPE_CHECKING:
 BATCHES_PER_CALL = 32
 
 
-def _reference(module: Module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _reference(module: Module, feeds: dict[str, np.ndarray],
+               target: str) -> dict[str, np.ndarray]:
     from cimc.reference import run_module
 
     return run_module(module, feeds)
 
 
-# Engine name -> function running a frontend-lowered module on stacked input batches.
-ENGINES: dict[str, Callable[[Module, dict[str, np.ndarray]], dict[str, np.ndarray]]] = {
+def _sim(module: Module, feeds: dict[str, np.ndarray], target: str) -> dict[str, np.ndarray]:
+    from cimc.backend_run import run_on_simulator
+
+    return run_on_simulator(module, feeds, target)
+
+
+# Engine name -> function running a frontend-lowered module on stacked input batches
+# (the target is what the `sim` engine compiles for).
+ENGINES: dict[str, Callable[[Module, dict[str, np.ndarray], str], dict[str, np.ndarray]]] = {
     "reference": _reference,
+    "sim": _sim,
 }
 
 
@@ -50,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--outputs", required=True, metavar="Y", help=".npy or .npz to write")
     parser.add_argument(
         "--engine", choices=list(ENGINES), default="reference", help="what runs the model"
+    )
+    parser.add_argument(
+        "--target", default="isaac", metavar="NAME|FILE",
+        help="target the sim engine compiles for (default: isaac)"
     )
     parser.add_argument(
         "--input-shape",
@@ -103,7 +117,8 @@ def prepare(
     return module
 
 
-def evaluate(module: Module, feeds: dict[str, np.ndarray], engine: str) -> dict[str, np.ndarray]:
+def evaluate(module: Module, feeds: dict[str, np.ndarray], engine: str,
+             target: str = "isaac") -> dict[str, np.ndarray]:
     """Run `engine` on the stacked batches of `feeds`, BATCHES_PER_CALL at a time."""
     import numpy as np
 
@@ -114,7 +129,7 @@ def evaluate(module: Module, feeds: dict[str, np.ndarray], engine: str) -> dict[
     for start in range(0, total, BATCHES_PER_CALL):
         stop = min(start + BATCHES_PER_CALL, total)
         chunk = {name: feeds[name][start * batch[name] : stop * batch[name]] for name in feeds}
-        parts.append(run_engine(module, chunk))
+        parts.append(run_engine(module, chunk, target))
     return {name: np.concatenate([p[name] for p in parts]) for name in module.outputs}
 
 
@@ -124,6 +139,6 @@ def run(args: argparse.Namespace) -> int:
 
     module = prepare(args.model, input_shapes(args.input_shape), args.calibrate, args.activations)
     feeds = read_inputs(args.inputs, {name: module.values[name] for name in module.inputs})
-    outputs = evaluate(module, feeds, args.engine)
+    outputs = evaluate(module, feeds, args.engine, args.target)
     write_outputs(args.outputs, outputs, {name: module.values[name] for name in module.outputs})
     return 0
