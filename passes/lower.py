@@ -84,7 +84,7 @@ class Lower(Pass):
     name: ClassVar[str] = "lower"
 
     def apply(self, module: Module) -> None:
-        host_float = _host_float_ops(module)
+        host_float = host_float_ops(module)
         for op in list(module.ops()):
             if op.kind in HOST_KINDS or op.name in host_float or op.kind in CHIP_KINDS:
                 continue
@@ -97,7 +97,7 @@ class Lower(Pass):
         module.remove_dead()
 
 
-def _host_float_ops(module: Module) -> set[str]:
+def host_float_ops(module: Module) -> set[str]:
     """Float ops fed (transitively) only by `dequantize` results: host post-processing."""
     found: set[str] = set()
     for op in module.ops():

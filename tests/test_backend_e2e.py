@@ -98,3 +98,17 @@ def test_large_cnns_equal_reference(name: str, target: str, activations: str,
 def test_large_cnns_do_not_fit_tiny(name: str, tmp_path: Path) -> None:
     with pytest.raises(CimcError, match="crossbars"):
         compile_model(str(backend_models.quantized_model(name)), str(tmp_path / "p.s"), "tiny")
+
+
+def test_cimc_run_engine_sim_equals_engine_reference(tmp_path: Path) -> None:
+    from cimc.cli import main
+
+    model = models.quantized_model("residual", activations="uint8")
+    np.save(tmp_path / "x.npy", models.sample_inputs("residual", 3, seed=8))
+    for engine in ("sim", "reference"):
+        assert main(["run", str(model), "--inputs", str(tmp_path / "x.npy"), "--outputs",
+                     str(tmp_path / f"{engine}.npy"), "--engine", engine,
+                     "--target", "pimcomp"]) == 0
+    sim, reference = np.load(tmp_path / "sim.npy"), np.load(tmp_path / "reference.npy")
+    assert sim.shape == (3, 10)
+    np.testing.assert_array_equal(sim, reference)

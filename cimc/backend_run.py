@@ -1,0 +1,77 @@
+"""Running a frontend-lowered module on the simulator, as `cimc run --engine sim` does:
+compile it for a target, quantize the inputs as the model's `quantize` ops do,
+simulate, then let the host finish (dequantize, float tails such as Softmax)."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from cimc.ir import Module
+from cimc.pass_manager import parse_pipeline, run_pipeline
+from cimc.pipeline import BACKEND
+from passes.emit_asm import EmitAsm, ports
+from passes.lower import host_float_ops
+
+
+def _host_tail(module: Module) -> Module:
+    """The ops the host runs after the program: inputs are the program's outputs."""
+    tail = Module(module.name + ".host")
+    _, outputs = ports(module)
+    for port in outputs:
+        tail.add_input(port.value, module.values[port.value])
+    keep = host_float_ops(module)
+    for op in module.ops():
+        if op.kind == "dequantize" or op.name in keep:
+            for value in op.inputs:
+                if module.is_constant(value) and value not in tail.values:
+                    tail.add_constant(value, module.constants[value], module.values[value].quant)
+            tail.add_op(op.kind, op.inputs, [module.values[v] for v in op.outputs], name=op.name,
+                        outputs=list(op.outputs), attrs=dict(op.attrs))
+    tail.outputs = list(module.outputs)
+    return tail
+
+
+def _quantized_inputs(module: Module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Codes of the program inputs, from the model's own quantize ops (reference semantics)."""
+    from cimc.backend_io import to_storage
+    from cimc.reference import run_module
+
+    inputs, _ = ports(module)
+    probe = copy.deepcopy(module)
+    probe.outputs = [p.value for p in inputs]
+    probe.remove_dead()
+    values = run_module(probe, feeds)
+    return {p.name: to_storage(values[p.value]) for p in inputs}
+
+
+def run_on_simulator(module: Module, feeds: dict[str, np.ndarray],
+                     target: str = "isaac") -> dict[str, np.ndarray]:
+    """Outputs of `module` (after the frontend) on `feeds`, computed by the compiled program."""
+    from isa.assembler import assemble_file
+    from isa.image import load_image
+    from isa.simulator import run_program
+    from targets import load_target
+
+    backend = copy.deepcopy(module)
+    with tempfile.TemporaryDirectory(prefix="cimc-sim-") as tmp:
+        prog = Path(tmp) / "prog.s"
+        passes = parse_pipeline(",".join(BACKEND))
+        for pass_ in passes:
+            pass_.target = target  # type: ignore[attr-defined]
+            if isinstance(pass_, EmitAsm):
+                pass_.output = str(prog)
+        run_pipeline(backend, passes)
+        codes, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
+                               load_target(target), _quantized_inputs(module, feeds))
+    _, outputs = ports(module)
+    results = {}
+    for port in outputs:
+        value = codes[port.name]
+        results[port.value] = value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
+    from cimc.reference import run_module
+
+    return run_module(_host_tail(module), results)
