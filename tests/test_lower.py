@@ -1,0 +1,176 @@
+"""lower and the code it leads to, op by op: small integer modules built with
+the IR API, compiled for a target, simulated, and compared with the reference
+interpreter bit for bit (convolution variants, pools, add/sub, activations,
+requantize, concat), plus the errors lower reports."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cimc.backend_io import reference_codes
+from cimc.diagnostics import CimcError
+from cimc.ir import Module, Quant, TensorType
+from cimc.pass_manager import parse_pipeline, run_pipeline
+from cimc.pipeline import BACKEND
+from isa.assembler import assemble_file
+from isa.image import load_image
+from isa.simulator import run_program
+from passes.lower import Lower
+from targets import load_target
+
+
+def q(scale: float, zp: int) -> Quant:
+    return Quant((scale,), (zp,))
+
+
+def per_channel(scales: np.ndarray) -> Quant:
+    return Quant(tuple(float(s) for s in scales), (0,) * len(scales), 0)
+
+
+class Builder:
+    """A module with a quantized image input, grown op by op."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: str = "i8", seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.m = Module("unit")
+        self.m.add_input("x", TensorType(shape, "f32"))
+        self.zero = 0 if dtype == "i8" else 128
+        self.dtype = dtype
+        self.x = self.op("quantize", ["x"], shape, 0.05, self.zero)
+
+    def op(self, kind: str, inputs: list[str], shape: tuple[int, ...], scale: float, zp: int,
+           **attrs: object) -> str:
+        ty = TensorType(shape, self.dtype, q(scale, zp))
+        return self.m.add_op(kind, inputs, [ty], attrs=dict(attrs)).outputs[0]
+
+    def conv(self, x: str, cout: int, k: int, shape: tuple[int, ...], group: int = 1,
+             **attrs: object) -> str:
+        cin = self.m.values[x].shape[1]
+        w = self.m.add_constant(self.m.fresh_name("w"), self.rng.integers(
+            -127, 128, (cout, cin // group, k, k)).astype(np.int8),
+            per_channel(self.rng.uniform(0.002, 0.01, cout)))
+        b = self.m.add_constant(self.m.fresh_name("b"),
+                                self.rng.integers(-300, 300, cout).astype(np.int32))
+        return self.op("conv", [x, w, b], shape, 0.08, self.zero, group=group, **attrs)
+
+    def finish(self, y: str) -> Module:
+        out = self.m.add_op("dequantize", [y], [TensorType(self.m.values[y].shape, "f32")],
+                            name="y").outputs[0]
+        self.m.outputs.append(out)
+        return self.m
+
+
+def check(module: Module, target: str, tmp_path: Path, samples: int = 3) -> Module:
+    """Compile with the backend pipeline, simulate, assert equality with the reference."""
+    integer = copy.deepcopy(module)
+    passes = parse_pipeline(",".join(BACKEND))
+    prog = tmp_path / "prog.s"
+    for pass_ in passes:
+        pass_.target = target  # type: ignore[attr-defined]
+    passes[-1].output = str(prog)  # type: ignore[attr-defined]
+    run_pipeline(module, passes)
+    shape = integer.values["x"].shape
+    x = np.random.default_rng(7).standard_normal((samples, *shape[1:])).astype(np.float32)
+    inputs, expected = reference_codes(integer, {"x": x})
+    got, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
+                         load_target(target), inputs)
+    np.testing.assert_array_equal(got["y"], expected["y"])
+    return module
+
+
+CONVS = [  # (stride, pads top/left/bottom/right, dilation, group, kernel)
+    (1, [1, 1, 1, 1], 1, 1, 3),
+    (2, [0, 1, 2, 0], 1, 1, 3),
+    (1, [2, 2, 2, 2], 2, 1, 3),
+    (2, [1, 1, 1, 1], 1, 2, 3),
+    (1, [1, 1, 1, 1], 2, 4, 3),
+    (1, [0, 0, 0, 0], 1, 1, 1),
+    (3, [0, 0, 0, 0], 1, 1, 1),
+]
+
+
+def _out(size: int, k: int, stride: int, before: int, after: int, dilation: int) -> int:
+    return (size + before + after - dilation * (k - 1) - 1) // stride + 1
+
+
+@pytest.mark.parametrize(("stride", "pads", "dilation", "group", "k"), CONVS)
+@pytest.mark.parametrize(("target", "dtype"), [("tiny", "i8"), ("isaac", "u8")])
+def test_conv_variants_equal_reference(stride: int, pads: list[int], dilation: int, group: int,
+                                       k: int, target: str, dtype: str, tmp_path: Path) -> None:
+    b = Builder((1, 4, 7, 6), dtype)
+    oh = _out(7, k, stride, pads[0], pads[2], dilation)
+    ow = _out(6, k, stride, pads[1], pads[3], dilation)
+    y = b.conv(b.x, 8, k, (1, 8, oh, ow), group=group, strides=[stride, stride], pads=pads,
+               dilations=[dilation, dilation])
+    check(b.finish(y), target, tmp_path)
+
+
+def test_depthwise_conv_is_block_diagonal_and_exact(tmp_path: Path) -> None:
+    b = Builder((1, 6, 5, 5))
+    y = b.conv(b.x, 6, 3, (1, 6, 5, 5), group=6, strides=[1, 1], pads=[1, 1, 1, 1],
+               dilations=[1, 1])
+    module = check(b.finish(y), "isaac", tmp_path)
+    weights = next(v for k, v in module.constants.items() if k.endswith(".weights"))
+    assert weights.shape == (54, 6)
+    for c in range(6):  # rows of group c hold only column c
+        assert not weights[c * 9:(c + 1) * 9, np.arange(6) != c].any()
+
+
+@pytest.mark.parametrize("dtype", ["i8", "u8"])
+def test_pools_add_sub_activations_equal_reference(dtype: str, tmp_path: Path) -> None:
+    b = Builder((1, 3, 9, 9), dtype)
+    z = b.zero
+    low = -128 if dtype == "i8" else 0
+    c = b.conv(b.x, 4, 3, (1, 4, 9, 9), strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1])
+    m = b.op("max_pool", [c], (1, 4, 5, 5), 0.08, z, kernel=[3, 3], strides=[2, 2],
+             pads=[1, 1, 1, 1], dilations=[1, 1], ceil_mode=0)
+    a = b.op("avg_pool", [c], (1, 4, 5, 5), 0.05, z, kernel=[3, 3], strides=[2, 2],
+             pads=[1, 1, 1, 1], ceil_mode=0, count_include_pad=1)
+    r = b.op("relu", [a], (1, 4, 5, 5), 0.05, z)
+    s = b.op("add", [m, r], (1, 4, 5, 5), 0.1, z)
+    d = b.op("sub", [s, m], (1, 4, 5, 5), 0.07, z)
+    k = b.op("clip", [d], (1, 4, 5, 5), 0.07, z, min=-0.5, max=1.0)
+    g = b.op("global_avg_pool", [k], (1, 4, 1, 1), 0.02, z)
+    h = b.op("requantize", [g], (1, 4, 1, 1), 0.03, low + 10)
+    check(b.finish(h), "tiny", tmp_path)
+
+
+def test_concat_and_requantizing_max_pool_equal_reference(tmp_path: Path) -> None:
+    b = Builder((1, 2, 6, 6))
+    c1 = b.conv(b.x, 3, 3, (1, 3, 6, 6), strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1])
+    c2 = b.conv(b.x, 5, 1, (1, 5, 6, 6), strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1])
+    both = b.op("concat", [c1, c2], (1, 8, 6, 6), 0.08, 0, axis=1)
+    p = b.op("max_pool", [both], (1, 8, 3, 3), 0.11, 5, kernel=[2, 2], strides=[2, 2],
+             pads=[0, 0, 0, 0], dilations=[1, 1], ceil_mode=0)
+    module = check(b.finish(p), "isaac", tmp_path)
+    assert [op.kind for op in module.ops()].count("rescale") == 1
+
+
+def test_padded_average_pool_with_varying_counts_is_reported() -> None:
+    b = Builder((1, 2, 4, 4))
+    y = b.op("avg_pool", [b.x], (1, 2, 3, 3), 0.05, 0, kernel=[2, 2], strides=[2, 2],
+             pads=[1, 1, 1, 1], ceil_mode=0, count_include_pad=0)
+    with pytest.raises(CimcError, match="count_include_pad"):
+        Lower().apply(b.finish(y))
+
+
+def test_asymmetric_weights_are_reported() -> None:
+    b = Builder((1, 1, 4, 4))
+    w = b.m.add_constant("w", np.ones((2, 1, 1, 1), np.int8), Quant((0.1, 0.1), (3, 0), 0))
+    y = b.op("conv", [b.x, w], (1, 2, 4, 4), 0.1, 0, strides=[1, 1], pads=[0, 0, 0, 0],
+             dilations=[1, 1], group=1)
+    with pytest.raises(CimcError, match="symmetrically"):
+        Lower().apply(b.finish(y))
+
+
+def test_float_op_on_the_chip_is_reported() -> None:
+    m = Module("float")
+    m.add_input("x", TensorType((1, 4), "f32"))
+    y = m.add_op("sigmoid", ["x"], [TensorType((1, 4), "f32")], name="act").outputs[0]
+    m.outputs.append(y)
+    with pytest.raises(CimcError, match=r"op 'act' \(sigmoid\).*quantize the model"):
+        Lower().apply(m)
