@@ -23,8 +23,9 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "mlp": (1, 784),
     "residual": (1, 3, 16, 16),
     "separable": (1, 3, 16, 16),
+    "resnet18": (1, 3, 224, 224),  # model scale: for slow tests only
 }
-MODELS = tuple(INPUT_SHAPES)
+MODELS = ("mnist_cnn", "lenet5", "mlp", "residual", "separable")
 # exporter -> opset: the dynamo exporter (torch.export) and the legacy TorchScript one
 EXPORTERS = {"dynamo": 18, "legacy": 13}
 ACTIVATIONS = ("int8", "uint8")
@@ -111,6 +112,43 @@ def _torch_module(name: str):  # -> torch.nn.Module
             x = nn.functional.adaptive_avg_pool2d(x, 1)
             return self.fc(torch.flatten(x, 1))
 
+    class Block(nn.Module):  # a ResNet basic block
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+                )
+
+        def forward(self, x):
+            y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            return torch.relu(y + (x if self.down is None else self.down(x)))
+
+    class ResNet18(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2, 1),
+            )
+            blocks, cin = [], 64
+            for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+                blocks += [Block(cin, cout, stride), Block(cout, cout, 1)]
+                cin = cout
+            self.blocks = nn.Sequential(*blocks)
+            self.fc = nn.Linear(512, 1000)
+
+        def forward(self, x):
+            x = nn.functional.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1)
+            return self.fc(torch.flatten(x, 1))
+
     mlp = nn.Sequential(
         nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)
     )
@@ -120,6 +158,7 @@ def _torch_module(name: str):  # -> torch.nn.Module
         "mlp": lambda: mlp,
         "residual": Residual,
         "separable": Separable,
+        "resnet18": ResNet18,
     }
     return factories[name]().eval()
 
@@ -129,13 +168,15 @@ def float_model(name: str, exporter: str = "legacy") -> Path:
     """The float model `name` exported by `exporter` ("dynamo" or "legacy")."""
     import contextlib
     import io
+    import warnings
 
     import torch
 
     path = workdir() / f"{name}-{exporter}.onnx"
     example = torch.zeros(INPUT_SHAPES[name])
-    # the dynamo exporter reports its progress on stdout
-    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+    # the dynamo exporter reports its progress on stdout, the legacy one its deprecation
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             _torch_module(name),
             (example,),

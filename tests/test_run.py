@@ -229,3 +229,11 @@ def test_calibrating_a_quantized_model_is_refused(tmp_path, capsys):
     )
     assert status == 1
     assert "already quantized; drop --calibrate" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reference_runs_a_quantized_resnet18_at_224_within_one_quantum(tmp_path):
+    path = models.quantized_model("resnet18", "legacy", "uint8")
+    x = models.sample_inputs("resnet18", 4, TEST_SEED)
+    ours = cimc_run(tmp_path, path, x)
+    assert_matches_quantized(ours, onnxruntime_outputs(path, x), output_scale(path))
