@@ -201,3 +201,58 @@ def test_onnxruntime_qdq_models_become_integer_between_the_boundaries(name):
     assert ops[-1].outputs == module.outputs  # the dequantize gives the model output
     for op in ops[1:-1]:
         assert module.values[op.outputs[0]].dtype == "u8", op.name
+
+
+def test_qlinear_operators_fold_back_into_integer_ops_matching_onnxruntime(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cimc.frontend import import_onnx
+    from cimc.pass_manager import parse_pipeline, run_pipeline
+
+    def const(name, value):
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    initializers = [
+        const("xs", np.float32(0.02)), const("xz", np.uint8(128)),
+        const("w", RNG.integers(-127, 128, (4, 1, 3, 3)).astype(np.int8)),
+        const("ws", (RNG.random(4) * 0.02 + 0.01).astype(np.float32)),
+        const("wz", np.zeros(4, np.int8)),
+        const("ys", np.float32(0.05)), const("yz", np.uint8(100)),
+        const("b", RNG.integers(-500, 500, 4).astype(np.int32)),
+        const("m", RNG.integers(-127, 128, (64, 10)).astype(np.int8)),
+        const("ms", np.float32(0.01)), const("mz", np.int8(0)),
+        const("os", np.float32(0.1)), const("oz", np.uint8(128)),
+        const("shape", np.array([1, 64], np.int64)),
+    ]  # fmt: skip
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node(
+            "QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["yq"],
+            pads=[1, 1, 1, 1],
+        ),
+        helper.make_node("MaxPool", ["yq"], ["pq"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Reshape", ["pq", "shape"], ["fq"]),
+        helper.make_node("QLinearMatMul", ["fq", "ys", "yz", "m", "ms", "mz", "os", "oz"], ["oq"]),
+        helper.make_node("DequantizeLinear", ["oq", "os", "oz"], ["y"]),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "qlinear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        initializers,
+    )  # fmt: skip
+    path = tmp_path / "qlinear.onnx"
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path
+    )
+
+    module = import_onnx(str(path))
+    run_pipeline(module, parse_pipeline("canonicalize,fold-qdq"))
+    assert kinds(module) == ["quantize", "conv", "max_pool", "reshape", "gemm", "dequantize"]
+    x = RNG.standard_normal((8, 1, 8, 8)).astype(np.float32) * 2
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([session.run(None, {"x": x[i : i + 1]})[0] for i in range(8)])
+    steps = np.abs(run_module(module, {"x": x})["y"] - expected) / 0.1
+    assert steps.max() <= 1 + 1e-3

@@ -237,3 +237,29 @@ def test_reference_runs_a_quantized_resnet18_at_224_within_one_quantum(tmp_path)
     x = models.sample_inputs("resnet18", 4, TEST_SEED)
     ours = cimc_run(tmp_path, path, x)
     assert_matches_quantized(ours, onnxruntime_outputs(path, x), output_scale(path))
+
+
+def test_input_shape_pins_a_dynamic_batch(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "dynamic",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+    )
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9), path
+    )
+    x = np.array([[1.0, -1.0, 2.0], [-3.0, 4.0, -5.0]], np.float32)
+    np.save(tmp_path / "x.npy", x)
+    args = [
+        "run",
+        str(path),
+        "--inputs",
+        str(tmp_path / "x.npy"),
+        "--outputs",
+        str(tmp_path / "y.npy"),
+    ]
+    assert main(args) == 1  # the batch must be pinned
+    assert main([*args, "--input-shape", "x=1,3"]) == 0  # two batches of one
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.maximum(x, 0))
