@@ -36,7 +36,9 @@ class CimcError(Exception):
         self.source_line = source_line
 
     def __str__(self) -> str:
-        head = f"{self.location}: error: {self.message}" if self.location else f"error: {self.message}"
+        head = f"error: {self.message}"
+        if self.location:
+            head = f"{self.location}: {head}"
         if self.location and self.source_line:
             caret = " " * max(self.location.column - 1, 0) + "^"
             return f"{head}\n{self.source_line.rstrip()}\n{caret}"

@@ -126,6 +126,7 @@ class Module:
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         self._producer: dict[str, str] = {}
+        self._readers: dict[str, dict[str, None]] = {}  # value -> reading ops (ordered set)
         self._order = itertools.count()
 
     # ---- values -------------------------------------------------------
@@ -172,11 +173,22 @@ class Module:
         name: str | None = None,
         outputs: list[str] | None = None,
         attrs: dict[str, Any] | None = None,
+        exact_name: bool = False,
     ) -> Op:
-        """Create an op producing new values of the given types; return it."""
-        name = self.fresh_name(name or kind)
+        """Create an op producing new values of the given types; return it.
+
+        The op is named `name` (made unique unless `exact_name`, which the text
+        parser uses to keep names as written).
+        """
+        if exact_name and name is not None:
+            if name in self.graph:
+                raise ValueError(f"op {name!r} is defined twice")
+        else:
+            name = self.fresh_name(name or kind)
         if outputs is None:
-            outputs = [self.fresh_name(f"{name}_out{i}" if i else name) for i in range(len(output_types))]
+            outputs = [
+                self.fresh_name(f"{name}_out{i}" if i else name) for i in range(len(output_types))
+            ]
         if len(outputs) != len(output_types):
             raise ValueError("one type is needed per output")
         op = Op(name, kind, list(inputs), list(outputs), dict(attrs or {}))
@@ -189,20 +201,25 @@ class Module:
         return op
 
     def _connect(self, op: Op) -> None:
-        for value in op.inputs:
-            src = self._producer.get(value)
-            if src is not None:
-                self.graph.add_edge(src, op.name, key=value)
+        self._link_inputs(op)
         # Ops may be added before their producers (the text parser does so).
-        outputs = set(op.outputs)
-        for other, data in self.graph.nodes(data=True):
-            if other != op.name:
-                for value in outputs.intersection(data["op"].inputs):
-                    self.graph.add_edge(op.name, other, key=value)
+        for value in op.outputs:
+            for reader in self._readers.get(value, {}):
+                if not self.graph.has_edge(op.name, reader, key=value):
+                    self.graph.add_edge(op.name, reader, key=value)
+
+    def _link_inputs(self, op: Op) -> None:
+        for value in op.inputs:
+            self._readers.setdefault(value, {})[op.name] = None
+            src = self._producer.get(value)
+            if src is not None and not self.graph.has_edge(src, op.name, key=value):
+                self.graph.add_edge(src, op.name, key=value)
 
     def _disconnect_inputs(self, op: Op) -> None:
         for src, dst, key in list(self.graph.in_edges(op.name, keys=True)):
             self.graph.remove_edge(src, dst, key=key)
+        for value in op.inputs:
+            self._readers.get(value, {}).pop(op.name, None)
 
     def op(self, name: str) -> Op:
         return self.graph.nodes[name]["op"]
@@ -220,18 +237,14 @@ class Module:
 
     def consumers(self, value: str) -> list[Op]:
         """Ops reading `value`, in deterministic order."""
-        order = nx.get_node_attributes(self.graph, "order")
-        found = [op for op in (self.op(n) for n in self.graph.nodes) if value in op.inputs]
-        return sorted(found, key=lambda op: order[op.name])
+        found = [self.op(n) for n in self._readers.get(value, {})]
+        return sorted(found, key=lambda op: self.graph.nodes[op.name]["order"])
 
     def set_inputs(self, op: Op, inputs: list[str]) -> None:
         """Replace the operand list of `op`, keeping graph edges in step."""
         self._disconnect_inputs(op)
         op.inputs = list(inputs)
-        for value in op.inputs:
-            src = self._producer.get(value)
-            if src is not None:
-                self.graph.add_edge(src, op.name, key=value)
+        self._link_inputs(op)
 
     def replace_uses(self, old: str, new: str) -> None:
         """Make every reader of `old` (ops and module outputs) read `new` instead."""
@@ -244,6 +257,7 @@ class Module:
         for out in op.outputs:
             if self.consumers(out) or out in self.outputs:
                 raise ValueError(f"cannot remove {op.name!r}: {out!r} is still used")
+        self._disconnect_inputs(op)
         self.graph.remove_node(op.name)
         for out in op.outputs:
             del self.values[out]
