@@ -68,8 +68,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     images, labels = load_digits()
     order = np.random.default_rng(SEED).permutation(len(images))
