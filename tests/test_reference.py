@@ -498,3 +498,11 @@ def test_quantized_ops_agree_with_onnxruntime_qlinear_within_one_quantum():
     got = run_module(module, {"x": x})["op"]
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
     assert np.mean(got == expected) > 0.99
+
+
+def test_an_inconsistent_quantized_op_is_reported_by_name():
+    x = f32(1, 2)
+    result = TensorType((1, 2), "i8", Quant((0.1,), (0,)))
+    module = ir_single("relu", {"x": x}, {}, result)  # float operand, integer result
+    with pytest.raises(CimcError, match="op 'op' \\(relu\\)"):
+        run_module(module, {"x": x})

@@ -83,7 +83,10 @@ def _evaluate(module: Module, feeds: dict[str, np.ndarray], stretch: int) -> dic
             result=result,
             stretch=stretch if op.outputs[0] in batched else 1,
         )
-        value = kernel(call)
+        try:
+            value = kernel(call)
+        except ValueError as exc:  # operands the op cannot take: the module is inconsistent
+            raise CimcError(f"op {op.name!r} ({op.kind}): {exc}") from None
         if value.shape != call.result_shape() or value.dtype != result.numpy_dtype:
             raise CimcError(
                 f"op {op.name!r} ({op.kind}) computed {value.dtype}{list(value.shape)} but its "
