@@ -506,3 +506,20 @@ def test_an_inconsistent_quantized_op_is_reported_by_name():
     module = ir_single("relu", {"x": x}, {}, result)  # float operand, integer result
     with pytest.raises(CimcError, match="op 'op' \\(relu\\)"):
         run_module(module, {"x": x})
+
+
+def test_quantized_mul_and_requantize_by_hand():
+    a = RNG.integers(-128, 128, (2, 5)).astype(np.int8)
+    b = RNG.integers(0, 256, (2, 5)).astype(np.uint8)
+    qa, qb, qy = Quant((0.05,), (7,)), Quant((0.02,), (100,)), Quant((0.03,), (-4,))
+    module = ir_single(
+        "mul", {"a": a, "b": b}, {}, TensorType(a.shape, "i8", qy), {}, {"a": qa, "b": qb}
+    )
+    got = run_module(module, {"a": a, "b": b})["op"]
+    for idx in np.ndindex(a.shape):
+        acc = (int(a[idx]) - 7) * (int(b[idx]) - 100)
+        assert got[idx] == sat(requantize_by_hand(acc, 0.05 * 0.02 / 0.03) - 4, -128, 127)
+    module = ir_single("requantize", {"b": b}, {}, TensorType(b.shape, "i8", qy), {}, {"b": qb})
+    got = run_module(module, {"b": b})["op"]
+    expected = [sat(requantize_by_hand(int(v) - 100, 0.02 / 0.03) - 4, -128, 127) for v in b.flat]
+    assert got.ravel().tolist() == expected
