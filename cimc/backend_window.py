@@ -140,3 +140,44 @@ def sweep(win: Window, band: int, pad: int, gin: int, gout: int, label: str,
     for oy in range(hi, win.oh):
         lines += edge_row(oy)
     return lines
+
+
+@dataclass(frozen=True)
+class BandStep:
+    """How the band is refreshed for output row `oy`: slots `[0, kept)` take the rows
+    that were `moved` slots further down (one copy), the others are filled:
+    `fills` = (slot, input row), input row None for a padding row."""
+
+    oy: int
+    moved: int
+    kept: int
+    fills: tuple[tuple[int, int | None], ...]
+
+
+def band_plan(win: Window, out_rows: list[int]) -> list[BandStep]:
+    """The band refreshes for output rows `out_rows` (increasing) of one unit. Rows
+    shared with the previous output row stay (moved up) when rows are consecutive
+    (no dilation); everything else is received (or padded) afresh."""
+    steps = []
+    prev: int | None = None
+    for oy in out_rows:
+        first = oy * win.sh - win.pt
+        moved = kept = 0
+        if prev is not None and win.dh == 1:
+            d = first - (prev * win.sh - win.pt)
+            if 0 < d < win.kh:
+                moved, kept = d, win.kh - d
+            elif d == 0:
+                moved, kept = 0, win.kh
+        fills = []
+        for slot in range(kept, win.kh):
+            iy = first + slot * win.dh
+            fills.append((slot, iy if 0 <= iy < win.h else None))
+        steps.append(BandStep(oy, moved, kept, tuple(fills)))
+        prev = oy
+    return steps
+
+
+def received_rows(win: Window, out_rows: list[int]) -> list[int]:
+    """Input rows a unit computing `out_rows` receives, in order (once per band fill)."""
+    return [iy for step in band_plan(win, out_rows) for _, iy in step.fills if iy is not None]
