@@ -16,8 +16,8 @@ from cimc.traffic import (
     global_bytes,
     hop_bytes,
     link_loads,
-    units,
     unit_edges,
+    units,
 )
 from passes.lower import image_dims
 from passes.tile import blocks_of
