@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,8 +50,13 @@ def _quantized_inputs(module: Module, feeds: dict[str, np.ndarray]) -> dict[str,
 
 
 def run_on_simulator(module: Module, feeds: dict[str, np.ndarray],
-                     target: str = "isaac") -> dict[str, np.ndarray]:
-    """Outputs of `module` (after the frontend) on `feeds`, computed by the compiled program."""
+                     target: str = "isaac",
+                     report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Outputs of `module` (after the frontend) on `feeds`, computed by the compiled program.
+
+    When `report` is given it is filled with the compile figures and the
+    simulator's (cycles, energy... per inference; see docs/backend.md).
+    """
     from isa.assembler import assemble_file
     from isa.image import load_image
     from isa.simulator import run_program
@@ -65,8 +71,11 @@ def run_on_simulator(module: Module, feeds: dict[str, np.ndarray],
             if isinstance(pass_, EmitAsm):
                 pass_.output = str(prog)
         run_pipeline(backend, passes)
-        codes, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
-                               load_target(target), _quantized_inputs(module, feeds))
+        program = assemble_file(prog)
+        codes, simulated = run_program(program, load_image(prog.with_suffix(".img")),
+                                       load_target(target), _quantized_inputs(module, feeds))
+        if report is not None:
+            report.update(_figures(backend, load_target(target), program, simulated))
     _, outputs = ports(module)
     results = {}
     for port in outputs:
@@ -75,3 +84,27 @@ def run_on_simulator(module: Module, feeds: dict[str, np.ndarray],
     from cimc.reference import run_module
 
     return run_module(_host_tail(module), results)
+
+
+def _figures(backend: Module, target: Any, program: Any,
+             simulated: dict[str, Any]) -> dict[str, Any]:
+    """The compile report's keys for a module compiled and simulated by `run_on_simulator`."""
+    from cimc.backend_codegen import generate
+    from cimc.backend_report import host_work, static_figures
+    from isa.encoding import encode_program
+
+    figures = static_figures(backend, target, generate(backend, target))
+    figures.update(
+        cycles=simulated["cycles"],
+        latency_us=simulated["latency_us"],
+        throughput=simulated["throughput_per_s"],
+        energy_nj=simulated["energy_nj"]["total"],
+        energy_breakdown_nj=simulated["energy_nj"],
+        instructions=sum(len(s.instructions) for s in program.streams.values()),
+        instructions_executed=simulated["instructions"],
+        program_bytes=len(encode_program(program)),
+        simulated_hop_bytes=simulated["hop_bytes"],
+        batch=simulated["batch"],
+        host_work=host_work(backend),
+    )
+    return figures

@@ -124,3 +124,36 @@ def quantize_onnx(
         ) from None
     finally:
         logging.getLogger().setLevel(level)
+
+
+def import_model(
+    path: str,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    calibrate: str | None = None,
+    activations: str = "int8",
+    *,
+    keep_float: bool = False,
+) -> Module:
+    """Import `path` as the integer IR's starting point (before the frontend passes).
+
+    A QDQ model comes in as it is. A float model is quantized first: with the
+    data in `calibrate`, or, unless `keep_float` (float semantics on the
+    reference engine), on seeded random inputs with a warning — good enough for
+    mapping and timing studies of the structure-only model-zoo graphs.
+    """
+    from cimc.frontend import import_onnx
+    from cimc.tensor_io import read_inputs
+
+    module = import_onnx(path, input_shapes)
+    if is_quantized(module):
+        if calibrate is not None:
+            raise CimcError(f"{path}: the model is already quantized; drop --calibrate")
+        return module
+    if calibrate is None and keep_float:
+        return module
+    inputs = {name: module.values[name] for name in module.inputs}
+    data = read_inputs(calibrate, inputs) if calibrate is not None else None
+    with tempfile.TemporaryDirectory(prefix="cimc-import-") as tmp:
+        quantized = Path(tmp) / Path(path).name
+        quantize_onnx(path, quantized, inputs, data, activations)
+        return import_onnx(str(quantized), input_shapes)

@@ -153,6 +153,7 @@ def test_npz_inputs_and_outputs_are_keyed_by_name(tmp_path):
     status = main(
         [
             "run",
+            "--engine=reference",
             str(path),
             "--inputs",
             str(tmp_path / "x.npz"),
@@ -199,6 +200,7 @@ def test_bad_inputs_are_reported_with_the_file_name(tmp_path, capsys, inputs, ou
     status = main(
         [
             "run",
+            "--engine=reference",
             str(path),
             "--inputs",
             str(tmp_path / "x.npz"),
@@ -218,6 +220,7 @@ def test_calibrating_a_quantized_model_is_refused(tmp_path, capsys):
     status = main(
         [
             "run",
+            "--engine=reference",
             str(path),
             "--inputs",
             str(tmp_path / "x.npy"),
@@ -254,6 +257,7 @@ def test_input_shape_pins_a_dynamic_batch(tmp_path):
     np.save(tmp_path / "x.npy", x)
     args = [
         "run",
+        "--engine=reference",
         str(path),
         "--inputs",
         str(tmp_path / "x.npy"),

@@ -28,7 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compile", help="compile an ONNX model to a CIM program (the default command)",
         description="Compile a quantized (QDQ) ONNX model into an assembly program, its "
         "crossbar image (beside it, .img) and optionally a C data header and a report.")
-    parser.add_argument("model", metavar="MODEL.onnx", help="the model (QDQ-quantized ONNX)")
+    parser.add_argument("model", metavar="MODEL.onnx",
+                        help="the model: QDQ-quantized, or float (quantized first: with "
+                        "--calibrate data, else on random inputs with a warning)")
+    parser.add_argument("--calibrate", metavar="DATA",
+                        help="quantize a float model with ranges from these inputs (.npy/.npz)")
+    parser.add_argument("--activations", choices=["int8", "uint8"], default="int8",
+                        help="activation type when quantizing a float model (default int8)")
     parser.add_argument("-o", "--output", required=True, metavar="PROG.s",
                         help="the program to write; the crossbar image goes beside it (.img)")
     parser.add_argument("--target", default="isaac", metavar="NAME|FILE",
@@ -66,20 +72,21 @@ class Compiled:
 
 def compile_model(model: str, output: str, target_name: str = "isaac",
                   input_shapes: dict[str, tuple[int, ...]] | None = None,
-                  print_after_all: bool = False, time_passes: bool = False) -> Compiled:
+                  print_after_all: bool = False, time_passes: bool = False,
+                  calibrate: str | None = None, activations: str = "int8") -> Compiled:
     """Compile `model` to `output` (+ .img); the modules and timings for reports and tests."""
     import copy
 
     from cimc.backend_codegen import generate
-    from cimc.frontend import import_onnx
     from cimc.pass_manager import parse_pipeline, run_pipeline
     from cimc.pipeline import BACKEND, FRONTEND
+    from cimc.quantize import import_model
     from passes.emit_asm import EmitAsm
     from targets import load_target
 
     target = load_target(target_name)
     start = time.perf_counter()
-    module = import_onnx(model, input_shapes)
+    module = import_model(model, input_shapes, calibrate, activations)
     imported = time.perf_counter() - start
     timings = run_pipeline(module, parse_pipeline(",".join(FRONTEND)),
                            print_after_all=print_after_all)
@@ -115,7 +122,8 @@ def compile_command(args: argparse.Namespace) -> int:
         x = x[:args.count]
     compiled = compile_model(args.model, args.output, args.target,
                              input_shapes(args.input_shape) or None,
-                             args.print_ir_after_all, args.time_passes)
+                             args.print_ir_after_all, args.time_passes,
+                             args.calibrate, args.activations)
     codes = None
     if x is not None:
         from cimc.backend_io import reference_codes

@@ -1,17 +1,18 @@
 """`cimc run MODEL.onnx --inputs X --outputs Y`: run a model on inputs with an engine.
 
 The model is imported and brought through the frontend pipeline (canonicalize,
-fold-qdq); the engine then evaluates it on every input batch. A float model
-runs in float unless `--calibrate` gives data to quantize it with first.
-Engines: `reference`, the IR reference interpreter (cimc.reference); `sim`,
-the program compiled for `--target` run on the simulator (cimc.backend_run).
+fold-qdq); the engine then evaluates it on every input batch.
+Engines: `sim` (the default), the program compiled for `--target` run on the
+simulator (cimc.backend_run); `reference`, the IR reference interpreter
+(cimc.reference). A float model runs in float on the reference engine unless
+`--calibrate` is given; the sim engine always quantizes it first.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,24 +23,29 @@ if TYPE_CHECKING:
 BATCHES_PER_CALL = 32
 
 
-def _reference(module: Module, feeds: dict[str, np.ndarray],
-               target: str) -> dict[str, np.ndarray]:
+def _reference(module: Module, feeds: dict[str, np.ndarray], target: str,
+               report: dict[str, Any]) -> dict[str, np.ndarray]:
     from cimc.reference import run_module
 
+    report["engine"] = "reference"
     return run_module(module, feeds)
 
 
-def _sim(module: Module, feeds: dict[str, np.ndarray], target: str) -> dict[str, np.ndarray]:
+def _sim(module: Module, feeds: dict[str, np.ndarray], target: str,
+         report: dict[str, Any]) -> dict[str, np.ndarray]:
     from cimc.backend_run import run_on_simulator
 
-    return run_on_simulator(module, feeds, target)
+    report["engine"] = "sim"
+    return run_on_simulator(module, feeds, target, report)
 
 
 # Engine name -> function running a frontend-lowered module on stacked input batches
-# (the target is what the `sim` engine compiles for).
-ENGINES: dict[str, Callable[[Module, dict[str, np.ndarray], str], dict[str, np.ndarray]]] = {
-    "reference": _reference,
+# (the target is what the `sim` engine compiles for; the function fills the report).
+ENGINES: dict[
+    str, Callable[[Module, dict[str, np.ndarray], str, dict[str, Any]], dict[str, np.ndarray]]
+] = {
     "sim": _sim,
+    "reference": _reference,
 }
 
 
@@ -59,8 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--outputs", required=True, metavar="Y", help=".npy or .npz to write")
     parser.add_argument(
-        "--engine", choices=list(ENGINES), default="reference", help="what runs the model"
+        "--engine", choices=list(ENGINES), default="sim",
+        help="sim: compile for --target and simulate (default); reference: the IR interpreter",
     )
+    parser.add_argument("--report", metavar="R.json",
+                        help="write the report: compile and simulated figures (sim engine)")
     parser.add_argument(
         "--target", default="isaac", metavar="NAME|FILE",
         help="target the sim engine compiles for (default: isaac)"
@@ -91,45 +100,40 @@ def prepare(
     input_shapes: dict[str, tuple[int, ...]],
     calibrate: str | None = None,
     activations: str = "int8",
+    engine: str = "reference",
 ) -> Module:
-    """Import `model` (quantizing it with the data in `calibrate`) and run the frontend."""
-    import tempfile
-    from pathlib import Path
-
-    from cimc.diagnostics import CimcError
-    from cimc.frontend import import_onnx
+    """Import `model` (quantized first unless the reference engine runs it in float)
+    and run the frontend passes."""
     from cimc.pass_manager import parse_pipeline, run_pipeline
     from cimc.pipeline import FRONTEND
-    from cimc.quantize import is_quantized, quantize_onnx
-    from cimc.tensor_io import read_inputs
+    from cimc.quantize import import_model
 
-    module = import_onnx(model, input_shapes)
-    if calibrate is not None:
-        if is_quantized(module):
-            raise CimcError(f"{model}: the model is already quantized; drop --calibrate")
-        inputs = {name: module.values[name] for name in module.inputs}
-        data = read_inputs(calibrate, inputs)
-        with tempfile.TemporaryDirectory(prefix="cimc-run-") as tmp:
-            quantized = Path(tmp) / Path(model).name
-            quantize_onnx(model, quantized, inputs, data, activations)
-            module = import_onnx(str(quantized), input_shapes)
+    module = import_model(model, input_shapes, calibrate, activations,
+                          keep_float=engine == "reference")
     run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
     return module
 
 
 def evaluate(module: Module, feeds: dict[str, np.ndarray], engine: str,
-             target: str = "isaac") -> dict[str, np.ndarray]:
-    """Run `engine` on the stacked batches of `feeds`, BATCHES_PER_CALL at a time."""
+             target: str = "isaac",
+             report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Run `engine` on the stacked batches of `feeds`.
+
+    The reference takes BATCHES_PER_CALL batches at a time to bound memory; the
+    simulator takes them all in one run, so the program is compiled once.
+    """
     import numpy as np
 
     run_engine = ENGINES[engine]
     batch = {name: module.values[name].shape[0] for name in module.inputs}
     total = min(len(feeds[name]) // batch[name] for name in module.inputs)
+    per_call = max(total, 1) if engine == "sim" else BATCHES_PER_CALL
+    report = {} if report is None else report
     parts = []
-    for start in range(0, total, BATCHES_PER_CALL):
-        stop = min(start + BATCHES_PER_CALL, total)
+    for start in range(0, total, per_call):
+        stop = min(start + per_call, total)
         chunk = {name: feeds[name][start * batch[name] : stop * batch[name]] for name in feeds}
-        parts.append(run_engine(module, chunk, target))
+        parts.append(run_engine(module, chunk, target, report))
     return {name: np.concatenate([p[name] for p in parts]) for name in module.outputs}
 
 
@@ -137,8 +141,16 @@ def run(args: argparse.Namespace) -> int:
     from cimc.commands.opt import input_shapes
     from cimc.tensor_io import read_inputs, write_outputs
 
-    module = prepare(args.model, input_shapes(args.input_shape), args.calibrate, args.activations)
+    module = prepare(args.model, input_shapes(args.input_shape), args.calibrate, args.activations,
+                     args.engine)
     feeds = read_inputs(args.inputs, {name: module.values[name] for name in module.inputs})
-    outputs = evaluate(module, feeds, args.engine, args.target)
+    report: dict[str, Any] = {}
+    outputs = evaluate(module, feeds, args.engine, args.target, report)
     write_outputs(args.outputs, outputs, {name: module.values[name] for name in module.outputs})
+    if args.report:
+        import json
+
+        from cimc.outputs import write_atomic
+
+        write_atomic(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
     return 0
