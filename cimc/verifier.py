@@ -97,7 +97,7 @@ class OpSpec:
 # Fixed-point requantization to the result: y = clamp(round(acc * M / 2^shift) + zy, lo, hi).
 _REQUANT = {"M": INT, "shift": INT, "zy": INT, "lo": INT, "hi": INT}
 _ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP})
-_PLACED = {"core": INT, "addr": INT, "local_bytes": INTS}
+_PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stream": INT}
 _UNARY = OpSpec((1, 1))
 
 # The op kinds of docs/ir.md.
@@ -141,7 +141,8 @@ OP_KINDS: dict[str, OpSpec] = {
                      {"block_rows": INT, "block_cols": INT, "blocks": INTS, "slices": INT,
                       "input_steps": INT, "replicas": INT, "block_cores": INTS,
                       "block_groups": INTS, "block_slices": INTS, "reducers": INTS,
-                      "tags": INTS, "messages": INTS, "addr": INT, "local_bytes": INTS}),
+                      "tags": INTS, "messages": INTS, "addr": INT, "local_bytes": INTS,
+                      "pipeline": STR, "stream": INT}),
     "pool": OpSpec((1, 1), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
                             "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED),
     "eltwise": OpSpec((2, 2), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
