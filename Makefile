@@ -20,14 +20,15 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python examples/mnist/demo.py
 
+# The whole suite with the representative model-scale tests (marked slow).
 test: install
 	$(BIN)/lit -q tests/filecheck
-	$(BIN)/pytest -q -n 2 tests
+	$(BIN)/pytest -q -n 2 --runslow tests
 
-# Also runs the model-scale tests marked slow.
+# Also the minutes-long tests marked heavy.
 test-all: install
 	$(BIN)/lit -q tests/filecheck
-	$(BIN)/pytest -q -n 2 --runslow tests
+	$(BIN)/pytest -q -n 2 --runheavy tests
 
 lint: install
 	$(BIN)/ruff check cimc passes isa targets tests bench examples
