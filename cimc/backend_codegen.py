@@ -1,27 +1,36 @@
 """Code generation: a scheduled module -> per-core assembly lines and `.data`.
 
-Layers run one after the other; every tensor lives in global memory at the
-address `schedule` gave it (attribute `addr`), and every core executes `sync`
-after each layer so the next layer reads complete tensors. Within a matvec,
-the cores holding blocks of a column block compute partial sums and send them
-to the column's reducer core (tags from `schedule`), which adds them, adds the
-bias, requantizes and stores the output pixel.
+The dataflow plan (cimc/backend_plan.py) says which core computes which rows
+and in which order; this module writes the code of each part, one output row
+of one group on one core:
 
-Each core's local memory holds its constant tables (bias, requantization)
-from the top down, and the buffers of the current layer from address 0 up.
+* matvec / pool: refresh the band (the `kh` padded input rows the row needs:
+  move the rows it shares with the previous row up with one `copy`, receive
+  the new ones, or `ld` them for a model input, or fill padding rows), then a
+  loop over the output pixels: gather the window, `mvm` the core's blocks,
+  send partial sums to the column's reducer, or (reducer) receive and add
+  them, add the bias, requantize into the output row buffer;
+* eltwise / rescale / concat: receive the operand rows, compute in chunks;
+* then send the row (the channels this core reduces) to every core that
+  needs it, and `st` it when it is a model output.
+
+Each core's local memory holds its constant tables from the top down and,
+from address 0 up, the buffers of every group it works for (they live for
+the whole run because groups interleave).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from cimc.backend_window import Window, sweep
+from cimc.backend_plan import Group, Plan, Recv, build
+from cimc.backend_window import Window, band_plan
 from cimc.diagnostics import CimcError
 from cimc.ir import Module, Op
+from cimc.traffic import block_name, column_ranges, unit_cores
 from passes.lower import image_dims
 from passes.tile import blocks_of
 from targets import Target
@@ -40,7 +49,7 @@ class CoreCode:
     top: int  # lowest address used by tables (they grow down from the top)
     lines: list[str] = field(default_factory=list)
     data: list[tuple[int, list[int]]] = field(default_factory=list)
-    peak: int = 0  # highest address used by layer buffers
+    peak: int = 0  # highest address used by buffers
 
     def table(self, words: np.ndarray) -> int:
         """Place i32 words among the constant tables; return their address."""
@@ -49,59 +58,43 @@ class CoreCode:
         self.data.append((self.top, flat))
         return self.top
 
-
-CoreLookup = Callable[[int], CoreCode]
-
-
-class Buffers:
-    """Bump allocation of one layer's buffers from local address 0."""
-
-    def __init__(self, code: CoreCode) -> None:
-        self.code = code
-        self.next = 0
-
     def take(self, size: int) -> int:
-        addr = self.next
-        self.next = -(-(addr + size) // ALIGN) * ALIGN
-        self.code.peak = max(self.code.peak, self.next)
+        """A buffer of `size` bytes for the whole run."""
+        addr = self.peak
+        self.peak = -(-(addr + size) // ALIGN) * ALIGN
         return addr
 
 
-def generate(module: Module, target: Target) -> dict[int, CoreCode]:
+def mode_of(module: Module) -> tuple[str, int]:
+    """(pipeline mode, streamed images) recorded by `schedule`."""
+    for op in module.ops():
+        if "pipeline" in op.attrs:
+            return str(op.attrs["pipeline"]), int(op.attrs.get("stream", 1))
+    return "latency", 1
+
+
+def generate(module: Module, target: Target, plan: Plan | None = None) -> dict[int, CoreCode]:
     """Per-core code of a scheduled module; CimcError if local memory overflows."""
-    cores: dict[int, CoreCode] = {}
-
-    def core(number: int) -> CoreCode:
-        if number not in cores:
-            cores[number] = CoreCode(number, target.local_memory_bytes)
-        return cores[number]
-
-    layers = [op for op in module.ops() if op.kind in GENERATORS]
-    for op in layers:
-        for number in participants(op):
-            core(number)
-    for index, op in enumerate(layers):
-        GENERATORS[op.kind](module, op, target, core, f"L{index}")
-        for code in cores.values():
-            code.lines += [f"sync  # end of {op.name}"]
-    for code in cores.values():
+    mode, stream = mode_of(module)
+    if plan is None:
+        plan = build(module, target, stream, mode == "throughput")
+    cores = {c: CoreCode(c, target.local_memory_bytes) for c in plan.order}
+    unit_core = unit_cores(module)
+    writers: dict[tuple[int, int], Part] = {}
+    for gi, group in enumerate(plan.groups):
+        for core in group.cores:
+            writers[(core, gi)] = Part(module, target, group, cores[core], unit_core)
+    for core, tasks in plan.order.items():
+        code = cores[core]
+        for m, gi, oy in tasks:
+            code.lines += writers[(core, gi)].row(m, oy)
         code.lines.append("halt")
         if code.peak > code.top:
             need = code.peak + target.local_memory_bytes - code.top
-            raise CimcError(f"core {code.core} needs {need} bytes of local memory but target "
+            raise CimcError(f"core {core} needs {need} bytes of local memory but target "
                             f"{target.name!r} has {target.local_memory_bytes}; "
                             "choose a target with more local memory")
     return dict(sorted(cores.items()))
-
-
-def participants(op: Op) -> list[int]:
-    if op.kind == "matvec":
-        return sorted(set(op.attrs["block_cores"]) | set(op.attrs["reducers"]))
-    return [int(op.attrs["core"])]
-
-
-def _dtype(module: Module, value: str) -> str:
-    return module.values[value].dtype
 
 
 def addr(module: Module, value: str) -> int:
@@ -112,210 +105,324 @@ def addr(module: Module, value: str) -> int:
     return int(producer.attrs["addr"])
 
 
-@dataclass
-class MatvecCore:
-    """One core's part of a matvec: its blocks, the columns it reduces, its buffers."""
-
-    number: int
-    blocks: list[tuple[int, int, int]]  # (row block, column block, group id) on this core
-    senders: dict[int, list[int]]  # reduced column -> other cores holding its blocks
-    window: int | None  # gathered window buffer, or None when read in place (r2)
-    psum: dict[int, int]  # column block -> i32 partial sum buffer
-    consts: dict[int, tuple[int, int]]  # reduced column -> (bias, requant table) addresses
-    tmp: int
-    out: int
+def _dtype(module: Module, value: str) -> str:
+    return module.values[value].dtype
 
 
-def matvec(module: Module, op: Op, target: Target, core: CoreLookup, label: str) -> None:
-    win = Window.of(module, op)
-    x, y = op.inputs[0], op.outputs[0]
-    xt, yt = _dtype(module, x), _dtype(module, y)
-    bias, table = module.constants[op.inputs[2]], module.constants[op.inputs[3]]
-    zx = int(module.values[x].quant.zero_point[0])  # type: ignore[union-attr]
-    rows, width = op.attrs["block_rows"], op.attrs["block_cols"]
-    placed = list(zip(blocks_of(op), op.attrs["block_cores"], op.attrs["block_groups"],
-                      strict=True))
-    reducers, tags = op.attrs["reducers"], op.attrs["tags"]
+def _is_output(module: Module, value: str) -> bool:
+    values = [value] + [c.outputs[0] for c in module.consumers(value) if c.kind == "view"]
+    return any(c.kind == "dequantize" for v in values for c in module.consumers(v))
 
-    def cols(j: int) -> tuple[int, int]:
-        return j * width, min(win.n, (j + 1) * width)
 
-    def body(part: MatvecCore) -> list[str]:
-        lines = win.gather(part.window) if part.window is not None else []
-        src, reg = (0, "r2") if part.window is None else (part.window, "r0")
-        for j in sorted(part.psum):
-            ours = [(i, g) for i, jj, g in part.blocks if jj == j]
-            for k, (i, g) in enumerate(ours):
-                mnemonic = f"mvm.{xt}" if k == 0 else f"mvm.acc.{xt}"
-                lines.append(f"{mnemonic} {g}, {part.psum[j]}(r0), {src + i * rows}({reg})")
-            if reducers[j] != part.number:
-                n = cols(j)[1] - cols(j)[0]
-                lines.append(f"send {reducers[j]}, {part.psum[j]}(r0), {4 * n}, {tags[j]}")
-        for j, others in part.senders.items():
-            lo, hi = cols(j)
-            n, acc = hi - lo, part.psum[j]
-            for other in others:
-                lines += [f"recv {other}, {part.tmp}(r0), {4 * n}, {tags[j]}",
-                          f"vadd.i32 {acc}(r0), {acc}(r0), {part.tmp}(r0), {n}"]
-            b, t = part.consts[j]
-            lines += [f"vadd.i32 {acc}(r0), {acc}(r0), {b}(r0), {n}",
-                      f"requant.{yt} {part.out}(r0), {acc}(r0), {n}, {t}(r0)",
-                      f"st {lo}(r3), {part.out}(r0), {n}"]
+class Part:
+    """The code of one group on one core, row by row, with its buffers."""
+
+    def __init__(self, module: Module, target: Target, group: Group, code: CoreCode,
+                 unit_core: dict[str, int]) -> None:
+        self.module, self.target, self.group, self.code = module, target, group, code
+        op = group.op
+        self.op = op
+        self.label = f"g{group.layer}r{group.replica}"
+        self.oh, self.ow, self.n = image_dims(module.values[op.outputs[0]])
+        self.out_type = _dtype(module, op.outputs[0])
+        self.output = _is_output(module, op.outputs[0])
+        self.count = 0  # labels
+        core = code.core
+        # Output row buffer: all channels, pixel-major (a core fills the columns it reduces).
+        self.out = code.take(self.ow * self.n)
+        self.ranges = column_ranges(module, op)
+        slice_row = self.ow * max(hi - lo for lo, hi in self.ranges)
+        self.stage = code.take(max(self._widest_piece(), slice_row, 1))
+        self.columns = [j for j, c in sorted(group.reducers.items()) if c == core] \
+            if op.kind == "matvec" else [0]
+        self.ranges = column_ranges(module, op)
+        if op.kind in ("matvec", "pool"):
+            self.win = Window.of(module, op)
+            self.band = code.take(self.win.band_bytes)
+            self.window = None if self.win.contiguous else code.take(self.win.window_bytes)
+            self.steps = {s.oy: s for s in band_plan(self.win, group.rows)}
+            x = op.inputs[0]
+            self.in_type = _dtype(module, x)
+            self.init = [f"fill {self.band}(r0), {self._pad()}, {self.win.band_bytes}"]
+        else:
+            self.init = []
+        self.setup = {"matvec": self._matvec_setup, "pool": self._pool_setup,
+                      "eltwise": self._eltwise_setup, "rescale": self._rescale_setup,
+                      "concat": self._concat_setup}[op.kind]
+        self.body: Callable[[int, int], list[str]] = self.setup(unit_core)
+        self.index = {oy: t for t, oy in enumerate(group.rows)}
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _widest_piece(self) -> int:
+        widest = 0
+        for per_operand in self.group.recvs.get(self.code.core, {}).values():
+            for pieces in per_operand:
+                for p in pieces:
+                    w = image_dims(self.module.values[self._operand_of(p)])[1]
+                    widest = max(widest, w * (p.hi - p.lo))
+        return widest
+
+    def _operand_of(self, _: Recv) -> str:
+        return self.group.op.inputs[0]
+
+    def _pad(self) -> int:
+        op = self.op
+        x = op.inputs[0]
+        if op.kind == "pool" and op.attrs["mode"] == "max":
+            return -128 if _dtype(self.module, x) == "i8" else 0
+        return int(self.module.values[x].quant.zero_point[0])  # type: ignore[union-attr]
+
+    def _receive(self, pieces: list[Recv], value: str, dst: int, stride: int, offset: int,
+                 image: int) -> list[str]:
+        """Code receiving row pieces of `value` into a row at `dst` (pixel stride `stride`
+        bytes, channel offset `offset`)."""
+        _, w, c = image_dims(self.module.values[value])
+        lines = []
+        for p in pieces:
+            size = w * (p.hi - p.lo)
+            if p.core is None:
+                base = addr(self.module, value) + p.iy * w * c
+                if stride == c and offset == 0:
+                    lines.append(f"ld {dst}(r0), {base}(r0), {w * c}")
+                else:
+                    lines += [f"ld {self.stage}(r0), {base}(r0), {w * c}",
+                              f"copy {dst + offset}(r0), {self.stage}(r0), {c}, {w}, "
+                              f"{stride}, {c}"]
+                continue
+            if p.hi - p.lo == stride and offset == 0:
+                lines.append(f"recv {p.core}, {dst}(r0), {size}, {p.tag}")
+            else:
+                lines += [f"recv {p.core}, {self.stage}(r0), {size}, {p.tag}",
+                          f"copy {dst + offset + p.lo}(r0), {self.stage}(r0), {p.hi - p.lo}, "
+                          f"{w}, {stride}, {p.hi - p.lo}"]
         return lines
 
-    for number in participants(op):
-        code = core(number)
-        buf = Buffers(code)
-        band = buf.take(win.band_bytes)
-        window = None if win.contiguous else buf.take(win.window_bytes)
-        mine = [(i, j, g) for (i, j), c, g in placed if c == number]
-        reduced = [j for j, r in enumerate(reducers) if r == number]
-        part = MatvecCore(
-            number, mine,
-            {j: sorted({c for (_, jj), c, _ in placed if jj == j and c != number})
-             for j in reduced},
-            window, {j: buf.take(4 * width) for j in sorted({j for _, j, _ in mine})},
-            {j: (code.table(bias[slice(*cols(j))]), code.table(table[slice(*cols(j))]))
-             for j in reduced},
-            buf.take(4 * width), buf.take(width))
-        code.lines.append(f"# {op.name}: matvec {win.kh}x{win.kw}, {win.c} -> {win.n} channels")
-        code.lines += sweep(win, band, zx, addr(module, x), int(op.attrs["addr"]), label,
-                            functools.partial(body, part))
-
-
-def pool(module: Module, op: Op, target: Target, core: CoreLookup, label: str) -> None:
-    win = Window.of(module, op)
-    x = op.inputs[0]
-    xt, yt = _dtype(module, x), _dtype(module, op.outputs[0])
-    a = op.attrs
-    code = core(int(a["core"]))
-    buf = Buffers(code)
-    band = buf.take(win.band_bytes)
-    window = None if win.contiguous else buf.take(win.window_bytes)
-    acc, out = buf.take(4 * win.c), buf.take(win.c)
-    src = "0(r2)" if window is None else f"{window}(r0)"
-    count = win.kh * win.kw
-    info = np.iinfo(np.dtype(np.int8 if xt == "i8" else np.uint8))
-    if a["mode"] == "max":
-        pad = int(info.min)
-        step = [f"vredmax.{xt} {out}(r0), {src}, {win.c}, {count}, {win.c}"]
-        if a["lo"] > info.min:
-            step.append(f"vmaxi.{xt} {out}(r0), {out}(r0), {a['lo']}, {win.c}")
-        if a["hi"] < info.max:
-            step.append(f"vmini.{xt} {out}(r0), {out}(r0), {a['hi']}, {win.c}")
-    else:
-        pad = int(module.values[x].quant.zero_point[0])  # type: ignore[union-attr]
-        entry = [a["M"], a["shift"], a["zy"], a["lo"], a["hi"]]
-        table = code.table(np.tile(np.asarray(entry, dtype=np.int64), win.c))
-        step = [f"vredsum.{xt} {acc}(r0), {src}, {win.c}, {count}, {win.c}",
-                f"vaddi.i32 {acc}(r0), {acc}(r0), {a['offset']}, {win.c}",
-                f"requant.{yt} {out}(r0), {acc}(r0), {win.c}, {table}(r0)"]
-    step.append(f"st 0(r3), {out}(r0), {win.c}")
-
-    def body() -> list[str]:
-        return (win.gather(window) if window is not None else []) + step
-
-    code.lines.append(f"# {op.name}: {a['mode']} pool {win.kh}x{win.kw}")
-    code.lines += sweep(win, band, pad, addr(module, x), int(a["addr"]), label, body)
-
-
-def _chunked(total: int, chunk: int, pointers: list[tuple[int, int]], label: str,
-             body: Callable[[int], list[str]]) -> list[str]:
-    """Run body(n) over `total` elements in chunks; pointers in r1, r2, ... advance by
-    chunk times their element size (given as (address, bytes per element))."""
-    lines = []
-    full, rest = divmod(total, chunk)
-    for k, (base, _) in enumerate(pointers):
-        lines.append(f"li r{k + 1}, {base}")
-    if full:
-        lines += ["li r6, 0", f"li r7, {full}", f"{label}:"]
-        lines += body(chunk)
-        lines += [f"addi r{k + 1}, r{k + 1}, {chunk * size}"
-                  for k, (_, size) in enumerate(pointers)]
-        lines += ["addi r6, r6, 1", f"blt r6, r7, {label}"]
-    if rest:
-        lines += body(rest)
-    return lines
-
-
-def _requant_table(code: CoreCode, entry: list[int], n: int) -> int:
-    return code.table(np.tile(np.asarray(entry, dtype=np.int64), n))
-
-
-def eltwise(module: Module, op: Op, target: Target, core: CoreLookup, label: str) -> None:
-    a = op.attrs
-    (x1, x2), y = op.inputs, op.outputs[0]
-    t1, t2, ty = _dtype(module, x1), _dtype(module, x2), _dtype(module, y)
-    code = core(int(a["core"]))
-    total = module.values[y].size
-    chunk = min(total, CHUNK)
-    buf = Buffers(code)
-    b1, b2, w1, w2, out = (buf.take(s) for s in (chunk, chunk, 4 * chunk, 4 * chunk, chunk))
-    table = _requant_table(code, [1, a["shift"], a["zy"], a["lo"], a["hi"]], chunk)
-
-    def body(n: int) -> list[str]:
-        return [f"ld {b1}(r0), 0(r1), {n}", f"ld {b2}(r0), 0(r2), {n}",
-                f"vscale.{t1} {w1}(r0), {b1}(r0), {n}, {a['za']}, {a['ma']}",
-                f"vscale.{t2} {w2}(r0), {b2}(r0), {n}, {a['zb']}, {a['mb']}",
-                f"vadd.i32 {w1}(r0), {w1}(r0), {w2}(r0), {n}",
-                f"requant.{ty} {out}(r0), {w1}(r0), {n}, {table}(r0)",
-                f"st 0(r3), {out}(r0), {n}"]
-
-    code.lines.append(f"# {op.name}: eltwise {total} elements")
-    pointers = [(addr(module, x1), 1), (addr(module, x2), 1), (int(a["addr"]), 1)]
-    code.lines += _chunked(total, chunk, pointers, label, body)
-
-
-def rescale(module: Module, op: Op, target: Target, core: CoreLookup, label: str) -> None:
-    a = op.attrs
-    x, y = op.inputs[0], op.outputs[0]
-    tx, ty = _dtype(module, x), _dtype(module, y)
-    code = core(int(a["core"]))
-    total = module.values[y].size
-    chunk = min(total, CHUNK)
-    buf = Buffers(code)
-    inb, wide, out = buf.take(chunk), buf.take(4 * chunk), buf.take(chunk)
-    if a["M"]:
-        table = _requant_table(code, [a["M"], a["shift"], a["zy"], a["lo"], a["hi"]], chunk)
-
-    def body(n: int) -> list[str]:
-        lines = [f"ld {inb}(r0), 0(r1), {n}"]
-        if a["M"]:
-            lines += [f"vscale.{tx} {wide}(r0), {inb}(r0), {n}, {a['zx']}, 1",
-                      f"requant.{ty} {out}(r0), {wide}(r0), {n}, {table}(r0)"]
-            return lines + [f"st 0(r2), {out}(r0), {n}"]
-        lines += [f"vmaxi.{tx} {inb}(r0), {inb}(r0), {a['lo']}, {n}",
-                  f"vmini.{tx} {inb}(r0), {inb}(r0), {a['hi']}, {n}"]
-        return lines + [f"st 0(r2), {inb}(r0), {n}"]
-
-    code.lines.append(f"# {op.name}: rescale {total} elements")
-    pointers = [(addr(module, x), 1), (int(a["addr"]), 1)]
-    code.lines += _chunked(total, chunk, pointers, label, body)
-
-
-def concat(module: Module, op: Op, target: Target, core: CoreLookup, label: str) -> None:
-    code = core(int(op.attrs["core"]))
-    h, w, c = image_dims(module.values[op.outputs[0]])
-    channels = [image_dims(module.values[v])[2] for v in op.inputs]
-    pixels = max(1, min(h * w, 2048 // c))
-    buf = Buffers(code)
-    part, out = buf.take(pixels * max(channels)), buf.take(pixels * c)
-    offsets = np.cumsum([0, *channels]).tolist()
-
-    def body(n: int) -> list[str]:
+    def _band(self, m: int, oy: int) -> list[str]:
+        win, step = self.win, self.steps[oy]
+        rb = win.wp * win.c
         lines = []
-        for k, ck in enumerate(channels):
-            lines += [f"ld {part}(r0), 0(r{k + 2}), {n * ck}",
-                      f"copy {out + offsets[k]}(r0), {part}(r0), {ck}, {n}, {c}, {ck}"]
-        return lines + [f"st 0(r1), {out}(r0), {n * c}"]
+        if step.kept and step.moved:
+            lines.append(f"copy {self.band}(r0), {self.band + step.moved * rb}(r0), {rb}, "
+                         f"{step.kept}, {rb}, {rb}")
+        pieces = self.group.recvs[self.code.core][0][self.index[oy]]
+        x = self.op.inputs[0]
+        for slot, iy in step.fills:
+            dst = self.band + slot * rb + win.pl * win.c
+            if iy is None:
+                lines.append(f"fill {dst}(r0), {self._pad()}, {win.w * win.c}")
+            else:
+                lines += self._receive([p for p in pieces if p.iy == iy], x, dst, win.c, 0, m)
+        return lines
 
-    if len(op.inputs) > 4:
-        raise CimcError(f"op {op.name!r} (concat): at most 4 operands are supported")
-    code.lines.append(f"# {op.name}: concat of {len(channels)} tensors")
-    pointers = [(int(op.attrs["addr"]), c)] + [(addr(module, v), ck)
-                                               for v, ck in zip(op.inputs, channels, strict=True)]
-    code.lines += _chunked(h * w, pixels, pointers, label, body)
+    def _finish(self, m: int, oy: int) -> list[str]:
+        """Send the row's reduced columns to their consumers; store model outputs."""
+        lines = []
+        for j in self.columns:
+            lo, hi = self.ranges[j]
+            whole = hi - lo == self.n
+            src = self.out
+            if not whole:
+                src = self.stage
+            dests = self.group.sends.get(j, {}).get(oy, [])
+            if dests and not whole:
+                lines.append(f"copy {self.stage}(r0), {self.out + lo}(r0), {hi - lo}, "
+                             f"{self.ow}, {hi - lo}, {self.n}")
+            for core, tag in dests:
+                lines.append(f"send {core}, {src}(r0), {self.ow * (hi - lo)}, {tag}")
+            if self.output:
+                base = addr(self.module, self.op.outputs[0]) + oy * self.ow * self.n
+                if whole or self.ow == 1:
+                    lines.append(f"st {base + lo}(r0), {self.out + lo}(r0), {self.ow * (hi - lo)}")
+                else:
+                    lines += [f"st {base + px * self.n + lo}(r0), "
+                              f"{self.out + px * self.n + lo}(r0), {hi - lo}"
+                              for px in range(self.ow)]
+        return lines
+
+    def _pixels(self, step: list[str]) -> list[str]:
+        """A loop over the output pixels of a row: r2 band pixel, r3 output pixel."""
+        self.count += 1
+        tag = f"{self.label}_{self.count}"
+        lines = [f"li r2, {self.band}", f"li r3, {self.out}", "li r4, 0",
+                 f"li r5, {self.ow}", f"{tag}:"]
+        lines += step
+        lines += [f"addi r2, r2, {self.win.sw * self.win.c}", f"addi r3, r3, {self.n}",
+                  "addi r4, r4, 1", f"blt r4, r5, {tag}"]
+        return lines
+
+    def row(self, m: int, oy: int) -> list[str]:
+        """The code of output row `oy` of image `m`."""
+        lines = [f"# {self.group.name} row {oy}" + (f" image {m}" if m else "")]
+        if self.init:
+            lines += self.init
+            self.init = []
+        return lines + self.body(m, oy)
+
+    # -- matvec -----------------------------------------------------------------------------
+
+    def _matvec_setup(self, unit_core: dict[str, int]) -> Callable[[int, int], list[str]]:
+        op, group, code, module = self.op, self.group, self.code, self.module
+        core = code.core
+        rows, width = op.attrs["block_rows"], op.attrs["block_cols"]
+        mine = [(i, j, op.attrs["block_groups"][group.replica * len(blocks_of(op)) + k])
+                for k, (i, j) in enumerate(blocks_of(op))
+                if unit_core[block_name(op, group.replica, i, j)] == core]
+        bias, table = module.constants[op.inputs[2]], module.constants[op.inputs[3]]
+        xt, yt = self.in_type, self.out_type
+        psum = {j: code.take(4 * width) for j in sorted({j for _, j, _ in mine})}
+        tmp = code.take(4 * width)
+        consts = {j: (code.table(bias[slice(*self.ranges[j])]),
+                      code.table(table[slice(*self.ranges[j])])) for j in self.columns}
+        senders = {j: sorted({unit_core[block_name(op, group.replica, i, jj)]
+                              for i, jj in blocks_of(op) if jj == j} - {core})
+                   for j in self.columns}
+        src, reg = (0, "r2") if self.window is None else (self.window, "r0")
+        step = self.win.gather(self.window) if self.window is not None else []
+        for j in sorted(psum):
+            ours = [(i, g) for i, jj, g in mine if jj == j]
+            for k, (i, g) in enumerate(ours):
+                mnemonic = f"mvm.{xt}" if k == 0 else f"mvm.acc.{xt}"
+                step.append(f"{mnemonic} {g}, {psum[j]}(r0), {src + i * rows}({reg})")
+            if group.reducers[j] != core:
+                lo, hi = self.ranges[j]
+                step.append(f"send {group.reducers[j]}, {psum[j]}(r0), {4 * (hi - lo)}, "
+                            f"{group.psum_tags[j]}")
+        for j in self.columns:
+            lo, hi = self.ranges[j]
+            n, acc = hi - lo, psum[j]
+            for other in senders[j]:
+                step += [f"recv {other}, {tmp}(r0), {4 * n}, {group.psum_tags[j]}",
+                         f"vadd.i32 {acc}(r0), {acc}(r0), {tmp}(r0), {n}"]
+            b, t = consts[j]
+            step += [f"vadd.i32 {acc}(r0), {acc}(r0), {b}(r0), {n}",
+                     f"requant.{yt} {lo}(r3), {acc}(r0), {n}, {t}(r0)"]
+
+        def body(m: int, oy: int) -> list[str]:
+            return self._band(m, oy) + self._pixels(step) + self._finish(m, oy)
+
+        return body
+
+    # -- pool -------------------------------------------------------------------------------
+
+    def _pool_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        a, win, code = self.op.attrs, self.win, self.code
+        xt, yt = self.in_type, self.out_type
+        acc = code.take(4 * win.c)
+        src = "0(r2)" if self.window is None else f"{self.window}(r0)"
+        count = win.kh * win.kw
+        info = np.iinfo(np.dtype(np.int8 if xt == "i8" else np.uint8))
+        if a["mode"] == "max":
+            step = [f"vredmax.{xt} 0(r3), {src}, {win.c}, {count}, {win.c}"]
+            if a["lo"] > info.min:
+                step.append(f"vmaxi.{xt} 0(r3), 0(r3), {a['lo']}, {win.c}")
+            if a["hi"] < info.max:
+                step.append(f"vmini.{xt} 0(r3), 0(r3), {a['hi']}, {win.c}")
+        else:
+            entry = [a["M"], a["shift"], a["zy"], a["lo"], a["hi"]]
+            table = code.table(np.tile(np.asarray(entry, dtype=np.int64), win.c))
+            step = [f"vredsum.{xt} {acc}(r0), {src}, {win.c}, {count}, {win.c}",
+                    f"vaddi.i32 {acc}(r0), {acc}(r0), {a['offset']}, {win.c}",
+                    f"requant.{yt} 0(r3), {acc}(r0), {win.c}, {table}(r0)"]
+        step = (win.gather(self.window) if self.window is not None else []) + step
+
+        def body(m: int, oy: int) -> list[str]:
+            return self._band(m, oy) + self._pixels(step) + self._finish(m, oy)
+
+        return body
+
+    # -- element-wise -----------------------------------------------------------------------
+
+    def _rows_in(self, k: int, m: int, oy: int, dst: int, stride: int, offset: int
+                 ) -> list[str]:
+        pieces = self.group.recvs[self.code.core][k][self.index[oy]]
+        return self._receive(pieces, self.op.inputs[k], dst, stride, offset, m)
+
+    def _chunks(self, total: int, pointers: list[int], body: Callable[[int], list[str]]
+                ) -> list[str]:
+        """body(n) over `total` elements in chunks of CHUNK; byte pointers in r1, r2, ...
+        (all advance by the chunk)."""
+        lines = [f"li r{k + 1}, {p}" for k, p in enumerate(pointers)]
+        full, rest = divmod(total, CHUNK)
+        if full > 1:
+            self.count += 1
+            tag = f"{self.label}_{self.count}"
+            lines += ["li r6, 0", f"li r7, {full}", f"{tag}:"]
+            lines += body(CHUNK)
+            lines += [f"addi r{k + 1}, r{k + 1}, {CHUNK}" for k in range(len(pointers))]
+            lines += ["addi r6, r6, 1", f"blt r6, r7, {tag}"]
+        elif full == 1:
+            lines += body(CHUNK)
+            lines += [f"addi r{k + 1}, r{k + 1}, {CHUNK}" for k in range(len(pointers))]
+        if rest:
+            lines += body(rest)
+        return lines
+
+    def _eltwise_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        a, code, module = self.op.attrs, self.code, self.module
+        (x1, x2), ty = self.op.inputs, self.out_type
+        t1, t2 = _dtype(module, x1), _dtype(module, x2)
+        total = self.ow * self.n
+        chunk = min(total, CHUNK)
+        row_a, row_b = code.take(total), code.take(total)
+        w1, w2 = code.take(4 * chunk), code.take(4 * chunk)
+        table = code.table(np.tile(np.asarray([1, a["shift"], a["zy"], a["lo"], a["hi"]],
+                                              dtype=np.int64), chunk))
+
+        def chunk_code(n: int) -> list[str]:
+            return [f"vscale.{t1} {w1}(r0), 0(r1), {n}, {a['za']}, {a['ma']}",
+                    f"vscale.{t2} {w2}(r0), 0(r2), {n}, {a['zb']}, {a['mb']}",
+                    f"vadd.i32 {w1}(r0), {w1}(r0), {w2}(r0), {n}",
+                    f"requant.{ty} 0(r3), {w1}(r0), {n}, {table}(r0)"]
+
+        def body(m: int, oy: int) -> list[str]:
+            lines = self._rows_in(0, m, oy, row_a, self.n, 0)
+            lines += self._rows_in(1, m, oy, row_b, self.n, 0)
+            lines += self._chunks(total, [row_a, row_b, self.out], chunk_code)
+            return lines + self._finish(m, oy)
+
+        return body
+
+    def _rescale_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        a, code = self.op.attrs, self.code
+        tx, ty = _dtype(self.module, self.op.inputs[0]), self.out_type
+        total = self.ow * self.n
+        chunk = min(total, CHUNK)
+        row_in, wide = code.take(total), code.take(4 * chunk)
+        table = 0
+        if a["M"]:
+            table = code.table(np.tile(np.asarray([a["M"], a["shift"], a["zy"], a["lo"],
+                                                   a["hi"]], dtype=np.int64), chunk))
+
+        def chunk_code(n: int) -> list[str]:
+            if a["M"]:
+                return [f"vscale.{tx} {wide}(r0), 0(r1), {n}, {a['zx']}, 1",
+                        f"requant.{ty} 0(r2), {wide}(r0), {n}, {table}(r0)"]
+            return [f"vmaxi.{tx} 0(r2), 0(r1), {a['lo']}, {n}",
+                    f"vmini.{tx} 0(r2), 0(r2), {a['hi']}, {n}"]
+
+        def body(m: int, oy: int) -> list[str]:
+            lines = self._rows_in(0, m, oy, row_in, self.n, 0)
+            lines += self._chunks(total, [row_in, self.out], chunk_code)
+            return lines + self._finish(m, oy)
+
+        return body
+
+    def _concat_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        channels = [image_dims(self.module.values[v])[2] for v in self.op.inputs]
+        offsets = np.cumsum([0, *channels]).tolist()
+
+        def body(m: int, oy: int) -> list[str]:
+            lines = []
+            for k in range(len(channels)):
+                lines += self._rows_in(k, m, oy, self.out, self.n, int(offsets[k]))
+            return lines + self._finish(m, oy)
+
+        return body
 
 
-GENERATORS = {"matvec": matvec, "pool": pool, "eltwise": eltwise, "rescale": rescale,
-              "concat": concat}
+def participants(op: Op) -> list[int]:
+    """Cores working for `op` (any replica)."""
+    if op.kind == "matvec":
+        return sorted(set(op.attrs["block_cores"]))
+    return [int(op.attrs["core"])]

@@ -26,20 +26,21 @@ def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -
     """Crossbars, cores, utilization and hop_bytes of a scheduled module."""
     crossbars: set[tuple[int, int]] = set()
     weight_cells = 0
-    hop_bytes = 0
     for op in module.ops():
         if op.kind != "matvec":
             continue
         s = op.attrs["slices"]
         flat = op.attrs["block_slices"]
-        for k, (i, j) in enumerate(blocks_of(op)):
-            rows, cols = block_shape(module, op, i, j)
+        blocks = blocks_of(op)
+        for k in range(len(op.attrs["block_cores"])):
+            rows, cols = block_shape(module, op, *blocks[k % len(blocks)])
             weight_cells += (rows.stop - rows.start) * (cols.stop - cols.start) * s
             for d in range(s):
                 crossbars.add((op.attrs["block_cores"][k], flat[2 * (k * s + d)]))
-        m = op.attrs["messages"]
-        for src, dst, size, count, _ in zip(*(m[f::5] for f in range(5)), strict=True):
-            hop_bytes += size * count * hops(target, src, dst)
+    from cimc.traffic import hop_bytes as traffic_hop_bytes
+    from cimc.traffic import unit_cores, unit_edges
+
+    hop_bytes = traffic_hop_bytes(unit_edges(module, target), unit_cores(module), target)
     allocated = len(crossbars) * target.rows * target.cols
     return {
         "target": target.name,

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cimc.backend_window import Window, received_rows
+from cimc.diagnostics import CimcError
 from cimc.ir import Module, Op
 from passes.lower import image_dims
 from passes.tile import block_shape, blocks_of
@@ -267,6 +268,9 @@ def unit_cores(module: Module) -> dict[str, int]:
         if op.kind == "matvec":
             cores = op.attrs["block_cores"]
             blocks = blocks_of(op)
+            if len(cores) != replicas(op) * len(blocks):
+                raise CimcError(f"op {op.name!r}: place gave {len(cores)} block cores for "
+                                f"{replicas(op)} replicas of {len(blocks)} blocks")
             for r in range(replicas(op)):
                 for k, (i, j) in enumerate(blocks):
                     found[block_name(op, r, i, j)] = int(cores[r * len(blocks) + k])

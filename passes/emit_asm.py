@@ -64,8 +64,9 @@ def build_image(module: Module, target: Target) -> Image:
         weights = module.constants[op.inputs[1]]
         s = op.attrs["slices"]
         flat = op.attrs["block_slices"]
-        for k, (i, j) in enumerate(blocks_of(op)):
-            rows, cols = block_shape(module, op, i, j)
+        blocks = blocks_of(op)
+        for k in range(len(op.attrs["block_cores"])):  # every replica's blocks
+            rows, cols = block_shape(module, op, *blocks[k % len(blocks)])
             places = [Slice(flat[2 * (k * s + d)], 0, flat[2 * (k * s + d) + 1]) for d in range(s)]
             groups.append((op.attrs["block_cores"][k], op.attrs["block_groups"][k],
                            weights[rows, cols], places))

@@ -1,25 +1,77 @@
-"""replicate: decide how many copies of each matvec's weights to program.
+"""replicate: choose how many copies of each matvec's weights to program.
 
-The policy for now is one copy per matvec (`replicas = 1`): it is always
-correct and never overcommits crossbars. Copying the weights of bottleneck
-layers so pipeline stages balance comes with pipelined scheduling.
+A matvec computes one window per output pixel; with `replicas = R` its output
+rows are split round-robin over R copies of its blocks, so one copy computes
+`ceil(OH / R) * OW` windows per inference. In a pipeline every layer is a
+stage and the slowest stage sets the throughput, so the policy balances the
+stages: starting from one copy each, it repeatedly gives one more copy to the
+matvec whose copy has the most windows (ties: the earlier layer), as long as
+the copies still fit `budget` x the target's crossbars, the layer has rows
+left to split, and the extra copy lowers that stage's time. It stops when the
+slowest stage cannot be made faster.
+
+Objective: minimise max over matvecs of ceil(OH / R) * OW (windows per copy,
+times the MVM time that is the stage's time), subject to
+sum over matvecs of R x crossbars(one copy) <= budget x crossbars of the target.
+`budget = 0` turns replication off (one copy each). A copy's crossbars are
+counted per block as ceil(cols x slices / crossbar columns); the default
+budget keeps 10 % slack for the placer's packing.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cimc.ir import Module
+from cimc.ir import Module, Op
 from cimc.pass_base import Pass
+from passes.lower import image_dims
+from passes.tile import block_shape, blocks_of
+from targets import Target, load_target
+
+
+def copy_crossbars(module: Module, op: Op, target: Target) -> int:
+    """Crossbars one copy of a matvec's blocks takes."""
+    total = 0
+    for i, j in blocks_of(op):
+        cols = block_shape(module, op, i, j)[1]
+        total += -(-(cols.stop - cols.start) * op.attrs["slices"] // target.cols)
+    return total
+
+
+def windows_per_copy(module: Module, op: Op, copies: int) -> int:
+    oh, ow, _ = image_dims(module.values[op.outputs[0]])
+    return -(-oh // copies) * ow
 
 
 @dataclass
 class Replicate(Pass):
     name: ClassVar[str] = "replicate"
     target: str = "isaac"
+    budget: float = 0.0  # fraction of the target's crossbars the copies may use
 
     def apply(self, module: Module) -> None:
-        for op in module.ops():
-            if op.kind == "matvec":
-                op.attrs["replicas"] = 1
+        target = load_target(self.target)
+        matvecs = [op for op in module.ops() if op.kind == "matvec"]
+        copies = {op.name: 1 for op in matvecs}
+        cost = {op.name: copy_crossbars(module, op, target) for op in matvecs}
+        used = sum(cost.values())
+        limit = self.budget * target.total_crossbars
+        heap = [(-windows_per_copy(module, op, 1), k, op) for k, op in enumerate(matvecs)]
+        heapq.heapify(heap)
+        while heap and self.budget > 0:
+            slowest, k, op = heapq.heappop(heap)
+            oh = image_dims(module.values[op.outputs[0]])[0]
+            more = copies[op.name] + 1
+            # The smallest count that makes this stage faster.
+            while more <= oh and windows_per_copy(module, op, more) == -slowest:
+                more += 1
+            extra = (more - copies[op.name]) * cost[op.name]
+            if more > oh or used + extra > limit:
+                break  # the slowest stage cannot get faster
+            used += extra
+            copies[op.name] = more
+            heapq.heappush(heap, (-windows_per_copy(module, op, more), k, op))
+        for op in matvecs:
+            op.attrs["replicas"] = copies[op.name]
