@@ -50,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-name", metavar="NAME",
                         help="prefix of the header's names (default: from the header file name)")
     parser.add_argument("--report", metavar="R.json", help="write the compile report (JSON)")
+    parser.add_argument("--pipeline", choices=("latency", "throughput"), default="latency",
+                        help="latency: one inference, layers start as soon as their input rows "
+                        "exist; throughput: --stream inferences flow through the pipeline")
+    parser.add_argument("--stream", type=int, default=0, metavar="N",
+                        help="inferences per run in throughput mode (default 4)")
+    parser.add_argument("--replicate", type=float, default=None, metavar="BUDGET",
+                        help="copy slow layers' weights within BUDGET x the target's crossbars "
+                        "(e.g. 0.9; 0 = off, the default)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                         help="pin an ONNX input's shape, e.g. data=1,3,32,32 (repeatable)")
     parser.add_argument("--time-passes", action="store_true",
@@ -73,7 +81,9 @@ class Compiled:
 def compile_model(model: str, output: str, target_name: str = "isaac",
                   input_shapes: dict[str, tuple[int, ...]] | None = None,
                   print_after_all: bool = False, time_passes: bool = False,
-                  calibrate: str | None = None, activations: str = "int8") -> Compiled:
+                  calibrate: str | None = None, activations: str = "int8",
+                  pipeline: str = "latency", stream: int = 0,
+                  replicate: float | None = None) -> Compiled:
     """Compile `model` to `output` (+ .img); the modules and timings for reports and tests."""
     import copy
 
@@ -96,6 +106,10 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
         pass_.target = target.source or target.name  # type: ignore[attr-defined]
         if isinstance(pass_, EmitAsm):
             pass_.output = output
+        if pass_.name == "schedule":
+            pass_.pipeline, pass_.stream = pipeline, stream  # type: ignore[attr-defined]
+        if pass_.name == "replicate" and replicate is not None:
+            pass_.budget = replicate  # type: ignore[attr-defined]
     timings += run_pipeline(module, backend, print_after_all=print_after_all,
                             time_passes=time_passes)
     from cimc.pass_manager import PassTiming
@@ -123,7 +137,8 @@ def compile_command(args: argparse.Namespace) -> int:
     compiled = compile_model(args.model, args.output, args.target,
                              input_shapes(args.input_shape) or None,
                              args.print_ir_after_all, args.time_passes,
-                             args.calibrate, args.activations)
+                             args.calibrate, args.activations, args.pipeline, args.stream,
+                             args.replicate)
     codes = None
     if x is not None:
         from cimc.backend_io import reference_codes
