@@ -1,145 +1,151 @@
-"""place: assign crossbar blocks to cores and crossbars, vector work to cores.
+"""place: assign every unit (crossbar block of a matvec replica, vector op) to a core.
 
-The simple placer fills cores in layer order: each block of a matvec goes to
-the current core if its `slices` column ranges fit there (first fit over the
-core's crossbars), otherwise to the next core. A model that needs more
-crossbars than the target has is an error giving both numbers.
+The problem (cimc/placement.py) comes from the traffic model: units with
+crossbar-column and table demands, payloads between them, the mesh. The
+placer (`placer` option, docs/placement.md) minimises hop_bytes:
+* `cpsat` (default): snake start, then large-neighbourhood search with
+  OR-Tools CP-SAT over windows of neighbouring tiles (cimc/placement_cpsat.py);
+* `anneal`: simulated annealing from the same start, same time budget;
+* `sequential`: units in layer order fill cores 0, 1, 2, ... (row-major);
+* `snake`: the same fill along a boustrophedon path over the tiles.
+`time_limit` (seconds) bounds the search; the work done is fixed for a given
+limit and seed, so the result does not depend on the machine unless the
+wall-clock guard fires (then `summary.timed_out`).
 
 Attributes added:
 * matvec: `block_cores`, `block_groups` (crossbar group id on that core),
-  `block_slices` (flat `[crossbar, col] * slices` per block), `reducers`
-  (per column block, the core that adds the partial sums and requantizes:
-  the one holding most of that column's blocks);
-* pool, eltwise, rescale, concat: `core` (the least loaded core so far).
+  `block_slices` (flat `[crossbar, col] * slices` per block), all replica-major
+  (replica 0's blocks in `blocks` order, then replica 1's ...); `reducers`
+  (per replica and column block, replica-major: the core of the column's
+  first block, which adds the partial sums);
+* pool, eltwise, rescale, concat: `core`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import ClassVar
 
-from cimc.backend_codegen import CHUNK
+import numpy as np
+
 from cimc.diagnostics import CimcError
 from cimc.ir import Module
 from cimc.pass_base import Pass
-from passes.lower import image_dims
-from passes.tile import block_shape, blocks_of
-from targets import Target, load_target
+from cimc.placement import Problem, build_problem, distribute, pack
+from cimc.traffic import block_name, max_link_bytes, reducer_block, replicas, unit_edges
+from passes.tile import blocks_of
+from targets import load_target
 
-VECTOR_KINDS = ("pool", "eltwise", "rescale", "concat")
-# Local memory per output channel a reducer keeps: i32 bias + (M, shift, zy, lo, hi).
-TABLE_BYTES = 24
+PLACERS = ("cpsat", "anneal", "sequential", "snake")
+DEFAULT_TIME_LIMIT = 10.0
 
 
 @dataclass
-class CoreState:
-    """Free cell columns of each crossbar of one core, and its next group id."""
+class PlacementSummary:
+    """What the placer achieved, for the report."""
 
-    cols: int
-    free: list[int]
-    groups: int = 0
-    table_bytes: int = 0  # bias and requant tables the core may hold in local memory
+    placer: str
+    seconds: float
+    hop_bytes: int
+    max_link_bytes: int
+    hop_bytes_bound: int
+    start_hop_bytes: int  # of the constructive start (the snake fill)
+    timed_out: bool
+    windows: int = 0  # CP-SAT windows solved
+    improved: int = 0  # of which improved the placement
 
-    def fit(self, width: int, slices: int) -> list[tuple[int, int]] | None:
-        """First-fit places for `slices` column ranges of `width`; None if they do not fit."""
-        free = list(self.free)
-        places = []
-        for _ in range(slices):
-            xbar = next((x for x, f in enumerate(free) if f >= width), None)
-            if xbar is None:
-                return None
-            places.append((xbar, self.cols - free[xbar]))
-            free[xbar] -= width
-        self.free = free
-        return places
+    @property
+    def gap(self) -> float:
+        """How far above the lower bound, as a fraction of hop_bytes."""
+        return 1 - self.hop_bytes_bound / self.hop_bytes if self.hop_bytes else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {"placer": self.placer, "place_seconds": round(self.seconds, 3),
+                "hop_bytes": self.hop_bytes, "max_link_bytes": self.max_link_bytes,
+                "hop_bytes_bound": self.hop_bytes_bound, "gap": round(self.gap, 4),
+                "start_hop_bytes": self.start_hop_bytes, "timed_out": self.timed_out,
+                "windows": self.windows, "improved": self.improved}
+
+
+def run_placer(problem: Problem, placer: str, time_limit: float, seed: int
+               ) -> tuple[np.ndarray, dict[str, int | bool]]:
+    """Cores of all units and what the search did."""
+    from cimc.placement_baselines import ANNEAL_MOVES_PER_SECOND, anneal, core_order, fill
+
+    if placer not in PLACERS:
+        raise CimcError(f"unknown placer {placer!r}; choose one of {', '.join(PLACERS)}")
+    snake = fill(problem, core_order(problem, snake=True))
+    if placer in ("sequential", "snake"):
+        return (fill(problem, core_order(problem, snake=False)) if placer == "sequential"
+                else snake), {"timed_out": False}
+    cpt = problem.target.cores_per_tile
+    deadline = time.perf_counter() + time_limit
+    info: dict[str, int | bool] = {}
+    if placer == "anneal":
+        moves = int(time_limit * ANNEAL_MOVES_PER_SECOND)
+        tiles, timed_out = anneal(problem, snake // cpt, moves, seed, deadline)
+        info["timed_out"] = timed_out
+    else:
+        from cimc.placement_cpsat import search
+
+        tiles, log = search(problem, snake // cpt, time_limit, seed, deadline)
+        info.update(timed_out=log.timed_out, windows=log.windows, improved=log.improved)
+    cores = distribute(problem, tiles)
+    return (snake if cores is None else cores), info
 
 
 @dataclass
 class Place(Pass):
     name: ClassVar[str] = "place"
     target: str = "isaac"
+    placer: str = "cpsat"
+    time_limit: float = DEFAULT_TIME_LIMIT
+    seed: int = 0
+    summary: PlacementSummary | None = field(default=None, init=False, repr=False)
 
     def apply(self, module: Module) -> None:
+        from cimc.placement_baselines import core_order, fill
+        from cimc.placement_bound import hop_bytes_bound
+
         target = load_target(self.target)
-        cores: list[CoreState] = []
-        current = 0
-        budget = target.local_memory_bytes // 2
-        for op in module.ops():
-            if op.kind != "matvec":
-                continue
-            block_cores, groups, slices = [], [], []
-            columns: set[tuple[int, int]] = set()
-            for i, j in blocks_of(op):
-                width = block_shape(module, op, i, j)[1]
-                cols = width.stop - width.start
-                while True:
-                    while current >= len(cores):
-                        cores.append(CoreState(target.cols,
-                                               [target.cols] * target.crossbars_per_core))
-                    # A core holding part of a column may reduce it: room for its tables.
-                    tables = 0 if (current, j) in columns else TABLE_BYTES * cols
-                    places = None
-                    if cores[current].table_bytes + tables <= budget:
-                        places = cores[current].fit(cols, op.attrs["slices"])
-                    if places is not None:
-                        cores[current].table_bytes += tables
-                        columns.add((current, j))
-                        break
-                    if cores[current].groups == 0:
-                        raise CimcError(f"op {op.name!r}: a block of {cols} weight columns "
-                                        f"does not fit one core of target {target.name!r}")
-                    current += 1
-                block_cores.append(current)
-                groups.append(cores[current].groups)
-                cores[current].groups += 1
-                slices += [v for place in places for v in place]
-            op.attrs.update(block_cores=block_cores, block_groups=groups, block_slices=slices,
-                            reducers=_reducers(op.attrs["blocks"], block_cores))
-        _check_capacity(target, cores)
-        _place_vector_ops(module, cores, target)
+        edges = unit_edges(module, target)
+        problem, found = build_problem(module, target, edges)
+        start = time.perf_counter()
+        cores, info = run_placer(problem, self.placer, self.time_limit, self.seed)
+        seconds = time.perf_counter() - start
+        cpt = target.cores_per_tile
+        unit_core = {name: int(c) for name, c in zip(problem.names, cores, strict=True)}
+        snake = fill(problem, core_order(problem, snake=True))
+        self.summary = PlacementSummary(
+            self.placer, seconds, problem.cost(cores // cpt),
+            max_link_bytes(edges, unit_core, target), hop_bytes_bound(problem),
+            problem.cost(snake // cpt), bool(info.get("timed_out", False)),
+            int(info.get("windows", 0)), int(info.get("improved", 0)))
+        write_attributes(module, problem, cores, [u.slices for u in found])
 
 
-def _reducers(flat_blocks: list[int], block_cores: list[int]) -> list[int]:
-    columns = max(flat_blocks[1::2]) + 1
-    reducers = []
-    for j in range(columns):
-        owners = [c for (bj, c) in zip(flat_blocks[1::2], block_cores, strict=True) if bj == j]
-        reducers.append(min(set(owners), key=lambda c: (-owners.count(c), c)))
-    return reducers
-
-
-def crossbars_used(target: Target, cores: list[CoreState]) -> int:
-    return sum(sum(1 for f in core.free if f < target.cols) for core in cores)
-
-
-def _check_capacity(target: Target, cores: list[CoreState]) -> None:
-    if len(cores) > target.cores:
-        needed = crossbars_used(target, cores)
-        available = target.cores * target.crossbars_per_core
-        raise CimcError(f"the model needs {needed} crossbars on {len(cores)} cores but target "
-                        f"{target.name!r} has {available} crossbars on {target.cores} cores; "
-                        "choose a bigger target (weights are not time-multiplexed)")
-
-
-def _place_vector_ops(module: Module, cores: list[CoreState], target: Target) -> None:
-    """Each vector op on the core with the least vector work (elements) so far that has
-    room for its requant table."""
-    tables = [c.table_bytes for c in cores] or [0]
-    load = [0] * len(tables)
+def write_attributes(module: Module, problem: Problem, cores: np.ndarray,
+                     slices: list[int]) -> None:
+    """The placement attributes of every matvec and vector op (module docstring)."""
+    index = {name: k for k, name in enumerate(problem.names)}
+    places = pack(problem, cores, slices)
+    groups: dict[int, int] = {}
     for op in module.ops():
-        if op.kind not in VECTOR_KINDS:
-            continue
-        h, w, c = image_dims(module.values[op.outputs[0]])
-        need = TABLE_BYTES * (c if op.kind == "pool" else min(h * w * c, CHUNK))
-        fits = [k for k in range(len(load)) if tables[k] + need <= target.local_memory_bytes // 2]
-        if not fits and len(load) < target.cores:
-            load.append(0)
-            tables.append(0)
-            fits = [len(load) - 1]
-        if not fits:
-            raise CimcError(f"op {op.name!r}: no core has room for its {need}-byte requant "
-                            f"table on target {target.name!r}")
-        core = min(fits, key=lambda k: (load[k], k))
-        load[core] += h * w * c
-        tables[core] += need
-        op.attrs["core"] = core
+        if op.kind == "matvec":
+            block_cores, block_groups, block_slices, reducers = [], [], [], []
+            for r in range(replicas(op)):
+                for i, j in blocks_of(op):
+                    u = index[block_name(op, r, i, j)]
+                    core = int(cores[u])
+                    block_cores.append(core)
+                    block_groups.append(groups.get(core, 0))
+                    groups[core] = groups.get(core, 0) + 1
+                    block_slices += [v for place in places[u] for v in place]
+                columns = sorted({j for _, j in blocks_of(op)})
+                reducers += [int(cores[index[block_name(op, r, reducer_block(op, j), j)]])
+                             for j in columns]
+            op.attrs.update(block_cores=block_cores, block_groups=block_groups,
+                            block_slices=block_slices, reducers=reducers)
+        elif op.name in index:
+            op.attrs["core"] = int(cores[index[op.name]])

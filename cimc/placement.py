@@ -1,0 +1,226 @@
+"""The placement problem: units with crossbar and table demands, payloads, a mesh.
+
+Built from the traffic model (cimc/traffic.py): every unit (crossbar block of
+a matvec replica, or vector op) gets a core. A *payload* is one piece of data
+of one inference: a partial-sum vector gathered from the blocks of a column at
+its reducer, or an activation slice broadcast from a sender to the blocks that
+read it. It travels once per pair of distinct cores, so its cost is
+
+    bytes * sum of hops(core(center), c) over the distinct cores c of its
+    other units,
+
+where the *center* is the reducer (partial sums) or the sender (activations).
+`hop_bytes` is the sum over payloads; it equals cimc.traffic.hop_bytes.
+
+Capacity: a block's slices each take a column range of `width` cell columns
+of one crossbar of its core. The placer counts a block's width rounded up to
+`cols / 2^k` (128, 64, 32, ... for 128-column crossbars): sizes that divide
+each other pack exactly, largest first, so a core whose rounded widths sum to
+at most `crossbars_per_core * cols` always has room (see `pack`). A block also
+needs local memory for the bias and requant tables of the column it reduces,
+and a vector op for its requant table; these must stay under half the core's
+local memory, as before (the rest is for buffers).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cimc.backend_codegen import CHUNK
+from cimc.diagnostics import CimcError
+from cimc.ir import Module
+from cimc.traffic import GLOBAL, TrafficEdge, Unit, unit_edges, units
+from passes.lower import image_dims
+from targets import Target
+
+# Local memory per output channel a reducer keeps: i32 bias + (M, shift, zy, lo, hi).
+TABLE_BYTES = 24
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One piece of data between one center unit and its other units."""
+
+    center: int
+    others: np.ndarray  # unit indices, distinct, not the center
+    bytes: int
+    kind: str  # "psum" (others -> center) or "activation" (center -> others)
+
+
+@dataclass
+class Problem:
+    """Everything a placer needs, in unit indices (layer order).
+
+    Placers assign units to *tiles* (cores of one tile are 0 hops apart, so
+    only the tile matters for the cost); `distribute` then spreads each tile's
+    units over its cores. On one-core-per-tile targets tile = core.
+    """
+
+    names: list[str]
+    demand: np.ndarray  # rounded cell columns per unit (0 for vector ops)
+    tables: np.ndarray  # local memory bytes of tables per unit
+    payloads: list[Payload]
+    target: Target
+    capacity: int  # cell columns per core
+    table_budget: int  # table bytes per core
+    columns: np.ndarray  # cell columns per unit, not rounded (for the lower bound)
+    incident: list[list[int]] = field(default_factory=list)  # unit -> payload indices
+
+    def __post_init__(self) -> None:
+        if not self.incident:
+            self.incident = [[] for _ in self.names]
+            for k, p in enumerate(self.payloads):
+                self.incident[p.center].append(k)
+                for u in p.others:
+                    self.incident[int(u)].append(k)
+        t = self.target
+        self.tile_cores = [min(t.cores_per_tile, t.cores - k * t.cores_per_tile)
+                           for k in range(t.tiles)]
+        self.hops = tile_hops(t)
+        self.tile_capacity = np.array(self.tile_cores, dtype=np.int64) * self.capacity
+        self.tile_tables = np.array(self.tile_cores, dtype=np.int64) * self.table_budget
+
+    @property
+    def tiles(self) -> int:
+        return len(self.tile_cores)
+
+    def cost(self, tile_of: np.ndarray) -> int:
+        """hop_bytes of an assignment of units to tiles."""
+        return sum(payload_cost(p, tile_of, self.hops) for p in self.payloads)
+
+    def fits(self, tile_of: np.ndarray) -> bool:
+        """Tile-level capacity (columns and tables) respected."""
+        cols = np.bincount(tile_of, weights=self.demand, minlength=self.tiles)
+        tables = np.bincount(tile_of, weights=self.tables, minlength=self.tiles)
+        return bool((cols <= self.tile_capacity).all() and (tables <= self.tile_tables).all())
+
+
+def payload_cost(p: Payload, core_of: np.ndarray, hops: np.ndarray) -> int:
+    return p.bytes * int(hops[core_of[p.center], np.unique(core_of[p.others])].sum())
+
+
+def rounded_width(width: int, cols: int) -> int:
+    """The smallest cols / 2^k that holds `width` columns."""
+    size = cols
+    while size % 2 == 0 and size // 2 >= width:
+        size //= 2
+    return size
+
+
+def tile_hops(target: Target) -> np.ndarray:
+    """Mesh hops between every pair of tiles that hold cores."""
+    tiles = np.arange(target.tiles)
+    x, y = tiles % target.mesh_x, tiles // target.mesh_x
+    return np.abs(x[:, None] - x[None, :]) + np.abs(y[:, None] - y[None, :])
+
+
+def _table_bytes(module: Module, unit: Unit, reducers: set[str]) -> int:
+    if unit.kind == "block":
+        return TABLE_BYTES * unit.weight_cols if unit.name in reducers else 0
+    op = module.op(unit.op)
+    h, w, c = image_dims(module.values[op.outputs[0]])
+    return TABLE_BYTES * (c if op.kind == "pool" else min(h * w * c, CHUNK))
+
+
+def build_problem(module: Module, target: Target,
+                  edges: list[TrafficEdge] | None = None) -> tuple[Problem, list[Unit]]:
+    """The placement problem of a tiled, replicated module."""
+    found = units(module, target)
+    if edges is None:
+        edges = unit_edges(module, target)
+    index = {u.name: k for k, u in enumerate(found)}
+    reducers = {e.dst for e in edges if e.kind == "psum"}
+    reducers |= {e.src for e in edges if e.kind in ("activation", "output")}
+    demand = np.array([rounded_width(u.weight_cols, target.cols) * u.slices
+                       if u.kind == "block" else 0 for u in found], dtype=np.int64)
+    tables = np.array([_table_bytes(module, u, reducers) for u in found], dtype=np.int64)
+    grouped: dict[Hashable, tuple[str, set[str], int, str]] = {}
+    for e in edges:
+        if e.src == GLOBAL or e.dst == GLOBAL:
+            continue
+        center, other = (e.dst, e.src) if e.kind == "psum" else (e.src, e.dst)
+        entry = grouped.setdefault(e.payload, (center, set(), e.bytes, e.kind))
+        entry[1].add(other)
+    payloads = [Payload(index[c], np.array(sorted(index[o] for o in others), dtype=np.int64),
+                        size, kind)
+                for c, others, size, kind in grouped.values() if size > 0]
+    problem = Problem([u.name for u in found], demand, tables, payloads, target,
+                      target.crossbars_per_core * target.cols, target.local_memory_bytes // 2,
+                      np.array([u.crossbar_columns_needed for u in found], dtype=np.int64))
+    check_fits(problem, found)
+    return problem, found
+
+
+def check_fits(problem: Problem, found: list[Unit]) -> None:
+    """CimcError when the blocks cannot fit the target's crossbars."""
+    target = problem.target
+    per_xbar = target.cols
+    needed = int(-(-problem.demand.sum() // per_xbar))
+    available = target.cores * target.crossbars_per_core
+    if needed > available:
+        cores = -(-needed // target.crossbars_per_core)
+        raise CimcError(f"the model needs {needed} crossbars on {cores} cores but target "
+                        f"{target.name!r} has {available} crossbars on {target.cores} cores; "
+                        "choose a bigger target (weights are not time-multiplexed)")
+    for u, d in zip(found, problem.demand, strict=True):
+        if d > problem.capacity:
+            raise CimcError(f"op {u.op!r}: a block of {u.weight_cols} weight columns does "
+                            f"not fit one core of target {target.name!r}")
+
+
+def distribute(problem: Problem, tile_of: np.ndarray) -> np.ndarray | None:
+    """Cores for the units of each tile: largest block first into the first core of
+    the tile with room (columns and tables); vector ops where tables fit, least
+    loaded first. None if some tile's units do not fit its cores."""
+    cpt = problem.target.cores_per_tile
+    core_of = np.zeros(len(tile_of), dtype=np.int64)
+    if cpt == 1:
+        return tile_of.astype(np.int64).copy() if problem.fits(tile_of) else None
+    cols = np.zeros(problem.target.cores, dtype=np.int64)
+    tables = np.zeros(problem.target.cores, dtype=np.int64)
+    order = sorted(range(len(tile_of)), key=lambda u: (-problem.demand[u], u))
+    for u in order:
+        t = int(tile_of[u])
+        cores = range(t * cpt, t * cpt + problem.tile_cores[t])
+        fits = [c for c in cores if cols[c] + problem.demand[u] <= problem.capacity
+                and tables[c] + problem.tables[u] <= problem.table_budget]
+        if not fits:
+            return None
+        core = fits[0] if problem.demand[u] else min(fits, key=lambda c: (tables[c], c))
+        core_of[u] = core
+        cols[core] += problem.demand[u]
+        tables[core] += problem.tables[u]
+    return core_of
+
+
+def pack(problem: Problem, core_of: np.ndarray, slices: list[int]
+         ) -> dict[int, list[tuple[int, int]]]:
+    """Crossbar and first column of every slice of every block, per unit index.
+
+    Per core, blocks go largest rounded width first (then in layer order) into
+    the first crossbar with room, at offsets that are multiples of their
+    rounded width; since the widths divide each other nothing is wasted.
+    """
+    target = problem.target
+    per_core: dict[int, list[int]] = defaultdict(list)
+    for u in np.flatnonzero(problem.demand).tolist():
+        per_core[int(core_of[u])].append(u)
+    places: dict[int, list[tuple[int, int]]] = {}
+    for core in sorted(per_core):
+        fill = [0] * target.crossbars_per_core
+        width_of = {u: int(problem.demand[u]) // slices[u] for u in per_core[core]}
+        for u in sorted(per_core[core], key=lambda u: (-width_of[u], u)):
+            spots = []
+            for _ in range(slices[u]):
+                xbar = next((x for x, f in enumerate(fill) if f + width_of[u] <= target.cols),
+                            None)
+                if xbar is None:
+                    raise CimcError(f"internal: core {core} overfull in placement packing")
+                spots.append((xbar, fill[xbar]))
+                fill[xbar] += width_of[u]
+            places[u] = spots
+    return places

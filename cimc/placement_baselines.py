@@ -1,0 +1,196 @@
+"""Baseline placers: layer-order fills of the mesh and simulated annealing.
+
+* `sequential`: units in layer order fill cores 0, 1, 2, ... (row-major over
+  the mesh), as the research compilers place weights;
+* `snake`: the same fill over tiles in boustrophedon order (rows alternate
+  direction), so consecutive cores are always neighbours;
+* `anneal`: pairwise moves and swaps of units between tiles, accepted by the
+  Metropolis rule on a geometric temperature schedule, from a given start.
+
+Annealing does a fixed number of moves (`ANNEAL_MOVES_PER_SECOND` times the
+time limit) so its result does not depend on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import Counter
+
+import numpy as np
+
+from cimc.diagnostics import CimcError
+from cimc.placement import Problem
+
+# Moves per second of time limit: a little under what this implementation does on
+# one core of the development machine, so `anneal` uses about the time it is given.
+ANNEAL_MOVES_PER_SECOND = 50_000
+# Start temperature as a fraction of the median cost change of a random move: low,
+# since annealing refines a good start rather than exploring from scratch.
+START_TEMPERATURE = 0.01
+
+
+def core_order(problem: Problem, snake: bool) -> list[int]:
+    """Cores in row-major order, or tile rows alternating direction (boustrophedon)."""
+    t = problem.target
+    tiles = list(range(problem.tiles))
+    if snake:
+        tiles = sorted(tiles, key=lambda k: (k // t.mesh_x,
+                                             k % t.mesh_x if (k // t.mesh_x) % 2 == 0
+                                             else -(k % t.mesh_x)))
+    return [k * t.cores_per_tile + c for k in tiles for c in range(problem.tile_cores[k])]
+
+
+def fill(problem: Problem, order: list[int]) -> np.ndarray:
+    """Units in layer order into cores in `order`: a unit goes to the current core if
+    its columns and tables fit, else to the next core. Returns each unit's core."""
+    core_of = np.zeros(len(problem.names), dtype=np.int64)
+    position, cols, tables = 0, 0, 0
+    for u in range(len(problem.names)):
+        while (cols + problem.demand[u] > problem.capacity
+               or tables + problem.tables[u] > problem.table_budget):
+            position, cols, tables = position + 1, 0, 0
+            if position >= len(order):
+                needed = int(-(-problem.demand.sum() // problem.target.cols))
+                raise CimcError(
+                    f"the model needs {needed} crossbars on more than {len(order)} cores but "
+                    f"target {problem.target.name!r} has "
+                    f"{problem.target.cores * problem.target.crossbars_per_core} crossbars on "
+                    f"{problem.target.cores} cores; choose a bigger target "
+                    "(weights are not time-multiplexed)")
+        core_of[u] = order[position]
+        cols += int(problem.demand[u])
+        tables += int(problem.tables[u])
+    return core_of
+
+
+class Annealer:
+    """Tile assignment with incremental hop_bytes under moves of one unit."""
+
+    def __init__(self, problem: Problem, tile_of: np.ndarray) -> None:
+        self.p = problem
+        self.tile = [int(t) for t in tile_of]
+        self.hops = problem.hops.tolist()
+        self.counts = [Counter(self.tile[int(v)] for v in pl.others) for pl in problem.payloads]
+        self.cols = np.bincount(tile_of, weights=problem.demand,
+                                minlength=problem.tiles).astype(np.int64).tolist()
+        self.tabs = np.bincount(tile_of, weights=problem.tables,
+                                minlength=problem.tiles).astype(np.int64).tolist()
+        self.members: list[list[int]] = [[] for _ in range(problem.tiles)]
+        for u, t in enumerate(self.tile):
+            self.members[t].append(u)
+
+    def move(self, u: int, b: int) -> int:
+        """Move unit u to tile b; the change of hop_bytes."""
+        a = self.tile[u]
+        delta = 0
+        for k in self.p.incident[u]:
+            pl = self.p.payloads[k]
+            count = self.counts[k]
+            if pl.center == u:
+                ha, hb = self.hops[a], self.hops[b]
+                delta += pl.bytes * sum(hb[c] - ha[c] for c in count)
+            else:
+                centre = self.hops[self.tile[pl.center]]
+                count[a] -= 1
+                if count[a] == 0:
+                    del count[a]
+                    delta -= pl.bytes * centre[a]
+                if b not in count:
+                    delta += pl.bytes * centre[b]
+                    count[b] = 0
+                count[b] += 1
+        self.tile[u] = b
+        self.cols[a] -= int(self.p.demand[u])
+        self.cols[b] += int(self.p.demand[u])
+        self.tabs[a] -= int(self.p.tables[u])
+        self.tabs[b] += int(self.p.tables[u])
+        self.members[a].remove(u)
+        self.members[b].append(u)
+        return delta
+
+    def room(self, u: int, b: int, leaving: int = -1) -> bool:
+        """Whether tile b takes unit u (after unit `leaving` left it)."""
+        d = int(self.p.demand[u]) - (int(self.p.demand[leaving]) if leaving >= 0 else 0)
+        t = int(self.p.tables[u]) - (int(self.p.tables[leaving]) if leaving >= 0 else 0)
+        return (self.cols[b] + d <= self.p.tile_capacity[b]
+                and self.tabs[b] + t <= self.p.tile_tables[b])
+
+    def partner_tile(self, u: int, rng: random.Random) -> int:
+        """A tile near one of u's partners (where moving u may pay off)."""
+        incident = self.p.incident[u]
+        if not incident or rng.random() < 0.3:
+            base = self.tile[u]
+        else:
+            pl = self.p.payloads[rng.choice(incident)]
+            v = pl.center if pl.center != u else int(pl.others[rng.randrange(len(pl.others))])
+            base = self.tile[v]
+        if rng.random() < 0.5:
+            return base
+        t = self.p.target
+        x = min(max(base % t.mesh_x + rng.randint(-2, 2), 0), t.mesh_x - 1)
+        y = min(max(base // t.mesh_x + rng.randint(-2, 2), 0), t.mesh_y - 1)
+        return min(y * t.mesh_x + x, self.p.tiles - 1)
+
+
+def anneal(problem: Problem, start: np.ndarray, moves: int, seed: int,
+           deadline: float | None = None) -> tuple[np.ndarray, bool]:
+    """Simulated annealing over tile assignments from `start` (tiles): the best seen,
+    and whether the wall-clock `deadline` cut the `moves` short."""
+    rng = random.Random(seed)
+    state = Annealer(problem, start)
+    n = len(problem.names)
+    cost = problem.cost(start)
+    best, best_cost = list(state.tile), cost
+    if n < 2 or moves <= 0:
+        return np.array(best, dtype=np.int64), False
+    deltas: list[int] = []
+    for _ in range(200):
+        sample = _propose(state, rng, n)
+        if sample is not None:
+            deltas.append(abs(sample[0]))
+            _undo(state, sample[1])
+    t0 = START_TEMPERATURE * float(np.median([d for d in deltas if d] or [1]))
+    t_end = t0 / 1000
+    for step in range(moves):
+        if deadline is not None and step % 1000 == 0 and time.perf_counter() > deadline:
+            return np.array(best, dtype=np.int64), True
+        temperature = t0 * (t_end / t0) ** (step / moves)
+        proposal = _propose(state, rng, n)
+        if proposal is None:
+            continue
+        delta, undo = proposal
+        if delta <= 0 or rng.random() < math.exp(-delta / temperature):
+            cost += delta
+            if cost < best_cost:
+                best, best_cost = list(state.tile), cost
+        else:
+            _undo(state, undo)
+    return np.array(best, dtype=np.int64), False
+
+
+def _propose(state: Annealer, rng: random.Random, n: int
+             ) -> tuple[int, list[tuple[int, int]]] | None:
+    """Apply a random move or swap; (delta, undo list) or None if nothing was done."""
+    u = rng.randrange(n)
+    a = state.tile[u]
+    b = state.partner_tile(u, rng)
+    if b == a:
+        return None
+    if state.room(u, b):
+        return state.move(u, b), [(u, a)]
+    same = [v for v in state.members[b] if state.p.demand[v] == state.p.demand[u]]
+    if not same:
+        return None
+    v = same[rng.randrange(len(same))]
+    if not (state.room(u, b, v) and state.room(v, a, u)):
+        return None
+    delta = state.move(u, b)
+    delta += state.move(v, a)
+    return delta, [(v, b), (u, a)]
+
+
+def _undo(state: Annealer, undo: list[tuple[int, int]]) -> None:
+    for u, t in undo:
+        state.move(u, t)

@@ -1,0 +1,188 @@
+"""The default placer: large-neighbourhood search with OR-Tools CP-SAT.
+
+Start from a constructive placement (the snake fill: layers follow a
+boustrophedon path over the mesh, so consecutive layers sit side by side).
+Then repeat: pick a *window* of a few neighbouring tiles (a seed tile and its
+nearest tiles, occupied or empty), free every unit on them, and let CP-SAT
+re-assign those units among the window's tiles optimally with everything
+else fixed; keep the result if hop_bytes fell.
+
+The window subproblem is exact for the payload cost (docs/placement.md):
+* x[u, t] (unit u on tile t) with one tile per unit, column and table capacity
+  per tile as linear constraints;
+* reach[p, t] >= x[v, t] for every freed other unit v of payload p: the
+  payload visits tile t;
+* center fixed at tile a: cost bytes * hops(a, t) * reach[p, t];
+* center freed: bytes * x[c, s] * (hops from s to the fixed others' tiles),
+  and y[p, s, t] >= x[c, s] + reach[p, t] - 1 costing bytes * hops(s, t)
+  (the product linearised, only within the window).
+The current placement is given as a complete hint, so every solve starts
+from a feasible solution.
+
+Determinism: one CP-SAT worker, a fixed random seed, a deterministic time
+limit per solve, and a fixed number of windows (proportional to the time
+limit), chosen by a seeded generator. A wall-clock guard stops early if the
+machine is much slower than expected; then the result is the best found so
+far and the caller reports the time-out.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from cimc.placement import Problem, payload_cost
+
+# Windows per second of time limit, and the deterministic time CP-SAT may
+# spend on one window (its units of work are about a second of one core).
+WINDOWS_PER_SECOND = 8
+WINDOW_DETERMINISTIC_TIME = 0.05
+# Units freed per window at most (tiles are added while the bound holds).
+WINDOW_UNITS = 48
+WINDOW_TILES = 6
+
+
+@dataclass
+class SearchLog:
+    """What the search did."""
+
+    windows: int = 0
+    improved: int = 0
+    timed_out: bool = False
+
+
+def window_tiles(problem: Problem, seed_tile: int, occupancy: np.ndarray) -> list[int]:
+    """The seed tile and its nearest tiles while their units stay under WINDOW_UNITS."""
+    near = sorted(range(problem.tiles), key=lambda t: (problem.hops[seed_tile, t], t))
+    chosen: list[int] = []
+    units = 0
+    for t in near:
+        if len(chosen) >= WINDOW_TILES:
+            break
+        if chosen and units + occupancy[t] > WINDOW_UNITS:
+            continue
+        chosen.append(t)
+        units += int(occupancy[t])
+    return chosen
+
+
+def solve_window(problem: Problem, tile_of: np.ndarray, window: list[int], seed: int
+                 ) -> np.ndarray | None:
+    """The optimal re-assignment of the window's units among its tiles (None if CP-SAT
+    found nothing within its limit)."""
+    from ortools.sat.python import cp_model
+
+    inside = set(window)
+    free = [u for u in range(len(tile_of)) if int(tile_of[u]) in inside]
+    if not free:
+        return None
+    payload_ids = sorted({k for u in free for k in problem.incident[u]})
+    if not payload_ids:
+        return None
+    scale = math.gcd(*(problem.payloads[k].bytes for k in payload_ids))
+    hops = problem.hops
+    model = cp_model.CpModel()
+    x = {(u, t): model.new_bool_var(f"x{u}_{t}") for u in free for t in window}
+    hint: dict[cp_model.IntVar, int] = {}
+    for u in free:
+        model.add_exactly_one(x[u, t] for t in window)
+        for t in window:
+            hint[x[u, t]] = int(tile_of[u] == t)
+    for t in window:
+        if any(problem.demand[u] for u in free):
+            model.add(sum(int(problem.demand[u]) * x[u, t] for u in free)
+                      <= int(problem.tile_capacity[t]))
+        if any(problem.tables[u] for u in free):
+            model.add(sum(int(problem.tables[u]) * x[u, t] for u in free)
+                      <= int(problem.tile_tables[t]))
+    terms: list[tuple[int, cp_model.IntVar]] = []
+    for k in payload_ids:
+        p = problem.payloads[k]
+        weight = p.bytes // scale
+        free_others = [int(v) for v in p.others if int(tile_of[v]) in inside]
+        reach = {}
+        if free_others:
+            for t in window:
+                reach[t] = model.new_bool_var(f"r{k}_{t}")
+                hint[reach[t]] = int(any(tile_of[v] == t for v in free_others))
+                for v in free_others:
+                    model.add_implication(x[v, t], reach[t])
+        if int(tile_of[p.center]) not in inside:
+            a = int(tile_of[p.center])
+            terms += [(weight * int(hops[a, t]), reach[t]) for t in reach if hops[a, t]]
+            continue
+        fixed = sorted({int(tile_of[v]) for v in p.others} - inside)
+        for s in window:
+            coefficient = weight * int(hops[s, fixed].sum()) if fixed else 0
+            if coefficient:
+                terms.append((coefficient, x[p.center, s]))
+            for t in reach:
+                if t == s or not hops[s, t]:
+                    continue
+                y = model.new_bool_var(f"y{k}_{s}_{t}")
+                model.add_bool_or([x[p.center, s].Not(), reach[t].Not(), y])
+                hint[y] = hint[x[p.center, s]] * hint[reach[t]]
+                terms.append((weight * int(hops[s, t]), y))
+    if not terms:
+        return None
+    model.minimize(sum(c * v for c, v in terms))
+    for var, value in hint.items():
+        model.add_hint(var, value)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = seed
+    solver.parameters.max_deterministic_time = WINDOW_DETERMINISTIC_TIME
+    status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    result = tile_of.copy()
+    for u in free:
+        result[u] = next(t for t in window if solver.boolean_value(x[u, t]))
+    return result
+
+
+def local_cost(problem: Problem, tile_of: np.ndarray, units: list[int]) -> int:
+    """hop_bytes of the payloads touching `units`."""
+    ids = sorted({k for u in units for k in problem.incident[u]})
+    return sum(payload_cost(problem.payloads[k], tile_of, problem.hops) for k in ids)
+
+
+def search(problem: Problem, start: np.ndarray, seconds: float, seed: int,
+           deadline: float | None = None) -> tuple[np.ndarray, SearchLog]:
+    """Large-neighbourhood search from `start` (tiles); the best assignment found."""
+    rng = random.Random(seed)
+    log = SearchLog()
+    tile_of = start.copy()
+    budget = max(1, int(seconds * WINDOWS_PER_SECOND))
+    seeds: list[int] = []
+    quiet = 0  # windows in a row that changed nothing
+    for _ in range(budget):
+        if quiet > problem.tiles + 4:
+            break  # a whole round of windows found nothing better: a local optimum
+        if deadline is not None and time.perf_counter() > deadline:
+            log.timed_out = True
+            break
+        if not seeds:
+            occupied = sorted({int(t) for t in tile_of})
+            seeds = occupied + [t for t in range(problem.tiles) if t not in set(occupied)][:4]
+            rng.shuffle(seeds)
+        occupancy = np.bincount(tile_of, minlength=problem.tiles)
+        window = window_tiles(problem, seeds.pop(), occupancy)
+        log.windows += 1
+        result = solve_window(problem, tile_of, window, rng.randrange(1 << 30))
+        quiet += 1
+        if result is None:
+            continue
+        moved = [u for u in np.flatnonzero(result != tile_of).tolist()]
+        if not moved:
+            continue
+        touched = [u for u in range(len(tile_of)) if int(tile_of[u]) in set(window)]
+        if local_cost(problem, result, touched) < local_cost(problem, tile_of, touched):
+            tile_of = result
+            log.improved += 1
+            quiet = 0
+    return tile_of, log
