@@ -11,6 +11,7 @@ import base64
 import binascii
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 
 # Constants with at most this many elements print as a literal list.
 LITERAL_LIMIT = 16
+# Constants a .cir file may define: beyond this it is a typo, not a model.
+MAX_CONSTANT_BYTES = 1 << 30
+# Dimensions beyond this overflow the int64 sizes numpy computes.
+MAX_DIM = 1 << 40
 # Words the grammar reserves: a kind or attribute named like one is quoted.
 KEYWORDS = frozenset(
     "module input const output loc q splat elided true false inf nan".split()
@@ -317,6 +322,10 @@ class _Builder:
                 f"unknown element type '{dtype}'; valid types: {', '.join(DTYPES)}", dtype
             )
         shape = tuple(self.integer(d) for d in (dims.children if dims else ()))
+        for token, dim in zip(dims.children if dims else (), shape, strict=True):
+            if not 0 <= dim <= MAX_DIM:
+                raise self.error(f"dimension {dim} is out of range; dimensions are "
+                                 f"0..{MAX_DIM}", token)
         return TensorType(shape, str(dtype), None if quant is None else self.quant(quant))
 
     def integer(self, token: Any) -> int:
@@ -399,6 +408,10 @@ class _Builder:
 
     def data(self, tree: Any, type_: TensorType) -> np.ndarray:
         dtype = type_.numpy_dtype
+        nbytes = math.prod(type_.shape) * dtype.itemsize
+        if nbytes > MAX_CONSTANT_BYTES:
+            raise self.error(f"constant of type {_type(type_)} would take {nbytes} bytes, more "
+                             f"than the {MAX_CONSTANT_BYTES} a .cir constant may hold", tree)
         if tree.data == "splat":
             return np.full(type_.shape, self.element(tree.children[0], dtype), dtype=dtype)
         if tree.data == "elided":

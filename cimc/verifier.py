@@ -213,8 +213,24 @@ def _check_constant(name: str, array: Any, type_: TensorType) -> None:
 
 
 def _check_type(name: str, type_: TensorType) -> None:
+    if any(d < 0 for d in type_.shape):
+        raise VerifyError(f"value {value_ref(name)}: negative dimension in shape "
+                          f"{list(type_.shape)}", value=name)
     q = type_.quant
-    if q is None or q.axis is None:
+    if q is None:
+        return
+    dtype = type_.numpy_dtype
+    if dtype.kind not in "iu":
+        raise VerifyError(f"value {value_ref(name)}: quantization parameters on a "
+                          f"{type_.dtype} tensor; only integer tensors are quantized", value=name)
+    if not all(np.isfinite(s) and s > 0 for s in q.scale):
+        raise VerifyError(f"value {value_ref(name)}: quantization scales must be positive "
+                          f"finite numbers, got {list(q.scale)}", value=name)
+    info = np.iinfo(dtype)
+    if not all(info.min <= z <= info.max for z in q.zero_point):
+        raise VerifyError(f"value {value_ref(name)}: zero point {list(q.zero_point)} is out of "
+                          f"range for {type_.dtype} [{info.min}, {info.max}]", value=name)
+    if q.axis is None:
         return
     rank = len(type_.shape)
     if not 0 <= q.axis < rank:
