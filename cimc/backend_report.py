@@ -60,3 +60,35 @@ def host_work(module: Module) -> list[str]:
     from passes.lower import CHIP_KINDS
 
     return [f"{op.name} ({op.kind})" for op in module.ops() if op.kind not in CHIP_KINDS]
+
+
+def schedule_bounds(module: Module, target: Target) -> dict[str, Any]:
+    """What the mapping allows: the slowest stage and the critical path (docs/backend.md,
+    "Bounds"), in cycles, ns and inferences per second."""
+    from cimc.backend_plan import build
+    from cimc.traffic import global_bytes, max_link_bytes, unit_cores, unit_edges
+
+    plan = build(module, target)
+    edges, cores = unit_edges(module, target), unit_cores(module)
+    stages = {
+        "core_mvm": max(plan.core_bound.values(), default=0.0),
+        "global_memory": global_bytes(edges, cores) / target.global_bytes_per_cycle,
+        "network_link": max_link_bytes(edges, cores, target) / target.link_bytes_per_cycle,
+    }
+    period = max(stages.values())
+    ns = 1e3 / target.clock_mhz
+    return {
+        "throughput_bound": target.clock_mhz * 1e6 / period if period else 0.0,
+        "period_bound_cycles": period,
+        "bound_stage": max(stages, key=lambda k: stages[k]),
+        "stage_cycles": stages,
+        "latency_bound_cycles": plan.latency_bound,
+        "latency_bound_ns": plan.latency_bound * ns,
+        "mvm_count": sum(u.windows for u in _units(module, target) if u.kind == "block"),
+    }
+
+
+def _units(module: Module, target: Target) -> list[Any]:
+    from cimc.traffic import units
+
+    return units(module, target)

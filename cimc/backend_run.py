@@ -94,6 +94,9 @@ def _figures(backend: Module, target: Any, program: Any,
     from isa.encoding import encode_program
 
     figures = static_figures(backend, target, generate(backend, target))
+    from cimc.backend_report import schedule_bounds
+
+    figures.update(schedule_bounds(backend, target))
     figures.update(
         cycles=simulated["cycles"],
         latency_us=simulated["latency_us"],
