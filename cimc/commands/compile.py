@@ -188,6 +188,9 @@ def build_report(compiled: Compiled, program_path: str,
     from isa.simulator import run_program
 
     report = static_figures(compiled.module, compiled.target, compiled.cores)
+    from cimc.backend_report import schedule_bounds
+
+    report.update(schedule_bounds(compiled.module, compiled.target))
     program = assemble_file(program_path)
     image = load_image(Path(program_path).with_suffix(".img"))
     if input_codes is not None:
