@@ -58,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     except CimcError as exc:
         print(f"cimc: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        # A file problem a command did not anticipate: still the user's, never a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cimc: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("cimc: error: out of memory; the model or the inputs are too large for this "
+              "machine", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("cimc: interrupted", file=sys.stderr)
         return 130

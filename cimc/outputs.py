@@ -6,17 +6,39 @@ import os
 import tempfile
 from pathlib import Path
 
+from cimc.diagnostics import CimcError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def write_atomic(path: str | Path, content: str | bytes) -> None:
-    """Write `content` to `path` via a temporary file renamed into place."""
+    """Write `content` to `path` via a temporary file renamed into place.
+
+    A file system problem (missing or read-only directory, a directory in the
+    way) is a CimcError naming `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     mode = "w" if isinstance(content, str) else "wb"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:
             handle.write(content)
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        raise CimcError(f"cannot write {path}: {reason}; check that the directory exists "
+                        "and is writable and that the path is not a directory") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
