@@ -50,6 +50,8 @@ def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = Non
 
 def load_model(path: str) -> onnx.ModelProto:
     """Read and check the model file; errors name the file."""
+    if Path(path).is_dir():
+        raise CimcError(f"{path}: is a directory; give the path of an ONNX model (.onnx)")
     if not Path(path).is_file():
         raise CimcError(f"{path}: no such file; give the path of an ONNX model (.onnx)")
     try:
@@ -65,7 +67,7 @@ def load_model(path: str) -> onnx.ModelProto:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise CimcError(
-            f"{path}: the ONNX checker rejects this model: {_first_line(exc)}"
+            f"{path}: the ONNX checker rejects this model: {_one_line(exc)}"
         ) from None
     return model
 
@@ -108,6 +110,11 @@ def pin_input_shapes(
                 f"give it with --input-shape {value.name}=..."
             )
         for i, dim in enumerate(dims):
+            if dim.HasField("dim_value") and dim.dim_value == 0:
+                raise CimcError(
+                    f"{path}: input {value.name!r} has dimension {i} of size 0 (an empty "
+                    f"tensor); fix it with --input-shape {value.name}=..."
+                )
             if not dim.HasField("dim_value") or dim.dim_value <= 0:
                 label = f"{dim.dim_param!r}" if dim.dim_param else "unknown"
                 known = ",".join(str(d.dim_value) if d.dim_value > 0 else "?" for d in dims)
@@ -207,6 +214,12 @@ def module_name(path: str) -> str:
 
 def _dims_text(shape: tuple[int, ...]) -> str:
     return ",".join(str(d) for d in shape)
+
+
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    """The whole message of `exc` on one line (the checker spreads one sentence over several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _first_line(exc: BaseException) -> str:

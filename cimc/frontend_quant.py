@@ -105,6 +105,9 @@ def _make_quant(
     zps = [0] * len(scales) if zero_point is None else [int(z) for z in zero_point.reshape(-1)]
     if len(zps) != len(scales):
         raise ctx.error(f"its scale has {len(scales)} elements but its zero point {len(zps)}")
+    if not all(np.isfinite(s) and s > 0 for s in scales):
+        raise ctx.error(f"its quantization scale {scales if len(scales) > 1 else scales[0]} is "
+                        "not a positive finite number; re-quantize the model")
     if len(scales) == 1:
         return Quant((scales[0],), (zps[0],))
     if axis is None:

@@ -54,9 +54,11 @@ def input_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
             if not equals or not name:
                 raise ValueError
             shapes[name] = tuple(int(d) for d in dims.split(","))
+            if any(d < 1 for d in shapes[name]):
+                raise ValueError
         except ValueError:
-            raise CimcError(f"--input-shape '{spec}': expected NAME=DIMS like "
-                            "data=1,3,224,224") from None
+            raise CimcError(f"--input-shape '{spec}': expected NAME=DIMS with "
+                            "positive integer sizes, like data=1,3,224,224") from None
     return shapes
 
 
