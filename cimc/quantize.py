@@ -62,7 +62,26 @@ def _prepare(path: str, prepared: Path) -> None:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(prepared)
-    onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    # Its notes on removed initializers are not the user's concern.
+    options.log_severity_level = 3
+    onnxruntime.InferenceSession(_loadable(path), options, providers=["CPUExecutionProvider"])
+
+
+def _loadable(path: str) -> str | bytes:
+    """The model at `path`, its IR version lowered to what its opsets need if higher.
+
+    A model saved by a newer onnx package declares an IR version onnxruntime
+    may not know yet, although it uses nothing beyond its opsets.
+    """
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    if model.ir_version <= needed:
+        return path
+    model = onnx.load(path)
+    model.ir_version = needed
+    return model.SerializeToString()
 
 
 def quantize_onnx(
@@ -99,8 +118,11 @@ def quantize_onnx(
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(feeds, None)
 
+    import onnxruntime
+
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice goes to the root logger
+    onnxruntime.set_default_logger_severity(3)  # and its sessions' notes to onnxruntime's log
     try:
         with tempfile.TemporaryDirectory(prefix="cimc-quantize-") as tmp:
             prepared = Path(tmp) / "prepared.onnx"
@@ -124,6 +146,7 @@ def quantize_onnx(
         ) from None
     finally:
         logging.getLogger().setLevel(level)
+        onnxruntime.set_default_logger_severity(2)
 
 
 def import_model(
@@ -156,4 +179,8 @@ def import_model(
     with tempfile.TemporaryDirectory(prefix="cimc-import-") as tmp:
         quantized = Path(tmp) / Path(path).name
         quantize_onnx(path, quantized, inputs, data, activations)
-        return import_onnx(str(quantized), input_shapes)
+        try:
+            return import_onnx(str(quantized), input_shapes)
+        except CimcError as exc:  # name the user's model, not the temporary file
+            raise CimcError(exc.message.replace(str(quantized), f"{path} (quantized)"),
+                            exc.location, exc.source_line) from None
