@@ -32,6 +32,9 @@ def _load(path: str, names: list[str]) -> dict[str, np.ndarray]:
     suffix = file.suffix.lower()
     if suffix not in (".npy", ".npz"):
         raise CimcError(f"{path}: unknown input file type {suffix!r}; use .npy or .npz")
+    if suffix == ".npy" and not _starts_with(file, np.lib.format.MAGIC_PREFIX):
+        raise CimcError(f"{path}: not a numpy .npy file (it lacks the .npy header); "
+                        "save the inputs with numpy.save")
     try:
         loaded = np.load(file, allow_pickle=False)
         if suffix == ".npy":
@@ -55,6 +58,14 @@ def _load(path: str, names: list[str]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _starts_with(file: Path, prefix: bytes) -> bool:
+    try:
+        with file.open("rb") as handle:
+            return handle.read(len(prefix)) == prefix
+    except OSError as exc:
+        raise CimcError(f"{file}: cannot read: {exc.strerror or exc}") from None
+
+
 def _checked(path: str, name: str, array: np.ndarray, ty: TensorType) -> np.ndarray:
     expected = list(ty.shape)
     shape = list(array.shape)
@@ -76,6 +87,9 @@ def _checked(path: str, name: str, array: np.ndarray, ty: TensorType) -> np.ndar
                 f"{path}: input {name!r} has element type {array.dtype} but the model expects "
                 "floats (f32); convert the data to float32 as the model's training did"
             )
+        if array.size and not np.isfinite(array).all():
+            raise CimcError(f"{path}: input {name!r} holds NaN or infinite values; "
+                            "give finite numbers")
         return array.astype(np.float32)
     info = np.iinfo(ty.numpy_dtype) if np.issubdtype(ty.numpy_dtype, np.integer) else None
     if info is None or not np.issubdtype(array.dtype, np.integer):
@@ -104,7 +118,9 @@ def write_outputs(path: str, outputs: dict[str, np.ndarray], types: dict[str, Te
     elif suffix == ".npz":
         with zipfile.ZipFile(buffer, "w") as archive:  # the layout of np.savez
             for name, array in arrays.items():
-                with archive.open(f"{name}.npy", "w") as entry:
+                # A fixed timestamp: the same outputs give the same bytes.
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(info, "w") as entry:
                     np.lib.format.write_array(entry, array, allow_pickle=False)
     else:
         raise CimcError(f"{path}: unknown output file type {suffix!r}; use .npy or .npz")

@@ -73,8 +73,10 @@ def sim_command(args: argparse.Namespace) -> int:
         image = load_image(image_path)
     if args.adc_bits is not None and not 1 <= args.adc_bits <= 32:
         raise CimcError(f"--adc-bits {args.adc_bits}: give 1..32")
-    if args.noise < 0:
-        raise CimcError(f"--noise {args.noise}: the noise sigma must be >= 0")
+    if not (np.isfinite(args.noise) and args.noise >= 0):
+        raise CimcError(f"--noise {args.noise}: the noise sigma must be a finite number >= 0")
+    if args.max_steps < 1:
+        raise CimcError(f"--max-steps {args.max_steps}: give a positive number of instructions")
     inputs = read_inputs(args.inputs, program) if args.inputs else {}
     options = SimOptions(adc_bits=args.adc_bits, noise_sigma=args.noise, seed=args.seed,
                          max_steps=args.max_steps, trace=bool(args.trace))
@@ -100,6 +102,14 @@ def _load(path: str) -> Any:
 
     if not path.endswith((".npy", ".npz")):
         raise CimcError(f"{path}: inputs must be an .npy or .npz file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+    except OSError as exc:
+        raise CimcError(f"cannot read inputs {path}: {exc.strerror or exc}") from None
+    if path.endswith(".npy") and head != np.lib.format.MAGIC_PREFIX:
+        raise CimcError(f"{path}: not a numpy .npy file (it lacks the .npy header); "
+                        "save the inputs with numpy.save")
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -135,12 +145,17 @@ def read_inputs(path: str, program: Any) -> dict[str, np.ndarray]:
             array = array.transpose(0, 2, 3, 1)  # NCHW -> NHWC
         elif array.ndim and _squeezed(array.shape[1:]) == _squeezed(shape):
             array = array.reshape(array.shape[0], *shape)  # only size-1 axes differ
+        if array.shape[1:] == shape and not len(array):
+            raise CimcError(f"{path}: input '{name}' holds no samples (a batch of 0)")
         if array.shape[1:] != shape:
             raise CimcError(f"{path}: input '{name}' has shape {list(array.shape)} but the "
                             f"program declares [batch, {', '.join(map(str, shape))}]")
         if np.issubdtype(array.dtype, np.integer):
             codes[name] = array
         elif np.issubdtype(array.dtype, np.floating):
+            if not np.isfinite(array).all():
+                raise CimcError(f"{path}: input '{name}' holds NaN or infinite values; "
+                                "give finite numbers")
             codes[name] = quantize_input(decl, array)
         else:
             raise CimcError(f"{path}: input '{name}' has dtype {array.dtype}; give floats or "
