@@ -80,7 +80,7 @@ class _ToStatements(Transformer):
         return _arg("symbol", str(items[0]), items[0])
 
     def integer(self, items: list[Token]) -> Arg:
-        return _arg("integer", int(items[0], 0), items[0])
+        return _arg("integer", _int(items[0]), items[0])
 
     def float(self, items: list[Token]) -> Arg:
         return _arg("float", float(items[0]), items[0])
@@ -91,13 +91,18 @@ class _ToStatements(Transformer):
     @v_args(meta=True)
     def mem(self, meta: Meta, items: list) -> Arg:
         offset, base = items
-        return Arg("mem", (str(base), 0 if offset is None else int(offset, 0)),
+        return Arg("mem", (str(base), 0 if offset is None else _int(offset)),
                    meta.line, meta.column)
 
     @v_args(meta=True)
     def shape(self, meta: Meta, items: list) -> Arg:
-        dims = tuple(int(d, 0) for d in items if d is not None)
+        dims = tuple(_int(d) for d in items if d is not None)
         return Arg("shape", dims, meta.line, meta.column)
+
+
+def _int(token: str) -> int:
+    """An INT token: hexadecimal with 0x, else decimal (leading zeros allowed: 007 is 7)."""
+    return int(token, 16 if token.lstrip("+-")[:2] in ("0x", "0X") else 10)
 
 
 @cache
