@@ -55,9 +55,10 @@ class Payload:
 class Problem:
     """Everything a placer needs, in unit indices (layer order).
 
-    Placers assign units to *tiles* (cores of one tile are 0 hops apart, so
-    only the tile matters for the cost); `distribute` then spreads each tile's
-    units over its cores. On one-core-per-tile targets tile = core.
+    Placers assign units to *locations*, which are the cores (a payload goes
+    once to every distinct core, so two cores of one tile cost twice the hops
+    of one; cores of one tile are 0 hops apart). The names `tiles`,
+    `tile_capacity` ... are kept general so a coarser location could be used.
     """
 
     names: list[str]
@@ -78,9 +79,8 @@ class Problem:
                 for u in p.others:
                     self.incident[int(u)].append(k)
         t = self.target
-        self.tile_cores = [min(t.cores_per_tile, t.cores - k * t.cores_per_tile)
-                           for k in range(t.tiles)]
-        self.hops = tile_hops(t)
+        self.tile_cores = [1] * t.cores
+        self.hops = core_hops(t)
         self.tile_capacity = np.array(self.tile_cores, dtype=np.int64) * self.capacity
         self.tile_tables = np.array(self.tile_cores, dtype=np.int64) * self.table_budget
 
@@ -111,11 +111,11 @@ def rounded_width(width: int, cols: int) -> int:
     return size
 
 
-def tile_hops(target: Target) -> np.ndarray:
-    """Mesh hops between every pair of tiles that hold cores."""
-    tiles = np.arange(target.tiles)
+def core_hops(target: Target) -> np.ndarray:
+    """Mesh hops between every pair of cores (0 within a tile)."""
+    tiles = np.arange(target.cores) // target.cores_per_tile
     x, y = tiles % target.mesh_x, tiles // target.mesh_x
-    return np.abs(x[:, None] - x[None, :]) + np.abs(y[:, None] - y[None, :])
+    return (np.abs(x[:, None] - x[None, :]) + np.abs(y[:, None] - y[None, :])).astype(np.int32)
 
 
 def _table_bytes(module: Module, unit: Unit, reducers: set[str]) -> int:
@@ -173,28 +173,9 @@ def check_fits(problem: Problem, found: list[Unit]) -> None:
 
 
 def distribute(problem: Problem, tile_of: np.ndarray) -> np.ndarray | None:
-    """Cores for the units of each tile: largest block first into the first core of
-    the tile with room (columns and tables); vector ops where tables fit, least
-    loaded first. None if some tile's units do not fit its cores."""
-    cpt = problem.target.cores_per_tile
-    core_of = np.zeros(len(tile_of), dtype=np.int64)
-    if cpt == 1:
-        return tile_of.astype(np.int64).copy() if problem.fits(tile_of) else None
-    cols = np.zeros(problem.target.cores, dtype=np.int64)
-    tables = np.zeros(problem.target.cores, dtype=np.int64)
-    order = sorted(range(len(tile_of)), key=lambda u: (-problem.demand[u], u))
-    for u in order:
-        t = int(tile_of[u])
-        cores = range(t * cpt, t * cpt + problem.tile_cores[t])
-        fits = [c for c in cores if cols[c] + problem.demand[u] <= problem.capacity
-                and tables[c] + problem.tables[u] <= problem.table_budget]
-        if not fits:
-            return None
-        core = fits[0] if problem.demand[u] else min(fits, key=lambda c: (tables[c], c))
-        core_of[u] = core
-        cols[core] += problem.demand[u]
-        tables[core] += problem.tables[u]
-    return core_of
+    """Cores of the units placed on locations (the identity while locations are cores);
+    None if some location is over capacity."""
+    return tile_of.astype(np.int64).copy() if problem.fits(tile_of) else None
 
 
 def pack(problem: Problem, core_of: np.ndarray, slices: list[int]

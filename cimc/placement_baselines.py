@@ -34,12 +34,13 @@ START_TEMPERATURE = 0.01
 def core_order(problem: Problem, snake: bool) -> list[int]:
     """Cores in row-major order, or tile rows alternating direction (boustrophedon)."""
     t = problem.target
-    tiles = list(range(problem.tiles))
+    tiles = list(range(t.tiles))
     if snake:
         tiles = sorted(tiles, key=lambda k: (k // t.mesh_x,
                                              k % t.mesh_x if (k // t.mesh_x) % 2 == 0
                                              else -(k % t.mesh_x)))
-    return [k * t.cores_per_tile + c for k in tiles for c in range(problem.tile_cores[k])]
+    return [c for k in tiles for c in range(k * t.cores_per_tile,
+                                            min(t.cores, (k + 1) * t.cores_per_tile))]
 
 
 def fill(problem: Problem, order: list[int]) -> np.ndarray:
@@ -118,7 +119,7 @@ class Annealer:
                 and self.tabs[b] + t <= self.p.tile_tables[b])
 
     def partner_tile(self, u: int, rng: random.Random) -> int:
-        """A tile near one of u's partners (where moving u may pay off)."""
+        """A core near one of u's partners (where moving u may pay off)."""
         incident = self.p.incident[u]
         if not incident or rng.random() < 0.3:
             base = self.tile[u]
@@ -129,9 +130,11 @@ class Annealer:
         if rng.random() < 0.5:
             return base
         t = self.p.target
-        x = min(max(base % t.mesh_x + rng.randint(-2, 2), 0), t.mesh_x - 1)
-        y = min(max(base // t.mesh_x + rng.randint(-2, 2), 0), t.mesh_y - 1)
-        return min(y * t.mesh_x + x, self.p.tiles - 1)
+        tile = base // t.cores_per_tile
+        x = min(max(tile % t.mesh_x + rng.randint(-2, 2), 0), t.mesh_x - 1)
+        y = min(max(tile // t.mesh_x + rng.randint(-2, 2), 0), t.mesh_y - 1)
+        core = (y * t.mesh_x + x) * t.cores_per_tile + rng.randrange(t.cores_per_tile)
+        return min(core, t.cores - 1)
 
 
 def anneal(problem: Problem, start: np.ndarray, moves: int, seed: int,
@@ -194,3 +197,48 @@ def _propose(state: Annealer, rng: random.Random, n: int
 def _undo(state: Annealer, undo: list[tuple[int, int]]) -> None:
     for u, t in undo:
         state.move(u, t)
+
+
+def curve_order(problem: Problem) -> list[int]:
+    """Cores along a generalized Hilbert curve over the mesh: any run of consecutive
+    tiles is compact in both directions (a layer spread over k cores spans about
+    sqrt(k) x sqrt(k) tiles, not a row of k)."""
+    t = problem.target
+    path: list[tuple[int, int]] = []
+    if t.mesh_x >= t.mesh_y:
+        _curve(path, 0, 0, t.mesh_x, 0, 0, t.mesh_y)
+    else:
+        _curve(path, 0, 0, 0, t.mesh_y, t.mesh_x, 0)
+    tiles = [y * t.mesh_x + x for x, y in path if y * t.mesh_x + x < t.tiles]
+    return [c for k in tiles for c in range(k * t.cores_per_tile,
+                                            min(t.cores, (k + 1) * t.cores_per_tile))]
+
+
+def _sign(v: int) -> int:
+    return (v > 0) - (v < 0)
+
+
+def _curve(path: list[tuple[int, int]], x: int, y: int, ax: int, ay: int, bx: int,
+           by: int) -> None:
+    """Visit the rectangle at (x, y) spanned by the vectors a (the long side, travelled
+    from start to end) and b, appending cells to `path`."""
+    width, height = abs(ax + ay), abs(bx + by)
+    da, db = (_sign(ax), _sign(ay)), (_sign(bx), _sign(by))
+    if height == 1 or width == 1:
+        step, count = (da, width) if height == 1 else (db, height)
+        for k in range(count):
+            path.append((x + k * step[0], y + k * step[1]))
+        return
+    hx, hy, gx, gy = ax // 2, ay // 2, bx // 2, by // 2
+    if 2 * width > 3 * height:  # long and thin: split along a only
+        if abs(hx + hy) % 2 and width > 2:
+            hx, hy = hx + da[0], hy + da[1]
+        _curve(path, x, y, hx, hy, bx, by)
+        _curve(path, x + hx, y + hy, ax - hx, ay - hy, bx, by)
+        return
+    if abs(gx + gy) % 2 and height > 2:
+        gx, gy = gx + db[0], gy + db[1]
+    _curve(path, x, y, gx, gy, hx, hy)
+    _curve(path, x + gx, y + gy, ax, ay, bx - gx, by - gy)
+    _curve(path, x + (ax - da[0]) + (gx - db[0]), y + (ay - da[1]) + (gy - db[1]),
+           -gx, -gy, -(ax - hx), -(ay - hy))

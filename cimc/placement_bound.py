@@ -22,7 +22,7 @@ from cimc.placement import Problem
 
 
 def rings(problem: Problem) -> list[int]:
-    """ring[d]: the most tiles at exactly d hops from one tile, over all tiles."""
+    """ring[d]: the most cores at exactly d hops from one core, over all cores."""
     hops = problem.hops
     most = int(hops.max()) if hops.size else 0
     return [int(max(np.count_nonzero(hops[t] == d) for t in range(problem.tiles)))
@@ -31,7 +31,9 @@ def rings(problem: Problem) -> list[int]:
 
 def payload_bound(problem: Problem, k: int, ring: list[int], tile_capacity: int) -> int:
     p = problem.payloads[k]
-    rest = int(problem.columns[p.others].sum()) - (tile_capacity - int(problem.columns[p.center]))
+    # The center's core and the other cores of its tile (ring[0] in all) are free.
+    rest = (int(problem.columns[p.others].sum()) - ring[0] * tile_capacity
+            + int(problem.columns[p.center]))
     hops = 0
     for d in range(1, len(ring)):
         if rest <= 0:

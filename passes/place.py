@@ -3,9 +3,10 @@
 The problem (cimc/placement.py) comes from the traffic model: units with
 crossbar-column and table demands, payloads between them, the mesh. The
 placer (`placer` option, docs/placement.md) minimises hop_bytes:
-* `cpsat` (default): snake start, then large-neighbourhood search with
-  OR-Tools CP-SAT over windows of neighbouring tiles (cimc/placement_cpsat.py);
-* `anneal`: simulated annealing from the same start, same time budget;
+* `cpsat` (default): fill along a generalized Hilbert curve over the mesh,
+  anneal for half the budget, then large-neighbourhood search with OR-Tools
+  CP-SAT over windows of neighbouring tiles (cimc/placement_cpsat.py);
+* `anneal`: simulated annealing from the snake fill, the whole budget;
 * `sequential`: units in layer order fill cores 0, 1, 2, ... (row-major);
 * `snake`: the same fill along a boustrophedon path over the tiles.
 `time_limit` (seconds) bounds the search; the work done is fixed for a given
@@ -39,6 +40,8 @@ from targets import load_target
 
 PLACERS = ("cpsat", "anneal", "sequential", "snake")
 DEFAULT_TIME_LIMIT = 10.0
+# Share of the cpsat placer's budget spent annealing before the CP-SAT windows.
+ANNEAL_SHARE = 0.5
 
 
 @dataclass
@@ -71,7 +74,13 @@ class PlacementSummary:
 def run_placer(problem: Problem, placer: str, time_limit: float, seed: int
                ) -> tuple[np.ndarray, dict[str, int | bool]]:
     """Cores of all units and what the search did."""
-    from cimc.placement_baselines import ANNEAL_MOVES_PER_SECOND, anneal, core_order, fill
+    from cimc.placement_baselines import (
+        ANNEAL_MOVES_PER_SECOND,
+        anneal,
+        core_order,
+        curve_order,
+        fill,
+    )
 
     if placer not in PLACERS:
         raise CimcError(f"unknown placer {placer!r}; choose one of {', '.join(PLACERS)}")
@@ -79,18 +88,23 @@ def run_placer(problem: Problem, placer: str, time_limit: float, seed: int
     if placer in ("sequential", "snake"):
         return (fill(problem, core_order(problem, snake=False)) if placer == "sequential"
                 else snake), {"timed_out": False}
-    cpt = problem.target.cores_per_tile
     deadline = time.perf_counter() + time_limit
     info: dict[str, int | bool] = {}
     if placer == "anneal":
         moves = int(time_limit * ANNEAL_MOVES_PER_SECOND)
-        tiles, timed_out = anneal(problem, snake // cpt, moves, seed, deadline)
+        tiles, timed_out = anneal(problem, snake, moves, seed, deadline)
         info["timed_out"] = timed_out
     else:
         from cimc.placement_cpsat import search
 
-        tiles, log = search(problem, snake // cpt, time_limit, seed, deadline)
-        info.update(timed_out=log.timed_out, windows=log.windows, improved=log.improved)
+        # Half the budget: annealing from the curve fill moves units far cheaply; the
+        # other half: CP-SAT windows, each re-assigned optimally.
+        curve = fill(problem, curve_order(problem))
+        moves = int(time_limit * ANNEAL_MOVES_PER_SECOND * ANNEAL_SHARE)
+        warm, timed_out = anneal(problem, curve, moves, seed, deadline)
+        tiles, log = search(problem, warm, time_limit * (1 - ANNEAL_SHARE), seed, deadline)
+        info.update(timed_out=timed_out or log.timed_out, windows=log.windows,
+                    improved=log.improved)
     cores = distribute(problem, tiles)
     return (snake if cores is None else cores), info
 
@@ -114,13 +128,12 @@ class Place(Pass):
         start = time.perf_counter()
         cores, info = run_placer(problem, self.placer, self.time_limit, self.seed)
         seconds = time.perf_counter() - start
-        cpt = target.cores_per_tile
         unit_core = {name: int(c) for name, c in zip(problem.names, cores, strict=True)}
         snake = fill(problem, core_order(problem, snake=True))
         self.summary = PlacementSummary(
-            self.placer, seconds, problem.cost(cores // cpt),
+            self.placer, seconds, problem.cost(cores),
             max_link_bytes(edges, unit_core, target), hop_bytes_bound(problem),
-            problem.cost(snake // cpt), bool(info.get("timed_out", False)),
+            problem.cost(snake), bool(info.get("timed_out", False)),
             int(info.get("windows", 0)), int(info.get("improved", 0)))
         write_attributes(module, problem, cores, [u.slices for u in found])
 

@@ -1,0 +1,170 @@
+"""Placement benchmark: model x target x placer -> hop_bytes, the most loaded link,
+the lower bound, the gap and the placement time.
+
+    python -m bench placement            (CIMC_PLACE_TIME=SECONDS sets the time limit)
+
+Models: ResNet-18 (224x224, tests/models.py), MobileNetV2 (32x32,
+tests/backend_models.py), and ResNet-50, VGG-19 and DenseNet-121 from the
+structure-only graphs onnx ships (onnx/backend/test/data/light): their
+weights are ConstantOfShape fills, replaced here by seeded random weights,
+then the float model is quantized by cimc.quantize on seeded random inputs.
+DenseNet-121's pre-activation batch norms (BatchNormalization, Mul, Add on
+the concatenated features before each ReLU) are dropped: the backend has no
+per-channel affine op, and they do not change which bytes move where.
+Every placer runs on the same tiled, replicated module and the same problem.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGETS = ("pimcomp", "isaac")
+PLACERS = ("sequential", "snake", "anneal", "cpsat")
+MODELS = ("resnet18", "resnet50", "vgg19", "densenet121", "mobilenetv2")
+
+
+def materialize(source: Path, output: Path, drop_affine: bool) -> None:
+    """The structure-only graph with seeded random weights, opset 13."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper, version_converter
+
+    model = onnx.load(str(source))
+    shapes = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    rng = np.random.default_rng(0)
+    nodes, weights = [], []
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape" and node.input[0] in shapes:
+            shape = tuple(int(v) for v in shapes[node.input[0]])
+            if len(shape) >= 2:  # conv / gemm weights: He-scaled normal
+                fan_in = int(np.prod(shape[1:]))
+                data = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+            else:  # biases, batch-norm parameters: the graph's fill value (never 0 variance)
+                fill = float(numpy_helper.to_array(node.attribute[0].t).reshape(-1)[0])
+                data = np.full(shape, fill or 1.0)
+            weights.append(numpy_helper.from_array(data.astype(np.float32), node.output[0]))
+        else:
+            nodes.append(node)
+    if drop_affine:
+        nodes = _drop_affine(nodes, {w.name for w in weights})
+    used = {name for node in nodes for name in node.input}
+    kept = [w for w in weights if w.name in used]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    names = {w.name for w in kept}
+    inputs = [i for i in model.graph.input if i.name not in names and i.name in used]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.ir_version = 7
+    onnx.save(version_converter.convert_version(model, 13), str(output))
+
+
+def _drop_affine(nodes: list, params: set[str]) -> list:
+    """Nodes without per-channel affine ops (BatchNormalization, Mul, Add by constants)."""
+    rename: dict[str, str] = {}
+    kept = []
+    for node in nodes:
+        inputs = [rename.get(i, i) for i in node.input]
+        del node.input[:]
+        node.input.extend(inputs)
+        if node.op_type == "Constant" or (node.op_type == "Unsqueeze"
+                                          and all(i in params for i in inputs)):
+            params.update(node.output)
+        if (node.op_type in ("BatchNormalization", "Mul", "Add")
+                and all(i in params for i in inputs[1:])):
+            rename[node.output[0]] = inputs[0]
+        else:
+            kept.append(node)
+    return kept
+
+
+def model_path(name: str, workdir: Path) -> Path:
+    """A QDQ model of `name` (built once per workdir)."""
+    tests = Path(__file__).resolve().parent.parent / "tests"
+    sys.path.insert(0, str(tests))
+    if name == "resnet18":
+        import models
+
+        return models.quantized_model("resnet18")
+    if name == "mobilenetv2":
+        import backend_models
+
+        return backend_models.quantized_model("mobilenetv2")
+    import onnx
+
+    from cimc.ir import TensorType
+    from cimc.quantize import quantize_onnx
+
+    output = workdir / f"{name}-int8.onnx"
+    if not output.exists():
+        float_path = workdir / f"{name}-float.onnx"
+        zoo = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+        materialize(zoo / f"light_{name}.onnx", float_path, name == "densenet121")
+        graph = onnx.load(str(float_path)).graph
+        inputs = {i.name: TensorType(tuple(d.dim_value for d in i.type.tensor_type.shape.dim),
+                                     "f32") for i in graph.input}
+        quantize_onnx(str(float_path), output, inputs, None)
+    return output
+
+
+def tiled(path: Path, target: str):  # -> Module
+    from cimc.frontend import import_onnx
+    from cimc.pass_manager import parse_pipeline, run_pipeline
+    from cimc.pipeline import FRONTEND
+
+    module = import_onnx(str(path))
+    run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
+    run_pipeline(module, parse_pipeline(f"lower,tile{{target={target}}},"
+                                        f"replicate{{target={target}}}"))
+    return module
+
+
+def main() -> None:
+    import copy
+    import logging
+    import warnings
+
+    from cimc.diagnostics import CimcError
+    from passes.place import DEFAULT_TIME_LIMIT, Place
+
+    logging.getLogger().setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    limit = float(os.environ.get("CIMC_PLACE_TIME", DEFAULT_TIME_LIMIT))
+    print(f"   time limit {limit:g} s; gap = 1 - bound / hop_bytes; ratio = hop_bytes / "
+          "sequential's")
+    header = ("model", "target", "placer", "hop_bytes", "ratio", "max_link_B", "bound", "gap",
+              "seconds")
+    print("   " + " ".join(f"{h:>12}" for h in header))
+    with tempfile.TemporaryDirectory(prefix="cimc-bench-place-") as tmp:
+        for name in MODELS:
+            path = model_path(name, Path(tmp))
+            for target in TARGETS:
+                module = tiled(path, target)
+                sequential = None
+                for placer in PLACERS:
+                    run = Place(target=target, placer=placer, time_limit=limit)
+                    start = time.perf_counter()
+                    try:
+                        run.apply(copy.deepcopy(module))
+                    except CimcError as exc:
+                        print(f"   {name:>12} {target:>12}  does not fit: {exc.message}")
+                        break
+                    seconds = time.perf_counter() - start
+                    s = run.summary
+                    assert s is not None
+                    sequential = sequential or s.hop_bytes
+                    ratio = s.hop_bytes / sequential if sequential else 1.0
+                    note = " (timed out)" if s.timed_out else ""
+                    row = (name, target, placer, s.hop_bytes, f"{ratio:.3f}", s.max_link_bytes,
+                           s.hop_bytes_bound, f"{s.gap:.3f}", f"{seconds:.2f}{note}")
+                    print("   " + " ".join(f"{v!s:>12}" for v in row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

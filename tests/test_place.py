@@ -1,0 +1,159 @@
+"""The place pass and its placers: capacity, cost model, bound, determinism."""
+
+from __future__ import annotations
+
+import copy
+
+import backend_models
+import numpy as np
+import pytest
+
+from cimc.frontend import import_onnx
+from cimc.ir import Module
+from cimc.pass_manager import parse_pipeline, run_pipeline
+from cimc.pipeline import FRONTEND
+from cimc.placement import Payload, Problem, build_problem, distribute, pack, rounded_width
+from cimc.placement_baselines import anneal, core_order, curve_order, fill
+from cimc.placement_bound import hop_bytes_bound
+from cimc.placement_cpsat import search, solve_window
+from cimc.traffic import hop_bytes, unit_cores, unit_edges
+from passes.place import PLACERS, Place
+from targets import load_target
+
+
+def tiled(name: str, target: str) -> Module:
+    module = import_onnx(str(backend_models.quantized_model(name)))
+    run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
+    run_pipeline(module, parse_pipeline(f"lower,tile{{target={target}}},"
+                                        f"replicate{{target={target}}}"))
+    return module
+
+
+@pytest.fixture(scope="module")
+def mnist() -> Module:
+    return tiled("mnist_tiny", "tiny")
+
+
+def chain_problem(layers: int, blocks: int, target: str = "pimcomp") -> Problem:
+    """A synthetic chain: each layer's blocks all send psums to its first block, which
+    broadcasts its output to every block of the next layer."""
+    t = load_target(target)
+    n = layers * blocks
+    payloads = []
+    for layer in range(layers):
+        first = layer * blocks
+        payloads.append(Payload(first, np.arange(first + 1, first + blocks), 4096, "psum"))
+        if layer + 1 < layers:
+            nxt = (layer + 1) * blocks
+            payloads.append(Payload(first, np.arange(nxt, nxt + blocks), 1024, "activation"))
+    demand = np.full(n, t.cols * t.slices, dtype=np.int64)
+    return Problem([f"u{k}" for k in range(n)], demand, np.zeros(n, dtype=np.int64), payloads,
+                   t, t.crossbars_per_core * t.cols, t.local_memory_bytes // 2, demand.copy())
+
+
+def test_rounded_widths_divide_the_crossbar() -> None:
+    assert [rounded_width(w, 128) for w in (128, 104, 64, 33, 32, 17, 1)] == \
+        [128, 128, 64, 64, 32, 32, 1]
+
+
+def test_cost_counts_a_payload_once_per_distinct_core() -> None:
+    p = chain_problem(2, 4)
+    tiles = np.array([0, 0, 1, 1, 2, 2, 13, 13])  # pimcomp: 12 tiles a row
+    # psum of layer 0: blocks on tile 0 free, tile 1 once at 1 hop; layer 1: tile 13 is 2 hops
+    # from tile 2... activation from tile 0 to tiles 2 (2 hops) and 13 (2 hops), once each.
+    psum0, psum1, act = 4096 * 1, 4096 * 2, 1024 * (2 + 2)
+    assert p.cost(tiles) == psum0 + psum1 + act
+
+
+def test_fill_respects_capacity_and_orders() -> None:
+    p = chain_problem(5, 40)  # pimcomp holds 16 full blocks per core
+    for order in (core_order(p, snake=False), core_order(p, snake=True), curve_order(p)):
+        cores = fill(p, order)
+        assert p.fits(cores)
+        assert np.bincount(cores).max() == 16
+        assert sorted(set(order)) == list(range(p.target.cores))
+    snake = core_order(p, snake=True)
+    assert snake[:14] == [*range(12), 23, 22]
+    curve = curve_order(p)
+    assert all(p.hops[a, b] == 1 for a, b in zip(curve, curve[1:], strict=False)
+               if a < 132 and b < 132)
+
+
+def test_placers_beat_sequential_and_never_beat_the_bound() -> None:
+    p = chain_problem(8, 40)
+    seq = p.cost(fill(p, core_order(p, snake=False)))
+    start = fill(p, curve_order(p))
+    tiles, log = search(p, start, 1.0, seed=3)
+    annealed, _ = anneal(p, fill(p, core_order(p, snake=True)), 5000, seed=3)
+    bound = hop_bytes_bound(p)
+    assert p.fits(tiles) and p.fits(annealed)
+    assert 0 < bound <= p.cost(tiles) < seq
+    assert bound <= p.cost(annealed)
+    assert log.windows > 0
+
+
+def test_window_solve_is_optimal_on_a_two_tile_swap() -> None:
+    p = chain_problem(2, 16)
+    # Layers interleaved over tiles 0 and 1: the optimum puts each layer on one tile.
+    tiles = np.array([0, 1] * 16)
+    better = solve_window(p, tiles, [0, 1], seed=0)
+    assert better is not None and p.fits(better)
+    assert p.cost(better) == 1024  # only the activation crosses, one hop
+    assert p.cost(better) < p.cost(tiles)
+
+
+def test_bound_is_zero_when_everything_fits_one_core() -> None:
+    assert hop_bytes_bound(chain_problem(1, 16)) == 0
+    assert hop_bytes_bound(chain_problem(1, 17)) == 4096  # one block spills one hop away
+
+
+def test_a_payload_goes_once_to_each_core_even_within_a_tile() -> None:
+    p = chain_problem(1, 5, "isaac")  # isaac: 12 cores a tile, 2 full blocks a core
+    one_core = np.array([0, 12, 12, 12, 12])
+    assert distribute(p, one_core) is None  # 4 blocks on core 12: over capacity
+    two_cores = np.array([0, 12, 12, 13, 13])  # tile 1 is one hop from tile 0
+    assert p.cost(two_cores) == 4096 * 2
+    same_tile = np.array([0, 1, 1, 2, 2])  # cores of tile 0: free
+    assert p.cost(same_tile) == 0
+
+
+def test_packing_puts_slices_in_distinct_aligned_places(mnist: Module) -> None:
+    target = load_target("tiny")
+    problem, found = build_problem(mnist, target)
+    cores = fill(problem, core_order(problem, snake=False))
+    places = pack(problem, cores, [u.slices for u in found])
+    seen = set()
+    for u, spots in places.items():
+        width = int(problem.demand[u]) // found[u].slices
+        for xbar, col in spots:
+            assert col % width == 0 and col + width <= target.cols
+            for c in range(col, col + width):
+                assert (int(cores[u]), xbar, c) not in seen
+                seen.add((int(cores[u]), xbar, c))
+
+
+@pytest.mark.parametrize("placer", PLACERS)
+def test_place_pass_cost_equals_traffic_model(mnist: Module, placer: str) -> None:
+    target = load_target("tiny")
+    module = copy.deepcopy(mnist)
+    run = Place(target="tiny", placer=placer, time_limit=0.5)
+    run.apply(module)
+    assert run.summary is not None
+    edges = unit_edges(module, target)
+    assert run.summary.hop_bytes == hop_bytes(edges, unit_cores(module), target)
+    assert 0 <= run.summary.hop_bytes_bound <= run.summary.hop_bytes
+    for op in module.ops():
+        if op.kind == "matvec":
+            n = len(op.attrs["blocks"]) // 2 * op.attrs.get("replicas", 1)
+            assert len(op.attrs["block_cores"]) == len(op.attrs["block_groups"]) == n
+            assert len(op.attrs["block_slices"]) == 2 * n * op.attrs["slices"]
+
+
+def test_cpsat_placement_is_deterministic(mnist: Module) -> None:
+    results = []
+    for _ in range(2):
+        module = copy.deepcopy(mnist)
+        Place(target="tiny", placer="cpsat", time_limit=0.5, seed=7).apply(module)
+        results.append([op.attrs.get("block_cores", op.attrs.get("core"))
+                        for op in module.ops()])
+    assert results[0] == results[1]
