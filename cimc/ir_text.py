@@ -456,6 +456,8 @@ class _Builder:
         kind_name = self.string(kind_token) if kind_token.type == "STRING" else str(kind_token)
         if loc is not None:
             name = self.string(loc.children[0])
+            if not name:
+                raise self.error('an op name cannot be empty: give loc("NAME")', loc)
         elif outputs:
             name = outputs[0]
         else:
