@@ -58,6 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--replicate", type=float, default=None, metavar="BUDGET",
                         help="copy slow layers' weights within BUDGET x the target's crossbars "
                         "(e.g. 0.9; 0 = off, the default)")
+    parser.add_argument("--placer", choices=("cpsat", "anneal", "sequential", "snake"),
+                        default="cpsat", help="how place assigns blocks to cores "
+                        "(docs/placement.md; default cpsat)")
+    parser.add_argument("--place-time-limit", type=float, default=None, metavar="SECONDS",
+                        help="time budget of the cpsat and anneal placers (default 10)")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                         help="pin an ONNX input's shape, e.g. data=1,3,32,32 (repeatable)")
     parser.add_argument("--time-passes", action="store_true",
@@ -76,6 +81,7 @@ class Compiled:
     target: Target
     cores: dict[int, CoreCode]
     timings: list[PassTiming] = field(default_factory=list)
+    placement: dict[str, Any] = field(default_factory=dict)  # the place pass's summary
 
 
 def compile_model(model: str, output: str, target_name: str = "isaac",
@@ -83,7 +89,8 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
                   print_after_all: bool = False, time_passes: bool = False,
                   calibrate: str | None = None, activations: str = "int8",
                   pipeline: str = "latency", stream: int = 0,
-                  replicate: float | None = None) -> Compiled:
+                  replicate: float | None = None, placer: str = "cpsat",
+                  place_time_limit: float | None = None) -> Compiled:
     """Compile `model` to `output` (+ .img); the modules and timings for reports and tests."""
     import copy
 
@@ -92,6 +99,7 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
     from cimc.pipeline import BACKEND, FRONTEND
     from cimc.quantize import import_model
     from passes.emit_asm import EmitAsm
+    from passes.place import Place
     from targets import load_target
 
     target = load_target(target_name)
@@ -110,12 +118,18 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
             pass_.pipeline, pass_.stream = pipeline, stream  # type: ignore[attr-defined]
         if pass_.name == "replicate" and replicate is not None:
             pass_.budget = replicate  # type: ignore[attr-defined]
+        if isinstance(pass_, Place):
+            pass_.placer = placer
+            if place_time_limit is not None:
+                pass_.time_limit = place_time_limit
     timings += run_pipeline(module, backend, print_after_all=print_after_all,
                             time_passes=time_passes)
     from cimc.pass_manager import PassTiming
 
     timings.insert(0, PassTiming("import-onnx", imported))
-    return Compiled(integer, module, target, generate(module, target), timings)
+    placed = next((p.summary for p in backend if isinstance(p, Place)), None)
+    return Compiled(integer, module, target, generate(module, target), timings,
+                    placed.as_dict() if placed is not None else {})
 
 
 def compile_command(args: argparse.Namespace) -> int:
@@ -138,7 +152,7 @@ def compile_command(args: argparse.Namespace) -> int:
                              input_shapes(args.input_shape) or None,
                              args.print_ir_after_all, args.time_passes,
                              args.calibrate, args.activations, args.pipeline, args.stream,
-                             args.replicate)
+                             args.replicate, args.placer, args.place_time_limit)
     codes = None
     if x is not None:
         from cimc.backend_io import reference_codes
@@ -216,4 +230,8 @@ def build_report(compiled: Compiled, program_path: str,
         host_work=host_work(compiled.module),
         pass_seconds={t.name: round(t.seconds, 6) for t in compiled.timings},
     )
+    if compiled.placement:  # docs/placement.md: the placer, its bound and gap, time-out
+        report["placement"] = compiled.placement
+        report["hop_bytes_bound"] = compiled.placement["hop_bytes_bound"]
+        report.setdefault("max_link_bytes", compiled.placement["max_link_bytes"])
     return report
