@@ -25,7 +25,7 @@ from cimc.placement import Problem
 
 # Moves per second of time limit: a little under what this implementation does on
 # one core of the development machine, so `anneal` uses about the time it is given.
-ANNEAL_MOVES_PER_SECOND = 50_000
+ANNEAL_MOVES_PER_SECOND = 30_000
 # Start temperature as a fraction of the median cost change of a random move: low,
 # since annealing refines a good start rather than exploring from scratch.
 START_TEMPERATURE = 0.01

@@ -90,6 +90,8 @@ def run_placer(problem: Problem, placer: str, time_limit: float, seed: int
                 else snake), {"timed_out": False}
     deadline = time.perf_counter() + time_limit
     info: dict[str, int | bool] = {}
+    if problem.cost(snake) == 0:
+        return snake, {"timed_out": False}  # nothing crosses a core: nothing to search
     if placer == "anneal":
         moves = int(time_limit * ANNEAL_MOVES_PER_SECOND)
         tiles, timed_out = anneal(problem, snake, moves, seed, deadline)
