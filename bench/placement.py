@@ -1,7 +1,8 @@
 """Placement benchmark: model x target x placer -> hop_bytes, the most loaded link,
 the lower bound, the gap and the placement time.
 
-    python -m bench placement            (CIMC_PLACE_TIME=SECONDS sets the time limit)
+    python -m bench placement    (CIMC_PLACE_TIME=SECONDS sets the time limit,
+                                  CIMC_PLACE_MODELS=a,b picks models)
 
 Models: ResNet-18 (224x224, tests/models.py), MobileNetV2 (32x32,
 tests/backend_models.py), and ResNet-50, VGG-19 and DenseNet-121 from the
@@ -24,7 +25,8 @@ from pathlib import Path
 
 TARGETS = ("pimcomp", "isaac")
 PLACERS = ("sequential", "snake", "anneal", "cpsat")
-MODELS = ("resnet18", "resnet50", "vgg19", "densenet121", "mobilenetv2")
+ALL_MODELS = "resnet18,resnet50,vgg19,densenet121,mobilenetv2"
+MODELS = tuple(os.environ.get("CIMC_PLACE_MODELS", ALL_MODELS).split(","))
 
 
 def materialize(source: Path, output: Path, drop_affine: bool) -> None:
@@ -52,7 +54,7 @@ def materialize(source: Path, output: Path, drop_affine: bool) -> None:
     if drop_affine:
         nodes = _drop_affine(nodes, {w.name for w in weights})
     used = {name for node in nodes for name in node.input}
-    kept = [w for w in weights if w.name in used]
+    kept = [w for w in [*model.graph.initializer, *weights] if w.name in used]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     del model.graph.initializer[:]
