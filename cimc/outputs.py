@@ -24,6 +24,9 @@ def write_atomic(path: str | Path, content: str | bytes) -> None:
     path = Path(path)
     mode = "w" if isinstance(content, str) else "wb"
     tmp = None
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise CimcError(f"cannot write {path}: {blocker} is a file, not a directory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
