@@ -15,6 +15,20 @@ def _umask() -> int:
     return mask
 
 
+def check_writable(path: str | Path) -> None:
+    """Fail early, naming `path`, when it could not be written (so that a command
+    checks all its outputs before it writes any of them)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CimcError(f"cannot write {path}: it is a directory")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise CimcError(f"cannot write {path}: {blocker} is a file, not a directory")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing if existing.is_dir() else existing.parent, os.W_OK):
+        raise CimcError(f"cannot write {path}: {existing} is not writable")
+
+
 def write_atomic(path: str | Path, content: str | bytes) -> None:
     """Write `content` to `path` via a temporary file renamed into place.
 
