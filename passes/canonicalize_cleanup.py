@@ -1,0 +1,60 @@
+"""canonicalize rewrites of what ONNX import leaves with a simpler form: identities,
+n-ary sums, reshapes, identity transposes, means over H and W.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cimc.ir import Module, Op, TensorType
+from passes.canonicalize_edits import bypass, new_op
+
+
+def drop_identity(module: Module, op: Op) -> bool:
+    return bypass(module, op)
+
+
+def sum_to_adds(module: Module, op: Op) -> bool:
+    if len(op.inputs) == 1:
+        return bypass(module, op)
+    partial = op.inputs[0]
+    for operand in op.inputs[1:-1]:
+        shape = np.broadcast_shapes(module.values[partial].shape, module.values[operand].shape)
+        ty = TensorType(tuple(shape), module.values[op.outputs[0]].dtype)
+        partial = new_op(module, "add", [partial, operand], ty, f"{op.name}_partial")
+    op.kind = "add"
+    module.set_inputs(op, [partial, op.inputs[-1]])
+    return True
+
+
+def concrete_reshape(module: Module, op: Op) -> bool:
+    shape = list(module.values[op.outputs[0]].shape)
+    if module.values[op.inputs[0]].shape == tuple(shape):
+        return bypass(module, op)
+    producer = module.producer(op.inputs[0])
+    if producer is not None and producer.kind == "reshape":
+        module.set_inputs(op, [producer.inputs[0]])
+        return True
+    if op.attrs.get("shape") != shape:
+        op.attrs["shape"] = shape
+        return True
+    return False
+
+
+def drop_identity_transpose(module: Module, op: Op) -> bool:
+    perm = list(op.attrs.get("perm", []))
+    return perm == sorted(perm) and bypass(module, op)
+
+
+def global_mean(module: Module, op: Op) -> bool:
+    ty = module.values[op.inputs[0]]
+    if len(ty.shape) != 4 or list(op.attrs.get("axes", [])) != [2, 3]:
+        return False
+    if op.attrs.get("keepdims", 1):
+        op.kind, op.attrs = "global_avg_pool", {}
+        return True
+    pooled = new_op(module, "global_avg_pool", [op.inputs[0]],
+                    TensorType(ty.shape[:2] + (1, 1), ty.dtype), f"{op.name}_pool")
+    op.kind, op.attrs = "reshape", {"shape": list(ty.shape[:2])}
+    module.set_inputs(op, [pooled])
+    return True
