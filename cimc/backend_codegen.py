@@ -14,9 +14,12 @@ of one group on one core:
 * then send the row (the channels this core reduces) to every core that
   needs it, and `st` it when it is a model output.
 
-Each core's local memory holds its constant tables from the top down and,
-from address 0 up, the buffers of every group it works for (they live for
-the whole run because groups interleave).
+Each core's local memory holds, from the top down, its constant tables and the
+band (line buffer) of every matvec / pool group it works for: bands live for
+the whole run because groups interleave. Everything else a part uses (window,
+partial sums, staging, output row) lives only while one of its rows runs, so
+all parts of a core share one scratch area from address 0 up, as large as the
+largest part needs.
 """
 
 from __future__ import annotations
@@ -46,10 +49,11 @@ class CoreCode:
     """What one core runs: assembly lines, `.data` tables, local memory use."""
 
     core: int
-    top: int  # lowest address used by tables (they grow down from the top)
+    top: int  # lowest address used by tables and bands (they grow down from the top)
     lines: list[str] = field(default_factory=list)
     data: list[tuple[int, list[int]]] = field(default_factory=list)
-    peak: int = 0  # highest address used by buffers
+    peak: int = 0  # highest address used by scratch buffers
+    cursor: int = 0  # next free scratch address of the part being set up
 
     def table(self, words: np.ndarray) -> int:
         """Place i32 words among the constant tables; return their address."""
@@ -58,10 +62,20 @@ class CoreCode:
         self.data.append((self.top, flat))
         return self.top
 
+    def keep(self, size: int) -> int:
+        """A buffer of `size` bytes for the whole run (a band)."""
+        self.top = (self.top - size) // ALIGN * ALIGN
+        return self.top
+
+    def begin_part(self) -> None:
+        """Start the scratch buffers of another part (they overlap the others' scratch)."""
+        self.cursor = 0
+
     def take(self, size: int) -> int:
-        """A buffer of `size` bytes for the whole run."""
-        addr = self.peak
-        self.peak = -(-(addr + size) // ALIGN) * ALIGN
+        """A scratch buffer of `size` bytes, valid while one row of the part runs."""
+        addr = self.cursor
+        self.cursor = -(-(addr + size) // ALIGN) * ALIGN
+        self.peak = max(self.peak, self.cursor)
         return addr
 
 
@@ -128,6 +142,7 @@ class Part:
         self.output = _is_output(module, op.outputs[0])
         self.count = 0  # labels
         core = code.core
+        code.begin_part()
         # Output row buffer: all channels, pixel-major (a core fills the columns it reduces).
         self.out = code.take(self.ow * self.n)
         self.ranges = column_ranges(module, op)
@@ -138,7 +153,7 @@ class Part:
         self.ranges = column_ranges(module, op)
         if op.kind in ("matvec", "pool"):
             self.win = Window.of(module, op)
-            self.band = code.take(self.win.band_bytes)
+            self.band = code.keep(self.win.band_bytes)
             self.window = None if self.win.contiguous else code.take(self.win.window_bytes)
             self.steps = {s.oy: s for s in band_plan(self.win, group.rows)}
             x = op.inputs[0]

@@ -24,6 +24,7 @@ from cimc.ir import Module, TensorType
 from cimc.outputs import write_atomic
 from cimc.pass_base import Pass
 from isa.image import Image, Slice, save_image
+from passes.lower import host_float_ops
 from passes.tile import block_shape, blocks_of
 from targets import Target, load_target
 
@@ -39,11 +40,17 @@ class Port:
 
 
 def ports(module: Module) -> tuple[list[Port], list[Port]]:
-    """The program's inputs (quantized module inputs) and outputs (dequantized results)."""
+    """The program's inputs (quantized module inputs) and outputs (dequantized results of
+    the chip; a `dequantize` of a host-side `quantize`, as after a float Softmax tail, stays
+    with the host)."""
     inputs = [Port(op.inputs[0], op.outputs[0]) for op in module.ops()
               if op.kind == "quantize" and op.inputs[0] in module.inputs]
-    outputs = [Port(op.outputs[0], op.inputs[0]) for op in module.ops()
-               if op.kind == "dequantize"]
+    host = host_float_ops(module)
+    outputs = []
+    for op in module.ops():
+        producer = module.producer(op.inputs[0]) if op.kind == "dequantize" else None
+        if op.kind == "dequantize" and (producer is None or producer.name not in host):
+            outputs.append(Port(op.outputs[0], op.inputs[0]))
     return inputs, outputs
 
 

@@ -18,6 +18,7 @@ from models import CALIBRATION_BATCHES, CALIBRATION_SEED, EXPORTERS, workdir
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "mnist_tiny": (1, 1, 28, 28),
     "mlp_tiny": (1, 64),
+    "mlp_softmax_tiny": (1, 64),
     "resnet18": (1, 3, 32, 32),
     "mobilenetv2": (1, 3, 32, 32),
     "vgg11": (1, 3, 32, 32),
@@ -133,6 +134,10 @@ def _torch_module(name: str):  # -> torch.nn.Module
         "mnist_tiny": MnistTiny,
         "mlp_tiny": lambda: nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 16),
                                           nn.ReLU(), nn.Linear(16, 10)),
+        # The quantizer quantizes the Softmax result too: a host-side quantize + dequantize
+        # after the chip's last dequantize.
+        "mlp_softmax_tiny": lambda: nn.Sequential(nn.Linear(64, 16), nn.ReLU(),
+                                                  nn.Linear(16, 10), nn.Softmax(dim=1)),
         "resnet18": ResNet18,
         "mobilenetv2": MobileNetV2,
         "vgg11": Vgg11,

@@ -108,6 +108,23 @@ def test_large_cnns_do_not_fit_tiny(name: str, tmp_path: Path) -> None:
         compile_model(str(backend_models.quantized_model(name)), str(tmp_path / "p.s"), "tiny")
 
 
+def test_float_tail_after_a_quantized_softmax_stays_on_the_host(tmp_path: Path) -> None:
+    """Softmax -> quantize -> dequantize after the chip's output: one program output (the
+    logits' codes), the host finishes; sim equals reference."""
+    from cimc.cli import main
+
+    model = backend_models.quantized_model("mlp_softmax_tiny")
+    np.save(tmp_path / "x.npy", backend_models.sample_inputs("mlp_softmax_tiny", 3, seed=2))
+    for engine in ("sim", "reference"):
+        assert main(["run", str(model), "--inputs", str(tmp_path / "x.npy"), "--outputs",
+                     str(tmp_path / f"{engine}.npy"), "--engine", engine,
+                     "--target", "tiny"]) == 0
+    sim, reference = np.load(tmp_path / "sim.npy"), np.load(tmp_path / "reference.npy")
+    assert sim.shape == (3, 10)
+    np.testing.assert_allclose(sim.sum(axis=1), 1.0, atol=0.05)
+    np.testing.assert_array_equal(sim, reference)
+
+
 def test_cimc_run_engine_sim_equals_engine_reference(tmp_path: Path) -> None:
     from cimc.cli import main
 
