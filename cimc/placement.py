@@ -20,6 +20,14 @@ at most `crossbars_per_core * cols` always has room (see `pack`). A block also
 needs local memory for the bias and requant tables of the column it reduces,
 and a vector op for its requant table; these must stay under half the core's
 local memory, as before (the rest is for buffers).
+
+Compute load: a core runs its MVMs one after another, and the blocks of one
+*group* (one replica of a matvec) on one core fire together once per window.
+A core's MVM load per inference is the sum, over the distinct groups it holds
+blocks of, of the group's windows (`traffic.Unit.windows`). It is kept at most
+`load_cap`, the pipeline's stage target: the most windows of any group. So no
+core is slower than the slowest layer alone, and the replicas of a layer
+(each near the target after `replicate`) land on different cores.
 """
 
 from __future__ import annotations
@@ -70,8 +78,14 @@ class Problem:
     table_budget: int  # table bytes per core
     columns: np.ndarray  # cell columns per unit, not rounded (for the lower bound)
     incident: list[list[int]] = field(default_factory=list)  # unit -> payload indices
+    # unit -> group (matvec replica) index, -1 for none; windows per inference of a group
+    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    group_load: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    load_cap: int = 0  # most load per core (0: unconstrained)
 
     def __post_init__(self) -> None:
+        if len(self.groups) != len(self.names):
+            self.groups = np.full(len(self.names), -1, dtype=np.int64)
         if not self.incident:
             self.incident = [[] for _ in self.names]
             for k, p in enumerate(self.payloads):
@@ -93,10 +107,18 @@ class Problem:
         return sum(payload_cost(p, tile_of, self.hops) for p in self.payloads)
 
     def fits(self, tile_of: np.ndarray) -> bool:
-        """Tile-level capacity (columns and tables) respected."""
+        """Capacity (columns, tables, compute load) respected on every core."""
         cols = np.bincount(tile_of, weights=self.demand, minlength=self.tiles)
         tables = np.bincount(tile_of, weights=self.tables, minlength=self.tiles)
-        return bool((cols <= self.tile_capacity).all() and (tables <= self.tile_tables).all())
+        return bool((cols <= self.tile_capacity).all() and (tables <= self.tile_tables).all()
+                    and (not self.load_cap or int(self.loads(tile_of).max()) <= self.load_cap))
+
+    def loads(self, core_of: np.ndarray) -> np.ndarray:
+        """MVM windows per inference of every core (sum over its distinct groups)."""
+        mask = self.groups >= 0
+        pairs = np.unique(np.stack([core_of[mask], self.groups[mask]]), axis=1)
+        return np.bincount(pairs[0], weights=self.group_load[pairs[1]],
+                           minlength=self.tiles).astype(np.int64)
 
 
 def payload_cost(p: Payload, core_of: np.ndarray, hops: np.ndarray) -> int:
@@ -148,9 +170,21 @@ def build_problem(module: Module, target: Target,
     payloads = [Payload(index[c], np.array(sorted(index[o] for o in others), dtype=np.int64),
                         size, kind)
                 for c, others, size, kind in grouped.values() if size > 0]
+    group_index: dict[tuple[str, int], int] = {}
+    for u in found:
+        if u.kind == "block":
+            group_index.setdefault((u.op, u.replica), len(group_index))
+    groups = np.array([group_index[u.op, u.replica] if u.kind == "block" else -1
+                       for u in found], dtype=np.int64)
+    group_load = np.zeros(len(group_index), dtype=np.int64)
+    for u, g in zip(found, groups, strict=True):
+        if g >= 0:
+            group_load[g] = u.windows
     problem = Problem([u.name for u in found], demand, tables, payloads, target,
                       target.crossbars_per_core * target.cols, target.local_memory_bytes // 2,
-                      np.array([u.crossbar_columns_needed for u in found], dtype=np.int64))
+                      np.array([u.crossbar_columns_needed for u in found], dtype=np.int64),
+                      groups=groups, group_load=group_load,
+                      load_cap=int(group_load.max()) if len(group_load) else 0)
     check_fits(problem, found)
     return problem, found
 

@@ -45,13 +45,20 @@ def core_order(problem: Problem, snake: bool) -> list[int]:
 
 def fill(problem: Problem, order: list[int]) -> np.ndarray:
     """Units in layer order into cores in `order`: a unit goes to the current core if
-    its columns and tables fit, else to the next core. Returns each unit's core."""
+    its columns, tables and compute load fit, else to the next core. Returns each
+    unit's core."""
     core_of = np.zeros(len(problem.names), dtype=np.int64)
-    position, cols, tables = 0, 0, 0
+    position, cols, tables, load = 0, 0, 0, 0
+    held: set[int] = set()
     for u in range(len(problem.names)):
+        group = int(problem.groups[u])
+        extra = int(problem.group_load[group]) if group >= 0 and group not in held else 0
         while (cols + problem.demand[u] > problem.capacity
-               or tables + problem.tables[u] > problem.table_budget):
-            position, cols, tables = position + 1, 0, 0
+               or tables + problem.tables[u] > problem.table_budget
+               or (problem.load_cap and load + extra > problem.load_cap)):
+            position, cols, tables, load = position + 1, 0, 0, 0
+            held = set()
+            extra = int(problem.group_load[group]) if group >= 0 else 0
             if position >= len(order):
                 needed = int(-(-problem.demand.sum() // problem.target.cols))
                 raise CimcError(
@@ -63,7 +70,23 @@ def fill(problem: Problem, order: list[int]) -> np.ndarray:
         core_of[u] = order[position]
         cols += int(problem.demand[u])
         tables += int(problem.tables[u])
+        load += extra
+        if group >= 0:
+            held.add(group)
     return core_of
+
+
+def fit_load_cap(problem: Problem) -> None:
+    """Double `load_cap` until the layer-order fill fits the cores (a model that fills
+    the chip cannot keep every core under the slowest layer's load); 0 if even
+    the uncapped fill needs the spread."""
+    while problem.load_cap:
+        try:
+            fill(problem, list(range(problem.target.cores)))
+            return
+        except CimcError:
+            cap = problem.load_cap * 2
+            problem.load_cap = 0 if cap >= int(problem.group_load.sum()) else cap
 
 
 class Annealer:
@@ -81,6 +104,14 @@ class Annealer:
         self.members: list[list[int]] = [[] for _ in range(problem.tiles)]
         for u, t in enumerate(self.tile):
             self.members[t].append(u)
+            self.group = problem.groups.tolist()
+        self.group_load = problem.group_load.tolist()
+        self.cap = problem.load_cap
+        # Per core: blocks of each group it holds, and the sum of those groups' loads.
+        self.held: list[Counter[int]] = [Counter() for _ in range(problem.tiles)]
+        self.load = [0] * problem.tiles
+        for u, t in enumerate(self.tile):
+            self._hold(u, t, 1)
 
     def move(self, u: int, b: int) -> int:
         """Move unit u to tile b; the change of hop_bytes."""
@@ -109,14 +140,37 @@ class Annealer:
         self.tabs[b] += int(self.p.tables[u])
         self.members[a].remove(u)
         self.members[b].append(u)
+        self._hold(u, a, -1)
+        self._hold(u, b, 1)
         return delta
+
+    def _hold(self, u: int, core: int, step: int) -> None:
+        g = self.group[u]
+        if g < 0:
+            return
+        held = self.held[core]
+        held[g] += step
+        if held[g] == (1 if step > 0 else 0):
+            self.load[core] += step * self.group_load[g]
+        if not held[g]:
+            del held[g]
+
+    def load_fits(self, u: int, b: int, leaving: int = -1) -> bool:
+        """Whether core b's compute load stays under the cap with u (for `leaving`)."""
+        g = self.group[u]
+        if not self.cap or g < 0 or self.held[b][g] > (leaving >= 0 and self.group[leaving] == g):
+            return True
+        load = self.load[b] + self.group_load[g]
+        if leaving >= 0 and self.group[leaving] >= 0 and self.held[b][self.group[leaving]] == 1:
+            load -= self.group_load[self.group[leaving]]
+        return load <= self.cap
 
     def room(self, u: int, b: int, leaving: int = -1) -> bool:
         """Whether tile b takes unit u (after unit `leaving` left it)."""
         d = int(self.p.demand[u]) - (int(self.p.demand[leaving]) if leaving >= 0 else 0)
         t = int(self.p.tables[u]) - (int(self.p.tables[leaving]) if leaving >= 0 else 0)
         return (self.cols[b] + d <= self.p.tile_capacity[b]
-                and self.tabs[b] + t <= self.p.tile_tables[b])
+                and self.tabs[b] + t <= self.p.tile_tables[b] and self.load_fits(u, b, leaving))
 
     def partner_tile(self, u: int, rng: random.Random) -> int:
         """A core near one of u's partners (where moving u may pay off)."""
@@ -138,9 +192,10 @@ class Annealer:
 
 
 def anneal(problem: Problem, start: np.ndarray, moves: int, seed: int,
-           deadline: float | None = None) -> tuple[np.ndarray, bool]:
-    """Simulated annealing over tile assignments from `start` (tiles): the best seen,
-    and whether the wall-clock `deadline` cut the `moves` short."""
+           deadline: float | None = None, heat: float = 1.0) -> tuple[np.ndarray, bool]:
+    """Simulated annealing over core assignments from `start`: the best seen, and
+    whether the wall-clock `deadline` cut the `moves` short. `heat` scales the start
+    temperature."""
     rng = random.Random(seed)
     state = Annealer(problem, start)
     n = len(problem.names)
@@ -154,7 +209,7 @@ def anneal(problem: Problem, start: np.ndarray, moves: int, seed: int,
         if sample is not None:
             deltas.append(abs(sample[0]))
             _undo(state, sample[1])
-    t0 = START_TEMPERATURE * float(np.median([d for d in deltas if d] or [1]))
+    t0 = heat * START_TEMPERATURE * float(np.median([d for d in deltas if d] or [1]))
     t_end = t0 / 1000
     for step in range(moves):
         if deadline is not None and step % 1000 == 0 and time.perf_counter() > deadline:

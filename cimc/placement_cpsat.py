@@ -39,7 +39,7 @@ from cimc.placement import Problem, payload_cost
 
 # Windows per second of time limit, and the deterministic time CP-SAT may
 # spend on one window (its units of work are about a second of one core).
-WINDOWS_PER_SECOND = 5
+WINDOWS_PER_SECOND = 4
 WINDOW_DETERMINISTIC_TIME = 0.05
 # Units freed per window at most (tiles are added while the bound holds).
 WINDOW_UNITS = 48
@@ -92,6 +92,21 @@ def solve_window(problem: Problem, tile_of: np.ndarray, window: list[int], seed:
         model.add_exactly_one(x[u, t] for t in window)
         for t in window:
             hint[x[u, t]] = int(tile_of[u] == t)
+    if problem.load_cap:
+        # g[group, t]: the group has a block on core t; the core's load is the sum.
+        by_group: dict[int, list[int]] = {}
+        for u in free:
+            if problem.groups[u] >= 0:
+                by_group.setdefault(int(problem.groups[u]), []).append(u)
+        for t in window:
+            present = []
+            for g, members in by_group.items():
+                var = model.new_bool_var(f"g{g}_{t}")
+                hint[var] = int(any(tile_of[u] == t for u in members))
+                for u in members:
+                    model.add_implication(x[u, t], var)
+                present.append((int(problem.group_load[g]), var))
+            model.add(sum(w * v for w, v in present) <= problem.load_cap)
     for t in window:
         if any(problem.demand[u] for u in free):
             model.add(sum(int(problem.demand[u]) * x[u, t] for u in free)
@@ -151,38 +166,69 @@ def local_cost(problem: Problem, tile_of: np.ndarray, units: list[int]) -> int:
     return sum(payload_cost(problem.payloads[k], tile_of, problem.hops) for k in ids)
 
 
-def search(problem: Problem, start: np.ndarray, seconds: float, seed: int,
-           deadline: float | None = None) -> tuple[np.ndarray, SearchLog]:
-    """Large-neighbourhood search from `start` (tiles); the best assignment found."""
-    rng = random.Random(seed)
-    log = SearchLog()
-    tile_of = start.copy()
-    budget = max(1, int(seconds * WINDOWS_PER_SECOND))
+def payload_window(problem: Problem, tile_of: np.ndarray, k: int,
+                   occupancy: np.ndarray) -> list[int]:
+    """A window around payload k: its center's core, the farthest cores it reaches,
+    and the cores nearest the center (occupied or empty), under WINDOW_UNITS."""
+    p = problem.payloads[k]
+    center = int(tile_of[p.center])
+    reached = sorted({int(tile_of[v]) for v in p.others} - {center},
+                     key=lambda c: (-int(problem.hops[center, c]), c))
+    near = sorted(range(problem.tiles), key=lambda c: (int(problem.hops[center, c]), c))
+    chosen, units = [center], int(occupancy[center])
+    for c in [*reached[:2], *near]:
+        if len(chosen) >= WINDOW_TILES + 2:
+            break
+        if c in chosen or units + occupancy[c] > WINDOW_UNITS:
+            continue
+        chosen.append(c)
+        units += int(occupancy[c])
+    return chosen
+
+
+def lns(problem: Problem, tile_of: np.ndarray, windows: int, rng: random.Random,
+        log: SearchLog, deadline: float | None = None) -> tuple[np.ndarray, int]:
+    """Up to `windows` CP-SAT windows from `tile_of`, alternating neighbourhood windows
+    (seed cores in a shuffled round) and windows around costly payloads; stops when a
+    round of windows found nothing. The result and the windows left."""
     seeds: list[int] = []
     quiet = 0  # windows in a row that changed nothing
-    for _ in range(budget):
-        if quiet > problem.tiles + 4:
-            break  # a whole round of windows found nothing better: a local optimum
+    while windows > 0 and quiet <= problem.tiles // 4 + 8:
         if deadline is not None and time.perf_counter() > deadline:
             log.timed_out = True
             break
-        if not seeds:
-            occupied = sorted({int(t) for t in tile_of})
-            seeds = occupied + [t for t in range(problem.tiles) if t not in set(occupied)][:4]
-            rng.shuffle(seeds)
         occupancy = np.bincount(tile_of, minlength=problem.tiles)
-        window = window_tiles(problem, seeds.pop(), occupancy)
+        if windows % 2:
+            costs = [payload_cost(p, tile_of, problem.hops) for p in problem.payloads]
+            total = sum(costs)
+            if not total:
+                break
+            k = rng.choices(range(len(costs)), weights=costs)[0]
+            window = payload_window(problem, tile_of, k, occupancy)
+        else:
+            if not seeds:
+                occupied = sorted({int(t) for t in tile_of})
+                seeds = occupied + [t for t in range(problem.tiles) if t not in set(occupied)][:4]
+                rng.shuffle(seeds)
+            window = window_tiles(problem, seeds.pop(), occupancy)
+        windows -= 1
         log.windows += 1
-        result = solve_window(problem, tile_of, window, rng.randrange(1 << 30))
         quiet += 1
-        if result is None:
-            continue
-        moved = [u for u in np.flatnonzero(result != tile_of).tolist()]
-        if not moved:
+        result = solve_window(problem, tile_of, window, rng.randrange(1 << 30))
+        if result is None or not (result != tile_of).any():
             continue
         touched = [u for u in range(len(tile_of)) if int(tile_of[u]) in set(window)]
         if local_cost(problem, result, touched) < local_cost(problem, tile_of, touched):
             tile_of = result
             log.improved += 1
             quiet = 0
+    return tile_of, windows
+
+
+def search(problem: Problem, start: np.ndarray, seconds: float, seed: int,
+           deadline: float | None = None) -> tuple[np.ndarray, SearchLog]:
+    """CP-SAT windows alone from `start` (WINDOWS_PER_SECOND x `seconds` at most)."""
+    log = SearchLog()
+    tile_of, _ = lns(problem, start.copy(), max(1, int(seconds * WINDOWS_PER_SECOND)),
+                     random.Random(seed), log, deadline)
     return tile_of, log

@@ -40,8 +40,6 @@ from targets import load_target
 
 PLACERS = ("cpsat", "anneal", "sequential", "snake")
 DEFAULT_TIME_LIMIT = 10.0
-# Share of the cpsat placer's budget spent annealing before the CP-SAT windows.
-ANNEAL_SHARE = 0.5
 
 
 @dataclass
@@ -78,12 +76,13 @@ def run_placer(problem: Problem, placer: str, time_limit: float, seed: int
         ANNEAL_MOVES_PER_SECOND,
         anneal,
         core_order,
-        curve_order,
         fill,
+        fit_load_cap,
     )
 
     if placer not in PLACERS:
         raise CimcError(f"unknown placer {placer!r}; choose one of {', '.join(PLACERS)}")
+    fit_load_cap(problem)
     snake = fill(problem, core_order(problem, snake=True))
     if placer in ("sequential", "snake"):
         return (fill(problem, core_order(problem, snake=False)) if placer == "sequential"
@@ -97,16 +96,10 @@ def run_placer(problem: Problem, placer: str, time_limit: float, seed: int
         tiles, timed_out = anneal(problem, snake, moves, seed, deadline)
         info["timed_out"] = timed_out
     else:
-        from cimc.placement_cpsat import search
+        from cimc.placement_search import improve
 
-        # Half the budget: annealing from the curve fill moves units far cheaply; the
-        # other half: CP-SAT windows, each re-assigned optimally.
-        curve = fill(problem, curve_order(problem))
-        moves = int(time_limit * ANNEAL_MOVES_PER_SECOND * ANNEAL_SHARE)
-        warm, timed_out = anneal(problem, curve, moves, seed, deadline)
-        tiles, log = search(problem, warm, time_limit * (1 - ANNEAL_SHARE), seed, deadline)
-        info.update(timed_out=timed_out or log.timed_out, windows=log.windows,
-                    improved=log.improved)
+        tiles, log = improve(problem, time_limit, seed, deadline)
+        info.update(timed_out=log.timed_out, windows=log.windows, improved=log.improved)
     cores = distribute(problem, tiles)
     return (snake if cores is None else cores), info
 
