@@ -1,0 +1,140 @@
+"""The assembler's directives: one function per directive, checking its arguments.
+
+`.target`, `.image`, `.input`/`.output` describe the program; `.core` opens a
+core's section; `.data` with `.word`/`.byte` lays out its initial memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from cimc.diagnostics import Location
+from isa.asm_parse import Arg, Statement
+from isa.program import IO_DTYPES, CoreStream, DataSegment, IODecl
+
+if TYPE_CHECKING:
+    from isa.assembler import Assembler
+
+DTYPE_RANGE = {"i8": (-128, 127), "u8": (0, 255), "i32": (-(1 << 31), (1 << 31) - 1)}
+MAX_CORE = (1 << 16) - 1
+
+
+def expect(asm: Assembler, st: Statement, usage: str, *kinds: str) -> list[Arg]:
+    """The directive's args, checked against `kinds` (alternatives joined by |)."""
+    if len(st.args) != len(kinds):
+        raise asm.error(f"{st.name} takes {len(kinds)} argument(s): {st.name} {usage}",
+                        st.line, st.column)
+    for arg, kind in zip(st.args, kinds, strict=True):
+        if arg.kind not in kind.split("|"):
+            raise asm.error(f"bad argument for {st.name}: expected {st.name} {usage}",
+                            arg.line, arg.column)
+    return st.args
+
+
+def text_of(asm: Assembler, arg: Arg) -> str:
+    """A name or file argument, bare or as a JSON-quoted string."""
+    if arg.kind == "symbol":
+        return str(arg.value)
+    try:
+        return str(json.loads(str(arg.value)))
+    except ValueError:
+        raise asm.error("bad escape in string", arg.line, arg.column) from None
+
+
+def target(asm: Assembler, st: Statement) -> None:
+    """`.target NAME`: the target the program was built for."""
+    (name,) = expect(asm, st, "NAME", "symbol|string")
+    if asm.program.target is not None:
+        raise asm.error(".target given twice", st.line, st.column)
+    asm.program.target = text_of(asm, name)
+
+
+def image(asm: Assembler, st: Statement) -> None:
+    """`.image "FILE"`: the crossbar programming image the program loads."""
+    (path,) = expect(asm, st, '"FILE"', "symbol|string")
+    if asm.program.image is not None:
+        raise asm.error(".image given twice", st.line, st.column)
+    asm.program.image = text_of(asm, path)
+
+
+def core(asm: Assembler, st: Statement) -> None:
+    """`.core N`: the instructions that follow run on core N."""
+    (number,) = expect(asm, st, "N", "integer")
+    index = number.value
+    if not 0 <= index <= MAX_CORE:
+        raise asm.error(f"core number {index} out of range 0..{MAX_CORE}",
+                        number.line, number.column)
+    if index in asm.program.streams:
+        raise asm.error(f"core {index} already has a section (line {asm.core_lines[index]})",
+                        number.line, number.column)
+    asm.close_core()
+    asm.stream = asm.program.streams[index] = CoreStream(index)
+    asm.core_lines[index] = st.line
+    asm.segment = None
+
+
+def io(asm: Assembler, st: Statement) -> None:
+    """`.input`/`.output NAME, ADDR, DTYPE, [SHAPE], SCALE, ZP`: a tensor the host moves."""
+    usage = "NAME, ADDR, DTYPE, [SHAPE], SCALE, ZP"
+    name, addr, dtype, shape, scale, zp = expect(
+        asm, st, usage, "symbol|string", "integer", "symbol", "shape", "float|integer", "integer")
+    if dtype.value not in IO_DTYPES:
+        raise asm.error(f"unknown dtype '{dtype.value}'; expected one of "
+                        f"{', '.join(IO_DTYPES)}", dtype.line, dtype.column)
+    low, high = DTYPE_RANGE[dtype.value]
+    checks = [
+        (addr, addr.value >= 0, "address must be >= 0"),
+        (shape, all(d > 0 for d in shape.value), "shape dimensions must be > 0"),
+        (scale, 0 < scale.value < math.inf, "scale must be a positive number"),
+        (zp, low <= zp.value <= high,
+         f"zero point out of range {low}..{high} for {dtype.value}"),
+    ]
+    for arg, ok, message in checks:
+        if not ok:
+            raise asm.error(message, arg.line, arg.column)
+    decls = asm.program.inputs if st.name == ".input" else asm.program.outputs
+    label = text_of(asm, name)
+    if any(d.name == label for d in asm.program.inputs + asm.program.outputs):
+        raise asm.error(f"'{label}' is already declared", name.line, name.column)
+    decls.append(IODecl(label, addr.value, dtype.value, shape.value, float(scale.value),
+                        zp.value, Location(asm.filename, st.line, st.column)))
+
+
+def data(asm: Assembler, st: Statement) -> None:
+    """`.data ADDR`: the `.word`/`.byte` values that follow start at ADDR in local memory."""
+    (addr,) = expect(asm, st, "ADDR", "integer")
+    if asm.stream is None:
+        raise asm.error(".data before any .core directive", st.line, st.column)
+    if int(addr.value) < 0:
+        raise asm.error("address must be >= 0", addr.line, addr.column)
+    asm.segment = DataSegment(int(addr.value), b"")
+    asm.program.data.setdefault(asm.stream.core, []).append(asm.segment)
+
+
+def values(asm: Assembler, st: Statement) -> None:
+    """`.word`/`.byte V, ...`: little-endian values appended to the current .data block."""
+    if asm.segment is None:
+        raise asm.error(f"{st.name} outside a .data block", st.line, st.column)
+    size, low, high = (4, -(1 << 31), (1 << 32) - 1) if st.name == ".word" else (1, -128, 255)
+    if not st.args:
+        raise asm.error(f"{st.name} needs at least one value", st.line, st.column)
+    out = bytearray()
+    for arg in st.args:
+        if arg.kind != "integer":
+            raise asm.error(f"{st.name} takes integers", arg.line, arg.column)
+        value = int(arg.value)
+        if not low <= value <= high:
+            raise asm.error(f"{st.name} value {value} out of range {low}..{high}",
+                            arg.line, arg.column)
+        out += (value % (1 << (8 * size))).to_bytes(size, "little")
+    asm.segment.data += bytes(out)
+
+
+DIRECTIVES: dict[str, Callable[[Assembler, Statement], None]] = {
+    ".target": target, ".image": image, ".core": core,
+    ".input": io, ".output": io, ".data": data,
+    ".word": values, ".byte": values,
+}
