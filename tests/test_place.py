@@ -157,3 +157,71 @@ def test_cpsat_placement_is_deterministic(mnist: Module) -> None:
         results.append([op.attrs.get("block_cores", op.attrs.get("core"))
                         for op in module.ops()])
     assert results[0] == results[1]
+
+
+def test_load_cap_keeps_core_loads_and_spreads_replicas() -> None:
+    """Every placer keeps each core's MVM load (distinct groups' windows) under the cap;
+    two replicas at the cap never share a core."""
+    p = chain_problem(6, 8)
+    # Groups: each layer's blocks; layers 0 and 1 are two replicas of one op at the cap.
+    p.groups = np.repeat(np.arange(6), 8)
+    p.group_load = np.array([100, 100, 40, 40, 40, 40])
+    p.load_cap = 100
+    from passes.place import run_placer
+    for placer in PLACERS:
+        cores, _ = run_placer(p, placer, 0.5, seed=1)
+        assert p.fits(cores), placer
+        assert int(p.loads(cores).max()) <= 100
+        assert not set(cores[:8].tolist()) & set(cores[8:16].tolist())
+
+
+def test_cpsat_beats_anneal_and_snake_given_the_same_time() -> None:
+    from passes.place import run_placer
+    p = chain_problem(12, 40)
+    costs = {placer: p.cost(run_placer(p, placer, 1.0, seed=0)[0]) for placer in PLACERS}
+    assert costs["cpsat"] < costs["anneal"] and costs["cpsat"] < costs["snake"]
+    assert costs["cpsat"] <= 0.7 * costs["sequential"]
+    assert hop_bytes_bound(p) <= costs["cpsat"]
+
+
+def test_network_figures_fall_with_hop_bytes(tmp_path) -> None:
+    """The simulator moves exactly the placement's hop_bytes; fewer of them cost less
+    network energy."""
+    from cimc.commands.compile import build_report, compile_model
+
+    model = str(backend_models.quantized_model("mnist_tiny"))
+    reports = {}
+    for placer in ("sequential", "cpsat"):
+        prog = tmp_path / f"{placer}.s"
+        compiled = compile_model(model, str(prog), "tiny", placer=placer, place_time_limit=1.0)
+        reports[placer] = build_report(compiled, str(prog), None)
+    seq, opt = reports["sequential"], reports["cpsat"]
+    for report in (seq, opt):
+        assert report["simulated_hop_bytes"] == report["hop_bytes"]
+    assert opt["hop_bytes"] < seq["hop_bytes"]
+    network = "network"
+    assert opt["energy_breakdown_nj"][network] < seq["energy_breakdown_nj"][network]
+
+
+@pytest.mark.slow
+def test_resnet18_on_pimcomp_default_placer() -> None:
+    """Model scale: the default placer at its default limit <= 0.7x sequential, above
+    the bound, and the same placement twice."""
+    import models
+
+    module = import_onnx(str(models.quantized_model("resnet18")))
+    run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
+    run_pipeline(module, parse_pipeline("lower,tile{target=pimcomp},replicate{target=pimcomp}"))
+    sequential = Place(target="pimcomp", placer="sequential")
+    sequential.apply(copy.deepcopy(module))
+    placed = []
+    for _ in range(2):
+        run = Place(target="pimcomp")
+        placed_module = copy.deepcopy(module)
+        run.apply(placed_module)
+        assert run.summary is not None and sequential.summary is not None
+        assert not run.summary.timed_out
+        assert run.summary.hop_bytes <= 0.7 * sequential.summary.hop_bytes
+        assert 0 < run.summary.hop_bytes_bound <= run.summary.hop_bytes
+        placed.append(unit_cores(placed_module))
+    assert placed[0] == placed[1]
