@@ -13,11 +13,17 @@ DenseNet-121's pre-activation batch norms (BatchNormalization, Mul, Add on
 the concatenated features before each ReLU) are dropped: the backend has no
 per-channel affine op, and they do not change which bytes move where.
 Every placer runs on the same tiled, replicated module and the same problem.
+Each row says whether the criteria hold: `cpsat` <= 0.7x `sequential` and
+below `snake` and `anneal` at the same limit. The last lines time the whole
+compile of ResNet-50 on pimcomp (`cimc resnet50.onnx -o r50.s --target
+pimcomp` in a child process: wall time and peak resident memory).
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -149,6 +155,7 @@ def main() -> None:
             for target in TARGETS:
                 module = tiled(path, target)
                 sequential = None
+                costs: dict[str, int] = {}
                 for placer in PLACERS:
                     run = Place(target=target, placer=placer, time_limit=limit)
                     start = time.perf_counter()
@@ -161,11 +168,33 @@ def main() -> None:
                     s = run.summary
                     assert s is not None
                     sequential = sequential or s.hop_bytes
+                    costs[placer] = s.hop_bytes
                     ratio = s.hop_bytes / sequential if sequential else 1.0
                     note = " (timed out)" if s.timed_out else ""
                     row = (name, target, placer, s.hop_bytes, f"{ratio:.3f}", s.max_link_bytes,
                            s.hop_bytes_bound, f"{s.gap:.3f}", f"{seconds:.2f}{note}")
                     print("   " + " ".join(f"{v!s:>12}" for v in row), flush=True)
+                if len(costs) == len(PLACERS):
+                    ok = (costs["cpsat"] <= 0.7 * costs["sequential"]
+                          and costs["cpsat"] < min(costs["snake"], costs["anneal"]))
+                    print(f"   {name:>12} {target:>12}  cpsat <= 0.7x sequential and below "
+                          f"snake and anneal: {'yes' if ok else 'NO'}", flush=True)
+            if name == "resnet50":
+                whole_compile(path, Path(tmp))
+
+
+def whole_compile(model: Path, workdir: Path) -> None:
+    """Wall time and peak memory of the whole compile of `model` on pimcomp."""
+    command = [sys.executable, "-m", "cimc", str(model), "-o", str(workdir / "r50.s"),
+               "--target", "pimcomp"]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
+    status = "ok" if done.returncode == 0 else f"failed: {done.stderr.strip()[-200:]}"
+    print(f"   whole compile of ResNet-50 on pimcomp (default placer and limit): "
+          f"{seconds:.1f} s, peak memory {peak:.2f} GiB, {status} "
+          f"(criteria: 30 s, 3 GiB)", flush=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from cimc.placement import Problem, payload_cost
 
 # Windows per second of time limit, and the deterministic time CP-SAT may
 # spend on one window (its units of work are about a second of one core).
-WINDOWS_PER_SECOND = 4
+WINDOWS_PER_SECOND = 3
 WINDOW_DETERMINISTIC_TIME = 0.05
 # Units freed per window at most (tiles are added while the bound holds).
 WINDOW_UNITS = 48

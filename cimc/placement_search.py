@@ -35,7 +35,7 @@ from cimc.placement_cpsat import WINDOWS_PER_SECOND, SearchLog, lns
 CYCLES = 4
 # Share of the anneal placer's moves the cpsat placer does (the rest of its time
 # goes to CP-SAT windows), and the reheated temperature of the perturbations.
-ANNEAL_SHARE = 0.35
+ANNEAL_SHARE = 0.3
 REHEAT = 0.3
 
 

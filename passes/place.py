@@ -3,12 +3,15 @@
 The problem (cimc/placement.py) comes from the traffic model: units with
 crossbar-column and table demands, payloads between them, the mesh. The
 placer (`placer` option, docs/placement.md) minimises hop_bytes:
-* `cpsat` (default): fill along a generalized Hilbert curve over the mesh,
-  anneal for half the budget, then large-neighbourhood search with OR-Tools
-  CP-SAT over windows of neighbouring tiles (cimc/placement_cpsat.py);
+* `cpsat` (default): the better of the Hilbert-curve and snake fills, then
+  annealing and large-neighbourhood search with OR-Tools CP-SAT windows in
+  turn over the whole budget (cimc/placement_search.py, placement_cpsat.py);
 * `anneal`: simulated annealing from the snake fill, the whole budget;
 * `sequential`: units in layer order fill cores 0, 1, 2, ... (row-major);
 * `snake`: the same fill along a boustrophedon path over the tiles.
+Every placer keeps each core's MVM load (the windows of the distinct matvec
+replicas it holds blocks of) under the slowest replica's (cimc/placement.py),
+so replicas land on different cores and the pipeline stays balanced.
 `time_limit` (seconds) bounds the search; the work done is fixed for a given
 limit and seed, so the result does not depend on the machine unless the
 wall-clock guard fires (then `summary.timed_out`).
