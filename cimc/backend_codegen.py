@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cimc.backend_loops import reroll
 from cimc.backend_plan import Group, Plan, Recv, build
 from cimc.backend_window import Window, band_plan
 from cimc.diagnostics import CimcError
@@ -100,8 +101,8 @@ def generate(module: Module, target: Target, plan: Plan | None = None) -> dict[i
             writers[(core, gi)] = Part(module, target, group, cores[core], unit_core)
     for core, tasks in plan.order.items():
         code = cores[core]
-        for m, gi, oy in tasks:
-            code.lines += writers[(core, gi)].row(m, oy)
+        code.lines += reroll([writers[(core, gi)].row(m, oy) for m, gi, oy in tasks],
+                             f"c{core}")
         code.lines.append("halt")
         if code.peak > code.top:
             need = code.peak + target.local_memory_bytes - code.top

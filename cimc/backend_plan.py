@@ -89,6 +89,7 @@ class Plan:
     latency_bound: float
     core_bound: dict[int, float]  # core -> MVM (+ main vector) cycles per inference
     tags: int
+    crossbar_bound: float = 0.0  # MVM cycles per inference of the busiest crossbar
 
 
 def _blocks_on(op: Op, replica: int, cores: dict[str, int]) -> dict[int, list[tuple[int, int]]]:
@@ -96,6 +97,24 @@ def _blocks_on(op: Op, replica: int, cores: dict[str, int]) -> dict[int, list[tu
     for i, j in blocks_of(op):
         found[cores[block_name(op, replica, i, j)]].append((i, j))
     return found
+
+
+def mvm_depth(op: Op, replica: int) -> dict[int, int]:
+    """Core -> MVMs one window of `replica` runs one after the other on that core: its
+    blocks on different crossbars run at once (the simulator's crossbars work in
+    parallel), blocks sharing a crossbar take turns."""
+    s = op.attrs["slices"]
+    flat = op.attrs["block_slices"]
+    count = len(blocks_of(op))
+    users: dict[tuple[int, int], int] = defaultdict(int)
+    for k in range(replica * count, (replica + 1) * count):
+        core = int(op.attrs["block_cores"][k])
+        for xbar in sorted({int(flat[2 * (k * s + d)]) for d in range(s)}):
+            users[(core, xbar)] += 1
+    depth: dict[int, int] = defaultdict(int)
+    for (core, _), n in sorted(users.items()):
+        depth[core] = max(depth[core], n)
+    return dict(depth)
 
 
 def _estimates(module: Module, group: Group, target: Target,
@@ -106,7 +125,7 @@ def _estimates(module: Module, group: Group, target: Target,
     lat = target.latency
     if op.kind == "matvec":
         win = Window.of(module, op)
-        most = max(len(b) for b in on_core.values())
+        most = max(mvm_depth(op, group.replica).values())
         mvm = ow * most * target.mvm_cycles
         over = ow * (win.window_bytes * lat.copy_per_byte + n * (1.5 + lat.requant_per_element)
                      + 2 * lat.send_setup + 8)
@@ -179,10 +198,23 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
                 group.recvs.setdefault(core, {})[k] = lists
     _asap(groups, by_op, module, lambda g: g.duration)
     starts = {(index[id(g)], oy): g.start[oy] for g in groups for oy in g.rows}
+    # A core runs its tasks one after the other, and within a task the windows one after
+    # the other (each waits for its MVMs): per group, rows x pixels x the MVMs in turn.
     core_bound: dict[int, float] = defaultdict(float)
+    crossbar_busy: dict[tuple[int, int], float] = defaultdict(float)
     for g in groups:
-        for core in g.cores:
-            core_bound[core] += g.bound * len(g.rows)
+        if g.op.kind != "matvec":
+            for core in g.cores:
+                core_bound[core] += g.bound * len(g.rows)
+            continue
+        ow = image_dims(module.values[g.op.outputs[0]])[1]
+        for core, depth in mvm_depth(g.op, g.replica).items():
+            core_bound[core] += len(g.rows) * ow * depth * target.mvm_cycles
+        s, flat, count = g.op.attrs["slices"], g.op.attrs["block_slices"], len(blocks_of(g.op))
+        for k in range(g.replica * count, (g.replica + 1) * count):
+            core = int(g.op.attrs["block_cores"][k])
+            for xbar in sorted({int(flat[2 * (k * s + d)]) for d in range(s)}):
+                crossbar_busy[(core, xbar)] += len(g.rows) * ow * target.mvm_cycles
     estimate: dict[int, float] = defaultdict(float)
     for g in groups:
         for core in g.cores:
@@ -212,7 +244,8 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
     for g in groups:  # keep the estimated starts for reports
         for oy in g.rows:
             g.start[oy] = starts[(index[id(g)], oy)]
-    return Plan(groups, final, period, latency_bound, dict(sorted(core_bound.items())), tag)
+    return Plan(groups, final, period, latency_bound, dict(sorted(core_bound.items())), tag,
+                max(crossbar_busy.values(), default=0.0))
 
 
 def _senders(module: Module, src: Op, groups: list[Group]

@@ -84,6 +84,9 @@ def schedule_bounds(module: Module, target: Target) -> dict[str, Any]:
         "stage_cycles": stages,
         "latency_bound_cycles": plan.latency_bound,
         "latency_bound_ns": plan.latency_bound * ns,
+        # The hardware's own limit, beyond this schedule (a core running its groups' MVMs
+        # at once): the busiest crossbar.
+        "crossbar_bound_cycles": plan.crossbar_bound,
         "mvm_count": sum(u.windows for u in _units(module, target) if u.kind == "block"),
     }
 

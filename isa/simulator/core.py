@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 # Cost classes whose instructions must run in global time order.
 ORDERED = frozenset({"send", "recv", "sync", "global"})
 
+# Operand positions (base register, offset, length) of the local memory an ordered
+# instruction reads or writes.
+_LOCAL_OPERAND = {"send": (1, 2, 3), "recv": (1, 2, 3), "ld": (0, 1, 4), "st": (2, 3, 4)}
+
 
 def where(instruction: Instruction) -> str:
     """`mnemonic` at file:line, for messages."""
@@ -66,7 +70,16 @@ class Core:
         self.costs: list[Cost] = []
         for instruction in self.instructions:
             self._decode(instruction)
-        self.cycles = [cost.cycles for cost in self.costs]
+        # An mvm occupies the core only to issue it; its crossbars stay busy for the MVM
+        # time (Cost.cycles) while the core goes on (machine.py, matrix.py).
+        self.mvm = [bool(cost.crossbars) for cost in self.costs]
+        issue = max(1, target.latency.scalar)
+        self.cycles = [issue if mvm else cost.cycles
+                       for mvm, cost in zip(self.mvm, self.costs, strict=True)]
+        self.crossbar_free: dict[int, int] = {}  # crossbar -> cycle its MVM ends
+        # Where ordered instructions (ld, st, send, recv) touch local memory, as operand
+        # positions (base register, offset, length), to wait for MVM results in flight.
+        self.local_operand = [_LOCAL_OPERAND.get(i.mnemonic) for i in self.instructions]
         self.counts = [0] * len(self.instructions)
 
     def _decode(self, instruction: Instruction) -> None:
@@ -104,9 +117,20 @@ class Core:
         return CimcError(f"core {self.number}: {where(instruction)}: {message}",
                          instruction.loc)
 
+    def results_ready(self, pc: int) -> int:
+        """The cycle at which the local memory ordered instruction `pc` touches holds no
+        MVM result in flight (sync and halt: every result)."""
+        memory = self.memory
+        where = self.local_operand[pc]
+        if where is None:
+            ends = [r for _, _, r in memory.pending] + list(self.crossbar_free.values())
+            return max(ends, default=0)
+        o = self.operands[pc]
+        return memory.ready_at(self.regs[o[where[0]]] + o[where[1]], o[where[2]])
+
     @property
     def busy(self) -> int:
-        """Cycles spent executing (not waiting)."""
+        """Cycles spent executing (not waiting); an mvm counts its issue cycle."""
         return sum(c * n for c, n in zip(self.cycles, self.counts, strict=True))
 
 

@@ -27,7 +27,7 @@ from isa.simulator.core import Core, where
 from isa.simulator.crossbar import Analog
 from isa.simulator.memory import Memory, MemoryFault
 from isa.simulator.network import Network
-from isa.simulator.registry import BLOCK
+from isa.simulator.registry import BLOCK, HALT
 from isa.simulator.trace import Trace
 from targets import Target
 
@@ -97,6 +97,7 @@ class Machine:
         """Run `core` until it halts, blocks, or must wait for an earlier core."""
         handlers, operands, elements = core.handlers, core.operands, core.elements
         cycles, ordered, counts = core.cycles, core.ordered, core.counts
+        mvm, memory = core.mvm, core.memory
         trace, ready = self.trace, self.ready
         number = core.number
         pc, clock = core.pc, core.clock
@@ -106,6 +107,8 @@ class Machine:
             while True:
                 start = clock
                 if ordered[pc]:
+                    if memory.pending or core.local_operand[pc] is None:
+                        clock = max(clock, core.results_ready(pc))  # MVM results it touches
                     # Another core is earlier (it may have been woken meanwhile): let it go first.
                     if ready and (clock, number) > ready[0]:
                         heapq.heappush(ready, (clock, number))
@@ -113,13 +116,21 @@ class Machine:
                     core.pc, core.clock = pc, clock
                     counts[pc] += 1
                     nxt = handlers[pc](core, operands[pc], elements[pc])
+                    memory.stall = 0  # waited for above
                     if nxt == BLOCK:
                         core.blocked_since = clock
                         break
                     clock = core.clock
                 else:
+                    if mvm[pc]:
+                        core.pc, core.clock = pc, clock
                     nxt = handlers[pc](core, operands[pc], elements[pc])
                     counts[pc] += 1
+                    if memory.stall:  # it waited for an MVM result or a crossbar
+                        clock = max(clock, memory.stall)
+                        memory.stall = 0
+                    if nxt == HALT:  # the core ends when its last MVM does
+                        clock = max(clock, core.results_ready(pc))
                     clock += cycles[pc]
                 if trace is not None:
                     trace.record(number, pc, start, clock, nxt)

@@ -27,8 +27,10 @@ class GroupState:
     analog: Analog
     bit_level: bool  # use the bit-level path even when the ADC is ideal
     weights: np.ndarray = field(init=False)  # W [rows_used, cols_used], exact_weights dtype
+    crossbars: tuple[int, ...] = field(init=False)  # the crossbars an MVM keeps busy
 
     def __post_init__(self) -> None:
+        self.crossbars = self.group.crossbars()
         signed = group_weights(self.digits, self.group.weight_bits, self.cell_bits)
         self.weights = exact_weights(signed, INPUT_BITS)
 
@@ -49,14 +51,29 @@ class GroupState:
 
 
 def _mvm(core: Any, o: tuple[int, ...], t: str, accumulate: bool) -> None:
+    """The product now (values are exact at once); its time: the MVM starts when the core
+    issues it, its input is ready and its crossbars are free; it keeps them busy for the
+    MVM time, and its result counts as in flight until then (docs/simulator.md)."""
     state: GroupState = core.groups[o[0]]
-    regs = core.regs
-    x = core.memory.load(regs[o[3]] + o[4], state.group.rows_used, t)
+    regs, memory = core.regs, core.memory
+    x = memory.load(regs[o[3]] + o[4], state.group.rows_used, t)  # may wait for an input
     y = state.multiply(x, t == "i8")
     dst = regs[o[1]] + o[2]
+    nbytes = 4 * state.group.cols_used
+    # Accumulating into a result in flight is the crossbar's adder's business: no wait.
+    pending, memory.pending = memory.pending, []
     if accumulate:
-        y = y + core.memory.load(dst, state.group.cols_used, "i32")
-    core.memory.store(dst, fit(y, "i32"), "i32")
+        y = y + memory.load(dst, state.group.cols_used, "i32")
+    memory.store(dst, fit(y, "i32"), "i32")
+    free = core.crossbar_free
+    xbars = state.crossbars
+    start = max(core.clock, memory.stall, *(free.get(x, 0) for x in xbars))
+    ready = start + core.costs[core.pc].cycles
+    for xbar in xbars:
+        free[xbar] = ready
+    memory.pending = [p for p in pending if p[2] > start]
+    memory.pending.append((dst, dst + nbytes, ready))
+    memory.stall = start  # the core issues in order: it waits until the MVM can start
 
 
 @semantic("mvm", "g dst src")

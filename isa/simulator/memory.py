@@ -33,6 +33,21 @@ class Memory:
         self.size = size
         self.batch = batch
         self.pages: dict[int, np.ndarray] = {}
+        # Results still in flight (lo, hi, ready cycle): an access overlapping one raises
+        # `stall` to its ready cycle, the time the accessing instruction must wait for.
+        self.pending: list[tuple[int, int, int]] = []
+        self.stall = 0
+
+    def _wait(self, addr: int, nbytes: int) -> None:
+        end = addr + nbytes
+        for lo, hi, ready in self.pending:
+            if lo < end and addr < hi and ready > self.stall:
+                self.stall = ready
+
+    def ready_at(self, addr: int, nbytes: int) -> int:
+        """The cycle at which every result in flight over [addr, addr + nbytes) is written."""
+        end = addr + nbytes
+        return max((r for lo, hi, r in self.pending if lo < end and addr < hi), default=0)
 
     def _page(self, index: int) -> np.ndarray:
         page = self.pages.get(index)
@@ -54,6 +69,8 @@ class Memory:
         Within one page this is a view; callers must not keep it across writes.
         """
         self._check(addr, nbytes)
+        if self.pending:
+            self._wait(addr, nbytes)
         index, start = divmod(addr, PAGE_BYTES)
         if start + nbytes <= PAGE_BYTES:
             return self._page(index)[:, start : start + nbytes]
@@ -70,6 +87,8 @@ class Memory:
         """Store uint8 [batch, n] (or [n], the same for every batch element) at addr."""
         nbytes = data.shape[-1]
         self._check(addr, nbytes)
+        if self.pending:
+            self._wait(addr, nbytes)
         if addr % PAGE_BYTES + nbytes > PAGE_BYTES and data.base is not None:
             data = data.copy()  # it may view a page this write changes part way through
         done = 0

@@ -1,0 +1,176 @@
+"""Loops over a core's tasks: the code of consecutive tasks (output rows) that
+repeats up to addresses becomes one loop, so a program does not grow with the
+image height or the number of streamed images.
+
+The code generator writes every task (one output row of one group on one
+core) as straight-line code around a loop over the row's pixels. In steady
+state the tasks of a core repeat with a short period (one row of each group it
+works for): the same instructions, the same tags and local buffers, and
+global addresses (`ld` of input rows, `st` of output rows) that grow by a
+constant per repetition. `reroll` finds such runs and emits
+
+    li r15, 0 / li r14, COUNT / li rK, 0 ...      # counter, limit, one register per step
+    LOOP: <one period, each varying address as `base(rK)`>
+          addi rK, rK, step ... / addi r15, r15, 1 / blt r15, r14, LOOP
+
+Then the same again over the result (loops and single tasks), with r13 / r12
+as counter and limit: the streamed images of throughput mode repeat a core's
+whole row sequence, so a program streaming N images holds it once. Registers
+r8..r15 are free for this (the task code uses r1..r7). Tasks that do not
+repeat (the first rows with padding, the last ones) stay unrolled.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# A number standing alone (not part of a register, mnemonic or label).
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?![\w])")
+_LABEL_DEF = re.compile(r"^([A-Za-z_][\w]*):$")
+
+@dataclass(frozen=True)
+class Registers:
+    counter: str
+    limit: str
+    steps: tuple[str, ...]
+
+
+ROWS = Registers("r15", "r14", ("r8", "r9", "r10", "r11"))
+IMAGES = Registers("r13", "r12", ())
+MAX_PERIOD = 8
+MIN_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A task's code up to its numbers: line templates with `{}` for each number."""
+
+    templates: tuple[str, ...]
+    numbers: tuple[int, ...]
+    addresses: tuple[bool, ...]  # per number: an absolute local/global address `N(r0)`
+
+
+def _shape(lines: list[str]) -> Shape:
+    labels: dict[str, str] = {}
+    for line in lines:
+        found = _LABEL_DEF.match(line)
+        if found:
+            labels[found.group(1)] = f"@L{len(labels)}"
+    templates, numbers, addresses = [], [], []
+    for line in lines:
+        if line.startswith("#"):
+            continue
+        for name, placeholder in labels.items():
+            line = re.sub(rf"\b{re.escape(name)}\b", placeholder, line)
+        parts = []
+        last = 0
+        for match in _NUMBER.finditer(line):
+            parts.append(line[last:match.start()])
+            numbers.append(int(match.group()))
+            addresses.append(line.startswith("(r0)", match.end()))
+            last = match.end()
+        parts.append(line[last:])
+        templates.append("{}".join(p.replace("{", "{{").replace("}", "}}") for p in parts))
+    return Shape(tuple(templates), tuple(numbers), tuple(addresses))
+
+
+def _steps(shapes: list[Shape], start: int, period: int, repeats: int) -> list[int] | None:
+    """Per number of the period's code, its step per repetition; None if some number
+    does not grow linearly or varies where it is not an absolute address."""
+    steps = []
+    for t in range(period):
+        base = shapes[start + t]
+        for k, value in enumerate(base.numbers):
+            step = shapes[start + period + t].numbers[k] - value
+            for r in range(2, repeats):
+                if shapes[start + r * period + t].numbers[k] != value + r * step:
+                    return None
+            if step and not base.addresses[k]:
+                return None
+            steps.append(step)
+    return steps
+
+
+def _run(shapes: list[Shape], start: int, period: int, registers: Registers
+         ) -> tuple[int, list[int] | None]:
+    """(repeats, steps) of the longest run of `period` tasks repeating from `start`."""
+    n = len(shapes)
+    repeats = 1
+    while start + (repeats + 1) * period <= n and all(
+            shapes[start + repeats * period + t].templates == shapes[start + t].templates
+            for t in range(period)):
+        repeats += 1
+    while repeats >= MIN_REPEATS:
+        steps = _steps(shapes, start, period, repeats)
+        if steps is not None and len({s for s in steps if s}) <= len(registers.steps):
+            return repeats, steps
+        repeats -= 1  # a shorter run may still be linear
+    return 1, None
+
+
+def reroll(tasks: list[list[str]], name: str) -> list[str]:
+    """The lines of `tasks` (each a task's code) with repeating runs as loops, then
+    repeating runs of those as outer loops; loop labels start with `name`."""
+    blocks = _reroll(tasks, f"{name}_row", ROWS)
+    return [line for block in _reroll(blocks, f"{name}_image", IMAGES) for line in block]
+
+
+def _reroll(tasks: list[list[str]], name: str, registers: Registers) -> list[list[str]]:
+    shapes = [_shape(t) for t in tasks]
+    blocks: list[list[str]] = []
+    i = loops = 0
+    while i < len(tasks):
+        best: tuple[int, int, list[int] | None] = (1, 1, None)  # repeats, period, steps
+        for period in range(1, MAX_PERIOD + 1):
+            if i + MIN_REPEATS * period > len(tasks):
+                break
+            repeats, steps = _run(shapes, i, period, registers)
+            if steps is not None and repeats * period > best[0] * best[1]:
+                best = (repeats, period, steps)
+        repeats, period, steps = best
+        if steps is None:
+            blocks.append(tasks[i])
+            i += 1
+            continue
+        loops += 1
+        blocks.append(_loop(tasks, shapes, i, period, repeats, steps, registers,
+                            f"{name}{loops}"))
+        i += repeats * period
+    return blocks
+
+
+def _loop(tasks: list[list[str]], shapes: list[Shape], start: int, period: int,
+          repeats: int, steps: list[int], registers: Registers, label: str) -> list[str]:
+    regs = {s: registers.steps[k] for k, s in enumerate(sorted({s for s in steps if s}))}
+    comments = [line for line in tasks[start] if line.startswith("#")]
+    counter, limit = registers.counter, registers.limit
+    lines = [f"{c} .. x{repeats}" for c in comments[:1]]
+    lines += [f"li {counter}, 0", f"li {limit}, {repeats}"]
+    lines += [f"li {reg}, 0" for reg in regs.values()]
+    lines.append(f"{label}:")
+    k = 0
+    for t in range(period):
+        shape = shapes[start + t]
+        values: list[str] = []
+        for value in shape.numbers:
+            step = steps[k]
+            values.append(str(value) if not step else f"{value}({regs[step]})")
+            k += 1
+        for template_line in _fill(shape, values):
+            lines.append(template_line.replace("@L", f"{label}_t{t}_L"))
+    lines += [f"addi {reg}, {reg}, {step}" for step, reg in regs.items()]
+    lines += [f"addi {counter}, {counter}, 1", f"blt {counter}, {limit}, {label}"]
+    return lines
+
+
+def _fill(shape: Shape, values: list[str]) -> list[str]:
+    out = []
+    k = 0
+    for template in shape.templates:
+        count = template.count("{}") - template.count("{{}}")
+        line = template.format(*values[k:k + count])
+        # `N(r0)` with a step register became `N(rK)(r0)`: keep the register base.
+        out.append(re.sub(r"\((r\d+)\)\(r0\)", r"(\1)", line))
+        k += count
+    return out
