@@ -2,15 +2,22 @@
 both pipeline modes, the simulated figures next to their bounds.
 
     python -m bench schedule        (small test models; CIMC_BENCH_LARGE=1 adds the
-                                     model-scale CNNs of tests/backend_models.py)
+                                     model-scale CNNs of tests/backend_models.py:
+                                     ResNet-18, MobileNetV2, VGG-16, VGG-19 at 32x32;
+                                     CIMC_BENCH_MODELS=a,b picks models, e.g.
+                                     resnet18_224; CIMC_BENCH_TARGETS=pimcomp picks
+                                     targets; CIMC_BENCH_STREAM=S streams S images for
+                                     the throughput measurement, default 3)
 
 Columns, in units that sit beside PIMCOMP-NN's evaluation output:
 * latency mode: `latency_ns` simulated (one inference), `lat_bound_ns` the critical
   path bound, `lat_ratio` = latency / bound (<= 1.25 is the goal);
 * throughput mode: `period` = steady-state cycles between consecutive inferences,
-  measured as (cycles of a run of 3 streamed inferences - cycles of 1) / 2;
+  measured as (cycles of a run of S streamed inferences - cycles of 1) / (S - 1);
   `thr_per_s` = clock / period, `thr_bound` the slowest-stage bound, `thr_ratio` =
   throughput / bound (>= 0.9 is the goal); `bound_stage` says which stage bounds;
+  `xbar_bound` the hardware's throughput limit beyond this schedule (the busiest
+  crossbar's MVM time; a core here runs its groups' rows one after the other);
 * `mvms` = crossbar MVMs per inference (windows x blocks), `hop_bytes` per
   inference, `crossbars` used.
 """
@@ -24,8 +31,10 @@ from pathlib import Path
 
 COLUMNS = ("model", "target", "repl", "crossbars", "mvms", "hop_bytes", "latency_ns",
            "lat_bound_ns", "lat_ratio", "period", "thr_per_s", "thr_bound", "thr_ratio",
-           "bound_stage")
-TARGETS = ("isaac", "pimcomp")
+           "bound_stage", "xbar_bound")
+TARGETS = tuple(os.environ.get("CIMC_BENCH_TARGETS", "isaac,pimcomp").split(","))
+STREAM = int(os.environ.get("CIMC_BENCH_STREAM", "3"))
+LARGE = ("resnet18", "mobilenetv2", "vgg16", "vgg19")
 
 
 def _models() -> list[tuple[str, Path]]:
@@ -34,11 +43,13 @@ def _models() -> list[tuple[str, Path]]:
     import backend_models
     import models
 
+    if os.environ.get("CIMC_BENCH_MODELS"):
+        return [(name, backend_models.quantized_model(name))
+                for name in os.environ["CIMC_BENCH_MODELS"].split(",")]
     found = [(name, models.quantized_model(name)) for name in ("mnist_cnn", "residual",
                                                                 "separable")]
     if os.environ.get("CIMC_BENCH_LARGE"):
-        found += [(name, backend_models.quantized_model(name))
-                  for name in ("resnet18", "mobilenetv2", "vgg11")]
+        found += [(name, backend_models.quantized_model(name)) for name in LARGE]
     return found
 
 
@@ -71,8 +82,8 @@ def _zero_point_input(port):  # -> np.ndarray
 def measure(model: Path, target: str, budget: float, workdir: Path) -> dict[str, object]:
     lat, figures, tgt = _simulate(model, target, workdir / "lat.s", "latency", 1, budget)
     one, _, _ = _simulate(model, target, workdir / "t1.s", "throughput", 1, budget)
-    three, _, _ = _simulate(model, target, workdir / "t3.s", "throughput", 3, budget)
-    period = (three["cycles"] - one["cycles"]) / 2
+    many, _, _ = _simulate(model, target, workdir / "tS.s", "throughput", STREAM, budget)
+    period = (many["cycles"] - one["cycles"]) / (STREAM - 1)
     ns = 1e3 / tgt.clock_mhz  # type: ignore[attr-defined]
     thr = tgt.clock_mhz * 1e6 / period if period > 0 else 0.0  # type: ignore[attr-defined]
     return {
@@ -83,6 +94,8 @@ def measure(model: Path, target: str, budget: float, workdir: Path) -> dict[str,
         "period": period, "thr_per_s": thr, "thr_bound": figures["throughput_bound"],
         "thr_ratio": thr / figures["throughput_bound"] if figures["throughput_bound"] else 0.0,
         "bound_stage": figures["bound_stage"],
+        "xbar_bound": tgt.clock_mhz * 1e6 / figures["crossbar_bound_cycles"]  # type: ignore[attr-defined]
+        if figures["crossbar_bound_cycles"] else 0.0,
     }
 
 

@@ -24,6 +24,7 @@ import heapq
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cimc.diagnostics import CimcError
 from cimc.ir import Module, Op
 from cimc.pass_base import Pass
 from passes.lower import image_dims
@@ -38,6 +39,23 @@ def copy_crossbars(module: Module, op: Op, target: Target) -> int:
         cols = block_shape(module, op, i, j)[1]
         total += -(-(cols.stop - cols.start) * op.attrs["slices"] // target.cols)
     return total
+
+
+def check_fits(module: Module, matvecs: list[Op], target: Target) -> None:
+    """CimcError, before any costly work, when one copy of every block cannot fit the
+    target's crossbars even packed perfectly (cell columns / crossbar columns)."""
+    columns = 0
+    for op in matvecs:
+        for i, j in blocks_of(op):
+            cols = block_shape(module, op, i, j)[1]
+            columns += (cols.stop - cols.start) * op.attrs["slices"]
+    needed = -(-columns // target.cols)
+    if needed > target.total_crossbars:
+        cores = -(-needed // target.crossbars_per_core)
+        raise CimcError(f"the model needs at least {needed} crossbars on {cores} cores but "
+                        f"target {target.name!r} has {target.total_crossbars} crossbars on "
+                        f"{target.cores} cores; choose a bigger target (weights are not "
+                        "time-multiplexed)")
 
 
 def windows_per_copy(module: Module, op: Op, copies: int) -> int:
@@ -55,6 +73,7 @@ class Replicate(Pass):
         target = load_target(self.target)
         matvecs = [op for op in module.ops() if op.kind == "matvec"]
         copies = {op.name: 1 for op in matvecs}
+        check_fits(module, matvecs, target)
         cost = {op.name: copy_crossbars(module, op, target) for op in matvecs}
         used = sum(cost.values())
         limit = self.budget * target.total_crossbars

@@ -1,6 +1,7 @@
 """Models for the backend tests, beyond tests/models.py: networks small enough
 for the `tiny` target (several cores, partial sums across cores), and the
-model-scale CNNs users bring (ResNet-18, MobileNetV2, VGG-11 at 32x32).
+model-scale CNNs users bring (ResNet-18, MobileNetV2, VGG-11/16/19 at 32x32;
+ResNet-18 at 224x224).
 
 They are exported and quantized exactly as tests/models.py does it (torch
 legacy exporter, onnxruntime QDQ, per-channel int8 weights, int8 or uint8
@@ -22,6 +23,18 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "resnet18": (1, 3, 32, 32),
     "mobilenetv2": (1, 3, 32, 32),
     "vgg11": (1, 3, 32, 32),
+    "vgg16": (1, 3, 32, 32),
+    "vgg19": (1, 3, 32, 32),
+    "resnet18_224": (1, 3, 224, 224),
+}
+
+# VGG configurations: output channels per conv, "M" a 2x2 max pool.
+VGG = {
+    "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"),
 }
 
 
@@ -61,17 +74,20 @@ def _torch_module(name: str):  # -> torch.nn.Module
             return torch.relu(self.body(x) + self.skip(x))
 
     class ResNet18(nn.Module):
-        """ResNet-18 for 32x32 inputs (3x3 stem, no max pool), 10 classes."""
+        """ResNet-18 for 32x32 inputs (3x3 stem, no max pool), 10 classes; with `imagenet`
+        the 224x224 original (7x7 stride-2 stem, 3x3 stride-2 max pool, 1000 classes)."""
 
-        def __init__(self) -> None:
+        def __init__(self, imagenet: bool = False) -> None:
             super().__init__()
             layers: list[nn.Module] = [*conv_bn(3, 64), nn.ReLU()]
+            if imagenet:
+                layers = [*conv_bn(3, 64, 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
             cin = 64
             for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
                 layers += [Basic(cin, cout, stride), Basic(cout, cout, 1)]
                 cin = cout
             self.features = nn.Sequential(*layers)
-            self.fc = nn.Linear(512, 10)
+            self.fc = nn.Linear(512, 1000 if imagenet else 10)
 
         def forward(self, x):
             x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
@@ -111,14 +127,16 @@ def _torch_module(name: str):  # -> torch.nn.Module
             x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
             return self.fc(torch.flatten(x, 1))
 
-    class Vgg11(nn.Module):
-        """VGG-11 with batch norm for 32x32 inputs, 10 classes."""
+    class Vgg(nn.Module):
+        """VGG with batch norm for 32x32 inputs (CIFAR style: a 512-512-10 classifier), 10
+        classes. At 224x224 VGG-16 needs ~35k crossbars, more than `pimcomp` or `isaac`
+        have, so the 32x32 variant stands in for it."""
 
-        def __init__(self) -> None:
+        def __init__(self, config: tuple) -> None:
             super().__init__()
             layers: list[nn.Module] = []
             cin = 3
-            for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
+            for v in config:
                 if v == "M":
                     layers.append(nn.MaxPool2d(2))
                 else:
@@ -140,7 +158,10 @@ def _torch_module(name: str):  # -> torch.nn.Module
                                                   nn.Linear(16, 10), nn.Softmax(dim=1)),
         "resnet18": ResNet18,
         "mobilenetv2": MobileNetV2,
-        "vgg11": Vgg11,
+        "vgg11": lambda: Vgg(VGG["vgg11"]),
+        "vgg16": lambda: Vgg(VGG["vgg16"]),
+        "vgg19": lambda: Vgg(VGG["vgg19"]),
+        "resnet18_224": lambda: ResNet18(imagenet=True),
     }
     model = factories[name]()
     with torch.no_grad():  # batch-norm statistics that make batch norm do something

@@ -93,12 +93,28 @@ def test_simulated_logits_within_one_quantum_of_onnxruntime(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2", "vgg11"])
-@pytest.mark.parametrize(("target", "activations"), [("isaac", "int8"), ("pimcomp", "uint8")])
-def test_large_cnns_equal_reference(name: str, target: str, activations: str,
-                                    tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "target", "activations", "pipeline", "replicate"), [
+    ("resnet18", "isaac", "int8", "latency", None),
+    ("resnet18", "pimcomp", "uint8", "throughput", 0.9),
+    ("mobilenetv2", "isaac", "int8", "throughput", 0.9),
+    ("mobilenetv2", "pimcomp", "uint8", "latency", None),
+    ("vgg11", "isaac", "int8", "latency", 0.9),
+    ("vgg11", "pimcomp", "uint8", "throughput", None),
+])
+def test_large_cnns_equal_reference(name: str, target: str, activations: str, pipeline: str,
+                                    replicate: float | None, tmp_path: Path) -> None:
     x = backend_models.sample_inputs(name, 2, seed=3)
-    check_bit_exact(backend_models.quantized_model(name, activations), target, tmp_path, x)
+    check_bit_exact(backend_models.quantized_model(name, activations), target, tmp_path, x,
+                    pipeline, replicate)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", ["vgg16", "vgg19", "resnet18_224"])
+@pytest.mark.parametrize("pipeline", MODES)
+def test_benchmark_cnns_equal_reference(name: str, pipeline: str, tmp_path: Path) -> None:
+    x = backend_models.sample_inputs(name, 1, seed=4)
+    check_bit_exact(backend_models.quantized_model(name, "uint8"), "pimcomp", tmp_path, x,
+                    pipeline, 0.9)
 
 
 @pytest.mark.slow
