@@ -267,6 +267,22 @@ class Part:
                   "addi r4, r4, 1", f"blt r4, r5, {tag}"]
         return lines
 
+    def _pipelined(self, issue: list[str], reduce: list[str], bank: int) -> list[str]:
+        """The pixels of a row, software-pipelined: `issue` (gather, MVMs into bank r6)
+        for pixel p, then `reduce` (partial sums of bank r1 to the output pixel at r3) for
+        pixel p - 1, so the crossbars work while the core reduces. r2 band pixel, r3
+        output pixel, r4 counter, r5 limit, r7 the bank distance."""
+        self.count += 1
+        tag = f"{self.label}_{self.count}"
+        lines = [f"li r2, {self.band}", f"li r3, {self.out}", "li r6, 0", f"li r7, {bank}"]
+        lines += issue
+        if self.ow > 1:
+            lines += ["li r4, 1", f"li r5, {self.ow}", f"{tag}:", "addi r1, r6, 0",
+                      "sub r6, r7, r6", f"addi r2, r2, {self.win.sw * self.win.c}"]
+            lines += issue + reduce
+            lines += [f"addi r3, r3, {self.n}", "addi r4, r4, 1", f"blt r4, r5, {tag}"]
+        return lines + ["addi r1, r6, 0"] + reduce
+
     def row(self, m: int, oy: int) -> list[str]:
         """The code of output row `oy` of image `m`."""
         lines = [f"# {self.group.name} row {oy}" + (f" image {m}" if m else "")]
@@ -286,7 +302,11 @@ class Part:
                 if unit_core[block_name(op, group.replica, i, j)] == core]
         bias, table = module.constants[op.inputs[2]], module.constants[op.inputs[3]]
         xt, yt = self.in_type, self.out_type
+        # Two banks of partial sums (r6: the bank of the window being multiplied, r1: the
+        # previous window's), so a window's MVMs run while the previous one is reduced.
         psum = {j: code.take(4 * width) for j in sorted({j for _, j, _ in mine})}
+        first = min(psum.values())
+        bank = code.take(max(psum.values()) + 4 * width - first) - first
         tmp = code.take(4 * width)
         consts = {j: (code.table(bias[slice(*self.ranges[j])]),
                       code.table(table[slice(*self.ranges[j])])) for j in self.columns}
@@ -294,28 +314,31 @@ class Part:
                               for i, jj in blocks_of(op) if jj == j} - {core})
                    for j in self.columns}
         src, reg = (0, "r2") if self.window is None else (self.window, "r0")
-        step = self.win.gather(self.window) if self.window is not None else []
+        issue = self.win.gather(self.window) if self.window is not None else []
         for j in sorted(psum):
             ours = [(i, g) for i, jj, g in mine if jj == j]
             for k, (i, g) in enumerate(ours):
                 mnemonic = f"mvm.{xt}" if k == 0 else f"mvm.acc.{xt}"
-                step.append(f"{mnemonic} {g}, {psum[j]}(r0), {src + i * rows}({reg})")
+                issue.append(f"{mnemonic} {g}, {psum[j]}(r6), {src + i * rows}({reg})")
+        reduce = []
+        for j in sorted(psum):
             if group.reducers[j] != core:
                 lo, hi = self.ranges[j]
-                step.append(f"send {group.reducers[j]}, {psum[j]}(r0), {4 * (hi - lo)}, "
-                            f"{group.psum_tags[j]}")
+                reduce.append(f"send {group.reducers[j]}, {psum[j]}(r1), {4 * (hi - lo)}, "
+                              f"{group.psum_tags[j]}")
         for j in self.columns:
             lo, hi = self.ranges[j]
             n, acc = hi - lo, psum[j]
             for other in senders[j]:
-                step += [f"recv {other}, {tmp}(r0), {4 * n}, {group.psum_tags[j]}",
-                         f"vadd.i32 {acc}(r0), {acc}(r0), {tmp}(r0), {n}"]
+                reduce += [f"recv {other}, {tmp}(r0), {4 * n}, {group.psum_tags[j]}",
+                           f"vadd.i32 {acc}(r1), {acc}(r1), {tmp}(r0), {n}"]
             b, t = consts[j]
-            step += [f"vadd.i32 {acc}(r0), {acc}(r0), {b}(r0), {n}",
-                     f"requant.{yt} {lo}(r3), {acc}(r0), {n}, {t}(r0)"]
+            reduce += [f"vadd.i32 {acc}(r1), {acc}(r1), {b}(r0), {n}",
+                       f"requant.{yt} {lo}(r3), {acc}(r1), {n}, {t}(r0)"]
 
         def body(m: int, oy: int) -> list[str]:
-            return self._band(m, oy) + self._pixels(step) + self._finish(m, oy)
+            return (self._band(m, oy) + self._pipelined(issue, reduce, bank)
+                    + self._finish(m, oy))
 
         return body
 

@@ -31,14 +31,16 @@ _LABEL_DEF = re.compile(r"^([A-Za-z_][\w]*):$")
 
 @dataclass(frozen=True)
 class Registers:
+    """The registers of one loop level and the longest period (in tasks) it looks for."""
+
     counter: str
     limit: str
     steps: tuple[str, ...]
+    max_period: int
 
 
-ROWS = Registers("r15", "r14", ("r8", "r9", "r10", "r11"))
-IMAGES = Registers("r13", "r12", ())
-MAX_PERIOD = 8
+ROWS = Registers("r15", "r14", ("r8", "r9", "r10", "r11"), 8)
+IMAGES = Registers("r13", "r12", (), 64)
 MIN_REPEATS = 3
 
 
@@ -49,6 +51,7 @@ class Shape:
     templates: tuple[str, ...]
     numbers: tuple[int, ...]
     addresses: tuple[bool, ...]  # per number: an absolute local/global address `N(r0)`
+    kind: int = 0  # equal for equal templates (set by _reroll, for fast comparison)
 
 
 def _shape(lines: list[str]) -> Shape:
@@ -98,7 +101,7 @@ def _run(shapes: list[Shape], start: int, period: int, registers: Registers
     n = len(shapes)
     repeats = 1
     while start + (repeats + 1) * period <= n and all(
-            shapes[start + repeats * period + t].templates == shapes[start + t].templates
+            shapes[start + repeats * period + t].kind == shapes[start + t].kind
             for t in range(period)):
         repeats += 1
     while repeats >= MIN_REPEATS:
@@ -117,12 +120,17 @@ def reroll(tasks: list[list[str]], name: str) -> list[str]:
 
 
 def _reroll(tasks: list[list[str]], name: str, registers: Registers) -> list[list[str]]:
-    shapes = [_shape(t) for t in tasks]
+    kinds: dict[tuple[str, ...], int] = {}
+    shapes = []
+    for task in tasks:
+        shape = _shape(task)
+        shapes.append(Shape(shape.templates, shape.numbers, shape.addresses,
+                            kinds.setdefault(shape.templates, len(kinds))))
     blocks: list[list[str]] = []
     i = loops = 0
     while i < len(tasks):
         best: tuple[int, int, list[int] | None] = (1, 1, None)  # repeats, period, steps
-        for period in range(1, MAX_PERIOD + 1):
+        for period in range(1, registers.max_period + 1):
             if i + MIN_REPEATS * period > len(tasks):
                 break
             repeats, steps = _run(shapes, i, period, registers)

@@ -103,3 +103,16 @@ def test_placement_fits_the_target_and_the_image(compiled: tuple[Compiled, Path]
             assert all(p.crossbar < target.crossbars_per_core for p in placed.slices)
     for number, code in result.cores.items():
         assert code.peak <= code.top <= target.local_memory_bytes, f"core {number}"
+
+
+def test_program_size_does_not_grow_with_the_stream(tmp_path: Path) -> None:
+    """Repeating rows and streamed images are loops: 32 images take no more code than 8."""
+    import models
+
+    model = str(models.quantized_model("residual"))
+    sizes = {}
+    for stream in (8, 32):
+        compiled = compile_model(model, str(tmp_path / f"s{stream}.s"), "pimcomp",
+                                 pipeline="throughput", stream=stream)
+        sizes[stream] = sum(len(c.lines) for c in compiled.cores.values())
+    assert sizes[32] <= sizes[8] * 1.05
