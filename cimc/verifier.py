@@ -5,7 +5,8 @@ operands and results it takes and which attributes it requires or allows,
 with their types. A backend pass that introduces a new kind adds one entry.
 `verify` also checks the module as a graph: every value is defined once, every
 operand is defined, the graph edges match the operand lists, there is no
-cycle, constants match their types.
+cycle, constants match their types. Last, each op's result must have the shape
+its kind's shape function (cimc/shapes.py) gives for its operands.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from cimc import shapes
 from cimc.diagnostics import CimcError
 from cimc.ir import Module, Op, TensorType
+from cimc.ir_print import type_text
 from cimc.ir_text import value_ref
+from cimc.shapes import ShapeError, ShapeRule
 
 
 class VerifyError(CimcError):
@@ -86,54 +90,58 @@ CLAMP = AttrType("floats", 2)  # [lo, hi] in the result's domain
 
 @dataclass(frozen=True)
 class OpSpec:
-    """What ops of one kind look like: operand/result counts (max None = any) and attributes."""
+    """What ops of one kind look like: operand/result counts (max None = any), attributes,
+    and the result shape their operands give (cimc/shapes.py; None = not checked)."""
 
     operands: tuple[int, int | None]
     required: dict[str, AttrType] = field(default_factory=dict)
     optional: dict[str, AttrType] = field(default_factory=dict)
     results: tuple[int, int | None] = (1, 1)
+    shape: ShapeRule | None = None
 
 
 # Fixed-point requantization to the result: y = clamp(round(acc * M / 2^shift) + zy, lo, hi).
 _REQUANT = {"M": INT, "shift": INT, "zy": INT, "lo": INT, "hi": INT}
-_ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP})
+_ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP}, shape=shapes.broadcast)
 _PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stream": INT}
-_UNARY = OpSpec((1, 1))
+_UNARY = OpSpec((1, 1), shape=shapes.same)
 
 # The op kinds of docs/ir.md.
 OP_KINDS: dict[str, OpSpec] = {
     "conv": OpSpec((2, 3), {"strides": PAIR, "pads": QUAD, "dilations": PAIR, "group": INT},
-                   {"clamp": CLAMP}),
+                   {"clamp": CLAMP}, shape=shapes.conv),
     # trans_a/trans_b/alpha/beta: ONNX Gemm forms that canonicalize normalizes away.
     "gemm": OpSpec((2, 3), optional={"clamp": CLAMP, "trans_a": FLAG, "trans_b": FLAG,
-                                     "alpha": FLOAT, "beta": FLOAT}),
-    "matmul": OpSpec((2, 2)),
+                                     "alpha": FLOAT, "beta": FLOAT}, shape=shapes.gemm),
+    "matmul": OpSpec((2, 2), shape=shapes.matmul),
     "add": _ELEMENTWISE,
     "sub": _ELEMENTWISE,
     "mul": _ELEMENTWISE,
     "relu": _UNARY,
-    "clip": OpSpec((1, 1), {"min": FLOAT, "max": FLOAT}),
+    "clip": OpSpec((1, 1), {"min": FLOAT, "max": FLOAT}, shape=shapes.same),
     "sigmoid": _UNARY,
     "tanh": _UNARY,
-    "softmax": OpSpec((1, 1), {"axis": INT}),
-    "lrn": OpSpec((1, 1), {"size": INT, "alpha": FLOAT, "beta": FLOAT, "bias": FLOAT}),
-    "batch_norm": OpSpec((5, 5), {"epsilon": FLOAT}),
+    "softmax": OpSpec((1, 1), {"axis": INT}, shape=shapes.axis_in_rank),
+    "lrn": OpSpec((1, 1), {"size": INT, "alpha": FLOAT, "beta": FLOAT, "bias": FLOAT},
+                  shape=shapes.same),
+    "batch_norm": OpSpec((5, 5), {"epsilon": FLOAT}, shape=shapes.batch_norm),
     "max_pool": OpSpec((1, 1), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
-                                "dilations": PAIR, "ceil_mode": FLAG}),
+                                "dilations": PAIR, "ceil_mode": FLAG}, shape=shapes.pool),
     "avg_pool": OpSpec((1, 1), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
-                                "ceil_mode": FLAG, "count_include_pad": FLAG}),
-    "global_avg_pool": _UNARY,
-    "global_max_pool": _UNARY,
-    "reduce_mean": OpSpec((1, 1), {"axes": INTS, "keepdims": FLAG}),
-    "concat": OpSpec((1, None), {"axis": INT}),
-    "reshape": OpSpec((1, 1), {"shape": INTS}),
-    "transpose": OpSpec((1, 1), {"perm": INTS}),
+                                "ceil_mode": FLAG, "count_include_pad": FLAG},
+                       shape=shapes.pool),
+    "global_avg_pool": OpSpec((1, 1), shape=shapes.global_pool),
+    "global_max_pool": OpSpec((1, 1), shape=shapes.global_pool),
+    "reduce_mean": OpSpec((1, 1), {"axes": INTS, "keepdims": FLAG}, shape=shapes.reduce_mean),
+    "concat": OpSpec((1, None), {"axis": INT}, shape=shapes.concat),
+    "reshape": OpSpec((1, 1), {"shape": INTS}, shape=shapes.same_size),
+    "transpose": OpSpec((1, 1), {"perm": INTS}, shape=shapes.transpose),
     "quantize": _UNARY,
     "dequantize": _UNARY,
     "requantize": _UNARY,
     # Imported from ONNX for canonicalize to remove.
     "identity": _UNARY,
-    "sum": OpSpec((1, None)),
+    "sum": OpSpec((1, None), shape=shapes.broadcast),
     # The backend's kinds (passes/lower.py), with what tile, replicate, place and
     # schedule add to them (docs/backend.md).
     "matvec": OpSpec((4, 4), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
@@ -142,17 +150,18 @@ OP_KINDS: dict[str, OpSpec] = {
                       "input_steps": INT, "replicas": INT, "block_cores": INTS,
                       "block_groups": INTS, "block_slices": INTS, "reducers": INTS,
                       "tags": INTS, "messages": INTS, "addr": INT, "local_bytes": INTS,
-                      "pipeline": STR, "stream": INT}),
+                      "pipeline": STR, "stream": INT}, shape=shapes.matvec),
     "pool": OpSpec((1, 1), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
-                            "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED),
+                            "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED,
+                   shape=shapes.backend_pool),
     "eltwise": OpSpec((2, 2), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
-                      _PLACED),
-    "rescale": OpSpec((1, 1), {"zx": INT, **_REQUANT}, _PLACED),
-    "view": OpSpec((1, 1), optional={"addr": INT}),
+                      _PLACED, shape=shapes.broadcast),
+    "rescale": OpSpec((1, 1), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
+    "view": OpSpec((1, 1), optional={"addr": INT}, shape=shapes.same_size),
 }
 # Placed and scheduled ops: core, global address of the result, local memory used.
-OP_KINDS["concat"] = OpSpec((1, None), {"axis": INT}, _PLACED)
-OP_KINDS["quantize"] = OpSpec((1, 1), optional={"addr": INT})
+OP_KINDS["concat"] = OpSpec((1, None), {"axis": INT}, _PLACED, shape=shapes.concat)
+OP_KINDS["quantize"] = OpSpec((1, 1), optional={"addr": INT}, shape=shapes.same)
 
 
 def verify(module: Module) -> None:
@@ -177,6 +186,9 @@ def verify(module: Module) -> None:
     for name in module.outputs:
         if name not in producers:
             raise VerifyError(f"module output {value_ref(name)} is not defined", value=name)
+    # Shapes last: they are only meaningful in a well-formed graph; the first op wins.
+    for op in module.ops():
+        _check_result_shape(module, op)
 
 
 def _definitions(module: Module) -> dict[str, str | None]:
@@ -280,6 +292,22 @@ def _check_op(module: Module, op: Op, producers: dict[str, str | None]) -> None:
             raise fail(f"unknown attribute '{key}'; allowed: {', '.join(allowed) or 'none'}")
         if not known.accepts(value):
             raise fail(f"attribute '{key}' must be {known.describe()}, got {value!r}")
+
+
+def _check_result_shape(module: Module, op: Op) -> None:
+    """The result has the shape the operands and attributes give (its dtype is free)."""
+    rule = OP_KINDS[op.kind].shape
+    if rule is None:
+        return
+    result = module.values[op.outputs[0]]
+    try:
+        allowed = rule([module.values[v] for v in op.inputs], op.attrs, result)
+    except ShapeError as exc:
+        raise VerifyError(f"op '{op.name}' ({op.kind}): {exc}", op.name) from None
+    if result.shape not in allowed:
+        expected = type_text(result.with_shape(allowed[0]))
+        raise VerifyError(f"op '{op.name}' ({op.kind}): result {value_ref(op.outputs[0])} is "
+                          f"{type_text(result)}, expected {expected}", op.name)
 
 
 def _check_edges(module: Module, producers: dict[str, str | None]) -> None:
