@@ -196,7 +196,7 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
                                 (core, tags[key]))
                     lists.append(pieces)
                 group.recvs.setdefault(core, {})[k] = lists
-    _asap(groups, by_op, module, lambda g: g.duration)
+    _list_schedule(groups, module)
     starts = {(index[id(g)], oy): g.start[oy] for g in groups for oy in g.rows}
     # A core runs its tasks one after the other, and within a task the windows one after
     # the other (each waits for its MVMs): per group, rows x pixels x the MVMs in turn.
@@ -281,6 +281,49 @@ def _input_rows_per_task(module: Module, op: Op, rows: list[int]) -> list[list[i
         return [[iy for _, iy in step.fills if iy is not None]
                 for step in band_plan(Window.of(module, op), rows)]
     return [[oy] for oy in rows]
+
+
+def _list_schedule(groups: list[Group], module: Module) -> None:
+    """Estimated start of every row when each core runs one task at a time: a task
+    becomes ready when the group's previous row and the rows it needs are done, and
+    starts when all its cores are free (ready tasks first come, first served)."""
+    import heapq
+
+    producer: dict[tuple[str, int], tuple[int, int]] = {}
+    for gi, g in enumerate(groups):
+        for t, oy in enumerate(g.rows):
+            producer[(g.op.name, oy)] = (gi, t)
+    preds: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    succs: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+    for gi, g in enumerate(groups):
+        operands = g.op.inputs[:1] if g.op.kind == "matvec" else list(g.op.inputs)
+        needs = [(source_op(module, v), _input_rows_per_task(module, g.op, g.rows))
+                 for v in operands]
+        for t in range(len(g.rows)):
+            found = [(gi, t - 1)] if t else []
+            for src, rows in needs:
+                if src is not None:
+                    found += [producer[(src.name, iy)] for iy in rows[t]]
+            preds[(gi, t)] = sorted(set(found))
+            for p in preds[(gi, t)]:
+                succs[p].append((gi, t))
+    waiting = {task: len(p) for task, p in preds.items()}
+    ready = [(0.0, task) for task, n in sorted(waiting.items()) if n == 0]
+    heapq.heapify(ready)
+    finish: dict[tuple[int, int], float] = {}
+    free: dict[int, float] = defaultdict(float)
+    while ready:
+        at, (gi, t) = heapq.heappop(ready)
+        g = groups[gi]
+        start = max([at, *(free[c] for c in g.cores)])
+        g.start[g.rows[t]] = start
+        finish[(gi, t)] = start + g.duration
+        for c in g.cores:
+            free[c] = finish[(gi, t)]
+        for nxt in succs[(gi, t)]:
+            waiting[nxt] -= 1
+            if not waiting[nxt]:
+                heapq.heappush(ready, (max(finish[p] for p in preds[nxt]), nxt))
 
 
 def _asap(groups: list[Group], by_op: dict[str, list[Group]], module: Module,
