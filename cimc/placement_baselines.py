@@ -192,10 +192,12 @@ class Annealer:
 
 
 def anneal(problem: Problem, start: np.ndarray, moves: int, seed: int,
-           deadline: float | None = None, heat: float = 1.0) -> tuple[np.ndarray, bool]:
+           deadline: float | None = None, heat: float = 1.0, exchanges: float = 0.0
+           ) -> tuple[np.ndarray, bool]:
     """Simulated annealing over core assignments from `start`: the best seen, and
     whether the wall-clock `deadline` cut the `moves` short. `heat` scales the start
-    temperature."""
+    temperature; `exchanges` is the share of moves that swap the whole contents of
+    two cores (off for the `anneal` placer)."""
     rng = random.Random(seed)
     state = Annealer(problem, start)
     n = len(problem.names)
@@ -205,20 +207,25 @@ def anneal(problem: Problem, start: np.ndarray, moves: int, seed: int,
         return np.array(best, dtype=np.int64), False
     deltas: list[int] = []
     for _ in range(200):
-        sample = _propose(state, rng, n)
+        sample = _propose(state, rng, n, exchanges)
         if sample is not None:
             deltas.append(abs(sample[0]))
             _undo(state, sample[1])
     t0 = heat * START_TEMPERATURE * float(np.median([d for d in deltas if d] or [1]))
     t_end = t0 / 1000
-    for step in range(moves):
-        if deadline is not None and step % 1000 == 0 and time.perf_counter() > deadline:
-            return np.array(best, dtype=np.int64), True
+    step, checked = 0, 0
+    while step < moves:
+        if deadline is not None and step >= checked:
+            checked = step + 1000
+            if time.perf_counter() > deadline:
+                return np.array(best, dtype=np.int64), True
         temperature = t0 * (t_end / t0) ** (step / moves)
-        proposal = _propose(state, rng, n)
+        proposal = _propose(state, rng, n, exchanges)
         if proposal is None:
+            step += 1
             continue
-        delta, undo = proposal
+        delta, undo, work = proposal
+        step += work
         if delta <= 0 or rng.random() < math.exp(-delta / temperature):
             cost += delta
             if cost < best_cost:
@@ -228,16 +235,21 @@ def anneal(problem: Problem, start: np.ndarray, moves: int, seed: int,
     return np.array(best, dtype=np.int64), False
 
 
-def _propose(state: Annealer, rng: random.Random, n: int
-             ) -> tuple[int, list[tuple[int, int]]] | None:
-    """Apply a random move or swap; (delta, undo list) or None if nothing was done."""
+def _propose(state: Annealer, rng: random.Random, n: int, exchanges: float = 0.0
+             ) -> tuple[int, list[tuple[int, int]], int] | None:
+    """Apply a random move, swap or exchange; (delta, undo list, moves it counts for:
+    one, or one per unit an exchange moves) or None if nothing was done."""
     u = rng.randrange(n)
     a = state.tile[u]
     b = state.partner_tile(u, rng)
     if b == a:
         return None
+    if exchanges and rng.random() < exchanges:
+        per_tile = state.p.target.cores_per_tile
+        # Cores of one tile are alike: exchanging them changes nothing.
+        return _exchange(state, a, b) if a // per_tile != b // per_tile else None
     if state.room(u, b):
-        return state.move(u, b), [(u, a)]
+        return state.move(u, b), [(u, a)], 1
     same = [v for v in state.members[b] if state.p.demand[v] == state.p.demand[u]]
     if not same:
         return None
@@ -246,7 +258,16 @@ def _propose(state: Annealer, rng: random.Random, n: int
         return None
     delta = state.move(u, b)
     delta += state.move(v, a)
-    return delta, [(v, b), (u, a)]
+    return delta, [(v, b), (u, a)], 1
+
+
+def _exchange(state: Annealer, a: int, b: int) -> tuple[int, list[tuple[int, int]], int]:
+    """Swap the units of cores a and b (cores are alike, so capacity and load hold):
+    a layer's blocks move together."""
+    here, there = list(state.members[a]), list(state.members[b])
+    delta = sum(state.move(u, b) for u in here) + sum(state.move(v, a) for v in there)
+    undo = [(v, b) for v in reversed(there)] + [(u, a) for u in reversed(here)]
+    return delta, undo, max(1, len(undo))
 
 
 def _undo(state: Annealer, undo: list[tuple[int, int]]) -> None:

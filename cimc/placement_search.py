@@ -1,14 +1,20 @@
 """The `cpsat` placer's search: annealing and CP-SAT windows in turn, the whole budget.
 
-1. Start from the better of two layer-order fills: along a generalized
-   Hilbert curve (compact patches) and along the snake (rows).
-2. Anneal from it for half the annealing moves: cheap long-range moves.
-3. Then CYCLES cycles of: CP-SAT windows on the incumbent (each re-assigns
+1. Anneal from each of two layer-order fills, along a generalized Hilbert curve
+   (compact patches) and along the snake (rows), a quarter of the moves each
+   (two independent runs: annealing's outcome varies a lot from run to run),
+   and keep the better.
+2. Then CYCLES cycles of: CP-SAT windows on the incumbent (each re-assigns
    the units of a few cores optimally, cimc/placement_cpsat.py) until the
    cycle's windows are spent or a round of windows finds nothing better; then
    a reheated annealing run from the incumbent (a perturbation that escapes
    the windows' local optimum, keeping the best placement seen). Windows a
    cycle did not use go to the next.
+
+Its annealing does as many moves as the `anneal` placer's, and also exchanges
+the whole contents of two cores of different tiles (a layer's blocks move
+together, or to an empty part of the mesh), each counted as one move per unit
+it moves.
 
 Every count (moves, windows) is fixed by the time limit, so the result depends
 only on the problem, the limit and the seed; the wall-clock deadline is a
@@ -32,11 +38,13 @@ from cimc.placement_baselines import (
 )
 from cimc.placement_cpsat import WINDOWS_PER_SECOND, SearchLog, lns
 
-CYCLES = 4
-# Share of the anneal placer's moves the cpsat placer does (the rest of its time
-# goes to CP-SAT windows), and the reheated temperature of the perturbations.
-ANNEAL_SHARE = 0.3
+CYCLES = 8
+# Share of the anneal placer's moves the cpsat placer does, the reheated
+# temperature of the perturbations, and the share of proposals that exchange
+# two cores' contents.
+ANNEAL_SHARE = 1.0
 REHEAT = 0.3
+EXCHANGES = 0.3
 
 
 @dataclass
@@ -57,9 +65,13 @@ def improve(problem: Problem, seconds: float, seed: int, deadline: float | None 
     log = SearchLog()
     budget = Budget.of(seconds)
     starts = [fill(problem, curve_order(problem)), fill(problem, core_order(problem, True))]
-    best = min(starts, key=problem.cost)
-    best, cut = anneal(problem, best, budget.moves // 2, rng.randrange(1 << 30), deadline)
-    log.timed_out |= cut
+    runs = []
+    for start in starts:
+        run, cut = anneal(problem, start, budget.moves // 2 // len(starts),
+                          rng.randrange(1 << 30), deadline, 1.0, EXCHANGES)
+        log.timed_out |= cut
+        runs.append(run)
+    best = min(runs, key=problem.cost)
     perturb = (budget.moves - budget.moves // 2) // (CYCLES - 1)
     windows = 0
     for cycle in range(CYCLES):
@@ -67,6 +79,7 @@ def improve(problem: Problem, seconds: float, seed: int, deadline: float | None 
         best, windows = lns(problem, best, windows, rng, log, deadline)
         if log.timed_out or cycle == CYCLES - 1:
             break
-        best, cut = anneal(problem, best, perturb, rng.randrange(1 << 30), deadline, REHEAT)
+        best, cut = anneal(problem, best, perturb, rng.randrange(1 << 30), deadline, REHEAT,
+                       EXCHANGES)
         log.timed_out |= cut
     return best, log

@@ -3,9 +3,10 @@
 The problem (cimc/placement.py) comes from the traffic model: units with
 crossbar-column and table demands, payloads between them, the mesh. The
 placer (`placer` option, docs/placement.md) minimises hop_bytes:
-* `cpsat` (default): the better of the Hilbert-curve and snake fills, then
-  annealing and large-neighbourhood search with OR-Tools CP-SAT windows in
-  turn over the whole budget (cimc/placement_search.py, placement_cpsat.py);
+* `cpsat` (default): annealing (with exchanges of whole cores) from the
+  Hilbert-curve and the snake fills, then large-neighbourhood search with
+  OR-Tools CP-SAT windows and reheated annealing in turn over the whole budget
+  (cimc/placement_search.py, placement_cpsat.py);
 * `anneal`: simulated annealing from the snake fill, the whole budget;
 * `sequential`: units in layer order fill cores 0, 1, 2, ... (row-major);
 * `snake`: the same fill along a boustrophedon path over the tiles.

@@ -92,6 +92,19 @@ def test_placers_beat_sequential_and_never_beat_the_bound() -> None:
     assert log.windows > 0
 
 
+def test_core_exchanges_move_whole_cores_and_keep_capacity() -> None:
+    p = chain_problem(8, 40)
+    # The layer-order fill with its cores scattered over the mesh: only exchanging
+    # whole cores (every proposal here) can bring the layers back together.
+    scattered = np.random.default_rng(0).permutation(p.tiles)[fill(p, core_order(p, False))]
+    exchanged, _ = anneal(p, scattered, 4000, seed=1, exchanges=1.0)
+    assert p.fits(exchanged)
+    assert p.cost(exchanged) < 0.7 * p.cost(scattered)
+    # Cores keep their contents: the units that shared a core still do.
+    pairs = {(int(a), int(b)) for a, b in zip(scattered, exchanged, strict=True)}
+    assert len(pairs) == len(set(scattered.tolist()))
+
+
 def test_window_solve_is_optimal_on_a_two_tile_swap() -> None:
     p = chain_problem(2, 16)
     # Layers interleaved over tiles 0 and 1: the optimum puts each layer on one tile.
