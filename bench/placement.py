@@ -152,7 +152,11 @@ def main() -> None:
         for name in MODELS:
             path = model_path(name, Path(tmp))
             for target in TARGETS:
-                module = tiled(path, target)
+                try:  # replicate rejects a model too big for the target
+                    module = tiled(path, target)
+                except CimcError as exc:
+                    print(f"   {name:>12} {target:>12}  does not fit: {exc.message}")
+                    continue
                 sequential = None
                 costs: dict[str, int] = {}
                 for placer in PLACERS:
