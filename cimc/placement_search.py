@@ -11,10 +11,10 @@
    the windows' local optimum, keeping the best placement seen). Windows a
    cycle did not use go to the next.
 
-Its annealing does as many moves as the `anneal` placer's, and also exchanges
-the whole contents of two cores of different tiles (a layer's blocks move
-together, or to an empty part of the mesh), each counted as one move per unit
-it moves.
+Its annealing does as many moves as the `anneal` placer's, and on targets with
+several cores a tile also exchanges the whole contents of two cores of
+different tiles (a layer's blocks move together, or to an empty part of the
+mesh), each counted as one move per unit it moves.
 
 Every count (moves, windows) is fixed by the time limit, so the result depends
 only on the problem, the limit and the seed; the wall-clock deadline is a
@@ -65,10 +65,13 @@ def improve(problem: Problem, seconds: float, seed: int, deadline: float | None 
     log = SearchLog()
     budget = Budget.of(seconds)
     starts = [fill(problem, curve_order(problem)), fill(problem, core_order(problem, True))]
+    # Exchanges pay off where a tile has several cores (a core's blocks move across
+    # the mesh at once); on one-core tiles they did worse on the bench.
+    exchanges = EXCHANGES if problem.target.cores_per_tile > 1 else 0.0
     runs = []
     for start in starts:
         run, cut = anneal(problem, start, budget.moves // 2 // len(starts),
-                          rng.randrange(1 << 30), deadline, 1.0, EXCHANGES)
+                          rng.randrange(1 << 30), deadline, 1.0, exchanges)
         log.timed_out |= cut
         runs.append(run)
     best = min(runs, key=problem.cost)
@@ -80,6 +83,6 @@ def improve(problem: Problem, seconds: float, seed: int, deadline: float | None 
         if log.timed_out or cycle == CYCLES - 1:
             break
         best, cut = anneal(problem, best, perturb, rng.randrange(1 << 30), deadline, REHEAT,
-                       EXCHANGES)
+                       exchanges)
         log.timed_out |= cut
     return best, log
