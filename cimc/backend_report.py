@@ -95,3 +95,34 @@ def _units(module: Module, target: Target) -> list[Any]:
     from cimc.traffic import units
 
     return units(module, target)
+
+
+def stream_of(module: Module) -> int:
+    """Inferences one run of the program computes (the schedule's `stream`)."""
+    return max((int(op.attrs.get("stream", 1)) for op in module.ops()), default=1)
+
+
+def simulated_figures(module: Module, program: Any, sim: dict[str, Any]) -> dict[str, Any]:
+    """The report's keys that come from one simulated run of the program.
+
+    `throughput` counts the run's `stream` inferences over its cycles (pipeline
+    fill and drain included, so it is at most the steady state; bench/schedule.py
+    measures the steady state from two runs).
+    """
+    from isa.encoding import encode_program
+
+    stream = stream_of(module)
+    return {
+        "cycles": sim["cycles"],
+        "latency_us": sim["latency_us"],
+        "latency_ns": sim["latency_us"] * 1e3,
+        "stream": stream,
+        "throughput": stream * sim["throughput_per_s"],
+        "energy_nj": sim["energy_nj"]["total"] / stream,
+        "energy_breakdown_nj": sim["energy_nj"],
+        "instructions": sum(len(s.instructions) for s in program.streams.values()),
+        "instructions_executed": sim["instructions"],
+        "program_bytes": len(encode_program(program)),
+        "simulated_hop_bytes": sim["hop_bytes"],
+        "host_work": host_work(module),
+    }

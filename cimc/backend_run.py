@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from cimc.ir import Module
-from cimc.pass_manager import parse_pipeline, run_pipeline
-from cimc.pipeline import BACKEND
-from passes.emit_asm import EmitAsm, ports
+from cimc.pass_manager import run_pipeline
+from cimc.pipeline import BackendOptions, backend_passes
+from passes.emit_asm import ports
 from passes.lower import host_float_ops
 
 
@@ -50,7 +50,7 @@ def _quantized_inputs(module: Module, feeds: dict[str, np.ndarray]) -> dict[str,
 
 
 def run_on_simulator(module: Module, feeds: dict[str, np.ndarray],
-                     target: str = "isaac",
+                     options: BackendOptions | str = "isaac",
                      report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Outputs of `module` (after the frontend) on `feeds`, computed by the compiled program.
 
@@ -62,15 +62,13 @@ def run_on_simulator(module: Module, feeds: dict[str, np.ndarray],
     from isa.simulator import run_program
     from targets import load_target
 
+    if isinstance(options, str):
+        options = BackendOptions(target=options)
+    target = options.target
     backend = copy.deepcopy(module)
     with tempfile.TemporaryDirectory(prefix="cimc-sim-") as tmp:
         prog = Path(tmp) / "prog.s"
-        passes = parse_pipeline(",".join(BACKEND))
-        for pass_ in passes:
-            pass_.target = target  # type: ignore[attr-defined]
-            if isinstance(pass_, EmitAsm):
-                pass_.output = str(prog)
-        run_pipeline(backend, passes)
+        run_pipeline(backend, backend_passes(options, str(prog)))
         program = assemble_file(prog)
         codes, simulated = run_program(program, load_image(prog.with_suffix(".img")),
                                        load_target(target), _quantized_inputs(module, feeds))
@@ -90,24 +88,9 @@ def _figures(backend: Module, target: Any, program: Any,
              simulated: dict[str, Any]) -> dict[str, Any]:
     """The compile report's keys for a module compiled and simulated by `run_on_simulator`."""
     from cimc.backend_codegen import generate
-    from cimc.backend_report import host_work, static_figures
-    from isa.encoding import encode_program
+    from cimc.backend_report import schedule_bounds, simulated_figures, static_figures
 
     figures = static_figures(backend, target, generate(backend, target))
-    from cimc.backend_report import schedule_bounds
-
     figures.update(schedule_bounds(backend, target))
-    figures.update(
-        cycles=simulated["cycles"],
-        latency_us=simulated["latency_us"],
-        throughput=simulated["throughput_per_s"],
-        energy_nj=simulated["energy_nj"]["total"],
-        energy_breakdown_nj=simulated["energy_nj"],
-        instructions=sum(len(s.instructions) for s in program.streams.values()),
-        instructions_executed=simulated["instructions"],
-        program_bytes=len(encode_program(program)),
-        simulated_hop_bytes=simulated["hop_bytes"],
-        batch=simulated["batch"],
-        host_work=host_work(backend),
-    )
+    figures.update(simulated_figures(backend, program, simulated), batch=simulated["batch"])
     return figures

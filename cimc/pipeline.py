@@ -5,6 +5,14 @@ The ONNX import (cimc.frontend.import_onnx) runs before FRONTEND and is not a
 pass: it builds the module the passes rewrite.
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cimc.pass_base import Pass
+
 # From an imported ONNX model to integer ops carrying scales and zero points.
 FRONTEND: list[str] = [
     "canonicalize",
@@ -21,3 +29,38 @@ BACKEND: list[str] = [
     "schedule",
     "emit-asm",
 ]
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """What a user chooses about the backend (`cimc compile` / `cimc run` flags)."""
+
+    target: str = "isaac"  # a bundled name or a .toml path
+    pipeline: str = "latency"  # schedule: latency | throughput
+    stream: int = 0  # schedule: inferences per run in throughput mode (0: its default)
+    replicate: float | None = None  # replicate: crossbar budget fraction (None: its default)
+    placer: str = "cpsat"  # place: cpsat | anneal | sequential | snake
+    place_time_limit: float | None = None  # place: seconds (None: its default)
+
+
+def backend_passes(options: BackendOptions, output: str | None = None) -> list[Pass]:
+    """The BACKEND pipeline configured by `options`, emitting to `output` if given."""
+    from cimc.pass_manager import parse_pipeline
+
+    passes = parse_pipeline(",".join(BACKEND))
+    settings: dict[str, dict[str, Any]] = {
+        "schedule": {"pipeline": options.pipeline, "stream": options.stream},
+        "place": {"placer": options.placer},
+        "replicate": {},
+        "emit-asm": {"output": output} if output is not None else {},
+    }
+    if options.replicate is not None:
+        settings["replicate"]["budget"] = options.replicate
+    if options.place_time_limit is not None:
+        settings["place"]["time_limit"] = options.place_time_limit
+    for pass_ in passes:
+        # Every backend pass has a `target` option; the Pass base class does not.
+        pass_.target = options.target  # type: ignore[attr-defined]
+        for field, value in settings.get(pass_.name, {}).items():
+            setattr(pass_, field, value)
+    return passes

@@ -20,7 +20,33 @@ if TYPE_CHECKING:
     from cimc.backend_codegen import CoreCode
     from cimc.ir import Module
     from cimc.pass_manager import PassTiming
+    from cimc.pipeline import BackendOptions
     from targets import Target
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose how the backend maps the model (shared with `cimc run`)."""
+    parser.add_argument("--pipeline", choices=("latency", "throughput"), default="latency",
+                        help="latency: one inference, layers start as soon as their input rows "
+                        "exist; throughput: --stream inferences flow through the pipeline")
+    parser.add_argument("--stream", type=int, default=0, metavar="N",
+                        help="inferences per run in throughput mode (default 4)")
+    parser.add_argument("--replicate", type=float, default=None, metavar="BUDGET",
+                        help="copy slow layers' weights within BUDGET x the target's crossbars "
+                        "(e.g. 0.9; 0 = off, the default)")
+    parser.add_argument("--placer", choices=("cpsat", "anneal", "sequential", "snake"),
+                        default="cpsat", help="how place assigns blocks to cores "
+                        "(docs/placement.md; default cpsat)")
+    parser.add_argument("--place-time-limit", type=float, default=None, metavar="SECONDS",
+                        help="time budget of the cpsat and anneal placers (default 10)")
+
+
+def backend_options(args: argparse.Namespace) -> BackendOptions:
+    """BackendOptions from parsed `add_backend_options` flags and `--target`."""
+    from cimc.pipeline import BackendOptions
+
+    return BackendOptions(args.target, args.pipeline, args.stream, args.replicate, args.placer,
+                          args.place_time_limit)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,19 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-name", metavar="NAME",
                         help="prefix of the header's names (default: from the header file name)")
     parser.add_argument("--report", metavar="R.json", help="write the compile report (JSON)")
-    parser.add_argument("--pipeline", choices=("latency", "throughput"), default="latency",
-                        help="latency: one inference, layers start as soon as their input rows "
-                        "exist; throughput: --stream inferences flow through the pipeline")
-    parser.add_argument("--stream", type=int, default=0, metavar="N",
-                        help="inferences per run in throughput mode (default 4)")
-    parser.add_argument("--replicate", type=float, default=None, metavar="BUDGET",
-                        help="copy slow layers' weights within BUDGET x the target's crossbars "
-                        "(e.g. 0.9; 0 = off, the default)")
-    parser.add_argument("--placer", choices=("cpsat", "anneal", "sequential", "snake"),
-                        default="cpsat", help="how place assigns blocks to cores "
-                        "(docs/placement.md; default cpsat)")
-    parser.add_argument("--place-time-limit", type=float, default=None, metavar="SECONDS",
-                        help="time budget of the cpsat and anneal placers (default 10)")
+    add_backend_options(parser)
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                         help="pin an ONNX input's shape, e.g. data=1,3,32,32 (repeatable)")
     parser.add_argument("--time-passes", action="store_true",
@@ -95,10 +109,9 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
     import copy
 
     from cimc.backend_codegen import generate
-    from cimc.pass_manager import parse_pipeline, run_pipeline
-    from cimc.pipeline import BACKEND, FRONTEND
+    from cimc.pass_manager import PassTiming, parse_pipeline, run_pipeline
+    from cimc.pipeline import FRONTEND, BackendOptions, backend_passes
     from cimc.quantize import import_model
-    from passes.emit_asm import EmitAsm
     from passes.place import Place
     from targets import load_target
 
@@ -109,23 +122,11 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
     timings = run_pipeline(module, parse_pipeline(",".join(FRONTEND)),
                            print_after_all=print_after_all)
     integer = copy.deepcopy(module)
-    backend = parse_pipeline(",".join(BACKEND))
-    for pass_ in backend:
-        pass_.target = target.source or target.name  # type: ignore[attr-defined]
-        if isinstance(pass_, EmitAsm):
-            pass_.output = output
-        if pass_.name == "schedule":
-            pass_.pipeline, pass_.stream = pipeline, stream  # type: ignore[attr-defined]
-        if pass_.name == "replicate" and replicate is not None:
-            pass_.budget = replicate  # type: ignore[attr-defined]
-        if isinstance(pass_, Place):
-            pass_.placer = placer
-            if place_time_limit is not None:
-                pass_.time_limit = place_time_limit
+    options = BackendOptions(target.source or target.name, pipeline, stream, replicate, placer,
+                             place_time_limit)
+    backend = backend_passes(options, output)
     timings += run_pipeline(module, backend, print_after_all=print_after_all,
                             time_passes=time_passes)
-    from cimc.pass_manager import PassTiming
-
     timings.insert(0, PassTiming("import-onnx", imported))
     placed = next((p.summary for p in backend if isinstance(p, Place)), None)
     return Compiled(integer, module, target, generate(module, target), timings,
@@ -236,9 +237,8 @@ def build_report(compiled: Compiled, program_path: str,
     """The report: static figures plus cycles/throughput/energy from one simulated inference."""
     import numpy as np
 
-    from cimc.backend_report import host_work, static_figures
+    from cimc.backend_report import simulated_figures, static_figures
     from isa.assembler import assemble_file
-    from isa.encoding import encode_program
     from isa.image import load_image
     from isa.simulator import run_program
 
@@ -257,20 +257,9 @@ def build_report(compiled: Compiled, program_path: str,
                   "the program has no data-dependent control flow, so every input takes "
                   "this time and nearly this energy")
     _, sim = run_program(program, image, compiled.target, feeds)
-    report.update(
-        cycles=sim["cycles"],
-        latency_us=sim["latency_us"],
-        throughput=sim["throughput_per_s"],
-        energy_nj=sim["energy_nj"]["total"],
-        energy_breakdown_nj=sim["energy_nj"],
-        figures_from=source,
-        instructions=sum(len(s.instructions) for s in program.streams.values()),
-        instructions_executed=sim["instructions"],
-        program_bytes=len(encode_program(program)),
-        simulated_hop_bytes=sim["hop_bytes"],
-        host_work=host_work(compiled.module),
-        pass_seconds={t.name: round(t.seconds, 6) for t in compiled.timings},
-    )
+    report.update(simulated_figures(compiled.module, program, sim))
+    report.update(figures_from=source,
+                  pass_seconds={t.name: round(t.seconds, 6) for t in compiled.timings})
     if compiled.placement:  # docs/placement.md: the placer, its bound and gap, time-out
         report["placement"] = compiled.placement
         report["hop_bytes_bound"] = compiled.placement["hop_bytes_bound"]

@@ -18,12 +18,13 @@ if TYPE_CHECKING:
     import numpy as np
 
     from cimc.ir import Module
+    from cimc.pipeline import BackendOptions
 
 # Batches of the model evaluated per call of the engine, to bound memory.
 BATCHES_PER_CALL = 32
 
 
-def _reference(module: Module, feeds: dict[str, np.ndarray], target: str,
+def _reference(module: Module, feeds: dict[str, np.ndarray], options: BackendOptions,
                report: dict[str, Any]) -> dict[str, np.ndarray]:
     from cimc.reference import run_module
 
@@ -31,25 +32,26 @@ def _reference(module: Module, feeds: dict[str, np.ndarray], target: str,
     return run_module(module, feeds)
 
 
-def _sim(module: Module, feeds: dict[str, np.ndarray], target: str,
+def _sim(module: Module, feeds: dict[str, np.ndarray], options: BackendOptions,
          report: dict[str, Any]) -> dict[str, np.ndarray]:
     from cimc.backend_run import run_on_simulator
 
     report["engine"] = "sim"
-    return run_on_simulator(module, feeds, target, report)
+    return run_on_simulator(module, feeds, options, report)
 
 
 # Engine name -> function running a frontend-lowered module on stacked input batches
-# (the target is what the `sim` engine compiles for; the function fills the report).
-ENGINES: dict[
-    str, Callable[[Module, dict[str, np.ndarray], str, dict[str, Any]], dict[str, np.ndarray]]
-] = {
+# (the `sim` engine compiles with the backend options; the function fills the report).
+Feeds = dict[str, "np.ndarray"]
+ENGINES: dict[str, Callable[[Module, Feeds, BackendOptions, dict[str, Any]], Feeds]] = {
     "sim": _sim,
     "reference": _reference,
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from cimc.commands.compile import add_backend_options
+
     parser = subparsers.add_parser(
         "run",
         help="run a model on inputs and write its outputs",
@@ -92,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="int8",
         help="activation type when quantizing with --calibrate (default int8)",
     )
+    add_backend_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -115,7 +118,7 @@ def prepare(
 
 
 def evaluate(module: Module, feeds: dict[str, np.ndarray], engine: str,
-             target: str = "isaac",
+             options: BackendOptions | str = "isaac",
              report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Run `engine` on the stacked batches of `feeds`.
 
@@ -124,7 +127,11 @@ def evaluate(module: Module, feeds: dict[str, np.ndarray], engine: str,
     """
     import numpy as np
 
+    from cimc.pipeline import BackendOptions
+
     run_engine = ENGINES[engine]
+    if isinstance(options, str):
+        options = BackendOptions(target=options)
     batch = {name: module.values[name].shape[0] for name in module.inputs}
     total = min(len(feeds[name]) // batch[name] for name in module.inputs)
     per_call = max(total, 1) if engine == "sim" else BATCHES_PER_CALL
@@ -133,11 +140,12 @@ def evaluate(module: Module, feeds: dict[str, np.ndarray], engine: str,
     for start in range(0, total, per_call):
         stop = min(start + per_call, total)
         chunk = {name: feeds[name][start * batch[name] : stop * batch[name]] for name in feeds}
-        parts.append(run_engine(module, chunk, target, report))
+        parts.append(run_engine(module, chunk, options, report))
     return {name: np.concatenate([p[name] for p in parts]) for name in module.outputs}
 
 
 def run(args: argparse.Namespace) -> int:
+    from cimc.commands.compile import backend_options
     from cimc.commands.opt import input_shapes
     from cimc.tensor_io import read_inputs, write_outputs
 
@@ -145,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                      args.engine)
     feeds = read_inputs(args.inputs, {name: module.values[name] for name in module.inputs})
     report: dict[str, Any] = {}
-    outputs = evaluate(module, feeds, args.engine, args.target, report)
+    outputs = evaluate(module, feeds, args.engine, backend_options(args), report)
     write_outputs(args.outputs, outputs, {name: module.values[name] for name in module.outputs})
     if args.report:
         import json
