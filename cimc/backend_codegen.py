@@ -157,6 +157,9 @@ class Part:
             self.band = code.keep(self.win.band_bytes)
             self.window = None if self.win.contiguous else code.take(self.win.window_bytes)
             self.steps = {s.oy: s for s in band_plan(self.win, group.rows)}
+            received = [(p.lo, p.hi) for rows in group.recvs[core][0] for p in rows]
+            self.band_channels = (min((lo for lo, _ in received), default=0),
+                                  max((hi for _, hi in received), default=self.win.c))
             x = op.inputs[0]
             self.in_type = _dtype(module, x)
             self.init = [f"fill {self.band}(r0), {self._pad()}, {self.win.band_bytes}"]
@@ -218,10 +221,15 @@ class Part:
         win, step = self.win, self.steps[oy]
         rb = win.wp * win.c
         lines = []
-        if step.kept and step.moved:
-            lines.append(f"copy {self.band}(r0), {self.band + step.moved * rb}(r0), {rb}, "
-                         f"{step.kept}, {rb}, {rb}")
         pieces = self.group.recvs[self.code.core][0][self.index[oy]]
+        if step.kept and step.moved:
+            lo, hi = self.band_channels
+            if (lo, hi) == (0, win.c):
+                lines.append(f"copy {self.band}(r0), {self.band + step.moved * rb}(r0), {rb}, "
+                             f"{step.kept}, {rb}, {rb}")
+            else:  # only the channels this part receives (the others are never read)
+                lines.append(f"copy {self.band + lo}(r0), {self.band + step.moved * rb + lo}(r0), "
+                             f"{hi - lo}, {step.kept * win.wp}, {win.c}, {win.c}")
         x = self.op.inputs[0]
         for slot, iy in step.fills:
             dst = self.band + slot * rb + win.pl * win.c
@@ -314,7 +322,11 @@ class Part:
                               for i, jj in blocks_of(op) if jj == j} - {core})
                    for j in self.columns}
         src, reg = (0, "r2") if self.window is None else (self.window, "r0")
-        issue = self.win.gather(self.window) if self.window is not None else []
+        # Gather only the window rows this core's blocks multiply.
+        k = module.values[op.inputs[1]].shape[0]
+        needed = (min(i * rows for i, _, _ in mine),
+                  max(min(k, (i + 1) * rows) for i, _, _ in mine))
+        issue = self.win.gather(self.window, needed) if self.window is not None else []
         for j in sorted(psum):
             ours = [(i, g) for i, jj, g in mine if jj == j]
             for k, (i, g) in enumerate(ours):

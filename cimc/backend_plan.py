@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cimc import backend_bounds as bounds
+from cimc.backend_bounds import Task, tails, task_graph
 from cimc.backend_window import Window, band_plan
 from cimc.ir import Module, Op
 from cimc.traffic import (
@@ -196,7 +198,8 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
                                 (core, tags[key]))
                     lists.append(pieces)
                 group.recvs.setdefault(core, {})[k] = lists
-    _list_schedule(groups, module)
+    preds, succs = task_graph(groups, module, _input_rows_per_task)
+    _list_schedule(groups, preds, succs)
     starts = {(index[id(g)], oy): g.start[oy] for g in groups for oy in g.rows}
     # A core runs its tasks one after the other, and within a task the windows one after
     # the other (each waits for its MVMs): per group, rows x pixels x the MVMs in turn.
@@ -232,15 +235,15 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
                     order[core].append((m * period + starts[(gi, oy)], gi, oy, m))
     final = {core: [(m, gi, oy) for _, gi, oy, m in sorted(items)]
              for core, items in sorted(order.items())}
-    # The latency bound: critical path counting only MVMs (and main vector work), and no
-    # core finishing before it has done its own MVMs after its first task could start.
-    _asap(groups, by_op, module, lambda g: g.bound)
-    path = max((g.start[g.rows[-1]] + g.bound for g in groups), default=0.0)
-    first: dict[int, float] = {}
-    for g in groups:
-        for core in g.cores:
-            first[core] = min(first.get(core, np.inf), g.start[g.rows[0]])
-    latency_bound = max([path, *(first[c] + core_bound[c] for c in core_bound)])
+    # The latency bound: critical path and per-core bounds counting only MVMs (and main
+    # vector work) (cimc/backend_bounds.py).
+    def part(g: Group, core: int) -> float:
+        if g.op.kind != "matvec":
+            return g.bound
+        ow = image_dims(module.values[g.op.outputs[0]])[1]
+        return ow * mvm_depth(g.op, g.replica)[core] * target.mvm_cycles
+
+    latency_bound = bounds.latency_bound(groups, preds, succs, part)
     for g in groups:  # keep the estimated starts for reports
         for oy in g.rows:
             g.start[oy] = starts[(index[id(g)], oy)]
@@ -283,67 +286,29 @@ def _input_rows_per_task(module: Module, op: Op, rows: list[int]) -> list[list[i
     return [[oy] for oy in rows]
 
 
-def _list_schedule(groups: list[Group], module: Module) -> None:
+def _list_schedule(groups: list[Group], preds: dict[Task, list[Task]],
+                   succs: dict[Task, list[Task]]) -> None:
     """Estimated start of every row when each core runs one task at a time: a task
     becomes ready when the group's previous row and the rows it needs are done, and
-    starts when all its cores are free (ready tasks first come, first served)."""
+    starts when all its cores are free (ready tasks first come, first served; among
+    tasks ready at once, the one with the longest estimated path to the end first)."""
     import heapq
 
-    producer: dict[tuple[str, int], tuple[int, int]] = {}
-    for gi, g in enumerate(groups):
-        for t, oy in enumerate(g.rows):
-            producer[(g.op.name, oy)] = (gi, t)
-    preds: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    succs: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
-    for gi, g in enumerate(groups):
-        operands = g.op.inputs[:1] if g.op.kind == "matvec" else list(g.op.inputs)
-        needs = [(source_op(module, v), _input_rows_per_task(module, g.op, g.rows))
-                 for v in operands]
-        for t in range(len(g.rows)):
-            found = [(gi, t - 1)] if t else []
-            for src, rows in needs:
-                if src is not None:
-                    found += [producer[(src.name, iy)] for iy in rows[t]]
-            preds[(gi, t)] = sorted(set(found))
-            for p in preds[(gi, t)]:
-                succs[p].append((gi, t))
+    tail = tails(preds, succs, lambda task: groups[task[0]].duration)
     waiting = {task: len(p) for task, p in preds.items()}
-    ready = [(0.0, task) for task, n in sorted(waiting.items()) if n == 0]
+    ready = [(0.0, -tail[task], task) for task, n in sorted(waiting.items()) if n == 0]
     heapq.heapify(ready)
     finish: dict[tuple[int, int], float] = {}
     free: dict[int, float] = defaultdict(float)
     while ready:
-        at, (gi, t) = heapq.heappop(ready)
+        at, _, (gi, t) = heapq.heappop(ready)
         g = groups[gi]
         start = max([at, *(free[c] for c in g.cores)])
         g.start[g.rows[t]] = start
         finish[(gi, t)] = start + g.duration
         for c in g.cores:
             free[c] = finish[(gi, t)]
-        for nxt in succs[(gi, t)]:
+        for nxt in succs.get((gi, t), []):
             waiting[nxt] -= 1
             if not waiting[nxt]:
-                heapq.heappush(ready, (max(finish[p] for p in preds[nxt]), nxt))
-
-
-def _asap(groups: list[Group], by_op: dict[str, list[Group]], module: Module,
-          duration) -> None:  # type: ignore[no-untyped-def]
-    """ASAP start of every row: after the group's previous row and the rows it needs."""
-    finish: dict[tuple[str, int], float] = {}
-    for g in groups:
-        op = g.op
-        operands = op.inputs[:1] if op.kind == "matvec" else list(op.inputs)
-        needs = [_input_rows_per_task(module, op, g.rows) for _ in operands]
-        sources = [source_op(module, v) for v in operands]
-        ready = 0.0
-        d = duration(g)
-        for t, oy in enumerate(g.rows):
-            start = ready
-            for src, rows in zip(sources, needs, strict=True):
-                if src is None:
-                    continue
-                for iy in rows[t]:
-                    start = max(start, finish[(src.name, iy)])
-            g.start[oy] = start
-            ready = start + d
-            finish[(op.name, oy)] = ready
+                heapq.heappush(ready, (max(finish[p] for p in preds[nxt]), -tail[nxt], nxt))

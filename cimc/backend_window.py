@@ -82,21 +82,46 @@ class Window:
         hi = top // self.sh + 1 if top >= 0 else 0
         return lo, max(lo, min(hi, self.oh))
 
-    def gather(self, win: int) -> list[str]:
-        """Copy the window at r2 into local address `win` in (group, ky, kx, c) order."""
+    def gather(self, win: int, rows: tuple[int, int] | None = None) -> list[str]:
+        """Copy the window at r2 into local address `win` in (group, ky, kx, c) order;
+        only window rows [lo, hi) when `rows` is given (the rows of a core's blocks)."""
         if self.contiguous:
             return []
         c, wp = self.c, self.wp
+        lo, hi = rows if rows is not None else (0, self.window_bytes)
         if self.groups == 1 and self.dw == 1:
-            return [f"copy {win}(r0), 0(r2), {self.kw * c}, {self.kh}, {self.kw * c}, {wp * c}"]
+            if (lo, hi) == (0, self.window_bytes):
+                return [f"copy {win}(r0), 0(r2), {self.kw * c}, {self.kh}, {self.kw * c}, "
+                        f"{wp * c}"]
+            row = self.kw * c  # one kernel row lies contiguous in the band
+            return [f"copy {win + a}(r0), {ky * wp * c + a - ky * row}(r2), {b - a}, 1, "
+                    f"{b - a}, {b - a}"
+                    for ky in range(self.kh)
+                    for a, b in [(max(lo, ky * row), min(hi, (ky + 1) * row))] if a < b]
         if self.groups == 1:
             return [f"copy {win + ky * self.kw * c}(r0), {ky * wp * c}(r2), {c}, {self.kw}, "
-                    f"{c}, {self.dw * c}" for ky in range(self.kh)]
+                    f"{c}, {self.dw * c}" for ky in range(self.kh)
+                    if ky * self.kw * c < hi and (ky + 1) * self.kw * c > lo]
         cg = c // self.groups
         taps = self.kh * self.kw
-        return [f"copy {win + (ky * self.kw + kx) * cg}(r0), {ky * wp * c + kx * self.dw * c}(r2), "
-                f"{cg}, {self.groups}, {taps * cg}, {cg}"
+        first, last = lo // (taps * cg), -(-hi // (taps * cg))  # the groups [first, last)
+        return [f"copy {win + (first * taps + ky * self.kw + kx) * cg}(r0), "
+                f"{ky * wp * c + kx * self.dw * c + first * cg}(r2), "
+                f"{cg}, {last - first}, {taps * cg}, {cg}"
                 for ky in range(self.kh) for kx in range(self.kw)]
+
+    def gathered_bytes(self, rows: tuple[int, int] | None = None) -> int:
+        """Bytes `gather` copies for window rows [lo, hi) (all rows when None)."""
+        if self.contiguous:
+            return 0
+        lo, hi = rows if rows is not None else (0, self.window_bytes)
+        if self.groups == 1 and self.dw == 1:
+            return hi - lo
+        if self.groups == 1:
+            row = self.kw * self.c
+            return row * sum(1 for ky in range(self.kh) if ky * row < hi and (ky + 1) * row > lo)
+        per = self.kh * self.kw * (self.c // self.groups)
+        return per * (-(-hi // per) - lo // per)
 
 
 def sweep(win: Window, band: int, pad: int, gin: int, gout: int, label: str,
