@@ -224,7 +224,9 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
             estimate[core] += g.duration * len(g.rows)
     period = 0.0
     if throughput:
-        spans = [g.start[g.rows[-1]] + g.duration - g.start[g.rows[0]] for g in groups]
+        _compact(groups, preds, starts)
+        spans = [starts[(index[id(g)], g.rows[-1])] + g.duration
+                 - starts[(index[id(g)], g.rows[0])] for g in groups]
         period = max([*estimate.values(), *spans])
     order: dict[int, list[tuple[float, int, int, int]]] = defaultdict(list)
     for m in range(stream):
@@ -312,3 +314,31 @@ def _list_schedule(groups: list[Group], preds: dict[Task, list[Task]],
             waiting[nxt] -= 1
             if not waiting[nxt]:
                 heapq.heappush(ready, (max(finish[p] for p in preds[nxt]), -tail[nxt], nxt))
+
+
+def _compact(groups: list[Group], preds: dict[Task, list[Task]],
+             starts: dict[tuple[int, int], float]) -> None:
+    """Throughput mode: delay each group's early rows to just before its later ones
+    (a row at most one estimated duration before the next), then every task after the
+    tasks it needs, until nothing moves. A group's rows then span about its own work,
+    not the whole single-image schedule, so the period (at least that span, so a group
+    never mixes two images' rows) can come down to the busiest core's work."""
+    def key(task: Task) -> tuple[int, int]:
+        return (task[0], groups[task[0]].rows[task[1]])
+
+    changed = True
+    while changed:
+        changed = False
+        for task in sorted(preds):
+            ready = max((starts[key(p)] + groups[p[0]].duration for p in preds[task]),
+                        default=0.0)
+            if ready > starts[key(task)]:
+                starts[key(task)] = ready
+                changed = True
+        for gi, g in enumerate(groups):
+            last = starts[(gi, g.rows[-1])]
+            for k, oy in enumerate(g.rows):
+                late = last - (len(g.rows) - 1 - k) * g.duration
+                if late > starts[(gi, oy)]:
+                    starts[(gi, oy)] = late
+                    changed = True
