@@ -147,11 +147,13 @@ class Part:
         # Output row buffer: all channels, pixel-major (a core fills the columns it reduces).
         self.out = code.take(self.ow * self.n)
         self.ranges = column_ranges(module, op)
-        slice_row = self.ow * max(hi - lo for lo, hi in self.ranges)
-        self.stage = code.take(max(self._widest_piece(), slice_row, 1))
         self.columns = [j for j, c in sorted(group.reducers.items()) if c == core] \
             if op.kind == "matvec" else [0]
-        self.ranges = column_ranges(module, op)
+        # Staging: channel slices of rows sent or received (whole rows go in place).
+        slice_row = self.ow * max((self.ranges[j][1] - self.ranges[j][0] for j in self.columns
+                                   if self.ranges[j][1] - self.ranges[j][0] != self.n),
+                                  default=0)
+        self.stage = code.take(max(self._widest_piece(), slice_row, 1))
         if op.kind in ("matvec", "pool"):
             self.win = Window.of(module, op)
             self.band = code.keep(self.win.band_bytes)
@@ -174,16 +176,19 @@ class Part:
     # -- helpers --------------------------------------------------------------------------
 
     def _widest_piece(self) -> int:
+        """The widest received piece that needs staging (`_receive`: all channels of a row
+        land in place, except in a concat)."""
         widest = 0
-        for per_operand in self.group.recvs.get(self.code.core, {}).values():
+        for k, per_operand in self.group.recvs.get(self.code.core, {}).items():
+            _, w, c = image_dims(self.module.values[self.op.inputs[k]])
+            in_place = self.op.kind in ("matvec", "pool") or (
+                self.op.kind != "concat" and c == self.n)
             for pieces in per_operand:
                 for p in pieces:
-                    w = image_dims(self.module.values[self._operand_of(p)])[1]
+                    if in_place and (p.core is None or p.hi - p.lo == c):
+                        continue
                     widest = max(widest, w * (p.hi - p.lo))
         return widest
-
-    def _operand_of(self, _: Recv) -> str:
-        return self.group.op.inputs[0]
 
     def _pad(self) -> int:
         op = self.op
