@@ -224,10 +224,13 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
             estimate[core] += g.duration * len(g.rows)
     period = 0.0
     if throughput:
-        _compact(groups, preds, starts)
-        spans = [starts[(index[id(g)], g.rows[-1])] + g.duration
-                 - starts[(index[id(g)], g.rows[0])] for g in groups]
-        period = max([*estimate.values(), *spans])
+        def span() -> float:
+            return max(starts[(index[id(g)], g.rows[-1])] + g.duration
+                       - starts[(index[id(g)], g.rows[0])] for g in groups)
+
+        if span() > max(estimate.values()):  # the span, not a core, would set the period
+            _compact(groups, preds, starts, max(estimate.values()))
+        period = max([*estimate.values(), span()])
     order: dict[int, list[tuple[float, int, int, int]]] = defaultdict(list)
     for m in range(stream):
         for g in groups:
@@ -317,12 +320,13 @@ def _list_schedule(groups: list[Group], preds: dict[Task, list[Task]],
 
 
 def _compact(groups: list[Group], preds: dict[Task, list[Task]],
-             starts: dict[tuple[int, int], float]) -> None:
+             starts: dict[tuple[int, int], float], busiest: float) -> None:
     """Throughput mode: delay each group's early rows to just before its later ones
-    (a row at most one estimated duration before the next), then every task after the
-    tasks it needs, until nothing moves. A group's rows then span about its own work,
-    not the whole single-image schedule, so the period (at least that span, so a group
-    never mixes two images' rows) can come down to the busiest core's work."""
+    (a row at most `busiest / rows`, or one estimated duration if longer, before the
+    next), then every task after the tasks it needs, until nothing moves. A group's
+    rows then span at most about the busiest core's work, not the whole single-image
+    schedule, so the period (at least that span, so a group never mixes two images'
+    rows) can come down to the busiest core's work."""
     def key(task: Task) -> tuple[int, int]:
         return (task[0], groups[task[0]].rows[task[1]])
 
@@ -338,7 +342,7 @@ def _compact(groups: list[Group], preds: dict[Task, list[Task]],
         for gi, g in enumerate(groups):
             last = starts[(gi, g.rows[-1])]
             for k, oy in enumerate(g.rows):
-                late = last - (len(g.rows) - 1 - k) * g.duration
+                late = last - (len(g.rows) - 1 - k) * max(g.duration, busiest / len(g.rows))
                 if late > starts[(gi, oy)]:
                     starts[(gi, oy)] = late
                     changed = True
