@@ -92,11 +92,15 @@ def test_simulated_logits_within_one_quantum_of_onnxruntime(tmp_path: Path) -> N
     assert (got["logits"].argmax(1) == want.argmax(1)).all()
 
 
+# The minute-long cases are `heavy` (make test-all); make test keeps one of each model.
+HEAVY = pytest.mark.heavy
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "target", "activations", "pipeline", "replicate"), [
-    ("resnet18", "isaac", "int8", "latency", None),
+    pytest.param("resnet18", "isaac", "int8", "latency", None, marks=HEAVY),
     ("resnet18", "pimcomp", "uint8", "throughput", 0.9),
-    ("mobilenetv2", "isaac", "int8", "throughput", 0.9),
+    pytest.param("mobilenetv2", "isaac", "int8", "throughput", 0.9, marks=HEAVY),
     ("mobilenetv2", "pimcomp", "uint8", "latency", None),
     ("vgg11", "isaac", "int8", "latency", 0.9),
     ("vgg11", "pimcomp", "uint8", "throughput", None),

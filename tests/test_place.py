@@ -216,7 +216,10 @@ def test_network_figures_fall_with_hop_bytes(tmp_path) -> None:
     assert opt["energy_breakdown_nj"][network] < seq["energy_breakdown_nj"][network]
 
 
-@pytest.mark.slow
+# heavy: its fixed work is sized to finish within the time limit on an idle
+# machine; under a loaded test run the wall-clock guard fires (bench/placement.py
+# measures the same criterion).
+@pytest.mark.heavy
 def test_resnet18_on_pimcomp_default_placer() -> None:
     """Model scale: the default placer at its default limit <= 0.7x sequential, above
     the bound, and the same placement twice."""
