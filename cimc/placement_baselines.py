@@ -26,6 +26,14 @@ from cimc.placement import Problem
 # Moves per second of time limit: a little under what this implementation does on
 # one core of the development machine, so `anneal` uses about the time it is given.
 ANNEAL_MOVES_PER_SECOND = 30_000
+# A small network needs no more than this many moves per unit: beyond it the
+# search only re-visits placements (and would spend the whole limit on MNIST).
+MOVES_PER_UNIT = 2_000
+
+
+def anneal_moves(problem: Problem, seconds: float) -> int:
+    """The annealing moves a time limit buys: the rate, capped by the problem size."""
+    return min(int(seconds * ANNEAL_MOVES_PER_SECOND), MOVES_PER_UNIT * len(problem.names))
 # Start temperature as a fraction of the median cost change of a random move: low,
 # since annealing refines a good start rather than exploring from scratch.
 START_TEMPERATURE = 0.01

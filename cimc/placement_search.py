@@ -30,8 +30,8 @@ import numpy as np
 
 from cimc.placement import Problem
 from cimc.placement_baselines import (
-    ANNEAL_MOVES_PER_SECOND,
     anneal,
+    anneal_moves,
     core_order,
     curve_order,
     fill,
@@ -53,8 +53,8 @@ class Budget:
     windows: int
 
     @classmethod
-    def of(cls, seconds: float) -> Budget:
-        return cls(int(seconds * ANNEAL_MOVES_PER_SECOND * ANNEAL_SHARE),
+    def of(cls, problem: Problem, seconds: float) -> Budget:
+        return cls(int(anneal_moves(problem, seconds) * ANNEAL_SHARE),
                    max(1, int(seconds * WINDOWS_PER_SECOND)))
 
 
@@ -63,7 +63,7 @@ def improve(problem: Problem, seconds: float, seed: int, deadline: float | None 
     """The cpsat placer's placement (module docstring) and what the search did."""
     rng = random.Random(seed)
     log = SearchLog()
-    budget = Budget.of(seconds)
+    budget = Budget.of(problem, seconds)
     starts = [fill(problem, curve_order(problem)), fill(problem, core_order(problem, True))]
     # Exchanges pay off where a tile has several cores (a core's blocks move across
     # the mesh at once); on one-core tiles they did worse on the bench.

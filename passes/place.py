@@ -77,8 +77,8 @@ def run_placer(problem: Problem, placer: str, time_limit: float, seed: int
                ) -> tuple[np.ndarray, dict[str, int | bool]]:
     """Cores of all units and what the search did."""
     from cimc.placement_baselines import (
-        ANNEAL_MOVES_PER_SECOND,
         anneal,
+        anneal_moves,
         core_order,
         fill,
         fit_load_cap,
@@ -96,7 +96,7 @@ def run_placer(problem: Problem, placer: str, time_limit: float, seed: int
     if problem.cost(snake) == 0:
         return snake, {"timed_out": False}  # nothing crosses a core: nothing to search
     if placer == "anneal":
-        moves = int(time_limit * ANNEAL_MOVES_PER_SECOND)
+        moves = anneal_moves(problem, time_limit)
         tiles, timed_out = anneal(problem, snake, moves, seed, deadline)
         info["timed_out"] = timed_out
     else:
