@@ -14,7 +14,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
-from models import CALIBRATION_BATCHES, CALIBRATION_SEED, EXPORTERS, workdir
+from models import CALIBRATION_BATCHES, CALIBRATION_SEED, EXPORTERS, quantize_qdq, workdir
 
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "mnist_tiny": (1, 1, 28, 28),
@@ -186,13 +186,6 @@ def quantized_model(name: str, activations: str = "int8") -> Path:
     import io
 
     import torch
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
 
     source = workdir() / f"backend-{name}.onnx"
     if not source.exists():
@@ -200,20 +193,5 @@ def quantized_model(name: str, activations: str = "int8") -> Path:
             torch.onnx.export(_torch_module(name), (torch.zeros(INPUT_SHAPES[name]),),
                               str(source), input_names=["input"], output_names=["logits"],
                               opset_version=EXPORTERS["legacy"], dynamo=False)
-    prepared = workdir() / f"backend-{name}-prepared.onnx"
-    quant_pre_process(str(source), str(prepared))
     batches = sample_inputs(name, CALIBRATION_BATCHES, CALIBRATION_SEED)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = iter([{"input": batch[None]} for batch in batches])
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    path = workdir() / f"backend-{name}-{activations}.onnx"
-    quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True,
-                    activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    return path
+    return quantize_qdq(source, batches, activations)

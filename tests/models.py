@@ -199,6 +199,13 @@ def sample_inputs(name: str, count: int, seed: int) -> np.ndarray:
 @functools.cache
 def quantized_model(name: str, exporter: str = "legacy", activations: str = "int8") -> Path:
     """The QDQ model of `name`: per-channel int8 weights, `activations` int8 or uint8."""
+    batches = sample_inputs(name, CALIBRATION_BATCHES, CALIBRATION_SEED)
+    return quantize_qdq(float_model(name, exporter), batches, activations)
+
+
+def quantize_qdq(source: Path, batches: np.ndarray, activations: str) -> Path:
+    """onnxruntime's recipe, as users run it: pre-process, then static QDQ quantization
+    (per-channel int8 weights, int8 or uint8 activations) calibrated on `batches`."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -207,10 +214,8 @@ def quantized_model(name: str, exporter: str = "legacy", activations: str = "int
         quantize_static,
     )
 
-    source = float_model(name, exporter)
-    prepared = workdir() / f"{name}-{exporter}-prepared.onnx"
+    prepared = source.with_name(f"{source.stem}-prepared.onnx")
     quant_pre_process(str(source), str(prepared))
-    batches = sample_inputs(name, CALIBRATION_BATCHES, CALIBRATION_SEED)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -219,7 +224,7 @@ def quantized_model(name: str, exporter: str = "legacy", activations: str = "int
         def get_next(self):
             return next(self.feeds, None)
 
-    path = workdir() / f"{name}-{exporter}-{activations}.onnx"
+    path = source.with_name(f"{source.stem}-{activations}.onnx")
     quantize_static(
         str(prepared),
         str(path),
