@@ -15,13 +15,6 @@ from passes.tile import block_shape, blocks_of
 from targets import Target
 
 
-def hops(target: Target, a: int, b: int) -> int:
-    """Mesh hops between the tiles of cores a and b (XY routing)."""
-    ta, tb = a // target.cores_per_tile, b // target.cores_per_tile
-    dx = abs(ta % target.mesh_x - tb % target.mesh_x)
-    return dx + abs(ta // target.mesh_x - tb // target.mesh_x)
-
-
 def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -> dict[str, Any]:
     """Crossbars, cores, utilization and hop_bytes of a scheduled module."""
     crossbars: set[tuple[int, int]] = set()
@@ -126,3 +119,13 @@ def simulated_figures(module: Module, program: Any, sim: dict[str, Any]) -> dict
         "simulated_hop_bytes": sim["hop_bytes"],
         "host_work": host_work(module),
     }
+
+
+def program_figures(module: Module, target: Target, cores: dict[int, CoreCode], program: Any,
+                    sim: dict[str, Any]) -> dict[str, Any]:
+    """Every figure of a compiled program: static, bounds and one simulated run (the
+    report of `cimc compile` and of `cimc run --engine sim`)."""
+    figures = static_figures(module, target, cores)
+    figures.update(schedule_bounds(module, target))
+    figures.update(simulated_figures(module, program, sim))
+    return figures

@@ -88,9 +88,8 @@ def _figures(backend: Module, target: Any, program: Any,
              simulated: dict[str, Any]) -> dict[str, Any]:
     """The compile report's keys for a module compiled and simulated by `run_on_simulator`."""
     from cimc.backend_codegen import generate
-    from cimc.backend_report import schedule_bounds, simulated_figures, static_figures
+    from cimc.backend_report import program_figures
 
-    figures = static_figures(backend, target, generate(backend, target))
-    figures.update(schedule_bounds(backend, target))
-    figures.update(simulated_figures(backend, program, simulated), batch=simulated["batch"])
+    figures = program_figures(backend, target, generate(backend, target), program, simulated)
+    figures["batch"] = simulated["batch"]
     return figures

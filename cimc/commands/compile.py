@@ -1,4 +1,5 @@
-"""`cimc MODEL.onnx -o prog.s`: compile a quantized ONNX model for a CIM target.
+"""`cimc MODEL.onnx -o prog.s`: compile an ONNX model (QDQ, or float quantized first)
+for a CIM target.
 
 Runs import-onnx, the frontend pipeline and the backend pipeline
 (cimc/pipeline.py), writing prog.s and its crossbar image prog.img beside
@@ -52,7 +53,8 @@ def backend_options(args: argparse.Namespace) -> BackendOptions:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compile", help="compile an ONNX model to a CIM program (the default command)",
-        description="Compile a quantized (QDQ) ONNX model into an assembly program, its "
+        description="Compile an ONNX model (QDQ-quantized, or float: quantized first) into an "
+        "assembly program, its "
         "crossbar image (beside it, .img) and optionally a C data header and a report.")
     parser.add_argument("model", metavar="MODEL.onnx",
                         help="the model: QDQ-quantized, or float (quantized first: with "
@@ -237,15 +239,11 @@ def build_report(compiled: Compiled, program_path: str,
     """The report: static figures plus cycles/throughput/energy from one simulated inference."""
     import numpy as np
 
-    from cimc.backend_report import simulated_figures, static_figures
+    from cimc.backend_report import program_figures
     from isa.assembler import assemble_file
     from isa.image import load_image
     from isa.simulator import run_program
 
-    report = static_figures(compiled.module, compiled.target, compiled.cores)
-    from cimc.backend_report import schedule_bounds
-
-    report.update(schedule_bounds(compiled.module, compiled.target))
     program = assemble_file(program_path)
     image = load_image(Path(program_path).with_suffix(".img"))
     if input_codes is not None:
@@ -257,7 +255,7 @@ def build_report(compiled: Compiled, program_path: str,
                   "the program has no data-dependent control flow, so every input takes "
                   "this time and nearly this energy")
     _, sim = run_program(program, image, compiled.target, feeds)
-    report.update(simulated_figures(compiled.module, program, sim))
+    report = program_figures(compiled.module, compiled.target, compiled.cores, program, sim)
     report.update(figures_from=source,
                   pass_seconds={t.name: round(t.seconds, 6) for t in compiled.timings})
     if compiled.placement:  # docs/placement.md: the placer, its bound and gap, time-out

@@ -92,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--activations",
         choices=["int8", "uint8"],
         default="int8",
-        help="activation type when quantizing with --calibrate (default int8)",
+        help="activation type when a float model is quantized (default int8)",
     )
     add_backend_options(parser)
     parser.set_defaults(func=run)
