@@ -1,7 +1,8 @@
-"""`cimc run --engine reference` against onnxruntime on the shared test models.
+"""`cimc run --engine reference` against the exact oracle on the shared test models.
 
 The acceptance criterion of the reference: on every test input, each output is
-within one quantum (of the output's scale) of onnxruntime running the same QDQ
+within one quantum (of the output's scale) of the exact oracle (cimc.oracle:
+onnxruntime with graph optimizations disabled) running the same QDQ
 model, and the top-1 class is the same; float models match to 1e-4 relative.
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 import models
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 from cimc.cli import main
 from cimc.frontend import import_onnx
+from cimc.oracle import ExactOracle
 from cimc.quantize import quantize_onnx
 
 pytestmark = pytest.mark.torch
@@ -24,12 +25,9 @@ TEST_INPUTS = 16
 TEST_SEED = 1
 
 
-def onnxruntime_outputs(path, x):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    batch = 1  # every test model has batch 1
-    return np.concatenate(
-        [session.run(None, {"input": x[i : i + batch]})[0] for i in range(0, len(x), batch)]
-    )
+def oracle_outputs(path, x):
+    """The exact oracle (cimc.oracle) on each sample; every test model has batch 1."""
+    return ExactOracle(path).run_samples(x, "input")
 
 
 def cimc_run(tmp_path, model, x, *extra):
@@ -63,10 +61,10 @@ def output_scale(path):
 def assert_matches_quantized(ours, expected, scale):
     """Within one quantum everywhere, and the same top-1 class.
 
-    Where onnxruntime's own two best logits are within two quanta, one quantum
+    Where the oracle's own two best logits are within two quanta, one quantum
     up on one and down on the other can legitimately swap them (an exact tie
     rounded the other way upstream, see docs/ir.md); there our class must be
-    one that onnxruntime ranks within two quanta of its best.
+    one that the oracle ranks within two quanta of its best.
     """
     steps = np.abs(ours.astype(np.float64) - expected) / scale
     assert steps.max() <= 1 + 1e-3, f"{steps.max():.3f} quanta apart"
@@ -80,21 +78,21 @@ def assert_matches_quantized(ours, expected, scale):
 @pytest.mark.parametrize("activations", models.ACTIVATIONS)
 @pytest.mark.parametrize("exporter", list(models.EXPORTERS))
 @pytest.mark.parametrize("name", models.MODELS)
-def test_reference_matches_onnxruntime_on_quantized_models(tmp_path, name, exporter, activations):
+def test_reference_matches_exact_oracle_on_quantized_models(tmp_path, name, exporter, activations):
     path = models.quantized_model(name, exporter, activations)
     x = models.sample_inputs(name, TEST_INPUTS, TEST_SEED)
     ours = cimc_run(tmp_path, path, x)
     assert ours.dtype == np.float32 and ours.shape == (TEST_INPUTS, 10)
-    assert_matches_quantized(ours, onnxruntime_outputs(path, x), output_scale(path))
+    assert_matches_quantized(ours, oracle_outputs(path, x), output_scale(path))
 
 
 @pytest.mark.parametrize("exporter", list(models.EXPORTERS))
 @pytest.mark.parametrize("name", models.MODELS)
-def test_reference_matches_onnxruntime_on_float_models(tmp_path, name, exporter):
+def test_reference_matches_exact_oracle_on_float_models(tmp_path, name, exporter):
     path = models.float_model(name, exporter)
     x = models.sample_inputs(name, TEST_INPUTS, TEST_SEED)
     ours = cimc_run(tmp_path, path, x)
-    expected = onnxruntime_outputs(path, x)
+    expected = oracle_outputs(path, x)
     floor = 1e-5 * float(np.abs(expected).max())
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=floor)
     np.testing.assert_array_equal(ours.argmax(1), expected.argmax(1))
@@ -117,7 +115,7 @@ def test_calibrate_quantizes_like_onnxruntime(tmp_path, activations):
         "--activations",
         activations,
     )
-    assert_matches_quantized(ours, onnxruntime_outputs(reference, x), output_scale(reference))
+    assert_matches_quantized(ours, oracle_outputs(reference, x), output_scale(reference))
 
 
 def test_quantizing_is_deterministic_and_warns_without_calibration_data(tmp_path, capsys):
@@ -239,7 +237,7 @@ def test_reference_runs_a_quantized_resnet18_at_224_within_one_quantum(tmp_path)
     path = models.quantized_model("resnet18", "legacy", "uint8")
     x = models.sample_inputs("resnet18", 4, TEST_SEED)
     ours = cimc_run(tmp_path, path, x)
-    assert_matches_quantized(ours, onnxruntime_outputs(path, x), output_scale(path))
+    assert_matches_quantized(ours, oracle_outputs(path, x), output_scale(path))
 
 
 def test_input_shape_pins_a_dynamic_batch(tmp_path):
