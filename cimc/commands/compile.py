@@ -27,19 +27,23 @@ if TYPE_CHECKING:
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """The flags that choose how the backend maps the model (shared with `cimc run`)."""
+    from cimc.commands.numbers import MAX_SECONDS, real, whole
+
     parser.add_argument("--pipeline", choices=("latency", "throughput"), default="latency",
                         help="latency: one inference, layers start as soon as their input rows "
                         "exist; throughput: --stream inferences flow through the pipeline")
-    parser.add_argument("--stream", type=int, default=0, metavar="N",
+    parser.add_argument("--stream", type=whole(1), default=0, metavar="N",
                         help="inferences per run in throughput mode (default 4)")
-    parser.add_argument("--replicate", type=float, default=None, metavar="BUDGET",
-                        help="copy slow layers' weights within BUDGET x the target's crossbars "
-                        "(e.g. 0.9; 0 = off, the default)")
+    parser.add_argument("--replicate", type=real(0, 1), default=None, metavar="BUDGET",
+                        help="copy slow layers' weights within BUDGET (0..1) x the target's "
+                        "crossbars (e.g. 0.9; 0 = off, the default)")
     parser.add_argument("--placer", choices=("cpsat", "anneal", "sequential", "snake"),
                         default="cpsat", help="how place assigns blocks to cores "
                         "(docs/placement.md; default cpsat)")
-    parser.add_argument("--place-time-limit", type=float, default=None, metavar="SECONDS",
-                        help="time budget of the cpsat and anneal placers (default 10)")
+    parser.add_argument("--place-time-limit", type=real(0, MAX_SECONDS, above=True), default=None,
+                        metavar="SECONDS",
+                        help="time budget of the cpsat and anneal placers (default 10, "
+                        "at most a day)")
 
 
 def backend_options(args: argparse.Namespace) -> BackendOptions:
@@ -51,6 +55,8 @@ def backend_options(args: argparse.Namespace) -> BackendOptions:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from cimc.commands.numbers import whole
+
     parser = subparsers.add_parser(
         "compile", help="compile an ONNX model to a CIM program (the default command)",
         description="Compile an ONNX model (QDQ-quantized, or float: quantized first) into an "
@@ -73,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--inputs", metavar="X.npy",
                         help="float test inputs, samples on axis 0 (for --emit-data and the "
                         "report's simulation)")
-    parser.add_argument("--count", type=int, metavar="N", help="use the first N inputs only")
+    parser.add_argument("--count", type=whole(1), metavar="N",
+                        help="use the first N inputs only")
     parser.add_argument("--labels", metavar="Y.npy", help="labels of the inputs, for the header")
     parser.add_argument("--data-name", metavar="NAME",
                         help="prefix of the header's names (default: from the header file name)")
@@ -151,8 +158,6 @@ def compile_command(args: argparse.Namespace) -> int:
         raise CimcError("--emit-data needs --inputs X.npy (the test inputs to quantize)")
     if args.labels and not args.emit_data:
         raise CimcError("--labels is only used with --emit-data")
-    if args.count is not None and args.count < 1:
-        raise CimcError(f"--count {args.count}: give a positive number of inputs")
     output = Path(args.output)
     for path in (output, output.with_suffix(".img"), args.report, args.emit_data):
         if path:

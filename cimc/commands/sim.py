@@ -28,6 +28,8 @@ import numpy as np
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from cimc.commands.numbers import real, whole
+
     parser = subparsers.add_parser(
         "sim", help="run a program on the simulator (outputs, cycles, energy)",
         description="Run an assembled program (text or binary) on the cimc simulator.")
@@ -41,12 +43,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write a Chrome trace-event timeline (opens in Perfetto)")
     parser.add_argument("--target", metavar="NAME|FILE",
                         help="target (default: the program's .target)")
-    parser.add_argument("--adc-bits", type=int, metavar="N",
+    parser.add_argument("--adc-bits", type=whole(1, 32), metavar="N",
                         help="what-if: clip each ADC conversion to N bits (default: ideal)")
-    parser.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
-                        help="what-if: Gaussian cell noise, in cell levels")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the cell noise")
-    parser.add_argument("--max-steps", type=int, default=50_000_000, metavar="N",
+    parser.add_argument("--noise", type=real(0, 1000), default=0.0, metavar="SIGMA",
+                        help="what-if: Gaussian cell noise, in cell levels (0..1000)")
+    parser.add_argument("--seed", type=whole(0, 2**63 - 1), default=0,
+                        help="seed of the cell noise (>= 0)")
+    parser.add_argument("--max-steps", type=whole(1), default=50_000_000, metavar="N",
                         help="stop after N instructions (runaway loops)")
     parser.set_defaults(func=sim_command)
 
@@ -71,12 +74,6 @@ def sim_command(args: argparse.Namespace) -> int:
             raise CimcError(f"crossbar image {image_path} (from the .image directive of "
                             f"{args.program}) not found; compile again or fix the path")
         image = load_image(image_path)
-    if args.adc_bits is not None and not 1 <= args.adc_bits <= 32:
-        raise CimcError(f"--adc-bits {args.adc_bits}: give 1..32")
-    if not (np.isfinite(args.noise) and args.noise >= 0):
-        raise CimcError(f"--noise {args.noise}: the noise sigma must be a finite number >= 0")
-    if args.max_steps < 1:
-        raise CimcError(f"--max-steps {args.max_steps}: give a positive number of instructions")
     inputs = read_inputs(args.inputs, program) if args.inputs else {}
     options = SimOptions(adc_bits=args.adc_bits, noise_sigma=args.noise, seed=args.seed,
                          max_steps=args.max_steps, trace=bool(args.trace))
