@@ -17,8 +17,9 @@ needs computed here once:
 * `eltwise(a, b)` {ma, mb, za, zb, M = 1, shift, zy, lo, hi} for add and sub.
 * `rescale(x)` {zx, M, shift, zy, lo, hi} for requantize, relu and clip
   (`M = 0` when only the clamp applies).
-* `concat(xs...)` along channels, and `view(x)` for a reshape that keeps the
-  NHWC byte order.
+* `concat(xs...)` along channels (an operand quantized unlike the result gets a
+  `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
+  order.
 
 `quantize` of a module input and `dequantize` of a result stay: they run on
 the host. Float ops after the last `dequantize` also stay (host work).
@@ -86,7 +87,9 @@ class Lower(Pass):
     def apply(self, module: Module) -> None:
         host_float = host_float_ops(module)
         for op in list(module.ops()):
-            if op.kind in HOST_KINDS or op.name in host_float or op.kind in CHIP_KINDS:
+            # `concat` is both an IR op and a chip kind: lowering it again is a no-op
+            if op.kind in HOST_KINDS or op.name in host_float or \
+                    (op.kind in CHIP_KINDS and op.kind not in RULES):
                 continue
             rule = RULES.get(op.kind)
             if rule is None or not module.values[op.outputs[0]].is_quantized:
@@ -253,12 +256,30 @@ def lower_eltwise(module: Module, op: Op) -> None:
 
 
 def lower_concat(module: Module, op: Op) -> None:
+    """A channel concat; an operand quantized unlike the result is first rescaled to it
+    (the reference requantizes each such operand), so the chip's concat only moves codes."""
     y_type = module.values[op.outputs[0]]
     axis = int(op.attrs.get("axis", 1)) % len(y_type.shape)
-    if axis != 1 or any(module.values[v].quant != y_type.quant for v in op.inputs):
-        raise CimcError(f"op {op.name!r} (concat): only channel concatenation of operands "
-                        "sharing the result's quantization is supported")
-    _replace(module, op, "concat", list(op.inputs), {"axis": 1})
+    if axis != 1:
+        raise CimcError(f"op {op.name!r} (concat): only channel concatenation (axis 1) is "
+                        "supported on the chip; concatenate on channels or move this op to "
+                        "the host")
+    sy, zy = _per_tensor(y_type, "result", op)
+    info = np.iinfo(y_type.numpy_dtype)  # the reference saturates, it applies no clamp
+    lo, hi = int(info.min), int(info.max)
+    inputs = []
+    for i, x in enumerate(op.inputs):
+        x_type = module.values[x]
+        if x_type.quant == y_type.quant and x_type.dtype == y_type.dtype:
+            inputs.append(x)
+            continue
+        sx, zx = _per_tensor(x_type, f"operand {i}", op)
+        mant, shift = _fixed(np.float64(sx) / np.float64(sy))
+        rescale = module.add_op(
+            "rescale", [x], [y_type.with_shape(x_type.shape)], name=f"{op.name}.in{i}",
+            attrs={"zx": zx, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi})
+        inputs.append(rescale.outputs[0])
+    _replace(module, op, "concat", inputs, {"axis": 1})
 
 
 def lower_reshape(module: Module, op: Op) -> None:

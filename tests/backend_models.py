@@ -20,6 +20,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "mnist_tiny": (1, 1, 28, 28),
     "mlp_tiny": (1, 64),
     "mlp_softmax_tiny": (1, 64),
+    "concat_tiny": (1, 3, 12, 12),
     "resnet18": (1, 3, 32, 32),
     "mobilenetv2": (1, 3, 32, 32),
     "vgg11": (1, 3, 32, 32),
@@ -61,6 +62,18 @@ def _torch_module(name: str):  # -> torch.nn.Module
             x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
             x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
             return self.fc(torch.flatten(x, 1))
+
+    class ConcatTiny(nn.Module):
+        """An inception-style block: a 3x3 and a 1x1 conv of one input concatenated on
+        channels, so the concat's inputs carry different quantization parameters."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.wide = nn.Conv2d(3, 8, 3, padding=1)
+            self.narrow = nn.Conv2d(3, 8, 1)
+
+        def forward(self, x):
+            return torch.cat([torch.relu(self.wide(x)), self.narrow(x)], 1)
 
     class Basic(nn.Module):
         def __init__(self, cin: int, cout: int, stride: int) -> None:
@@ -156,6 +169,7 @@ def _torch_module(name: str):  # -> torch.nn.Module
         # after the chip's last dequantize.
         "mlp_softmax_tiny": lambda: nn.Sequential(nn.Linear(64, 16), nn.ReLU(),
                                                   nn.Linear(16, 10), nn.Softmax(dim=1)),
+        "concat_tiny": ConcatTiny,
         "resnet18": ResNet18,
         "mobilenetv2": MobileNetV2,
         "vgg11": lambda: Vgg(VGG["vgg11"]),

@@ -67,6 +67,18 @@ def test_tiny_target_spreads_partial_sums_over_cores(name: str, activations: str
     assert report["hop_bytes"] == hop_bytes(edges, cores, compiled.target) > 0
 
 
+@pytest.mark.parametrize("target", ["tiny", "isaac"])
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_concat_of_differently_quantized_convs_equals_reference(target: str, activations: str,
+                                                                 tmp_path: Path) -> None:
+    """Inception-style: onnxruntime gives each concatenated conv its own scale."""
+    x = backend_models.sample_inputs("concat_tiny", 3, seed=1)
+    compiled, _ = check_bit_exact(backend_models.quantized_model("concat_tiny", activations),
+                                  target, tmp_path, x)
+    concat = next(op for op in compiled.integer.ops() if op.kind == "concat")
+    assert len({compiled.integer.values[v].quant for v in concat.inputs}) == 2
+
+
 def test_model_too_big_for_target_names_both_crossbar_counts(tmp_path: Path) -> None:
     with pytest.raises(CimcError, match=r"needs at least \d+ crossbars on \d+ cores but "
                                         r"target 'tiny' has 32 crossbars on 8 cores"):

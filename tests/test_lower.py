@@ -150,6 +150,20 @@ def test_concat_and_requantizing_max_pool_equal_reference(tmp_path: Path) -> Non
     assert [op.kind for op in module.ops()].count("rescale") == 1
 
 
+@pytest.mark.parametrize("target", ["tiny", "isaac"])
+def test_concat_of_differently_quantized_operands_rescales_each_to_the_result(
+        target: str, tmp_path: Path) -> None:
+    """The reference requantizes each concat operand to the result's quantization; the
+    chip does too (a coarse operand may saturate), not only copy its codes."""
+    b = Builder((1, 2, 6, 6))
+    c1 = b.conv(b.x, 3, 3, (1, 3, 6, 6), strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1])
+    c2 = b.conv(b.x, 5, 1, (1, 5, 6, 6), strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1])
+    c3 = b.op("requantize", [c1], (1, 3, 6, 6), 0.3, 7)
+    both = b.op("concat", [c2, c3, c1], (1, 11, 6, 6), 0.03, -4, axis=1)
+    module = check(b.finish(both), target, tmp_path)
+    assert [op.kind for op in module.ops()].count("rescale") == 4  # requantize, 3 operands
+
+
 def test_padded_average_pool_with_varying_counts_is_reported() -> None:
     b = Builder((1, 2, 4, 4))
     y = b.op("avg_pool", [b.x], (1, 2, 3, 3), 0.05, 0, kernel=[2, 2], strides=[2, 2],
