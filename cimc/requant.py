@@ -14,6 +14,10 @@ import numpy as np
 
 MULTIPLIER_BITS = 31
 MAX_SHIFT = 62
+# Why a multiplier can be out of range, and what to do (said by every caller).
+SCALES_ADVICE = ("the quantization scales of the operands and the result are out of "
+                 "proportion, as after a broken calibration; re-quantize the model with "
+                 "representative data")
 
 
 def fixed_point(multiplier: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +43,8 @@ def fixed_point(multiplier: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]
             q >>= s - MAX_SHIFT
             s = MAX_SHIFT
         if s < 0:
-            raise ValueError(f"requantization multiplier {value} is too large")
+            raise ValueError(f"requantization multiplier {value:.6g} is too large (at most "
+                             f"2^{MULTIPLIER_BITS}): {SCALES_ADVICE}")
         mant.flat[i] = q
         shift.flat[i] = s
     return mant.reshape(np.shape(multiplier)), shift.reshape(np.shape(multiplier))

@@ -75,8 +75,18 @@ def _bounds(op: Op, ty: TensorType, low: int | None = None,
     return lo, hi
 
 
-def _fixed(multiplier: float) -> tuple[int, int]:
-    mant, shift = fixed_point(np.float64(multiplier))
+def _fixed_point(op: Op, multiplier: np.ndarray | float, scales: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """`fixed_point`; a multiplier out of its range is the fault of the model's scales."""
+    try:
+        return fixed_point(multiplier)
+    except ValueError as exc:
+        raise CimcError(f"op {op.name!r} ({op.kind}): {scales} of {op.outputs[0]!r}: {exc}"
+                        ) from None
+
+
+def _fixed(op: Op, multiplier: float, scales: str) -> tuple[int, int]:
+    mant, shift = _fixed_point(op, np.float64(multiplier), scales)
     return int(mant), int(shift)
 
 
@@ -159,7 +169,9 @@ def lower_matvec(module: Module, op: Op) -> None:
         raise CimcError(f"op {op.name!r} ({op.kind}): folded bias overflows int32")
     sw = np.broadcast_to(np.asarray(w_type.quant.scale, dtype=np.float64), (n_out,))
     sy = np.float64(y_type.quant.scale[0])  # type: ignore[union-attr]
-    mant, shift = fixed_point(np.float64(sx) * sw / sy)
+    mant, shift = _fixed_point(op, np.float64(sx) * sw / sy,
+                               f"input scale {sx:g} x weight scale {sw.max():g} / result scale "
+                               f"{sy:g}")
     lo, hi = _bounds(op, y_type)
     table = np.stack([mant, shift, np.full(n_out, zy), np.full(n_out, lo), np.full(n_out, hi)], 1)
     base = op.name
@@ -201,7 +213,8 @@ def lower_pool(module: Module, op: Op) -> None:
     if any(pads) and not op.attrs.get("count_include_pad", 0):
         raise CimcError(f"op {op.name!r} ({op.kind}): padded average pooling without "
                         "count_include_pad is not supported; use count_include_pad=1 or no pads")
-    mant, shift = _fixed(np.float64(sx) / (np.float64(sy) * np.float64(count)))
+    mant, shift = _fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(count)),
+                         f"input scale {sx:g} / (result scale {sy:g} x {count})")
     attrs.update(mode="avg", offset=-count * zx, M=mant, shift=shift, zy=zy, lo=lo, hi=hi)
     _replace(module, op, "pool", [op.inputs[0]], attrs)
 
@@ -214,7 +227,8 @@ def _split_rescale(module: Module, op: Op, pool_attrs: dict, x_type: TensorType,
     codes_type = x_type.with_shape(module.values[op.outputs[0]].shape)
     pool = module.add_op("pool", list(op.inputs), [codes_type], name=op.name + ".codes",
                          attrs=attrs)
-    mant, shift = _fixed(np.float64(sx) / np.float64(sy))
+    mant, shift = _fixed(op, np.float64(sx) / np.float64(sy),
+                         f"input scale {sx:g} / result scale {sy:g}")
     _replace(module, op, "rescale", [pool.outputs[0]],
              {"zx": zx, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi})
 
@@ -233,7 +247,8 @@ def lower_rescale(module: Module, op: Op) -> None:
     if x_type.quant == y_type.quant and x_type.dtype == y_type.dtype:
         mant, shift = 0, 0
     else:
-        mant, shift = _fixed(np.float64(sx) / np.float64(sy))
+        mant, shift = _fixed(op, np.float64(sx) / np.float64(sy),
+                             f"input scale {sx:g} / result scale {sy:g}")
     attrs = {"zx": zx, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi}
     _replace(module, op, "rescale", [op.inputs[0]], attrs)
 
@@ -246,7 +261,11 @@ def lower_eltwise(module: Module, op: Op) -> None:
     sa, za = _per_tensor(a_type, "first operand", op)
     sb, zb = _per_tensor(b_type, "second operand", op)
     sy, zy = _per_tensor(y_type, "result", op)
-    ma, mb, shift = add_multipliers(sa, sb, sy)
+    try:
+        ma, mb, shift = add_multipliers(sa, sb, sy)
+    except ValueError as exc:
+        raise CimcError(f"op {op.name!r} ({op.kind}): operand scales {sa:g} and {sb:g}, "
+                        f"result scale {sy:g} of {op.outputs[0]!r}: {exc}") from None
     if op.kind == "sub":
         mb = -mb
     lo, hi = _bounds(op, y_type)

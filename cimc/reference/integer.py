@@ -13,7 +13,7 @@ import numpy as np
 
 from cimc.ir import TensorType
 from cimc.reference.call import Call
-from cimc.requant import apply, fixed_point, saturate
+from cimc.requant import SCALES_ADVICE, apply, fixed_point, saturate
 
 # Mantissa width of the per-operand multipliers of quantized add/sub: with
 # 8-bit operands |x - zx| <= 255 < 2^8, so |(a-za)*Ma + (b-zb)*Mb| < 2^29 and
@@ -81,7 +81,8 @@ def add_multipliers(scale_a: float, scale_b: float, scale_y: float) -> tuple[int
     _, exponent = math.frexp(max(ma, mb))  # 2^(exponent-1) <= max < 2^exponent
     shift = ADD_MULTIPLIER_BITS - exponent
     if not 0 <= shift <= 62:
-        raise ValueError(f"operand/result scale ratio {max(ma, mb):g} is out of range for add")
+        raise ValueError(f"operand/result scale ratio {max(ma, mb):g} is out of range for add: "
+                         f"{SCALES_ADVICE}")
     return round(ma * 2.0**shift), round(mb * 2.0**shift), shift
 
 
