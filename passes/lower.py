@@ -293,7 +293,8 @@ def lower_concat(module: Module, op: Op) -> None:
             inputs.append(x)
             continue
         sx, zx = _per_tensor(x_type, f"operand {i}", op)
-        mant, shift = _fixed(np.float64(sx) / np.float64(sy))
+        mant, shift = _fixed(op, np.float64(sx) / np.float64(sy),
+                             f"operand {i} scale {sx:g} / result scale {sy:g}")
         rescale = module.add_op(
             "rescale", [x], [y_type.with_shape(x_type.shape)], name=f"{op.name}.in{i}",
             attrs={"zx": zx, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi})
