@@ -9,6 +9,7 @@ the model's own output element type.
 from __future__ import annotations
 
 import io
+import tokenize
 import zipfile
 from pathlib import Path
 
@@ -25,29 +26,49 @@ def read_inputs(path: str, inputs: dict[str, TensorType]) -> dict[str, np.ndarra
     return {name: _checked(path, name, arrays[name], ty) for name, ty in inputs.items()}
 
 
-def _load(path: str, names: list[str]) -> dict[str, np.ndarray]:
+def load_arrays(path: str) -> np.ndarray | dict[str, np.ndarray]:
+    """The array of an .npy file, or the arrays of an .npz file by name, read in full.
+
+    Whatever is wrong with the file (a missing or malformed header, truncated
+    data, object arrays, an .npy file named .npz) is a CimcError naming it.
+    """
     file = Path(path)
     if not file.is_file():
         raise CimcError(f"{path}: no such file; give a .npy or .npz file of inputs")
     suffix = file.suffix.lower()
     if suffix not in (".npy", ".npz"):
         raise CimcError(f"{path}: unknown input file type {suffix!r}; use .npy or .npz")
-    if suffix == ".npy" and not _starts_with(file, np.lib.format.MAGIC_PREFIX):
+    head = _head(file, len(np.lib.format.MAGIC_PREFIX))
+    if suffix == ".npy" and head != np.lib.format.MAGIC_PREFIX:
         raise CimcError(f"{path}: not a numpy .npy file (it lacks the .npy header); "
                         "save the inputs with numpy.save")
+    if suffix == ".npz" and head == np.lib.format.MAGIC_PREFIX:
+        raise CimcError(f"{path}: an .npy file (one array) named .npz; rename it to .npy, "
+                        "or save one array per input name with numpy.savez")
     try:
         loaded = np.load(file, allow_pickle=False)
-        if suffix == ".npy":
-            if len(names) != 1:
-                raise CimcError(
-                    f"{path}: the model has {len(names)} inputs ({', '.join(names)}); "
-                    "give an .npz file with one array per input name"
-                )
-            return {names[0]: np.asarray(loaded)}
-        with loaded:
-            arrays = {key: loaded[key] for key in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CimcError(f"{path}: not a readable numpy {suffix} file ({exc})") from None
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:  # every member read here, so a bad one fails here
+            return {key: loaded[key] for key in loaded.files}
+    # A header numpy cannot parse raises what its parser raises (tokenize, ast).
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, SyntaxError,
+            tokenize.TokenError) as exc:
+        raise CimcError(f"{path}: not a readable numpy {suffix} file ({exc}); "
+                        f"save the inputs with numpy.{'save' if suffix == '.npy' else 'savez'}"
+                        ) from None
+
+
+def _load(path: str, names: list[str]) -> dict[str, np.ndarray]:
+    loaded = load_arrays(path)
+    if isinstance(loaded, np.ndarray):
+        if len(names) != 1:
+            raise CimcError(
+                f"{path}: the model has {len(names)} inputs ({', '.join(names)}); "
+                "give an .npz file with one array per input name"
+            )
+        return {names[0]: loaded}
+    arrays = loaded
     missing = [n for n in names if n not in arrays]
     unknown = [k for k in arrays if k not in names]
     if missing or unknown:
@@ -58,10 +79,10 @@ def _load(path: str, names: list[str]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _starts_with(file: Path, prefix: bytes) -> bool:
+def _head(file: Path, size: int) -> bytes:
     try:
         with file.open("rb") as handle:
-            return handle.read(len(prefix)) == prefix
+            return handle.read(size)
     except OSError as exc:
         raise CimcError(f"{file}: cannot read: {exc.strerror or exc}") from None
 

@@ -311,10 +311,10 @@ IN_PROCESS_CASES = {
     **{f"sim inputs {name}": Case(["sim", "prog/prog.s", "--inputs", name, "--outputs",
                                    "y.npy"], [name, say])
        for name, say in [
-           ("wrong_shape.npy", "shape"), ("objects.npy", "cannot read"),
+           ("wrong_shape.npy", "shape"), ("objects.npy", "not a readable"),
            ("not_npy.npy", "not a numpy .npy"), ("complex.npy", "complex64"),
            ("nan.npy", "NaN"), ("no_samples.npy", "no samples"), ("wrong_name.npz", "'nope'"),
-           ("bad.npz", "cannot read"), ("missing.npy", "cannot read"),
+           ("bad.npz", "not a readable"), ("missing.npy", "no such file"),
            ("strings.npy", "shape")]},
     **{f"run inputs {name}": Case(["run", M, "--engine", "reference", "--inputs", name,
                                    "--outputs", "y.npy"], [name, say])

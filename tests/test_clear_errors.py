@@ -77,3 +77,34 @@ def test_a_scale_of_1e30_or_1e_minus_30_is_refused_naming_the_node(
     _fails(["run", model, "--engine", "reference", "--inputs", str(tmp_path / "x.npy"),
             "--outputs", str(tmp_path / "y.npy")], capsys,
            "'conv1'", "multiplier", "re-quantize the model")
+
+
+# ---- input files numpy cannot read -----------------------------------------------------
+
+def _bad_input_files(d: Path) -> None:
+    """A malformed .npy header, an .npy file named .npz, and an .npz of object arrays."""
+    good = d / "good.npy"
+    np.save(good, np.zeros((1, 1, 4, 4), np.float32))
+    data = good.read_bytes()
+    (d / "header.npy").write_bytes(data.replace(b"), }", b"  }", 1))  # unclosed "("
+    (d / "npy.npz").write_bytes(data)
+    np.savez(d / "objects.npz", x=np.array([{"a": 1}], dtype=object))
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("header.npy", ["not a readable numpy .npy file", "numpy.save"]),
+    ("npy.npz", ["an .npy file", "rename it to .npy"]),
+    ("objects.npz", ["not a readable numpy .npz file", "numpy.savez"]),
+])
+def test_unreadable_input_files_are_named_by_run_and_sim(
+        name: str, says: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _bad_input_files(tmp_path)
+    model = _qdq_conv(tmp_path / "m.onnx")
+    inputs = str(tmp_path / name)
+    _fails(["run", model, "--engine", "reference", "--inputs", inputs, "--outputs",
+            str(tmp_path / "y.npy")], capsys, inputs, *says)
+    program = str(tmp_path / "prog.s")
+    assert main([model, "-o", program, "--target", "tiny"]) == 0
+    _fails(["sim", program, "--inputs", inputs, "--outputs", str(tmp_path / "y.npy")], capsys,
+           inputs, *says)
+    assert not (tmp_path / "y.npy").exists()

@@ -94,32 +94,14 @@ def sim_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(path: str) -> Any:
-    from cimc.diagnostics import CimcError
-
-    if not path.endswith((".npy", ".npz")):
-        raise CimcError(f"{path}: inputs must be an .npy or .npz file")
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(6)
-    except OSError as exc:
-        raise CimcError(f"cannot read inputs {path}: {exc.strerror or exc}") from None
-    if path.endswith(".npy") and head != np.lib.format.MAGIC_PREFIX:
-        raise CimcError(f"{path}: not a numpy .npy file (it lacks the .npy header); "
-                        "save the inputs with numpy.save")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CimcError(f"cannot read inputs {path}: {exc}") from None
-
-
 def read_inputs(path: str, program: Any) -> dict[str, np.ndarray]:
     """Input codes by name from an .npy/.npz file (see the module docstring)."""
     from cimc.diagnostics import CimcError
+    from cimc.tensor_io import load_arrays
     from isa.simulator import quantize_input
 
     declared = {d.name: d for d in program.inputs}
-    loaded = _load(path)
+    loaded = load_arrays(path)
     if isinstance(loaded, np.ndarray):
         if len(declared) != 1:
             names = ", ".join(declared) or "none"
@@ -127,7 +109,7 @@ def read_inputs(path: str, program: Any) -> dict[str, np.ndarray]:
                             f"give an .npz with one array per input name")
         arrays = {next(iter(declared)): loaded}
     else:
-        arrays = {name: loaded[name] for name in loaded.files}
+        arrays = loaded
         unknown = sorted(set(arrays) - set(declared))
         if unknown:
             raise CimcError(f"{path}: array '{unknown[0]}' is not an input of the program "
