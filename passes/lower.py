@@ -9,7 +9,8 @@ needs computed here once:
   `[K, N]` with rows in window order `(group, ky, kx, cin)`, so grouped and
   depthwise convolutions are block-diagonal; bias i32 `[N]` =
   `b - zx * colsum(w)` because the crossbar multiplies raw codes and padding
-  holds `zx`; requant i32 `[N, 5]` rows `(M, shift, zy, lo, hi)`. A `gemm`
+  holds `zx` (clamped where the int32 accumulator could overflow, see
+  `_int32_bias`); requant i32 `[N, 5]` rows `(M, shift, zy, lo, hi)`. A `gemm`
   reading a flattened image becomes a matvec whose kernel covers the whole
   image, its weight rows permuted from NCHW to the NHWC storage order.
 * `pool(x)` {mode, kernel, strides, pads, dilations, offset, M, shift, zy, lo, hi}
@@ -37,7 +38,8 @@ from cimc.diagnostics import CimcError
 from cimc.ir import Module, Op, TensorType
 from cimc.pass_base import Pass
 from cimc.reference.integer import add_multipliers
-from cimc.requant import fixed_point
+from cimc.reference.linear import INT32_MAX, INT32_MIN
+from cimc.requant import apply, fixed_point
 
 # Kinds the backend runs on the chip, and kinds the host runs.
 CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "concat", "view")
@@ -165,8 +167,6 @@ def lower_matvec(module: Module, op: Op) -> None:
     if len(op.inputs) > 2:
         bias += module.constants[op.inputs[2]].astype(np.int64).reshape(-1)
     bias -= zx * weights.sum(axis=0)
-    if np.abs(bias).max(initial=0) >= 2**31:
-        raise CimcError(f"op {op.name!r} ({op.kind}): folded bias overflows int32")
     sw = np.broadcast_to(np.asarray(w_type.quant.scale, dtype=np.float64), (n_out,))
     sy = np.float64(y_type.quant.scale[0])  # type: ignore[union-attr]
     mant, shift = _fixed_point(op, np.float64(sx) * sw / sy,
@@ -174,6 +174,7 @@ def lower_matvec(module: Module, op: Op) -> None:
                                f"{sy:g}")
     lo, hi = _bounds(op, y_type)
     table = np.stack([mant, shift, np.full(n_out, zy), np.full(n_out, lo), np.full(n_out, hi)], 1)
+    bias = _int32_bias(op, weights, bias, np.iinfo(x_type.numpy_dtype), table)
     base = op.name
     names = [
         module.add_constant(module.fresh_name(f"{base}.weights"), weights.astype(np.int8)),
@@ -182,6 +183,40 @@ def lower_matvec(module: Module, op: Op) -> None:
     ]
     attrs.update(kernel=[kh, kw], group=group)
     _replace(module, op, "matvec", [x, *names], attrs)
+
+
+def _requantized(acc: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """What `requant` makes of i32 accumulators, one per row `(M, shift, zy, lo, hi)`."""
+    return np.clip(apply(acc, table[:, 0], table[:, 1]) + table[:, 2], table[:, 3], table[:, 4])
+
+
+def _int32_bias(op: Op, weights: np.ndarray, bias: np.ndarray, codes: np.iinfo,
+                table: np.ndarray) -> np.ndarray:
+    """The folded bias, made safe for the chip's int32 accumulator.
+
+    The reference saturates the exact accumulator to int32 once (docs/ir.md);
+    the chip's adders wrap. Where a channel's accumulator can leave int32 for
+    some input (a huge bias), its result is the same for every input once
+    saturated, so a bias clamped to keep the accumulator in range gives that
+    same result; a channel whose result would still vary is reported.
+    """
+    low = np.minimum(weights * codes.min, weights * codes.max).sum(axis=0)
+    high = np.maximum(weights * codes.min, weights * codes.max).sum(axis=0)
+    fits = (low + bias >= INT32_MIN) & (high + bias <= INT32_MAX)
+    if fits.all():
+        return bias
+    clamped = np.clip(bias, INT32_MIN - low, INT32_MAX - high)
+    want = [_requantized(np.clip(v + bias, INT32_MIN, INT32_MAX), table) for v in (low, high)]
+    got = [_requantized(v + clamped, table) for v in (low, high)]
+    for c in np.flatnonzero(~fits):
+        constant = want[0][c] == want[1][c] == got[0][c] == got[1][c]
+        if high[c] - low[c] > INT32_MAX - INT32_MIN or not constant:
+            raise CimcError(
+                f"op {op.name!r} ({op.kind}): the int32 accumulator of output channel {c} "
+                f"overflows for some inputs (folded bias {int(bias[c])}) and its requantized "
+                "result would depend on the saturation the chip's adders do not do; "
+                "requantize the model with a bias that keeps the accumulator within int32")
+    return clamped
 
 
 def lower_pool(module: Module, op: Op) -> None:

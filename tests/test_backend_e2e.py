@@ -79,6 +79,41 @@ def test_concat_of_differently_quantized_convs_equals_reference(target: str, act
     assert len({compiled.integer.values[v].quant for v in concat.inputs}) == 2
 
 
+def _with_bias_entry(model: Path, initializer: str, channel: int, value: int,
+                     tmp_path: Path) -> Path:
+    """`model` with one entry of an int32 bias initializer set to `value`."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(model)
+    tensor = next(t for t in proto.graph.initializer if t.name == initializer)
+    bias = numpy_helper.to_array(tensor).copy()
+    bias[channel] = value
+    tensor.CopyFrom(numpy_helper.from_array(bias, initializer))
+    path = tmp_path / f"{model.stem}-bias.onnx"
+    onnx.save(proto, path)
+    return path
+
+
+@pytest.mark.parametrize("target", ["tiny", "isaac"])
+@pytest.mark.parametrize(("initializer", "channel", "value"), [
+    ("fc.bias_quantized", 2, 2**31 - 1),
+    ("conv1.bias_quantized", 1, 2**31 - 1),
+    ("conv2.bias_quantized", 3, -(2**31)),
+])
+def test_int32_extreme_bias_saturates_the_accumulator_as_the_reference_does(
+        target: str, initializer: str, channel: int, value: int, tmp_path: Path) -> None:
+    """The reference saturates conv/gemm accumulators to int32; the chip's adders wrap,
+    so lower keeps them in range (the channel's result is saturated either way)."""
+    model = _with_bias_entry(backend_models.quantized_model("mnist_tiny"), initializer,
+                             channel, value, tmp_path)
+    x = backend_models.sample_inputs("mnist_tiny", 4, seed=5)
+    compiled, _ = check_bit_exact(model, target, tmp_path, x)
+    if initializer.startswith("fc"):
+        _, expected = reference_codes(compiled.integer, {"input": x})
+        assert (expected["logits"][:, channel] == 127).all()
+
+
 def test_model_too_big_for_target_names_both_crossbar_counts(tmp_path: Path) -> None:
     with pytest.raises(CimcError, match=r"needs at least \d+ crossbars on \d+ cores but "
                                         r"target 'tiny' has 32 crossbars on 8 cores"):

@@ -164,6 +164,22 @@ def test_concat_of_differently_quantized_operands_rescales_each_to_the_result(
     assert [op.kind for op in module.ops()].count("rescale") == 4  # requantize, 3 operands
 
 
+def test_int32_overflow_whose_result_would_vary_is_reported() -> None:
+    """A gemm with a huge bias and a tiny requantization multiplier: the reference's
+    saturated accumulator still reaches several result codes, the chip would wrap."""
+    m = Module("wide")
+    m.add_input("x", TensorType((1, 1024), "f32"))
+    x = m.add_op("quantize", ["x"], [TensorType((1, 1024), "i8", q(0.05, 0))]).outputs[0]
+    w = m.add_constant("w", np.full((2, 1024), 127, np.int8), per_channel(np.full(2, 0.005)))
+    b = m.add_constant("b", np.array([0, 2**31 - 1], np.int32))
+    y = m.add_op("gemm", [x, w, b], [TensorType((1, 2), "i8", q(5000.0, 0))],
+                 name="fc").outputs[0]
+    m.outputs.append(m.add_op("dequantize", [y], [TensorType((1, 2), "f32")]).outputs[0])
+    with pytest.raises(CimcError, match=r"op 'fc' \(gemm\): the int32 accumulator of output "
+                                        r"channel 1 overflows"):
+        Lower().apply(m)
+
+
 def test_padded_average_pool_with_varying_counts_is_reported() -> None:
     b = Builder((1, 2, 4, 4))
     y = b.op("avg_pool", [b.x], (1, 2, 3, 3), 0.05, 0, kernel=[2, 2], strides=[2, 2],
