@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from cimc.cli import main
+from cimc.oracle import exact_outputs
 
 
 def _save(path: Path, nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
@@ -108,3 +109,60 @@ def test_unreadable_input_files_are_named_by_run_and_sim(
     _fails(["sim", program, "--inputs", inputs, "--outputs", str(tmp_path / "y.npy")], capsys,
            inputs, *says)
     assert not (tmp_path / "y.npy").exists()
+
+
+# ---- the reference engine computes what the exact oracle computes ----------------------
+
+def _reference_run(model: str, inputs: dict[str, np.ndarray], tmp_path: Path,
+                   capsys: pytest.CaptureFixture[str]) -> np.ndarray:
+    """`cimc run MODEL --engine reference` on `inputs`: its one output, no traceback."""
+    feeds = tmp_path / "inputs.npz"
+    np.savez(feeds, **inputs)
+    out = tmp_path / "y.npy"
+    status = main(["run", model, "--engine", "reference", "--inputs", str(feeds),
+                   "--outputs", str(out)])
+    err = capsys.readouterr().err
+    assert status == 0 and "Traceback" not in err, err
+    return np.load(out)
+
+
+def test_reference_gemm_with_a_runtime_scalar_bias_equals_the_oracle(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = _const("w", np.arange(12, dtype=np.float32).reshape(4, 3) / 8)
+    model = _save(tmp_path / "m.onnx", [helper.make_node("Gemm", ["x", "w", "b"], ["y"],
+                                                         name="gemm")],
+                  [_value("x", [1, 4]), _value("b", [])], [_value("y", [1, 3])], [weights])
+    feeds = {"x": np.array([[1.0, -2.0, 0.5, 4.0]], np.float32), "b": np.array(0.25, np.float32)}
+    got = _reference_run(model, feeds, tmp_path, capsys)
+    np.testing.assert_allclose(got, exact_outputs(model, feeds)[0], rtol=1e-6)
+    # Stacked batches of x beside a 0-d input that cannot be stacked: a clear error.
+    np.savez(tmp_path / "two.npz", x=np.ones((2, 4), np.float32), b=feeds["b"])
+    _fails(["run", model, "--engine", "reference", "--inputs", str(tmp_path / "two.npz"),
+            "--outputs", str(tmp_path / "y2.npy")], capsys, "two.npz", "'x' 2, 'b' 1",
+           "give every input the same number")
+
+
+def test_reference_1d_matmul_equals_the_oracle_for_one_and_several_batches(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    weights = _const("w", np.array([0.5, -1.0, 2.0, 0.25], np.float32))
+    model = _save(tmp_path / "m.onnx", [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+                  [_value("x", [4])], [_value("y", [])], [weights])
+    x = np.arange(8, dtype=np.float32) - 3
+    one = _reference_run(model, {"x": x[:4]}, tmp_path, capsys)
+    assert one.shape == ()
+    np.testing.assert_allclose(one, exact_outputs(model, {"x": x[:4]})[0], rtol=1e-6)
+    two = _reference_run(model, {"x": x}, tmp_path, capsys)  # two batches: one scalar each
+    expected = [exact_outputs(model, {"x": x[i:i + 4]})[0] for i in (0, 4)]
+    np.testing.assert_allclose(two, expected, rtol=1e-6)
+
+
+def test_reference_uint8_max_pool_equals_the_oracle(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[3, 3],
+                            strides=[2, 2], pads=[1, 1, 1, 1])
+    model = _save(tmp_path / "m.onnx", [node], [_value("x", [1, 2, 5, 5], TensorProto.UINT8)],
+                  [_value("y", [1, 2, 3, 3], TensorProto.UINT8)])
+    x = np.random.default_rng(0).integers(0, 256, (1, 2, 5, 5)).astype(np.uint8)
+    got = _reference_run(model, {"x": x}, tmp_path, capsys)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, exact_outputs(model, {"x": x})[0])

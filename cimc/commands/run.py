@@ -125,23 +125,26 @@ def evaluate(module: Module, feeds: dict[str, np.ndarray], engine: str,
     The reference takes BATCHES_PER_CALL batches at a time to bound memory; the
     simulator takes them all in one run, so the program is compiled once.
     """
-    import numpy as np
-
     from cimc.pipeline import BackendOptions
+    from cimc.reference.batch import join_batches
 
     run_engine = ENGINES[engine]
     if isinstance(options, str):
         options = BackendOptions(target=options)
-    batch = {name: module.values[name].shape[0] for name in module.inputs}
-    total = min(len(feeds[name]) // batch[name] for name in module.inputs)
+    # A 0-d input cannot be stacked: it holds one batch.
+    batch = {name: (module.values[name].shape or (0,))[0] for name in module.inputs}
+    counts = {name: len(feeds[name]) // batch[name] if batch[name] else 1
+              for name in module.inputs}
+    total = min(counts.values(), default=1)
     per_call = max(total, 1) if engine == "sim" else BATCHES_PER_CALL
     report = {} if report is None else report
     parts = []
     for start in range(0, total, per_call):
         stop = min(start + per_call, total)
-        chunk = {name: feeds[name][start * batch[name] : stop * batch[name]] for name in feeds}
+        chunk = {name: feeds[name][start * batch[name] : stop * batch[name]] if batch[name]
+                 else feeds[name] for name in feeds}
         parts.append(run_engine(module, chunk, options, report))
-    return {name: np.concatenate([p[name] for p in parts]) for name in module.outputs}
+    return {name: join_batches([p[name] for p in parts]) for name in module.outputs}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.ir import Module
 from cimc.reference import elementwise, integer, layout, linear, pool
-from cimc.reference.batch import batch_stretch, batched_values, vectorizes
+from cimc.reference.batch import batch_stretch, batched_values, join_batches, vectorizes
 from cimc.reference.call import Call
 
 Kernel = Callable[[Call], np.ndarray]
@@ -67,7 +67,7 @@ def _run_slices(
             batch = module.values[name].shape[0]
             part[name] = np.asarray(feeds[name])[i * batch : (i + 1) * batch]
         results.append(_evaluate(module, part, 1))
-    return {name: np.concatenate([r[name] for r in results]) for name in module.outputs}
+    return {name: join_batches([r[name] for r in results]) for name in module.outputs}
 
 
 def _evaluate(module: Module, feeds: dict[str, np.ndarray], stretch: int) -> dict[str, np.ndarray]:

@@ -46,6 +46,14 @@ def batch_stretch(module: Module, feeds: dict[str, np.ndarray]) -> int:
     return stretches[0] if stretches else 1
 
 
+def join_batches(parts: list[np.ndarray]) -> np.ndarray:
+    """Results of consecutive runs, stacked on axis 0; a 0-d result (a scalar per
+    batch) is one element of the stack."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([np.atleast_1d(part) for part in parts])
+
+
 def _axis(op: Op, rank: int, default: int) -> int:
     axis = int(op.attrs.get("axis", default))
     return axis + rank if axis < 0 else axis

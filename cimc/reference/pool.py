@@ -56,10 +56,16 @@ def _window_counts(call: Call, h: int, w: int) -> np.ndarray:
     return np.outer(extent(ho, sh, kh, top, bottom, h), extent(wo, sw, kw, left, right, w))
 
 
+def _lowest(dtype: np.dtype) -> float | int:
+    """The padding of a max pool: below every value of `dtype`."""
+    return int(np.iinfo(dtype).min) if np.issubdtype(dtype, np.integer) else -np.inf
+
+
 def max_pool(call: Call) -> np.ndarray:
     x, x_type = call.args[0], call.types[0]
-    if not call.quantized:
-        return functools.reduce(np.maximum, _windows(call, x, -np.inf)).astype(np.float32)
+    if not call.quantized:  # float, or plain integers (ONNX MaxPool takes u8/i8 as they are)
+        values = functools.reduce(np.maximum, _windows(call, x, _lowest(x.dtype)))
+        return values.astype(call.result.numpy_dtype)
     codes = functools.reduce(np.maximum, _windows(call, x, np.iinfo(x.dtype).min))
     return requantize_codes(codes, x_type, call.result)
 
@@ -90,7 +96,7 @@ def global_max_pool(call: Call) -> np.ndarray:
     x = call.args[0]
     y = x.max(axis=(2, 3), keepdims=True)
     if not call.quantized:
-        return y.astype(np.float32)
+        return y.astype(call.result.numpy_dtype)
     return requantize_codes(y, call.types[0], call.result)
 
 
