@@ -68,9 +68,28 @@ def normalize_gemm(module: Module, op: Op) -> bool:
 
 
 def _scaled(module: Module, value: str, factor: float, name: str) -> str:
+    """`value` x `factor`: folded into a constant, or into the scale of a dequantized
+    integer constant (so that fold-qdq still sees quantized weights), else a `mul`."""
     data = float_constant(module, value)
     if data is not None:
         return new_constant(module, name, (data * np.float32(factor)).astype(np.float32))
+    producer = module.producer(value)
+    if producer is not None and producer.kind == "dequantize" \
+            and module.is_constant(producer.inputs[0]) and factor != 0.0:
+        codes = producer.inputs[0]
+        quant, integers = module.values[codes].quant, module.constants[codes]
+        info = np.iinfo(integers.dtype)
+        # scale * (q - z) * f == (scale * |f|) * ((-q) - (-z)) when f < 0
+        flip = -1 if factor < 0 else 1
+        negatable = flip == 1 or (integers.min(initial=0) > info.min and quant is not None
+                                  and all(-z >= info.min for z in quant.zero_point))
+        if quant is not None and negatable:
+            scaled = Quant(tuple(float(np.float32(s * abs(factor))) for s in quant.scale),
+                           tuple(flip * z for z in quant.zero_point), quant.axis)
+            inner = new_constant(module, f"{codes}_{name}", (flip * integers).astype(
+                integers.dtype), scaled)
+            return new_op(module, "dequantize", [inner], module.values[value],
+                          f"{producer.name}_{name}")
     k = new_constant(module, name, np.asarray(factor, dtype=np.float32))
     return new_op(module, "mul", [value, k], module.values[value], f"{name}_mul")
 

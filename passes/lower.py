@@ -98,17 +98,19 @@ class Lower(Pass):
 
     def apply(self, module: Module) -> None:
         host_float = host_float_ops(module)
-        for op in list(module.ops()):
-            # `concat` is both an IR op and a chip kind: lowering it again is a no-op
-            if op.kind in HOST_KINDS or op.name in host_float or \
-                    (op.kind in CHIP_KINDS and op.kind not in RULES):
-                continue
-            rule = RULES.get(op.kind)
-            if rule is None or not module.values[op.outputs[0]].is_quantized:
+        # `concat` is both an IR op and a chip kind: lowering it again is a no-op
+        todo = [op for op in module.ops() if op.kind not in HOST_KINDS
+                and op.name not in host_float
+                and not (op.kind in CHIP_KINDS and op.kind not in RULES)]
+        # An op the chip cannot run is named before any rewrite, so the error is about
+        # it and not about a neighbour it left in an unusual shape.
+        for op in todo:
+            if op.kind not in RULES or not module.values[op.outputs[0]].is_quantized:
                 raise CimcError(f"op {op.name!r} ({op.kind}): the backend runs integer "
                                 f"{', '.join(sorted(RULES))} between quantize and dequantize; "
                                 "quantize the model (QDQ) or move this op to the host")
-            rule(module, op)
+        for op in todo:
+            RULES[op.kind](module, op)
         module.remove_dead()
 
 

@@ -166,3 +166,43 @@ def test_reference_uint8_max_pool_equals_the_oracle(
     got = _reference_run(model, {"x": x}, tmp_path, capsys)
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, exact_outputs(model, {"x": x})[0])
+
+
+# ---- Gemm alpha and beta ----------------------------------------------------------------
+
+@pytest.mark.parametrize(("alpha", "beta"), [(2.0, 1.0), (1.0, 0.5), (-0.75, 3.0)])
+def test_gemm_alpha_and_beta_fold_into_quantized_weights_and_bias(
+        alpha: float, beta: float, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A QDQ Gemm after a flatten with alpha/beta != 1 compiles (it used to be refused as
+    "flattening a [C,H,W] image"), the reference is within one quantum of the exact oracle
+    and the simulator equals the reference bit for bit."""
+    from cimc.frontend import import_onnx
+    from cimc.quantize import quantize_onnx
+
+    rng = np.random.default_rng(3)
+    inits = [_const("cw", rng.standard_normal((4, 2, 3, 3)).astype(np.float32)),
+             _const("w", rng.standard_normal((3, 64)).astype(np.float32)),
+             _const("b", rng.standard_normal(3).astype(np.float32))]
+    nodes = [helper.make_node("Conv", ["x", "cw"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w", "b"], ["y"], name="fc", alpha=alpha, beta=beta,
+                              transB=1)]
+    float_model = _save(tmp_path / "float.onnx", nodes, [_value("x", [1, 2, 4, 4])],
+                        [_value("y", [1, 3])], inits)
+    x = rng.standard_normal((8, 2, 4, 4)).astype(np.float32)
+    model = str(tmp_path / "qdq.onnx")
+    quantize_onnx(float_model, model, {"x": import_onnx(float_model).values["x"]}, {"x": x})
+    np.save(tmp_path / "x.npy", x)
+    outputs = {}
+    for engine in ("reference", "sim"):
+        out = tmp_path / f"{engine}.npy"
+        status = main(["run", model, "--engine", engine, "--target", "tiny", "--inputs",
+                       str(tmp_path / "x.npy"), "--outputs", str(out)])
+        assert status == 0, capsys.readouterr().err
+        outputs[engine] = np.load(out)
+    np.testing.assert_array_equal(outputs["sim"], outputs["reference"])
+    expected = np.concatenate([exact_outputs(model, {"x": x[i:i + 1]})[0] for i in range(8)])
+    quantum = float(numpy_helper.to_array(next(
+        i for i in onnx.load(model).graph.initializer if i.name == "y_scale")))
+    assert np.abs(outputs["reference"] - expected).max() <= quantum * (1 + 1e-3)
