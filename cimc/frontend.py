@@ -79,6 +79,13 @@ def pin_input_shapes(
     initializers = {init.name for init in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     names = [i.name for i in graph_inputs]
+    if not graph_inputs and model.graph.input:
+        # An initializer is the input's value: the whole graph would be one constant.
+        raise CimcError(
+            f"{path}: the model has no inputs: input {model.graph.input[0].name!r} has an "
+            "initializer of the same name, which makes it a constant; remove that "
+            "initializer so that the input is read"
+        )
     for name in input_shapes:
         if name not in names:
             raise CimcError(

@@ -314,6 +314,17 @@ def relu_model(tmp_path: Path, shape: list[object]) -> str:
     return str(path)
 
 
+def test_model_whose_inputs_all_have_initializers_has_no_inputs(tmp_path: Path) -> None:
+    """An initializer of an input's name makes it a constant; with no input left the
+    program would read nothing (the backend crashed on the constant image)."""
+    model = onnx.load(relu_model(tmp_path, [1, 4]))
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((1, 4), np.float32), "x"))
+    onnx.save(model, tmp_path / "constant.onnx")
+    with pytest.raises(CimcError, match=r"constant\.onnx: the model has no inputs: input 'x' "
+                                        "has an initializer"):
+        import_onnx(str(tmp_path / "constant.onnx"))
+
+
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(CimcError, match="nothere.onnx: no such file"):
         import_onnx(str(tmp_path / "nothere.onnx"))
