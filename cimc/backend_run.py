@@ -5,8 +5,6 @@ simulate, then let the host finish (dequantize, float tails such as Softmax)."""
 from __future__ import annotations
 
 import copy
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,23 +55,23 @@ def run_on_simulator(module: Module, feeds: dict[str, np.ndarray],
     When `report` is given it is filled with the compile figures and the
     simulator's (cycles, energy... per inference; see docs/backend.md).
     """
-    from isa.assembler import assemble_file
-    from isa.image import load_image
+    from cimc.backend_codegen import generate
+    from isa.assembler import assemble_text
     from isa.simulator import run_program
+    from passes.emit_asm import emit
     from targets import load_target
 
     if isinstance(options, str):
         options = BackendOptions(target=options)
-    target = options.target
+    target = load_target(options.target)
     backend = copy.deepcopy(module)
-    with tempfile.TemporaryDirectory(prefix="cimc-sim-") as tmp:
-        prog = Path(tmp) / "prog.s"
-        run_pipeline(backend, backend_passes(options, str(prog)))
-        program = assemble_file(prog)
-        codes, simulated = run_program(program, load_image(prog.with_suffix(".img")),
-                                       load_target(target), _quantized_inputs(module, feeds))
-        if report is not None:
-            report.update(_figures(backend, load_target(target), program, simulated))
+    run_pipeline(backend, backend_passes(options))
+    # In memory: no file to leave behind if the run fails or is stopped.
+    text, image = emit(backend, target, generate(backend, target), "prog.s")
+    program = assemble_text(text, "<program>")
+    codes, simulated = run_program(program, image, target, _quantized_inputs(module, feeds))
+    if report is not None:
+        report.update(_figures(backend, target, program, simulated))
     _, outputs = ports(module)
     results = {}
     for port in outputs:

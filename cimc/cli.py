@@ -2,7 +2,9 @@
 
 `cimc MODEL.onnx -o prog.s` is shorthand for `cimc compile MODEL.onnx -o prog.s`.
 User errors (CimcError) print one clear message and exit with status 1, never
-a traceback.
+a traceback; usage errors exit with status 2. SIGTERM, SIGHUP and SIGINT
+during a command remove its staged outputs and exit with 128 + the signal
+number (cimc.outputs).
 """
 
 from __future__ import annotations
@@ -56,8 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from cimc.outputs import abort_on_signals
+
     try:
-        status = args.func(args)
+        with abort_on_signals():
+            status = args.func(args)
     except CimcError as exc:
         print(f"cimc: {exc}", file=sys.stderr)
         return 1

@@ -1,12 +1,34 @@
-"""Writing output files all-or-nothing, so a failed command leaves no partial file."""
+"""Writing a command's output files all together or not at all.
+
+A command names its inputs and outputs up front in an `OutputSet`: an output
+that is the same file as an input or another output (also through a symlink
+or a hard link), or that cannot be written, is an error before any work.
+Contents are staged in hidden temporary files beside their destinations and
+renamed into place together by `commit`; a failure, an exception or a signal
+(`abort_on_signals`: SIGTERM, SIGHUP, SIGINT) before that removes them, so
+nothing is left behind.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import TracebackType
 
 from cimc.diagnostics import CimcError
+
+# Signals that abort a command cleanly: staged files removed, exit 128 + signal number.
+ABORT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+# Output sets with staged files, which an aborting signal removes. Process-wide,
+# like signals; the lock keeps an abort from interleaving with a stage or a commit.
+_ACTIVE: list[OutputSet] = []
+_LOCK = threading.Lock()
 
 
 def _umask() -> int:
@@ -17,45 +39,221 @@ def _umask() -> int:
 
 def check_writable(path: str | Path) -> None:
     """Fail early, naming `path`, when it could not be written (so that a command
-    checks all its outputs before it writes any of them)."""
+    checks all its outputs before it writes any of them).
+
+    The check creates and removes a temporary file in the nearest existing
+    directory: permission bits do not tell (root passes every access check,
+    yet cannot create files in /proc).
+    """
     path = Path(path)
     if path.is_dir():
         raise CimcError(f"cannot write {path}: it is a directory")
     blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise CimcError(f"cannot write {path}: {blocker} is a file, not a directory")
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not os.access(existing if existing.is_dir() else existing.parent, os.W_OK):
-        raise CimcError(f"cannot write {path}: {existing} is not writable")
+    directory = next(p for p in path.parents if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".cimc-probe-"):
+            pass
+    except OSError as exc:
+        raise CimcError(f"cannot write {path}: {directory} does not take new files "
+                        f"({exc.strerror or exc}); choose a writable place") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same inode when both exist, else the
+    same resolved path (symlinks followed)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+class OutputSet:
+    """The files one command writes, staged and then committed together.
+
+    `outputs` and `inputs` map what the user calls a file (an option such as
+    "--report", or "MODEL.onnx") to its path; None entries are skipped.
+    """
+
+    def __init__(self, outputs: dict[str, str | Path | None],
+                 inputs: dict[str, str | Path | None] | None = None) -> None:
+        self.outputs = {label: Path(p) for label, p in outputs.items() if p}
+        named_inputs = {label: Path(p) for label, p in (inputs or {}).items() if p}
+        seen: list[tuple[str, Path]] = []
+        for label, path in self.outputs.items():
+            for other, other_path in named_inputs.items():
+                if _same_file(path, other_path):
+                    raise CimcError(f"{label} {path} is the same file as the input {other} "
+                                    f"{other_path}; writing it would destroy the input: "
+                                    "choose another output path")
+            for other, other_path in seen:
+                if _same_file(path, other_path):
+                    raise CimcError(f"{label} {path} and {other} {other_path} are the same "
+                                    "file; give each output its own path")
+            seen.append((label, path))
+        for path in self.outputs.values():
+            check_writable(path)
+        self._staged: dict[Path, Path] = {}  # destination -> its temporary file
+
+    def __enter__(self) -> OutputSet:
+        with _LOCK:
+            _ACTIVE.append(self)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.discard()
+        with _LOCK:
+            _ACTIVE.remove(self)
+
+    def write(self, path: str | Path, content: str | bytes) -> None:
+        """Stage `content` for `path` (one of the outputs): written now, in place at commit."""
+        path = Path(path)
+        assert any(path == p for p in self.outputs.values()), f"{path} is not a declared output"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _LOCK:  # created and registered at once, so an abort finds it
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                           suffix=".tmp")
+                old = self._staged.get(path)
+                self._staged[path] = Path(tmp)
+            if old is not None:
+                old.unlink(missing_ok=True)
+            # mkstemp makes the file private (0600); give it the mode a plain open() would.
+            os.chmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, "w" if isinstance(content, str) else "wb") as handle:
+                handle.write(content)
+        except OSError as exc:
+            raise _write_error(path, exc) from None
+
+    def commit(self) -> None:
+        """Rename every staged file into place; if one rename fails, undo the others
+        (an output that existed before gets its old content back)."""
+        with _LOCK:
+            done: list[tuple[Path, Path | None]] = []
+            try:
+                for path, tmp in self._staged.items():
+                    done.append((path, _backup(path)))
+                    os.replace(tmp, path)
+            except OSError as exc:
+                for path, backup in reversed(done[:-1]):
+                    if backup is not None:
+                        os.replace(backup, path)
+                    else:
+                        path.unlink(missing_ok=True)
+                failed = done[-1][0] if done else next(iter(self._staged))
+                if done and done[-1][1] is not None:
+                    done[-1][1].unlink(missing_ok=True)
+                raise _write_error(failed, exc) from None
+            finally:
+                for tmp in self._staged.values():
+                    tmp.unlink(missing_ok=True)
+                self._staged.clear()
+            for _, backup in done:
+                if backup is not None:
+                    backup.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Remove the staged files (outputs already in place are kept)."""
+        with _LOCK:
+            self._discard()
+
+    def _discard(self) -> None:
+        for tmp in self._staged.values():
+            tmp.unlink(missing_ok=True)
+        self._staged.clear()
+
+
+def _backup(path: Path) -> Path | None:
+    """A hard link to the file at `path`, so a failed commit can restore it (None when
+    there is no file, or the file system has no hard links)."""
+    if not path.is_file():
+        return None
+    backup = path.with_name(f".{path.name}.{os.getpid()}.old")
+    try:
+        backup.unlink(missing_ok=True)
+        os.link(path, backup)
+    except OSError:
+        return None
+    return backup
+
+
+def _write_error(path: Path, exc: OSError) -> CimcError:
+    reason = exc.strerror or str(exc)
+    return CimcError(f"cannot write {path}: {reason}; check that the directory exists and is "
+                     "writable and that the path is not a directory")
 
 
 def write_atomic(path: str | Path, content: str | bytes) -> None:
-    """Write `content` to `path` via a temporary file renamed into place.
+    """Write one file via a temporary file renamed into place.
 
     A file system problem (missing or read-only directory, a directory in the
     way) is a CimcError naming `path`.
     """
     path = Path(path)
-    mode = "w" if isinstance(content, str) else "wb"
-    tmp = None
     blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise CimcError(f"cannot write {path}: {blocker} is a file, not a directory")
+    with OutputSet({str(path): path}) as out:
+        out.write(path, content)
+        out.commit()
+
+
+@contextlib.contextmanager
+def abort_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM, SIGHUP and SIGINT remove every staged output and end
+    the process with status 128 + the signal number.
+
+    A watcher thread acts on the signal at once, even while the main thread is
+    inside a long native call (the placer's solver), which would delay a Python
+    signal handler; it waits for a commit in progress to finish. Outside the
+    main thread (where handlers cannot be installed) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    # A Python-level handler must exist for the wakeup byte to be written; the
+    # watcher does the work.
+    previous = {number: signal.signal(number, _note) for number in ABORT_SIGNALS}
+    watcher = threading.Thread(target=_watch, args=(read_fd,), name="cimc-abort", daemon=True)
+    watcher.start()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode) as handle:
-            handle.write(content)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        reason = exc.strerror or str(exc)
-        raise CimcError(f"cannot write {path}: {reason}; check that the directory exists "
-                        "and is writable and that the path is not a directory") from None
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        signal.set_wakeup_fd(old_fd)
+        os.write(write_fd, b"\0")  # stops the watcher
+        watcher.join()
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def _note(number: int, frame: object) -> None:
+    """The Python-level handler: the watcher thread has already been woken."""
+
+
+def _watch(read_fd: int) -> None:
+    while True:
+        for number in os.read(read_fd, 64):
+            if number == 0:
+                return
+            if number in ABORT_SIGNALS:
+                _abort(number)
+
+
+def _abort(number: int) -> None:
+    _LOCK.acquire()  # never released: no stage or commit starts after this
+    for outputs in _ACTIVE:
+        outputs._discard()
+    name = "interrupted" if number == signal.SIGINT else \
+        f"stopped by {signal.Signals(number).name}"
+    with contextlib.suppress(OSError):
+        os.write(2, f"cimc: {name}\n".encode())
+    os._exit(128 + number)

@@ -132,6 +132,12 @@ def _checked(path: str, name: str, array: np.ndarray, ty: TensorType) -> np.ndar
 
 def write_outputs(path: str, outputs: dict[str, np.ndarray], types: dict[str, TensorType]) -> None:
     """Write `outputs` (name -> array) to `path` (.npy for one output, .npz keyed by name)."""
+    write_atomic(path, encode_outputs(path, outputs, types))
+
+
+def encode_outputs(path: str, outputs: dict[str, np.ndarray],
+                   types: dict[str, TensorType]) -> bytes:
+    """The bytes `write_outputs` writes to `path`."""
     suffix = Path(path).suffix.lower()
     arrays = {
         name: np.asarray(value).astype(types[name].numpy_dtype) for name, value in outputs.items()
@@ -153,4 +159,4 @@ def write_outputs(path: str, outputs: dict[str, np.ndarray], types: dict[str, Te
                     np.lib.format.write_array(entry, array, allow_pickle=False)
     else:
         raise CimcError(f"{path}: unknown output file type {suffix!r}; use .npy or .npz")
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()

@@ -7,7 +7,15 @@
 The keys, units, ranges and defaults are in targets/schema.py and docs/targets.md.
 """
 
-from targets.loader import list_targets, load_target, parse_target, target_path
+from targets.loader import (
+    is_target_name,
+    list_targets,
+    load_target,
+    parse_target,
+    program_target,
+    target_path,
+    target_reference,
+)
 from targets.target import Energy, Latency, Target
 from targets.validate import Problem, TargetError, target_warnings
 
@@ -17,9 +25,12 @@ __all__ = [
     "Problem",
     "Target",
     "TargetError",
+    "is_target_name",
     "list_targets",
     "load_target",
     "parse_target",
+    "program_target",
     "target_path",
+    "target_reference",
     "target_warnings",
 ]

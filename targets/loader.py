@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -21,10 +22,41 @@ def list_targets() -> list[str]:
     return sorted(path.stem for path in BUNDLED.glob("*.toml"))
 
 
+def is_target_name(reference: str) -> bool:
+    """Whether a `--target` or `.target` reference is a bundled target's name rather
+    than a file path (which ends in .toml or has a directory part)."""
+    return not (reference.endswith(".toml") or "/" in reference or "\\" in reference)
+
+
+def target_reference(target: Target, program: str | Path) -> str:
+    """How the `.target` directive of a program written at `program` names `target`:
+    a bundled target by its name, a target file by its path relative to the
+    program's directory (so the program simulates wherever it is run from)."""
+    source = Path(target.source) if target.source else None
+    if source is None or (source.resolve().parent == BUNDLED
+                          and source.stem in list_targets()):
+        return source.stem if source is not None else target.name
+    relative = Path(os.path.relpath(source.resolve(), Path(program).resolve().parent))
+    text = relative.as_posix()
+    return text if not is_target_name(text) else f"./{text}"
+
+
+def program_target(reference: str, program: str | Path) -> Target:
+    """The target a program at `program` names in its `.target` directive: a bundled
+    name, or a file path relative to the program's directory."""
+    if is_target_name(reference):
+        return load_target(reference)
+    path = Path(program).parent / reference
+    if not path.is_file():
+        raise CimcError(f"target file {path} (the .target directive of {program}, relative to "
+                        "the program) not found; put the target file back, or give "
+                        "--target NAME|FILE")
+    return load_target(str(path))
+
+
 def target_path(name_or_path: str) -> Path:
     """The file a target name or path refers to."""
-    looks_like_path = name_or_path.endswith(".toml") or "/" in name_or_path or "\\" in name_or_path
-    if looks_like_path or Path(name_or_path).is_file():
+    if not is_target_name(name_or_path) or Path(name_or_path).is_file():
         path = Path(name_or_path)
         if not path.is_file():
             raise CimcError(f"target file {name_or_path} not found")

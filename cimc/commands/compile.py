@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cimc.ir import Module
     from cimc.pass_manager import PassTiming
     from cimc.pipeline import BackendOptions
+    from isa.image import Image
     from targets import Target
 
 
@@ -103,6 +104,8 @@ class Compiled:
     module: Module  # after the backend
     target: Target
     cores: dict[int, CoreCode]
+    program: str  # the program text (for the path given to compile_model)
+    image: Image  # its crossbar programming image
     timings: list[PassTiming] = field(default_factory=list)
     placement: dict[str, Any] = field(default_factory=dict)  # the place pass's summary
 
@@ -113,14 +116,17 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
                   calibrate: str | None = None, activations: str = "int8",
                   pipeline: str = "latency", stream: int = 0,
                   replicate: float | None = None, placer: str = "cpsat",
-                  place_time_limit: float | None = None) -> Compiled:
-    """Compile `model` to `output` (+ .img); the modules and timings for reports and tests."""
+                  place_time_limit: float | None = None, write: bool = True) -> Compiled:
+    """Compile `model` for the program path `output`, writing it (+ .img beside it)
+    unless `write` is False; the modules, program, image and timings for reports and tests."""
     import copy
 
     from cimc.backend_codegen import generate
+    from cimc.outputs import OutputSet
     from cimc.pass_manager import PassTiming, parse_pipeline, run_pipeline
     from cimc.pipeline import FRONTEND, BackendOptions, backend_passes
     from cimc.quantize import import_model
+    from passes.emit_asm import emit
     from passes.place import Place
     from targets import load_target
 
@@ -133,57 +139,63 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
     integer = copy.deepcopy(module)
     options = BackendOptions(target.source or target.name, pipeline, stream, replicate, placer,
                              place_time_limit)
-    backend = backend_passes(options, output)
+    backend = backend_passes(options)  # emit-asm only checks; the files are written below
     timings += run_pipeline(module, backend, print_after_all=print_after_all,
                             time_passes=time_passes)
     timings.insert(0, PassTiming("import-onnx", imported))
     placed = next((p.summary for p in backend if isinstance(p, Place)), None)
-    return Compiled(integer, module, target, generate(module, target), timings,
+    cores = generate(module, target)
+    program, image = emit(module, target, cores, output)
+    if write:
+        image_path = Path(output).with_suffix(".img")
+        with OutputSet({"the program": output, "its image": image_path}) as out:
+            out.write(output, program)
+            out.write(image_path, image.to_bytes())
+            out.commit()
+    return Compiled(integer, module, target, cores, program, image, timings,
                     placed.as_dict() if placed is not None else {})
 
 
 def compile_command(args: argparse.Namespace) -> int:
-    """Compile into a private directory beside the output, then move every file
-    into place: a failure at any step leaves no partial output behind."""
+    """Check every output, compile, then stage and commit the files together: a
+    failure or a signal at any step leaves no output behind."""
     import json
-    import os
-    import shutil
-    import tempfile
 
     from cimc.commands.opt import input_shapes
     from cimc.diagnostics import CimcError
-    from cimc.outputs import check_writable, write_atomic
+    from cimc.outputs import OutputSet
+    from targets import is_target_name
 
     if args.emit_data and not args.inputs:
         raise CimcError("--emit-data needs --inputs X.npy (the test inputs to quantize)")
     if args.labels and not args.emit_data:
         raise CimcError("--labels is only used with --emit-data")
     output = Path(args.output)
-    for path in (output, output.with_suffix(".img"), args.report, args.emit_data):
-        if path:
-            check_writable(path)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix=".cimc-", dir=output.parent)
-    try:
-        staged = Path(workdir) / output.name
-        compiled = compile_model(args.model, str(staged), args.target,
+    image = output.with_suffix(".img")
+    if output.suffix == ".img":
+        raise CimcError(f"-o {output}: the crossbar image is written beside the program with "
+                        "suffix .img; name the program .s")
+    inputs = {"MODEL.onnx": args.model, "--calibrate": args.calibrate, "--inputs": args.inputs,
+              "--labels": args.labels,
+              "--target": None if is_target_name(args.target) else args.target}
+    outputs = {"-o": output, "the image beside -o": image,
+               "--report": args.report, "--emit-data": args.emit_data}
+    with OutputSet(outputs, inputs) as out:
+        compiled = compile_model(args.model, str(output), args.target,
                                  input_shapes(args.input_shape) or None,
                                  args.print_ir_after_all, args.time_passes,
                                  args.calibrate, args.activations, args.pipeline, args.stream,
-                                 args.replicate, args.placer, args.place_time_limit)
+                                 args.replicate, args.placer, args.place_time_limit,
+                                 write=False)
         codes = _test_codes(args, compiled) if args.inputs else None
-        header = _header(args, compiled, codes) if args.emit_data else None
-        report = None
+        out.write(output, compiled.program)
+        out.write(image, compiled.image.to_bytes())
+        if args.emit_data:
+            out.write(args.emit_data, _header(args, compiled, codes))
         if args.report:
-            report = build_report(compiled, str(staged), codes[0] if codes else None)
-        os.replace(staged.with_suffix(".img"), output.with_suffix(".img"))
-        os.replace(staged, output)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    if header is not None:
-        write_atomic(args.emit_data, header)
-    if report is not None:
-        write_atomic(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
+            report = build_report(compiled, str(output), codes[0] if codes else None)
+            out.write(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        out.commit()
     return 0
 
 
@@ -245,12 +257,10 @@ def build_report(compiled: Compiled, program_path: str,
     import numpy as np
 
     from cimc.backend_report import program_figures
-    from isa.assembler import assemble_file
-    from isa.image import load_image
+    from isa.assembler import assemble_text
     from isa.simulator import run_program
 
-    program = assemble_file(program_path)
-    image = load_image(Path(program_path).with_suffix(".img"))
+    program = assemble_text(compiled.program, program_path)
     if input_codes is not None:
         feeds = {name: codes[:1] for name, codes in input_codes.items()}
         source = "simulation of one inference on the first of --inputs"
@@ -259,7 +269,7 @@ def build_report(compiled: Compiled, program_path: str,
         source = ("simulation of one inference on an all-zero-point input (no --inputs given); "
                   "the program has no data-dependent control flow, so every input takes "
                   "this time and nearly this energy")
-    _, sim = run_program(program, image, compiled.target, feeds)
+    _, sim = run_program(program, compiled.image, compiled.target, feeds)
     report = program_figures(compiled.module, compiled.target, compiled.cores, program, sim)
     report.update(figures_from=source,
                   pass_seconds={t.name: round(t.seconds, 6) for t in compiled.timings})

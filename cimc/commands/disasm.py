@@ -1,4 +1,8 @@
-"""`cimc disasm prog.bin [-o prog.s]`: a program binary back to assembly text."""
+"""`cimc disasm prog.bin [-o prog.s]`: a program binary back to assembly text.
+
+Written to another directory, the program's relative image and target-file
+paths are rewritten as `cimc asm` does.
+"""
 
 from __future__ import annotations
 
@@ -19,18 +23,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def disasm_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from cimc.commands.asm import referenced_files, relocate
     from cimc.diagnostics import CimcError
-    from cimc.outputs import write_atomic
+    from cimc.outputs import OutputSet
     from isa.disassembler import disassemble
     from isa.encoding import decode_program
 
+    OutputSet({"-o": args.output}, {"PROG.bin": args.binary})  # before reading the binary
     try:
         blob = Path(args.binary).read_bytes()
     except OSError as exc:
         raise CimcError(f"cannot read program binary {args.binary}: {exc.strerror}") from None
-    text = disassemble(decode_program(blob, args.binary))
-    if args.output:
-        write_atomic(args.output, text)
-    else:
-        sys.stdout.write(text)
+    program = decode_program(blob, args.binary)
+    if not args.output:
+        sys.stdout.write(disassemble(program))
+        return 0
+    with OutputSet({"-o": args.output}, {"PROG.bin": args.binary,
+                                         **referenced_files(program, args.binary)}) as out:
+        relocate(program, args.binary, args.output)
+        out.write(args.output, disassemble(program))
+        out.commit()
     return 0

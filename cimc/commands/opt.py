@@ -90,7 +90,7 @@ def opt(args: argparse.Namespace) -> int:
     from cimc.diagnostics import CimcError
     from cimc.ir import Module
     from cimc.ir_text import parse_module, print_module
-    from cimc.outputs import write_atomic
+    from cimc.outputs import OutputSet, write_atomic
     from cimc.pass_manager import parse_pipeline, run_pipeline
 
     def run(module: Module) -> str:
@@ -105,6 +105,8 @@ def opt(args: argparse.Namespace) -> int:
         return print_module(module, elide_constants=args.elide_constants)
 
     parse_pipeline(args.pipeline)  # a bad pipeline fails before any input is read
+    # An -o naming the input (or not writable) fails before any work.
+    OutputSet({"-o": args.output}, {"FILE": None if args.file == "-" else args.file})
     if args.file.endswith(".onnx"):
         from cimc.frontend import import_onnx
 

@@ -148,20 +148,29 @@ def evaluate(module: Module, feeds: dict[str, np.ndarray], engine: str,
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from cimc.commands.compile import backend_options
     from cimc.commands.opt import input_shapes
-    from cimc.tensor_io import read_inputs, write_outputs
+    from cimc.diagnostics import CimcError
+    from cimc.outputs import OutputSet
+    from cimc.tensor_io import encode_outputs, read_inputs
+    from targets import is_target_name
 
-    module = prepare(args.model, input_shapes(args.input_shape), args.calibrate, args.activations,
-                     args.engine)
-    feeds = read_inputs(args.inputs, {name: module.values[name] for name in module.inputs})
-    report: dict[str, Any] = {}
-    outputs = evaluate(module, feeds, args.engine, backend_options(args), report)
-    write_outputs(args.outputs, outputs, {name: module.values[name] for name in module.outputs})
-    if args.report:
-        import json
-
-        from cimc.outputs import write_atomic
-
-        write_atomic(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if Path(args.outputs).suffix.lower() not in (".npy", ".npz"):
+        raise CimcError(f"{args.outputs}: unknown output file type; use .npy or .npz")
+    inputs = {"MODEL.onnx": args.model, "--inputs": args.inputs, "--calibrate": args.calibrate,
+              "--target": None if is_target_name(args.target) else args.target}
+    with OutputSet({"--outputs": args.outputs, "--report": args.report}, inputs) as out:
+        module = prepare(args.model, input_shapes(args.input_shape), args.calibrate,
+                         args.activations, args.engine)
+        feeds = read_inputs(args.inputs, {name: module.values[name] for name in module.inputs})
+        report: dict[str, Any] = {}
+        outputs = evaluate(module, feeds, args.engine, backend_options(args), report)
+        out.write(args.outputs, encode_outputs(
+            args.outputs, outputs, {name: module.values[name] for name in module.outputs}))
+        if args.report:
+            out.write(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        out.commit()
     return 0

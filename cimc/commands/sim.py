@@ -12,7 +12,9 @@ axes of size 1 may be missing or extra (a [batch, 28, 28] array feeds
 Outputs: Y is an .npy (one output) or .npz (by name), float32 real values
 dequantized by the `.output` scale and zero point (`--codes`: the integer
 codes), in the declared layout. The crossbar image is the program's `.image`
-file, relative to the program file.
+file, and a target file named by `.target` (a path, not a bundled name) is
+found, relative to the program file. The output files appear together or not
+at all.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trace", metavar="T.json",
                         help="write a Chrome trace-event timeline (opens in Perfetto)")
     parser.add_argument("--target", metavar="NAME|FILE",
-                        help="target (default: the program's .target)")
+                        help="target (default: the program's .target: a bundled name, or a "
+                        "target file relative to the program)")
     parser.add_argument("--adc-bits", type=whole(1, 32), metavar="N",
                         help="what-if: clip each ADC conversion to N bits (default: ideal)")
     parser.add_argument("--noise", type=real(0, 1000), default=0.0, metavar="SIGMA",
@@ -56,37 +59,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def sim_command(args: argparse.Namespace) -> int:
     from cimc.diagnostics import CimcError
-    from cimc.outputs import write_atomic
+    from cimc.outputs import OutputSet
     from isa.encoding import load_program
     from isa.image import load_image
     from isa.simulator import SimOptions, dequantize_output, simulate
-    from targets import load_target
+    from targets import is_target_name, load_target, program_target
 
+    if args.outputs and not args.outputs.endswith((".npy", ".npz")):
+        raise CimcError(f"{args.outputs}: outputs are written to an .npy or .npz file")
     program = load_program(args.program)
-    target_name = args.target or program.target
-    if not target_name:
-        raise CimcError(f"{args.program} has no .target directive; give --target NAME|FILE")
-    target = load_target(target_name)
-    image = None
+    image_path = None
     if program.image is not None:
         image_path = Path(args.program).parent / program.image
         if not image_path.is_file():
             raise CimcError(f"crossbar image {image_path} (from the .image directive of "
                             f"{args.program}) not found; compile again or fix the path")
-        image = load_image(image_path)
-    inputs = read_inputs(args.inputs, program) if args.inputs else {}
-    options = SimOptions(adc_bits=args.adc_bits, noise_sigma=args.noise, seed=args.seed,
-                         max_steps=args.max_steps, trace=bool(args.trace))
-    result = simulate(program, image, target, inputs, options)
-    if args.outputs:
-        decls = {d.name: d for d in program.outputs}
-        arrays = {name: codes if args.codes else dequantize_output(decls[name], codes)
-                  for name, codes in result.outputs.items()}
-        write_atomic(args.outputs, encode_arrays(args.outputs, arrays))
-    if args.report:
-        write_atomic(args.report, json.dumps(result.report, indent=2) + "\n")
-    if args.trace and result.trace is not None:
-        write_atomic(args.trace, result.trace.to_json())
+    target_file = None
+    if args.target:
+        target_file = None if is_target_name(args.target) else args.target
+    elif program.target and not is_target_name(program.target):
+        target_file = Path(args.program).parent / program.target
+    inputs = {"PROG": args.program, "its image": image_path, "--inputs": args.inputs,
+              "the target file": target_file}
+    outputs = {"--outputs": args.outputs, "--report": args.report, "--trace": args.trace}
+    with OutputSet(outputs, inputs) as out:
+        if args.target:
+            target = load_target(args.target)
+        elif program.target:
+            target = program_target(program.target, args.program)
+        else:
+            raise CimcError(f"{args.program} has no .target directive; give --target NAME|FILE")
+        image = load_image(image_path) if image_path is not None else None
+        codes = read_inputs(args.inputs, program) if args.inputs else {}
+        options = SimOptions(adc_bits=args.adc_bits, noise_sigma=args.noise, seed=args.seed,
+                             max_steps=args.max_steps, trace=bool(args.trace))
+        result = simulate(program, image, target, codes, options)
+        if args.outputs:
+            decls = {d.name: d for d in program.outputs}
+            arrays = {name: values if args.codes else dequantize_output(decls[name], values)
+                      for name, values in result.outputs.items()}
+            out.write(args.outputs, encode_arrays(args.outputs, arrays))
+        if args.report:
+            out.write(args.report, json.dumps(result.report, indent=2) + "\n")
+        if args.trace and result.trace is not None:
+            out.write(args.trace, result.trace.to_json())
+        out.commit()
     report = result.report
     print(f"{report['cycles']} cycles ({report['latency_us']:.3f} us at {target.clock_mhz:g} "
           f"MHz), {report['energy_nj']['total']:.3f} nJ, {report['mvm_instructions']} MVMs, "
