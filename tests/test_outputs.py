@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT / "examples" / "mnist" / "mnist_cnn_qdq.onnx"
 
 
-def _float_model(path: Path) -> Path:
+def small_float_model(path: Path) -> Path:
     """A float MatMul + Relu, 16 -> 8: compiles for the tiny target in a second."""
     weights = np.random.default_rng(3).uniform(-1, 1, (16, 8)).astype(np.float32)
     graph = helper.make_graph(
@@ -44,7 +44,7 @@ def _float_model(path: Path) -> Path:
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    _float_model(tmp_path / "m.onnx")
+    small_float_model(tmp_path / "m.onnx")
     np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(-1, 1, (3, 16))
             .astype(np.float32))
     return tmp_path
