@@ -105,6 +105,12 @@ class Lower(Pass):
         # An op the chip cannot run is named before any rewrite, so the error is about
         # it and not about a neighbour it left in an unusual shape.
         for op in todo:
+            if not module.values[op.outputs[0]].is_quantized and _feeds_chip(module, op):
+                raise CimcError(
+                    f"op {op.name!r} ({op.kind}) computes in float between integer layers; "
+                    "the chip runs only quantized ops and the host only the float tail after "
+                    "the last dequantize, so quantize this op (QDQ around it, as for its "
+                    "neighbours) or end the model before it")
             if op.kind not in RULES or not module.values[op.outputs[0]].is_quantized:
                 raise CimcError(f"op {op.name!r} ({op.kind}): the backend runs integer "
                                 f"{', '.join(sorted(RULES))} between quantize and dequantize; "
@@ -115,15 +121,42 @@ class Lower(Pass):
 
 
 def host_float_ops(module: Module) -> set[str]:
-    """Float ops fed (transitively) only by `dequantize` results: host post-processing."""
+    """The float tail the host runs after the chip: ops fed (transitively) only by
+    `dequantize` results whose results feed only each other or the module's outputs
+    (a Softmax, maybe quantized and dequantized again). A float op whose result goes
+    back to integer ops is not host work: it sits between chip layers."""
     found: set[str] = set()
     for op in module.ops():
-        if op.kind == "dequantize":
-            continue
         ins = [module.producer(v) for v in op.inputs if not module.is_constant(v)]
-        if ins and all(p is not None and (p.kind == "dequantize" or p.name in found) for p in ins):
+        if op.kind == "dequantize":
+            if ins and all(p is not None and p.name in found for p in ins):
+                found.add(op.name)
+            continue
+        integer = op.kind != "quantize" and module.values[op.outputs[0]].is_quantized
+        if not integer and ins and all(p is not None and (p.kind == "dequantize" or
+                                                          p.name in found) for p in ins):
             found.add(op.name)
+    for op in reversed(list(module.ops())):
+        readers = [c for v in op.outputs for c in module.consumers(v)]
+        if op.name in found and any(c.name not in found for c in readers):
+            found.discard(op.name)
     return found
+
+
+def _feeds_chip(module: Module, op: Op) -> bool:
+    """Whether an integer op (not the host's quantize/dequantize) reads `op`'s result,
+    directly or through other ops."""
+    seen: set[str] = set()
+    work = [c for v in op.outputs for c in module.consumers(v)]
+    while work:
+        reader = work.pop()
+        if reader.name in seen:
+            continue
+        seen.add(reader.name)
+        if reader.kind not in HOST_KINDS and module.values[reader.outputs[0]].is_quantized:
+            return True
+        work += [c for v in reader.outputs for c in module.consumers(v)]
+    return False
 
 
 def _replace(module: Module, op: Op, kind: str, inputs: list[str], attrs: dict) -> Op:

@@ -21,6 +21,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "mlp_tiny": (1, 64),
     "mlp_softmax_tiny": (1, 64),
     "concat_tiny": (1, 3, 12, 12),
+    "lrn_tiny": (1, 3, 8, 8),
     "resnet18": (1, 3, 32, 32),
     "mobilenetv2": (1, 3, 32, 32),
     "vgg11": (1, 3, 32, 32),
@@ -186,6 +187,39 @@ def _torch_module(name: str):  # -> torch.nn.Module
     return model.eval()
 
 
+def _lrn_tiny():  # -> onnx.ModelProto
+    """AlexNet's shape in small: conv, relu, LRN (float only), conv, relu, gemm. Built
+    with onnx.helper because torch exports LocalResponseNorm as Pad/Pow/Div."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, *shape: int) -> object:
+        data = (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+        return numpy_helper.from_array(data, name)
+
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("LRN", ["r1"], ["n1"], size=3),
+        helper.make_node("Conv", ["n1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Flatten", ["r2"], ["f"]),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "lrn_tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, INPUT_SHAPES["lrn_tiny"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, (1, 10))],
+        [weight("w1", 4, 3, 3, 3), weight("b1", 4), weight("w2", 4, 4, 3, 3), weight("b2", 4),
+         weight("w3", 10, 4 * 8 * 8), weight("b3", 10)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+# Models built with onnx.helper rather than exported from torch.
+ONNX_GRAPHS = {"lrn_tiny": _lrn_tiny}
+
+
 def sample_inputs(name: str, count: int, seed: int) -> np.ndarray:
     """`count` seeded standard-normal inputs for `name`, stacked on axis 0."""
     shape = INPUT_SHAPES[name]
@@ -202,6 +236,10 @@ def quantized_model(name: str, activations: str = "int8") -> Path:
     import torch
 
     source = workdir() / f"backend-{name}.onnx"
+    if name in ONNX_GRAPHS:
+        import onnx
+
+        onnx.save(ONNX_GRAPHS[name](), source)
     if not source.exists():
         with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             torch.onnx.export(_torch_module(name), (torch.zeros(INPUT_SHAPES[name]),),

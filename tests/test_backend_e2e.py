@@ -190,6 +190,28 @@ def test_float_tail_after_a_quantized_softmax_stays_on_the_host(tmp_path: Path) 
     np.testing.assert_array_equal(sim, reference)
 
 
+@pytest.mark.parametrize("target", ["tiny", "isaac"])
+def test_float_op_between_integer_layers_is_an_error_not_host_work(target: str,
+                                                                   tmp_path: Path) -> None:
+    """An LRN (float only, as in AlexNet) between convs: the layers after it are chip work,
+    so the LRN cannot go to the host; the compile names it instead of moving the rest of
+    the model to the host unchecked."""
+    with pytest.raises(CimcError, match=r"op 'LRN_0' \(lrn\) computes in float between "
+                                        r"integer layers.*quantize this op"):
+        compile_model(str(backend_models.quantized_model("lrn_tiny")), str(tmp_path / "p.s"),
+                      target)
+    assert not (tmp_path / "p.s").exists()
+
+
+def test_host_work_is_the_input_quantize_and_the_float_tail(tmp_path: Path) -> None:
+    from cimc.backend_report import host_work
+
+    compiled = compile_model(str(backend_models.quantized_model("mlp_softmax_tiny")),
+                             str(tmp_path / "p.s"), "tiny")
+    kinds = [work.rsplit(" ", 1)[1] for work in host_work(compiled.module)]
+    assert kinds == ["(quantize)", "(dequantize)", "(softmax)", "(quantize)", "(dequantize)"]
+
+
 def test_cimc_run_engine_sim_equals_engine_reference(tmp_path: Path) -> None:
     from cimc.cli import main
 

@@ -19,7 +19,7 @@ from cimc.pipeline import BACKEND
 from isa.assembler import assemble_file
 from isa.image import load_image
 from isa.simulator import run_program
-from passes.lower import Lower
+from passes.lower import Lower, host_float_ops
 from targets import load_target
 
 
@@ -178,6 +178,20 @@ def test_int32_overflow_whose_result_would_vary_is_reported() -> None:
     with pytest.raises(CimcError, match=r"op 'fc' \(gemm\): the int32 accumulator of output "
                                         r"channel 1 overflows"):
         Lower().apply(m)
+
+
+def test_float_op_between_chip_layers_is_reported_not_left_to_the_host() -> None:
+    b = Builder((1, 2, 4, 4))
+    c = b.conv(b.x, 3, 1, (1, 3, 4, 4), strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1])
+    f = b.m.add_op("dequantize", [c], [TensorType((1, 3, 4, 4), "f32")]).outputs[0]
+    t = b.m.add_op("tanh", [f], [TensorType((1, 3, 4, 4), "f32")], name="act").outputs[0]
+    y = b.op("quantize", [t], (1, 3, 4, 4), 0.01, 0)
+    module = b.finish(b.conv(y, 2, 1, (1, 2, 4, 4), strides=[1, 1], pads=[0, 0, 0, 0],
+                             dilations=[1, 1]))
+    assert host_float_ops(module) == set()
+    with pytest.raises(CimcError, match=r"op 'act' \(tanh\) computes in float between integer "
+                                        r"layers"):
+        Lower().apply(module)
 
 
 def test_padded_average_pool_with_varying_counts_is_reported() -> None:
