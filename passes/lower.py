@@ -115,9 +115,31 @@ class Lower(Pass):
                 raise CimcError(f"op {op.name!r} ({op.kind}): the backend runs integer "
                                 f"{', '.join(sorted(RULES))} between quantize and dequantize; "
                                 "quantize the model (QDQ) or move this op to the host")
+        _check_host_boundary(module, {op.name for op in todo})
         for op in todo:
             RULES[op.kind](module, op)
         module.remove_dead()
+
+
+def _check_host_boundary(module: Module, chip: set[str]) -> None:
+    """The host quantizes the model's inputs and dequantizes its results: the chip ops
+    (`chip`, by name) read no model input and produce no model output themselves."""
+    for name in module.inputs:
+        for op in module.consumers(name):
+            if op.name in chip:
+                raise CimcError(
+                    f"model input {name!r} is {module.values[name].dtype} and op {op.name!r} "
+                    f"({op.kind}) reads it without a QuantizeLinear; the backend takes float "
+                    "inputs and quantizes them on the host: give the model a float input "
+                    "followed by QuantizeLinear")
+    for name in module.outputs:
+        op = module.producer(name)
+        if op is not None and op.name in chip:
+            raise CimcError(
+                f"model output {name!r} is the {module.values[name].dtype} result of op "
+                f"{op.name!r} ({op.kind}) with no DequantizeLinear after it; the backend "
+                "returns results through the host's dequantization: add a DequantizeLinear "
+                "to the model's output")
 
 
 def host_float_ops(module: Module) -> set[str]:

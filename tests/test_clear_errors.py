@@ -206,3 +206,40 @@ def test_gemm_alpha_and_beta_fold_into_quantized_weights_and_bias(
     quantum = float(numpy_helper.to_array(next(
         i for i in onnx.load(model).graph.initializer if i.name == "y_scale")))
     assert np.abs(outputs["reference"] - expected).max() <= quantum * (1 + 1e-3)
+
+
+# ---- the host's quantize / dequantize missing at the model's edges ---------------------
+
+def _edge_model(path: Path, quantize_input: bool, dequantize_output: bool) -> str:
+    """_qdq_conv without its input QuantizeLinear (an i8 input) or output DequantizeLinear."""
+    model = onnx.load(_qdq_conv(path))
+    graph = model.graph
+    nodes = list(graph.node)
+    if not quantize_input:
+        nodes = [n for n in nodes if n.name != "x_q"]
+        graph.input[0].CopyFrom(_value("xq", [1, 1, 4, 4], TensorProto.INT8))
+    if not dequantize_output:
+        nodes = [n for n in nodes if n.name != "c_dq"]
+        graph.output[0].CopyFrom(_value("cq", [1, 2, 4, 4], TensorProto.INT8))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_a_result_without_dequantize_linear_is_named_with_what_to_add(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = _edge_model(tmp_path / "m.onnx", quantize_input=True, dequantize_output=False)
+    says = ["model output 'cq'", "'conv1'", "add a DequantizeLinear"]
+    _fails([model, "-o", str(tmp_path / "out.s"), "--target", "tiny"], capsys, *says)
+    np.save(tmp_path / "x.npy", np.ones((1, 1, 4, 4), np.float32))
+    _fails(["run", model, "--target", "tiny", "--inputs", str(tmp_path / "x.npy"),
+            "--outputs", str(tmp_path / "y.npy")], capsys, *says)
+
+
+def test_an_integer_input_without_quantize_linear_is_named_with_what_to_add(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = _edge_model(tmp_path / "m.onnx", quantize_input=False, dequantize_output=True)
+    err = _fails([model, "-o", str(tmp_path / "out.s"), "--target", "tiny"], capsys,
+                 "model input 'xq'", "'conv1'", "QuantizeLinear")
+    assert "schedule" not in err
