@@ -133,13 +133,13 @@ def _check_host_boundary(module: Module, chip: set[str]) -> None:
                     "inputs and quantizes them on the host: give the model a float input "
                     "followed by QuantizeLinear")
     for name in module.outputs:
-        op = module.producer(name)
-        if op is not None and op.name in chip:
+        producer = module.producer(name)
+        if producer is not None and producer.name in chip:
             raise CimcError(
                 f"model output {name!r} is the {module.values[name].dtype} result of op "
-                f"{op.name!r} ({op.kind}) with no DequantizeLinear after it; the backend "
-                "returns results through the host's dequantization: add a DequantizeLinear "
-                "to the model's output")
+                f"{producer.name!r} ({producer.kind}) with no DequantizeLinear after it; the "
+                "backend returns results through the host's dequantization: add a "
+                "DequantizeLinear to the model's output")
 
 
 def host_float_ops(module: Module) -> set[str]:
