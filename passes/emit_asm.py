@@ -42,15 +42,17 @@ class Port:
 
 def ports(module: Module) -> tuple[list[Port], list[Port]]:
     """The program's inputs (quantized module inputs) and outputs (dequantized results of
-    the chip; a `dequantize` of a host-side `quantize`, as after a float Softmax tail, stays
-    with the host)."""
+    the chip; a `dequantize` of a host-side `quantize`, as after a float Softmax tail, or of
+    a constant, as the weights of a float Gemm tail, stays with the host)."""
     inputs = [Port(op.inputs[0], op.outputs[0]) for op in module.ops()
               if op.kind == "quantize" and op.inputs[0] in module.inputs]
     host = host_float_ops(module)
     outputs = []
     for op in module.ops():
-        producer = module.producer(op.inputs[0]) if op.kind == "dequantize" else None
-        if op.kind == "dequantize" and (producer is None or producer.name not in host):
+        if op.kind != "dequantize" or module.is_constant(op.inputs[0]):
+            continue
+        producer = module.producer(op.inputs[0])
+        if producer is None or producer.name not in host:
             outputs.append(Port(op.outputs[0], op.inputs[0]))
     return inputs, outputs
 

@@ -173,6 +173,24 @@ def test_large_cnns_do_not_fit_tiny(name: str, tmp_path: Path) -> None:
         compile_model(str(backend_models.quantized_model(name)), str(tmp_path / "p.s"), "tiny")
 
 
+def test_float_gemm_tail_reading_dequantized_weights_stays_on_the_host(tmp_path: Path) -> None:
+    """DequantizeLinear -> Flatten -> Gemm (no QDQ after the Flatten) leaves the Gemm float, on
+    the host; its weights' DequantizeLinear is no program output (it was, and emit-asm failed
+    with "value 'w...' has no global address")."""
+    from fuzz_models import ConvSpec, QdqBuilder, Quant
+
+    b = QdqBuilder(np.random.default_rng(0))
+    x = b.input((1, 2, 4, 4), Quant(0.05, -3, True))
+    y = b.conv(x, ConvSpec(4, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu", "small"),
+               np.full(4, 0.01, np.float32), Quant(0.02, -128, True), False)
+    y = b.head(y, 5, "gemm", np.full(5, 0.01, np.float32), Quant(0.1, 3, True), "small", "",
+               False, qdq_flatten=False)
+    model = b.g.save(tmp_path / "m.onnx", x, [y])
+    rng = np.random.default_rng(1)
+    compiled, _ = check_bit_exact(model, "tiny", tmp_path, rng.standard_normal((3, 2, 4, 4)))
+    assert [op.kind for op in compiled.module.ops() if op.kind == "gemm"] == ["gemm"]
+
+
 def test_float_tail_after_a_quantized_softmax_stays_on_the_host(tmp_path: Path) -> None:
     """Softmax -> quantize -> dequantize after the chip's output: one program output (the
     logits' codes), the host finishes; sim equals reference."""
