@@ -178,8 +178,14 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
             for core in group.cores:
                 need = _needed_channels(module, group, core, cores, c)
                 rows = _input_rows_per_task(module, op, group.rows)
+                # Messages of one tag arrive in the order they were sent, the producer's
+                # row order, so a tag per edge needs the rows received in increasing order.
+                # A dilated window receives them out of order (0, 2, 4 then 1, 3, 5):
+                # then each row gets its own tag.
+                flat = [iy for task_rows in rows for iy in task_rows]
+                per_row = any(a > b for a, b in zip(flat, flat[1:], strict=False))
                 lists = []
-                tags: dict[tuple[int, int], int] = {}
+                tags: dict[tuple[int, int, int], int] = {}
                 for task_rows in rows:
                     pieces = []
                     for iy in task_rows:
@@ -189,7 +195,7 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
                         for sgroup, column, score, lo, hi, produced in senders:
                             if iy not in produced or not need[lo:hi].any():
                                 continue
-                            key = (index[id(sgroup)], column)
+                            key = (index[id(sgroup)], column, iy if per_row else -1)
                             if key not in tags:
                                 tags[key] = tag
                                 tag += 1

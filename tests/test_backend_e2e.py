@@ -191,6 +191,23 @@ def test_float_gemm_tail_reading_dequantized_weights_stays_on_the_host(tmp_path:
     assert [op.kind for op in compiled.module.ops() if op.kind == "gemm"] == ["gemm"]
 
 
+@pytest.mark.parametrize("target", ["tiny", "isaac"])
+def test_dilated_windows_fed_by_a_chip_layer_get_their_rows(target: str, tmp_path: Path) -> None:
+    """A dilated conv or max pool receives rows out of order (0, 2, 4 then 1, 3, 5) from
+    the layer before it; each row has its own tag, so no row is taken for another (they
+    came over one tag in the producer's order, and the sums were off)."""
+    from fuzz_models import ConvSpec, PoolSpec, QdqBuilder, Quant
+
+    b = QdqBuilder(np.random.default_rng(0))
+    x = b.input((1, 2, 6, 6), Quant(0.05, -3, True))
+    y = b.activation(x, "relu", Quant(0.03, -128, True))
+    y = b.conv(y, ConvSpec(3, (3, 3), (1, 1), (2, 1, 0, 2), (2, 2), 1, "", "small"),
+               np.full(3, 0.01, np.float32), Quant(0.02, 5, True), False)
+    y = b.pool(y, PoolSpec("max", (2, 2), (1, 1), (0, 0, 0, 0), (2, 1)), y.quant)
+    model = b.g.save(tmp_path / "m.onnx", x, [y])
+    check_bit_exact(model, target, tmp_path, np.random.default_rng(1).standard_normal((3, 72)))
+
+
 def test_float_tail_after_a_quantized_softmax_stays_on_the_host(tmp_path: Path) -> None:
     """Softmax -> quantize -> dequantize after the chip's output: one program output (the
     logits' codes), the host finishes; sim equals reference."""
