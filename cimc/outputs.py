@@ -97,6 +97,7 @@ class OutputSet:
         for path in self.outputs.values():
             check_writable(path)
         self._staged: dict[Path, Path] = {}  # destination -> its temporary file
+        self._made: list[Path] = []  # directories made for staging, removed unless committed
 
     def __enter__(self) -> OutputSet:
         with _LOCK:
@@ -114,6 +115,8 @@ class OutputSet:
         path = Path(path)
         assert any(path == p for p in self.outputs.values()), f"{path} is not a declared output"
         try:
+            # Recorded first, so that even a mkdir failing half-way is undone (deepest first).
+            self._made += [p for p in (path.parent, *path.parent.parents) if not p.exists()]
             path.parent.mkdir(parents=True, exist_ok=True)
             with _LOCK:  # created and registered at once, so an abort finds it
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
@@ -124,8 +127,9 @@ class OutputSet:
                 old.unlink(missing_ok=True)
             # mkstemp makes the file private (0600); give it the mode a plain open() would.
             os.chmod(fd, 0o666 & ~_umask())
-            with os.fdopen(fd, "w" if isinstance(content, str) else "wb") as handle:
-                handle.write(content)
+            data = content.encode() if isinstance(content, str) else content
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
         except OSError as exc:
             raise _write_error(path, exc) from None
 
@@ -152,6 +156,7 @@ class OutputSet:
                 for tmp in self._staged.values():
                     tmp.unlink(missing_ok=True)
                 self._staged.clear()
+            self._made.clear()
             for _, backup in done:
                 if backup is not None:
                     backup.unlink(missing_ok=True)
@@ -165,6 +170,10 @@ class OutputSet:
         for tmp in self._staged.values():
             tmp.unlink(missing_ok=True)
         self._staged.clear()
+        for directory in self._made:
+            with contextlib.suppress(OSError):  # not empty: something else was put there
+                directory.rmdir()
+        self._made.clear()
 
 
 def _backup(path: Path) -> Path | None:

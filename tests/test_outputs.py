@@ -147,6 +147,17 @@ def test_a_failing_later_output_leaves_nothing(workdir: Path, monkeypatch: pytes
     assert sorted(os.listdir(workdir)) == ["m.onnx", "x.npy"]  # nor any hidden file
 
 
+def test_a_failed_write_removes_staged_files_and_the_directories_made_for_them(
+        tmp_path: Path) -> None:
+    program, report = tmp_path / "out" / "deep" / "prog.s", tmp_path / "sub" / "r.json"
+    with OutputSet({"-o": program, "--report": report}) as out:
+        out.write(program, "program")
+        (tmp_path / "sub").write_text("in the way")  # the next write fails
+        with pytest.raises(CimcError, match="r.json"):
+            out.write(report, "{}")
+    assert sorted(os.listdir(tmp_path)) == ["sub"]
+
+
 def test_all_outputs_appear_together(workdir: Path) -> None:
     assert main(["m.onnx", "-o", "out/prog.s", "--target", "tiny", "--inputs", "x.npy",
                  "--emit-data", "out/d.h", "--report", "out/r.json"]) == 0

@@ -188,12 +188,14 @@ def compile_command(args: argparse.Namespace) -> int:
                                  args.replicate, args.placer, args.place_time_limit,
                                  write=False)
         codes = _test_codes(args, compiled) if args.inputs else None
+        header = _header(args, compiled, codes) if args.emit_data else None
+        report = build_report(compiled, str(output), codes[0] if codes else None) \
+            if args.report else None
         out.write(output, compiled.program)
         out.write(image, compiled.image.to_bytes())
-        if args.emit_data:
-            out.write(args.emit_data, _header(args, compiled, codes))
-        if args.report:
-            report = build_report(compiled, str(output), codes[0] if codes else None)
+        if header is not None:
+            out.write(args.emit_data, header)
+        if report is not None:
             out.write(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
         out.commit()
     return 0
