@@ -68,19 +68,30 @@ def _prepare(path: str, prepared: Path) -> None:
 
 
 def _loadable(path: str) -> str | bytes:
-    """The model at `path`, its IR version lowered to what its opsets need if higher.
+    """The model at `path` as cimc reads it, in an IR version onnxruntime knows.
 
     A model saved by a newer onnx package declares an IR version onnxruntime
-    may not know yet, although it uses nothing beyond its opsets.
+    may not know yet, although it uses nothing beyond its opsets: it is lowered
+    to what the opsets need. A graph input that has an initializer (every
+    initializer is one below IR version 4) is that constant to cimc's import;
+    left an input, onnxruntime's optimizer may merge equal initializers and then
+    ask for the input in every calibration feed.
     """
     import onnx
 
     model = onnx.load(path, load_external_data=False)
     needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
-    if model.ir_version <= needed:
+    initializers = {init.name for init in model.graph.initializer}
+    constant_inputs = any(i.name in initializers for i in model.graph.input)
+    if model.ir_version <= needed and not constant_inputs:
         return path
     model = onnx.load(path)
-    model.ir_version = needed
+    if constant_inputs:
+        inputs = [i for i in model.graph.input if i.name not in initializers]
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
+    # Initializers stop being inputs at IR version 4.
+    model.ir_version = max(needed, 4) if model.ir_version < 4 else min(model.ir_version, needed)
     return model.SerializeToString()
 
 

@@ -243,3 +243,47 @@ def test_an_integer_input_without_quantize_linear_is_named_with_what_to_add(
     err = _fails([model, "-o", str(tmp_path / "out.s"), "--target", "tiny"], capsys,
                  "model input 'xq'", "'conv1'", "QuantizeLinear")
     assert "schedule" not in err
+
+
+# ---- models whose initializers are also graph inputs (IR version 3) --------------------
+
+def test_a_float_model_listing_its_initializers_as_inputs_is_quantized_and_compiled(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Equal initializers (two biases) listed as graph inputs, as IR version 3 does: the
+    quantizer used to ask for them in every calibration feed."""
+    rng = np.random.default_rng(0)
+    inits = [_const("w1", rng.standard_normal((2, 1, 3, 3)).astype(np.float32)),
+             _const("w2", rng.standard_normal((2, 2, 3, 3)).astype(np.float32)),
+             _const("b1", np.full(2, 0.1, np.float32)), _const("b2", np.full(2, 0.1, np.float32))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]
+    inputs = [_value("x", [1, 1, 4, 4])] + [_value(i.name, list(i.dims)) for i in inits]
+    graph = helper.make_graph(nodes, "g", inputs, [_value("y", [1, 2, 4, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 3
+    onnx.save(model, tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", rng.standard_normal((4, 1, 4, 4)).astype(np.float32))
+    outputs = {}
+    for engine in ("reference", "sim"):
+        out = tmp_path / f"{engine}.npy"
+        status = main(["run", str(tmp_path / "m.onnx"), "--engine", engine, "--target", "tiny",
+                       "--calibrate", str(tmp_path / "x.npy"), "--inputs",
+                       str(tmp_path / "x.npy"), "--outputs", str(out)])
+        assert status == 0, capsys.readouterr().err
+        outputs[engine] = np.load(out)
+    np.testing.assert_array_equal(outputs["sim"], outputs["reference"])
+
+
+def test_inception_v1_of_the_onnx_package_at_opset_18_names_its_float_lrn(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The zoo's inception_v1 (IR version 3) converted to opset 18: its LRN stays float
+    between quantized convolutions (it used to end in KeyError 'addr' in codegen, or, with
+    its initializers still graph inputs, in onnxruntime asking for them in the feed)."""
+    from onnx import version_converter
+
+    zoo = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    model = version_converter.convert_version(onnx.load(zoo / "light_inception_v1.onnx"), 18)
+    onnx.save(model, tmp_path / "inception.onnx")
+    _fails([str(tmp_path / "inception.onnx"), "-o", str(tmp_path / "out.s")], capsys,
+           "'n3' (lrn)", "quantize this op")
