@@ -20,7 +20,8 @@ needs computed here once:
   (`M = 0` when only the clamp applies).
 * `concat(xs...)` along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
-  order.
+  order (a reshape that requantizes gets a `rescale` first, also when a gemm
+  reads the image through it).
 
 `quantize` of a module input and `dequantize` of a result stay: they run on
 the host. Float ops after the last `dequantize` also stay (host work).
@@ -205,9 +206,10 @@ def lower_matvec(module: Module, op: Op) -> None:
     group = int(op.attrs.get("group", 1))
     if op.kind == "gemm":
         source = module.producer(x)
-        flatten = source is not None and source.kind == "reshape"
-        if flatten and len(module.values[source.inputs[0]].shape) == 4:  # type: ignore[union-attr]
-            x = source.inputs[0]  # type: ignore[union-attr]  # flatten of NCHW: read the image, permute the weights
+        if source is not None and source.kind == "reshape" and \
+                len(module.values[source.inputs[0]].shape) == 4:
+            # flatten of NCHW: read the image (requantized as the flatten does), permute the weights
+            x = _rescaled(module, source, source.inputs[0], x_type)
             _, c, h, wd = module.values[x].shape
             w = w.reshape(w.shape[0], c, h, wd)
         else:
@@ -394,6 +396,24 @@ def lower_concat(module: Module, op: Op) -> None:
     _replace(module, op, "concat", inputs, {"axis": 1})
 
 
+def _rescaled(module: Module, op: Op, x: str, to: TensorType) -> str:
+    """`x`, or a new `rescale` of it to the quantization of `to` when `op` (a reshape)
+    requantizes: the reference re-expresses its operand's codes in the result's."""
+    x_type = module.values[x]
+    if x_type.quant == to.quant and x_type.dtype == to.dtype:
+        return x
+    sx, zx = _per_tensor(x_type, "operand", op)
+    sy, zy = _per_tensor(to, "result", op)
+    mant, shift = _fixed(op, np.float64(sx) / np.float64(sy),
+                         f"operand scale {sx:g} / result scale {sy:g}")
+    info = np.iinfo(to.numpy_dtype)  # the reference saturates, it applies no clamp
+    rescale = module.add_op(
+        "rescale", [x], [to.with_shape(x_type.shape)], name=f"{op.name}.requant",
+        attrs={"zx": zx, "M": mant, "shift": shift, "zy": zy, "lo": int(info.min),
+               "hi": int(info.max)})
+    return rescale.outputs[0]
+
+
 def lower_reshape(module: Module, op: Op) -> None:
     if all(c.kind == "gemm" for c in module.consumers(op.outputs[0])) and \
             op.outputs[0] not in module.outputs:
@@ -402,7 +422,8 @@ def lower_reshape(module: Module, op: Op) -> None:
     if len(x_type.shape) == 4 and x_type.shape[2] * x_type.shape[3] > 1 and x_type.shape[1] > 1:
         raise CimcError(f"op {op.name!r} (reshape): flattening a [C,H,W] image changes its "
                         "byte order (NHWC on chip); only a flatten feeding a gemm is supported")
-    _replace(module, op, "view", [op.inputs[0]], {})
+    x = _rescaled(module, op, op.inputs[0], module.values[op.outputs[0]])
+    _replace(module, op, "view", [x], {})
 
 
 RULES = {

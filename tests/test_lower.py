@@ -164,6 +164,34 @@ def test_concat_of_differently_quantized_operands_rescales_each_to_the_result(
     assert [op.kind for op in module.ops()].count("rescale") == 4  # requantize, 3 operands
 
 
+def _reshape(b: Builder, x: str, shape: tuple[int, ...], quant: Quant) -> str:
+    ty = TensorType(shape, b.dtype, quant)
+    return b.m.add_op("reshape", [x], [ty], attrs={"shape": list(shape)}).outputs[0]
+
+
+@pytest.mark.parametrize("target", ["tiny", "isaac"])
+def test_requantizing_flatten_before_a_gemm_equals_reference(target: str,
+                                                              tmp_path: Path) -> None:
+    """A reshape whose result is quantized unlike its operand (a QDQ pair of another
+    scale between a pool and a flatten) requantizes in the reference; the gemm that
+    reads the image through it took the image's codes as they were."""
+    b = Builder((1, 2, 4, 4))
+    c = b.conv(b.x, 3, 3, (1, 3, 4, 4), strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1])
+    flat = _reshape(b, c, (1, 48), q(0.2, 9))
+    w = b.m.add_constant("fc", b.rng.integers(-127, 128, (5, 48)).astype(np.int8),
+                         per_channel(b.rng.uniform(0.002, 0.01, 5)))
+    y = b.op("gemm", [flat, w], (1, 5), 0.1, -3)
+    module = check(b.finish(y), target, tmp_path)
+    assert [op.kind for op in module.ops()].count("rescale") == 1
+
+
+def test_requantizing_reshape_of_a_vector_equals_reference(tmp_path: Path) -> None:
+    b = Builder((1, 6, 1, 1))
+    c = b.conv(b.x, 4, 1, (1, 4, 1, 1), strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1])
+    flat = _reshape(b, c, (1, 4), q(0.3, -20))
+    check(b.finish(flat), "tiny", tmp_path)
+
+
 def test_int32_overflow_whose_result_would_vary_is_reported() -> None:
     """A gemm with a huge bias and a tiny requantization multiplier: the reference's
     saturated accumulator still reaches several result codes, the chip would wrap."""
