@@ -111,6 +111,32 @@ class NodeImport:
 Converter = Callable[[NodeImport], None]
 
 
+# Nodes whose result size is (input + pads - dilated kernel) / stride + 1 per spatial axis.
+WINDOW_OPS = ("Conv", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool")
+
+
+def _negative_size_reason(ctx: NodeImport | None) -> str:
+    """Why shape inference found a negative size for a result of `ctx`, and what to do."""
+    generic = ("the node's attributes do not fit the shapes of its operands; fix the "
+               "attributes in the model")
+    if ctx is None or ctx.op_type not in WINDOW_OPS:
+        return generic
+    weights = ctx.builder.constants.get(ctx.input(1)) if ctx.op_type == "Conv" else None
+    kernel = list(ctx.attrs.get("kernel_shape") or
+                  ([] if weights is None else list(weights.shape[2:])))
+    info = ctx.builder.value_info.get(ctx.input(0))
+    image = [] if info is None else [d.dim_value for d in info.type.tensor_type.shape.dim[2:]]
+    if not kernel or len(image) != len(kernel):
+        return generic
+    pads = list(ctx.attrs.get("pads") or [0] * 2 * len(kernel))
+    dilations = list(ctx.attrs.get("dilations") or [1] * len(kernel))
+    padded = [size + pads[i] + pads[i + len(kernel)] for i, size in enumerate(image)]
+    reach = [dilations[i] * (k - 1) + 1 for i, k in enumerate(kernel)]
+    return (f"the kernel {'x'.join(map(str, kernel))} (dilations {dilations}, reaching "
+            f"{'x'.join(map(str, reach))}) exceeds the input {'x'.join(map(str, image))} padded "
+            f"to {'x'.join(map(str, padded))}; make kernel_shape smaller or the pads larger")
+
+
 class ModuleBuilder:
     """Turns the nodes of one ONNX graph into the ops of one Module."""
 
@@ -195,6 +221,12 @@ class ModuleBuilder:
                 "with --input-shape or export the model with static shapes"
             )
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
+        if any(d.HasField("dim_value") and d.dim_value < 0 for d in tensor_type.shape.dim):
+            # Shape inference computed a size below zero: the node, not the inputs, is wrong.
+            shown = ",".join(str(d.dim_value) if d.HasField("dim_value") else "?"
+                             for d in tensor_type.shape.dim)
+            raise where(f"the shape of {name!r} comes out as [{shown}]: "
+                        f"{_negative_size_reason(ctx)}")
         if any(d < 0 for d in dims):
             shown = ",".join("?" if d < 0 else str(d) for d in dims)
             raise where(

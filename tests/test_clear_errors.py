@@ -287,3 +287,21 @@ def test_inception_v1_of_the_onnx_package_at_opset_18_names_its_float_lrn(
     onnx.save(model, tmp_path / "inception.onnx")
     _fails([str(tmp_path / "inception.onnx"), "-o", str(tmp_path / "out.s")], capsys,
            "'n3' (lrn)", "quantize this op")
+
+
+# ---- a window larger than the padded input ----------------------------------------------
+
+@pytest.mark.parametrize(("node", "says"), [
+    (helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[1000, 1000]),
+     ["node 'pool' (MaxPool)", "kernel 1000x1000", "exceeds the input 4x4"]),
+    (helper.make_node("Conv", ["x", "w"], ["y"], name="conv", dilations=[400, 400]),
+     ["node 'conv' (Conv)", "kernel 3x3", "reaching 801x801", "exceeds the input 4x4"]),
+])
+def test_a_kernel_larger_than_the_padded_input_is_named_not_blamed_on_dynamic_shapes(
+        node: onnx.NodeProto, says: list[str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    model = _save(tmp_path / "m.onnx", [node], [_value("x", [1, 1, 4, 4])],
+                  [_value("y", [None, None, None, None])],
+                  [_const("w", np.ones((1, 1, 3, 3), np.float32))])
+    err = _fails(["opt", model], capsys, "m.onnx", *says, "make kernel_shape smaller")
+    assert "--input-shape" not in err
