@@ -22,6 +22,9 @@ def _host_tail(module: Module) -> Module:
     _, outputs = ports(module)
     for port in outputs:
         tail.add_input(port.value, module.values[port.value])
+    for name in module.outputs:  # a model input passed through: the host has it exactly
+        if name in module.inputs and name not in tail.values:
+            tail.add_input(name, module.values[name])
     keep = host_float_ops(module)
     for op in module.ops():
         if op.kind == "dequantize" or op.name in keep:
@@ -77,6 +80,7 @@ def run_on_simulator(module: Module, feeds: dict[str, np.ndarray],
     for port in outputs:
         value = codes[port.name]
         results[port.value] = value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
+    results.update({name: feeds[name] for name in module.outputs if name in module.inputs})
     from cimc.reference import run_module
 
     return run_module(_host_tail(module), results)

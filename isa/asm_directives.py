@@ -97,8 +97,9 @@ def io(asm: Assembler, st: Statement) -> None:
             raise asm.error(message, arg.line, arg.column)
     decls = asm.program.inputs if st.name == ".input" else asm.program.outputs
     label = text_of(asm, name)
-    if any(d.name == label for d in asm.program.inputs + asm.program.outputs):
-        raise asm.error(f"'{label}' is already declared", name.line, name.column)
+    # One name may be an input and an output (a model input passed through), as in ONNX.
+    if any(d.name == label for d in decls):
+        raise asm.error(f"'{label}' is already declared by {st.name}", name.line, name.column)
     decls.append(IODecl(label, addr.value, dtype.value, shape.value, float(scale.value),
                         zp.value, Location(asm.filename, st.line, st.column)))
 

@@ -25,7 +25,7 @@ from cimc.ir import Module, TensorType
 from cimc.outputs import OutputSet
 from cimc.pass_base import Pass
 from isa.image import Image, Slice
-from passes.lower import host_float_ops
+from passes.lower import host_float_ops, input_quantize
 from passes.tile import block_shape, blocks_of
 from targets import Target, is_target_name, load_target, target_reference
 
@@ -42,8 +42,10 @@ class Port:
 
 def ports(module: Module) -> tuple[list[Port], list[Port]]:
     """The program's inputs (quantized module inputs) and outputs (dequantized results of
-    the chip; a `dequantize` of a host-side `quantize`, as after a float Softmax tail, or of
-    a constant, as the weights of a float Gemm tail, stays with the host)."""
+    the chip, named after the model output or the `dequantize`'s `port`; a `dequantize` of
+    a host-side `quantize`, as after a float Softmax tail, or of a constant, as the weights
+    of a float Gemm tail, stays with the host). A model input that is also a model output
+    is an output too: its codes, which `lower` has the chip copy (`pass_through_inputs`)."""
     inputs = [Port(op.inputs[0], op.outputs[0]) for op in module.ops()
               if op.kind == "quantize" and op.inputs[0] in module.inputs]
     host = host_float_ops(module)
@@ -53,7 +55,11 @@ def ports(module: Module) -> tuple[list[Port], list[Port]]:
             continue
         producer = module.producer(op.inputs[0])
         if producer is None or producer.name not in host:
-            outputs.append(Port(op.outputs[0], op.inputs[0]))
+            outputs.append(Port(op.attrs.get("port", op.outputs[0]), op.inputs[0]))
+    for name in module.outputs:
+        quantize = input_quantize(module, name)
+        if quantize is not None and all(p.name != name for p in outputs):
+            outputs.append(Port(name, quantize.outputs[0]))
     return inputs, outputs
 
 

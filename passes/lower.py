@@ -98,6 +98,7 @@ class Lower(Pass):
     name: ClassVar[str] = "lower"
 
     def apply(self, module: Module) -> None:
+        pass_through_inputs(module)
         host_float = host_float_ops(module)
         # `concat` is both an IR op and a chip kind: lowering it again is a no-op
         todo = [op for op in module.ops() if op.kind not in HOST_KINDS
@@ -141,6 +142,35 @@ def _check_host_boundary(module: Module, chip: set[str]) -> None:
                 f"{producer.name!r} ({producer.kind}) with no DequantizeLinear after it; the "
                 "backend returns results through the host's dequantization: add a "
                 "DequantizeLinear to the model's output")
+
+
+def input_quantize(module: Module, name: str) -> Op | None:
+    """The `quantize` of model input `name` (the program reads its codes), if any."""
+    if name not in module.inputs:
+        return None
+    return next((op for op in module.consumers(name) if op.kind == "quantize"), None)
+
+
+def pass_through_inputs(module: Module) -> None:
+    """A model input that is also a model output: the chip copies its codes (an identity
+    `rescale`) to a program output, dequantized by the host as any other; the `port`
+    attribute of that `dequantize` keeps the model's name for it."""
+    for i, name in enumerate(module.outputs):
+        if name not in module.inputs:
+            continue
+        quantize = input_quantize(module, name)
+        if quantize is None:
+            raise CimcError(f"model output {name!r} is a model input that no quantize reads, "
+                            "so the program has no codes of it; quantize it (QDQ) or take it "
+                            "off the model's outputs (the host has it anyway)")
+        codes = module.values[quantize.outputs[0]]
+        _, zx = _per_tensor(codes, "input", quantize)
+        lo, hi = _bounds(quantize, codes)
+        copy = module.add_op("rescale", [quantize.outputs[0]], [codes], name=f"{name}.copy",
+                             attrs={"zx": zx, "M": 0, "shift": 0, "zy": zx, "lo": lo, "hi": hi})
+        out = module.add_op("dequantize", [copy.outputs[0]], [module.values[name]],
+                            name=f"{name}.out", attrs={"port": name})
+        module.outputs[i] = out.outputs[0]
 
 
 def host_float_ops(module: Module) -> set[str]:

@@ -114,6 +114,45 @@ def test_int32_extreme_bias_saturates_the_accumulator_as_the_reference_does(
         assert (expected["logits"][:, channel] == 127).all()
 
 
+def _with_input_as_output(model: Path, tmp_path: Path) -> Path:
+    """`model` whose graph input is also a graph output (after the model's own output)."""
+    import onnx
+
+    proto = onnx.load(model)
+    proto.graph.output.append(proto.graph.input[0])
+    path = tmp_path / f"{model.stem}-passthrough.onnx"
+    onnx.save(proto, path)
+    return path
+
+
+@pytest.mark.parametrize("target", ["tiny", "isaac"])
+@pytest.mark.parametrize("name", ["mnist_tiny", "mlp_tiny"])
+def test_graph_input_that_is_a_graph_output_is_a_program_output(name: str, target: str,
+                                                                tmp_path: Path) -> None:
+    model = _with_input_as_output(backend_models.quantized_model(name), tmp_path)
+    x = backend_models.sample_inputs(name, 3, seed=4)
+    compiled, _ = check_bit_exact(model, target, tmp_path, x)
+    program = assemble_file(tmp_path / "prog.s")
+    assert [d.name for d in program.outputs] == ["logits", "input"]
+
+
+def test_graph_input_that_is_a_graph_output_runs_on_sim_as_on_reference(tmp_path: Path) -> None:
+    from cimc.cli import main
+
+    model = _with_input_as_output(backend_models.quantized_model("mlp_tiny"), tmp_path)
+    x = backend_models.sample_inputs("mlp_tiny", 3, seed=4)
+    np.save(tmp_path / "x.npy", x)
+    for engine in ("sim", "reference"):
+        assert main(["run", str(model), "--inputs", str(tmp_path / "x.npy"), "--outputs",
+                     str(tmp_path / f"{engine}.npz"), "--engine", engine,
+                     "--target", "tiny"]) == 0
+    sim, reference = np.load(tmp_path / "sim.npz"), np.load(tmp_path / "reference.npz")
+    assert sorted(sim) == sorted(reference) == ["input", "logits"]
+    for key in sim:
+        np.testing.assert_array_equal(sim[key], reference[key])
+    np.testing.assert_array_equal(sim["input"].reshape(x.shape), x)
+
+
 def test_model_too_big_for_target_names_both_crossbar_counts(tmp_path: Path) -> None:
     with pytest.raises(CimcError, match=r"needs at least \d+ crossbars on \d+ cores but "
                                         r"target 'tiny' has 32 crossbars on 8 cores"):
