@@ -26,14 +26,15 @@ def digits(count: int) -> tuple[np.ndarray, np.ndarray]:
     return data["images"][:count].astype(np.float32)[:, None] / 255.0, data["labels"][:count]
 
 
-def test_mnist_demo_simulates_the_bundled_digits_as_onnxruntime_does(tmp_path: Path) -> None:
+def test_mnist_demo_simulates_the_bundled_digits_as_the_exact_oracle_does(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(MNIST / "demo.py"), "--count", "40", "--out", str(tmp_path)],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )
     lines = dict(line.rsplit(None, 1) for line in result.stdout.splitlines()
-                 if line.startswith(("accuracy", "same class")))
-    assert float(lines["same class as onnxruntime"]) == 1.0
+                 if line.startswith(("accuracy", "same class", "max |difference|")))
+    assert float(lines["same class, simulator vs exact oracle"]) == 1.0
+    assert float(lines["max |difference| of logits, simulator vs exact oracle"]) == 0.0
     assert float(lines["accuracy, cimc simulator"]) >= 0.9
     assert (tmp_path / "mnist_data.h").exists() and (tmp_path / "prog.img").exists()
 

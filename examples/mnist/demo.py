@@ -66,9 +66,9 @@ def main() -> int:
 
     print()
     print(f"digits simulated            {len(images)}")
-    print(f"simulator vs exact oracle   max |difference| of logits "
-          f"{np.max(np.abs(simulated - exact)):.4f}, same class "
-          f"{np.mean(sim_class == exact_class):.3f}")
+    print(f"max |difference| of logits, simulator vs exact oracle  "
+          f"{np.max(np.abs(simulated - exact)):.4f}")
+    print(f"same class, simulator vs exact oracle  {np.mean(sim_class == exact_class):.3f}")
     print(f"accuracy, cimc simulator    {np.mean(sim_class == labels):.3f}")
     print(f"accuracy, exact oracle      {np.mean(exact_class == labels):.3f}")
     print(f"default onnxruntime session max |difference| from the oracle "
