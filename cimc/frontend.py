@@ -69,6 +69,11 @@ def load_model(path: str) -> onnx.ModelProto:
         raise CimcError(
             f"{path}: the ONNX checker rejects this model: {_one_line(exc)}"
         ) from None
+    if not model.graph.output:
+        last = model.graph.node[-1].output[0] if model.graph.node[-1].output else ""
+        example = f" (such as {last!r})" if last else ""
+        raise CimcError(f"{path}: the model has no outputs, so it computes nothing; list its "
+                        f"result tensors{example} in the graph's outputs when exporting it")
     return model
 
 

@@ -305,3 +305,13 @@ def test_a_kernel_larger_than_the_padded_input_is_named_not_blamed_on_dynamic_sh
                   [_const("w", np.ones((1, 1, 3, 3), np.float32))])
     err = _fails(["opt", model], capsys, "m.onnx", *says, "make kernel_shape smaller")
     assert "--input-shape" not in err
+
+
+def test_a_model_without_outputs_is_refused_not_quantized(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = _save(tmp_path / "m.onnx", [helper.make_node("Relu", ["x"], ["r"], name="relu")],
+                  [_value("x", [1, 4])], [])
+    says = ["m.onnx", "no outputs", "'r'", "graph's outputs"]
+    _fails(["opt", model], capsys, *says)
+    err = _fails([model, "-o", str(tmp_path / "out.s")], capsys, *says)
+    assert "quantiz" not in err and not (tmp_path / "out.s").exists()
