@@ -35,6 +35,7 @@ from cimc.backend_window import Window, band_plan
 from cimc.diagnostics import CimcError
 from cimc.ir import Module, Op
 from cimc.traffic import block_name, column_ranges, unit_cores
+from isa.asm_quote import comment_text
 from passes.lower import image_dims
 from passes.tile import blocks_of
 from targets import Target
@@ -298,7 +299,7 @@ class Part:
 
     def row(self, m: int, oy: int) -> list[str]:
         """The code of output row `oy` of image `m`."""
-        lines = [f"# {self.group.name} row {oy}" + (f" image {m}" if m else "")]
+        lines = [f"# {comment_text(self.group.name)} row {oy}" + (f" image {m}" if m else "")]
         if self.init:
             lines += self.init
             self.init = []

@@ -7,25 +7,19 @@ multiple of 4, `.byte` lines otherwise.
 
 from __future__ import annotations
 
-import json
-import re
-
 from cimc.diagnostics import CimcError
+from isa.asm_quote import name_token, quoted
 from isa.program import IODecl, Program
 from isa.table import BY_MNEMONIC
 
-_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_.$]*$")
 _PER_LINE = 8
 
 
-def _name(text: str) -> str:
-    """A name as a bare word when the grammar allows it, else a quoted string."""
-    return text if _BARE.match(text) and not re.match(r"r\d+$", text) else json.dumps(text)
 
 
 def _io(directive: str, decl: IODecl) -> str:
     shape = ", ".join(str(d) for d in decl.shape)
-    return (f"{directive} {_name(decl.name)}, {decl.addr:#x}, {decl.dtype}, [{shape}], "
+    return (f"{directive} {name_token(decl.name)}, {decl.addr:#x}, {decl.dtype}, [{shape}], "
             f"{decl.scale!r}, {decl.zp}")
 
 
@@ -45,9 +39,9 @@ def disassemble(program: Program) -> str:
     """Assembly text for `program`."""
     lines = []
     if program.target is not None:
-        lines.append(f".target {_name(program.target)}")
+        lines.append(f".target {name_token(program.target)}")
     if program.image is not None:
-        lines.append(f".image {json.dumps(program.image)}")
+        lines.append(f".image {quoted(program.image)}")
     lines += [_io(".input", d) for d in program.inputs]
     lines += [_io(".output", d) for d in program.outputs]
     for core in program.cores():

@@ -15,7 +15,7 @@ from cimc.commands.compile import Compiled, compile_model
 from cimc.diagnostics import CimcError
 from cimc.oracle import ExactOracle
 from cimc.traffic import hop_bytes, unit_cores, unit_edges
-from isa.assembler import assemble_file
+from isa.assembler import assemble_file, assemble_text
 from isa.image import load_image
 from isa.simulator import run_program
 
@@ -151,6 +151,66 @@ def test_graph_input_that_is_a_graph_output_runs_on_sim_as_on_reference(tmp_path
     for key in sim:
         np.testing.assert_array_equal(sim[key], reference[key])
     np.testing.assert_array_equal(sim["input"].reshape(x.shape), x)
+
+
+# Node and value names ONNX allows that break a line, a string or a comment when written raw.
+HOSTILE_NAMES = ["a\nb", "esc\x1b[31m", 'q"uote\\', "cr\rlf", "ls\u2028x", "ff\x0cx",
+                 "end*/c /*", "\x85nel", "r1", "tab\tx:", "del\x7f"]
+
+
+def _with_hostile_names(model: Path, tmp_path: Path) -> tuple[Path, str, str]:
+    """`model` with every node, its input and its output renamed to hostile names."""
+    import onnx
+
+    proto = onnx.load(model)
+    for i, node in enumerate(proto.graph.node):
+        node.name = f"{HOSTILE_NAMES[i % len(HOSTILE_NAMES)]}{i}"
+    names = {"input": 'in\n"put\x1b*/', "logits": 'lo"gi\\ts\r\n\u2028'}
+    for node in proto.graph.node:
+        node.input[:] = [names.get(v, v) for v in node.input]
+        node.output[:] = [names.get(v, v) for v in node.output]
+    for value in [*proto.graph.input, *proto.graph.output]:
+        value.name = names.get(value.name, value.name)
+    path = tmp_path / "hostile.onnx"
+    onnx.save(proto, path)
+    return path, names["input"], names["logits"]
+
+
+@pytest.mark.parametrize("target", ["tiny", "isaac"])
+def test_any_onnx_names_round_trip_through_program_and_data_header(target: str,
+                                                                   tmp_path: Path) -> None:
+    """Newlines, escapes, quotes and comment ends in names: the program assembles, its
+    ports keep the model's names, it equals the reference, disassembles back, and the
+    data header compiles."""
+    import shutil
+    import subprocess
+
+    from cimc.cli import main
+    from isa.disassembler import disassemble
+    from isa.encoding import encode_program
+
+    model, x_name, y_name = _with_hostile_names(backend_models.quantized_model("mnist_tiny"),
+                                                tmp_path)
+    x = backend_models.sample_inputs("mnist_tiny", 2, seed=6)
+    check_bit_exact(model, target, tmp_path, x)
+    program = assemble_file(tmp_path / "prog.s")
+    assert [d.name for d in program.inputs] == [x_name]
+    assert [d.name for d in program.outputs] == [y_name]
+    again = assemble_text(disassemble(program), "again.s")
+    assert encode_program(again) == encode_program(program)
+    np.save(tmp_path / "x.npy", x)
+    header = tmp_path / "hostile_data.h"
+    assert main([str(model), "-o", str(tmp_path / "p2.s"), "--target", target,
+                 "--emit-data", str(header), "--inputs", str(tmp_path / "x.npy")]) == 0
+    assert header.read_text().isascii()
+    cc = shutil.which("cc")
+    if cc is not None:
+        source = tmp_path / "use.c"
+        source.write_text('#include "hostile_data.h"\n'
+                          "int first(void) { return hostile_output[0][0] + "
+                          "hostile_input[0][0]; }\n")
+        subprocess.run([cc, "-c", "-Wall", "-Werror", "-I", str(tmp_path), str(source), "-o",
+                        str(tmp_path / "use.o")], check=True)
 
 
 def test_model_too_big_for_target_names_both_crossbar_counts(tmp_path: Path) -> None:
