@@ -36,8 +36,14 @@ KEEP_UNFOLDED = frozenset(
 LARGE_CONSTANT = 4096
 
 
-def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Module:
-    """Load the ONNX model at `path` and return it as an IR Module."""
+def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
+                verify: bool = True) -> Module:
+    """Load the ONNX model at `path` and return it as an IR Module.
+
+    The module is verified (unless `verify` is false), so that a node the
+    checker and shape inference let through but that does not fit its operands
+    is reported against the model's node, not as invalid IR later.
+    """
     model = load_model(path)
     name_nodes(model)
     pin_input_shapes(model, path, input_shapes or {})
@@ -45,7 +51,27 @@ def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = Non
     model = infer_shapes(model, path)
     model, weights = fold_constants(model, path)
     model = infer_shapes(model, path)
-    return ModuleBuilder(model, path, module_name(path), weights).build()
+    module = ModuleBuilder(model, path, module_name(path), weights).build()
+    if verify:
+        verify_import(module, model, path)
+    return module
+
+
+def verify_import(module: Module, model: onnx.ModelProto, path: str) -> None:
+    """Verify the module imported from `model`; a failure names the file and the node."""
+    from cimc.verifier import VerifyError, verify
+
+    try:
+        verify(module)
+    except VerifyError as exc:
+        message = exc.message
+        node = next((n for n in model.graph.node if exc.op and n.name == exc.op), None)
+        prefix = f"op '{exc.op}' ("
+        if node is not None and message.startswith(prefix):
+            message = f"node {node.name!r} ({node.op_type})" + message[message.index("):") + 1:]
+        advice = ("its operands and attributes do not fit together: correct the node in the "
+                  "model" if exc.op else "correct this tensor in the model")
+        raise CimcError(f"{path}: {message}; {advice}") from None
 
 
 def load_model(path: str) -> onnx.ModelProto:

@@ -315,3 +315,28 @@ def test_a_model_without_outputs_is_refused_not_quantized(
     _fails(["opt", model], capsys, *says)
     err = _fails([model, "-o", str(tmp_path / "out.s")], capsys, *says)
     assert "quantiz" not in err and not (tmp_path / "out.s").exists()
+
+
+# ---- IR the verifier rejects right after import names the file and the node ------------
+
+@pytest.mark.parametrize(("node", "shapes", "says"), [
+    (helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv"), {"b": (5,)},
+     ["node 'conv' (Conv)", "bias [5] must have 3 elements"]),
+    (helper.make_node("Conv", ["x", "w"], ["y"], name="conv", group=3), {"w": (3, 1, 3, 3)},
+     ["node 'conv' (Conv)", "group=3"]),
+    (helper.make_node("Gemm", ["f", "g", "b"], ["y"], name="fc", transB=1), {"b": (5,)},
+     ["node 'fc' (Gemm)", "bias [5]"]),
+])
+def test_a_node_the_verifier_rejects_after_import_is_named_with_its_file(
+        node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]], says: list[str],
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    arrays = {"w": (3, 2, 3, 3), "b": (3,), "g": (3, 4), **shapes}
+    inits = [_const(name, np.ones(shape, np.float32)) for name, shape in arrays.items()
+             if name in node.input]
+    image = node.op_type == "Conv"
+    inputs = [_value("x", [1, 2, 4, 4])] if image else [_value("f", [1, 4])]
+    model = _save(tmp_path / "m.onnx", [node], inputs,
+                  [_value("y", [1, 3, 2, 2] if image else [1, 3])], inits)
+    for args in (["opt", model], [model, "-o", str(tmp_path / "out.s")]):
+        err = _fails(args, capsys, "m.onnx", *says, "correct the node in the model")
+        assert "invalid IR" not in err

@@ -110,7 +110,8 @@ def opt(args: argparse.Namespace) -> int:
     if args.file.endswith(".onnx"):
         from cimc.frontend import import_onnx
 
-        results = [run(import_onnx(args.file, input_shapes(args.input_shape) or None))]
+        results = [run(import_onnx(args.file, input_shapes(args.input_shape) or None,
+                                   verify=not args.no_verify))]
     elif args.input_shape:
         raise CimcError("--input-shape applies to .onnx models only")
     else:
