@@ -40,7 +40,8 @@ class BackendOptions:
     stream: int = 0  # schedule: inferences per run in throughput mode (0: its default)
     replicate: float | None = None  # replicate: crossbar budget fraction (None: its default)
     placer: str = "cpsat"  # place: cpsat | anneal | sequential | snake
-    place_time_limit: float | None = None  # place: seconds (None: its default)
+    place_time_limit: float | None = None  # place: wall-clock safety net, s (None: none)
+    place_effort: float | None = None  # place: counted search work (None: its default, 1)
 
 
 def backend_passes(options: BackendOptions, output: str | None = None) -> list[Pass]:
@@ -58,6 +59,8 @@ def backend_passes(options: BackendOptions, output: str | None = None) -> list[P
         settings["replicate"]["budget"] = options.replicate
     if options.place_time_limit is not None:
         settings["place"]["time_limit"] = options.place_time_limit
+    if options.place_effort is not None:
+        settings["place"]["effort"] = options.place_effort
     for pass_ in passes:
         # Every backend pass has a `target` option; the Pass base class does not.
         pass_.target = options.target  # type: ignore[attr-defined]

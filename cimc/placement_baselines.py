@@ -7,8 +7,8 @@
 * `anneal`: pairwise moves and swaps of units between tiles, accepted by the
   Metropolis rule on a geometric temperature schedule, from a given start.
 
-Annealing does a fixed number of moves (`ANNEAL_MOVES_PER_SECOND` times the
-time limit) so its result does not depend on the machine's speed.
+Annealing does a counted number of moves (`ANNEAL_MOVES` times the effort) so
+its result does not depend on the machine's speed or load.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.placement import Problem
 
-# Moves per second of time limit: a little under what this implementation does on
-# one core of the development machine, so `anneal` uses about the time it is given.
-ANNEAL_MOVES_PER_SECOND = 30_000
+# Moves at effort 1 (the default): counted work, never measured time, so the
+# placement is the same on any machine and under any load.
+ANNEAL_MOVES = 300_000
 # A small network needs no more than this many moves per unit: beyond it the
-# search only re-visits placements (and would spend the whole limit on MNIST).
+# search only re-visits placements (and would spend the whole budget on MNIST).
 MOVES_PER_UNIT = 2_000
 
 
-def anneal_moves(problem: Problem, seconds: float) -> int:
-    """The annealing moves a time limit buys: the rate, capped by the problem size."""
-    return min(int(seconds * ANNEAL_MOVES_PER_SECOND), MOVES_PER_UNIT * len(problem.names))
+def anneal_moves(problem: Problem, effort: float) -> int:
+    """The annealing moves an effort buys, capped by the problem size."""
+    return min(int(effort * ANNEAL_MOVES), MOVES_PER_UNIT * len(problem.names))
 # Start temperature as a fraction of the median cost change of a random move: low,
 # since annealing refines a good start rather than exploring from scratch.
 START_TEMPERATURE = 0.01
@@ -104,48 +104,60 @@ class Annealer:
         self.p = problem
         self.tile = [int(t) for t in tile_of]
         self.hops = problem.hops.tolist()
-        self.counts = [Counter(self.tile[int(v)] for v in pl.others) for pl in problem.payloads]
+        # Plain dicts, not Counters: Counter's deletion and missing keys run Python code.
+        self.counts: list[dict[int, int]] = [dict(Counter(self.tile[int(v)] for v in pl.others))
+                                             for pl in problem.payloads]
         self.cols = np.bincount(tile_of, weights=problem.demand,
                                 minlength=problem.tiles).astype(np.int64).tolist()
         self.tabs = np.bincount(tile_of, weights=problem.tables,
                                 minlength=problem.tiles).astype(np.int64).tolist()
+        # Python lists, not numpy arrays: the moves index single elements, which
+        # numpy does several times slower.
+        self.demand: list[int] = problem.demand.tolist()
+        self.tables: list[int] = problem.tables.tolist()
+        self.tile_capacity: list[int] = problem.tile_capacity.tolist()
+        self.tile_tables: list[int] = problem.tile_tables.tolist()
         self.members: list[list[int]] = [[] for _ in range(problem.tiles)]
         for u, t in enumerate(self.tile):
             self.members[t].append(u)
-            self.group = problem.groups.tolist()
+        self.group = problem.groups.tolist()
+        self.others: list[list[int]] = [pl.others.tolist() for pl in problem.payloads]
         self.group_load = problem.group_load.tolist()
         self.cap = problem.load_cap
         # Per core: blocks of each group it holds, and the sum of those groups' loads.
-        self.held: list[Counter[int]] = [Counter() for _ in range(problem.tiles)]
+        self.held: list[dict[int, int]] = [{} for _ in range(problem.tiles)]
         self.load = [0] * problem.tiles
         for u, t in enumerate(self.tile):
             self._hold(u, t, 1)
 
     def move(self, u: int, b: int) -> int:
         """Move unit u to tile b; the change of hop_bytes."""
-        a = self.tile[u]
+        tile, hops, payloads, counts = self.tile, self.hops, self.p.payloads, self.counts
+        a = tile[u]
         delta = 0
         for k in self.p.incident[u]:
-            pl = self.p.payloads[k]
-            count = self.counts[k]
+            pl = payloads[k]
+            count = counts[k]
             if pl.center == u:
-                ha, hb = self.hops[a], self.hops[b]
+                ha, hb = hops[a], hops[b]
                 delta += pl.bytes * sum(hb[c] - ha[c] for c in count)
             else:
-                centre = self.hops[self.tile[pl.center]]
-                count[a] -= 1
-                if count[a] == 0:
+                centre = hops[tile[pl.center]]
+                left = count[a] - 1
+                if left:
+                    count[a] = left
+                else:
                     del count[a]
                     delta -= pl.bytes * centre[a]
-                if b not in count:
+                there = count.get(b, 0)
+                if not there:
                     delta += pl.bytes * centre[b]
-                    count[b] = 0
-                count[b] += 1
-        self.tile[u] = b
-        self.cols[a] -= int(self.p.demand[u])
-        self.cols[b] += int(self.p.demand[u])
-        self.tabs[a] -= int(self.p.tables[u])
-        self.tabs[b] += int(self.p.tables[u])
+                count[b] = there + 1
+        tile[u] = b
+        self.cols[a] -= self.demand[u]
+        self.cols[b] += self.demand[u]
+        self.tabs[a] -= self.tables[u]
+        self.tabs[b] += self.tables[u]
         self.members[a].remove(u)
         self.members[b].append(u)
         self._hold(u, a, -1)
@@ -157,28 +169,31 @@ class Annealer:
         if g < 0:
             return
         held = self.held[core]
-        held[g] += step
-        if held[g] == (1 if step > 0 else 0):
+        count = held.get(g, 0) + step
+        if count == (1 if step > 0 else 0):
             self.load[core] += step * self.group_load[g]
-        if not held[g]:
+        if count:
+            held[g] = count
+        else:
             del held[g]
 
     def load_fits(self, u: int, b: int, leaving: int = -1) -> bool:
         """Whether core b's compute load stays under the cap with u (for `leaving`)."""
         g = self.group[u]
-        if not self.cap or g < 0 or self.held[b][g] > (leaving >= 0 and self.group[leaving] == g):
+        held = self.held[b]
+        if not self.cap or g < 0 or held.get(g, 0) > (leaving >= 0 and self.group[leaving] == g):
             return True
         load = self.load[b] + self.group_load[g]
-        if leaving >= 0 and self.group[leaving] >= 0 and self.held[b][self.group[leaving]] == 1:
+        if leaving >= 0 and self.group[leaving] >= 0 and held.get(self.group[leaving], 0) == 1:
             load -= self.group_load[self.group[leaving]]
         return load <= self.cap
 
     def room(self, u: int, b: int, leaving: int = -1) -> bool:
         """Whether tile b takes unit u (after unit `leaving` left it)."""
-        d = int(self.p.demand[u]) - (int(self.p.demand[leaving]) if leaving >= 0 else 0)
-        t = int(self.p.tables[u]) - (int(self.p.tables[leaving]) if leaving >= 0 else 0)
-        return (self.cols[b] + d <= self.p.tile_capacity[b]
-                and self.tabs[b] + t <= self.p.tile_tables[b] and self.load_fits(u, b, leaving))
+        d = self.demand[u] - (self.demand[leaving] if leaving >= 0 else 0)
+        t = self.tables[u] - (self.tables[leaving] if leaving >= 0 else 0)
+        return (self.cols[b] + d <= self.tile_capacity[b]
+                and self.tabs[b] + t <= self.tile_tables[b] and self.load_fits(u, b, leaving))
 
     def partner_tile(self, u: int, rng: random.Random) -> int:
         """A core near one of u's partners (where moving u may pay off)."""
@@ -186,8 +201,10 @@ class Annealer:
         if not incident or rng.random() < 0.3:
             base = self.tile[u]
         else:
-            pl = self.p.payloads[rng.choice(incident)]
-            v = pl.center if pl.center != u else int(pl.others[rng.randrange(len(pl.others))])
+            k = rng.choice(incident)
+            pl = self.p.payloads[k]
+            others = self.others[k]
+            v = pl.center if pl.center != u else others[rng.randrange(len(others))]
             base = self.tile[v]
         if rng.random() < 0.5:
             return base
@@ -203,7 +220,7 @@ def anneal(problem: Problem, start: np.ndarray, moves: int, seed: int,
            deadline: float | None = None, heat: float = 1.0, exchanges: float = 0.0
            ) -> tuple[np.ndarray, bool]:
     """Simulated annealing over core assignments from `start`: the best seen, and
-    whether the wall-clock `deadline` cut the `moves` short. `heat` scales the start
+    whether the wall-clock safety `deadline` cut the `moves` short. `heat` scales the start
     temperature; `exchanges` is the share of moves that swap the whole contents of
     two cores (off for the `anneal` placer)."""
     rng = random.Random(seed)
@@ -258,7 +275,8 @@ def _propose(state: Annealer, rng: random.Random, n: int, exchanges: float = 0.0
         return _exchange(state, a, b) if a // per_tile != b // per_tile else None
     if state.room(u, b):
         return state.move(u, b), [(u, a)], 1
-    same = [v for v in state.members[b] if state.p.demand[v] == state.p.demand[u]]
+    demand = state.demand
+    same = [v for v in state.members[b] if demand[v] == demand[u]]
     if not same:
         return None
     v = same[rng.randrange(len(same))]

@@ -19,11 +19,11 @@ The window subproblem is exact for the payload cost (docs/placement.md):
 The current placement is given as a complete hint, so every solve starts
 from a feasible solution.
 
-Determinism: one CP-SAT worker, a fixed random seed, a deterministic time
-limit per solve, and a fixed number of windows (proportional to the time
-limit), chosen by a seeded generator. A wall-clock guard stops early if the
-machine is much slower than expected; then the result is the best found so
-far and the caller reports the time-out.
+Determinism: one CP-SAT worker (several workers race, so their result depends
+on timing), a fixed random seed, a deterministic time limit per solve (CP-SAT
+counts work, not seconds), and a counted number of windows (proportional to
+the effort), chosen by a seeded generator. An optional wall-clock safety limit
+stops early; then the result is the best found so far and the caller warns.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ import numpy as np
 
 from cimc.placement import Problem, payload_cost
 
-# Windows per second of time limit, and the deterministic time CP-SAT may
+# Windows at effort 1 (the default), and the deterministic time CP-SAT may
 # spend on one window (its units of work are about a second of one core).
-WINDOWS_PER_SECOND = 3
+WINDOWS = 30
 WINDOW_DETERMINISTIC_TIME = 0.05
 # Units freed per window at most (tiles are added while the bound holds).
 WINDOW_UNITS = 48
@@ -225,10 +225,10 @@ def lns(problem: Problem, tile_of: np.ndarray, windows: int, rng: random.Random,
     return tile_of, windows
 
 
-def search(problem: Problem, start: np.ndarray, seconds: float, seed: int,
+def search(problem: Problem, start: np.ndarray, effort: float, seed: int,
            deadline: float | None = None) -> tuple[np.ndarray, SearchLog]:
-    """CP-SAT windows alone from `start` (WINDOWS_PER_SECOND x `seconds` at most)."""
+    """CP-SAT windows alone from `start` (WINDOWS x `effort` at most)."""
     log = SearchLog()
-    tile_of, _ = lns(problem, start.copy(), max(1, int(seconds * WINDOWS_PER_SECOND)),
+    tile_of, _ = lns(problem, start.copy(), max(1, int(effort * WINDOWS)),
                      random.Random(seed), log, deadline)
     return tile_of, log

@@ -16,9 +16,9 @@ several cores a tile also exchanges the whole contents of two cores of
 different tiles (a layer's blocks move together, or to an empty part of the
 mesh), each counted as one move per unit it moves.
 
-Every count (moves, windows) is fixed by the time limit, so the result depends
-only on the problem, the limit and the seed; the wall-clock deadline is a
-guard that is reported when it fires.
+Every count (moves, windows) is fixed by the effort, so the result depends
+only on the problem, the effort and the seed; the optional wall-clock deadline
+is a safety net that is reported when it fires.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from cimc.placement_baselines import (
     curve_order,
     fill,
 )
-from cimc.placement_cpsat import WINDOWS_PER_SECOND, SearchLog, lns
+from cimc.placement_cpsat import WINDOWS, SearchLog, lns
 
 CYCLES = 8
 # Share of the anneal placer's moves the cpsat placer does, the reheated
@@ -53,17 +53,17 @@ class Budget:
     windows: int
 
     @classmethod
-    def of(cls, problem: Problem, seconds: float) -> Budget:
-        return cls(int(anneal_moves(problem, seconds) * ANNEAL_SHARE),
-                   max(1, int(seconds * WINDOWS_PER_SECOND)))
+    def of(cls, problem: Problem, effort: float) -> Budget:
+        return cls(int(anneal_moves(problem, effort) * ANNEAL_SHARE),
+                   max(1, int(effort * WINDOWS)))
 
 
-def improve(problem: Problem, seconds: float, seed: int, deadline: float | None = None
+def improve(problem: Problem, effort: float, seed: int, deadline: float | None = None
             ) -> tuple[np.ndarray, SearchLog]:
     """The cpsat placer's placement (module docstring) and what the search did."""
     rng = random.Random(seed)
     log = SearchLog()
-    budget = Budget.of(problem, seconds)
+    budget = Budget.of(problem, effort)
     starts = [fill(problem, curve_order(problem)), fill(problem, core_order(problem, True))]
     # Exchanges pay off where a tile has several cores (a core's blocks move across
     # the mesh at once); on one-core tiles they did worse on the bench.

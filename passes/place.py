@@ -13,9 +13,12 @@ placer (`placer` option, docs/placement.md) minimises hop_bytes:
 Every placer keeps each core's MVM load (the windows of the distinct matvec
 replicas it holds blocks of) under the slowest replica's (cimc/placement.py),
 so replicas land on different cores and the pipeline stays balanced.
-`time_limit` (seconds) bounds the search; the work done is fixed for a given
-limit and seed, so the result does not depend on the machine unless the
-wall-clock guard fires (then `summary.timed_out`).
+`effort` sets the search's work in counted annealing moves and CP-SAT windows
+(1 = the default budget), so the placement depends only on the module, the
+target, the effort and the seed, never on the machine's speed or load.
+`time_limit` (seconds, 0 = none) is a wall-clock safety net only: if it stops
+the search, a warning says the placement now depends on the machine, and
+`summary.timed_out` is set.
 
 Attributes added:
 * matvec: `block_cores`, `block_groups` (crossbar group id on that core),
@@ -34,7 +37,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from cimc.diagnostics import CimcError
+from cimc.diagnostics import CimcError, warn
 from cimc.ir import Module
 from cimc.pass_base import Pass
 from cimc.placement import Problem, build_problem, distribute, pack
@@ -43,7 +46,7 @@ from passes.tile import blocks_of
 from targets import load_target
 
 PLACERS = ("cpsat", "anneal", "sequential", "snake")
-DEFAULT_TIME_LIMIT = 10.0
+DEFAULT_EFFORT = 1.0
 
 
 @dataclass
@@ -73,9 +76,10 @@ class PlacementSummary:
                 "windows": self.windows, "improved": self.improved}
 
 
-def run_placer(problem: Problem, placer: str, time_limit: float, seed: int
-               ) -> tuple[np.ndarray, dict[str, int | bool]]:
-    """Cores of all units and what the search did."""
+def run_placer(problem: Problem, placer: str, effort: float, seed: int,
+               time_limit: float = 0.0) -> tuple[np.ndarray, dict[str, int | bool]]:
+    """Cores of all units and what the search did; `effort` counts the work,
+    `time_limit` (0: none) is the wall-clock safety net."""
     from cimc.placement_baselines import (
         anneal,
         anneal_moves,
@@ -91,18 +95,18 @@ def run_placer(problem: Problem, placer: str, time_limit: float, seed: int
     if placer in ("sequential", "snake"):
         return (fill(problem, core_order(problem, snake=False)) if placer == "sequential"
                 else snake), {"timed_out": False}
-    deadline = time.perf_counter() + time_limit
+    deadline = time.perf_counter() + time_limit if time_limit else None
     info: dict[str, int | bool] = {}
     if problem.cost(snake) == 0:
         return snake, {"timed_out": False}  # nothing crosses a core: nothing to search
     if placer == "anneal":
-        moves = anneal_moves(problem, time_limit)
+        moves = anneal_moves(problem, effort)
         tiles, timed_out = anneal(problem, snake, moves, seed, deadline)
         info["timed_out"] = timed_out
     else:
         from cimc.placement_search import improve
 
-        tiles, log = improve(problem, time_limit, seed, deadline)
+        tiles, log = improve(problem, effort, seed, deadline)
         info.update(timed_out=log.timed_out, windows=log.windows, improved=log.improved)
     cores = distribute(problem, tiles)
     return (snake if cores is None else cores), info
@@ -113,7 +117,8 @@ class Place(Pass):
     name: ClassVar[str] = "place"
     target: str = "isaac"
     placer: str = "cpsat"
-    time_limit: float = DEFAULT_TIME_LIMIT
+    effort: float = DEFAULT_EFFORT
+    time_limit: float = 0.0  # seconds of wall clock, a safety net (0: none)
     seed: int = 0
     summary: PlacementSummary | None = field(default=None, init=False, repr=False)
 
@@ -121,12 +126,19 @@ class Place(Pass):
         from cimc.placement_baselines import core_order, fill
         from cimc.placement_bound import hop_bytes_bound
 
+        for option, value in (("effort", self.effort), ("time-limit", self.time_limit)):
+            if not (value >= 0 and np.isfinite(value)):  # also refuses NaN
+                raise CimcError(f"place: {option} {value}: give a finite number >= 0")
         target = load_target(self.target)
         edges = unit_edges(module, target)
         problem, found = build_problem(module, target, edges)
         start = time.perf_counter()
-        cores, info = run_placer(problem, self.placer, self.time_limit, self.seed)
+        cores, info = run_placer(problem, self.placer, self.effort, self.seed, self.time_limit)
         seconds = time.perf_counter() - start
+        if info.get("timed_out"):
+            warn(f"place: the wall-clock limit of {self.time_limit:g} s stopped the placer "
+                 "early, so the program depends on this machine's speed and load; raise "
+                 "--place-time-limit or lower --place-effort for a reproducible program")
         unit_core = {name: int(c) for name, c in zip(problem.names, cores, strict=True)}
         snake = fill(problem, core_order(problem, snake=True))
         self.summary = PlacementSummary(

@@ -44,14 +44,14 @@ def _cycles(prog: Path, target: Target) -> int:
 ])
 def test_simulated_runs_never_beat_the_bounds(model, target: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     path = str(model())
-    limit = 1.0  # seconds of placement search: any placement has its bounds
-    lat = compile_model(path, str(tmp_path / "lat.s"), target, place_time_limit=limit)
+    effort = 0.1  # a quick placement search: any placement has its bounds
+    lat = compile_model(path, str(tmp_path / "lat.s"), target, place_effort=effort)
     bounds = schedule_bounds(lat.module, lat.target)
     assert _cycles(tmp_path / "lat.s", lat.target) >= bounds["latency_bound_cycles"] > 0
     one = compile_model(path, str(tmp_path / "t1.s"), target, pipeline="throughput", stream=1,
-                        place_time_limit=limit)
+                        place_effort=effort)
     three = compile_model(path, str(tmp_path / "t3.s"), target, pipeline="throughput",
-                          stream=3, place_time_limit=limit)
+                          stream=3, place_effort=effort)
     period = (_cycles(tmp_path / "t3.s", three.target)
               - _cycles(tmp_path / "t1.s", one.target)) / 2
     assert period >= schedule_bounds(one.module, one.target)["period_bound_cycles"] > 0

@@ -41,10 +41,15 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--placer", choices=("cpsat", "anneal", "sequential", "snake"),
                         default="cpsat", help="how place assigns blocks to cores "
                         "(docs/placement.md; default cpsat)")
+    parser.add_argument("--place-effort", type=real(0, 100), default=None, metavar="E",
+                        help="work of the cpsat and anneal placers, counted in moves and "
+                        "solver steps, never in seconds, so the program is the same on any "
+                        "machine (default 1; 0.1 is quick; at most 100)")
     parser.add_argument("--place-time-limit", type=real(0, MAX_SECONDS, above=True), default=None,
                         metavar="SECONDS",
-                        help="time budget of the cpsat and anneal placers (default 10, "
-                        "at most a day)")
+                        help="wall-clock safety net of the placers (default none, at most a "
+                        "day); if it stops the search, a warning says the program depends on "
+                        "the machine")
 
 
 def backend_options(args: argparse.Namespace) -> BackendOptions:
@@ -52,7 +57,7 @@ def backend_options(args: argparse.Namespace) -> BackendOptions:
     from cimc.pipeline import BackendOptions
 
     return BackendOptions(args.target, args.pipeline, args.stream, args.replicate, args.placer,
-                          args.place_time_limit)
+                          args.place_time_limit, args.place_effort)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -116,7 +121,8 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
                   calibrate: str | None = None, activations: str = "int8",
                   pipeline: str = "latency", stream: int = 0,
                   replicate: float | None = None, placer: str = "cpsat",
-                  place_time_limit: float | None = None, write: bool = True) -> Compiled:
+                  place_time_limit: float | None = None, write: bool = True,
+                  place_effort: float | None = None) -> Compiled:
     """Compile `model` for the program path `output`, writing it (+ .img beside it)
     unless `write` is False; the modules, program, image and timings for reports and tests."""
     import copy
@@ -138,7 +144,7 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
                            print_after_all=print_after_all)
     integer = copy.deepcopy(module)
     options = BackendOptions(target.source or target.name, pipeline, stream, replicate, placer,
-                             place_time_limit)
+                             place_time_limit, place_effort)
     backend = backend_passes(options)  # emit-asm only checks; the files are written below
     timings += run_pipeline(module, backend, print_after_all=print_after_all,
                             time_passes=time_passes)
@@ -186,7 +192,7 @@ def compile_command(args: argparse.Namespace) -> int:
                                  args.print_ir_after_all, args.time_passes,
                                  args.calibrate, args.activations, args.pipeline, args.stream,
                                  args.replicate, args.placer, args.place_time_limit,
-                                 write=False)
+                                 write=False, place_effort=args.place_effort)
         codes = _test_codes(args, compiled) if args.inputs else None
         header = _header(args, compiled, codes) if args.emit_data else None
         report = build_report(compiled, str(output), codes[0] if codes else None) \
