@@ -183,7 +183,7 @@ def test_sigterm_during_a_compile_leaves_no_output(tmp_path: Path) -> None:
     # most of them inside the native CP-SAT solver.
     process = subprocess.Popen(
         [sys.executable, "-m", "cimc", str(MNIST), "-o", str(tmp_path / "prog.s"), "--report",
-         str(tmp_path / "r.json"), "--place-time-limit", "60"],
+         str(tmp_path / "r.json"), "--place-effort", "6"],
         env=env, stderr=subprocess.PIPE, text=True)
     time.sleep(4)
     assert process.poll() is None, process.communicate()[1]
