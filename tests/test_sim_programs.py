@@ -311,6 +311,33 @@ def test_deadlock_names_each_blocked_core_and_instruction() -> None:
     assert "core 3 waits at `recv` at prog.s:7" in message
 
 
+def test_send_without_a_matching_recv_is_an_error_naming_the_send() -> None:
+    source = """
+.input x, 0, i8, [4], 0.1, 0
+.output y, 0x40, i8, [4], 0.1, 0
+.core 0
+    ld 0(r0), 0(r0), 4
+    send 1, 0(r0), 4, 5
+    send 2, 0(r0), 4, 6
+.core 1
+    recv 0, 0(r0), 4, 5
+    st 0x40(r0), 0(r0), 4
+"""
+    x = np.arange(8, dtype=np.int8).reshape(2, 4)
+    with pytest.raises(CimcError, match=r"messages were sent and never received.*"
+                                        r"core 0 -> core 2 tag 6: 1 message\(s\), the first "
+                                        r"sent by `send` at prog.s:7"):
+        run(source, {"x": x})
+    matched = source.replace("    send 2, 0(r0), 4, 6\n", "")
+    np.testing.assert_array_equal(run(matched, {"x": x})[0]["y"], x)
+
+
+def test_send_to_a_core_that_never_receives_is_an_error() -> None:
+    source = ".core 0\n    send 1, 0(r0), 4, 1\n.core 1\n    halt\n"
+    with pytest.raises(CimcError, match=r"core 0 -> core 1 tag 1.*prog.s:2"):
+        run(source)
+
+
 def test_sync_with_a_halted_core_is_a_deadlock() -> None:
     expected = r"core 0 waits at `sync` at prog.s:3:5 for cores 1 \(halted\)"
     with pytest.raises(CimcError, match=expected):

@@ -8,8 +8,9 @@ freely; those whose timing or data involve other cores (send, recv, sync,
 ld, st) run only when their core is the earliest, so messages, link
 bookings and global-memory accesses happen in time order, deterministically.
 
-Deadlock (every live core waits and nothing can wake it) and runaway loops
-(more than `max_steps` instructions) end the run with a CimcError.
+Deadlock (every live core waits and nothing can wake it), messages left
+unreceived when every core has halted (a send without its recv), and runaway
+loops (more than `max_steps` instructions) end the run with a CimcError.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class Machine:
         stuck = [c for c in self.cores.values() if not c.halted]
         if stuck:
             raise self._deadlock(stuck)
+        if any(self.mailbox.values()):
+            raise self._unreceived()
 
     def wake(self, core: Core) -> None:
         core.blocked_since = None
@@ -225,6 +228,17 @@ class Machine:
                 self.wake(waiting)
         self.barrier = []
         return True
+
+    def _unreceived(self) -> CimcError:
+        """Every core halted with messages still in the mailboxes: a send without its recv
+        (the receiver would have computed on whatever its buffer held)."""
+        left = [(dst, src, tag, queue) for (dst, src, tag), queue in sorted(self.mailbox.items())
+                if queue]
+        shown = [f"core {src} -> core {dst} tag {tag}: {len(queue)} message(s), the first "
+                 f"sent by {where(queue[0].sent_at)}" for dst, src, tag, queue in left[:5]]
+        more = f"; and {len(left) - 5} more channels" if len(left) > 5 else ""
+        return CimcError("every core halted but messages were sent and never received "
+                         f"(a send without a matching recv): {'; '.join(shown)}{more}")
 
     def _deadlock(self, stuck: list[Core]) -> CimcError:
         lines = []
