@@ -119,3 +119,21 @@ def test_emit_data_without_inputs_is_an_error(model: Path, tmp_path: Path,
                  str(tmp_path / "d.h")]) == 1
     assert "--emit-data needs --inputs" in capsys.readouterr().err
     assert not (tmp_path / "p.s").exists()
+
+
+def test_data_header_arrays_of_ports_whose_c_names_collide_stay_distinct(tmp_path: Path) -> None:
+    from passes.emit_data import data_header
+
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no system C compiler (cc)")
+    codes = {name: np.full((2, 3), k, np.int8) for k, name in enumerate(["Y", "y", "a.b", "a_b",
+                                                                         "y_1", "*/ /*"])}
+    text = data_header("d", {"x": np.zeros((2, 4), np.uint8)}, codes)
+    for suffix in ("_y", "_y_1", "_a_b", "_a_b_1", "_y_1_1"):
+        assert f"d_output{suffix}[D_CNT]" in text
+    (tmp_path / "d_data.h").write_text(text)
+    source = tmp_path / "use.c"
+    source.write_text('#include "d_data.h"\nint f(void) { return d_output_y_1[0][0]; }\n')
+    subprocess.run([cc, "-c", "-Wall", "-Werror", "-I", str(tmp_path), str(source), "-o",
+                    str(tmp_path / "use.o")], check=True)
