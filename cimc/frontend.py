@@ -208,7 +208,9 @@ def fold_constants(
     from onnx_graphsurgeon.logger import G_LOGGER
 
     G_LOGGER.severity = G_LOGGER.ERROR
-    onnxruntime.set_default_logger_severity(3)  # the folding sessions' optimizer is chatty
+    # The folding sessions' optimizer is chatty, and a node onnxruntime cannot run is
+    # left unfolded for the checks after this step: its error log is not the user's.
+    onnxruntime.set_default_logger_severity(4)
     try:
         graph = gs.import_onnx(model)
         graph.cleanup().toposort()

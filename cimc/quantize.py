@@ -62,8 +62,9 @@ def _prepare(path: str, prepared: Path) -> None:
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(prepared)
-    # Its notes on removed initializers are not the user's concern.
-    options.log_severity_level = 3
+    # Its notes on removed initializers are not the user's concern, and a model it cannot
+    # load is reported by quantize_onnx as one CimcError.
+    options.log_severity_level = 4
     onnxruntime.InferenceSession(_loadable(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -133,7 +134,9 @@ def quantize_onnx(
 
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice goes to the root logger
-    onnxruntime.set_default_logger_severity(3)  # and its sessions' notes to onnxruntime's log
+    # Its sessions' notes and errors go to onnxruntime's log: only fatal ones are shown, as
+    # a failure is reported below as one CimcError (the log line would say it twice).
+    onnxruntime.set_default_logger_severity(4)
     try:
         with tempfile.TemporaryDirectory(prefix="cimc-quantize-") as tmp:
             prepared = Path(tmp) / "prepared.onnx"

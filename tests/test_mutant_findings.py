@@ -1,0 +1,59 @@
+"""What the MNIST mutant corpus (tests/test_mutants.py) found, each case reduced to
+a small model built inline: run `cimc ...` in-process and check what the user
+sees on stderr (at the file-descriptor level: onnxruntime logs from C++)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from cimc.cli import main
+
+
+def _save(path: Path, nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
+          outputs: list[onnx.ValueInfoProto], initializers: list[onnx.TensorProto]) -> str:
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return str(path)
+
+
+def _only_the_error(capfd: pytest.CaptureFixture[str], *says: str) -> None:
+    """stderr holds cimc's own lines only (warnings, then one error), nothing else."""
+    err = capfd.readouterr().err
+    lines = err.splitlines()
+    assert all(line.startswith("cimc: ") for line in lines), err
+    assert lines[-1].startswith("cimc: error: ") and all(s in lines[-1] for s in says), err
+
+
+def test_a_float_model_onnxruntime_cannot_run_gets_only_cimc_s_error(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Calibration fails (onnxruntime refuses pads larger than the kernel): its own log
+    line (colored, timestamped) came before cimc's message saying the same."""
+    model = _save(tmp_path / "pads.onnx",
+                  [helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2],
+                                    pads=[3, 3, 3, 3])],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 5])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 10, 10])], [])
+    assert main([model, "-o", str(tmp_path / "out" / "prog.s")]) == 1
+    _only_the_error(capfd, "pads.onnx", "could not quantize", "Pad should be smaller")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_constant_folding_that_onnxruntime_refuses_logs_nothing(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Folding a constant subgraph onnxruntime cannot run (a 2-D global pool) is left
+    to the checks after it: onnxruntime's error log of the attempt is not the user's."""
+    model = _save(tmp_path / "fold.onnx",
+                  [helper.make_node("GlobalAveragePool", ["c"], ["p"], name="pool"),
+                   helper.make_node("Add", ["x", "p"], ["y"], name="add")],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 6])],
+                  [numpy_helper.from_array(np.ones((4, 6), np.float32), "c")])
+    assert main(["opt", model]) == 1
+    _only_the_error(capfd, "fold.onnx", "'pool'")
