@@ -98,6 +98,7 @@ class Lower(Pass):
     name: ClassVar[str] = "lower"
 
     def apply(self, module: Module) -> None:
+        _quantize_inputs_once(module)
         pass_through_inputs(module)
         host_float = host_float_ops(module)
         # `concat` is both an IR op and a chip kind: lowering it again is a no-op
@@ -142,6 +143,26 @@ def _check_host_boundary(module: Module, chip: set[str]) -> None:
                 f"{producer.name!r} ({producer.kind}) with no DequantizeLinear after it; the "
                 "backend returns results through the host's dequantization: add a "
                 "DequantizeLinear to the model's output")
+
+
+def _quantize_inputs_once(module: Module) -> None:
+    """The program reads one quantized copy of each model input (its `.input` port): equal
+    `quantize` ops of one input merge; different ones are reported."""
+    for name in module.inputs:
+        quantizes = [op for op in module.consumers(name) if op.kind == "quantize"]
+        first = quantizes[0] if quantizes else None
+        for other in quantizes[1:]:
+            assert first is not None
+            if module.values[other.outputs[0]] == module.values[first.outputs[0]]:
+                module.replace_uses(other.outputs[0], first.outputs[0])
+                module.remove_op(other)
+                continue
+            found = ", ".join(f"{op.name!r} (scale {q.scale[0]:g}, zero point {q.zero_point[0]})"
+                              for op in (first, other)
+                              if (q := module.values[op.outputs[0]].quant) is not None)
+            raise CimcError(f"model input {name!r} is quantized twice, differently: {found}; "
+                            "the program reads one quantized copy of each input, so quantize "
+                            "it once and requantize where another scale is needed")
 
 
 def input_quantize(module: Module, name: str) -> Op | None:

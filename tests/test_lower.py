@@ -222,6 +222,28 @@ def test_float_op_between_chip_layers_is_reported_not_left_to_the_host() -> None
         Lower().apply(module)
 
 
+def _twice_quantized_input(scale: float, zp: int) -> Module:
+    """x quantized by the Builder and once more with (scale, zp), each copy convolved."""
+    b = Builder((1, 2, 4, 4))
+    x2 = b.m.add_op("quantize", ["x"], [TensorType((1, 2, 4, 4), "i8", q(scale, zp))],
+                    name="again").outputs[0]
+    c1 = b.conv(b.x, 3, 1, (1, 3, 4, 4), strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1])
+    c2 = b.conv(x2, 3, 1, (1, 3, 4, 4), strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1])
+    return b.finish(b.op("add", [c1, c2], (1, 3, 4, 4), 0.1, 0))
+
+
+def test_an_input_quantized_twice_differently_is_reported() -> None:
+    """The program has one .input port per model input; two would share its name."""
+    with pytest.raises(CimcError, match=r"model input 'x' is quantized twice, differently: "
+                                        r"'quantize' \(scale 0.05, zero point 0\), 'again'"):
+        Lower().apply(_twice_quantized_input(0.11, 3))
+
+
+def test_an_input_quantized_twice_alike_reads_one_copy(tmp_path: Path) -> None:
+    module = check(_twice_quantized_input(0.05, 0), "tiny", tmp_path)
+    assert [op.kind for op in module.ops()].count("quantize") == 1
+
+
 def test_padded_average_pool_with_varying_counts_is_reported() -> None:
     b = Builder((1, 2, 4, 4))
     y = b.op("avg_pool", [b.x], (1, 2, 3, 3), 0.05, 0, kernel=[2, 2], strides=[2, 2],
