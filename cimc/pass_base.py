@@ -4,6 +4,11 @@ A pass is a dataclass whose fields are its options (so `tile{rows=64}` on the
 command line sets `rows: int = 64`), with a class-level `name` and an `apply`
 that rewrites the module in place. The pass manager verifies the IR after
 every pass, so a pass may assume valid input and must leave valid output.
+
+A pass names the earlier passes whose results it reads in `requires`; each
+pass says, in `missing_result`, where a module lacks its own results. The pass
+manager refuses a pipeline that would run a pass before what it requires when
+the module does not already hold those results.
 """
 
 from __future__ import annotations
@@ -17,6 +22,13 @@ from cimc.ir import Module
 @dataclass
 class Pass:
     name: ClassVar[str] = ""
+    # Passes whose results (ops they rewrite, attributes they add) `apply` reads.
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def missing_result(cls, module: Module) -> str | None:
+        """Where `module` lacks this pass's results, in words (None: nothing lacks them)."""
+        return None
 
     def apply(self, module: Module) -> None:
         raise NotImplementedError

@@ -225,7 +225,8 @@ def run_pipeline(
         after.append(_print_after(None if print_after_all else set(print_after),
                                   elide_constants, out))
     after.extend(callbacks)
-    for pass_ in passes:
+    for index, pass_ in enumerate(passes):
+        check_requirements(module, passes, index)
         timer.before(pass_, module)
         pass_.apply(module)
         for callback in after:
@@ -234,6 +235,56 @@ def run_pipeline(
         out.write(timing_report(timer.timings, timer.verify_seconds))
         out.flush()
     return timer.timings
+
+
+def check_requirements(module: Module, passes: Sequence[Pass], index: int) -> None:
+    """CimcError when `passes[index]`, about to run on `module`, needs the results of a
+    pass (directly or through another) that neither the earlier passes of the pipeline
+    nor whatever made `module` have left there."""
+    pass_ = passes[index]
+    ran = {p.name for p in passes[:index]}
+    absent, reason = [], ""
+    # Results build on those of the passes before: once one of them is absent, or
+    # run anew by this pipeline, what the module held of the later ones is gone
+    # (a module that is not lowered yet has no matvec to lack blocks).
+    stale = False
+    for name in _required(type(pass_)):
+        if name in ran:
+            stale = True
+            continue
+        why = "" if stale else pass_class(name).missing_result(module)
+        if why is not None:
+            absent.append(name)
+            reason = reason or why
+            stale = True
+    if absent:
+        order = _canonical_order()
+        names = list(dict.fromkeys([p.name for p in passes] + absent))
+        names.sort(key=lambda n: order.index(n) if n in order else len(order))
+        quoted = [f"'{name}'" for name in absent]
+        needed = " and ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1
+                              else quoted)
+        raise CimcError(f"pass '{pass_.name}' needs the results of {needed}, which the "
+                        f"pipeline does not run before it{f' ({reason})' if reason else ''}"
+                        f"; run {'them' if len(absent) > 1 else 'it'} first, e.g. "
+                        f"-p {','.join(names)}")
+
+
+def _required(cls: type[Pass]) -> list[str]:
+    """The passes `cls` requires, directly or through them, earliest first."""
+    found: list[str] = []
+    for name in cls.requires:
+        for earlier in [*_required(pass_class(name)), name]:
+            if earlier not in found:
+                found.append(earlier)
+    order = _canonical_order()
+    return sorted(found, key=lambda n: order.index(n) if n in order else len(order))
+
+
+def _canonical_order() -> list[str]:
+    from cimc.pipeline import BACKEND, FRONTEND
+
+    return [*FRONTEND, *BACKEND]
 
 
 def timing_report(timings: list[PassTiming], verify_seconds: float = 0.0) -> str:

@@ -137,6 +137,7 @@ def emit(module: Module, target: Target, cores: dict[int, CoreCode],
 @dataclass
 class EmitAsm(Pass):
     name: ClassVar[str] = "emit-asm"
+    requires: ClassVar[tuple[str, ...]] = ("schedule",)
     target: str = "isaac"
     output: str = ""  # path of prog.s; the image goes beside it with suffix .img
 

@@ -97,6 +97,14 @@ def _fixed(op: Op, multiplier: float, scales: str) -> tuple[int, int]:
 class Lower(Pass):
     name: ClassVar[str] = "lower"
 
+    @classmethod
+    def missing_result(cls, module: Module) -> str | None:
+        host_float = host_float_ops(module)
+        for op in module.ops():
+            if op.kind in RULES and op.kind not in CHIP_KINDS and op.name not in host_float:
+                return f"op {op.name!r} ({op.kind}) is not lowered"
+        return None
+
     def apply(self, module: Module) -> None:
         _quantize_inputs_once(module)
         pass_through_inputs(module)

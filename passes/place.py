@@ -115,12 +115,22 @@ def run_placer(problem: Problem, placer: str, effort: float, seed: int,
 @dataclass
 class Place(Pass):
     name: ClassVar[str] = "place"
+    requires: ClassVar[tuple[str, ...]] = ("tile",)  # replicate is optional (one copy each)
     target: str = "isaac"
     placer: str = "cpsat"
     effort: float = DEFAULT_EFFORT
     time_limit: float = 0.0  # seconds of wall clock, a safety net (0: none)
     seed: int = 0
     summary: PlacementSummary | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def missing_result(cls, module: Module) -> str | None:
+        for op in module.ops():
+            if op.kind == "matvec" and "block_cores" not in op.attrs:
+                return f"matvec {op.name!r} has no cores"
+            if op.kind in ("pool", "eltwise", "rescale", "concat") and "core" not in op.attrs:
+                return f"op {op.name!r} ({op.kind}) has no core"
+        return None
 
     def apply(self, module: Module) -> None:
         from cimc.placement_baselines import core_order, fill

@@ -66,6 +66,7 @@ def windows_per_copy(module: Module, op: Op, copies: int) -> int:
 @dataclass
 class Replicate(Pass):
     name: ClassVar[str] = "replicate"
+    requires: ClassVar[tuple[str, ...]] = ("tile",)
     target: str = "isaac"
     budget: float = 0.0  # fraction of the target's crossbars the copies may use
 

@@ -38,9 +38,17 @@ MODES = ("latency", "throughput")
 @dataclass
 class Schedule(Pass):
     name: ClassVar[str] = "schedule"
+    requires: ClassVar[tuple[str, ...]] = ("place",)
     target: str = "isaac"
     pipeline: str = "latency"
     stream: int = 0  # 0: 1 image in latency mode, 4 in throughput mode
+
+    @classmethod
+    def missing_result(cls, module: Module) -> str | None:
+        for op in module.ops():
+            if op.kind in CHIP_KINDS and "addr" not in op.attrs:
+                return f"op {op.name!r} ({op.kind}) has no global address"
+        return None
 
     def apply(self, module: Module) -> None:
         if self.pipeline not in MODES:

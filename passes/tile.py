@@ -42,7 +42,15 @@ def block_shape(module: Module, op: Op, i: int, j: int) -> tuple[slice, slice]:
 @dataclass
 class Tile(Pass):
     name: ClassVar[str] = "tile"
+    requires: ClassVar[tuple[str, ...]] = ("lower",)
     target: str = "isaac"
+
+    @classmethod
+    def missing_result(cls, module: Module) -> str | None:
+        for op in module.ops():
+            if op.kind == "matvec" and "blocks" not in op.attrs:
+                return f"matvec {op.name!r} has no crossbar blocks"
+        return None
 
     def apply(self, module: Module) -> None:
         target = load_target(self.target)

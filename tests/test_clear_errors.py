@@ -340,3 +340,34 @@ def test_a_node_the_verifier_rejects_after_import_is_named_with_its_file(
     for args in (["opt", model], [model, "-o", str(tmp_path / "out.s")]):
         err = _fails(args, capsys, "m.onnx", *says, "correct the node in the model")
         assert "invalid IR" not in err
+
+
+# ---- passes run out of order ------------------------------------------------------------
+
+@pytest.mark.parametrize(("pipeline", "says"), [
+    ("canonicalize,fold-qdq,lower,tile,schedule",
+     ["pass 'schedule' needs the results of 'place'",
+      "-p canonicalize,fold-qdq,lower,tile,place,schedule"]),
+    ("canonicalize,fold-qdq,lower,tile,emit-asm",
+     ["pass 'emit-asm' needs the results of 'place' and 'schedule'",
+      "-p canonicalize,fold-qdq,lower,tile,place,schedule,emit-asm"]),
+    ("canonicalize,fold-qdq,emit-asm",
+     ["'lower', 'tile', 'place' and 'schedule'", "op 'conv1' (conv) is not lowered"]),
+])
+def test_a_pass_run_before_the_passes_it_needs_names_them(
+        pipeline: str, says: list[str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    model = _qdq_conv(tmp_path / "m.onnx")
+    _fails(["opt", "-p", pipeline, model], capsys, *says)
+
+
+def test_a_placed_module_may_be_scheduled_alone_but_not_after_tiling_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = _qdq_conv(tmp_path / "m.onnx")
+    placed = tmp_path / "placed.cir"
+    front = "canonicalize,fold-qdq,lower,tile{target=tiny},place{target=tiny}"
+    assert main(["opt", "-p", front, model, "-o", str(placed)]) == 0
+    assert main(["opt", "-p", "schedule{target=tiny}", str(placed)]) == 0
+    capsys.readouterr()
+    _fails(["opt", "-p", "tile{target=tiny},schedule{target=tiny}", str(placed)], capsys,
+           "pass 'schedule' needs the results of 'place'", "-p tile,place,schedule")
