@@ -23,7 +23,7 @@ from cimc.backend_codegen import CoreCode, addr, generate
 from cimc.ir import Module, TensorType
 from cimc.outputs import OutputSet
 from cimc.pass_base import Pass
-from isa.asm_quote import comment_text, name_token, quoted
+from isa.asm_quote import comment_text, quoted
 from isa.image import Image, Slice
 from passes.lower import host_float_ops, input_quantize
 from passes.tile import block_shape, blocks_of
@@ -110,7 +110,7 @@ def program_text(module: Module, target: Target, cores: dict[int, CoreCode], ima
             ty = module.values[port.value]
             assert ty.quant is not None
             shape = ", ".join(str(d) for d in storage_shape(ty))
-            lines.append(f"{directive} {name_token(port.name)}, {addr(module, port.value)}, "
+            lines.append(f"{directive} {quoted(port.name)}, {addr(module, port.value)}, "
                          f"{ty.dtype}, [{shape}], {float(ty.quant.scale[0])!r}, "
                          f"{ty.quant.zero_point[0]}")
     for number, code in cores.items():
