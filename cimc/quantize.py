@@ -22,6 +22,8 @@ from cimc.ir import Module, TensorType
 ACTIVATIONS = ("int8", "uint8")
 RANDOM_SAMPLES = 8
 RANDOM_SEED = 0
+# The first opset whose DequantizeLinear takes per-channel scales (an `axis`).
+PER_CHANNEL_OPSET = 13
 
 
 def is_quantized(module: Module) -> bool:
@@ -80,11 +82,17 @@ def _loadable(path: str) -> str | bytes:
     """
     import onnx
 
+    from cimc.frontend import convert_opset
+
     model = onnx.load(path, load_external_data=False)
     needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
     initializers = {init.name for init in model.graph.initializer}
     constant_inputs = any(i.name in initializers for i in model.graph.input)
-    if model.ir_version <= needed and not constant_inputs:
+    # The quantizer writes per-channel DequantizeLinear, which needs opset 13: an older
+    # model is converted first, as import-onnx converts it.
+    old = any(o.domain in ("", "ai.onnx") and o.version < PER_CHANNEL_OPSET
+              for o in model.opset_import)
+    if model.ir_version <= needed and not constant_inputs and not old:
         return path
     model = onnx.load(path)
     if constant_inputs:
@@ -93,6 +101,11 @@ def _loadable(path: str) -> str | bytes:
         model.graph.input.extend(inputs)
     # Initializers stop being inputs at IR version 4.
     model.ir_version = max(needed, 4) if model.ir_version < 4 else min(model.ir_version, needed)
+    if old:
+        model = convert_opset(model, path)
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import),
+                                                     ignore_unknown=True)
+        model.ir_version = min(max(model.ir_version, 4), needed)
     return model.SerializeToString()
 
 
