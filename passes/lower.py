@@ -126,10 +126,23 @@ class Lower(Pass):
                 raise CimcError(f"op {op.name!r} ({op.kind}): the backend runs integer "
                                 f"{', '.join(sorted(RULES))} between quantize and dequantize; "
                                 "quantize the model (QDQ) or move this op to the host")
+        _check_batch(module, todo)
         _check_host_boundary(module, {op.name for op in todo})
         for op in todo:
             RULES[op.kind](module, op)
         module.remove_dead()
+
+
+def _check_batch(module: Module, ops: list[Op]) -> None:
+    """The chip computes one image at a time: every tensor of `ops` has batch 1."""
+    for op in ops:
+        shape = module.values[op.outputs[0]].shape
+        if op.kind != "reshape" and len(shape) in (2, 4) and shape[0] != 1:
+            raise CimcError(f"op {op.name!r} ({op.kind}) computes a batch of {shape[0]} "
+                            f"({list(shape)}); the backend compiles one image at a time (run "
+                            "and sim take several images stacked on axis 0): export the model "
+                            "with batch 1, or with a dynamic batch pinned by --input-shape "
+                            "NAME=1,...")
 
 
 def _check_host_boundary(module: Module, chip: set[str]) -> None:

@@ -374,3 +374,14 @@ def test_a_placed_module_may_be_scheduled_alone_but_not_after_tiling_again(
     capsys.readouterr()
     _fails(["opt", "-p", "tile{target=tiny},schedule{target=tiny}", str(placed)], capsys,
            "pass 'schedule' needs the results of 'place'", "-p tile,place,schedule")
+
+
+def test_a_model_with_batch_2_is_refused_with_what_to_do(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = onnx.load(_qdq_conv(tmp_path / "m.onnx"))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 2
+    onnx.save(model, tmp_path / "m.onnx")
+    err = _fails([str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.s"), "--target", "tiny"],
+                 capsys, "'conv1' (conv)", "batch of 2", "export the model with batch 1")
+    assert "invalid IR" not in err
