@@ -13,7 +13,7 @@ from cimc.ir import Module
 from cimc.pass_manager import run_pipeline
 from cimc.pipeline import BackendOptions, backend_passes
 from passes.emit_asm import ports
-from passes.lower import host_float_ops
+from passes.lower_host import host_float_ops
 
 
 def _host_tail(module: Module) -> Module:

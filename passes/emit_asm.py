@@ -25,7 +25,7 @@ from cimc.outputs import OutputSet
 from cimc.pass_base import Pass
 from isa.asm_quote import comment_text, quoted
 from isa.image import Image, Slice
-from passes.lower import host_float_ops, input_quantize
+from passes.lower_host import host_float_ops, input_quantize
 from passes.tile import block_shape, blocks_of
 from targets import Target, is_target_name, load_target, target_reference
 

@@ -41,10 +41,17 @@ from cimc.pass_base import Pass
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
 from cimc.requant import apply, fixed_point
+from passes.lower_host import (
+    HOST_KINDS,
+    check_host_boundary,
+    feeds_chip,
+    host_float_ops,
+    pass_through_inputs,
+    quantize_inputs_once,
+)
 
-# Kinds the backend runs on the chip, and kinds the host runs.
+# Kinds the backend runs on the chip (the host's: passes/lower_host.py).
 CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "concat", "view")
-HOST_KINDS = ("quantize", "dequantize")
 
 
 def image_dims(ty: TensorType) -> tuple[int, int, int]:
@@ -106,7 +113,7 @@ class Lower(Pass):
         return None
 
     def apply(self, module: Module) -> None:
-        _quantize_inputs_once(module)
+        quantize_inputs_once(module)
         pass_through_inputs(module)
         host_float = host_float_ops(module)
         # `concat` is both an IR op and a chip kind: lowering it again is a no-op
@@ -116,7 +123,7 @@ class Lower(Pass):
         # An op the chip cannot run is named before any rewrite, so the error is about
         # it and not about a neighbour it left in an unusual shape.
         for op in todo:
-            if not module.values[op.outputs[0]].is_quantized and _feeds_chip(module, op):
+            if not module.values[op.outputs[0]].is_quantized and feeds_chip(module, op):
                 raise CimcError(
                     f"op {op.name!r} ({op.kind}) computes in float between integer layers; "
                     "the chip runs only quantized ops and the host only the float tail after "
@@ -127,7 +134,7 @@ class Lower(Pass):
                                 f"{', '.join(sorted(RULES))} between quantize and dequantize; "
                                 "quantize the model (QDQ) or move this op to the host")
         _check_batch(module, todo)
-        _check_host_boundary(module, {op.name for op in todo})
+        check_host_boundary(module, {op.name for op in todo})
         for op in todo:
             RULES[op.kind](module, op)
         module.remove_dead()
@@ -143,115 +150,6 @@ def _check_batch(module: Module, ops: list[Op]) -> None:
                             "and sim take several images stacked on axis 0): export the model "
                             "with batch 1, or with a dynamic batch pinned by --input-shape "
                             "NAME=1,...")
-
-
-def _check_host_boundary(module: Module, chip: set[str]) -> None:
-    """The host quantizes the model's inputs and dequantizes its results: the chip ops
-    (`chip`, by name) read no model input and produce no model output themselves."""
-    for name in module.inputs:
-        for op in module.consumers(name):
-            if op.name in chip:
-                raise CimcError(
-                    f"model input {name!r} is {module.values[name].dtype} and op {op.name!r} "
-                    f"({op.kind}) reads it without a QuantizeLinear; the backend takes float "
-                    "inputs and quantizes them on the host: give the model a float input "
-                    "followed by QuantizeLinear")
-    for name in module.outputs:
-        producer = module.producer(name)
-        if producer is not None and producer.name in chip:
-            raise CimcError(
-                f"model output {name!r} is the {module.values[name].dtype} result of op "
-                f"{producer.name!r} ({producer.kind}) with no DequantizeLinear after it; the "
-                "backend returns results through the host's dequantization: add a "
-                "DequantizeLinear to the model's output")
-
-
-def _quantize_inputs_once(module: Module) -> None:
-    """The program reads one quantized copy of each model input (its `.input` port): equal
-    `quantize` ops of one input merge; different ones are reported."""
-    for name in module.inputs:
-        quantizes = [op for op in module.consumers(name) if op.kind == "quantize"]
-        first = quantizes[0] if quantizes else None
-        for other in quantizes[1:]:
-            assert first is not None
-            if module.values[other.outputs[0]] == module.values[first.outputs[0]]:
-                module.replace_uses(other.outputs[0], first.outputs[0])
-                module.remove_op(other)
-                continue
-            found = ", ".join(f"{op.name!r} (scale {q.scale[0]:g}, zero point {q.zero_point[0]})"
-                              for op in (first, other)
-                              if (q := module.values[op.outputs[0]].quant) is not None)
-            raise CimcError(f"model input {name!r} is quantized twice, differently: {found}; "
-                            "the program reads one quantized copy of each input, so quantize "
-                            "it once and requantize where another scale is needed")
-
-
-def input_quantize(module: Module, name: str) -> Op | None:
-    """The `quantize` of model input `name` (the program reads its codes), if any."""
-    if name not in module.inputs:
-        return None
-    return next((op for op in module.consumers(name) if op.kind == "quantize"), None)
-
-
-def pass_through_inputs(module: Module) -> None:
-    """A model input that is also a model output: the chip copies its codes (an identity
-    `rescale`) to a program output, dequantized by the host as any other; the `port`
-    attribute of that `dequantize` keeps the model's name for it."""
-    for i, name in enumerate(module.outputs):
-        if name not in module.inputs:
-            continue
-        quantize = input_quantize(module, name)
-        if quantize is None:
-            raise CimcError(f"model output {name!r} is a model input that no quantize reads, "
-                            "so the program has no codes of it; quantize it (QDQ) or take it "
-                            "off the model's outputs (the host has it anyway)")
-        codes = module.values[quantize.outputs[0]]
-        _, zx = _per_tensor(codes, "input", quantize)
-        lo, hi = _bounds(quantize, codes)
-        copy = module.add_op("rescale", [quantize.outputs[0]], [codes], name=f"{name}.copy",
-                             attrs={"zx": zx, "M": 0, "shift": 0, "zy": zx, "lo": lo, "hi": hi})
-        out = module.add_op("dequantize", [copy.outputs[0]], [module.values[name]],
-                            name=f"{name}.out", attrs={"port": name})
-        module.outputs[i] = out.outputs[0]
-
-
-def host_float_ops(module: Module) -> set[str]:
-    """The float tail the host runs after the chip: ops fed (transitively) only by
-    `dequantize` results whose results feed only each other or the module's outputs
-    (a Softmax, maybe quantized and dequantized again). A float op whose result goes
-    back to integer ops is not host work: it sits between chip layers."""
-    found: set[str] = set()
-    for op in module.ops():
-        ins = [module.producer(v) for v in op.inputs if not module.is_constant(v)]
-        if op.kind == "dequantize":
-            if ins and all(p is not None and p.name in found for p in ins):
-                found.add(op.name)
-            continue
-        integer = op.kind != "quantize" and module.values[op.outputs[0]].is_quantized
-        if not integer and ins and all(p is not None and (p.kind == "dequantize" or
-                                                          p.name in found) for p in ins):
-            found.add(op.name)
-    for op in reversed(list(module.ops())):
-        readers = [c for v in op.outputs for c in module.consumers(v)]
-        if op.name in found and any(c.name not in found for c in readers):
-            found.discard(op.name)
-    return found
-
-
-def _feeds_chip(module: Module, op: Op) -> bool:
-    """Whether an integer op (not the host's quantize/dequantize) reads `op`'s result,
-    directly or through other ops."""
-    seen: set[str] = set()
-    work = [c for v in op.outputs for c in module.consumers(v)]
-    while work:
-        reader = work.pop()
-        if reader.name in seen:
-            continue
-        seen.add(reader.name)
-        if reader.kind not in HOST_KINDS and module.values[reader.outputs[0]].is_quantized:
-            return True
-        work += [c for v in reader.outputs for c in module.consumers(v)]
-    return False
 
 
 def _replace(module: Module, op: Op, kind: str, inputs: list[str], attrs: dict) -> Op:

@@ -19,7 +19,8 @@ from cimc.pipeline import BACKEND
 from isa.assembler import assemble_file
 from isa.image import load_image
 from isa.simulator import run_program
-from passes.lower import Lower, host_float_ops
+from passes.lower import Lower
+from passes.lower_host import host_float_ops
 from targets import load_target
 
 
