@@ -32,24 +32,27 @@ def is_quantized(module: Module) -> bool:
 
 
 def random_calibration(inputs: dict[str, TensorType]) -> dict[str, np.ndarray]:
-    """RANDOM_SAMPLES seeded standard-normal batches per input, stacked on axis 0."""
+    """RANDOM_SAMPLES seeded standard-normal batches per input, stacked on axis 0
+    (a 0-d input, which cannot be stacked, gets one value for all)."""
     rng = np.random.default_rng(RANDOM_SEED)
     data = {}
     for name, ty in inputs.items():
-        shape = (ty.shape[0] * RANDOM_SAMPLES, *ty.shape[1:])
-        data[name] = rng.standard_normal(shape).astype(ty.numpy_dtype)
+        shape = (ty.shape[0] * RANDOM_SAMPLES, *ty.shape[1:]) if ty.shape else ()
+        data[name] = np.asarray(rng.standard_normal(shape)).astype(ty.numpy_dtype)
     return data
 
 
 def _samples(
     calibration: dict[str, np.ndarray], inputs: dict[str, TensorType]
 ) -> Iterator[dict[str, np.ndarray]]:
-    """One feed per model batch in the calibration data."""
-    counts = {name: len(calibration[name]) // ty.shape[0] for name, ty in inputs.items()}
-    for i in range(min(counts.values())):
+    """One feed per model batch in the calibration data (a 0-d input, which cannot be
+    stacked, is the same in every feed)."""
+    counts = {name: len(calibration[name]) // ty.shape[0] for name, ty in inputs.items()
+              if ty.shape}
+    for i in range(min(counts.values(), default=1)):
         yield {
-            name: calibration[name][i * ty.shape[0] : (i + 1) * ty.shape[0]]
-            for name, ty in inputs.items()
+            name: calibration[name][i * ty.shape[0] : (i + 1) * ty.shape[0]] if ty.shape
+            else calibration[name] for name, ty in inputs.items()
         }
 
 
