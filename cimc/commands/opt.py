@@ -7,8 +7,13 @@ This is how passes are tested in isolation:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cimc.pass_base import Pass
 
 # Separates the cases of one file under --split-input-file.
 SPLIT_MARKER = "// -----"
@@ -23,8 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("file", metavar="FILE", help=".cir or .onnx file ('-': .cir on stdin)")
     parser.add_argument("-p", "--passes", dest="pipeline", default="", metavar="PIPELINE",
-                        help="passes to run, e.g. 'canonicalize,fold-qdq' or 'tile{rows=64}' "
-                        "(default: none, just print)")
+                        help="passes to run, e.g. 'canonicalize,fold-qdq' or "
+                        "'lower,tile,place{placer=sequential}' (default: none, just print)")
+    parser.add_argument("--target", metavar="NAME|FILE",
+                        help="target of every backend pass: a bundled name or .toml file "
+                        "(default: the one the pipeline's target= options name, else isaac)")
     parser.add_argument("-o", "--output", metavar="OUT", help="write the IR here, not stdout")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                         help="pin an ONNX input's shape, e.g. data=1,3,224,224 (repeatable)")
@@ -86,16 +94,49 @@ def split_cases(text: str) -> list[str]:
     return cases
 
 
+def pipeline_target(spec: str, given: str | None) -> str:
+    """The one target all backend passes of `spec` use: `given` (--target), else the one
+    its `target=` options name, else isaac. Passes naming different targets are an error,
+    never a silent mix (a placement for one chip tiled for another)."""
+    from cimc.diagnostics import CimcError
+
+    named = sorted({value.strip().strip('"')
+                    for value in re.findall(r"[{,]\s*target\s*=\s*([^,}]*)", spec)})
+    if given is None and len(named) > 1:
+        raise CimcError(f"pipeline '{spec}' names targets {', '.join(named)}; backend passes "
+                        "work for one target: name one, or drop target= and use --target")
+    chosen = given or (named[0] if named else "isaac")
+    others = [name for name in named if name != chosen]
+    if others:
+        raise CimcError(f"--target {chosen} but pipeline '{spec}' names target "
+                        f"{', '.join(others)}; drop target= from -p or make them agree")
+    return chosen
+
+
+def backend_pipeline(spec: str, target: str) -> list[Pass]:
+    """The passes of `spec`, every one with a `target` option set to `target`."""
+    import dataclasses
+
+    from cimc.pass_manager import parse_pipeline
+
+    passes = parse_pipeline(spec)
+    for pass_ in passes:
+        if any(f.name == "target" for f in dataclasses.fields(pass_)):
+            pass_.target = target  # type: ignore[attr-defined]
+    return passes
+
+
 def opt(args: argparse.Namespace) -> int:
     from cimc.diagnostics import CimcError
     from cimc.ir import Module
     from cimc.ir_text import parse_module, print_module
     from cimc.outputs import OutputSet, write_atomic
-    from cimc.pass_manager import parse_pipeline, run_pipeline
+    from cimc.pass_manager import run_pipeline
+    from targets import is_target_name, load_target
 
     def run(module: Module) -> str:
         run_pipeline(
-            module, parse_pipeline(args.pipeline),
+            module, backend_pipeline(args.pipeline, target),
             print_after_all=args.print_ir_after_all,
             print_after=set(args.print_ir_after),
             time_passes=args.time_passes,
@@ -104,9 +145,14 @@ def opt(args: argparse.Namespace) -> int:
         )
         return print_module(module, elide_constants=args.elide_constants)
 
-    parse_pipeline(args.pipeline)  # a bad pipeline fails before any input is read
-    # An -o naming the input (or not writable) fails before any work.
-    OutputSet({"-o": args.output}, {"FILE": None if args.file == "-" else args.file})
+    # A bad pipeline or target fails before any input is read.
+    target = pipeline_target(args.pipeline, args.target)
+    backend_pipeline(args.pipeline, target)
+    if args.target is not None:
+        load_target(target)
+    # An -o naming an input (or not writable) fails before any work.
+    OutputSet({"-o": args.output}, {"FILE": None if args.file == "-" else args.file,
+                                    "--target": None if is_target_name(target) else target})
     if args.file.endswith(".onnx"):
         from cimc.frontend import import_onnx
 

@@ -25,3 +25,7 @@ for tool in ("cimc", "filecheck"):
     pattern = rf"(?<![\w/.-]){tool}(?![\w/.-])"
     config.substitutions.append((pattern, os.path.join(bin_dir, tool)))  # noqa: F821
 config.environment["PYTHONDONTWRITEBYTECODE"] = "1"  # noqa: F821
+# `cimc` runs the code of the checkout these tests belong to (a git worktree too),
+# not whichever copy the environment has installed.
+config.environment["PYTHONPATH"] = os.pathsep.join(  # noqa: F821
+    [repo, *filter(None, [os.environ.get("PYTHONPATH")])])
