@@ -1,7 +1,7 @@
 """The interface every compiler pass implements.
 
-A pass is a dataclass whose fields are its options (so `tile{rows=64}` on the
-command line sets `rows: int = 64`), with a class-level `name` and an `apply`
+A pass is a dataclass whose fields are its options (so `place{effort=0.5}` on the
+command line sets the field `effort` to 0.5), with a class-level `name` and an `apply`
 that rewrites the module in place. The pass manager verifies the IR after
 every pass, so a pass may assume valid input and must leave valid output.
 

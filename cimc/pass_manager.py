@@ -1,7 +1,7 @@
 """The pass manager: pipeline specs, pass lookup, and running passes.
 
 A pipeline spec is a comma-separated list of pass names, each optionally
-followed by options in braces: `canonicalize,tile{rows=64,slices=[1,2]}`.
+followed by options in braces: `lower,tile{target=tiny},place{placer=anneal}`.
 Options are the fields of the pass dataclass (`-` in a name stands for `_`).
 Passes are found in `passes.PASSES` and imported on first use.
 

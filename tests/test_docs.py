@@ -1,0 +1,105 @@
+"""The documentation is true to the code: its examples run, its pipeline specs parse,
+and its table of pass options is the registry's."""
+
+from __future__ import annotations
+
+import dataclasses
+import doctest
+import re
+import typing
+from pathlib import Path
+
+import pytest
+
+import cimc.pass_base
+import cimc.pass_manager
+from cimc.cli import build_parser
+from cimc.pass_manager import parse_pipeline, pass_class, registry
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+
+# A pass spec: a name with optional {options}; a pipeline is a comma-separated run of them.
+_SPEC = r"[a-z][a-z-]*(?:\{[^{}\s]*\})?"
+_PIPELINE = re.compile(rf"(?<![\w{{%.-]){_SPEC}(?:,{_SPEC})*")
+_DASH_P = re.compile(r"(?:^|\s)-p\s+('[^']*'|\S+)")
+
+
+def _pipeline_examples(text: str) -> set[str]:
+    """`-p SPEC` arguments, and runs of registered pass names of which one has options
+    or which name two passes or more (prose words are not pipelines)."""
+    names = set(registry())
+    found = {m.group(1).rstrip(".,;:)").strip("'`") for m in _DASH_P.finditer(text)}
+    found = {spec for spec in found if not spec.isupper()}  # PIPELINE, SPEC: placeholders
+    for match in _PIPELINE.finditer(text):
+        items = [item.partition("{")[0] for item in cimc.pass_manager._split_top(match.group())]
+        if all(item in names for item in items) and ("{" in match.group() or len(items) > 1):
+            found.add(match.group())
+    return found
+
+
+def _opt_help(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping inside an example
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    return typing.cast(dict, subparsers.choices)["opt"].format_help()
+
+
+def test_passes_md_examples_run() -> None:
+    result = doctest.testfile(str(ROOT / "docs" / "passes.md"), module_relative=False)
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_every_pipeline_example_in_the_docs_and_help_parses(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sources = {str(path.relative_to(ROOT)): path.read_text() for path in DOCS}
+    sources["cimc opt --help"] = _opt_help(monkeypatch)
+    for module in (cimc.pass_manager, cimc.pass_base):
+        sources[module.__name__] = module.__doc__ or ""
+    examples = {(where, spec) for where, text in sources.items()
+                for spec in _pipeline_examples(text)}
+    for where in ("docs/passes.md", "cimc opt --help", "cimc.pass_manager"):
+        assert any(w == where and "{" in spec for w, spec in examples), where
+    for where, spec in sorted(examples):
+        try:
+            parse_pipeline(spec)
+        except Exception as exc:  # noqa: BLE001 - reported with where the example is
+            pytest.fail(f"{where}: example pipeline '{spec}' does not parse: {exc}")
+
+
+def _documented_options() -> dict[str, dict[str, tuple[str, str]]]:
+    """Pass -> option -> (type, default) from the table under '## Pass options'."""
+    text = (ROOT / "docs" / "passes.md").read_text()
+    section = text.split("## Pass options", 1)[1].split("\n## ", 1)[0]
+    table: dict[str, dict[str, tuple[str, str]]] = {}
+    for line in section.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0] not in ("pass", "---"):
+            table.setdefault(cells[0], {})
+            if cells[1]:
+                table[cells[0]][cells[1]] = (cells[2], cells[3])
+    return table
+
+
+def _registered_options() -> dict[str, dict[str, tuple[str, str]]]:
+    table: dict[str, dict[str, tuple[str, str]]] = {}
+    for name in registry():
+        cls = pass_class(name)
+        hints = typing.get_type_hints(cls)
+        table[name] = {
+            f.name.replace("_", "-"): (getattr(hints[f.name], "__name__", str(hints[f.name])),
+                                       '""' if f.default == "" else str(f.default))
+            for f in dataclasses.fields(cls) if f.init}
+    return table
+
+
+def test_the_pass_options_table_lists_every_option_of_every_registered_pass() -> None:
+    documented, registered = _documented_options(), _registered_options()
+    for name, options in registered.items():
+        assert name in documented, f"docs/passes.md: add pass '{name}' to the options table"
+        for option, (kind, default) in options.items():
+            assert documented[name].get(option) == (kind, default), (
+                f"docs/passes.md: the options table should read `{name}` | `{option}` | "
+                f"{kind} | `{default}`")
+    assert set(documented) == set(registered)
+    assert {n: set(o) for n, o in documented.items()} == {n: set(o) for n, o in
+                                                          registered.items()}
