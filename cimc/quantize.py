@@ -13,11 +13,15 @@ import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cimc.diagnostics import CimcError, warn
 from cimc.ir import Module, TensorType
+
+if TYPE_CHECKING:
+    import onnx
 
 ACTIVATIONS = ("int8", "uint8")
 RANDOM_SAMPLES = 8
@@ -95,9 +99,11 @@ def _loadable(path: str) -> str | bytes:
     # model is converted first, as import-onnx converts it.
     old = any(o.domain in ("", "ai.onnx") and o.version < PER_CHANNEL_OPSET
               for o in model.opset_import)
-    if model.ir_version <= needed and not constant_inputs and not old:
+    if model.ir_version <= needed and not constant_inputs and not old \
+            and not _scalar_gemm_biases(model):
         return path
     model = onnx.load(path)
+    _widen_gemm_biases(model)
     if constant_inputs:
         inputs = [i for i in model.graph.input if i.name not in initializers]
         del model.graph.input[:]
@@ -110,6 +116,37 @@ def _loadable(path: str) -> str | bytes:
                                                      ignore_unknown=True)
         model.ir_version = min(max(model.ir_version, 4), needed)
     return model.SerializeToString()
+
+
+def _scalar_gemm_biases(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, int]]:
+    """Gemm nodes whose constant bias C is one number or one row [1,N] broadcast over the
+    N columns, with N (onnxruntime's quantizer fails on them: "array is 0-dimensional",
+    "truth value of an array ... is ambiguous")."""
+    shapes = {init.name: list(init.dims) for init in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "Gemm" or len(node.input) < 3 or node.input[2] not in shapes \
+                or node.input[1] not in shapes or len(shapes[node.input[1]]) != 2:
+            continue
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        n = shapes[node.input[1]][0 if trans_b else 1]
+        bias = shapes[node.input[2]]
+        if bias != [n] and (int(np.prod(bias)) == 1 or bias == [1, n]):
+            found.append((node, n))
+    return found
+
+
+def _widen_gemm_biases(model: onnx.ModelProto) -> None:
+    """Give each Gemm of `_scalar_gemm_biases` its own bias of shape [N]."""
+    from onnx import numpy_helper
+
+    values = {init.name: init for init in model.graph.initializer}
+    for node, n in _scalar_gemm_biases(model):
+        bias = numpy_helper.to_array(values[node.input[2]])
+        name = f"{node.input[2]}_{node.name or 'gemm'}_columns"
+        columns = np.broadcast_to(bias.reshape(-1), (n,)).copy()
+        model.graph.initializer.append(numpy_helper.from_array(columns, name))
+        node.input[2] = name
 
 
 def quantize_onnx(

@@ -389,3 +389,37 @@ def test_a_model_with_batch_2_is_refused_with_what_to_do(
     err = _fails([str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out.s"), "--target", "tiny"],
                  capsys, "'conv1' (conv)", "batch of 2", "export the model with batch 1")
     assert "invalid IR" not in err
+
+
+@pytest.mark.parametrize("bias_shape", [(), (1,), (1, 3)])
+def test_a_gemm_with_a_constant_scalar_or_row_bias_is_quantized_and_simulated_exactly(
+        bias_shape: tuple[int, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """onnxruntime's quantizer failed on such a bias ("array is 0-dimensional"); it gets
+    the bias as N columns. The simulator equals the reference, which is within one
+    quantum of the exact oracle on the quantized model."""
+    from cimc.frontend import import_onnx
+    from cimc.quantize import quantize_onnx
+
+    rng = np.random.default_rng(5)
+    inits = [_const("w", rng.standard_normal((3, 4)).astype(np.float32)),
+             _const("b", np.full(bias_shape, 0.75, np.float32))]
+    float_model = _save(tmp_path / "float.onnx",
+                        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)],
+                        [_value("x", [1, 4])], [_value("y", [1, 3])], inits)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    model = str(tmp_path / "qdq.onnx")
+    quantize_onnx(float_model, model, {"x": import_onnx(float_model).values["x"]}, {"x": x})
+    np.save(tmp_path / "x.npy", x)
+    outputs = {}
+    for engine in ("reference", "sim"):
+        out = tmp_path / f"{engine}.npy"
+        status = main(["run", float_model, "--engine", engine, "--target", "tiny", "--calibrate",
+                       str(tmp_path / "x.npy"), "--inputs", str(tmp_path / "x.npy"), "--outputs",
+                       str(out)])
+        assert status == 0, capsys.readouterr().err
+        outputs[engine] = np.load(out)
+    np.testing.assert_array_equal(outputs["sim"], outputs["reference"])
+    expected = np.concatenate([exact_outputs(model, {"x": x[i:i + 1]})[0] for i in range(6)])
+    quantum = float(numpy_helper.to_array(next(
+        i for i in onnx.load(model).graph.initializer if i.name == "y_scale")))
+    assert np.abs(outputs["reference"] - expected).max() <= quantum * (1 + 1e-3)
