@@ -423,3 +423,17 @@ def test_a_gemm_with_a_constant_scalar_or_row_bias_is_quantized_and_simulated_ex
     quantum = float(numpy_helper.to_array(next(
         i for i in onnx.load(model).graph.initializer if i.name == "y_scale")))
     assert np.abs(outputs["reference"] - expected).max() <= quantum * (1 + 1e-3)
+
+
+@pytest.mark.parametrize("op", ["Relu", "Clip"])
+def test_reference_relu_and_clip_on_plain_int8_equal_the_oracle(
+        op: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """They computed float32 ("the module is inconsistent") for an i8 result."""
+    bounds = [_const("lo", np.array(-2, np.int8)), _const("hi", np.array(3, np.int8))]
+    node = helper.make_node(op, ["x", "lo", "hi"] if op == "Clip" else ["x"], ["y"], name="act")
+    model = _save(tmp_path / "m.onnx", [node], [_value("x", [1, 6], TensorProto.INT8)],
+                  [_value("y", [1, 6], TensorProto.INT8)], bounds if op == "Clip" else [])
+    x = np.array([[-128, -3, -1, 0, 5, 127]], np.int8)
+    got = _reference_run(model, {"x": x}, tmp_path, capsys)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, exact_outputs(model, {"x": x})[0])

@@ -82,7 +82,8 @@ def _bounded(call: Call, low: float, high: float) -> np.ndarray:
 def relu(call: Call) -> np.ndarray:
     if call.quantized:
         return _bounded(call, 0.0, math.inf)
-    return np.maximum(call.args[0], 0).astype(np.float32)
+    # Plain integers (ONNX Relu takes i8 as it is) stay integers: max is exact.
+    return np.maximum(call.args[0], 0).astype(call.result.numpy_dtype)
 
 
 def clip(call: Call) -> np.ndarray:
@@ -90,7 +91,12 @@ def clip(call: Call) -> np.ndarray:
     high = float(call.attr("max", math.inf))
     if call.quantized:
         return _bounded(call, low, high)
-    return np.clip(call.args[0], low, high).astype(np.float32)
+    x = call.args[0]
+    if np.issubdtype(x.dtype, np.integer):  # plain integers: bounds rounded as ONNX's are
+        info = np.iinfo(x.dtype)
+        low, high = max(low, info.min), min(high, info.max)
+        return np.clip(x, math.ceil(low), math.floor(high)).astype(call.result.numpy_dtype)
+    return np.clip(x, low, high).astype(np.float32)
 
 
 def _float_only(call: Call) -> np.ndarray:
