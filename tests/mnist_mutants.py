@@ -395,6 +395,15 @@ INSERTED: list[tuple[str, dict[str, object]]] = [
     ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2]}),
     ("GlobalAveragePool", {}), ("Exp", {}), ("ReduceMean", {"keepdims": 1}),
 ]
+# Shape-keeping ops the backend runs when quantized around.
+QUANTIZABLE: list[tuple[str, dict[str, object]]] = [
+    ("Relu", {}), ("Identity", {}), ("Add", {}), ("Sub", {}), ("Mul", {}),
+    ("MaxPool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", {"kernel_shape": [1, 1]}),
+    ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+    ("AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    ("AveragePool", {"kernel_shape": [2, 2], "pads": [1, 1, 0, 0], "count_include_pad": 1}),
+]
 
 
 def _node_insert(model: onnx.ModelProto, rng: np.random.Generator) -> str:
@@ -406,27 +415,119 @@ def _node_insert(model: onnx.ModelProto, rng: np.random.Generator) -> str:
     consumer, i = _pick(rng, edges)
     value = consumer.input[i]
     position = list(graph.node).index(consumer)
-    if rng.random() < 0.25:  # a requantization with an extreme scale or zero point
-        scale = float(_pick(rng, [1e-30, 1e-8, 1.0, 1e8, 1e30]))
-        zero = _pick(rng, [np.uint8(0), np.uint8(255), np.int8(-128), np.int8(127)])
+    how = rng.random()
+    nodes, what, source = [], "", value
+    if how < 0.6:  # an op on the float edge; half of them quantized after (an integer op)
+        op, attrs = _pick(rng, INSERTED + QUANTIZABLE)
+        nodes.append(helper.make_node(op, [value] * (2 if op in ("Add", "Sub", "Mul") else 1),
+                                      ["inserted_op"], name="inserted_op", **attrs))
+        what, source = f"{op} {attrs}", "inserted_op"
+    if how >= 0.3:  # a requantization, with a usual or an extreme scale and zero point
+        scale = float(_pick(rng, [1e-30, 1e-8, 0.001, 0.01, 0.05, 0.2, 1.0, 1e8, 1e30]
+                            if how >= 0.85 else [0.003, 0.01, 0.03, 0.1]))
+        zero = _pick(rng, [np.uint8(0), np.uint8(255), np.uint8(17), np.int8(-128),
+                           np.int8(127), np.int8(0), np.int8(-5)])
         graph.initializer.extend([
             numpy_helper.from_array(np.array(scale, np.float32), "inserted_scale"),
             numpy_helper.from_array(np.array(zero), "inserted_zero_point")])
-        nodes = [helper.make_node("QuantizeLinear", [value, "inserted_scale",
-                                                     "inserted_zero_point"], ["inserted_q"],
-                                  name="inserted_q"),
-                 helper.make_node("DequantizeLinear", ["inserted_q", "inserted_scale",
-                                                       "inserted_zero_point"], ["inserted"],
-                                  name="inserted_dq")]
-        what = f"QDQ scale={scale!r} zero point={zero!r} ({zero.dtype})"
-    else:
-        op, attrs = _pick(rng, INSERTED)
-        nodes = [helper.make_node(op, [value], ["inserted"], name="inserted", **attrs)]
-        what = f"{op} {attrs}"
+        nodes += [helper.make_node("QuantizeLinear", [source, "inserted_scale",
+                                                      "inserted_zero_point"], ["inserted_q"],
+                                   name="inserted_q"),
+                  helper.make_node("DequantizeLinear", ["inserted_q", "inserted_scale",
+                                                        "inserted_zero_point"], ["inserted_dq"],
+                                   name="inserted_dq")]
+        what += f" QDQ scale={scale!r} zero point={zero!r} ({zero.dtype})"
+        source = "inserted_dq"
     for offset, node in enumerate(nodes):
         graph.node.insert(position + offset, node)
-    consumer.input[i] = "inserted"
-    return f"insert {what} before {consumer.name} input {i}"
+    consumer.input[i] = source
+    return f"insert {what.strip()} before {consumer.name} input {i}"
+
+
+def _conv_group(model: onnx.ModelProto, rng: np.random.Generator) -> str:
+    """The second conv as a grouped one (weights cut to its input channels per group):
+    a valid model exercising grouped and depthwise lowering."""
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][1]
+    group = int(_pick(rng, [2, 4, 8]))
+    weight_dq = next(n for n in model.graph.node if n.output[0] == conv.input[1])
+    tensor = _initializer(model, weight_dq.input[0])
+    weights = numpy_helper.to_array(tensor)
+    _set_array(tensor, np.ascontiguousarray(weights[:, : weights.shape[1] // group]))
+    for attr in conv.attribute:
+        if attr.name == "group":
+            attr.i = group
+    return f"{conv.name}: group {group}"
+
+
+# Attribute sets that keep every tensor's shape: (op type, index among its kind, attrs).
+SHAPE_KEEPING: list[tuple[str, int, dict[str, object]]] = [
+    ("Conv", 0, {"pads": [0, 0, 2, 2]}),
+    ("Conv", 1, {"pads": [2, 2, 0, 0]}),
+    ("Conv", 0, {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    ("Conv", 1, {"dilations": [2, 2], "pads": [2, 1, 2, 3]}),
+    ("Conv", 1, {"auto_pad": "SAME_UPPER", "pads": None}),
+    ("MaxPool", 0, {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", 1, {"kernel_shape": [3, 3], "pads": [0, 0, 1, 1]}),
+    ("MaxPool", 0, {"kernel_shape": [4, 4], "pads": [1, 1, 1, 1]}),
+    ("MaxPool", 1, {"pads": [1, 1, 0, 0]}),
+    ("MaxPool", 0, {"ceil_mode": 1}),
+    ("MaxPool", 1, {"ceil_mode": 1, "kernel_shape": [3, 3]}),
+    ("MaxPool", 0, {"dilations": [2, 2], "pads": [1, 1, 0, 0]}),
+    ("AveragePool", 0, {}),
+    ("AveragePool", 1, {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}),
+    ("AveragePool", 1, {"pads": [1, 1, 1, 1], "kernel_shape": [3, 3], "count_include_pad": 1}),
+    ("AveragePool", 0, {"ceil_mode": 1, "kernel_shape": [3, 3], "pads": [0, 0, 1, 1]}),
+]
+
+
+def _shape_keeping(model: onnx.ModelProto, rng: np.random.Generator) -> str:
+    op, index, attrs = _pick(rng, SHAPE_KEEPING)
+    node = [n for n in model.graph.node
+            if n.op_type == ("MaxPool" if op == "AveragePool" else op)][index]
+    node.op_type = op
+    kept = [a for a in node.attribute if a.name not in attrs
+            and not (op == "AveragePool" and a.name in ("storage_order", "dilations"))]
+    del node.attribute[:]
+    node.attribute.extend(kept + [helper.make_attribute(k, v) for k, v in attrs.items()
+                                  if v is not None])
+    return f"{node.name} -> {op} {attrs}"
+
+
+def _float_model(model: onnx.ModelProto, rng: np.random.Generator) -> str:
+    """The float model behind the QDQ one (cimc quantizes it on random data), then
+    one edit of its shapes or attributes."""
+    graph = model.graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    replace: dict[str, str] = {}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in constants:
+            x, scale = constants[node.input[0]], constants[node.input[1]]
+            zero = constants[node.input[2]] if len(node.input) > 2 else np.zeros_like(scale)
+            shape = [-1] + [1] * (x.ndim - 1) if scale.ndim else []
+            real = (x.astype(np.float64) - zero.reshape(shape)) * scale.reshape(shape)
+            graph.initializer.append(numpy_helper.from_array(real.astype(np.float32),
+                                                             node.output[0]))
+        elif node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            replace[node.output[0]] = replace.get(node.input[0], node.input[0])
+        else:
+            keep.append(node)
+    for node in keep:
+        for i, name in enumerate(node.input):
+            node.input[i] = replace.get(name, name)
+    for out in graph.output:
+        out.name = replace.get(out.name, out.name)
+    del graph.node[:]
+    graph.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.value_info[:]
+    then = _pick(rng, ["none", "attribute-int", "shape-keeping", "input-shape", "node-insert",
+                       "reshape-target"])
+    edit = "" if then == "none" else "; " + MODEL_KINDS[then](model, rng)
+    return "float model" + edit
 
 
 OP_TYPES = ["Relu", "Identity", "Softmax", "Sigmoid", "Add", "Mul", "Conv", "MaxPool",
@@ -535,17 +636,17 @@ def _graph_input(model: onnx.ModelProto, rng: np.random.Generator) -> str:
 
 
 def _typed(model: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:
-    """A value_info for `name` with its inferred element type and no shape (as exporters
-    write outputs); an untyped one when inference does not know it."""
+    """A value_info for `name` with its inferred type (an untyped one when inference
+    does not know it)."""
     inferred = onnx.shape_inference.infer_shapes(model)
     infos = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
-    elem = next((v.type.tensor_type.elem_type for v in infos if v.name == name), None)
-    if elem is None:
-        tensor = next((t for t in model.graph.initializer if t.name == name), None)
-        elem = tensor.data_type if tensor is not None else None
-    if elem is None:
+    found = next((v for v in infos if v.name == name), None)
+    if found is not None:
+        return copy.deepcopy(found)
+    tensor = next((t for t in model.graph.initializer if t.name == name), None)
+    if tensor is None:
         return helper.make_empty_tensor_value_info(name)
-    return helper.make_tensor_value_info(name, elem, None)
+    return helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims))
 
 
 def _graph_output(model: onnx.ModelProto, rng: np.random.Generator) -> str:
@@ -691,6 +792,9 @@ MODEL_KINDS: dict[str, ModelMutation] = {
     "node-remove": _node_remove,
     "node-bypass": _node_bypass,
     "node-insert": _node_insert,
+    "conv-group": _conv_group,
+    "shape-keeping": _shape_keeping,
+    "float-model": _float_model,
     "node-op-type": _node_op_type,
     "node-domain": _node_domain,
     "edge": _edge,
@@ -703,9 +807,10 @@ MODEL_KINDS: dict[str, ModelMutation] = {
     "node-order": _node_order,
     "value-info": _value_info,
 }
-# The scale, zero-point and insert edits are the most likely to reach the backend: twice
-# the share.
-KINDS: list[str] = [*BYTE_KINDS, *MODEL_KINDS, "scale", "zero-point", "node-insert", "pair"]
+# The scale, zero-point, insert and shape-keeping edits are the most likely to reach the
+# backend: twice the share.
+KINDS: list[str] = [*BYTE_KINDS, *MODEL_KINDS, "scale", "zero-point", "node-insert",
+                    "shape-keeping", "pair"]
 
 
 def mutant(index: int, seed: int = SEED, base: Path = MNIST) -> Mutant:
@@ -766,7 +871,7 @@ def _simulate_and_compare(model: str, program: Path, target: str) -> tuple[str, 
     from isa.simulator import run_program
     from targets import load_target
 
-    module = prepare(model, {})
+    module = prepare(model, {}, engine="sim")  # a float model quantized as compile does
     feeds = _feeds(module, np.random.default_rng(0))
     inputs, expected = reference_codes(module, feeds)
     codes, _ = run_program(assemble_file(program), load_image(program.with_suffix(".img")),
