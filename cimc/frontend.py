@@ -65,10 +65,13 @@ def verify_import(module: Module, model: onnx.ModelProto, path: str) -> None:
         verify(module)
     except VerifyError as exc:
         message = exc.message
-        node = next((n for n in model.graph.node if exc.op and n.name == exc.op), None)
-        prefix = f"op '{exc.op}' ("
-        if node is not None and message.startswith(prefix):
-            message = f"node {node.name!r} ({node.op_type})" + message[message.index("):") + 1:]
+        # The op of that name, or one the node was expanded into (named after it).
+        nodes = [n for n in model.graph.node if exc.op and n.name and exc.op.startswith(n.name)]
+        node = max(nodes, key=lambda n: len(n.name), default=None)
+        if node is not None and message.startswith(f"op '{exc.op}' ("):
+            rest = message[message.index("):") + 1:]
+            part = "" if node.name == exc.op else f", in its op {exc.op!r}"
+            message = f"node {node.name!r} ({node.op_type}){part}{rest}"
         advice = ("its operands and attributes do not fit together: correct the node in the "
                   "model" if exc.op else "correct this tensor in the model")
         raise CimcError(f"{path}: {message}; {advice}") from None
