@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -21,6 +21,9 @@ import onnx
 from cimc.diagnostics import CimcError
 from cimc.frontend_build import ModuleBuilder
 from cimc.ir import Module
+
+if TYPE_CHECKING:
+    from targets import Target
 
 # Every model is converted to this opset before conversion, so the converters
 # see one spelling of each op (QuantizeLinear/DequantizeLinear per-axis needs >= 13).
@@ -37,14 +40,15 @@ LARGE_CONSTANT = 4096
 
 
 def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = None,
-                verify: bool = True) -> Module:
+                verify: bool = True, target: Target | None = None) -> Module:
     """Load the ONNX model at `path` and return it as an IR Module.
 
     The module is verified (unless `verify` is false), so that a node the
     checker and shape inference let through but that does not fit its operands
-    is reported against the model's node, not as invalid IR later.
+    is reported against the model's node, not as invalid IR later. Given a
+    `target`, weights too big for its crossbars are refused first (cimc/capacity.py).
     """
-    model = load_model(path)
+    model = load_model(path, target)
     name_nodes(model)
     pin_input_shapes(model, path, input_shapes or {})
     model = convert_opset(model, path)
@@ -77,8 +81,9 @@ def verify_import(module: Module, model: onnx.ModelProto, path: str) -> None:
         raise CimcError(f"{path}: {message}; {advice}") from None
 
 
-def load_model(path: str) -> onnx.ModelProto:
-    """Read and check the model file; errors name the file."""
+def load_model(path: str, target: Target | None = None) -> onnx.ModelProto:
+    """Read and check the model file (first, whether its weights fit `target`); errors
+    name the file."""
     if Path(path).is_dir():
         raise CimcError(f"{path}: is a directory; give the path of an ONNX model (.onnx)")
     if not Path(path).is_file():
@@ -92,6 +97,10 @@ def load_model(path: str) -> onnx.ModelProto:
         ) from None
     if not model.graph.node and not model.graph.output:
         raise CimcError(f"{path}: not a valid ONNX model (it holds no graph)")
+    if target is not None:  # seconds, where checking and importing a huge model take minutes
+        from cimc.capacity import check_capacity
+
+        check_capacity(model, target, path)
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:

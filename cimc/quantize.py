@@ -23,6 +23,8 @@ from cimc.ir import Module, TensorType
 if TYPE_CHECKING:
     import onnx
 
+    from targets import Target
+
 ACTIVATIONS = ("int8", "uint8")
 RANDOM_SAMPLES = 8
 RANDOM_SEED = 0
@@ -223,6 +225,7 @@ def import_model(
     activations: str = "int8",
     *,
     keep_float: bool = False,
+    target: Target | None = None,
 ) -> Module:
     """Import `path` as the integer IR's starting point (before the frontend passes).
 
@@ -230,11 +233,14 @@ def import_model(
     data in `calibrate`, or, unless `keep_float` (float semantics on the
     reference engine), on seeded random inputs with a warning — good enough for
     mapping and timing studies of the structure-only model-zoo graphs.
+
+    Given a `target`, a model whose weights cannot fit its crossbars is refused
+    right after import, from the weights' shapes, before any quantization.
     """
     from cimc.frontend import import_onnx
     from cimc.tensor_io import read_inputs
 
-    module = import_onnx(path, input_shapes)
+    module = import_onnx(path, input_shapes, target=target)
     if is_quantized(module):
         if calibrate is not None:
             raise CimcError(f"{path}: the model is already quantized; drop --calibrate")

@@ -28,7 +28,7 @@ from cimc.diagnostics import CimcError
 from cimc.ir import Module, Op
 from cimc.pass_base import Pass
 from passes.lower import image_dims
-from passes.tile import block_shape, blocks_of
+from passes.tile import block_columns, block_shape, blocks_of
 from targets import Target, load_target
 
 
@@ -44,15 +44,16 @@ def copy_crossbars(module: Module, op: Op, target: Target) -> int:
 def check_fits(module: Module, matvecs: list[Op], target: Target) -> None:
     """CimcError, before any costly work, when one copy of every block cannot fit the
     target's crossbars even packed perfectly (cell columns / crossbar columns)."""
-    columns = 0
-    for op in matvecs:
-        for i, j in blocks_of(op):
-            cols = block_shape(module, op, i, j)[1]
-            columns += (cols.stop - cols.start) * op.attrs["slices"]
+    check_columns(sum(block_columns(module.values[op.inputs[1]].shape[1], op.attrs["blocks"],
+                                    target) for op in matvecs), target)
+
+
+def check_columns(columns: int, target: Target, subject: str = "the model") -> None:
+    """CimcError when `columns` cell columns need more crossbars than the target has."""
     needed = -(-columns // target.cols)
     if needed > target.total_crossbars:
         cores = -(-needed // target.crossbars_per_core)
-        raise CimcError(f"the model needs at least {needed} crossbars on {cores} cores but "
+        raise CimcError(f"{subject} needs at least {needed} crossbars on {cores} cores but "
                         f"target {target.name!r} has {target.total_crossbars} crossbars on "
                         f"{target.cores} cores; choose a bigger target (weights are not "
                         "time-multiplexed)")

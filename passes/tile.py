@@ -15,6 +15,7 @@ Attributes added to each `matvec`: `block_rows`, `block_cols`, `blocks` (flat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,7 +24,7 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.ir import Module, Op
 from cimc.pass_base import Pass
-from targets import load_target
+from targets import Target, load_target
 
 
 def blocks_of(op: Op) -> list[tuple[int, int]]:
@@ -59,18 +60,44 @@ class Tile(Pass):
                 continue
             weights = module.constants[op.inputs[1]]
             k, n = weights.shape
-            rows, cols = target.rows, min(n, target.cols)
             half = 1 << (target.weight_bits - 1)
             if weights.size and (weights.min() < -half or weights.max() >= half):
                 raise CimcError(f"op {op.name!r}: weights need 8 bits but target "
                                 f"{target.name!r} stores {target.weight_bits}-bit weights; "
                                 "quantize the weights to that width")
-            blocks: list[int] = []
-            for j in range(-(-n // cols)):
-                column = weights[:, j * cols:(j + 1) * cols]
-                kept = [i for i in range(-(-k // rows))
-                        if np.any(column[i * rows:(i + 1) * rows])]
-                for i in kept or [0]:
-                    blocks += [i, j]
+            rows, cols = block_size(n, target)
+            blocks = kept_blocks(k, n, target, nonzero_in(weights))
             op.attrs.update(block_rows=rows, block_cols=cols, blocks=blocks,
                             slices=target.slices, input_steps=target.input_steps)
+
+
+def nonzero_in(weights: np.ndarray) -> Callable[[slice, slice], bool]:
+    """Whether a block of `weights` holds a nonzero weight."""
+    return lambda rows, cols: bool(np.any(weights[rows, cols]))
+
+
+def block_size(n: int, target: Target) -> tuple[int, int]:
+    """Weight rows and columns of one block of a matrix with `n` columns."""
+    return target.rows, min(n, target.cols)
+
+
+def kept_blocks(k: int, n: int, target: Target,
+                nonzero: Callable[[slice, slice], bool]) -> list[int]:
+    """Flat `[i, j, ...]` blocks of a k x n weight matrix: those whose row and column
+    ranges `nonzero` says hold a weight, and at least the first of every column."""
+    rows, cols = block_size(n, target)
+    blocks: list[int] = []
+    for j in range(-(-n // cols)):
+        column = slice(j * cols, min(n, (j + 1) * cols))
+        kept = [i for i in range(-(-k // rows))
+                if nonzero(slice(i * rows, min(k, (i + 1) * rows)), column)]
+        for i in kept or [0]:
+            blocks += [i, j]
+    return blocks
+
+
+def block_columns(n: int, blocks: list[int], target: Target) -> int:
+    """Cell columns the blocks take: each block's weight columns times the slices."""
+    _, cols = block_size(n, target)
+    return sum((min(n, (j + 1) * cols) - j * cols) * target.slices
+               for j in blocks[1::2])

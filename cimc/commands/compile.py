@@ -138,7 +138,7 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
 
     target = load_target(target_name)
     start = time.perf_counter()
-    module = import_model(model, input_shapes, calibrate, activations)
+    module = import_model(model, input_shapes, calibrate, activations, target=target)
     imported = time.perf_counter() - start
     timings = run_pipeline(module, parse_pipeline(",".join(FRONTEND)),
                            print_after_all=print_after_all)

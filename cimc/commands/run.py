@@ -104,15 +104,18 @@ def prepare(
     calibrate: str | None = None,
     activations: str = "int8",
     engine: str = "reference",
+    target: str | None = None,
 ) -> Module:
-    """Import `model` (quantized first unless the reference engine runs it in float)
-    and run the frontend passes."""
+    """Import `model` (quantized first unless the reference engine runs it in float;
+    refused first if its weights cannot fit `target`) and run the frontend passes."""
     from cimc.pass_manager import parse_pipeline, run_pipeline
     from cimc.pipeline import FRONTEND
     from cimc.quantize import import_model
+    from targets import load_target
 
     module = import_model(model, input_shapes, calibrate, activations,
-                          keep_float=engine == "reference")
+                          keep_float=engine == "reference",
+                          target=load_target(target) if target is not None else None)
     run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
     return module
 
@@ -164,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
               "--target": None if is_target_name(args.target) else args.target}
     with OutputSet({"--outputs": args.outputs, "--report": args.report}, inputs) as out:
         module = prepare(args.model, input_shapes(args.input_shape), args.calibrate,
-                         args.activations, args.engine)
+                         args.activations, args.engine,
+                         args.target if args.engine == "sim" else None)
         feeds = read_inputs(args.inputs, {name: module.values[name] for name in module.inputs})
         report: dict[str, Any] = {}
         outputs = evaluate(module, feeds, args.engine, backend_options(args), report)

@@ -1,0 +1,70 @@
+"""A model too big for the target is refused right after import, from its weights'
+shapes, before quantization; the shape count equals what the tile pass counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import backend_models
+import models
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from cimc.capacity import weight_columns
+from cimc.cli import main
+from cimc.frontend import import_onnx
+from cimc.pass_manager import parse_pipeline, run_pipeline
+from cimc.pipeline import FRONTEND
+from passes.tile import block_columns
+from targets import load_target
+
+
+@pytest.mark.parametrize(("model", "target"), [
+    (lambda: backend_models.quantized_model("mnist_tiny"), "tiny"),
+    (lambda: backend_models.quantized_model("mlp_tiny"), "tiny"),
+    (lambda: models.quantized_model("separable"), "tiny"),  # depthwise: block-diagonal
+    (lambda: models.quantized_model("separable"), "pimcomp"),
+    (lambda: models.quantized_model("residual"), "isaac"),
+])
+def test_shape_count_equals_the_tile_pass(model, target: str) -> None:  # type: ignore[no-untyped-def]
+    path = str(model())
+    chip = load_target(target)
+    counted = weight_columns(onnx.load(path).graph, chip)
+    module = import_onnx(path)
+    run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
+    run_pipeline(module, parse_pipeline(f"lower,tile{{target={target}}}"))
+    tiled = sum(block_columns(module.values[op.inputs[1]].shape[1], op.attrs["blocks"], chip)
+                for op in module.ops() if op.kind == "matvec")
+    assert counted == tiled > 0
+
+
+def float_gemm(path: Path, k: int, n: int) -> Path:
+    """A float model y = x @ W (W: k x n, seeded random)."""
+    weights = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, k))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, n))],
+        initializer=[numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_a_float_model_too_big_is_refused_before_quantization(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The refusal comes before the calibration data is even read (this data has the
+    wrong shape, which quantization would report)."""
+    model = float_gemm(tmp_path / "big.onnx", 64, 64)  # 64 crossbars on tiny, which has 32
+    calibration = tmp_path / "calibration.npy"
+    np.save(calibration, np.zeros((2, 3), dtype=np.float32))
+    status = main(["compile", str(model), "-o", str(tmp_path / "prog.s"), "--target", "tiny",
+                   "--calibrate", str(calibration)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"{model}: the model needs at least 64 crossbars on 16 cores but target 'tiny' " \
+        "has 32 crossbars on 8 cores" in err
+    assert not (tmp_path / "prog.s").exists()
