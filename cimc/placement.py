@@ -135,9 +135,12 @@ def rounded_width(width: int, cols: int) -> int:
 
 def core_hops(target: Target) -> np.ndarray:
     """Mesh hops between every pair of cores (0 within a tile)."""
-    tiles = np.arange(target.cores) // target.cores_per_tile
+    per, cores = target.cores_per_tile, target.cores
+    tiles = np.arange(-(-cores // per), dtype=np.int32)
     x, y = tiles % target.mesh_x, tiles // target.mesh_x
-    return (np.abs(x[:, None] - x[None, :]) + np.abs(y[:, None] - y[None, :])).astype(np.int32)
+    between = np.abs(x[:, None] - x[None, :]) + np.abs(y[:, None] - y[None, :])
+    # per tile, then spread to its cores (isaac: 168 tiles, 2016 cores)
+    return np.repeat(np.repeat(between, per, 0), per, 1)[:cores, :cores]
 
 
 def _table_bytes(module: Module, unit: Unit, reducers: set[str]) -> int:

@@ -41,8 +41,12 @@ def rings(problem: Problem) -> list[int]:
     """ring[d]: the most cores at exactly d hops from one core, over all cores."""
     hops = problem.hops
     most = int(hops.max()) if hops.size else 0
-    return [int(max(np.count_nonzero(hops[t] == d) for t in range(problem.tiles)))
-            for d in range(most + 1)]
+    # one bincount of every row at once (row t's distances offset by t * (most + 1)):
+    # a count per core and distance took half a second on isaac's 2016 cores
+    width = most + 1
+    offsets = hops.astype(np.int64) + width * np.arange(len(hops), dtype=np.int64)[:, None]
+    counts = np.bincount(offsets.ravel(), minlength=len(hops) * width).reshape(-1, width)
+    return [int(c) for c in counts.max(axis=0, initial=0)]
 
 
 def nearest_cost(ring: list[int], cores: int) -> int:
