@@ -79,18 +79,18 @@ def _closest(word: str, choices: list[str]) -> str:
 
 
 def _check_value(key: Key, value: Any, text: str) -> tuple[Any, Problem | None]:
-    """The value converted to the key's type, or a problem."""
-    place = locate(text, key.section, key.name)
+    """The value converted to the key's type, or a problem (located in `text` only then:
+    locating every key took most of the time of loading a target)."""
     unit = f" {key.unit}" if key.unit else ""
     ok_type = isinstance(value, key.type) and (key.type is bool or not isinstance(value, bool))
     if key.type is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok_type = float(value), True
     if not ok_type:
         return None, Problem(key.path, f"expected {key.range_text()}{unit}, got {_describe(value)}",
-                             place)
+                             locate(text, key.section, key.name))
     if key.low is not None and key.high is not None and not key.low <= value <= key.high:
         return None, Problem(key.path, f"{format_value(value)} is out of range; allowed: "
-                             f"{key.range_text()}{unit}", place)
+                             f"{key.range_text()}{unit}", locate(text, key.section, key.name))
     return value, None
 
 
