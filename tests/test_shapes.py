@@ -62,6 +62,16 @@ def test_max_pool_result_height_matches_onnxruntime(h: int, k: int, s: int, d: i
     assert expected in window_count(h, k, s, d, pb, pa, bool(ceil_mode))
 
 
+@pytest.mark.parametrize("h, k, s", [(2, 3, 2), (1, 3, 3), (3, 5, 4)])
+def test_ceil_mode_window_larger_than_the_input_matches_onnxruntime(h: int, k: int,
+                                                                     s: int) -> None:
+    """With ceil_mode a kernel longer than the input by less than a stride still gives a
+    window (it was refused as 'does not fit')."""
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[k, 1], strides=[s, 1],
+                            ceil_mode=1)
+    assert window_count(h, k, s, 1, 0, 0, True) == [ort_output_shape(node, (1, 1, h, 1))[2]]
+
+
 def test_ceil_mode_accepts_onnx_and_onnxruntime_counts() -> None:
     # H=4, k=3, s=2, pads 0/2: onnx's shape inference says 3 windows, onnxruntime 2
     # (its last window would start in the padding). Both are valid results.
