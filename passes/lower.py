@@ -263,6 +263,7 @@ def lower_pool(module: Module, op: Op) -> None:
     reach_h = (oh - 1) * attrs["strides"][0] + attrs["dilations"][0] * (kernel[0] - 1) + 1
     reach_w = (ow - 1) * attrs["strides"][1] + attrs["dilations"][1] * (kernel[1] - 1) + 1
     # ceil_mode windows running past the bottom/right pads read pad values too.
+    past = reach_h > h + pads[0] + pads[2] or reach_w > w + pads[1] + pads[3]
     pads[2] = max(pads[2], reach_h - h - pads[0])
     pads[3] = max(pads[3], reach_w - w - pads[1])
     lo, hi = _bounds(op, y_type)
@@ -274,6 +275,10 @@ def lower_pool(module: Module, op: Op) -> None:
             _replace(module, op, "pool", [op.inputs[0]], attrs)
         return
     count = kernel[0] * kernel[1]
+    if past:  # onnxruntime divides those windows by fewer positions; the chip has one divisor
+        raise CimcError(f"op {op.name!r} ({op.kind}): average pooling whose ceil_mode windows "
+                        "run past the padded input is not supported (they average fewer "
+                        "positions); use ceil_mode=0 or pads that cover the last window")
     if any(pads) and not op.attrs.get("count_include_pad", 0):
         raise CimcError(f"op {op.name!r} ({op.kind}): padded average pooling without "
                         "count_include_pad is not supported; use count_include_pad=1 or no pads")

@@ -253,6 +253,18 @@ def test_padded_average_pool_with_varying_counts_is_reported() -> None:
         Lower().apply(b.finish(y))
 
 
+@pytest.mark.parametrize("count_include_pad", [0, 1])
+def test_average_pool_whose_ceil_mode_windows_run_past_the_input_is_reported(
+        count_include_pad: int) -> None:
+    """onnxruntime divides such a window by the positions it covers; the chip has one
+    divisor for all windows (it divided the last ones by the whole kernel)."""
+    b = Builder((1, 2, 3, 3))
+    y = b.op("avg_pool", [b.x], (1, 2, 2, 2), 0.05, 0, kernel=[2, 2], strides=[2, 2],
+             pads=[0, 0, 0, 0], ceil_mode=1, count_include_pad=count_include_pad)
+    with pytest.raises(CimcError, match="ceil_mode windows run past the padded input"):
+        Lower().apply(b.finish(y))
+
+
 def test_asymmetric_weights_are_reported() -> None:
     b = Builder((1, 1, 4, 4))
     w = b.m.add_constant("w", np.ones((2, 1, 1, 1), np.int8), Quant((0.1, 0.1), (3, 0), 0))
