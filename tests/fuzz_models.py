@@ -153,6 +153,18 @@ class PoolSpec:
                 ow -= 1
         return oh, ow
 
+    def ambiguous(self, h: int, w: int) -> bool:
+        """ceil_mode where onnx's shape inference keeps a last window starting in the
+        bottom/right pad and onnxruntime drops it: the two disagree on the shape."""
+        if not self.ceil or self.kind == "global":
+            return False
+        oh, ow = self.out_hw(h, w)
+        full = (conv_out(h, self.kernel[0], self.strides[0], self.pads[0] + self.pads[2],
+                         self.dilations[0], True),
+                conv_out(w, self.kernel[1], self.strides[1], self.pads[1] + self.pads[3],
+                         self.dilations[1], True))
+        return (oh, ow) != full
+
     def onnx_attrs(self) -> dict[str, object]:
         attrs: dict[str, object] = {"kernel_shape": list(self.kernel),
                                     "strides": list(self.strides), "pads": list(self.pads),
@@ -263,12 +275,10 @@ class QdqBuilder:
             if bias != "none":
                 inputs.append(self.bias(_bias_codes(self.rng, units, bias), acc_scales))
             y = self.g.node("Gemm", inputs, "gemm", transB=1)
-        else:
+        else:  # no bias: cimc does not fuse MatMul + Add(bias) into one gemm (yet)
+            bias = "none"
             y = self.g.node("MatMul", [flat, self.weights(codes.T.copy(), w_scales, axis=1)],
                             "matmul")
-            if bias != "none":
-                y = self.g.node("Add", [y, self.bias(_bias_codes(self.rng, units, bias),
-                                                     acc_scales)], "biasadd")
         y = self._activation(y, activation, q)
         self.g.layers.append(f"{'' if qdq_flatten else 'float '}{kind}[{units}] bias={bias}"
                              f"{'+' + activation if activation else ''} {_q(q)}")
@@ -382,7 +392,7 @@ def pool_specs(draw: st.DrawFn, h: int, w: int) -> PoolSpec | None:
     spec = PoolSpec(kind, kernel, (draw(st.integers(1, 3)), draw(st.integers(1, 3))),
                     pads, dil, draw(st.booleans()))  # type: ignore[arg-type]
     oh, ow = spec.out_hw(h, w)
-    return spec if oh >= 1 and ow >= 1 else None
+    return spec if oh >= 1 and ow >= 1 and not spec.ambiguous(h, w) else None
 
 
 @st.composite
@@ -422,6 +432,17 @@ class Draw:
                          else st.floats(-3, 3))
         return Quant(_f32(x.quant.scale * 2.0**log2), self.draw(zero_points(self.signed)),
                      self.signed)
+
+    def add_quant(self, a: Tensor, b: Tensor) -> Quant:
+        """The result quantization of a + b. cimc adds in integers only when the larger
+        operand scale is below 2^20 times the result's (docs/ir.md, add); beyond it the
+        add stays float and compiling fails (say so: a clearer message is wanted)."""
+        assert a.quant is not None and b.quant is not None
+        if self.draw(st.booleans()) and max(a.quant.scale, b.quant.scale) < a.quant.scale * 2**19:
+            return a.quant
+        log2 = self.draw(st.floats(-19, 40) if self.extreme else st.floats(-3, 3))
+        return Quant(_f32(max(a.quant.scale, b.quant.scale) * 2.0**log2),
+                     self.draw(zero_points(self.signed)), self.signed)
 
     def conv(self, x: Tensor, spec: ConvSpec, q: Quant | None = None) -> Tensor:
         assert x.quant is not None
@@ -518,7 +539,7 @@ def branch_cases(draw: st.DrawFn, directory: Path) -> Case:
         right = d.same_shape_conv(x, c)
         if draw(st.booleans()):
             left, right = right, left
-        y = d.b.add(left, right, d.quant_near(x), draw(st.sampled_from(["", "relu"])))
+        y = d.b.add(left, right, d.add_quant(left, right), draw(st.sampled_from(["", "relu"])))
     else:
         parts = []
         # Temporary (CONCAT_SAME_QUANT_ONLY): every operand in the concat's quantization.
@@ -534,3 +555,135 @@ def branch_cases(draw: st.DrawFn, directory: Path) -> Case:
     if draw(st.booleans()) and math.prod(y.shape[1:]) <= 256:
         y = d.head(y)
     return _finish(d, x0, y, rng, directory)
+
+
+# --- Float graphs for onnxruntime's quantizer -----------------------------------------
+
+class FloatBuilder:
+    """A float graph of the same layers, for `models.quantize_qdq` to quantize."""
+
+    def __init__(self, rng: np.random.Generator, extreme: bool) -> None:
+        self.g = Graph()
+        self.rng = rng
+        self.extreme = extreme
+
+    def _weights(self, shape: tuple[int, ...]) -> np.ndarray:
+        w = self.rng.standard_normal(shape) / math.sqrt(math.prod(shape[1:]))
+        if self.extreme:  # per-channel magnitudes over many decades, a channel all zero
+            w *= np.exp2(self.rng.uniform(-16, 8, (shape[0],) + (1,) * (len(shape) - 1)))
+            w[self.rng.integers(shape[0])] = 0.0
+        return w.astype(np.float32)
+
+    def _bias(self, n: int) -> np.ndarray:
+        scale = 10.0 ** self.rng.uniform(-3, 3) if self.extreme else 0.1
+        return (self.rng.standard_normal(n) * scale).astype(np.float32)
+
+    def conv(self, x: Tensor, spec: ConvSpec) -> Tensor:
+        n, c, h, w = x.shape
+        inputs = [x.name, self.g.const("w", self._weights((spec.cout, c // spec.group,
+                                                            *spec.kernel)))]
+        if spec.bias != "none":
+            inputs.append(self.g.const("b", self._bias(spec.cout)))
+        y = self.g.node("Conv", inputs, "conv", **spec.onnx_attrs())
+        self.g.layers.append(f"conv{_conv_text(spec)}")
+        return Tensor(self.activation_node(y, spec.activation), (n, spec.cout,
+                                                                 *spec.out_hw(h, w)))
+
+    def activation_node(self, value: str, kind: str) -> str:
+        if kind == "relu":
+            return self.g.node("Relu", [value], "relu")
+        if kind == "clip":
+            lo, hi = self.g.const("lo", np.float32(0.0)), self.g.const("hi", np.float32(6.0))
+            return self.g.node("Clip", [value, lo, hi], "clip")
+        return value
+
+    def activation(self, x: Tensor, kind: str) -> Tensor:
+        self.g.layers.append(kind)
+        return Tensor(self.activation_node(x.name, kind), x.shape)
+
+    def pool(self, x: Tensor, spec: PoolSpec) -> Tensor:
+        n, c, h, w = x.shape
+        if spec.kind == "global":
+            y = self.g.node("GlobalAveragePool", [x.name], "gap")
+        else:
+            op = "MaxPool" if spec.kind == "max" else "AveragePool"
+            y = self.g.node(op, [x.name], "pool", **spec.onnx_attrs())
+        self.g.layers.append(f"{spec.kind}pool{_pool_text(spec)}")
+        return Tensor(y, (n, c, *spec.out_hw(h, w)))
+
+    def add(self, a: Tensor, b: Tensor, activation: str) -> Tensor:
+        self.g.layers.append(f"add{'+' + activation if activation else ''}")
+        return Tensor(self.activation_node(self.g.node("Add", [a.name, b.name], "add"),
+                                           activation), a.shape)
+
+    def concat(self, parts: list[Tensor]) -> Tensor:
+        n, _, h, w = parts[0].shape
+        self.g.layers.append(f"concat{len(parts)}")
+        return Tensor(self.g.node("Concat", [p.name for p in parts], "cat", axis=1),
+                      (n, sum(p.shape[1] for p in parts), h, w))
+
+    def head(self, x: Tensor, units: int, kind: str, activation: str) -> Tensor:
+        k = math.prod(x.shape[1:])
+        flat = self.g.node("Flatten", [x.name], "flat", axis=1) if len(x.shape) != 2 else x.name
+        w = self._weights((units, k))
+        if kind == "gemm":
+            y = self.g.node("Gemm", [flat, self.g.const("w", w),
+                                     self.g.const("b", self._bias(units))], "gemm", transB=1)
+        else:  # MatMul without bias (MatMul + Add is not fused, see QdqBuilder.head)
+            y = self.g.node("MatMul", [flat, self.g.const("w", w.T.copy())], "matmul")
+        self.g.layers.append(f"{kind}[{units}]{'+' + activation if activation else ''}")
+        return Tensor(self.activation_node(y, activation), (x.shape[0], units))
+
+
+@st.composite
+def quantizer_cases(draw: st.DrawFn, directory: Path) -> Case:
+    """A float graph (convs, pools, activations, an add or concat block, a head)
+    quantized by onnxruntime's quantize_static (QDQ, per-channel int8 weights)."""
+    from models import quantize_qdq
+
+    signed = draw(st.booleans())
+    extreme = draw(st.sampled_from([False, False, True]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    b = FloatBuilder(rng, extreme)
+    shape = (1, draw(st.integers(1, 4)), draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+    b.g.layers.append(f"input{list(shape)} {'int8' if signed else 'uint8'}"
+                      f"{' extreme' if extreme else ''}")
+    x0 = y = Tensor("input", shape)
+
+    def layer(y: Tensor) -> Tensor:
+        _, c, h, w = y.shape
+        kind = draw(st.sampled_from(["conv", "conv", "pool", "activation", "block"]))
+        if kind == "conv":
+            spec = draw(conv_specs(c, h, w))
+            return y if spec is None else b.conv(y, spec)
+        if kind == "pool":
+            pool = draw(pool_specs(h, w))
+            return y if pool is None else b.pool(y, pool)
+        if kind == "activation":
+            return b.activation(y, draw(st.sampled_from(["relu", "clip"])))
+        branches = []
+        for _ in range(2):
+            k = draw(st.sampled_from([1, 3]))
+            cout = c if draw(st.booleans()) else draw(st.integers(1, 4))
+            spec = ConvSpec(cout, (k, k), (1, 1), (k // 2,) * 4, (1, 1), 1,  # type: ignore[arg-type]
+                            draw(st.sampled_from(["", "relu"])), "small")
+            branches.append(y if draw(st.booleans()) and cout == c else b.conv(y, spec))
+        if branches[0].shape == branches[1].shape and draw(st.booleans()):
+            return b.add(branches[0], branches[1], draw(st.sampled_from(["", "relu"])))
+        return b.concat(branches)
+
+    # A conv first: onnxruntime leaves a pool or activation that reads the float input
+    # unquantized, which cimc refuses (the chip starts at a QuantizeLinear).
+    first = draw(conv_specs(*shape[1:]))
+    y = b.conv(y, first or ConvSpec(2, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "", "small"))
+    for _ in range(draw(st.integers(0, 2))):
+        y = layer(y)
+    if draw(st.booleans()) and math.prod(y.shape[1:]) <= 256:
+        y = b.head(y, draw(st.integers(1, 10)), draw(st.sampled_from(["gemm", "matmul"])),
+                   draw(st.sampled_from(["", "relu"])))
+    source = b.g.save(directory / f"fuzz-float-{next(_FILES)}.onnx", x0, [y])
+    spread = 2.0 ** rng.uniform(-20, 20) if extreme else 1.0
+    batches = (rng.standard_normal((8, *shape[1:])) * spread).astype(np.float32)
+    path = quantize_qdq(source, batches, "int8" if signed else "uint8")
+    x = (rng.standard_normal((SAMPLES, *shape[1:])) * spread * 1.5).astype(np.float32)
+    return Case(path, x, b.g.layers)
