@@ -112,6 +112,11 @@ def load_model(path: str, target: Target | None = None) -> onnx.ModelProto:
         example = f" (such as {last!r})" if last else ""
         raise CimcError(f"{path}: the model has no outputs, so it computes nothing; list its "
                         f"result tensors{example} in the graph's outputs when exporting it")
+    names = [out.name for out in model.graph.output]
+    twice = next((name for name in names if names.count(name) > 1), None)
+    if twice is not None:  # the checker lets it pass; outputs are keyed by name downstream
+        raise CimcError(f"{path}: output {twice!r} is listed {names.count(twice)} times in the "
+                        "graph's outputs; list each result once")
     return model
 
 

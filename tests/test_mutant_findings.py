@@ -57,3 +57,14 @@ def test_constant_folding_that_onnxruntime_refuses_logs_nothing(
                   [numpy_helper.from_array(np.ones((4, 6), np.float32), "c")])
     assert main(["opt", model]) == 1
     _only_the_error(capfd, "fold.onnx", "'pool'")
+
+
+def test_an_output_listed_twice_is_named(tmp_path: Path,
+                                         capfd: pytest.CaptureFixture[str]) -> None:
+    """The second listing lost the shape inferred for the first: the message blamed
+    dynamic shapes ('pin the input shapes with --input-shape')."""
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    model = _save(tmp_path / "twice.onnx", [helper.make_node("Relu", ["x"], ["y"])],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [y, y], [])
+    assert main(["opt", model]) == 1
+    _only_the_error(capfd, "twice.onnx", "output 'y' is listed 2 times")
