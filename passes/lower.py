@@ -129,10 +129,17 @@ class Lower(Pass):
                     "the chip runs only quantized ops and the host only the float tail after "
                     "the last dequantize, so quantize this op (QDQ around it, as for its "
                     "neighbours) or end the model before it")
-            if op.kind not in RULES or not module.values[op.outputs[0]].is_quantized:
-                raise CimcError(f"op {op.name!r} ({op.kind}): the backend runs integer "
-                                f"{', '.join(sorted(RULES))} between quantize and dequantize; "
-                                "quantize the model (QDQ) or move this op to the host")
+            if op.kind not in RULES:
+                raise CimcError(f"op {op.name!r} ({op.kind}): the chip has no {op.kind}; it "
+                                f"runs integer {', '.join(sorted(RULES))}: express this op "
+                                "with those, or end the model before it (the host runs only "
+                                "the float tail after the last DequantizeLinear)")
+            if not module.values[op.outputs[0]].is_quantized:
+                raise CimcError(f"op {op.name!r} ({op.kind}) is float, with no "
+                                "QuantizeLinear/DequantizeLinear around it (onnxruntime's "
+                                "quantizer leaves some ops float); the chip runs only "
+                                "quantized ops: quantize the model with QDQ around this op, "
+                                "or end the model before it")
         _check_batch(module, todo)
         check_host_boundary(module, {op.name for op in todo})
         for op in todo:

@@ -143,7 +143,8 @@ def test_reference_gemm_with_a_runtime_scalar_bias_equals_the_oracle(
     # The sim engine quantizes it first (random calibration of a 0-d input included); the
     # chip cannot add a runtime bias, which is said, not a traceback.
     _fails(["run", model, "--target", "tiny", "--inputs", str(tmp_path / "inputs.npz"),
-            "--outputs", str(tmp_path / "y3.npy")], capsys, "(gemm)", "move this op to the host")
+            "--outputs", str(tmp_path / "y3.npy")], capsys, "(gemm) is float",
+           "end the model before it")
 
 
 def test_reference_1d_matmul_equals_the_oracle_for_one_and_several_batches(
@@ -437,3 +438,26 @@ def test_reference_relu_and_clip_on_plain_int8_equal_the_oracle(
     got = _reference_run(model, {"x": x}, tmp_path, capsys)
     assert got.dtype == np.int8
     np.testing.assert_array_equal(got, exact_outputs(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize(("node", "says"), [
+    (helper.make_node("Mul", ["x", "c"], ["y"], name="scale"),
+     ["op 'scale' (mul): the chip has no mul", "express this op"]),
+    (helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=[3, 3],
+                      pads=[1, 1, 1, 1]),
+     ["op 'pool' (avg_pool) is float", "QDQ around this op"]),
+])
+def test_an_op_the_chip_cannot_run_after_quantizing_says_why_not_to_quantize(
+        node: onnx.NodeProto, says: list[str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """After --calibrate the model is quantized: "quantize the model (QDQ)" misled."""
+    rng = np.random.default_rng(2)
+    conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1])
+    nodes = [node] if node.op_type == "AveragePool" else [conv, node]
+    model = _save(tmp_path / "m.onnx", nodes, [_value("x", [1, 2, 6, 6])],
+                  [_value("y", [1, 2, 6, 6])],
+                  [_const("w", rng.standard_normal((2, 2, 3, 3)).astype(np.float32))])
+    np.save(tmp_path / "x.npy", rng.standard_normal((4, 2, 6, 6)).astype(np.float32))
+    err = _fails([model, "-o", str(tmp_path / "out.s"), "--target", "tiny", "--calibrate",
+                  str(tmp_path / "x.npy")], capsys, *says)
+    assert "quantize the model (QDQ) or" not in err
