@@ -5,7 +5,7 @@ simulate, then let the host finish (dequantize, float tails such as Softmax)."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +14,11 @@ from cimc.pass_manager import run_pipeline
 from cimc.pipeline import BackendOptions, backend_passes
 from passes.emit_asm import ports
 from passes.lower_host import host_float_ops
+
+if TYPE_CHECKING:
+    from cimc.backend_codegen import CoreCode
+    from isa.image import Image
+    from targets import Target
 
 
 def _host_tail(module: Module) -> Module:
@@ -59,8 +64,6 @@ def run_on_simulator(module: Module, feeds: dict[str, np.ndarray],
     simulator's (cycles, energy... per inference; see docs/backend.md).
     """
     from cimc.backend_codegen import generate
-    from isa.assembler import assemble_text
-    from isa.simulator import run_program
     from passes.emit_asm import emit
     from targets import load_target
 
@@ -69,29 +72,36 @@ def run_on_simulator(module: Module, feeds: dict[str, np.ndarray],
     target = load_target(options.target)
     backend = copy.deepcopy(module)
     run_pipeline(backend, backend_passes(options))
+    cores = generate(backend, target)
     # In memory: no file to leave behind if the run fails or is stopped.
-    text, image = emit(backend, target, generate(backend, target), "prog.s")
+    text, image = emit(backend, target, cores, "prog.s")
+    return simulate_program(module, backend, target, cores, text, image, feeds, report)
+
+
+def simulate_program(module: Module, backend: Module, target: Target,
+                     cores: dict[int, CoreCode], text: str, image: Image,
+                     feeds: dict[str, np.ndarray],
+                     report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Outputs of `module` (after the frontend) on `feeds`, computed by the program `text`
+    (+ `image`) compiled from it as `backend` with `cores` for `target`.
+
+    When `report` is given it is filled with the compile figures and the
+    simulator's (cycles, energy... per inference; see docs/backend.md).
+    """
+    from cimc.backend_report import program_figures
+    from cimc.reference import run_module
+    from isa.assembler import assemble_text
+    from isa.simulator import run_program
+
     program = assemble_text(text, "<program>")
     codes, simulated = run_program(program, image, target, _quantized_inputs(module, feeds))
     if report is not None:
-        report.update(_figures(backend, target, program, simulated))
+        report.update(program_figures(backend, target, cores, program, simulated))
+        report["batch"] = simulated["batch"]
     _, outputs = ports(module)
     results = {}
     for port in outputs:
         value = codes[port.name]
         results[port.value] = value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
     results.update({name: feeds[name] for name in module.outputs if name in module.inputs})
-    from cimc.reference import run_module
-
     return run_module(_host_tail(module), results)
-
-
-def _figures(backend: Module, target: Any, program: Any,
-             simulated: dict[str, Any]) -> dict[str, Any]:
-    """The compile report's keys for a module compiled and simulated by `run_on_simulator`."""
-    from cimc.backend_codegen import generate
-    from cimc.backend_report import program_figures
-
-    figures = program_figures(backend, target, generate(backend, target), program, simulated)
-    figures["batch"] = simulated["batch"]
-    return figures

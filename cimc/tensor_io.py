@@ -22,14 +22,21 @@ from cimc.outputs import write_atomic
 
 def read_inputs(path: str, inputs: dict[str, TensorType]) -> dict[str, np.ndarray]:
     """Arrays for the model inputs `inputs` (name -> type) read from `path`, checked and cast."""
-    arrays = _load(path, list(inputs))
-    checked = {name: _checked(path, name, arrays[name], ty) for name, ty in inputs.items()}
+    return check_inputs(path, _load(path, list(inputs)), inputs)
+
+
+def check_inputs(where: str, arrays: dict[str, np.ndarray],
+                 inputs: dict[str, TensorType]) -> dict[str, np.ndarray]:
+    """`arrays` (one per name of `inputs`) checked against the model input types and cast;
+    errors name `where` the arrays come from."""
+    checked = {name: _checked(where, name, np.asarray(arrays[name]), ty)
+               for name, ty in inputs.items()}
     # A 0-d input cannot be stacked: it holds one batch.
     counts = {name: len(checked[name]) // ty.shape[0] if ty.shape else 1
               for name, ty in inputs.items()}
     if len(set(counts.values())) > 1:
         held = ", ".join(f"{name!r} {count}" for name, count in counts.items())
-        raise CimcError(f"{path}: the inputs hold different numbers of batches ({held}); "
+        raise CimcError(f"{where}: the inputs hold different numbers of batches ({held}); "
                         "give every input the same number (a 0-d input holds one)")
     return checked
 

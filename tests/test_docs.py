@@ -49,6 +49,12 @@ def test_passes_md_examples_run() -> None:
     assert result.failed == 0 and result.attempted > 0
 
 
+def test_api_md_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the examples name the bundled model from the repository's root
+    result = doctest.testfile(str(ROOT / "docs" / "api.md"), module_relative=False)
+    assert result.failed == 0 and result.attempted > 0
+
+
 def test_every_pipeline_example_in_the_docs_and_help_parses(
         monkeypatch: pytest.MonkeyPatch) -> None:
     sources = {str(path.relative_to(ROOT)): path.read_text() for path in DOCS}

@@ -10,20 +10,15 @@ it; optionally the C data header of test inputs and expected outputs
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from cimc.api import Program
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from cimc.backend_codegen import CoreCode
-    from cimc.ir import Module
-    from cimc.pass_manager import PassTiming
     from cimc.pipeline import BackendOptions
-    from isa.image import Image
-    from targets import Target
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
@@ -101,18 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=compile_command)
 
 
-@dataclass
-class Compiled:
-    """The outcome of compiling one model."""
-
-    integer: Module  # after the frontend: what the reference interpreter runs
-    module: Module  # after the backend
-    target: Target
-    cores: dict[int, CoreCode]
-    program: str  # the program text (for the path given to compile_model)
-    image: Image  # its crossbar programming image
-    timings: list[PassTiming] = field(default_factory=list)
-    placement: dict[str, Any] = field(default_factory=dict)  # the place pass's summary
+# What `compile_model` returns (the API's Program).
+Compiled = Program
 
 
 def compile_model(model: str, output: str, target_name: str = "isaac",
@@ -122,44 +107,20 @@ def compile_model(model: str, output: str, target_name: str = "isaac",
                   pipeline: str = "latency", stream: int = 0,
                   replicate: float | None = None, placer: str = "cpsat",
                   place_time_limit: float | None = None, write: bool = True,
-                  place_effort: float | None = None) -> Compiled:
-    """Compile `model` for the program path `output`, writing it (+ .img beside it)
-    unless `write` is False; the modules, program, image and timings for reports and tests."""
-    import copy
+                  place_effort: float | None = None) -> Program:
+    """`cimc.compile` for the program path `output`, writing it (+ .img beside it)
+    unless `write` is False."""
+    from cimc.api import compile as compile_program
 
-    from cimc.backend_codegen import generate
-    from cimc.outputs import OutputSet
-    from cimc.pass_manager import PassTiming, parse_pipeline, run_pipeline
-    from cimc.pipeline import FRONTEND, BackendOptions, backend_passes
-    from cimc.quantize import import_model
-    from passes.emit_asm import emit
-    from passes.place import Place
-    from targets import load_target
-
-    target = load_target(target_name)
-    start = time.perf_counter()
-    module = import_model(model, input_shapes, calibrate, activations, target=target)
-    imported = time.perf_counter() - start
-    timings = run_pipeline(module, parse_pipeline(",".join(FRONTEND)),
-                           print_after_all=print_after_all)
-    integer = copy.deepcopy(module)
-    options = BackendOptions(target.source or target.name, pipeline, stream, replicate, placer,
-                             place_time_limit, place_effort)
-    backend = backend_passes(options)  # emit-asm only checks; the files are written below
-    timings += run_pipeline(module, backend, print_after_all=print_after_all,
-                            time_passes=time_passes)
-    timings.insert(0, PassTiming("import-onnx", imported))
-    placed = next((p.summary for p in backend if isinstance(p, Place)), None)
-    cores = generate(module, target)
-    program, image = emit(module, target, cores, output)
+    program = compile_program(model, target_name, input_shapes=input_shapes,
+                              calibrate=calibrate, activations=activations,
+                              pipeline=pipeline, stream=stream, replicate=replicate,
+                              placer=placer, place_effort=place_effort,
+                              place_time_limit=place_time_limit, path=output,
+                              print_ir_after_all=print_after_all, time_passes=time_passes)
     if write:
-        image_path = Path(output).with_suffix(".img")
-        with OutputSet({"the program": output, "its image": image_path}) as out:
-            out.write(output, program)
-            out.write(image_path, image.to_bytes())
-            out.commit()
-    return Compiled(integer, module, target, cores, program, image, timings,
-                    placed.as_dict() if placed is not None else {})
+        program.save(output)
+    return program
 
 
 def compile_command(args: argparse.Namespace) -> int:
@@ -167,6 +128,7 @@ def compile_command(args: argparse.Namespace) -> int:
     failure or a signal at any step leaves no output behind."""
     import json
 
+    from cimc.api import compile as compile_program
     from cimc.commands.opt import input_shapes
     from cimc.diagnostics import CimcError
     from cimc.outputs import OutputSet
@@ -187,17 +149,18 @@ def compile_command(args: argparse.Namespace) -> int:
     outputs = {"-o": output, "the image beside -o": image,
                "--report": args.report, "--emit-data": args.emit_data}
     with OutputSet(outputs, inputs) as out:
-        compiled = compile_model(args.model, str(output), args.target,
-                                 input_shapes(args.input_shape) or None,
-                                 args.print_ir_after_all, args.time_passes,
-                                 args.calibrate, args.activations, args.pipeline, args.stream,
-                                 args.replicate, args.placer, args.place_time_limit,
-                                 write=False, place_effort=args.place_effort)
+        compiled = compile_program(
+            args.model, args.target, input_shapes=input_shapes(args.input_shape) or None,
+            calibrate=args.calibrate, activations=args.activations, pipeline=args.pipeline,
+            stream=args.stream, replicate=args.replicate, placer=args.placer,
+            place_effort=args.place_effort, place_time_limit=args.place_time_limit,
+            path=str(output), print_ir_after_all=args.print_ir_after_all,
+            time_passes=args.time_passes)
         codes = _test_codes(args, compiled) if args.inputs else None
         header = _header(args, compiled, codes) if args.emit_data else None
         report = build_report(compiled, str(output), codes[0] if codes else None) \
             if args.report else None
-        out.write(output, compiled.program)
+        out.write(output, compiled.assembly)
         out.write(image, compiled.image.to_bytes())
         if header is not None:
             out.write(args.emit_data, header)
@@ -259,30 +222,14 @@ def _load_array(path: str) -> np.ndarray:
         raise CimcError(f"{path}: cannot read a .npy array: {exc}") from None
 
 
-def build_report(compiled: Compiled, program_path: str,
+def build_report(compiled: Program, program_path: str,
                  input_codes: dict[str, np.ndarray] | None) -> dict[str, Any]:
-    """The report: static figures plus cycles/throughput/energy from one simulated inference."""
-    import numpy as np
+    """The report (cimc.api.program_report) of the program compiled for `program_path`."""
+    import dataclasses
 
-    from cimc.backend_report import program_figures
-    from isa.assembler import assemble_text
-    from isa.simulator import run_program
+    from cimc.api import program_report
 
-    program = assemble_text(compiled.program, program_path)
-    if input_codes is not None:
-        feeds = {name: codes[:1] for name, codes in input_codes.items()}
-        source = "simulation of one inference on the first of --inputs"
-    else:
-        feeds = {d.name: np.full((1, *d.shape), d.zp, dtype=np.int64) for d in program.inputs}
-        source = ("simulation of one inference on an all-zero-point input (no --inputs given); "
-                  "the program has no data-dependent control flow, so every input takes "
-                  "this time and nearly this energy")
-    _, sim = run_program(program, compiled.image, compiled.target, feeds)
-    report = program_figures(compiled.module, compiled.target, compiled.cores, program, sim)
-    report.update(figures_from=source,
-                  pass_seconds={t.name: round(t.seconds, 6) for t in compiled.timings})
-    if compiled.placement:  # docs/placement.md: the placer, its bound and gap, time-out
-        report["placement"] = compiled.placement
-        report["hop_bytes_bound"] = compiled.placement["hop_bytes_bound"]
-        report.setdefault("max_link_bytes", compiled.placement["max_link_bytes"])
-    return report
+    if program_path != compiled.path:
+        compiled = dataclasses.replace(compiled, assembly=compiled.text_for(program_path),
+                                       path=program_path)
+    return program_report(compiled, input_codes)

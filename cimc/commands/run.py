@@ -3,50 +3,21 @@
 The model is imported and brought through the frontend pipeline (canonicalize,
 fold-qdq); the engine then evaluates it on every input batch.
 Engines: `sim` (the default), the program compiled for `--target` run on the
-simulator (cimc.backend_run); `reference`, the IR reference interpreter
-(cimc.reference). A float model runs in float on the reference engine unless
+simulator (cimc.api.compile, Program.simulate); `reference`, the IR reference
+interpreter (cimc.api.reference_outputs). A float model runs in float on the reference engine unless
 `--calibrate` is given; the sim engine always quantizes it first.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from cimc.ir import Module
-    from cimc.pipeline import BackendOptions
 
-# Batches of the model evaluated per call of the engine, to bound memory.
-BATCHES_PER_CALL = 32
-
-
-def _reference(module: Module, feeds: dict[str, np.ndarray], options: BackendOptions,
-               report: dict[str, Any]) -> dict[str, np.ndarray]:
-    from cimc.reference import run_module
-
-    report["engine"] = "reference"
-    return run_module(module, feeds)
-
-
-def _sim(module: Module, feeds: dict[str, np.ndarray], options: BackendOptions,
-         report: dict[str, Any]) -> dict[str, np.ndarray]:
-    from cimc.backend_run import run_on_simulator
-
-    report["engine"] = "sim"
-    return run_on_simulator(module, feeds, options, report)
-
-
-# Engine name -> function running a frontend-lowered module on stacked input batches
-# (the `sim` engine compiles with the backend options; the function fills the report).
-Feeds = dict[str, "np.ndarray"]
-ENGINES: dict[str, Callable[[Module, Feeds, BackendOptions, dict[str, Any]], Feeds]] = {
-    "sim": _sim,
-    "reference": _reference,
-}
+# sim: the program compiled for --target, simulated; reference: the IR interpreter.
+ENGINES = ("sim", "reference")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--outputs", required=True, metavar="Y", help=".npy or .npz to write")
     parser.add_argument(
-        "--engine", choices=list(ENGINES), default="sim",
+        "--engine", choices=ENGINES, default="sim",
         help="sim: compile for --target and simulate (default); reference: the IR interpreter",
     )
     parser.add_argument("--report", metavar="R.json",
@@ -107,54 +78,20 @@ def prepare(
     target: str | None = None,
 ) -> Module:
     """Import `model` (quantized first unless the reference engine runs it in float;
-    refused first if its weights cannot fit `target`) and run the frontend passes."""
-    from cimc.pass_manager import parse_pipeline, run_pipeline
-    from cimc.pipeline import FRONTEND
-    from cimc.quantize import import_model
-    from targets import load_target
+    refused first if its weights cannot fit `target`) and run the frontend passes
+    (cimc.api.prepare)."""
+    from cimc.api import prepare as prepare_model
 
-    module = import_model(model, input_shapes, calibrate, activations,
-                          keep_float=engine == "reference",
-                          target=load_target(target) if target is not None else None)
-    run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
-    return module
-
-
-def evaluate(module: Module, feeds: dict[str, np.ndarray], engine: str,
-             options: BackendOptions | str = "isaac",
-             report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Run `engine` on the stacked batches of `feeds`.
-
-    The reference takes BATCHES_PER_CALL batches at a time to bound memory; the
-    simulator takes them all in one run, so the program is compiled once.
-    """
-    from cimc.pipeline import BackendOptions
-    from cimc.reference.batch import join_batches
-
-    run_engine = ENGINES[engine]
-    if isinstance(options, str):
-        options = BackendOptions(target=options)
-    # A 0-d input cannot be stacked: it holds one batch.
-    batch = {name: (module.values[name].shape or (0,))[0] for name in module.inputs}
-    counts = {name: len(feeds[name]) // batch[name] if batch[name] else 1
-              for name in module.inputs}
-    total = min(counts.values(), default=1)
-    per_call = max(total, 1) if engine == "sim" else BATCHES_PER_CALL
-    report = {} if report is None else report
-    parts = []
-    for start in range(0, total, per_call):
-        stop = min(start + per_call, total)
-        chunk = {name: feeds[name][start * batch[name] : stop * batch[name]] if batch[name]
-                 else feeds[name] for name in feeds}
-        parts.append(run_engine(module, chunk, options, report))
-    return {name: join_batches([p[name] for p in parts]) for name in module.outputs}
+    return prepare_model(model, input_shapes, calibrate, activations,
+                         keep_float=engine == "reference", target=target)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from cimc.commands.compile import backend_options
+    from cimc.api import compile as compile_program
+    from cimc.api import reference_outputs
     from cimc.commands.opt import input_shapes
     from cimc.diagnostics import CimcError
     from cimc.outputs import OutputSet
@@ -170,8 +107,17 @@ def run(args: argparse.Namespace) -> int:
                          args.activations, args.engine,
                          args.target if args.engine == "sim" else None)
         feeds = read_inputs(args.inputs, {name: module.values[name] for name in module.inputs})
-        report: dict[str, Any] = {}
-        outputs = evaluate(module, feeds, args.engine, backend_options(args), report)
+        report: dict[str, Any] = {"engine": args.engine}
+        if args.engine == "sim":
+            program = compile_program(
+                module, args.target, pipeline=args.pipeline, stream=args.stream,
+                replicate=args.replicate, placer=args.placer, place_effort=args.place_effort,
+                place_time_limit=args.place_time_limit)
+            simulation = program.simulate(feeds)
+            outputs = simulation.outputs
+            report.update(simulation.figures)
+        else:
+            outputs = reference_outputs(module, feeds)
         out.write(args.outputs, encode_outputs(
             args.outputs, outputs, {name: module.values[name] for name in module.outputs}))
         if args.report:

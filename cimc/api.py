@@ -1,0 +1,294 @@
+"""The Python API: compile a model for a target, simulate the program, run the reference.
+
+    import cimc
+    program = cimc.compile("model.onnx", target="isaac")
+    logits = program.simulate(images).outputs["logits"]
+
+The command line (`cimc compile`, `cimc run`) is a thin layer over these
+functions; docs/api.md describes them with examples that run as tests. Heavy
+dependencies (onnx, onnxruntime, ortools) are imported when a function needs
+them, so `import cimc` stays cheap.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cimc.backend_codegen import CoreCode
+    from cimc.ir import Module
+    from cimc.pass_manager import PassTiming
+    from cimc.pipeline import BackendOptions
+    from isa.image import Image
+    from targets import Target
+
+def import_onnx(path: str | Path,
+                input_shapes: dict[str, tuple[int, ...]] | None = None) -> Module:
+    """The ONNX model at `path` as a tensor IR Module, checked, shape-inferred and verified
+    (`input_shapes` pins dynamic input dimensions by input name)."""
+    from cimc.frontend import import_onnx as load
+
+    return load(str(path), input_shapes)
+
+
+def load_target(name_or_file: str | Path) -> Target:
+    """A bundled target by name (isaac, puma, pimcomp, edge, tiny) or a target .toml file."""
+    from targets import load_target as load
+
+    return load(str(name_or_file))
+
+
+def prepare(model: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
+            calibrate: str | None = None, activations: str = "int8", *,
+            keep_float: bool = False, target: str | Path | None = None) -> Module:
+    """`model` imported and through the frontend passes (canonicalize, fold-qdq): the
+    integer IR its program computes. A float model is quantized first (with ranges from
+    the `calibrate` file's inputs, else random ones with a warning) unless `keep_float`.
+    Given a `target`, a model whose weights cannot fit its crossbars is refused right
+    after reading, before any quantization."""
+    from cimc.pass_manager import parse_pipeline, run_pipeline
+    from cimc.pipeline import FRONTEND
+    from cimc.quantize import import_model
+
+    module = import_model(str(model), input_shapes, calibrate, activations,
+                          keep_float=keep_float,
+                          target=load_target(target) if target is not None else None)
+    run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
+    return module
+
+
+@dataclass
+class Simulation:
+    """What one simulated run of a program gives: the model's outputs (by output name,
+    float for dequantized outputs) and the figures of the run (cycles, energy_nj, ...:
+    the keys of docs/backend.md's report, per inference)."""
+
+    outputs: dict[str, np.ndarray]
+    figures: dict[str, Any]
+
+
+@dataclass
+class Program:
+    """A model compiled for a target: the assembly text, the crossbar image, the IR."""
+
+    integer: Module  # after the frontend: what the reference interpreter runs
+    module: Module  # after the backend: placed and scheduled
+    target: Target
+    cores: dict[int, CoreCode]  # each used core's data and instructions
+    assembly: str  # the program text, as written at `path`
+    image: Image  # its crossbar programming image
+    path: str = "prog.s"  # where `assembly` names its image (beside it) and a target file from
+    timings: list[PassTiming] = field(default_factory=list)
+    placement: dict[str, Any] = field(default_factory=dict)  # the place pass's summary
+
+    @property
+    def program(self) -> str:
+        """The program text (the name `Compiled` used)."""
+        return self.assembly
+
+    @functools.cached_property
+    def report(self) -> dict[str, Any]:
+        """The compile report (`cimc compile --report`): crossbars, cores, hop-bytes, and the
+        cycles and energy of one simulated inference on an all-zero-point input."""
+        return program_report(self)
+
+    def simulate(self, inputs: np.ndarray | dict[str, np.ndarray]) -> Simulation:
+        """Run the program on the simulator: float `inputs` (as the ONNX model takes them,
+        batches stacked on axis 0) are quantized as the model does, every batch goes
+        through the program in one run, and the host finishes (dequantize, float tails)."""
+        from cimc.backend_run import simulate_program
+
+        feeds = model_inputs(self.integer, inputs)
+        figures: dict[str, Any] = {}
+        outputs = simulate_program(self.integer, self.module, self.target, self.cores,
+                                   self.assembly, self.image, _whole_batches(self.integer, feeds),
+                                   figures)
+        return Simulation({name: outputs[name] for name in self.integer.outputs}, figures)
+
+    def text_for(self, path: str | Path) -> str:
+        """The program text to write at `path`: it names the image beside it and a target
+        file relative to it."""
+        from passes.emit_asm import emit
+
+        if str(path) == self.path:
+            return self.assembly
+        return emit(self.module, self.target, self.cores, path)[0]
+
+    def save(self, path: str | Path) -> None:
+        """Write the program at `path` and its crossbar image beside it (suffix .img),
+        both or neither."""
+        from cimc.diagnostics import CimcError
+        from cimc.outputs import OutputSet
+
+        path = Path(path)
+        if path.suffix == ".img":
+            raise CimcError(f"{path}: the crossbar image is written beside the program with "
+                            "suffix .img; name the program .s")
+        image = path.with_suffix(".img")
+        with OutputSet({"the program": path, "its image": image}) as out:
+            out.write(path, self.text_for(path))
+            out.write(image, self.image.to_bytes())
+            out.commit()
+
+
+def compile(model: str | Path | Module, target: str | Path = "isaac", *,
+            input_shapes: dict[str, tuple[int, ...]] | None = None,
+            calibrate: str | None = None, activations: str = "int8",
+            pipeline: str = "latency", stream: int = 0, replicate: float | None = None,
+            placer: str = "cpsat", place_effort: float | None = None,
+            place_time_limit: float | None = None, path: str | Path = "prog.s",
+            print_ir_after_all: bool = False, time_passes: bool = False) -> Program:
+    """Compile `model` (an ONNX file, QDQ or float, or a module from `prepare`) for `target`.
+
+    The options are those of `cimc compile` (README): `pipeline` latency or throughput,
+    `stream` inferences per run, `replicate` crossbar budget, `placer` and its
+    `place_effort` and `place_time_limit`. `path` is where the program will be written
+    (its text names the image beside it). Nothing is written; `Program.save` does it.
+    """
+    from cimc.pass_manager import PassTiming, parse_pipeline, run_pipeline
+    from cimc.pipeline import FRONTEND, BackendOptions
+    from cimc.quantize import import_model
+
+    chosen = load_target(target)
+    options = BackendOptions(chosen.source or chosen.name, pipeline, stream, replicate, placer,
+                             place_time_limit, place_effort)
+    if not isinstance(model, (str, Path)):
+        return _backend(copy.deepcopy(model), chosen, options, str(path), [],
+                        print_ir_after_all, time_passes)
+    start = time.perf_counter()
+    module = import_model(str(model), input_shapes, calibrate, activations, target=chosen)
+    imported = time.perf_counter() - start
+    timings = run_pipeline(module, parse_pipeline(",".join(FRONTEND)),
+                           print_after_all=print_ir_after_all)
+    return _backend(module, chosen, options, str(path),
+                    [PassTiming("import-onnx", imported), *timings],
+                    print_ir_after_all, time_passes)
+
+
+def _backend(module: Module, target: Target, options: BackendOptions, path: str,
+             timings: list[PassTiming], print_after_all: bool, time_passes: bool) -> Program:
+    """The backend pipeline on `module` (after the frontend; rewritten in place)."""
+    from cimc.backend_codegen import generate
+    from cimc.pass_manager import run_pipeline
+    from cimc.pipeline import backend_passes
+    from passes.emit_asm import emit
+    from passes.place import Place
+
+    integer = copy.deepcopy(module)
+    backend = backend_passes(options)  # emit-asm only checks; Program.save writes the files
+    timings = timings + run_pipeline(module, backend, print_after_all=print_after_all,
+                                     time_passes=time_passes)
+    placed = next((p.summary for p in backend if isinstance(p, Place)), None)
+    cores = generate(module, target)
+    text, image = emit(module, target, cores, path)
+    return Program(integer, module, target, cores, text, image, path, timings,
+                   placed.as_dict() if placed is not None else {})
+
+
+def run_reference(model: str | Path | Module, inputs: np.ndarray | dict[str, np.ndarray], *,
+                  input_shapes: dict[str, tuple[int, ...]] | None = None,
+                  calibrate: str | None = None,
+                  activations: str = "int8") -> dict[str, np.ndarray]:
+    """The outputs (by name) of `model` on `inputs` by the IR reference interpreter, which
+    defines what a program must compute. A float ONNX model runs in float unless
+    `calibrate` quantizes it; a module is taken as `prepare` returned it."""
+    module = model if not isinstance(model, (str, Path)) else prepare(
+        model, input_shapes, calibrate, activations, keep_float=True)
+    return reference_outputs(module, model_inputs(module, inputs))
+
+
+# Batches the reference interpreter evaluates per call, to bound memory.
+BATCHES_PER_CALL = 32
+
+
+def reference_outputs(module: Module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`run_reference` on checked `feeds`, BATCHES_PER_CALL batches at a time."""
+    from cimc.reference import run_module
+    from cimc.reference.batch import join_batches
+
+    batch, total = _batches(module, feeds)
+    parts = []
+    for start in range(0, total, BATCHES_PER_CALL):
+        stop = min(start + BATCHES_PER_CALL, total)
+        parts.append(run_module(module, {
+            name: feeds[name][start * batch[name]: stop * batch[name]] if batch[name]
+            else feeds[name] for name in feeds}))
+    return {name: join_batches([p[name] for p in parts]) for name in module.outputs}
+
+
+def _batches(module: Module, feeds: dict[str, np.ndarray]) -> tuple[dict[str, int], int]:
+    """Each input's batch size (0 for a 0-d input, which holds one batch) and the number
+    of batches the feeds stack."""
+    batch = {name: (module.values[name].shape or (0,))[0] for name in module.inputs}
+    counts = {name: len(feeds[name]) // batch[name] if batch[name] else 1
+              for name in module.inputs}
+    return batch, min(counts.values(), default=1)
+
+
+def _whole_batches(module: Module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    batch, total = _batches(module, feeds)
+    total = max(total, 1)
+    return {name: feeds[name][:total * batch[name]] if batch[name] else feeds[name]
+            for name in feeds}
+
+
+def model_inputs(module: Module, inputs: np.ndarray | dict[str, np.ndarray],
+                 where: str = "inputs") -> dict[str, np.ndarray]:
+    """`inputs` by the module's input names, checked against their types and cast."""
+    import numpy as np
+
+    from cimc.diagnostics import CimcError
+    from cimc.tensor_io import check_inputs
+
+    names = list(module.inputs)
+    if not isinstance(inputs, dict):
+        if len(names) != 1:
+            raise CimcError(f"{where}: the model has {len(names)} inputs ({', '.join(names)}); "
+                            "give a dict with one array per input name")
+        inputs = {names[0]: inputs}
+    missing = [n for n in names if n not in inputs]
+    unknown = [k for k in inputs if k not in names]
+    if missing or unknown:
+        detail = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
+        raise CimcError(f"{where}: arrays must be named after the model inputs "
+                        f"({', '.join(names)}); {detail}")
+    return check_inputs(where, {name: np.asarray(inputs[name]) for name in names},
+                        {name: module.values[name] for name in names})
+
+
+def program_report(program: Program,
+                   input_codes: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The compile report: static figures plus cycles/throughput/energy from one simulated
+    inference (on the first of `input_codes`, the quantized test inputs by program port,
+    else on an all-zero-point input)."""
+    import numpy as np
+
+    from cimc.backend_report import program_figures
+    from isa.assembler import assemble_text
+    from isa.simulator import run_program
+
+    assembled = assemble_text(program.assembly, program.path)
+    if input_codes is not None:
+        feeds = {name: codes[:1] for name, codes in input_codes.items()}
+        source = "simulation of one inference on the first of --inputs"
+    else:
+        feeds = {d.name: np.full((1, *d.shape), d.zp, dtype=np.int64) for d in assembled.inputs}
+        source = ("simulation of one inference on an all-zero-point input (no --inputs given); "
+                  "the program has no data-dependent control flow, so every input takes "
+                  "this time and nearly this energy")
+    _, sim = run_program(assembled, program.image, program.target, feeds)
+    report = program_figures(program.module, program.target, program.cores, assembled, sim)
+    report.update(figures_from=source,
+                  pass_seconds={t.name: round(t.seconds, 6) for t in program.timings})
+    if program.placement:  # docs/placement.md: the placer, its bound and gap, time-out
+        report["placement"] = program.placement
+        report["hop_bytes_bound"] = program.placement["hop_bytes_bound"]
+        report.setdefault("max_link_bytes", program.placement["max_link_bytes"])
+    return report

@@ -1,0 +1,92 @@
+"""The Python API (cimc.api): compile, simulate, save, run_reference, as docs/api.md
+describes them; the examples of docs/api.md run in tests/test_docs.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cimc
+from cimc.diagnostics import CimcError
+from cimc.ir_text import print_module
+
+ROOT = Path(__file__).resolve().parent.parent
+MNIST = ROOT / "examples" / "mnist" / "mnist_cnn_qdq.onnx"
+
+
+@pytest.fixture(scope="module")
+def program() -> cimc.Program:
+    return cimc.compile(MNIST, target="isaac", placer="sequential")
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    digits = np.load(ROOT / "examples" / "mnist" / "test_digits.npz")
+    return digits["images"][:3, None].astype(np.float32) / 255
+
+
+def test_import_cimc_loads_no_heavy_dependency() -> None:
+    code = ("import sys, cimc; heavy = [m for m in ('numpy', 'onnx', 'onnxruntime', "
+            "'ortools', 'networkx') if m in sys.modules]; print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip() == "[]"
+
+
+def test_simulated_outputs_equal_the_reference_bit_for_bit(
+        program: cimc.Program, images: np.ndarray) -> None:
+    run = program.simulate({"image": images})
+    assert np.array_equal(run.outputs["logits"], cimc.run_reference(MNIST, images)["logits"])
+    assert run.figures["batch"] == 3 and run.figures["cycles"] > 0
+
+
+def test_saved_program_and_image_are_what_the_command_line_writes(
+        program: cimc.Program, tmp_path: Path) -> None:
+    from cimc.cli import main
+
+    program.save(tmp_path / "api" / "prog.s")
+    assert main([str(MNIST), "-o", str(tmp_path / "cli" / "prog.s"), "--placer",
+                 "sequential"]) == 0
+    for name in ("prog.s", "prog.img"):
+        assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+
+
+def test_a_program_saved_elsewhere_names_its_own_image(
+        program: cimc.Program, tmp_path: Path) -> None:
+    program.save(tmp_path / "other.s")
+    assert '.image "other.img"' in (tmp_path / "other.s").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.img", "other.s"]
+
+
+def test_saving_a_program_named_img_is_refused(program: cimc.Program, tmp_path: Path) -> None:
+    with pytest.raises(CimcError, match="name the program .s"):
+        program.save(tmp_path / "prog.img")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inputs_of_the_wrong_shape_are_refused_naming_the_input(
+        program: cimc.Program) -> None:
+    with pytest.raises(CimcError, match=r"inputs: input 'image' has shape \[2, 28, 28\]"):
+        program.simulate(np.zeros((2, 28, 28), np.float32))
+    with pytest.raises(CimcError, match="named after the model inputs \\(image\\); unknown x"):
+        program.simulate({"image": np.zeros((1, 1, 28, 28), np.float32),
+                          "x": np.zeros(1, np.float32)})
+
+
+def test_compiling_a_prepared_module_leaves_it_unchanged(images: np.ndarray) -> None:
+    integer = cimc.prepare(MNIST)
+    before = print_module(integer)
+    program = cimc.compile(integer, target="puma", placer="sequential")
+    assert print_module(integer) == before
+    assert program.target.name == "puma"
+    assert np.array_equal(program.simulate(images).outputs["logits"],
+                          cimc.run_reference(integer, images)["logits"])
+
+
+def test_an_unknown_target_is_a_clear_error() -> None:
+    with pytest.raises(CimcError, match="nosuchchip"):
+        cimc.load_target("nosuchchip")
