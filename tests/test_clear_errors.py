@@ -461,3 +461,22 @@ def test_an_op_the_chip_cannot_run_after_quantizing_says_why_not_to_quantize(
     err = _fails([model, "-o", str(tmp_path / "out.s"), "--target", "tiny", "--calibrate",
                   str(tmp_path / "x.npy")], capsys, *says)
     assert "quantize the model (QDQ) or" not in err
+
+
+def test_sim_inputs_holding_different_numbers_of_samples_name_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["a", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "b"], ["y"], name="add")]
+    model = _save(tmp_path / "m.onnx", nodes,
+                  [_value("a", [1, 2, 4, 4]), _value("b", [1, 2, 4, 4])],
+                  [_value("y", [1, 2, 4, 4])],
+                  [_const("w", rng.standard_normal((2, 2, 3, 3)).astype(np.float32))])
+    batches = {name: rng.standard_normal((4, 2, 4, 4)).astype(np.float32) for name in "ab"}
+    np.savez(tmp_path / "good.npz", **batches)
+    np.savez(tmp_path / "bad.npz", a=batches["a"], b=batches["b"][:2])
+    program = str(tmp_path / "prog.s")
+    assert main([model, "-o", program, "--target", "tiny", "--calibrate",
+                 str(tmp_path / "good.npz")]) == 0
+    _fails(["sim", program, "--inputs", str(tmp_path / "bad.npz")], capsys, "bad.npz",
+           "'a' 4, 'b' 2", "give every input the same number")

@@ -156,6 +156,10 @@ def read_inputs(path: str, program: Any) -> dict[str, np.ndarray]:
         else:
             raise CimcError(f"{path}: input '{name}' has dtype {array.dtype}; give floats or "
                             f"integer codes")
+    if len({len(array) for array in codes.values()}) > 1:
+        held = ", ".join(f"'{name}' {len(array)}" for name, array in codes.items())
+        raise CimcError(f"{path}: the inputs hold different numbers of samples ({held}); give "
+                        "every input the same number")
     return codes
 
 
