@@ -68,3 +68,31 @@ def test_an_output_listed_twice_is_named(tmp_path: Path,
                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [y, y], [])
     assert main(["opt", model]) == 1
     _only_the_error(capfd, "twice.onnx", "output 'y' is listed 2 times")
+
+
+def test_a_quantized_clip_at_the_float_limits_is_the_identity(tmp_path: Path) -> None:
+    """Clip(min=-FLT_MAX, max=FLT_MAX) between QDQ pairs (a requantization to int8):
+    the reference's bounds overflowed int64 and clamped every code to the lowest; the
+    chip computed it right. Both now equal the exact oracle."""
+    from cimc.oracle import exact_outputs
+
+    limit = float(np.finfo(np.float32).max)
+    init = [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+            numpy_helper.from_array(np.array(128, np.uint8), "z"),
+            numpy_helper.from_array(np.array(0.03, np.float32), "s2"),
+            numpy_helper.from_array(np.array(0, np.int8), "z2"),
+            numpy_helper.from_array(np.array(-limit, np.float32), "lo"),
+            numpy_helper.from_array(np.array(limit, np.float32), "hi")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["c"], name="clip"),
+             helper.make_node("QuantizeLinear", ["c", "s2", "z2"], ["q2"]),
+             helper.make_node("DequantizeLinear", ["q2", "s2", "z2"], ["y"])]
+    model = _save(tmp_path / "clip.onnx", nodes,
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])], init)
+    x = np.random.default_rng(0).uniform(-2.5, 2.5, (1, 3, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", model, "--engine", "reference", "--inputs", str(tmp_path / "x.npy"),
+                 "--outputs", str(tmp_path / "y.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), exact_outputs(model, {"x": x})[0])

@@ -65,14 +65,20 @@ def mul(call: Call) -> np.ndarray:
     return finish(call, rescale(acc, sa * sb / sy))
 
 
+def _code_bound(bound: float, scale: np.ndarray) -> np.ndarray:
+    """round(bound / scale) as int64; a bound beyond every code (a clip at +-FLT_MAX) is
+    held within int64 instead of overflowing the cast (codes saturate to the type after)."""
+    return np.clip(np.rint(np.float64(bound) / scale), -2.0**62, 2.0**62).astype(np.int64)
+
+
 def _bounded(call: Call, low: float, high: float) -> np.ndarray:
     """Integer relu/clip: requantize to the result, then clamp to the quantized bounds."""
     codes = requantize_codes(call.args[0], call.types[0], call.result).astype(np.int64)
     scale, zero_point = quant_arrays(call.result, codes.ndim)
     if math.isfinite(low):
-        codes = np.maximum(codes, zero_point + np.rint(low / scale).astype(np.int64))
+        codes = np.maximum(codes, zero_point + _code_bound(low, scale))
     if math.isfinite(high):
-        codes = np.minimum(codes, zero_point + np.rint(high / scale).astype(np.int64))
+        codes = np.minimum(codes, zero_point + _code_bound(high, scale))
     clamp = call.attr("clamp")
     if clamp is not None:
         codes = np.clip(codes, int(clamp[0]), int(clamp[1]))
