@@ -61,9 +61,18 @@ def backend_passes(options: BackendOptions, output: str | None = None) -> list[P
         settings["place"]["time_limit"] = options.place_time_limit
     if options.place_effort is not None:
         settings["place"]["effort"] = options.place_effort
+    set_target(passes, options.target)
     for pass_ in passes:
-        # Every backend pass has a `target` option; the Pass base class does not.
-        pass_.target = options.target  # type: ignore[attr-defined]
         for field, value in settings.get(pass_.name, {}).items():
             setattr(pass_, field, value)
     return passes
+
+
+def set_target(passes: list[Pass], target: str) -> None:
+    """Give every pass with a `target` option (the backend passes; the Pass base class
+    has none) the same `target`, a bundled name or a .toml path."""
+    import dataclasses
+
+    for pass_ in passes:
+        if any(f.name == "target" for f in dataclasses.fields(pass_)):
+            pass_.target = target  # type: ignore[attr-defined]

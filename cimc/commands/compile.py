@@ -18,8 +18,6 @@ from cimc.api import Program
 if TYPE_CHECKING:
     import numpy as np
 
-    from cimc.pipeline import BackendOptions
-
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """The flags that choose how the backend maps the model (shared with `cimc run`)."""
@@ -45,14 +43,6 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
                         help="wall-clock safety net of the placers (default none, at most a "
                         "day); if it stops the search, a warning says the program depends on "
                         "the machine")
-
-
-def backend_options(args: argparse.Namespace) -> BackendOptions:
-    """BackendOptions from parsed `add_backend_options` flags and `--target`."""
-    from cimc.pipeline import BackendOptions
-
-    return BackendOptions(args.target, args.pipeline, args.stream, args.replicate, args.placer,
-                          args.place_time_limit, args.place_effort)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -115,14 +115,11 @@ def pipeline_target(spec: str, given: str | None) -> str:
 
 def backend_pipeline(spec: str, target: str) -> list[Pass]:
     """The passes of `spec`, every one with a `target` option set to `target`."""
-    import dataclasses
-
     from cimc.pass_manager import parse_pipeline
+    from cimc.pipeline import set_target
 
     passes = parse_pipeline(spec)
-    for pass_ in passes:
-        if any(f.name == "target" for f in dataclasses.fields(pass_)):
-            pass_.target = target  # type: ignore[attr-defined]
+    set_target(passes, target)
     return passes
 
 
