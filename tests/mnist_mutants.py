@@ -832,8 +832,8 @@ def mutant(index: int, seed: int = SEED, base: Path = MNIST) -> Mutant:
 
 @dataclass
 class Outcome:
-    """What happened to one mutant: `kind` is one of
-    compiled / error (passes), crash / message / mismatch / hang / leftover / killed."""
+    """What happened to one mutant: `kind` is one of compiled / error (passes), crash /
+    message / internal / mismatch / hang / leftover / killed."""
 
     kind: str
     detail: str = ""
@@ -980,6 +980,8 @@ def check(mut: Mutant, workdir: Path, target: str = "isaac", placer: str = "sequ
         return Outcome("message", f"{outcome}, stderr:\n{stderr}", seconds)
     if left:
         return Outcome("leftover", f"failed, and the output directory holds {left}", seconds)
+    if "invalid IR after pass" in lines[0]:  # a pass broke the IR: cimc's bug, not the model's
+        return Outcome("internal", lines[0], seconds)
     return Outcome("error", lines[0], seconds)
 
 
