@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,8 @@ from cimc.traffic import GLOBAL, TrafficEdge, Unit, unit_edges, units
 from passes.lower import image_dims
 from targets import Target
 
+# Hops the CoreHops row cache holds at most (128 MiB of list slots).
+ROW_CACHE_ENTRIES = 1 << 24
 # Local memory per output channel a reducer keeps: i32 bias + (M, shift, zy, lo, hi).
 TABLE_BYTES = 24
 
@@ -94,7 +97,7 @@ class Problem:
                     self.incident[int(u)].append(k)
         t = self.target
         self.tile_cores = [1] * t.cores
-        self.hops = core_hops(t)
+        self.hops = CoreHops(t)
         self.tile_capacity = np.array(self.tile_cores, dtype=np.int64) * self.capacity
         self.tile_tables = np.array(self.tile_cores, dtype=np.int64) * self.table_budget
 
@@ -121,7 +124,7 @@ class Problem:
                            minlength=self.tiles).astype(np.int64)
 
 
-def payload_cost(p: Payload, core_of: np.ndarray, hops: np.ndarray) -> int:
+def payload_cost(p: Payload, core_of: np.ndarray, hops: CoreHops) -> int:
     return p.bytes * int(hops[core_of[p.center], np.unique(core_of[p.others])].sum())
 
 
@@ -133,14 +136,43 @@ def rounded_width(width: int, cols: int) -> int:
     return size
 
 
-def core_hops(target: Target) -> np.ndarray:
-    """Mesh hops between every pair of cores (0 within a tile)."""
-    per, cores = target.cores_per_tile, target.cores
-    tiles = np.arange(-(-cores // per), dtype=np.int32)
-    x, y = tiles % target.mesh_x, tiles // target.mesh_x
-    between = np.abs(x[:, None] - x[None, :]) + np.abs(y[:, None] - y[None, :])
-    # per tile, then spread to its cores (isaac: 168 tiles, 2016 cores)
-    return np.repeat(np.repeat(between, per, 0), per, 1)[:cores, :cores]
+class CoreHops:
+    """Mesh hops between cores (0 within a tile), computed when asked: XY routing makes
+    them the Manhattan distance of the tiles, so no table grows with cores squared (a
+    256x256 mesh has 2^16 tiles; an all-pairs table of its cores would take tens of GB).
+
+    `hops[a, b]` takes cores or arrays of cores, like a numpy matrix; `hops.row(a)`
+    is the hops from core a to every core, as a list (what the annealer indexes).
+    """
+
+    def __init__(self, target: Target) -> None:
+        tiles = np.arange(target.cores) // target.cores_per_tile
+        self.x = (tiles % target.mesh_x).astype(np.int32)
+        self.y = (tiles // target.mesh_x).astype(np.int32)
+        self.size = target.cores
+        self._rows: dict[int, list[int]] = {}
+
+    def __getitem__(self, cores: tuple[Any, Any]) -> Any:
+        a, b = cores
+        return np.abs(self.x[a] - self.x[b]) + np.abs(self.y[a] - self.y[b])
+
+    def row(self, a: int) -> list[int]:
+        """Hops from core a to every core, as a list (the annealer's moves index single
+        elements, which lists do fastest). Cached up to ROW_CACHE_ENTRIES hops, the
+        oldest row dropped first: all rows of a small mesh, the busiest of a big one."""
+        found = self._rows.get(a)
+        if found is None:
+            if self._rows and (len(self._rows) + 1) * self.size > ROW_CACHE_ENTRIES:
+                del self._rows[next(iter(self._rows))]
+            found = self._rows[a] = self[a, slice(None)].tolist()
+        return found
+
+    def most(self) -> int:
+        """The most hops between two cores: opposite corners of the occupied mesh."""
+        if not self.size:
+            return 0
+        s, d = self.x + self.y, self.x - self.y
+        return int(max(s.max() - s.min(), d.max() - d.min()))
 
 
 def _table_bytes(module: Module, unit: Unit, reducers: set[str]) -> int:

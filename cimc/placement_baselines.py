@@ -103,7 +103,7 @@ class Annealer:
     def __init__(self, problem: Problem, tile_of: np.ndarray) -> None:
         self.p = problem
         self.tile = [int(t) for t in tile_of]
-        self.hops = problem.hops.tolist()
+        self.row = problem.hops.row
         # Plain dicts, not Counters: Counter's deletion and missing keys run Python code.
         self.counts: list[dict[int, int]] = [dict(Counter(self.tile[int(v)] for v in pl.others))
                                              for pl in problem.payloads]
@@ -132,17 +132,17 @@ class Annealer:
 
     def move(self, u: int, b: int) -> int:
         """Move unit u to tile b; the change of hop_bytes."""
-        tile, hops, payloads, counts = self.tile, self.hops, self.p.payloads, self.counts
+        tile, row, payloads, counts = self.tile, self.row, self.p.payloads, self.counts
         a = tile[u]
         delta = 0
         for k in self.p.incident[u]:
             pl = payloads[k]
             count = counts[k]
             if pl.center == u:
-                ha, hb = hops[a], hops[b]
+                ha, hb = row(a), row(b)
                 delta += pl.bytes * sum(hb[c] - ha[c] for c in count)
             else:
-                centre = hops[tile[pl.center]]
+                centre = row(tile[pl.center])
                 left = count[a] - 1
                 if left:
                     count[a] = left

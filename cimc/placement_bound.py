@@ -36,16 +36,28 @@ import numpy as np
 
 from cimc.placement import Payload, Problem
 
+# Up to this many tiles, rings are counted exactly (tiles^2 hops); beyond, bounded.
+EXACT_RING_TILES = 4096
+
 
 def rings(problem: Problem) -> list[int]:
-    """ring[d]: the most cores at exactly d hops from one core, over all cores."""
+    """ring[d]: the most cores at exactly d hops from one core, over all cores. On a
+    mesh too big to count (tiles^2 hops), an upper bound, which keeps the bound a
+    lower bound: a tile has at most 4d tiles d hops away."""
     hops = problem.hops
-    most = int(hops.max()) if hops.size else 0
-    # one bincount of every row at once (row t's distances offset by t * (most + 1)):
-    # a count per core and distance took half a second on isaac's 2016 cores
+    most = hops.most()
+    per, tiles = problem.target.cores_per_tile, -(-problem.tiles // problem.target.cores_per_tile)
+    if tiles > EXACT_RING_TILES:
+        return [per] + [min(4 * d * per, problem.tiles) for d in range(1, most + 1)]
+    # The cores of one tile see the same rings: count per tile, each tile weighted by
+    # its cores (isaac: 168 tiles of 12 cores), in one bincount over all tile pairs.
+    first = np.arange(tiles) * per  # a core of each tile
+    cores = np.minimum(per, problem.tiles - first)
     width = most + 1
-    offsets = hops.astype(np.int64) + width * np.arange(len(hops), dtype=np.int64)[:, None]
-    counts = np.bincount(offsets.ravel(), minlength=len(hops) * width).reshape(-1, width)
+    between = hops[first[:, None], first[None, :]].astype(np.int64)
+    offsets = between + width * np.arange(tiles, dtype=np.int64)[:, None]
+    counts = np.bincount(offsets.ravel(), weights=np.broadcast_to(cores, between.shape).ravel(),
+                         minlength=tiles * width).reshape(-1, width)
     return [int(c) for c in counts.max(axis=0, initial=0)]
 
 

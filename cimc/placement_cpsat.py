@@ -28,6 +28,7 @@ stops early; then the result is the best found so far and the caller warns.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -57,7 +58,7 @@ class SearchLog:
 
 def window_tiles(problem: Problem, seed_tile: int, occupancy: np.ndarray) -> list[int]:
     """The seed tile and its nearest tiles while their units stay under WINDOW_UNITS."""
-    near = sorted(range(problem.tiles), key=lambda t: (problem.hops[seed_tile, t], t))
+    near = np.argsort(problem.hops[seed_tile, :], kind="stable").tolist()  # ties: by core
     chosen: list[int] = []
     units = 0
     for t in near:
@@ -174,7 +175,7 @@ def payload_window(problem: Problem, tile_of: np.ndarray, k: int,
     center = int(tile_of[p.center])
     reached = sorted({int(tile_of[v]) for v in p.others} - {center},
                      key=lambda c: (-int(problem.hops[center, c]), c))
-    near = sorted(range(problem.tiles), key=lambda c: (int(problem.hops[center, c]), c))
+    near = np.argsort(problem.hops[center, :], kind="stable").tolist()  # ties: by core
     chosen, units = [center], int(occupancy[center])
     for c in [*reached[:2], *near]:
         if len(chosen) >= WINDOW_TILES + 2:
@@ -208,7 +209,9 @@ def lns(problem: Problem, tile_of: np.ndarray, windows: int, rng: random.Random,
         else:
             if not seeds:
                 occupied = sorted({int(t) for t in tile_of})
-                seeds = occupied + [t for t in range(problem.tiles) if t not in set(occupied)][:4]
+                held = set(occupied)
+                seeds = occupied + list(itertools.islice(
+                    (t for t in range(problem.tiles) if t not in held), 4))
                 rng.shuffle(seeds)
             window = window_tiles(problem, seeds.pop(), occupancy)
         windows -= 1

@@ -83,7 +83,7 @@ def test_placers_beat_sequential_and_never_beat_the_bound() -> None:
     p = chain_problem(8, 40)
     seq = p.cost(fill(p, core_order(p, snake=False)))
     start = fill(p, curve_order(p))
-    tiles, log = search(p, start, 1.0, seed=3)
+    tiles, log = search(p, start, 0.1, seed=3)
     annealed, _ = anneal(p, fill(p, core_order(p, snake=True)), 5000, seed=3)
     bound = hop_bytes_bound(p)
     assert p.fits(tiles) and p.fits(annealed)
@@ -277,3 +277,45 @@ def test_resnet18_on_pimcomp_default_placer() -> None:
         assert 0 < run.summary.hop_bytes_bound <= run.summary.hop_bytes
         placed.append(unit_cores(placed_module))
     assert placed[0] == placed[1]
+
+
+@pytest.mark.parametrize("target", ["tiny", "isaac", "pimcomp"])
+def test_core_hops_are_the_targets_mesh_distances(target: str) -> None:
+    from cimc.placement import CoreHops
+
+    t = load_target(target)
+    hops = CoreHops(t)
+    every = [[t.hops(a, b) for b in range(t.cores)] for a in range(t.cores)]
+    assert [hops.row(a) for a in range(t.cores)] == every
+    assert hops[3, np.arange(t.cores)].tolist() == every[3]
+    assert hops.most() == max(max(row) for row in every)
+
+
+@pytest.mark.parametrize("target", ["isaac", "pimcomp"])
+def test_rings_are_exact_and_beyond_exact_counting_stay_above(monkeypatch, target: str) -> None:  # type: ignore[no-untyped-def]
+    import cimc.placement_bound as bound
+
+    p = chain_problem(2, 4, target)
+    exact = bound.rings(p)
+    every = np.array([p.hops.row(a) for a in range(p.tiles)])
+    assert exact == [int(max(np.count_nonzero(row == d) for row in every))
+                     for d in range(int(every.max()) + 1)]
+    monkeypatch.setattr(bound, "EXACT_RING_TILES", 0)
+    above = bound.rings(p)
+    assert len(above) == len(exact) and all(a >= e for a, e in zip(above, exact, strict=True))
+
+
+def test_a_256x256_mesh_compiles_without_tables_of_all_core_pairs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """131072 cores: an all-pairs hop table would take 137 GB (it was a MemoryError)."""
+    from pathlib import Path
+
+    from cimc.commands.compile import compile_model
+
+    tiny = (Path(__file__).resolve().parents[1] / "targets" / "tiny.toml").read_text()
+    big = tmp_path / "big.toml"
+    big.write_text(tiny.replace('name = "tiny"', 'name = "big"')
+                   .replace("mesh_x = 2", "mesh_x = 256").replace("mesh_y = 2", "mesh_y = 256"))
+    compiled = compile_model(str(backend_models.quantized_model("mnist_tiny")),
+                             str(tmp_path / "prog.s"), str(big), place_effort=0.1)
+    assert compiled.target.cores == 131072
+    assert compiled.placement["hop_bytes"] >= compiled.placement["hop_bytes_bound"] >= 0
