@@ -144,8 +144,8 @@ def opt(args: argparse.Namespace) -> int:
 
     # A bad pipeline or target fails before any input is read.
     target = pipeline_target(args.pipeline, args.target)
-    backend_pipeline(args.pipeline, target)
-    if args.target is not None:
+    passes = backend_pipeline(args.pipeline, target)
+    if args.target is not None or any(hasattr(p, "target") for p in passes):
         load_target(target)
     # An -o naming an input (or not writable) fails before any work.
     OutputSet({"-o": args.output}, {"FILE": None if args.file == "-" else args.file,
