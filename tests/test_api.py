@@ -3,6 +3,7 @@ describes them; the examples of docs/api.md run in tests/test_docs.py."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,15 @@ def test_compiling_a_prepared_module_leaves_it_unchanged(images: np.ndarray) -> 
 def test_an_unknown_target_is_a_clear_error() -> None:
     with pytest.raises(CimcError, match="nosuchchip"):
         cimc.load_target("nosuchchip")
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"replicate": 2.0}, "replicate=2.0: out of range"),
+    ({"place_effort": 1000.0}, "place_effort=1000.0: out of range"),
+    ({"place_time_limit": 0.0}, "place_time_limit=0.0: out of range; give a finite number > 0"),
+    ({"activations": "int4"}, "activations='int4': choose 'int8' or 'uint8'"),
+    ({"placer": "bogus"}, "unknown placer 'bogus'"),
+])
+def test_an_option_out_of_range_is_refused_naming_it(option: dict, message: str) -> None:
+    with pytest.raises(CimcError, match=re.escape(message)):
+        cimc.compile(MNIST, **option)
