@@ -65,7 +65,7 @@ def _split_top(text: str) -> list[str]:
 
 
 def parse_pipeline(spec: str) -> list[Pass]:
-    """Pass instances for a spec like `canonicalize,fold-qdq{opt=1}` ("" is no passes)."""
+    """Pass instances for a spec like `lower,tile,place{placer=sequential}` ("" is no passes)."""
     if spec.count("{") != spec.count("}") or spec.count("[") != spec.count("]"):
         raise CimcError(f"unbalanced braces or brackets in pipeline '{spec}'")
     result = []

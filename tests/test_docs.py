@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import cimc.pass_base
 import cimc.pass_manager
 from cimc.cli import build_parser
 from cimc.pass_manager import parse_pipeline, pass_class, registry
@@ -25,11 +24,12 @@ _PIPELINE = re.compile(rf"(?<![\w{{%.-]){_SPEC}(?:,{_SPEC})*")
 _DASH_P = re.compile(r"(?:^|\s)-p\s+('[^']*'|\S+)")
 
 
-def _pipeline_examples(text: str) -> set[str]:
-    """`-p SPEC` arguments, and runs of registered pass names of which one has options
-    or which name two passes or more (prose words are not pipelines)."""
+def _pipeline_examples(text: str, dash_p: bool = True) -> set[str]:
+    """`-p SPEC` arguments (with `dash_p`), and runs of registered pass names of which one
+    has options or which name two passes or more (prose words are not pipelines)."""
     names = set(registry())
-    found = {m.group(1).rstrip(".,;:)").strip("'`") for m in _DASH_P.finditer(text)}
+    found = {m.group(1).rstrip(".,;:)").strip("'`") for m in _DASH_P.finditer(text)} \
+        if dash_p else set()
     found = {spec for spec in found if not spec.isupper()}  # PIPELINE, SPEC: placeholders
     for match in _PIPELINE.finditer(text):
         items = [item.partition("{")[0] for item in cimc.pass_manager._split_top(match.group())]
@@ -59,11 +59,14 @@ def test_every_pipeline_example_in_the_docs_and_help_parses(
         monkeypatch: pytest.MonkeyPatch) -> None:
     sources = {str(path.relative_to(ROOT)): path.read_text() for path in DOCS}
     sources["cimc opt --help"] = _opt_help(monkeypatch)
-    for module in (cimc.pass_manager, cimc.pass_base):
-        sources[module.__name__] = module.__doc__ or ""
     examples = {(where, spec) for where, text in sources.items()
                 for spec in _pipeline_examples(text)}
-    for where in ("docs/passes.md", "cimc opt --help", "cimc.pass_manager"):
+    # Docstrings and comments of the code: runs of pass names (its `-p` is argparse's).
+    for folder in ("cimc", "passes", "bench", "examples"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            examples |= {(str(path.relative_to(ROOT)), spec)
+                         for spec in _pipeline_examples(path.read_text(), dash_p=False)}
+    for where in ("docs/passes.md", "cimc opt --help", "cimc/pass_manager.py"):
         assert any(w == where and "{" in spec for w, spec in examples), where
     for where, spec in sorted(examples):
         try:
