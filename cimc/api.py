@@ -17,7 +17,7 @@ import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from cimc.pipeline import BackendOptions
     from isa.image import Image
     from targets import Target
+
+    # Calibration inputs of a float model: a .npy/.npz file, or arrays (one, or by name).
+    Calibration: TypeAlias = "str | Path | np.ndarray | dict[str, np.ndarray] | None"
+
 
 def import_onnx(path: str | Path,
                 input_shapes: dict[str, tuple[int, ...]] | None = None) -> Module:
@@ -46,11 +50,12 @@ def load_target(name_or_file: str | Path) -> Target:
 
 
 def prepare(model: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
-            calibrate: str | None = None, activations: str = "int8", *,
+            calibrate: Calibration = None, activations: str = "int8", *,
             keep_float: bool = False, target: str | Path | None = None) -> Module:
     """`model` imported and through the frontend passes (canonicalize, fold-qdq): the
     integer IR its program computes. A float model is quantized first (with ranges from
-    the `calibrate` file's inputs, else random ones with a warning) unless `keep_float`.
+    the `calibrate` inputs: a .npy/.npz file or arrays as `simulate` takes them; else
+    random ones with a warning) unless `keep_float`.
     Given a `target`, a model whose weights cannot fit its crossbars is refused right
     after reading, before any quantization."""
     from cimc.pass_manager import parse_pipeline, run_pipeline
@@ -140,7 +145,7 @@ class Program:
 
 def compile(model: str | Path | Module, target: str | Path = "isaac", *,
             input_shapes: dict[str, tuple[int, ...]] | None = None,
-            calibrate: str | None = None, activations: str = "int8",
+            calibrate: Calibration = None, activations: str = "int8",
             pipeline: str = "latency", stream: int = 0, replicate: float | None = None,
             placer: str = "cpsat", place_effort: float | None = None,
             place_time_limit: float | None = None, path: str | Path = "prog.s",
@@ -220,7 +225,7 @@ def _backend(module: Module, target: Target, options: BackendOptions, path: str,
 
 def run_reference(model: str | Path | Module, inputs: np.ndarray | dict[str, np.ndarray], *,
                   input_shapes: dict[str, tuple[int, ...]] | None = None,
-                  calibrate: str | None = None,
+                  calibrate: Calibration = None,
                   activations: str = "int8") -> dict[str, np.ndarray]:
     """The outputs (by name) of `model` on `inputs` by the IR reference interpreter, which
     defines what a program must compute. A float ONNX model runs in float unless
@@ -268,24 +273,10 @@ def _whole_batches(module: Module, feeds: dict[str, np.ndarray]) -> dict[str, np
 def model_inputs(module: Module, inputs: np.ndarray | dict[str, np.ndarray],
                  where: str = "inputs") -> dict[str, np.ndarray]:
     """`inputs` by the module's input names, checked against their types and cast."""
-    import numpy as np
-
-    from cimc.diagnostics import CimcError
-    from cimc.tensor_io import check_inputs
+    from cimc.tensor_io import check_inputs, named_arrays
 
     names = list(module.inputs)
-    if not isinstance(inputs, dict):
-        if len(names) != 1:
-            raise CimcError(f"{where}: the model has {len(names)} inputs ({', '.join(names)}); "
-                            "give a dict with one array per input name")
-        inputs = {names[0]: inputs}
-    missing = [n for n in names if n not in inputs]
-    unknown = [k for k in inputs if k not in names]
-    if missing or unknown:
-        detail = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
-        raise CimcError(f"{where}: arrays must be named after the model inputs "
-                        f"({', '.join(names)}); {detail}")
-    return check_inputs(where, {name: np.asarray(inputs[name]) for name in names},
+    return check_inputs(where, named_arrays(where, inputs, names),
                         {name: module.values[name] for name in names})
 
 

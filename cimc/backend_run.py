@@ -1,6 +1,7 @@
-"""Running a frontend-lowered module on the simulator, as `cimc run --engine sim` does:
-compile it for a target, quantize the inputs as the model's `quantize` ops do,
-simulate, then let the host finish (dequantize, float tails such as Softmax)."""
+"""Running a compiled program on the simulator in place of the module it was compiled
+from, as `Program.simulate` and `cimc run --engine sim` do: quantize the inputs as
+the model's `quantize` ops do, simulate, then let the host finish (dequantize,
+float tails such as Softmax)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cimc.ir import Module
-from cimc.pass_manager import run_pipeline
-from cimc.pipeline import BackendOptions, backend_passes
 from passes.emit_asm import ports
 from passes.lower_host import host_float_ops
 
@@ -53,29 +52,6 @@ def _quantized_inputs(module: Module, feeds: dict[str, np.ndarray]) -> dict[str,
     probe.remove_dead()
     values = run_module(probe, feeds)
     return {p.name: to_storage(values[p.value]) for p in inputs}
-
-
-def run_on_simulator(module: Module, feeds: dict[str, np.ndarray],
-                     options: BackendOptions | str = "isaac",
-                     report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Outputs of `module` (after the frontend) on `feeds`, computed by the compiled program.
-
-    When `report` is given it is filled with the compile figures and the
-    simulator's (cycles, energy... per inference; see docs/backend.md).
-    """
-    from cimc.backend_codegen import generate
-    from passes.emit_asm import emit
-    from targets import load_target
-
-    if isinstance(options, str):
-        options = BackendOptions(target=options)
-    target = load_target(options.target)
-    backend = copy.deepcopy(module)
-    run_pipeline(backend, backend_passes(options))
-    cores = generate(backend, target)
-    # In memory: no file to leave behind if the run fails or is stopped.
-    text, image = emit(backend, target, cores, "prog.s")
-    return simulate_program(module, backend, target, cores, text, image, feeds, report)
 
 
 def simulate_program(module: Module, backend: Module, target: Target,

@@ -221,7 +221,7 @@ def quantize_onnx(
 def import_model(
     path: str,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
-    calibrate: str | None = None,
+    calibrate: str | Path | np.ndarray | dict[str, np.ndarray] | None = None,
     activations: str = "int8",
     *,
     keep_float: bool = False,
@@ -238,7 +238,7 @@ def import_model(
     right after import, from the weights' shapes, before any quantization.
     """
     from cimc.frontend import import_onnx
-    from cimc.tensor_io import read_inputs
+    from cimc.tensor_io import check_inputs, named_arrays, read_inputs
 
     module = import_onnx(path, input_shapes, target=target)
     if is_quantized(module):
@@ -248,7 +248,13 @@ def import_model(
     if calibrate is None and keep_float:
         return module
     inputs = {name: module.values[name] for name in module.inputs}
-    data = read_inputs(calibrate, inputs) if calibrate is not None else None
+    if calibrate is None:
+        data = None
+    elif isinstance(calibrate, (str, Path)):
+        data = read_inputs(str(calibrate), inputs)
+    else:  # arrays in memory (cimc.compile(..., calibrate=images))
+        data = check_inputs("calibrate", named_arrays("calibrate", calibrate, list(inputs)),
+                            inputs)
     with tempfile.TemporaryDirectory(prefix="cimc-import-") as tmp:
         quantized = Path(tmp) / Path(path).name
         quantize_onnx(path, quantized, inputs, data, activations)

@@ -41,6 +41,24 @@ def check_inputs(where: str, arrays: dict[str, np.ndarray],
     return checked
 
 
+def named_arrays(where: str, arrays: np.ndarray | dict[str, np.ndarray],
+                 names: list[str]) -> dict[str, np.ndarray]:
+    """In-memory inputs by model input name: one array for a single-input model, else a
+    dict holding exactly the input names; errors name `where` they come from."""
+    if not isinstance(arrays, dict):
+        if len(names) != 1:
+            raise CimcError(f"{where}: the model has {len(names)} inputs ({', '.join(names)}); "
+                            "give a dict with one array per input name")
+        return {names[0]: np.asarray(arrays)}
+    missing = [n for n in names if n not in arrays]
+    unknown = [k for k in arrays if k not in names]
+    if missing or unknown:
+        detail = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
+        raise CimcError(f"{where}: arrays must be named after the model inputs "
+                        f"({', '.join(names)}); {detail}")
+    return {name: np.asarray(arrays[name]) for name in names}
+
+
 def load_arrays(path: str) -> np.ndarray | dict[str, np.ndarray]:
     """The array of an .npy file, or the arrays of an .npz file by name, read in full.
 

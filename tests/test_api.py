@@ -103,3 +103,15 @@ def test_an_unknown_target_is_a_clear_error() -> None:
 def test_an_option_out_of_range_is_refused_naming_it(option: dict, message: str) -> None:
     with pytest.raises(CimcError, match=re.escape(message)):
         cimc.compile(MNIST, **option)
+
+
+def test_a_float_model_calibrated_on_arrays_compiles_as_on_the_same_file(
+        images: np.ndarray, tmp_path: Path) -> None:
+    model = ROOT / "examples" / "mnist" / "mnist_cnn.onnx"
+    np.save(tmp_path / "calibration.npy", images)
+    from_file = cimc.compile(model, calibrate=tmp_path / "calibration.npy", placer="sequential")
+    from_arrays = cimc.compile(model, calibrate={"image": images}, placer="sequential")
+    assert from_arrays.assembly == from_file.assembly
+    assert from_arrays.image.to_bytes() == from_file.image.to_bytes()
+    with pytest.raises(CimcError, match=r"calibrate: input 'image' has shape \[28, 28\]"):
+        cimc.compile(model, calibrate=images[0, 0])
