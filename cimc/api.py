@@ -79,7 +79,7 @@ class Simulation:
     figures: dict[str, Any]
 
 
-@dataclass
+@dataclass(repr=False)
 class Program:
     """A model compiled for a target: the assembly text, the crossbar image, the IR."""
 
@@ -92,6 +92,10 @@ class Program:
     path: str = "prog.s"  # where `assembly` names its image (beside it) and a target file from
     timings: list[PassTiming] = field(default_factory=list)
     placement: dict[str, Any] = field(default_factory=dict)  # the place pass's summary
+
+    def __repr__(self) -> str:
+        return (f"<Program of {self.integer.name} for {self.target.name}: "
+                f"{len(self.cores)} cores, {len(self.assembly.splitlines())} lines>")
 
     @property
     def program(self) -> str:
