@@ -276,6 +276,11 @@ def lower_pool(module: Module, op: Op) -> None:
     lo, hi = _bounds(op, y_type)
     if op.kind.endswith("max_pool"):
         attrs.update(mode="max", offset=0, M=0, shift=0, zy=zy, lo=lo, hi=hi)
+        if x_type.quant != y_type.quant and _empty_window(attrs, (h, w), (oh, ow)):
+            raise CimcError(f"op {op.name!r} ({op.kind}): a window lies wholly in the padding "
+                            "and the pool requantizes (its result is the lowest code, which "
+                            "the chip's rescale does not give); use smaller pads or "
+                            "dilations, or the input's quantization for the result")
         if x_type.quant != y_type.quant:
             _split_rescale(module, op, attrs, x_type, sx, zx, sy, zy, lo, hi)
         else:
@@ -293,6 +298,17 @@ def lower_pool(module: Module, op: Op) -> None:
                          f"input scale {sx:g} / (result scale {sy:g} x {count})")
     attrs.update(mode="avg", offset=-count * zx, M=mant, shift=shift, zy=zy, lo=lo, hi=hi)
     _replace(module, op, "pool", [op.inputs[0]], attrs)
+
+
+def _empty_window(attrs: dict[str, Any], size: tuple[int, int], out: tuple[int, int]) -> bool:
+    """Whether some window of a pool reads only padding (along either axis)."""
+    for axis in (0, 1):
+        k, s, d = attrs["kernel"][axis], attrs["strides"][axis], attrs["dilations"][axis]
+        starts = np.arange(out[axis]) * s - attrs["pads"][axis]
+        rows = starts[:, None] + d * np.arange(k)[None, :]
+        if (((rows < 0) | (rows >= size[axis])).all(axis=1)).any():
+            return True
+    return False
 
 
 def _split_rescale(module: Module, op: Op, pool_attrs: dict, x_type: TensorType, sx: float,

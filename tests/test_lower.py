@@ -265,6 +265,14 @@ def test_average_pool_whose_ceil_mode_windows_run_past_the_input_is_reported(
         Lower().apply(b.finish(y))
 
 
+def test_requantizing_max_pool_with_a_window_wholly_in_padding_is_reported() -> None:
+    b = Builder((1, 2, 1, 4))
+    y = b.op("max_pool", [b.x], (1, 2, 1, 2), 0.07, 0, kernel=[2, 1], strides=[2, 2],
+             pads=[1, 0, 1, 0], dilations=[2, 2], ceil_mode=0)
+    with pytest.raises(CimcError, match="a window lies wholly in the padding"):
+        Lower().apply(b.finish(y))
+
+
 def test_asymmetric_weights_are_reported() -> None:
     b = Builder((1, 1, 4, 4))
     w = b.m.add_constant("w", np.ones((2, 1, 1, 1), np.int8), Quant((0.1, 0.1), (3, 0), 0))

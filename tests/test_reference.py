@@ -522,3 +522,25 @@ def test_quantized_mul_and_requantize_by_hand():
     got = run_module(module, {"b": b})["op"]
     expected = [sat(requantize_by_hand(int(v) - 100, 0.02 / 0.03) - 4, -128, 127) for v in b.flat]
     assert got.ravel().tolist() == expected
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_max_pool_window_wholly_in_padding_gives_the_lowest_code_as_onnxruntime(
+        signed, tmp_path):
+    """onnxruntime's maximum over no value stays the lowest float, quantized to the lowest
+    code; the reference requantized the padding code instead (4 quanta off)."""
+    from fuzz_models import PoolSpec, QdqBuilder, Quant
+
+    from cimc.quantize import import_model
+    from passes.fold_qdq import FoldQdq
+
+    zp = 3 if signed else 20
+    b = QdqBuilder(np.random.default_rng(0))
+    x = b.input((1, 2, 1, 4), Quant(1.0, zp, signed))
+    y = b.pool(x, PoolSpec("max", (2, 1), (2, 2), (1, 0, 1, 0), (2, 2)), Quant(1.04, zp, signed))
+    path = b.g.save(tmp_path / "m.onnx", x, [y])
+    module = import_model(str(path))
+    FoldQdq().apply(module)
+    feeds = {"input": np.arange(-4, 4, dtype=np.float32).reshape(1, 2, 1, 4) * 9}
+    got = run_module(module, feeds)[module.outputs[0]]
+    np.testing.assert_array_equal(got, exact_outputs(path, feeds)[0])

@@ -67,7 +67,12 @@ def max_pool(call: Call) -> np.ndarray:
         values = functools.reduce(np.maximum, _windows(call, x, _lowest(x.dtype)))
         return values.astype(call.result.numpy_dtype)
     codes = functools.reduce(np.maximum, _windows(call, x, np.iinfo(x.dtype).min))
-    return requantize_codes(codes, x_type, call.result)
+    result = requantize_codes(codes, x_type, call.result)
+    # A window wholly in the padding has no value: onnxruntime's maximum stays the lowest
+    # float, which quantizes to the lowest code (not the padding code requantized).
+    inside = functools.reduce(np.maximum, _windows(call, np.ones((1, 1, *x.shape[2:]),
+                                                                 np.int8), 0))
+    return np.where(inside == 0, np.iinfo(result.dtype).min, result).astype(result.dtype)
 
 
 def avg_pool(call: Call) -> np.ndarray:
