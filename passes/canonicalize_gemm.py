@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cimc.diagnostics import CimcError
 from cimc.ir import Module, Op, Quant
 from passes.canonicalize_affine import channel_vector
 from passes.canonicalize_edits import float_constant, new_constant, new_op
@@ -46,6 +47,11 @@ def normalize_gemm(module: Module, op: Op) -> bool:
     if attrs.pop("trans_b", 1) == 0:
         w = transposed_weight(module, w, op.name)
     alpha, beta = float(attrs.pop("alpha", 1.0)), float(attrs.pop("beta", 1.0))
+    for key, value in (("alpha", alpha), ("beta", beta)):
+        if not np.isfinite(np.float32(value)):
+            raise CimcError(f"op {op.name!r} (gemm): {key}={value} is not a finite float32 "
+                            f"number, so every result would be infinite or NaN; correct the "
+                            f"Gemm's {key} in the model")
     if alpha != 1.0:
         w = _scaled(module, w, alpha, f"{op.name}_alpha")
     if bias is not None and beta != 1.0:
@@ -83,9 +89,9 @@ def _scaled(module: Module, value: str, factor: float, name: str) -> str:
         flip = -1 if factor < 0 else 1
         negatable = flip == 1 or (integers.min(initial=0) > info.min and quant is not None
                                   and all(-z >= info.min for z in quant.zero_point))
-        if quant is not None and negatable:
-            scaled = Quant(tuple(float(np.float32(s * abs(factor))) for s in quant.scale),
-                           tuple(flip * z for z in quant.zero_point), quant.axis)
+        scales = [float(np.float32(s * abs(factor))) for s in (quant.scale if quant else ())]
+        if quant is not None and negatable and all(0 < s < np.inf for s in scales):
+            scaled = Quant(tuple(scales), tuple(flip * z for z in quant.zero_point), quant.axis)
             inner = new_constant(module, f"{codes}_{name}", (flip * integers).astype(
                 integers.dtype), scaled)
             return new_op(module, "dequantize", [inner], module.values[value],

@@ -480,3 +480,22 @@ def test_sim_inputs_holding_different_numbers_of_samples_name_the_file(
                  str(tmp_path / "good.npz")]) == 0
     _fails(["sim", program, "--inputs", str(tmp_path / "bad.npz")], capsys, "bad.npz",
            "'a' 4, 'b' 2", "give every input the same number")
+
+
+def test_gemm_alpha_inf_is_refused_naming_the_node(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It folded into an infinite weight scale: 'invalid IR after pass canonicalize'."""
+    model = onnx.load(_qdq_conv(tmp_path / "m.onnx"))
+    inits = [_const("fw", np.ones((3, 4), np.int8)), _const("fs", np.array(0.1, np.float32)),
+             _const("fz", np.array(0, np.int8))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="x_q"),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="x_dq"),
+             helper.make_node("DequantizeLinear", ["fw", "fs", "fz"], ["wd"], name="w_dq"),
+             helper.make_node("Gemm", ["xd", "wd"], ["g"], name="fc", transB=1, alpha=np.inf),
+             helper.make_node("QuantizeLinear", ["g", "xs", "xz"], ["gq"], name="g_q"),
+             helper.make_node("DequantizeLinear", ["gq", "xs", "xz"], ["y"], name="g_dq")]
+    inits += [i for i in model.graph.initializer if i.name in ("xs", "xz")]
+    path = _save(tmp_path / "fc.onnx", nodes, [_value("x", [1, 4])], [_value("y", [1, 3])], inits)
+    err = _fails([path, "-o", str(tmp_path / "out.s"), "--target", "tiny"], capsys,
+                 "'fc' (gemm)", "alpha=inf", "correct the Gemm's alpha")
+    assert "invalid IR" not in err

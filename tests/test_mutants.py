@@ -29,12 +29,7 @@ PLAIN, SLOW, HEAVY = 16, 200, 800
 
 # Mutants that fail for a bug another change is fixing, by index: the reason
 # names the bug. Remove an entry once the fix is on main (the case then XPASSes).
-KNOWN_FAILURES: dict[int, str] = {
-    # Gemm alpha=inf folds into an infinite weight scale: "invalid IR after pass
-    # 'canonicalize'" (the Gemm alpha/beta work on canonicalize).
-    337: "Gemm alpha=inf: invalid IR after canonicalize",
-    411: "Gemm alpha=inf: invalid IR after canonicalize",
-}
+KNOWN_FAILURES: dict[int, str] = {}
 
 
 def _corpus() -> list:
