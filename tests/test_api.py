@@ -115,3 +115,20 @@ def test_a_float_model_calibrated_on_arrays_compiles_as_on_the_same_file(
     assert from_arrays.image.to_bytes() == from_file.image.to_bytes()
     with pytest.raises(CimcError, match=r"calibrate: input 'image' has shape \[28, 28\]"):
         cimc.compile(model, calibrate=images[0, 0])
+
+
+def test_a_program_for_a_target_file_saved_elsewhere_names_the_file_from_there(
+        tmp_path: Path, images: np.ndarray) -> None:
+    from cimc.cli import main
+    from isa.assembler import assemble_file
+
+    (tmp_path / "chip").mkdir()
+    chip = tmp_path / "chip" / "chip.toml"
+    chip.write_text((ROOT / "targets" / "puma.toml").read_text().replace(
+        'name = "puma"', 'name = "mychip"'))
+    program = cimc.compile(MNIST, target=chip, placer="sequential")
+    program.save(tmp_path / "build" / "prog.s")
+    assert assemble_file(tmp_path / "build" / "prog.s").target == "../chip/chip.toml"
+    np.save(tmp_path / "x.npy", images)
+    assert main(["sim", str(tmp_path / "build" / "prog.s"), "--inputs", str(tmp_path / "x.npy"),
+                 "--outputs", str(tmp_path / "y.npy")]) == 0
