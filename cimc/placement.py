@@ -33,9 +33,9 @@ core is slower than the slowest layer alone, and the replicas of a layer
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -48,6 +48,8 @@ from targets import Target
 
 # Hops the CoreHops row cache holds at most (128 MiB of list slots).
 ROW_CACHE_ENTRIES = 1 << 24
+# Fewer cached rows than this would be recomputed on almost every move.
+ROW_CACHE_MIN = 256
 # Local memory per output channel a reducer keeps: i32 bias + (M, shift, zy, lo, hi).
 TABLE_BYTES = 24
 
@@ -151,17 +153,23 @@ class CoreHops:
         self.y = (tiles // target.mesh_x).astype(np.int32)
         self.size = target.cores
         self._rows: dict[int, list[int]] = {}
+        self._xs: list[int] | None = None  # the coordinates as lists, for _HopsFrom
+        self._ys: list[int] | None = None
 
     def __getitem__(self, cores: tuple[Any, Any]) -> Any:
         a, b = cores
         return np.abs(self.x[a] - self.x[b]) + np.abs(self.y[a] - self.y[b])
 
-    def row(self, a: int) -> list[int]:
-        """Hops from core a to every core, as a list (the annealer's moves index single
-        elements, which lists do fastest). Cached up to ROW_CACHE_ENTRIES hops, the
-        oldest row dropped first: all rows of a small mesh, the busiest of a big one."""
+    def row(self, a: int) -> Sequence[int]:
+        """Hops from core a to every core, indexable by core (the annealer's moves index
+        single elements, which lists do fastest). Lists are cached up to
+        ROW_CACHE_ENTRIES hops, the oldest row dropped first: all rows of a small mesh,
+        the busiest of a big one; a mesh too big to cache ROW_CACHE_MIN rows gets rows
+        that compute each element (a full row per move would cost more than it saves)."""
         found = self._rows.get(a)
         if found is None:
+            if self.size * ROW_CACHE_MIN > ROW_CACHE_ENTRIES:
+                return _HopsFrom(self, a)
             if self._rows and (len(self._rows) + 1) * self.size > ROW_CACHE_ENTRIES:
                 del self._rows[next(iter(self._rows))]
             found = self._rows[a] = self[a, slice(None)].tolist()
@@ -173,6 +181,28 @@ class CoreHops:
             return 0
         s, d = self.x + self.y, self.x - self.y
         return int(max(s.max() - s.min(), d.max() - d.min()))
+
+
+class _HopsFrom(Sequence[int]):
+    """Hops from one core to every core of a huge mesh, each computed when indexed."""
+
+    def __init__(self, hops: CoreHops, a: int) -> None:
+        if hops._xs is None or hops._ys is None:
+            hops._xs, hops._ys = hops.x.tolist(), hops.y.tolist()
+        self.xs, self.ys = hops._xs, hops._ys
+        self.x, self.y, self.size = self.xs[a], self.ys[a], hops.size
+
+    @overload
+    def __getitem__(self, c: int) -> int: ...
+    @overload
+    def __getitem__(self, c: slice) -> Sequence[int]: ...
+    def __getitem__(self, c: int | slice) -> int | Sequence[int]:
+        if isinstance(c, slice):
+            return [self[k] for k in range(*c.indices(self.size))]
+        return abs(self.x - self.xs[c]) + abs(self.y - self.ys[c])
+
+    def __len__(self) -> int:
+        return self.size
 
 
 def _table_bytes(module: Module, unit: Unit, reducers: set[str]) -> int:

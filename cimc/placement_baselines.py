@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -117,7 +117,8 @@ class Annealer:
         self.tables: list[int] = problem.tables.tolist()
         self.tile_capacity: list[int] = problem.tile_capacity.tolist()
         self.tile_tables: list[int] = problem.tile_tables.tolist()
-        self.members: list[list[int]] = [[] for _ in range(problem.tiles)]
+        # Per core, created when touched: a big mesh has far more cores than units.
+        self.members: defaultdict[int, list[int]] = defaultdict(list)
         for u, t in enumerate(self.tile):
             self.members[t].append(u)
         self.group = problem.groups.tolist()
@@ -125,7 +126,7 @@ class Annealer:
         self.group_load = problem.group_load.tolist()
         self.cap = problem.load_cap
         # Per core: blocks of each group it holds, and the sum of those groups' loads.
-        self.held: list[dict[int, int]] = [{} for _ in range(problem.tiles)]
+        self.held: defaultdict[int, dict[int, int]] = defaultdict(dict)
         self.load = [0] * problem.tiles
         for u, t in enumerate(self.tile):
             self._hold(u, t, 1)

@@ -280,13 +280,17 @@ def test_resnet18_on_pimcomp_default_placer() -> None:
 
 
 @pytest.mark.parametrize("target", ["tiny", "isaac", "pimcomp"])
-def test_core_hops_are_the_targets_mesh_distances(target: str) -> None:
+def test_core_hops_are_the_targets_mesh_distances(target: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import cimc.placement
     from cimc.placement import CoreHops
 
     t = load_target(target)
     hops = CoreHops(t)
     every = [[t.hops(a, b) for b in range(t.cores)] for a in range(t.cores)]
     assert [hops.row(a) for a in range(t.cores)] == every
+    monkeypatch.setattr(cimc.placement, "ROW_CACHE_MIN", 1 << 40)  # rows of a huge mesh
+    assert [list(CoreHops(t).row(a)) for a in range(t.cores)] == every
     assert hops[3, np.arange(t.cores)].tolist() == every[3]
     assert hops.most() == max(max(row) for row in every)
 
