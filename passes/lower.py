@@ -40,7 +40,7 @@ from cimc.ir import Module, Op, TensorType
 from cimc.pass_base import Pass
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
-from cimc.requant import apply, fixed_point
+from cimc.requant import MAX_SHIFT, apply, fixed_point
 from passes.lower_host import (
     HOST_KINDS,
     check_host_boundary,
@@ -96,7 +96,12 @@ def _fixed_point(op: Op, multiplier: np.ndarray | float, scales: str
 
 
 def _fixed(op: Op, multiplier: float, scales: str) -> tuple[int, int]:
+    """(M, shift) of one multiplier. One too small for the mantissa (M would be 0, which
+    the code generator reads as 'clamp only') keeps M = 1 at the largest shift: every
+    code then rounds to 0, as the reference's M = 0 gives."""
     mant, shift = _fixed_point(op, np.float64(multiplier), scales)
+    if mant == 0 and multiplier > 0:
+        return 1, MAX_SHIFT
     return int(mant), int(shift)
 
 

@@ -193,6 +193,24 @@ def test_requantizing_reshape_of_a_vector_equals_reference(tmp_path: Path) -> No
     check(b.finish(flat), "tiny", tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["requantize", "concat"])
+def test_a_requantization_whose_multiplier_underflows_gives_the_zero_point(
+        kind: str, tmp_path: Path) -> None:
+    """Operand scale 1e-30 against result scale 0.05: the fixed-point multiplier rounds
+    to M = 0, which the code generator read as 'clamp only' and passed the codes on;
+    the reference (and the real arithmetic) gives the result's zero point."""
+    b = Builder((1, 2, 3, 3))
+    b.m.remove_op(b.m.producer(b.x))  # type: ignore[arg-type]
+    tiny = b.op("quantize", ["x"], (1, 2, 3, 3), 1e-30, 3)
+    if kind == "concat":
+        c = b.conv(tiny, 2, 1, (1, 2, 3, 3), strides=[1, 1], pads=[0, 0, 0, 0],
+                   dilations=[1, 1])
+        y = b.op("concat", [c, tiny], (1, 4, 3, 3), 0.05, -7, axis=1)
+    else:
+        y = b.op("requantize", [tiny], (1, 2, 3, 3), 0.05, -7)
+    check(b.finish(y), "tiny", tmp_path)
+
+
 def test_int32_overflow_whose_result_would_vary_is_reported() -> None:
     """A gemm with a huge bias and a tiny requantization multiplier: the reference's
     saturated accumulator still reaches several result codes, the chip would wrap."""
