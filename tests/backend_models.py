@@ -21,7 +21,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "mlp_tiny": (1, 64),
     "mlp_softmax_tiny": (1, 64),
     "concat_tiny": (1, 3, 12, 12),
-    "lrn_tiny": (1, 3, 8, 8),
+    "lrn_tiny": (1, 3, 4, 4),
     "resnet18": (1, 3, 32, 32),
     "mobilenetv2": (1, 3, 32, 32),
     "vgg11": (1, 3, 32, 32),
@@ -212,7 +212,7 @@ def _lrn_tiny():  # -> onnx.ModelProto
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, INPUT_SHAPES["lrn_tiny"])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, (1, 10))],
         [weight("w1", 4, 3, 3, 3), weight("b1", 4), weight("w2", 4, 4, 3, 3), weight("b2", 4),
-         weight("w3", 10, 4 * 8 * 8), weight("b3", 10)])
+         weight("w3", 10, 4 * 4 * 4), weight("b3", 10)])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
