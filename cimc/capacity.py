@@ -40,8 +40,11 @@ def weight_matrices(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, in
             continue
         shape = dims[node.input[index]]
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        # A malformed attribute is skipped here: the checker and import name it later.
+        if not all(isinstance(attrs.get(key, 0), int) for key in ("group", "transB")):
+            continue
         if "Conv" in node.op_type:
-            groups = int(attrs.get("group", 1))
+            groups = attrs.get("group", 1)
             if len(shape) < 3 or groups < 1 or min(shape) < 1:
                 continue
             per_group = 1

@@ -68,3 +68,24 @@ def test_a_float_model_too_big_is_refused_before_quantization(
     assert f"{model}: the model needs at least 64 crossbars on 16 cores but target 'tiny' " \
         "has 32 crossbars on 8 cores" in err
     assert not (tmp_path / "prog.s").exists()
+
+
+@pytest.mark.parametrize("group", [[1, 2], "1", 1.5])
+def test_a_malformed_conv_group_is_left_to_the_checker(
+        tmp_path: Path, group: object, capsys: pytest.CaptureFixture[str]) -> None:
+    """The shape count skips an attribute of the wrong type; the message is the checker's,
+    naming the file, not a traceback from the count."""
+    weights = np.ones((4, 1, 3, 3), dtype=np.float32)
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], group=group)
+    graph = helper.make_graph(
+        [conv], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 1, 8, 8))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 4, 6, 6))],
+        initializer=[numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    status = main(["compile", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "prog.s")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.startswith("cimc: error: ") and str(tmp_path / "m.onnx") in err
+    assert "group" in err, err
+    assert "Traceback" not in err and not (tmp_path / "prog.s").exists()
