@@ -36,26 +36,28 @@ def _models() -> list[tuple[str, Path]]:
 
 def measure(model: Path, target: str, workdir: Path) -> dict[str, object]:
     """Compile `model` for `target` (timed, memory traced) and build its report."""
-    from cimc.commands.compile import build_report, compile_model
+    from cimc.api import compile as compile_program
+    from cimc.api import program_report
     from cimc.diagnostics import CimcError
 
     prog = workdir / "prog.s"
     tracemalloc.start()
     start = time.perf_counter()
     try:
-        compiled = compile_model(str(model), str(prog), target)
+        compiled = compile_program(model, target, path=prog)
+        compiled.save(prog)
     except CimcError as exc:
         tracemalloc.stop()
         return {"error": exc.message}
     seconds = time.perf_counter() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    report = build_report(compiled, str(prog), None)
+    report = program_report(compiled)
     return {"compile_s": seconds, "peak_MiB": peak / 2**20, **report}
 
 
 def main() -> None:
-    from cimc.commands.compile import Compiled  # noqa: F401  (import cost outside timing)
+    from cimc.api import Program  # noqa: F401  (import cost outside timing)
 
     print("  " + " ".join(f"{c:>11}" for c in COLUMNS))
     with tempfile.TemporaryDirectory(prefix="cimc-bench-") as tmp:

@@ -55,14 +55,15 @@ def _models() -> list[tuple[str, Path]]:
 
 def _simulate(model: Path, target: str, prog: Path, pipeline: str, stream: int,
               budget: float) -> tuple[dict, dict, object]:
+    from cimc.api import compile as compile_program
     from cimc.backend_report import schedule_bounds, static_figures
-    from cimc.commands.compile import compile_model
     from isa.assembler import assemble_file
     from isa.image import load_image
     from isa.simulator import run_program
 
-    compiled = compile_model(str(model), str(prog), target, pipeline=pipeline, stream=stream,
-                             replicate=budget)
+    compiled = compile_program(model, target, pipeline=pipeline, stream=stream, replicate=budget,
+                               path=prog)
+    compiled.save(prog)
     program = assemble_file(prog)
     inputs = {p.name: _zero_point_input(p) for p in program.inputs}
     _, report = run_program(program, load_image(prog.with_suffix(".img")), compiled.target,

@@ -161,12 +161,13 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
     `place_effort` and `place_time_limit`. `path` is where the program will be written
     (its text names the image beside it). Nothing is written; `Program.save` does it.
     """
+    from cimc.options import check_backend_options
     from cimc.pass_manager import PassTiming, parse_pipeline, run_pipeline
     from cimc.pipeline import FRONTEND, BackendOptions
     from cimc.quantize import import_model
 
-    _check_options(activations=activations, replicate=replicate, place_effort=place_effort,
-                   place_time_limit=place_time_limit, stream=stream)
+    check_backend_options(activations, stream, replicate=replicate, place_effort=place_effort,
+                          place_time_limit=place_time_limit)
     chosen = load_target(target)
     options = BackendOptions(chosen.source or chosen.name, pipeline, stream, replicate, placer,
                              place_time_limit, place_effort)
@@ -181,30 +182,6 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
     return _backend(module, chosen, options, str(path),
                     [PassTiming("import-onnx", imported), *timings],
                     print_ir_after_all, time_passes)
-
-
-def _check_options(activations: str, replicate: float | None, place_effort: float | None,
-                   place_time_limit: float | None, stream: int) -> None:
-    """The ranges `cimc compile` enforces on its flags (cimc/commands/numbers.py), for
-    callers of the API; the passes check the names (placer, pipeline) themselves."""
-    import math
-
-    from cimc.commands.numbers import MAX_SECONDS
-    from cimc.diagnostics import CimcError
-
-    if activations not in ("int8", "uint8"):
-        raise CimcError(f"activations={activations!r}: choose 'int8' or 'uint8'")
-    if stream < 0:
-        raise CimcError(f"stream={stream}: give a whole number >= 1 (0: the mode's default)")
-    ranges = {"replicate": (replicate, 0.0, 1.0), "place_effort": (place_effort, 0.0, 100.0),
-              "place_time_limit": (place_time_limit, 0.0, MAX_SECONDS)}
-    for name, (value, low, high) in ranges.items():
-        too_low = value is not None and (value <= low if name == "place_time_limit"
-                                         else value < low)
-        if value is not None and (not math.isfinite(value) or too_low or value > high):
-            bound = "> 0" if name == "place_time_limit" else f">= {low:g}"
-            raise CimcError(f"{name}={value}: out of range; give a finite number {bound} "
-                            f"and <= {high:g}")
 
 
 def _backend(module: Module, target: Target, options: BackendOptions, path: str,

@@ -864,14 +864,14 @@ def _feeds(module, rng: np.random.Generator) -> dict[str, np.ndarray]:  # module
 
 def _simulate_and_compare(model: str, program: Path, target: str) -> tuple[str, str]:
     """("compiled", "") when the program's outputs equal the reference's, else ("mismatch", why)."""
+    from cimc.api import prepare
     from cimc.backend_io import reference_codes
-    from cimc.commands.run import prepare
     from isa.assembler import assemble_file
     from isa.image import load_image
     from isa.simulator import run_program
     from targets import load_target
 
-    module = prepare(model, {}, engine="sim")  # a float model quantized as compile does
+    module = prepare(model)  # a float model quantized as compile does
     feeds = _feeds(module, np.random.default_rng(0))
     inputs, expected = reference_codes(module, feeds)
     codes, _ = run_program(assemble_file(program), load_image(program.with_suffix(".img")),

@@ -21,24 +21,25 @@ if TYPE_CHECKING:
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """The flags that choose how the backend maps the model (shared with `cimc run`)."""
-    from cimc.commands.numbers import MAX_SECONDS, real, whole
+    from cimc.commands.numbers import whole, within
+    from cimc.options import PLACE_EFFORT, PLACE_TIME_LIMIT, REPLICATE
 
     parser.add_argument("--pipeline", choices=("latency", "throughput"), default="latency",
                         help="latency: one inference, layers start as soon as their input rows "
                         "exist; throughput: --stream inferences flow through the pipeline")
     parser.add_argument("--stream", type=whole(1), default=0, metavar="N",
                         help="inferences per run in throughput mode (default 4)")
-    parser.add_argument("--replicate", type=real(0, 1), default=None, metavar="BUDGET",
+    parser.add_argument("--replicate", type=within(REPLICATE), default=None, metavar="BUDGET",
                         help="copy slow layers' weights within BUDGET (0..1) x the target's "
                         "crossbars (e.g. 0.9; 0 = off, the default)")
     parser.add_argument("--placer", choices=("cpsat", "anneal", "sequential", "snake"),
                         default="cpsat", help="how place assigns blocks to cores "
                         "(docs/placement.md; default cpsat)")
-    parser.add_argument("--place-effort", type=real(0, 100), default=None, metavar="E",
+    parser.add_argument("--place-effort", type=within(PLACE_EFFORT), default=None, metavar="E",
                         help="work of the cpsat and anneal placers, counted in moves and "
                         "solver steps, never in seconds, so the program is the same on any "
                         "machine (default 1; 0.1 is quick; at most 100)")
-    parser.add_argument("--place-time-limit", type=real(0, MAX_SECONDS, above=True), default=None,
+    parser.add_argument("--place-time-limit", type=within(PLACE_TIME_LIMIT), default=None,
                         metavar="SECONDS",
                         help="wall-clock safety net of the placers (default none, at most a "
                         "day); if it stops the search, a warning says the program depends on "
@@ -47,6 +48,7 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from cimc.commands.numbers import whole
+    from cimc.options import ACTIVATIONS
 
     parser = subparsers.add_parser(
         "compile", help="compile an ONNX model to a CIM program (the default command)",
@@ -58,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--calibrate data, else on random inputs with a warning)")
     parser.add_argument("--calibrate", metavar="DATA",
                         help="quantize a float model with ranges from these inputs (.npy/.npz)")
-    parser.add_argument("--activations", choices=["int8", "uint8"], default="int8",
+    parser.add_argument("--activations", choices=ACTIVATIONS, default="int8",
                         help="activation type when quantizing a float model (default int8)")
     parser.add_argument("-o", "--output", required=True, metavar="PROG.s",
                         help="the program to write; the crossbar image goes beside it (.img)")

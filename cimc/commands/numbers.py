@@ -4,11 +4,9 @@ a usage error naming the option and the range, before any file is read."""
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 
-# The placer's budget is wall-clock seconds; a day is beyond any useful search.
-MAX_SECONDS = 86_400.0
+from cimc.options import Range
 
 
 def whole(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -32,16 +30,19 @@ def whole(low: int, high: int | None = None) -> Callable[[str], int]:
 
 def real(low: float, high: float | None = None, *, above: bool = False) -> Callable[[str], float]:
     """A finite number >= low (> low when `above`) and <= high."""
-    bound = f"> {low:g}" if above else f">= {low:g}"
-    wanted = f"a finite number {bound}" + (f" and <= {high:g}" if high is not None else "")
+    return within(Range(low, high, above))
+
+
+def within(allowed: Range) -> Callable[[str], float]:
+    """A number in `allowed` (a range the API owns, cimc/options.py)."""
+    wanted = allowed.wanted
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not a number; give {wanted}") from None
-        too_low = value <= low if above else value < low
-        if not math.isfinite(value) or too_low or (high is not None and value > high):
+        if not allowed.holds(value):
             raise argparse.ArgumentTypeError(f"{text} is out of range; give {wanted}")
         return value
 

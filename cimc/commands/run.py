@@ -22,6 +22,7 @@ ENGINES = ("sim", "reference")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from cimc.commands.compile import add_backend_options
+    from cimc.options import ACTIVATIONS
 
     parser = subparsers.add_parser(
         "run",
@@ -61,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--activations",
-        choices=["int8", "uint8"],
+        choices=ACTIVATIONS,
         default="int8",
         help="activation type when a float model is quantized (default int8)",
     )
