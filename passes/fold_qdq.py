@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cimc.diagnostics import CimcError
 from cimc.ir import Module, Op, Quant, TensorType
 from cimc.pass_base import Pass
 from cimc.reference.integer import add_multipliers
@@ -138,8 +139,10 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType) -> list[st
             add_multipliers(
                 scales[0].quant.scale[0], scales[1].quant.scale[0], result.quant.scale[0]
             )
-        except ValueError:
-            return None
+        except ValueError as exc:
+            # Left float, it was later refused as "computes in float between integer
+            # layers ... quantize this op", though it is quantized: say what is wrong.
+            raise CimcError(f"op {anchor.name!r} ({anchor.kind}): {exc}") from None
     return integers
 
 

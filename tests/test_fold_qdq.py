@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cimc.diagnostics import CimcError
 from cimc.ir import Module
 from cimc.ir_text import parse_module
 from cimc.reference import run_module
@@ -133,6 +134,25 @@ def test_add_sub_pools_relu_concat_transpose_fold_to_integer_ops():
     assert kinds(after).count("dequantize") == 3  # only at the outputs
     feeds = {name: RNG.standard_normal((1, 4, 4, 4)).astype(np.float32) for name in ("a", "b")}
     assert_within_one_quantum(before, after, feeds, {"o1": 0.045, "o2": 0.0307, "o3": 0.05})
+
+
+def test_add_whose_scales_are_too_far_apart_is_reported():
+    """An operand scale 2^30 times the result's is out of range for the integer add; it was
+    left float and refused later as 'computes in float between integer layers'."""
+    text = """
+module @a {
+  input %x : f32[1,4]
+  %q = quantize(%x) : i8[1,4] q<scale=1.0, zp=0>
+  %d = dequantize(%q) : f32[1,4]
+  %s = add(%d, %d) : f32[1,4] loc("sum")
+  %r = quantize(%s) : i8[1,4] q<scale=9.313225746154785e-10, zp=0>
+  %o = dequantize(%r) : f32[1,4]
+  output %o
+}
+"""
+    with pytest.raises(CimcError, match=r"op 'sum' \(add\): operand/result scale ratio "
+                                        r"\S+ is out of range for add"):
+        fold(text)
 
 
 def test_a_result_read_twice_is_left_float():
