@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -137,29 +138,31 @@ class OutputSet:
         """Rename every staged file into place; if one rename fails, undo the others
         (an output that existed before gets its old content back)."""
         with _LOCK:
-            done: list[tuple[Path, Path | None]] = []
             try:
-                for path, tmp in self._staged.items():
-                    done.append((path, _backup(path)))
-                    os.replace(tmp, path)
-            except OSError as exc:
-                for path, backup in reversed(done[:-1]):
-                    if backup is not None:
-                        os.replace(backup, path)
-                    else:
-                        path.unlink(missing_ok=True)
-                failed = done[-1][0] if done else next(iter(self._staged))
-                if done and done[-1][1] is not None:
-                    done[-1][1].unlink(missing_ok=True)
-                raise _write_error(failed, exc) from None
+                # Every old file is saved before the first rename, so a rename that
+                # fails can always be undone.
+                backups = _backups(list(self._staged))
+                done: list[Path] = []
+                try:
+                    for path, tmp in self._staged.items():
+                        os.replace(tmp, path)
+                        done.append(path)
+                except OSError as exc:
+                    for path in reversed(done):
+                        if path in backups:
+                            os.replace(backups.pop(path), path)
+                        else:
+                            path.unlink(missing_ok=True)
+                    raise _write_error(next(p for p in self._staged if p not in done),
+                                       exc) from None
+                finally:
+                    for backup in backups.values():
+                        backup.unlink(missing_ok=True)
             finally:
                 for tmp in self._staged.values():
                     tmp.unlink(missing_ok=True)
                 self._staged.clear()
             self._made.clear()
-            for _, backup in done:
-                if backup is not None:
-                    backup.unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Remove the staged files (outputs already in place are kept)."""
@@ -176,18 +179,26 @@ class OutputSet:
         self._made.clear()
 
 
-def _backup(path: Path) -> Path | None:
-    """A hard link to the file at `path`, so a failed commit can restore it (None when
-    there is no file, or the file system has no hard links)."""
-    if not path.is_file():
-        return None
-    backup = path.with_name(f".{path.name}.{os.getpid()}.old")
+def _backups(paths: list[Path]) -> dict[Path, Path]:
+    """A saved copy of each existing file among `paths` (a hard link, or a copy where
+    the file system has no hard links), so a failed commit can restore it. If one
+    cannot be saved, none is kept and the error names the file: nothing was changed."""
+    backups: dict[Path, Path] = {}
     try:
-        backup.unlink(missing_ok=True)
-        os.link(path, backup)
-    except OSError:
-        return None
-    return backup
+        for path in paths:
+            if path.is_file():
+                backup = path.with_name(f".{path.name}.{os.getpid()}.old")
+                backup.unlink(missing_ok=True)
+                try:
+                    os.link(path, backup)
+                except OSError:
+                    shutil.copy2(path, backup)
+                backups[path] = backup
+    except OSError as exc:
+        for backup in backups.values():
+            backup.unlink(missing_ok=True)
+        raise _write_error(path, exc) from None
+    return backups
 
 
 def _write_error(path: Path, exc: OSError) -> CimcError:
@@ -229,7 +240,9 @@ def abort_on_signals() -> Iterator[None]:
     old_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     # A Python-level handler must exist for the wakeup byte to be written; the
     # watcher does the work.
-    previous = {number: signal.signal(number, _note) for number in ABORT_SIGNALS}
+    # A signal the caller ignores (nohup's SIGHUP, a background job's SIGINT) stays ignored.
+    previous = {number: signal.signal(number, _note) for number in ABORT_SIGNALS
+                if signal.getsignal(number) is not signal.SIG_IGN}
     watcher = threading.Thread(target=_watch, args=(read_fd,), name="cimc-abort", daemon=True)
     watcher.start()
     try:

@@ -176,21 +176,81 @@ def test_a_failed_commit_restores_the_old_files(tmp_path: Path) -> None:
 
 
 def test_sigterm_during_a_compile_leaves_no_output(tmp_path: Path) -> None:
+    import backend_models
+
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # MNIST on isaac with a placer budget of minutes, so that the signal arrives
-    # mid-compile on any machine, most likely inside the native CP-SAT solver.
+    # A model whose placement on tiny really searches, with a budget of minutes of
+    # work (effort 1 is about a second), so the signal lands mid-compile on any
+    # machine, most likely inside the native CP-SAT solver.
+    model = backend_models.quantized_model("mnist_tiny")
     process = subprocess.Popen(
-        [sys.executable, "-m", "cimc", str(MNIST), "-o", str(tmp_path / "prog.s"), "--report",
-         str(tmp_path / "r.json"), "--place-effort", "100"],
+        [sys.executable, "-m", "cimc", str(model), "-o", str(tmp_path / "prog.s"), "--report",
+         str(tmp_path / "r.json"), "--target", "tiny", "--place-effort", "100"],
         env=env, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(4)
         assert process.poll() is None, process.communicate()[1]
         process.send_signal(signal.SIGTERM)
-        # Promptly (the budget left is minutes of work), though the solver was running.
         _, err = process.communicate(timeout=60)
     finally:
         process.kill()
     assert process.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []  # no program, no image, no staging file
+
+
+# Stages a file, then signals itself: the abort must remove the staged file.
+STAGE_THEN_SIGNAL = """
+import os, signal, sys, time
+from pathlib import Path
+from cimc.outputs import OutputSet, abort_on_signals
+out = Path(sys.argv[1])
+if sys.argv[3] == "ignored":
+    signal.signal(getattr(signal, sys.argv[2]), signal.SIG_IGN)
+with abort_on_signals(), OutputSet({"-o": out}) as outputs:
+    outputs.write(out, "program")
+    os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+    time.sleep(0.5)
+    outputs.commit()
+"""
+
+
+def _stage_then_signal(tmp_path: Path, name: str, ignored: bool) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", STAGE_THEN_SIGNAL, str(tmp_path / "prog.s"), name,
+         "ignored" if ignored else "default"],
+        env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_sigterm_after_staging_removes_the_staged_file(tmp_path: Path) -> None:
+    done = _stage_then_signal(tmp_path, "SIGTERM", ignored=False)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "stopped by SIGTERM" in done.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_signal_the_caller_ignores_stays_ignored(tmp_path: Path) -> None:
+    # nohup ignores SIGHUP: a hang-up must not stop the command.
+    done = _stage_then_signal(tmp_path, "SIGHUP", ignored=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "prog.s").read_text() == "program"
+
+
+def test_a_failed_commit_restores_old_files_without_hard_links(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("old a")
+
+    def no_links(source: object, target: object) -> None:
+        raise OSError(1, "Operation not permitted")  # as on file systems without hard links
+
+    monkeypatch.setattr(os, "link", no_links)
+    with OutputSet({"a": first, "b": second}) as out:
+        out.write(first, "new a")
+        out.write(second, "new b")
+        second.mkdir()  # something gets in the way of the second rename
+        with pytest.raises(CimcError, match="b.txt"):
+            out.commit()
+    assert first.read_text() == "old a"
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"]
