@@ -15,6 +15,7 @@ nodes are not counted (the tile pass still checks them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import onnx
@@ -28,9 +29,20 @@ WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3,
                 "Gemm": 1, "MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3}
 
 
+def _holds_its_dims(init: onnx.TensorProto) -> bool:
+    """Whether an initializer stored in the file is big enough for the values its dims
+    declare (at least half a byte each, as int4 packs them). The checker, which runs
+    after this count, rejects one that is not: a small file whose dims claim 2^40 weights
+    must not be counted block by block. External data is taken at its word."""
+    if init.data_location == onnx.TensorProto.EXTERNAL:
+        return True
+    return 2 * init.ByteSize() >= math.prod(init.dims)
+
+
 def weight_matrices(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, int, int, int]]:
     """(node, K, N, groups) of every node that will become a matvec of a `[K, N]` matrix."""
-    dims = {init.name: tuple(int(d) for d in init.dims) for init in graph.initializer}
+    dims = {init.name: tuple(int(d) for d in init.dims) for init in graph.initializer
+            if _holds_its_dims(init)}
     for node in graph.node:
         if node.op_type == "DequantizeLinear" and node.input and node.input[0] in dims:
             dims.setdefault(node.output[0], dims[node.input[0]])

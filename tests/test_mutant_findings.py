@@ -96,3 +96,16 @@ def test_a_quantized_clip_at_the_float_limits_is_the_identity(tmp_path: Path) ->
     assert main(["run", model, "--engine", "reference", "--inputs", str(tmp_path / "x.npy"),
                  "--outputs", str(tmp_path / "y.npy")]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), exact_outputs(model, {"x": x})[0])
+
+
+def test_weights_whose_dims_the_file_does_not_hold_are_left_to_the_checker(
+        tmp_path: Path) -> None:
+    """The capacity count runs before the ONNX checker: a small file whose weights claim
+    2^40 rows was counted block by block (it hung); the checker now says what is wrong."""
+    from mnist_mutants import MNIST, Mutant, check
+
+    model = onnx.load(MNIST)
+    weights = next(t for t in model.graph.initializer if t.name == "3.weight_quantized")
+    weights.dims[0] = 1 << 40
+    outcome = check(Mutant(0, "dims", "dims", model.SerializeToString()), tmp_path, timeout=30)
+    assert outcome.kind == "error" and "raw_data size" in outcome.detail, outcome.detail
