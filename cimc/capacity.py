@@ -8,8 +8,12 @@ or a DequantizeLinear of one, becomes a `[K, N]` matrix (block-diagonal over
 a conv's groups, as `lower` builds it), cut into blocks and bit-sliced by
 passes/tile.py's arithmetic, and refused by passes/replicate.py's check when
 even perfect packing does not fit. Only the initializers' dims are read.
-Every block the shapes make nonzero is counted: only a model with whole
-blocks of zero weights (pruned) could need fewer. Weights computed by other
+In a quantized model only a float Conv/Gemm/MatMul that reads a
+DequantizeLinear and whose result a QuantizeLinear reads later becomes an
+integer op (fold-qdq's pattern); the others are host work and not counted
+(an undercount only leaves the refusal to the tile pass). Every
+block the shapes make nonzero is counted: only a model with whole blocks of
+zero weights (pruned) could need fewer. Weights computed by other
 nodes are not counted (the tile pass still checks them).
 """
 
@@ -24,6 +28,8 @@ from passes.replicate import check_columns
 from passes.tile import block_columns, kept_blocks
 from targets import Target
 
+# The float forms: on the chip only where their result is quantized again.
+FLOAT_FORMS = frozenset({"Conv", "Gemm", "MatMul"})
 # Op type -> index of its weight input.
 WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3,
                 "Gemm": 1, "MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3}
@@ -39,6 +45,25 @@ def _holds_its_dims(init: onnx.TensorProto) -> bool:
     return 2 * init.ByteSize() >= math.prod(init.dims)
 
 
+def _requantized(graph: onnx.GraphProto) -> set[str] | None:
+    """The values a QuantizeLinear later reads (through any ops), or None for a float
+    model, which is quantized whole."""
+    quantizers = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input]
+    if not quantizers:
+        return None
+    reached = {n.input[0] for n in quantizers}
+    changed = True
+    while changed:  # one or two sweeps when the nodes are in topological order
+        changed = False
+        for node in reversed(graph.node):
+            if node.op_type != "QuantizeLinear" and reached.intersection(node.output):
+                new = set(node.input) - reached
+                if new:
+                    reached |= new
+                    changed = True
+    return reached
+
+
 def weight_matrices(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, int, int, int]]:
     """(node, K, N, groups) of every node that will become a matvec of a `[K, N]` matrix."""
     dims = {init.name: tuple(int(d) for d in init.dims) for init in graph.initializer
@@ -46,10 +71,15 @@ def weight_matrices(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, in
     for node in graph.node:
         if node.op_type == "DequantizeLinear" and node.input and node.input[0] in dims:
             dims.setdefault(node.output[0], dims[node.input[0]])
+    requantized = _requantized(graph)
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     for node in graph.node:
         index = WEIGHT_INPUT.get(node.op_type)
         if index is None or len(node.input) <= index or node.input[index] not in dims:
             continue
+        if node.op_type in FLOAT_FORMS and requantized is not None and not (
+                node.output[0] in requantized and node.input[0] in dequantized):
+            continue  # not a DequantizeLinear -> op -> QuantizeLinear pattern: host work
         shape = dims[node.input[index]]
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         # A malformed attribute is skipped here: the checker and import name it later.

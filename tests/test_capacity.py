@@ -89,3 +89,19 @@ def test_a_malformed_conv_group_is_left_to_the_checker(
     assert status == 1 and err.startswith("cimc: error: ") and str(tmp_path / "m.onnx") in err
     assert "group" in err, err
     assert "Traceback" not in err and not (tmp_path / "prog.s").exists()
+
+
+def test_a_float_gemm_tail_is_not_counted(tmp_path: Path) -> None:
+    """A wide float Gemm after the last DequantizeLinear runs on the host: the shape count
+    leaves it out (it refused a model that compiles onto 2 crossbars of tiny)."""
+    from fuzz_models import ConvSpec, QdqBuilder, Quant
+
+    b = QdqBuilder(np.random.default_rng(0))
+    x = b.input((1, 2, 4, 4), Quant(0.05, -3, True))
+    y = b.conv(x, ConvSpec(4, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu", "small"),
+               np.full(4, 0.01, np.float32), Quant(0.02, -128, True), False)
+    y = b.head(y, 512, "gemm", np.full(512, 0.01, np.float32), Quant(0.1, 3, True), "small",
+               "", False, qdq_flatten=False)
+    model = b.g.save(tmp_path / "m.onnx", x, [y])
+    assert main(["compile", str(model), "-o", str(tmp_path / "prog.s"), "--target", "tiny"]) == 0
+    test_shape_count_equals_the_tile_pass(lambda: model, "tiny")
