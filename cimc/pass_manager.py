@@ -252,10 +252,12 @@ def check_requirements(module: Module, passes: Sequence[Pass], index: int) -> No
         if name in ran:
             stale = True
             continue
-        why = "" if stale else pass_class(name).missing_result(module)
-        if why is not None:
+        # A stale result is absent whatever the module shows; what it shows still
+        # makes the best reason when no earlier pass gave one.
+        why = pass_class(name).missing_result(module) if not stale or not reason else ""
+        if stale or why is not None:
             absent.append(name)
-            reason = reason or why
+            reason = reason or why or ""
             stale = True
     if absent:
         order = _canonical_order()

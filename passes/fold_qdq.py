@@ -60,6 +60,20 @@ EIGHT_BIT = ("i8", "u8")
 class FoldQdq(Pass):
     name: ClassVar[str] = "fold-qdq"
 
+    @classmethod
+    def missing_result(cls, module: Module) -> str | None:
+        # Exactly what `apply` would fold, so a module it has run on (whatever QDQ it
+        # left because it cannot fold it) never counts as lacking its results.
+        for quantize in [op for op in module.ops() if op.kind == "quantize"]:
+            try:
+                unfolded = fold(module, quantize, dry=True)
+            except CimcError:  # one fold-qdq refuses is not folded either; it says why
+                unfolded = True
+            if unfolded:
+                return (f"quantize {quantize.name!r} still ends a float QDQ pattern; "
+                        "fold-qdq turns it into an integer op")
+        return None
+
     def apply(self, module: Module) -> None:
         for quantize in [op for op in module.ops() if op.kind == "quantize"]:
             fold(module, quantize)
@@ -80,14 +94,15 @@ def _dequantized(module: Module, value: str) -> str | None:
     return source if quant is not None and quant.axis is None else None
 
 
-def fold(module: Module, quantize: Op) -> bool:
-    """Fold the pattern ending at `quantize`; False when there is none."""
+def fold(module: Module, quantize: Op, *, dry: bool = False) -> bool:
+    """Fold the pattern ending at `quantize`; False when there is none. `dry`: only say
+    whether there is one, leaving the module as it is."""
     result = module.values[quantize.outputs[0]]
     if result.quant is None or result.quant.axis is not None:
         return False
     source = _dequantized(module, quantize.inputs[0])
     if source is not None:
-        return _fold_requantize(module, quantize, source)
+        return dry or _fold_requantize(module, quantize, source)
     chain: list[Op] = []  # commuting ops between the anchor and the quantize, top first
     anchor = module.producer(quantize.inputs[0])
     while anchor is not None and _sole_reader(module, anchor.outputs[0]):
@@ -98,9 +113,11 @@ def fold(module: Module, quantize: Op) -> bool:
         break
     if anchor is None or anchor.kind not in FOLDABLE or not _sole_reader(module, anchor.outputs[0]):
         return False
-    operands = _integer_operands(module, anchor, result)
+    operands = _integer_operands(module, anchor, result, dry)
     if operands is None:
         return False
+    if dry:
+        return True
     attrs = dict(anchor.attrs)
     rebuilt = [anchor, *chain]
     if anchor.kind in CLAMPED and chain and chain[0].kind in ACTIVATIONS:
@@ -122,10 +139,12 @@ def _fold_requantize(module: Module, quantize: Op, source: str) -> bool:
     return True
 
 
-def _integer_operands(module: Module, anchor: Op, result: TensorType) -> list[str] | None:
-    """The anchor's operands in the integer domain, or None when it cannot fold."""
+def _integer_operands(module: Module, anchor: Op, result: TensorType,
+                      dry: bool = False) -> list[str] | None:
+    """The anchor's operands in the integer domain, or None when it cannot fold (`dry`:
+    a float bias is not quantized, its name stands for the one that would be)."""
     if anchor.kind in ("conv", "gemm"):
-        return _linear_operands(module, anchor, result)
+        return _linear_operands(module, anchor, result, dry)
     operands = [_dequantized(module, v) for v in anchor.inputs]
     if any(v is None for v in operands) or result.dtype not in EIGHT_BIT:
         return None
@@ -146,7 +165,8 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType) -> list[st
     return integers
 
 
-def _linear_operands(module: Module, anchor: Op, result: TensorType) -> list[str] | None:
+def _linear_operands(module: Module, anchor: Op, result: TensorType,
+                     dry: bool = False) -> list[str] | None:
     """(x, w[, b_i32]) of a conv or gemm, quantizing or rescaling a bias as needed."""
     if anchor.kind == "gemm" and set(anchor.attrs) & {"trans_a", "trans_b", "alpha", "beta"}:
         return None
@@ -167,12 +187,14 @@ def _linear_operands(module: Module, anchor: Op, result: TensorType) -> list[str
     acc_scale = x_type.quant.scale[0] * np.broadcast_to(np.asarray(w_type.quant.scale), (channels,))
     if len(anchor.inputs) < 3:
         return [x, w]
-    bias = _integer_bias(module, anchor, acc_scale)
+    bias = _integer_bias(module, anchor, acc_scale, dry)
     return None if bias is None else [x, w, bias]
 
 
-def _integer_bias(module: Module, anchor: Op, acc_scale: np.ndarray) -> str | None:
-    """An i32 bias constant in the accumulator scale `acc_scale`, reused when it already is."""
+def _integer_bias(module: Module, anchor: Op, acc_scale: np.ndarray,
+                  dry: bool = False) -> str | None:
+    """An i32 bias constant in the accumulator scale `acc_scale`, reused when it already is
+    (`dry`: the float bias's name when one would be added)."""
     value = anchor.inputs[2]
     producer = module.producer(value)
     if producer is not None and producer.kind == "dequantize":
@@ -189,6 +211,8 @@ def _integer_bias(module: Module, anchor: Op, acc_scale: np.ndarray) -> str | No
         real = module.constants[value].astype(np.float64)
     else:
         return None
+    if dry:
+        return value
     codes = np.rint(real / acc_scale)
     codes = np.clip(codes, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
     quant = Quant(tuple(float(s) for s in acc_scale), (0,) * len(acc_scale), 0)

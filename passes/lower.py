@@ -108,6 +108,8 @@ def _fixed(op: Op, multiplier: float, scales: str) -> tuple[int, int]:
 @dataclass
 class Lower(Pass):
     name: ClassVar[str] = "lower"
+    # A QDQ pattern left unfolded would be taken for float host work.
+    requires: ClassVar[tuple[str, ...]] = ("fold-qdq",)
 
     @classmethod
     def missing_result(cls, module: Module) -> str | None:

@@ -369,6 +369,41 @@ def test_a_pass_run_before_the_passes_it_needs_names_them(
     _fails(["opt", "-p", pipeline, model], capsys, *says)
 
 
+@pytest.mark.parametrize(("pipeline", "says"), [
+    ("lower", ["pass 'lower' needs the results of 'fold-qdq'", "quantize 'c_q'",
+               "-p fold-qdq,lower"]),
+    ("canonicalize,lower", ["-p canonicalize,fold-qdq,lower"]),
+    ("tile", ["pass 'tile' needs the results of 'fold-qdq' and 'lower'",
+              "-p fold-qdq,lower,tile"]),
+    ("emit-asm", ["'fold-qdq', 'lower', 'tile', 'place' and 'schedule'",
+                  "-p fold-qdq,lower,tile,place,schedule,emit-asm"]),
+])
+def test_a_backend_pass_on_a_qdq_model_fold_qdq_has_not_folded_names_it(
+        pipeline: str, says: list[str], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Unfolded, the QDQ conv looked like float host work: lower left it and printed it."""
+    _fails(["opt", "-p", pipeline, _qdq_conv(tmp_path / "m.onnx")], capsys, *says)
+
+
+def test_lower_on_a_float_model_says_the_op_is_float_not_that_fold_qdq_is_missing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv1"),
+             helper.make_node("Relu", ["c"], ["y"], name="relu1")]
+    model = _save(tmp_path / "m.onnx", nodes, [_value("x", [1, 1, 4, 4])],
+                  [_value("y", [1, 2, 2, 2])], [_const("w", np.ones((2, 1, 3, 3), np.float32))])
+    err = _fails(["opt", "-p", "lower", model], capsys, "op 'conv1' (conv) is float")
+    assert "fold-qdq" not in err
+
+
+def test_a_module_fold_qdq_has_run_on_is_lowered_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folded = tmp_path / "folded.cir"
+    assert main(["opt", "-p", "canonicalize,fold-qdq", _qdq_conv(tmp_path / "m.onnx"),
+                 "-o", str(folded)]) == 0
+    assert main(["opt", "-p", "lower", str(folded)]) == 0
+    assert "matvec(" in capsys.readouterr().out
+
+
 def test_a_placed_module_may_be_scheduled_alone_but_not_after_tiling_again(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = _qdq_conv(tmp_path / "m.onnx")
