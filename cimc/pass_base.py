@@ -30,5 +30,10 @@ class Pass:
         """Where `module` lacks this pass's results, in words (None: nothing lacks them)."""
         return None
 
+    def outputs(self) -> dict[str, str]:
+        """The files `apply` writes, by what a user calls them, so that a command can
+        refuse one naming an input or another output before any pass runs."""
+        return {}
+
     def apply(self, module: Module) -> None:
         raise NotImplementedError

@@ -141,6 +141,12 @@ class EmitAsm(Pass):
     target: str = "isaac"
     output: str = ""  # path of prog.s; the image goes beside it with suffix .img
 
+    def outputs(self) -> dict[str, str]:
+        if not self.output:
+            return {}
+        return {"emit-asm's output": self.output,
+                "the image beside emit-asm's output": str(Path(self.output).with_suffix(".img"))}
+
     def apply(self, module: Module) -> None:
         target = load_target(self.target)
         cores = generate(module, target)
@@ -148,7 +154,7 @@ class EmitAsm(Pass):
             return
         path = Path(self.output)
         text, image = emit(module, target, cores, path)
-        with OutputSet({"the program": path, "its image": path.with_suffix(".img")}) as out:
+        with OutputSet(dict(self.outputs())) as out:
             out.write(path, text)
             out.write(path.with_suffix(".img"), image.to_bytes())
             out.commit()

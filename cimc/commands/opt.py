@@ -147,9 +147,13 @@ def opt(args: argparse.Namespace) -> int:
     passes = backend_pipeline(args.pipeline, target)
     if args.target is not None or any(hasattr(p, "target") for p in passes):
         load_target(target)
-    # An -o naming an input (or not writable) fails before any work.
-    OutputSet({"-o": args.output}, {"FILE": None if args.file == "-" else args.file,
-                                    "--target": None if is_target_name(target) else target})
+    # An -o or a file a pass writes (emit-asm{output=...}) naming an input, or not
+    # writable, fails before any work.
+    written: dict[str, str | Path | None] = {"-o": args.output}
+    for pass_ in passes:
+        written.update(pass_.outputs())
+    OutputSet(written, {"FILE": None if args.file == "-" else args.file,
+                        "--target": None if is_target_name(target) else target})
     if args.file.endswith(".onnx"):
         from cimc.frontend import import_onnx
 
