@@ -52,8 +52,14 @@ def normalize_gemm(module: Module, op: Op) -> bool:
             raise CimcError(f"op {op.name!r} (gemm): {key}={value} is not a finite float32 "
                             f"number, so every result would be infinite or NaN; correct the "
                             f"Gemm's {key} in the model")
+    if alpha == 0.0:
+        raise CimcError(f"op {op.name!r} (gemm): alpha=0 multiplies the weights by zero, so "
+                        "the result is beta x C whatever the input; correct the Gemm's alpha "
+                        "or replace the Gemm by its constant result")
     if alpha != 1.0:
         w = _scaled(module, w, alpha, f"{op.name}_alpha")
+    if beta == 0.0:
+        bias = None  # beta x C adds nothing
     if bias is not None and beta != 1.0:
         bias = _scaled(module, bias, beta, f"{op.name}_beta")
     op.attrs = attrs

@@ -175,7 +175,7 @@ def test_reference_uint8_max_pool_equals_the_oracle(
 
 # ---- Gemm alpha and beta ----------------------------------------------------------------
 
-@pytest.mark.parametrize(("alpha", "beta"), [(2.0, 1.0), (1.0, 0.5), (-0.75, 3.0)])
+@pytest.mark.parametrize(("alpha", "beta"), [(2.0, 1.0), (1.0, 0.5), (-0.75, 3.0), (1.5, 0.0)])
 def test_gemm_alpha_and_beta_fold_into_quantized_weights_and_bias(
         alpha: float, beta: float, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A QDQ Gemm after a flatten with alpha/beta != 1 compiles (it used to be refused as
@@ -517,20 +517,22 @@ def test_sim_inputs_holding_different_numbers_of_samples_name_the_file(
            "'a' 4, 'b' 2", "give every input the same number")
 
 
-def test_gemm_alpha_inf_is_refused_naming_the_node(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """It folded into an infinite weight scale: 'invalid IR after pass canonicalize'."""
+@pytest.mark.parametrize("alpha", [np.inf, 0.0])
+def test_gemm_alpha_inf_or_zero_is_refused_naming_the_node(
+        alpha: float, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """inf folded into an infinite weight scale ('invalid IR after pass canonicalize');
+    0 was refused as 'flattening a [C,H,W] image changes its byte order'."""
     model = onnx.load(_qdq_conv(tmp_path / "m.onnx"))
     inits = [_const("fw", np.ones((3, 4), np.int8)), _const("fs", np.array(0.1, np.float32)),
              _const("fz", np.array(0, np.int8))]
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="x_q"),
              helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="x_dq"),
              helper.make_node("DequantizeLinear", ["fw", "fs", "fz"], ["wd"], name="w_dq"),
-             helper.make_node("Gemm", ["xd", "wd"], ["g"], name="fc", transB=1, alpha=np.inf),
+             helper.make_node("Gemm", ["xd", "wd"], ["g"], name="fc", transB=1, alpha=alpha),
              helper.make_node("QuantizeLinear", ["g", "xs", "xz"], ["gq"], name="g_q"),
              helper.make_node("DequantizeLinear", ["gq", "xs", "xz"], ["y"], name="g_dq")]
     inits += [i for i in model.graph.initializer if i.name in ("xs", "xz")]
     path = _save(tmp_path / "fc.onnx", nodes, [_value("x", [1, 4])], [_value("y", [1, 3])], inits)
     err = _fails([path, "-o", str(tmp_path / "out.s"), "--target", "tiny"], capsys,
-                 "'fc' (gemm)", "alpha=inf", "correct the Gemm's alpha")
+                 "'fc' (gemm)", f"alpha={alpha:g}", "correct the Gemm's alpha")
     assert "invalid IR" not in err
