@@ -196,7 +196,7 @@ def _check(case: Case, backend: Backend, accepted: tuple[str, ...]) -> None:
                 compiled = compile_model(
                     str(case.path), str(prog), target, pipeline=backend.pipeline,
                     stream=2 if backend.pipeline == "throughput" else 0,
-                    replicate=backend.replicate, placer=backend.placer, place_time_limit=0.5)
+                    replicate=backend.replicate, placer=backend.placer, place_effort=0.1)
             except CimcError as exc:
                 _accept(case, target, exc, accepted)
                 continue
