@@ -43,6 +43,7 @@ from cimc.reference.linear import INT32_MAX, INT32_MIN
 from cimc.requant import MAX_SHIFT, apply, fixed_point
 from passes.lower_host import (
     HOST_KINDS,
+    after_quantize,
     check_host_boundary,
     feeds_chip,
     host_float_ops,
@@ -131,8 +132,11 @@ class Lower(Pass):
         # it and not about a neighbour it left in an unusual shape.
         for op in todo:
             if not module.values[op.outputs[0]].is_quantized and feeds_chip(module, op):
+                where = ("between integer layers" if after_quantize(module, op) else
+                         "before the model's first QuantizeLinear (onnxruntime's quantizer "
+                         "leaves ops that read the float input unquantized)")
                 raise CimcError(
-                    f"op {op.name!r} ({op.kind}) computes in float between integer layers; "
+                    f"op {op.name!r} ({op.kind}) computes in float {where}; "
                     "the chip runs only quantized ops and the host only the float tail after "
                     "the last dequantize, so quantize this op (QDQ around it, as for its "
                     "neighbours) or end the model before it")

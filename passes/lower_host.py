@@ -111,6 +111,22 @@ def host_float_ops(module: Module) -> set[str]:
     return found
 
 
+def after_quantize(module: Module, op: Op) -> bool:
+    """Whether a `quantize` op comes before `op` (it reads a chip result, directly or
+    through other ops), rather than `op` working on the float model input."""
+    seen: set[str] = set()
+    work = [module.producer(v) for v in op.inputs]
+    while work:
+        producer = work.pop()
+        if producer is None or producer.name in seen:
+            continue
+        if producer.kind == "quantize":
+            return True
+        seen.add(producer.name)
+        work.extend(module.producer(v) for v in producer.inputs)
+    return False
+
+
 def feeds_chip(module: Module, op: Op) -> bool:
     """Whether an integer op (not the host's quantize/dequantize) reads `op`'s result,
     directly or through other ops."""

@@ -536,3 +536,20 @@ def test_gemm_alpha_inf_or_zero_is_refused_naming_the_node(
     err = _fails([path, "-o", str(tmp_path / "out.s"), "--target", "tiny"], capsys,
                  "'fc' (gemm)", f"alpha={alpha:g}", "correct the Gemm's alpha")
     assert "invalid IR" not in err
+
+
+# ---- a float op before the first quantize ----------------------------------------------
+
+def test_a_float_op_before_the_first_quantize_is_named_as_such(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """onnxruntime's quantizer leaves a MaxPool that reads the float input unquantized; the
+    message said it sat 'between integer layers'."""
+    model = onnx.load(_qdq_conv(tmp_path / "m.onnx"))
+    graph = model.graph
+    graph.node.insert(0, helper.make_node("MaxPool", ["x"], ["p"], name="pool",
+                                          kernel_shape=[1, 1]))
+    graph.node[1].input[0] = "p"  # x_q now quantizes the pool's float result
+    onnx.save(model, tmp_path / "pool.onnx")
+    _fails([str(tmp_path / "pool.onnx"), "-o", str(tmp_path / "out.s"), "--target", "tiny"],
+           capsys, "op 'pool' (max_pool) computes in float before the model's first "
+           "QuantizeLinear", "quantize this op")
