@@ -81,6 +81,16 @@ class Graph:
         self.nodes.append(helper.make_node(op, inputs, [out], name=out + "_node", **attrs))
         return out
 
+    def pool(self, x: Tensor, spec: PoolSpec) -> Tensor:
+        """The pool node of `spec` over `x` (float), and its result's shape."""
+        n, c, h, w = x.shape
+        if spec.kind == "global":
+            y = self.node("GlobalAveragePool", [x.name], "gap")
+        else:
+            op = "MaxPool" if spec.kind == "max" else "AveragePool"
+            y = self.node(op, [x.name], "pool", **spec.onnx_attrs())
+        return Tensor(y, (n, c, *spec.out_hw(h, w)))
+
     def save(self, path: Path, x: Tensor, outputs: list[Tensor]) -> Path:
         graph = helper.make_graph(
             self.nodes, "fuzz",
@@ -223,14 +233,9 @@ class QdqBuilder:
         return self.qdq(y, (n, spec.cout, *spec.out_hw(h, w)), q)
 
     def pool(self, x: Tensor, spec: PoolSpec, q: Quant) -> Tensor:
-        n, c, h, w = x.shape
-        if spec.kind == "global":
-            y = self.g.node("GlobalAveragePool", [x.name], "gap")
-        else:
-            op = "MaxPool" if spec.kind == "max" else "AveragePool"
-            y = self.g.node(op, [x.name], "pool", **spec.onnx_attrs())
+        y = self.g.pool(x, spec)
         self.g.layers.append(f"{spec.kind}pool{_pool_text(spec)} {_q(q)}")
-        return self.qdq(y, (n, c, *spec.out_hw(h, w)), q)
+        return self.qdq(y.name, y.shape, q)
 
     def activation(self, x: Tensor, kind: str, q: Quant) -> Tensor:
         self.g.layers.append(f"{kind} {_q(q)}")
@@ -596,14 +601,8 @@ class FloatBuilder:
         return Tensor(self.activation_node(x.name, kind), x.shape)
 
     def pool(self, x: Tensor, spec: PoolSpec) -> Tensor:
-        n, c, h, w = x.shape
-        if spec.kind == "global":
-            y = self.g.node("GlobalAveragePool", [x.name], "gap")
-        else:
-            op = "MaxPool" if spec.kind == "max" else "AveragePool"
-            y = self.g.node(op, [x.name], "pool", **spec.onnx_attrs())
         self.g.layers.append(f"{spec.kind}pool{_pool_text(spec)}")
-        return Tensor(y, (n, c, *spec.out_hw(h, w)))
+        return self.g.pool(x, spec)
 
     def add(self, a: Tensor, b: Tensor, activation: str) -> Tensor:
         self.g.layers.append(f"add{'+' + activation if activation else ''}")

@@ -50,6 +50,26 @@ def _fails(args: list[str], capsys: pytest.CaptureFixture[str], *says: str) -> s
     return err
 
 
+def _check_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], run_model: str,
+               quantized: str, x: np.ndarray, *extra: str) -> None:
+    """`cimc run RUN_MODEL` on `x` (tiny): the simulator equals the reference bit for bit,
+    and the reference is within one quantum of the exact oracle on the QUANTIZED model."""
+    np.save(tmp_path / "x.npy", x)
+    outputs = {}
+    for engine in ("reference", "sim"):
+        out = tmp_path / f"{engine}.npy"
+        status = main(["run", run_model, "--engine", engine, "--target", "tiny", *extra,
+                       "--inputs", str(tmp_path / "x.npy"), "--outputs", str(out)])
+        assert status == 0, capsys.readouterr().err
+        outputs[engine] = np.load(out)
+    np.testing.assert_array_equal(outputs["sim"], outputs["reference"])
+    expected = np.concatenate([exact_outputs(quantized, {"x": x[i:i + 1]})[0]
+                               for i in range(len(x))])
+    quantum = float(numpy_helper.to_array(next(
+        i for i in onnx.load(quantized).graph.initializer if i.name == "y_scale")))
+    assert np.abs(outputs["reference"] - expected).max() <= quantum * (1 + 1e-3)
+
+
 def _qdq_conv(path: Path, x_scale: float = 0.05, y_scale: float = 0.1) -> str:
     """x -> Q/DQ -> Conv (per-channel int8 weights) -> Q/DQ -> y, node names as given."""
     inits = [_const("xs", np.array(x_scale, np.float32)), _const("xz", np.array(0, np.int8)),
@@ -198,19 +218,7 @@ def test_gemm_alpha_and_beta_fold_into_quantized_weights_and_bias(
     x = rng.standard_normal((8, 2, 4, 4)).astype(np.float32)
     model = str(tmp_path / "qdq.onnx")
     quantize_onnx(float_model, model, {"x": import_onnx(float_model).values["x"]}, {"x": x})
-    np.save(tmp_path / "x.npy", x)
-    outputs = {}
-    for engine in ("reference", "sim"):
-        out = tmp_path / f"{engine}.npy"
-        status = main(["run", model, "--engine", engine, "--target", "tiny", "--inputs",
-                       str(tmp_path / "x.npy"), "--outputs", str(out)])
-        assert status == 0, capsys.readouterr().err
-        outputs[engine] = np.load(out)
-    np.testing.assert_array_equal(outputs["sim"], outputs["reference"])
-    expected = np.concatenate([exact_outputs(model, {"x": x[i:i + 1]})[0] for i in range(8)])
-    quantum = float(numpy_helper.to_array(next(
-        i for i in onnx.load(model).graph.initializer if i.name == "y_scale")))
-    assert np.abs(outputs["reference"] - expected).max() <= quantum * (1 + 1e-3)
+    _check_run(tmp_path, capsys, model, model, x)
 
 
 # ---- the host's quantize / dequantize missing at the model's edges ---------------------
@@ -445,20 +453,7 @@ def test_a_gemm_with_a_constant_scalar_or_row_bias_is_quantized_and_simulated_ex
     x = rng.standard_normal((6, 4)).astype(np.float32)
     model = str(tmp_path / "qdq.onnx")
     quantize_onnx(float_model, model, {"x": import_onnx(float_model).values["x"]}, {"x": x})
-    np.save(tmp_path / "x.npy", x)
-    outputs = {}
-    for engine in ("reference", "sim"):
-        out = tmp_path / f"{engine}.npy"
-        status = main(["run", float_model, "--engine", engine, "--target", "tiny", "--calibrate",
-                       str(tmp_path / "x.npy"), "--inputs", str(tmp_path / "x.npy"), "--outputs",
-                       str(out)])
-        assert status == 0, capsys.readouterr().err
-        outputs[engine] = np.load(out)
-    np.testing.assert_array_equal(outputs["sim"], outputs["reference"])
-    expected = np.concatenate([exact_outputs(model, {"x": x[i:i + 1]})[0] for i in range(6)])
-    quantum = float(numpy_helper.to_array(next(
-        i for i in onnx.load(model).graph.initializer if i.name == "y_scale")))
-    assert np.abs(outputs["reference"] - expected).max() <= quantum * (1 + 1e-3)
+    _check_run(tmp_path, capsys, float_model, model, x, "--calibrate", str(tmp_path / "x.npy"))
 
 
 @pytest.mark.parametrize("op", ["Relu", "Clip"])
