@@ -25,8 +25,9 @@ def zoo_dir() -> Path:
 
 def time_model(path: Path, runs: int = RUNS) -> tuple[float, float, int]:
     """Median seconds of import and of canonicalize, and the final op count."""
-    from cimc.frontend import import_onnx
-    from passes.canonicalize import Canonicalize
+    from cimc.passes.canonicalize import Canonicalize
+
+    from cimc.frontend.importer import import_onnx
 
     imports, canons, ops = [], [], 0
     for _ in range(runs):

@@ -8,7 +8,7 @@ Models: ResNet-18 (224x224, tests/models.py), MobileNetV2 (32x32,
 tests/backend_models.py), and ResNet-50, VGG-19 and DenseNet-121 from the
 structure-only graphs onnx ships (onnx/backend/test/data/light): their
 weights are ConstantOfShape fills, replaced here by seeded random weights,
-then the float model is quantized by cimc.quantize on seeded random inputs.
+then the float model is quantized by cimc.frontend.quantize on seeded random inputs.
 DenseNet-121's pre-activation batch norms (BatchNormalization, Mul, Add on
 the concatenated features before each ReLU) are dropped: the backend has no
 per-channel affine op, and they do not change which bytes move where.
@@ -105,8 +105,8 @@ def model_path(name: str, workdir: Path) -> Path:
         return backend_models.quantized_model("mobilenetv2")
     import onnx
 
-    from cimc.ir import TensorType
-    from cimc.quantize import quantize_onnx
+    from cimc.frontend.quantize import quantize_onnx
+    from cimc.ir.module import TensorType
 
     output = workdir / f"{name}-int8.onnx"
     if not output.exists():
@@ -121,7 +121,7 @@ def model_path(name: str, workdir: Path) -> Path:
 
 
 def tiled(path: Path, target: str):  # -> Module
-    from cimc.frontend import import_onnx
+    from cimc.frontend.importer import import_onnx
     from cimc.pass_manager import parse_pipeline, run_pipeline
     from cimc.pipeline import FRONTEND
 
@@ -137,8 +137,9 @@ def main() -> None:
     import logging
     import warnings
 
+    from cimc.passes.place import DEFAULT_EFFORT, Place
+
     from cimc.diagnostics import CimcError
-    from passes.place import DEFAULT_EFFORT, Place
 
     logging.getLogger().setLevel(logging.ERROR)
     warnings.simplefilter("ignore")

@@ -16,11 +16,10 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
-from isa.assembler import assemble_text
-from isa.image import Image
-from isa.simulator import SimOptions, simulate
-from targets import load_target
+from cimc.isa.assembler import assemble_text
+from cimc.isa.image import Image
+from cimc.isa.simulator import SimOptions, simulate
+from cimc.targets import load_target
 
 RUNS = 5
 BATCH = 1000

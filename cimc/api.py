@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 if TYPE_CHECKING:
     import numpy as np
 
-    from cimc.backend_codegen import CoreCode
-    from cimc.ir import Module
+    from cimc.codegen.generate import CoreCode
+    from cimc.ir.module import Module
+    from cimc.isa.image import Image
     from cimc.pass_manager import PassTiming
     from cimc.pipeline import BackendOptions
-    from isa.image import Image
-    from targets import Target
+    from cimc.targets import Target
 
     # Calibration inputs of a float model: a .npy/.npz file, or arrays (one, or by name).
     Calibration: TypeAlias = "str | Path | np.ndarray | dict[str, np.ndarray] | None"
@@ -37,14 +37,14 @@ def import_onnx(path: str | Path,
                 input_shapes: dict[str, tuple[int, ...]] | None = None) -> Module:
     """The ONNX model at `path` as a tensor IR Module, checked, shape-inferred and verified
     (`input_shapes` pins dynamic input dimensions by input name)."""
-    from cimc.frontend import import_onnx as load
+    from cimc.frontend.importer import import_onnx as load
 
     return load(str(path), input_shapes)
 
 
 def load_target(name_or_file: str | Path) -> Target:
     """A bundled target by name (isaac, puma, pimcomp, edge, tiny) or a target .toml file."""
-    from targets import load_target as load
+    from cimc.targets import load_target as load
 
     return load(str(name_or_file))
 
@@ -58,9 +58,9 @@ def prepare(model: str | Path, input_shapes: dict[str, tuple[int, ...]] | None =
     random ones with a warning) unless `keep_float`.
     Given a `target`, a model whose weights cannot fit its crossbars is refused right
     after reading, before any quantization."""
+    from cimc.frontend.quantize import import_model
     from cimc.pass_manager import parse_pipeline, run_pipeline
     from cimc.pipeline import FRONTEND
-    from cimc.quantize import import_model
 
     module = import_model(str(model), input_shapes, calibrate, activations,
                           keep_float=keep_float,
@@ -112,7 +112,7 @@ class Program:
         """Run the program on the simulator: float `inputs` (as the ONNX model takes them,
         batches stacked on axis 0) are quantized as the model does, every batch goes
         through the program in one run, and the host finishes (dequantize, float tails)."""
-        from cimc.backend_run import simulate_program
+        from cimc.host.run import simulate_program
 
         feeds = model_inputs(self.integer, inputs)
         figures: dict[str, Any] = {}
@@ -124,7 +124,7 @@ class Program:
     def text_for(self, path: str | Path) -> str:
         """The program text to write at `path`: it names the image beside it and a target
         file relative to it."""
-        from passes.emit_asm import emit
+        from cimc.passes.emit_asm import emit
 
         if str(path) == self.path:
             return self.assembly
@@ -161,10 +161,10 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
     `place_effort` and `place_time_limit`. `path` is where the program will be written
     (its text names the image beside it). Nothing is written; `Program.save` does it.
     """
+    from cimc.frontend.quantize import import_model
     from cimc.options import check_backend_options
     from cimc.pass_manager import PassTiming, parse_pipeline, run_pipeline
     from cimc.pipeline import FRONTEND, BackendOptions
-    from cimc.quantize import import_model
 
     check_backend_options(activations, stream, replicate=replicate, place_effort=place_effort,
                           place_time_limit=place_time_limit)
@@ -187,11 +187,11 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
 def _backend(module: Module, target: Target, options: BackendOptions, path: str,
              timings: list[PassTiming], print_after_all: bool, time_passes: bool) -> Program:
     """The backend pipeline on `module` (after the frontend; rewritten in place)."""
-    from cimc.backend_codegen import generate
+    from cimc.codegen.generate import generate
     from cimc.pass_manager import run_pipeline
+    from cimc.passes.emit_asm import emit
+    from cimc.passes.place import Place
     from cimc.pipeline import backend_passes
-    from passes.emit_asm import emit
-    from passes.place import Place
 
     integer = copy.deepcopy(module)
     backend = backend_passes(options)  # emit-asm only checks; Program.save writes the files
@@ -268,9 +268,9 @@ def program_report(program: Program,
     else on an all-zero-point input)."""
     import numpy as np
 
-    from cimc.backend_report import program_figures
-    from isa.assembler import assemble_text
-    from isa.simulator import run_program
+    from cimc.analysis.report import program_figures
+    from cimc.isa.assembler import assemble_text
+    from cimc.isa.simulator import run_program
 
     assembled = assemble_text(program.assembly, program.path)
     if input_codes is not None:

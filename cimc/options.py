@@ -1,5 +1,5 @@
 """The ranges of the user's numeric choices, owned by the API: `cimc.compile` checks its
-arguments against them and the command line's flags (cimc/commands/numbers.py) parse
+arguments against them and the command line's flags (cimc/cli/numbers.py) parse
 against the same ones, so both refuse the same values with the same range in the
 message."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cimc.ir import Module
+from cimc.ir.module import Module
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A pipeline spec is a comma-separated list of pass names, each optionally
 followed by options in braces: `lower,tile{target=tiny},place{placer=anneal}`.
 Options are the fields of the pass dataclass (`-` in a name stands for `_`).
-Passes are found in `passes.PASSES` and imported on first use.
+Passes are found in `cimc.passes.PASSES` and imported on first use.
 
 `run_pipeline` applies passes in order and verifies the IR after each. What
 happens between passes (timing, verification, printing the IR) is done by
@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from cimc.diagnostics import CimcError
-from cimc.ir import Module
+from cimc.ir.module import Module
 from cimc.pass_base import Pass
 
 
 def registry() -> dict[str, str]:
     """Pass name -> "module:Class" (imported lazily, so new passes appear at once)."""
-    import passes
+    from cimc import passes
 
     return passes.PASSES
 
@@ -160,7 +160,7 @@ class _Timer:
 
 
 def _verify_after(timer: _Timer) -> Callback:
-    from cimc.verifier import verify
+    from cimc.ir.verifier import verify
 
     def check(pass_: Pass, module: Module) -> None:
         started = time.perf_counter()
@@ -174,7 +174,7 @@ def _verify_after(timer: _Timer) -> Callback:
 
 
 def _print_after(names: Collection[str] | None, elide: bool, out: TextIO) -> Callback:
-    from cimc.ir_text import print_module
+    from cimc.ir.text import print_module
 
     def dump(pass_: Pass, module: Module) -> None:
         if names is None or pass_.name in names:
@@ -206,7 +206,7 @@ def run_pipeline(
     broken input is not blamed on the first pass. `verify_each=False` skips
     all verification (for debugging a pass that breaks the IR).
     """
-    from cimc.verifier import verify
+    from cimc.ir.verifier import verify
 
     out = sys.stderr if out is None else out
     names = [p.name for p in passes]

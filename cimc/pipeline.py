@@ -1,7 +1,7 @@
 """The compiler's pipelines: flat, named lists of passes, in the order they run.
 
-Each name is a key of passes.PASSES; `cimc opt -p` accepts the same names.
-The ONNX import (cimc.frontend.import_onnx) runs before FRONTEND and is not a
+Each name is a key of cimc.passes.PASSES; `cimc opt -p` accepts the same names.
+The ONNX import (cimc.frontend.importer.import_onnx) runs before FRONTEND and is not a
 pass: it builds the module the passes rewrite.
 """
 

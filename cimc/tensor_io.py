@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cimc.diagnostics import CimcError
-from cimc.ir import TensorType
+from cimc.ir.module import TensorType
 from cimc.outputs import write_atomic
 
 

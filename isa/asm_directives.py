@@ -11,12 +11,13 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from cimc.isa.asm_parse import Arg, Statement
+from cimc.isa.program import IO_DTYPES, CoreStream, DataSegment, IODecl
+
 from cimc.diagnostics import Location
-from isa.asm_parse import Arg, Statement
-from isa.program import IO_DTYPES, CoreStream, DataSegment, IODecl
 
 if TYPE_CHECKING:
-    from isa.assembler import Assembler
+    from cimc.isa.assembler import Assembler
 
 DTYPE_RANGE = {"i8": (-128, 127), "u8": (0, 255), "i32": (-(1 << 31), (1 << 31) - 1)}
 MAX_CORE = (1 << 16) - 1

@@ -7,10 +7,11 @@ multiple of 4, `.byte` lines otherwise.
 
 from __future__ import annotations
 
+from cimc.isa.asm_quote import name_token, quoted
+from cimc.isa.program import IODecl, Program
+from cimc.isa.table import BY_MNEMONIC
+
 from cimc.diagnostics import CimcError
-from isa.asm_quote import name_token, quoted
-from isa.program import IODecl, Program
-from isa.table import BY_MNEMONIC
 
 _PER_LINE = 8
 

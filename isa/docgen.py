@@ -1,7 +1,7 @@
 """Generate the instruction reference of docs/isa.md from the table.
 
 docs/isa.md is hand-written down to the MARKER line; everything after it is
-generated here. `python -m isa.docgen` rewrites the file; `--check` exits 1
+generated here. `python -m cimc.isa.docgen` rewrites the file; `--check` exits 1
 when it is stale (a test does the same).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from isa.table import (
+from cimc.isa.table import (
     COST_CLASSES,
     OPCODE_BITS,
     SPECS,
@@ -20,7 +20,7 @@ from isa.table import (
 )
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "isa.md"
-MARKER = "<!-- Everything below is generated from isa/table.py by `python -m isa.docgen`. -->"
+MARKER = "<!-- Everything below is generated from isa/table.py by `python -m cimc.isa.docgen`. -->"
 
 KIND_SYNTAX = {
     "reg": ("`rN`", "register r0..r15"),
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     fresh = render(current)
     if "--check" in argv:
         if fresh != current:
-            print(f"{DOC} is stale: run `python -m isa.docgen`", file=sys.stderr)
+            print(f"{DOC} is stale: run `python -m cimc.isa.docgen`", file=sys.stderr)
             return 1
         return 0
     DOC.write_text(fresh)

@@ -11,7 +11,7 @@ All integers are little-endian. A file is
         u32 #instructions, 16-byte instruction words...
 
 An instruction word holds the opcode in bits [7:0] and each operand field at
-the bit range isa.table gives it (two's complement for signed fields); bits
+the bit range cimc.isa.table gives it (two's complement for signed fields); bits
 not covered by a field are zero.
 """
 
@@ -20,9 +20,10 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from cimc.isa.program import CoreStream, DataSegment, Instruction, IODecl, Program
+from cimc.isa.table import BY_MNEMONIC, BY_OPCODE, OPCODE_BITS, WORD_BITS, WORD_BYTES
+
 from cimc.diagnostics import CimcError
-from isa.program import CoreStream, DataSegment, Instruction, IODecl, Program
-from isa.table import BY_MNEMONIC, BY_OPCODE, OPCODE_BITS, WORD_BITS, WORD_BYTES
 
 MAGIC = b"CIMCPROG"
 VERSION = 1
@@ -195,7 +196,7 @@ def load_program(path: str | Path) -> Program:
         raise CimcError(f"cannot read program {path}: {exc.strerror}") from None
     if is_program_binary(blob):
         return decode_program(blob, str(path))
-    from isa.assembler import assemble_text  # lark only when text is given
+    from cimc.isa.assembler import assemble_text  # lark only when text is given
 
     try:
         text = blob.decode()

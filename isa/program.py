@@ -8,7 +8,7 @@ name and the crossbar programming image.
 
 Instructions are plain data: the mnemonic as written in the table (type
 suffix included, e.g. "vadd.i8", "mvm.acc.u8") and one int per encoding
-field of that instruction, in the table's operand order (isa.table.SPECS).
+field of that instruction, in the table's operand order (cimc.isa.table.SPECS).
 A memory operand `offset(rN)` contributes two values, base register then
 offset; a branch target is the index of the target instruction in the same
 core's stream (labels are resolved by the assembler and not kept).
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from cimc.diagnostics import Location
 
 # Element types of inputs/outputs and of instruction type suffixes; same names
-# as the tensor IR (cimc.ir.DTYPES).
+# as the tensor IR (cimc.ir.module.DTYPES).
 IO_DTYPES: tuple[str, ...] = ("i8", "u8", "i32")
 
 

@@ -5,12 +5,12 @@ driver runs are listed in cimc/pipeline.py.
 """
 
 PASSES: dict[str, str] = {
-    "canonicalize": "passes.canonicalize:Canonicalize",
-    "fold-qdq": "passes.fold_qdq:FoldQdq",
-    "lower": "passes.lower:Lower",
-    "tile": "passes.tile:Tile",
-    "replicate": "passes.replicate:Replicate",
-    "place": "passes.place:Place",
-    "schedule": "passes.schedule:Schedule",
-    "emit-asm": "passes.emit_asm:EmitAsm",
+    "canonicalize": "cimc.passes.canonicalize:Canonicalize",
+    "fold-qdq": "cimc.passes.fold_qdq:FoldQdq",
+    "lower": "cimc.passes.lower:Lower",
+    "tile": "cimc.passes.tile:Tile",
+    "replicate": "cimc.passes.replicate:Replicate",
+    "place": "cimc.passes.place:Place",
+    "schedule": "cimc.passes.schedule:Schedule",
+    "emit-asm": "cimc.passes.emit_asm:EmitAsm",
 }

@@ -24,23 +24,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cimc.ir import Module, Op
-from cimc.pass_base import Pass
-from passes.canonicalize_affine import (
+from cimc.passes.canonicalize_affine import (
     fold_batch_norm,
     fold_channel_add,
     fold_channel_mul,
     merge_affine_chain,
     sub_to_add,
 )
-from passes.canonicalize_cleanup import (
+from cimc.passes.canonicalize_cleanup import (
     concrete_reshape,
     drop_identity,
     drop_identity_transpose,
     global_mean,
     sum_to_adds,
 )
-from passes.canonicalize_gemm import matmul_to_gemm, normalize_gemm
+from cimc.passes.canonicalize_gemm import matmul_to_gemm, normalize_gemm
+
+from cimc.ir.module import Module, Op
+from cimc.pass_base import Pass
 
 Rewrite = Callable[[Module, Op], bool]
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from cimc.ir import Module, Op, TensorType
-from passes.canonicalize_edits import (
+from cimc.passes.canonicalize_edits import (
     bypass,
     float_constant,
     new_constant,
@@ -17,6 +15,8 @@ from passes.canonicalize_edits import (
     sole_reader,
     split_constant,
 )
+
+from cimc.ir.module import Module, Op, TensorType
 
 Array = np.ndarray[Any, Any]
 

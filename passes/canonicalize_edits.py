@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from cimc.ir import Module, Op, Quant, TensorType
+from cimc.ir.module import Module, Op, Quant, TensorType
 
 
 def float_constant(module: Module, value: str) -> np.ndarray[Any, Any] | None:

@@ -3,7 +3,7 @@
 The program declares the target, the image (a path relative to the program),
 the quantized inputs and outputs in global memory (`.input` / `.output`,
 named after the model's inputs and outputs), then one `.core` section per
-used core: its `.data` tables and its instruction stream (cimc.backend_codegen).
+used core: its `.data` tables and its instruction stream (cimc.codegen.generate).
 The image holds every crossbar block as a group of the core it was placed on,
 its slices where `place` put them.
 
@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+from cimc.isa.asm_quote import comment_text, quoted
+from cimc.isa.image import Image, Slice
+from cimc.passes.lower_host import host_float_ops, input_quantize
+from cimc.passes.tile import block_shape, blocks_of
+from cimc.targets import Target, is_target_name, load_target, target_reference
 
-from cimc.backend_codegen import CoreCode, addr, generate
-from cimc.ir import Module, TensorType
+from cimc.codegen.generate import CoreCode, addr, generate
+from cimc.ir.module import Module, TensorType
 from cimc.outputs import OutputSet
 from cimc.pass_base import Pass
-from isa.asm_quote import comment_text, quoted
-from isa.image import Image, Slice
-from passes.lower_host import host_float_ops, input_quantize
-from passes.tile import block_shape, blocks_of
-from targets import Target, is_target_name, load_target, target_reference
 
 WORDS_PER_LINE = 10
 

@@ -9,7 +9,7 @@ reads, the outputs the program must produce, and the labels when given.
 
 With several program inputs or outputs, each array is suffixed with the port
 name. The expected outputs come from the reference interpreter
-(cimc.backend_io), which the simulator equals bit for bit.
+(cimc.host.ports), which the simulator equals bit for bit.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
-
-from isa.asm_quote import comment_text
+from cimc.isa.asm_quote import comment_text
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "int64": "int64_t"}
 PER_LINE = 16

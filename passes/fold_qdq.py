@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cimc.diagnostics import CimcError
-from cimc.ir import Module, Op, Quant, TensorType
+from cimc.ir.module import Module, Op, Quant, TensorType
 from cimc.pass_base import Pass
 from cimc.reference.integer import add_multipliers
 

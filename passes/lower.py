@@ -34,14 +34,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-
-from cimc.diagnostics import CimcError
-from cimc.ir import Module, Op, TensorType
-from cimc.pass_base import Pass
-from cimc.reference.integer import add_multipliers
-from cimc.reference.linear import INT32_MAX, INT32_MIN
-from cimc.requant import MAX_SHIFT, apply, fixed_point
-from passes.lower_host import (
+from cimc.passes.lower_host import (
     HOST_KINDS,
     after_quantize,
     check_host_boundary,
@@ -50,6 +43,13 @@ from passes.lower_host import (
     pass_through_inputs,
     quantize_inputs_once,
 )
+
+from cimc.diagnostics import CimcError
+from cimc.ir.module import Module, Op, TensorType
+from cimc.pass_base import Pass
+from cimc.reference.integer import add_multipliers
+from cimc.reference.linear import INT32_MAX, INT32_MIN
+from cimc.reference.requant import MAX_SHIFT, apply, fixed_point
 
 # Kinds the backend runs on the chip (the host's: passes/lower_host.py).
 CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "concat", "view")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from cimc.diagnostics import CimcError
-from cimc.ir import Module, Op
+from cimc.ir.module import Module, Op
 
 # Kinds the host runs around the program.
 HOST_KINDS = ("quantize", "dequantize")

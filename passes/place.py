@@ -1,17 +1,17 @@
 """place: assign every unit (crossbar block of a matvec replica, vector op) to a core.
 
-The problem (cimc/placement.py) comes from the traffic model: units with
+The problem (cimc/placement/problem.py) comes from the traffic model: units with
 crossbar-column and table demands, payloads between them, the mesh. The
 placer (`placer` option, docs/placement.md) minimises hop_bytes:
 * `cpsat` (default): annealing (with exchanges of whole cores) from the
   Hilbert-curve and the snake fills, then large-neighbourhood search with
   OR-Tools CP-SAT windows and reheated annealing in turn over the whole budget
-  (cimc/placement_search.py, placement_cpsat.py);
+  (cimc/placement/search.py, cpsat.py);
 * `anneal`: simulated annealing from the snake fill, the whole budget;
 * `sequential`: units in layer order fill cores 0, 1, 2, ... (row-major);
 * `snake`: the same fill along a boustrophedon path over the tiles.
 Every placer keeps each core's MVM load (the windows of the distinct matvec
-replicas it holds blocks of) under the slowest replica's (cimc/placement.py),
+replicas it holds blocks of) under the slowest replica's (cimc/placement/problem.py),
 so replicas land on different cores and the pipeline stays balanced.
 `effort` sets the search's work in counted annealing moves and CP-SAT windows
 (1 = the default budget), so the placement depends only on the module, the
@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+from cimc.passes.tile import blocks_of
+from cimc.targets import load_target
 
+from cimc.analysis.traffic import block_name, max_link_bytes, reducer_block, replicas, unit_edges
 from cimc.diagnostics import CimcError, warn
-from cimc.ir import Module
+from cimc.ir.module import Module
 from cimc.pass_base import Pass
-from cimc.placement import Problem, build_problem, distribute, pack
-from cimc.traffic import block_name, max_link_bytes, reducer_block, replicas, unit_edges
-from passes.tile import blocks_of
-from targets import load_target
+from cimc.placement.problem import Problem, build_problem, distribute, pack
 
 PLACERS = ("cpsat", "anneal", "sequential", "snake")
 DEFAULT_EFFORT = 1.0
@@ -80,7 +80,7 @@ def run_placer(problem: Problem, placer: str, effort: float, seed: int,
                time_limit: float = 0.0) -> tuple[np.ndarray, dict[str, int | bool]]:
     """Cores of all units and what the search did; `effort` counts the work,
     `time_limit` (0: none) is the wall-clock safety net."""
-    from cimc.placement_baselines import (
+    from cimc.placement.baselines import (
         anneal,
         anneal_moves,
         core_order,
@@ -104,7 +104,7 @@ def run_placer(problem: Problem, placer: str, effort: float, seed: int,
         tiles, timed_out = anneal(problem, snake, moves, seed, deadline)
         info["timed_out"] = timed_out
     else:
-        from cimc.placement_search import improve
+        from cimc.placement.search import improve
 
         tiles, log = improve(problem, effort, seed, deadline)
         info.update(timed_out=log.timed_out, windows=log.windows, improved=log.improved)
@@ -133,8 +133,8 @@ class Place(Pass):
         return None
 
     def apply(self, module: Module) -> None:
-        from cimc.placement_baselines import core_order, fill
-        from cimc.placement_bound import hop_bytes_bound
+        from cimc.placement.baselines import core_order, fill
+        from cimc.placement.bound import hop_bytes_bound
 
         for option, value in (("effort", self.effort), ("time-limit", self.time_limit)):
             if not (value >= 0 and np.isfinite(value)):  # also refuses NaN

@@ -11,7 +11,7 @@ Every runtime tensor gets a global address (attribute `addr` on its producer,
 16-byte aligned; a `view` shares its operand's): the program reads model
 inputs there and writes model outputs there; other tensors stream core to
 core and never touch global memory. The order in which each core works, the
-messages and the buffers are the plan of cimc/backend_plan.py; the pass
+messages and the buffers are the plan of cimc/analysis/plan.py; the pass
 records `pipeline` and `stream` on every chip op, builds the plan and the
 code once, and reports a core that runs out of local memory or a model
 needing more message tags than the network has.
@@ -22,13 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cimc.backend_codegen import generate
-from cimc.backend_plan import build
+from cimc.passes.lower import CHIP_KINDS
+from cimc.targets import load_target
+
+from cimc.analysis.plan import build
+from cimc.codegen.generate import generate
 from cimc.diagnostics import CimcError
-from cimc.ir import Module
+from cimc.ir.module import Module
 from cimc.pass_base import Pass
-from passes.lower import CHIP_KINDS
-from targets import load_target
 
 ALIGN = 16
 MAX_TAG = (1 << 16) - 1

@@ -1,13 +1,13 @@
 """Target descriptions: CIM chips described as TOML data, with schema and loader.
 
-    from targets import load_target
+    from cimc.targets import load_target
     target = load_target("isaac")        # a bundled name, or a path to a .toml file
     target.rows, target.latency.mvm, target.energy.adc_per_conversion
 
 The keys, units, ranges and defaults are in targets/schema.py and docs/targets.md.
 """
 
-from targets.loader import (
+from cimc.targets.loader import (
     is_target_name,
     list_targets,
     load_target,
@@ -16,8 +16,8 @@ from targets.loader import (
     target_path,
     target_reference,
 )
-from targets.target import Energy, Latency, Target
-from targets.validate import Problem, TargetError, target_warnings
+from cimc.targets.target import Energy, Latency, Target
+from cimc.targets.validate import Problem, TargetError, target_warnings
 
 __all__ = [
     "Energy",

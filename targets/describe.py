@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from targets.schema import SCHEMA, SECTIONS, Key, format_value
-from targets.target import Target
+from cimc.targets.schema import SCHEMA, SECTIONS, Key, format_value
+from cimc.targets.target import Target
 
 
 def value_of(target: Target, key: Key) -> object:

@@ -9,10 +9,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from cimc.targets.schema import SCHEMA, keys_of
+from cimc.targets.target import Energy, Latency, Target
+from cimc.targets.validate import TargetError, check_keys, check_target
+
 from cimc.diagnostics import CimcError, located_error
-from targets.schema import SCHEMA, keys_of
-from targets.target import Energy, Latency, Target
-from targets.validate import TargetError, check_keys, check_target
 
 BUNDLED = Path(__file__).resolve().parent
 

@@ -1,7 +1,7 @@
 """The target-description schema: one row per TOML key.
 
 This table is the single source for validation (types, ranges, defaults,
-required keys) and for the key table of docs/targets.md (targets.docgen).
+required keys) and for the key table of docs/targets.md (cimc.targets.docgen).
 A key's TOML path is `section.name`; top-level keys have section "".
 The loaded value lands on `Target.<name>`, except for the [latency] and
 [energy] sections, which land on `Target.latency.<name>` and

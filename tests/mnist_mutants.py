@@ -845,7 +845,7 @@ class Outcome:
         return self.kind in OUTCOMES_PASSING
 
 
-def _feeds(module, rng: np.random.Generator) -> dict[str, np.ndarray]:  # module: cimc.ir.Module
+def _feeds(module, rng: np.random.Generator) -> dict[str, np.ndarray]:  # module: a Module
     """Float inputs for every module input: test digits when the shape is MNIST's."""
     feeds = {}
     for name in module.inputs:
@@ -864,12 +864,13 @@ def _feeds(module, rng: np.random.Generator) -> dict[str, np.ndarray]:  # module
 
 def _simulate_and_compare(model: str, program: Path, target: str) -> tuple[str, str]:
     """("compiled", "") when the program's outputs equal the reference's, else ("mismatch", why)."""
+    from cimc.isa.assembler import assemble_file
+    from cimc.isa.image import load_image
+    from cimc.isa.simulator import run_program
+    from cimc.targets import load_target
+
     from cimc.api import prepare
-    from cimc.backend_io import reference_codes
-    from isa.assembler import assemble_file
-    from isa.image import load_image
-    from isa.simulator import run_program
-    from targets import load_target
+    from cimc.host.ports import reference_codes
 
     module = prepare(model)  # a float model quantized as compile does
     feeds = _feeds(module, np.random.default_rng(0))
@@ -918,12 +919,14 @@ def warm_up() -> None:
     """Import what a compile and check use, once, so that each forked child does not."""
     import importlib
 
-    from cimc.pass_manager import parse_pipeline
-    from passes import PASSES
+    from cimc.passes import PASSES
 
-    for module in ("cimc.cli", "cimc.commands.compile", "cimc.commands.run", "cimc.quantize",
-                   "cimc.frontend", "cimc.reference", "cimc.backend_io", "cimc.backend_codegen",
-                   "isa.assembler", "isa.image", "isa.simulator", "targets", "onnxruntime"):
+    from cimc.pass_manager import parse_pipeline
+
+    for module in ("cimc.cli", "cimc.cli.compile", "cimc.cli.run", "cimc.frontend.quantize",
+                   "cimc.frontend.importer", "cimc.reference", "cimc.host.ports",
+                   "cimc.codegen.generate", "cimc.isa.assembler", "cimc.isa.image",
+                   "cimc.isa.simulator", "cimc.targets", "onnxruntime"):
         importlib.import_module(module)
     parse_pipeline(",".join(PASSES))
 

@@ -13,7 +13,7 @@ import pytest
 
 import cimc
 from cimc.diagnostics import CimcError
-from cimc.ir_text import print_module
+from cimc.ir.text import print_module
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT / "examples" / "mnist" / "mnist_cnn_qdq.onnx"
@@ -119,8 +119,9 @@ def test_a_float_model_calibrated_on_arrays_compiles_as_on_the_same_file(
 
 def test_a_program_for_a_target_file_saved_elsewhere_names_the_file_from_there(
         tmp_path: Path, images: np.ndarray) -> None:
+    from cimc.isa.assembler import assemble_file
+
     from cimc.cli import main
-    from isa.assembler import assemble_file
 
     (tmp_path / "chip").mkdir()
     chip = tmp_path / "chip" / "chip.toml"

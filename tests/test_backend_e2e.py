@@ -9,15 +9,15 @@ import backend_models
 import models
 import numpy as np
 import pytest
+from cimc.isa.assembler import assemble_file, assemble_text
+from cimc.isa.image import load_image
+from cimc.isa.simulator import run_program
 
-from cimc.backend_io import reference_codes
-from cimc.commands.compile import Compiled, compile_model
+from cimc.analysis.traffic import hop_bytes, unit_cores, unit_edges
+from cimc.cli.compile import Compiled, compile_model
 from cimc.diagnostics import CimcError
-from cimc.oracle import ExactOracle
-from cimc.traffic import hop_bytes, unit_cores, unit_edges
-from isa.assembler import assemble_file, assemble_text
-from isa.image import load_image
-from isa.simulator import run_program
+from cimc.host.ports import reference_codes
+from cimc.reference.oracle import ExactOracle
 
 
 def check_bit_exact(model: Path, target: str, tmp_path: Path, x: np.ndarray,
@@ -185,9 +185,10 @@ def test_any_onnx_names_round_trip_through_program_and_data_header(target: str,
     import shutil
     import subprocess
 
+    from cimc.isa.disassembler import disassemble
+    from cimc.isa.encoding import encode_program
+
     from cimc.cli import main
-    from isa.disassembler import disassemble
-    from isa.encoding import encode_program
 
     model, x_name, y_name = _with_hostile_names(backend_models.quantized_model("mnist_tiny"),
                                                 tmp_path)
@@ -221,7 +222,7 @@ def test_model_too_big_for_target_names_both_crossbar_counts(tmp_path: Path) -> 
 
 
 def test_simulated_logits_within_one_quantum_of_exact_oracle(tmp_path: Path) -> None:
-    from isa.simulator import run_float
+    from cimc.isa.simulator import run_float
 
     model = models.quantized_model("mnist_cnn", activations="uint8")
     x = models.sample_inputs("mnist_cnn", 4, seed=2)
@@ -338,7 +339,7 @@ def test_float_op_between_integer_layers_is_an_error_not_host_work(target: str,
 
 
 def test_host_work_is_the_input_quantize_and_the_float_tail(tmp_path: Path) -> None:
-    from cimc.backend_report import host_work
+    from cimc.analysis.report import host_work
 
     compiled = compile_model(str(backend_models.quantized_model("mlp_softmax_tiny")),
                              str(tmp_path / "p.s"), "tiny")

@@ -155,7 +155,7 @@ def _make_inputs(d: Path) -> None:
         (d / f"{name}.s").write_text(head + body)
     (d / "dtype.s").write_text('.input "x", 0, f64, [4], 0.1, 0\n')
 
-    from isa.image import Image, save_image
+    from cimc.isa.image import Image, save_image
 
     (d / "prog").mkdir()
     (d / "prog" / "prog.s").write_text(ASM)
@@ -449,14 +449,14 @@ def _parses_or_cimc_error(parse: Callable[..., object], *args: object, **kwargs:
 
 
 def _program_bytes() -> bytes:
-    from isa.assembler import assemble_text
-    from isa.encoding import encode_program
+    from cimc.isa.assembler import assemble_text
+    from cimc.isa.encoding import encode_program
 
     return encode_program(assemble_text(ASM, "prog.s"))
 
 
 def _image_bytes() -> bytes:
-    from isa.image import Image
+    from cimc.isa.image import Image
 
     image = Image(2, 16, 16)
     image.core(0, crossbars=4).add_group(0, np.arange(-64, 64).reshape(16, 8), 8, 2)
@@ -466,11 +466,12 @@ def _image_bytes() -> bytes:
 
 def test_fuzz_bases_are_valid() -> None:
     """The fuzzers start from inputs that parse: their mutations probe the error paths."""
-    from cimc.ir_text import parse_module
-    from isa.assembler import assemble_text
-    from isa.encoding import decode_program
-    from isa.image import Image
-    from targets.loader import parse_target
+    from cimc.isa.assembler import assemble_text
+    from cimc.isa.encoding import decode_program
+    from cimc.isa.image import Image
+    from cimc.targets.loader import parse_target
+
+    from cimc.ir.text import parse_module
 
     parse_module(CIR, "m.cir", verify=True)
     assemble_text(ASM, "prog.s")
@@ -482,7 +483,7 @@ def test_fuzz_bases_are_valid() -> None:
 @FUZZ
 @given(mutated_text(CIR))
 def test_fuzz_cir_parser(text: str) -> None:
-    from cimc.ir_text import parse_module
+    from cimc.ir.text import parse_module
 
     _parses_or_cimc_error(parse_module, text, "m.cir", verify=True)
 
@@ -490,7 +491,7 @@ def test_fuzz_cir_parser(text: str) -> None:
 @FUZZ
 @given(mutated_text(ASM))
 def test_fuzz_assembler(text: str) -> None:
-    from isa.assembler import assemble_text
+    from cimc.isa.assembler import assemble_text
 
     _parses_or_cimc_error(assemble_text, text, "prog.s")
 
@@ -498,7 +499,7 @@ def test_fuzz_assembler(text: str) -> None:
 @FUZZ
 @given(mutated_bytes(_program_bytes()))
 def test_fuzz_program_decoder(blob: bytes) -> None:
-    from isa.encoding import decode_program
+    from cimc.isa.encoding import decode_program
 
     _parses_or_cimc_error(decode_program, blob, "prog.bin")
 
@@ -506,7 +507,7 @@ def test_fuzz_program_decoder(blob: bytes) -> None:
 @FUZZ
 @given(mutated_bytes(_image_bytes()))
 def test_fuzz_image_loader(blob: bytes) -> None:
-    from isa.image import Image
+    from cimc.isa.image import Image
 
     _parses_or_cimc_error(Image.from_bytes, blob, "w.img")
 
@@ -514,7 +515,7 @@ def test_fuzz_image_loader(blob: bytes) -> None:
 @FUZZ
 @given(mutated_text(TINY))
 def test_fuzz_target_loader(text: str) -> None:
-    from targets.loader import parse_target
+    from cimc.targets.loader import parse_target
 
     _parses_or_cimc_error(parse_target, text, "t.toml")
 

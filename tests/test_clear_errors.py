@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from cimc.cli import main
-from cimc.oracle import exact_outputs
+from cimc.reference.oracle import exact_outputs
 
 
 def _save(path: Path, nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
@@ -201,8 +201,8 @@ def test_gemm_alpha_and_beta_fold_into_quantized_weights_and_bias(
     """A QDQ Gemm after a flatten with alpha/beta != 1 compiles (it used to be refused as
     "flattening a [C,H,W] image"), the reference is within one quantum of the exact oracle
     and the simulator equals the reference bit for bit."""
-    from cimc.frontend import import_onnx
-    from cimc.quantize import quantize_onnx
+    from cimc.frontend.importer import import_onnx
+    from cimc.frontend.quantize import quantize_onnx
 
     rng = np.random.default_rng(3)
     inits = [_const("cw", rng.standard_normal((4, 2, 3, 3)).astype(np.float32)),
@@ -441,8 +441,8 @@ def test_a_gemm_with_a_constant_scalar_or_row_bias_is_quantized_and_simulated_ex
     """onnxruntime's quantizer failed on such a bias ("array is 0-dimensional"); it gets
     the bias as N columns. The simulator equals the reference, which is within one
     quantum of the exact oracle on the quantized model."""
-    from cimc.frontend import import_onnx
-    from cimc.quantize import quantize_onnx
+    from cimc.frontend.importer import import_onnx
+    from cimc.frontend.quantize import quantize_onnx
 
     rng = np.random.default_rng(5)
     inits = [_const("w", rng.standard_normal((3, 4)).astype(np.float32)),

@@ -16,11 +16,11 @@ from pathlib import Path
 import models
 import numpy as np
 import pytest
+from cimc.isa.assembler import assemble_file, assemble_text
+from cimc.isa.disassembler import disassemble
+from cimc.isa.encoding import encode_program
 
 from cimc.cli import main
-from isa.assembler import assemble_file, assemble_text
-from isa.disassembler import disassemble
-from isa.encoding import encode_program
 
 REPORT_KEYS = {"target", "crossbars_used", "crossbars_available", "cores_used", "utilization",
                "hop_bytes", "cycles", "throughput", "energy_nj", "instructions",
@@ -64,8 +64,8 @@ def test_data_header_compiles_and_holds_reference_outputs(model: Path, tmp_path:
                       " + mnist_input[i][0]; }\n")
     subprocess.run([cc, "-c", "-Wall", "-Werror", "-I", str(tmp_path), str(source), "-o",
                     str(tmp_path / "use.o")], check=True)
-    from cimc.backend_io import reference_codes
-    from cimc.frontend import import_onnx
+    from cimc.frontend.importer import import_onnx
+    from cimc.host.ports import reference_codes
     from cimc.pass_manager import parse_pipeline, run_pipeline
     from cimc.pipeline import FRONTEND
 
@@ -122,7 +122,7 @@ def test_emit_data_without_inputs_is_an_error(model: Path, tmp_path: Path,
 
 
 def test_data_header_arrays_of_ports_whose_c_names_collide_stay_distinct(tmp_path: Path) -> None:
-    from passes.emit_data import data_header
+    from cimc.passes.emit_data import data_header
 
     cc = shutil.which("cc")
     if cc is None:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cimc.passes.fold_qdq import FoldQdq
 
 from cimc.diagnostics import CimcError
-from cimc.ir import Module
-from cimc.ir_text import parse_module
+from cimc.ir.module import Module
+from cimc.ir.text import parse_module
+from cimc.ir.verifier import verify
 from cimc.reference import run_module
-from cimc.verifier import verify
-from passes.fold_qdq import FoldQdq
 
 RNG = np.random.default_rng(7)
 
@@ -207,7 +207,7 @@ module @b {
 def test_onnxruntime_qdq_models_become_integer_between_the_boundaries(name):
     import models
 
-    from cimc.frontend import import_onnx
+    from cimc.frontend.importer import import_onnx
     from cimc.pass_manager import parse_pipeline, run_pipeline
 
     module = import_onnx(str(models.quantized_model(name, "dynamo", "uint8")))
@@ -227,9 +227,9 @@ def test_qlinear_operators_fold_back_into_integer_ops_matching_onnxruntime(tmp_p
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from cimc.frontend import import_onnx
-    from cimc.oracle import ExactOracle
+    from cimc.frontend.importer import import_onnx
     from cimc.pass_manager import parse_pipeline, run_pipeline
+    from cimc.reference.oracle import ExactOracle
 
     def const(name, value):
         return numpy_helper.from_array(np.asarray(value), name)

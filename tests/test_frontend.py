@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from cimc.passes.canonicalize import Canonicalize
 from onnx import TensorProto, helper, numpy_helper
 
 from cimc.diagnostics import CimcError
-from cimc.frontend import import_onnx
-from cimc.ir import Module, Quant
-from cimc.ir_text import parse_module, print_module
-from cimc.oracle import exact_outputs
+from cimc.frontend.importer import import_onnx
+from cimc.ir.module import Module, Quant
+from cimc.ir.text import parse_module, print_module
+from cimc.ir.verifier import verify
 from cimc.reference import run_module
-from cimc.verifier import verify
-from passes.canonicalize import Canonicalize
+from cimc.reference.oracle import exact_outputs
 
 RNG = np.random.default_rng(0)
 ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"

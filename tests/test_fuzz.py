@@ -8,7 +8,7 @@ limits. They are written as QDQ graphs directly or as float graphs quantized
 by onnxruntime (`models.quantize_qdq`). For every example:
 
 * the reference interpreter (cimc.reference) agrees with the exact oracle
-  (cimc.oracle.ExactOracle) within one quantum on every quantized tensor
+  (cimc.reference.oracle.ExactOracle) within one quantum on every quantized tensor
   whose operands it computed exactly as the oracle did (onnxruntime rounds in
   float32, so an exact tie may go either way; such a difference is then
   followed no further);
@@ -47,23 +47,23 @@ import fuzz_models
 import models
 import numpy as np
 import onnx
+from cimc.isa.assembler import assemble_file
+from cimc.isa.image import load_image
+from cimc.isa.simulator import run_program
 from fuzz_models import Case
 from hypothesis import HealthCheck, Phase, event, given, seed, settings
 from hypothesis import strategies as st
 from onnx import helper
 
-from cimc.backend_io import reference_codes
-from cimc.commands.compile import compile_model
+from cimc.cli.compile import compile_model
 from cimc.diagnostics import CimcError
-from cimc.ir import Module
-from cimc.oracle import ExactOracle
+from cimc.frontend.quantize import import_model
+from cimc.host.ports import reference_codes
+from cimc.ir.module import Module
 from cimc.pass_manager import parse_pipeline, run_pipeline
 from cimc.pipeline import FRONTEND
-from cimc.quantize import import_model
 from cimc.reference import run_module
-from isa.assembler import assemble_file
-from isa.image import load_image
-from isa.simulator import run_program
+from cimc.reference.oracle import ExactOracle
 
 TARGETS = ("tiny", "isaac")
 # CimcErrors that are the model's limits, not cimc's faults.

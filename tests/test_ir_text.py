@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from cimc.diagnostics import CimcError
-from cimc.ir import DTYPES, Module, Quant, TensorType
-from cimc.ir_text import parse_module, print_module
+from cimc.ir.module import DTYPES, Module, Quant, TensorType
+from cimc.ir.text import parse_module, print_module
 
 
 def snapshot(module: Module) -> tuple:

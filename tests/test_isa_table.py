@@ -4,11 +4,10 @@ contract, every field value encodable, and the generated reference current."""
 from dataclasses import replace
 
 import pytest
-
-from isa import docgen
-from isa.encoding import decode_word, encode_word
-from isa.program import Instruction
-from isa.table import (
+from cimc.isa import docgen
+from cimc.isa.encoding import decode_word, encode_word
+from cimc.isa.program import Instruction
+from cimc.isa.table import (
     BY_MNEMONIC,
     SPECS,
     WORD_BITS,
@@ -107,6 +106,6 @@ def test_decoder_rejects_reserved_bits_and_unknown_opcodes():
 
 def test_docs_isa_md_is_current():
     current = docgen.DOC.read_text()
-    assert docgen.render(current) == current, "docs/isa.md is stale: run python -m isa.docgen"
+    assert docgen.render(current) == current, "docs/isa.md is stale: run python -m cimc.isa.docgen"
     for spec in SPECS:
         assert f"`{spec.syntax}`" in current

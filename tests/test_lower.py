@@ -10,18 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cimc.isa.assembler import assemble_file
+from cimc.isa.image import load_image
+from cimc.isa.simulator import run_program
+from cimc.passes.lower import Lower
+from cimc.passes.lower_host import host_float_ops
+from cimc.targets import load_target
 
-from cimc.backend_io import reference_codes
 from cimc.diagnostics import CimcError
-from cimc.ir import Module, Quant, TensorType
+from cimc.host.ports import reference_codes
+from cimc.ir.module import Module, Quant, TensorType
 from cimc.pass_manager import parse_pipeline, run_pipeline
 from cimc.pipeline import BACKEND
-from isa.assembler import assemble_file
-from isa.image import load_image
-from isa.simulator import run_program
-from passes.lower import Lower
-from passes.lower_host import host_float_ops
-from targets import load_target
 
 
 def q(scale: float, zp: int) -> Quant:

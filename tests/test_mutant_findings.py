@@ -74,7 +74,7 @@ def test_a_quantized_clip_at_the_float_limits_is_the_identity(tmp_path: Path) ->
     """Clip(min=-FLT_MAX, max=FLT_MAX) between QDQ pairs (a requantization to int8):
     the reference's bounds overflowed int64 and clamped every code to the lowest; the
     chip computed it right. Both now equal the exact oracle."""
-    from cimc.oracle import exact_outputs
+    from cimc.reference.oracle import exact_outputs
 
     limit = float(np.finfo(np.float32).max)
     init = [numpy_helper.from_array(np.array(0.02, np.float32), "s"),

@@ -10,7 +10,7 @@ import onnx
 from onnx.reference import ReferenceEvaluator
 from onnx.version_converter import convert_version
 
-from cimc.oracle import ExactOracle
+from cimc.reference.oracle import ExactOracle
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT / "examples" / "mnist"
@@ -28,7 +28,8 @@ def test_oracle_equals_reference_evaluator_on_the_bundled_mnist_model() -> None:
 
 
 def test_no_onnxruntime_session_outside_the_oracle() -> None:
-    # A default session is not exact on CPUs without VNNI; only cimc/oracle.py may make one.
+    # A default session is not exact on CPUs without VNNI; only cimc/reference/oracle.py may
+    # make one.
     session = re.compile(r"InferenceSession\(")
     offenders = [str(path.relative_to(ROOT))
                  for folder in ("tests", "examples", "bench", "cimc", "passes", "isa")

@@ -153,7 +153,7 @@ def test_program_named_img_is_refused(workdir: Path, capsys: pytest.CaptureFixtu
 
 def test_a_failing_later_output_leaves_nothing(workdir: Path, monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from cimc.commands import compile as compile_command
+    from cimc.cli import compile as compile_command
 
     def broken(*args: object) -> dict[str, object]:
         raise CimcError("error: the report failed")

@@ -10,12 +10,11 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-import passes
-from cimc import pipeline
+from cimc import passes, pipeline
 from cimc.cli import main
 from cimc.diagnostics import CimcError
-from cimc.ir import Module, TensorType
-from cimc.ir_text import parse_module, print_module
+from cimc.ir.module import Module, TensorType
+from cimc.ir.text import parse_module, print_module
 from cimc.pass_base import Pass
 from cimc.pass_manager import parse_pipeline, run_pipeline
 

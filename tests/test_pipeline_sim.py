@@ -4,11 +4,10 @@ the instructions that need its result (or its crossbars) wait for it. Values sta
 from __future__ import annotations
 
 import numpy as np
-
-from isa.assembler import assemble_text
-from isa.image import Image
-from isa.simulator import SimOptions, run_program
-from targets import load_target
+from cimc.isa.assembler import assemble_text
+from cimc.isa.image import Image
+from cimc.isa.simulator import SimOptions, run_program
+from cimc.targets import load_target
 
 TINY = load_target("tiny")
 MVM = 8 * TINY.latency.mvm  # 8 input bits, a 1-bit DAC

@@ -7,18 +7,18 @@ import copy
 import backend_models
 import numpy as np
 import pytest
+from cimc.passes.place import PLACERS, Place
+from cimc.targets import load_target
 
-from cimc.frontend import import_onnx
-from cimc.ir import Module
+from cimc.analysis.traffic import hop_bytes, unit_cores, unit_edges
+from cimc.frontend.importer import import_onnx
+from cimc.ir.module import Module
 from cimc.pass_manager import parse_pipeline, run_pipeline
 from cimc.pipeline import FRONTEND
-from cimc.placement import Payload, Problem, build_problem, distribute, pack, rounded_width
-from cimc.placement_baselines import anneal, core_order, curve_order, fill
-from cimc.placement_bound import hop_bytes_bound
-from cimc.placement_cpsat import search, solve_window
-from cimc.traffic import hop_bytes, unit_cores, unit_edges
-from passes.place import PLACERS, Place
-from targets import load_target
+from cimc.placement.baselines import anneal, core_order, curve_order, fill
+from cimc.placement.bound import hop_bytes_bound
+from cimc.placement.cpsat import search, solve_window
+from cimc.placement.problem import Payload, Problem, build_problem, distribute, pack, rounded_width
 
 
 def tiled(name: str, target: str) -> Module:
@@ -217,7 +217,7 @@ def test_load_cap_keeps_core_loads_and_spreads_replicas() -> None:
     p.groups = np.repeat(np.arange(6), 8)
     p.group_load = np.array([100, 100, 40, 40, 40, 40])
     p.load_cap = 100
-    from passes.place import run_placer
+    from cimc.passes.place import run_placer
     for placer in PLACERS:
         cores, _ = run_placer(p, placer, 0.05, seed=1)
         assert p.fits(cores), placer
@@ -226,7 +226,7 @@ def test_load_cap_keeps_core_loads_and_spreads_replicas() -> None:
 
 
 def test_cpsat_beats_anneal_and_snake_given_the_same_effort() -> None:
-    from passes.place import run_placer
+    from cimc.passes.place import run_placer
     p = chain_problem(12, 40)
     costs = {placer: p.cost(run_placer(p, placer, 0.1, seed=0)[0]) for placer in PLACERS}
     assert costs["cpsat"] < costs["anneal"] and costs["cpsat"] < costs["snake"]
@@ -237,7 +237,7 @@ def test_cpsat_beats_anneal_and_snake_given_the_same_effort() -> None:
 def test_network_figures_fall_with_hop_bytes(tmp_path) -> None:
     """The simulator moves exactly the placement's hop_bytes; fewer of them cost less
     network energy."""
-    from cimc.commands.compile import build_report, compile_model
+    from cimc.cli.compile import build_report, compile_model
 
     model = str(backend_models.quantized_model("mnist_tiny"))
     reports = {}
@@ -282,14 +282,14 @@ def test_resnet18_on_pimcomp_default_placer() -> None:
 @pytest.mark.parametrize("target", ["tiny", "isaac", "pimcomp"])
 def test_core_hops_are_the_targets_mesh_distances(target: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import cimc.placement
-    from cimc.placement import CoreHops
+    import cimc.placement.problem
+    from cimc.placement.problem import CoreHops
 
     t = load_target(target)
     hops = CoreHops(t)
     every = [[t.hops(a, b) for b in range(t.cores)] for a in range(t.cores)]
     assert [hops.row(a) for a in range(t.cores)] == every
-    monkeypatch.setattr(cimc.placement, "ROW_CACHE_MIN", 1 << 40)  # rows of a huge mesh
+    monkeypatch.setattr(cimc.placement.problem, "ROW_CACHE_MIN", 1 << 40)  # rows of a huge mesh
     assert [list(CoreHops(t).row(a)) for a in range(t.cores)] == every
     assert hops[3, np.arange(t.cores)].tolist() == every[3]
     assert hops.most() == max(max(row) for row in every)
@@ -297,7 +297,7 @@ def test_core_hops_are_the_targets_mesh_distances(target: str,
 
 @pytest.mark.parametrize("target", ["isaac", "pimcomp"])
 def test_rings_are_exact_and_beyond_exact_counting_stay_above(monkeypatch, target: str) -> None:  # type: ignore[no-untyped-def]
-    import cimc.placement_bound as bound
+    import cimc.placement.bound as bound
 
     p = chain_problem(2, 4, target)
     exact = bound.rings(p)
@@ -313,7 +313,7 @@ def test_a_256x256_mesh_compiles_without_tables_of_all_core_pairs(tmp_path) -> N
     """131072 cores: an all-pairs hop table would take 137 GB (it was a MemoryError)."""
     from pathlib import Path
 
-    from cimc.commands.compile import compile_model
+    from cimc.cli.compile import compile_model
 
     tiny = (Path(__file__).resolve().parents[1] / "targets" / "tiny.toml").read_text()
     big = tmp_path / "big.toml"

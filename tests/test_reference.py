@@ -12,12 +12,12 @@ import pytest
 from onnx import helper, numpy_helper
 
 from cimc.diagnostics import CimcError
-from cimc.ir import Module, Quant, TensorType
-from cimc.oracle import exact_outputs
+from cimc.ir.module import Module, Quant, TensorType
 from cimc.reference import KERNELS, run_module
 from cimc.reference.integer import ADD_MULTIPLIER_BITS, add_multipliers
 from cimc.reference.linear import correlate
-from cimc.requant import fixed_point
+from cimc.reference.oracle import exact_outputs
+from cimc.reference.requant import fixed_point
 
 RNG = np.random.default_rng(1234)
 
@@ -529,10 +529,10 @@ def test_max_pool_window_wholly_in_padding_gives_the_lowest_code_as_onnxruntime(
         signed, tmp_path):
     """onnxruntime's maximum over no value stays the lowest float, quantized to the lowest
     code; the reference requantized the padding code instead (4 quanta off)."""
+    from cimc.passes.fold_qdq import FoldQdq
     from fuzz_models import PoolSpec, QdqBuilder, Quant
 
-    from cimc.quantize import import_model
-    from passes.fold_qdq import FoldQdq
+    from cimc.frontend.quantize import import_model
 
     zp = 3 if signed else 20
     b = QdqBuilder(np.random.default_rng(0))

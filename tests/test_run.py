@@ -1,7 +1,7 @@
 """`cimc run --engine reference` against the exact oracle on the shared test models.
 
 The acceptance criterion of the reference: on every test input, each output is
-within one quantum (of the output's scale) of the exact oracle (cimc.oracle:
+within one quantum (of the output's scale) of the exact oracle (cimc.reference.oracle:
 onnxruntime with graph optimizations disabled) running the same QDQ
 model, and the top-1 class is the same; float models match to 1e-4 relative.
 """
@@ -15,9 +15,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from cimc.cli import main
-from cimc.frontend import import_onnx
-from cimc.oracle import ExactOracle
-from cimc.quantize import quantize_onnx
+from cimc.frontend.importer import import_onnx
+from cimc.frontend.quantize import quantize_onnx
+from cimc.reference.oracle import ExactOracle
 
 pytestmark = pytest.mark.torch
 
@@ -26,7 +26,7 @@ TEST_SEED = 1
 
 
 def oracle_outputs(path, x):
-    """The exact oracle (cimc.oracle) on each sample; every test model has batch 1."""
+    """The exact oracle (cimc.reference.oracle) on each sample; every test model has batch 1."""
     return ExactOracle(path).run_samples(x, "input")
 
 

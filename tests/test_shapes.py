@@ -1,4 +1,4 @@
-"""Result shapes the verifier infers (cimc/shapes.py): they agree with onnxruntime
+"""Result shapes the verifier infers (cimc/ir/shapes.py): they agree with onnxruntime
 and numpy, and a result of another shape is an error naming op, expected and actual type."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from cimc.diagnostics import CimcError
-from cimc.ir import Module, TensorType
-from cimc.ir_text import parse_module
-from cimc.oracle import exact_outputs
-from cimc.shapes import ShapeError, matmul, window_count
-from cimc.verifier import OP_KINDS, verify
+from cimc.ir.module import Module, TensorType
+from cimc.ir.shapes import ShapeError, matmul, window_count
+from cimc.ir.text import parse_module
+from cimc.ir.verifier import OP_KINDS, verify
+from cimc.reference.oracle import exact_outputs
 
 
 def ort_output_shape(node: onnx.NodeProto, x_shape: tuple[int, ...],

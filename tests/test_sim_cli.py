@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cimc.isa.image import Image, save_image
 
-from cimc import requant
 from cimc.cli import main
-from isa.image import Image, save_image
+from cimc.reference import requant
 
 RNG = np.random.default_rng(11)
 W = RNG.integers(-128, 128, size=(16, 8))

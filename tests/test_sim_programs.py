@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cimc.isa.assembler import assemble_text
+from cimc.isa.image import Image
+from cimc.isa.simulator import SimOptions, run_float, run_program, simulate
+from cimc.targets import load_target
 
-from cimc import requant
 from cimc.diagnostics import CimcError
-from isa.assembler import assemble_text
-from isa.image import Image
-from isa.simulator import SimOptions, run_float, run_program, simulate
-from targets import load_target
+from cimc.reference import requant
 
 TINY = load_target("tiny")
 
@@ -449,7 +449,7 @@ loop:
 
 
 def test_every_instruction_of_the_table_has_semantics() -> None:
-    from isa.simulator.registry import check_registry
+    from cimc.isa.simulator.registry import check_registry
 
     assert check_registry() == []
 

@@ -8,14 +8,21 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from cimc.targets import (
+    Target,
+    TargetError,
+    list_targets,
+    load_target,
+    parse_target,
+    target_warnings,
+)
+from cimc.targets.describe import to_toml
+from cimc.targets.docgen import DOC, with_table
+from cimc.targets.schema import SCHEMA
+from cimc.targets.validate import check_target
 
 from cimc.cli import main
 from cimc.diagnostics import CimcError
-from targets import Target, TargetError, list_targets, load_target, parse_target, target_warnings
-from targets.describe import to_toml
-from targets.docgen import DOC, with_table
-from targets.schema import SCHEMA
-from targets.validate import check_target
 
 # A small valid file; tests edit one line and assert the line number reported.
 VALID = """\
@@ -309,7 +316,7 @@ def test_cli_check_error_exits_nonzero_without_traceback(
 
 def test_docs_key_table_is_fresh() -> None:
     document = DOC.read_text()
-    assert with_table(document) == document, "run `python -m targets.docgen`"
+    assert with_table(document) == document, "run `python -m cimc.targets.docgen`"
     for key in SCHEMA:
         assert f"| `{key.path}` |" in document
 

@@ -1,15 +1,14 @@
-"""The traffic model (cimc/traffic.py): units, edges and their cost on cores."""
+"""The traffic model (cimc/analysis/traffic.py): units, edges and their cost on cores."""
 
 from __future__ import annotations
 
 import backend_models
 import pytest
+from cimc.passes.lower import image_dims
+from cimc.passes.tile import blocks_of
+from cimc.targets import load_target
 
-from cimc.frontend import import_onnx
-from cimc.ir import Module
-from cimc.pass_manager import parse_pipeline, run_pipeline
-from cimc.pipeline import FRONTEND
-from cimc.traffic import (
+from cimc.analysis.traffic import (
     GLOBAL,
     TrafficEdge,
     core_messages,
@@ -19,9 +18,10 @@ from cimc.traffic import (
     unit_edges,
     units,
 )
-from passes.lower import image_dims
-from passes.tile import blocks_of
-from targets import load_target
+from cimc.frontend.importer import import_onnx
+from cimc.ir.module import Module
+from cimc.pass_manager import parse_pipeline, run_pipeline
+from cimc.pipeline import FRONTEND
 
 
 def tiled(name: str, target: str, replicas: int = 1) -> Module:

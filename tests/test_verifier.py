@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from cimc.diagnostics import CimcError
-from cimc.ir import Module, Quant, TensorType
-from cimc.verifier import OP_KINDS, verify
+from cimc.ir.module import Module, Quant, TensorType
+from cimc.ir.verifier import OP_KINDS, verify
 
 I8 = TensorType((1, 2, 4, 4), "i8", Quant((0.05,), (-128,)))
 

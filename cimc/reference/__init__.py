@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cimc.diagnostics import CimcError
-from cimc.ir import Module
+from cimc.ir.module import Module
 from cimc.reference import elementwise, integer, layout, linear, pool
 from cimc.reference.batch import batch_stretch, batched_values, join_batches, vectorizes
 from cimc.reference.call import Call

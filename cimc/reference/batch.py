@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from cimc.diagnostics import CimcError
-from cimc.ir import Module, Op
+from cimc.ir.module import Module, Op
 
 # Operands from this index on are parameters (weights, bias, statistics).
 PARAMETER_OPERANDS = {"conv": 1, "gemm": 1, "batch_norm": 1}

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from cimc.diagnostics import CimcError
-from cimc.ir import Op, TensorType
+from cimc.ir.module import Op, TensorType
 
 
 @dataclass

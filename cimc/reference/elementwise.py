@@ -16,7 +16,7 @@ from cimc.reference.integer import (
     requantize_codes,
     rescale,
 )
-from cimc.requant import rounding_shift, saturate
+from cimc.reference.requant import rounding_shift, saturate
 
 
 def _float_result(call: Call, y: np.ndarray) -> np.ndarray:

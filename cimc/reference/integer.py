@@ -2,7 +2,7 @@
 `quantize`, `dequantize` and `requantize` kernels.
 
 Every real multiplier is computed in float64 from the scales of the IR types
-and applied in the fixed-point form of `cimc.requant` (round half to even).
+and applied in the fixed-point form of `cimc.reference.requant` (round half to even).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from cimc.ir import TensorType
+from cimc.ir.module import TensorType
 from cimc.reference.call import Call
-from cimc.requant import SCALES_ADVICE, apply, fixed_point, saturate
+from cimc.reference.requant import SCALES_ADVICE, apply, fixed_point, saturate
 
 # Mantissa width of the per-operand multipliers of quantized add/sub: with
 # 8-bit operands |x - zx| <= 255 < 2^8, so |(a-za)*Ma + (b-zb)*Mb| < 2^29 and

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cimc.ir import TensorType
+from cimc.ir.module import TensorType
 from cimc.reference.call import Call
 from cimc.reference.integer import requantize_codes
 

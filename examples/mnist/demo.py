@@ -3,7 +3,7 @@
 Uses only what is bundled here (no torch): the QDQ model and 200 held-out
 digits written by train.py. Prints how the simulated logits compare with the
 exact oracle on the same quantized model (onnxruntime with graph
-optimizations disabled, cimc.oracle), the accuracies, and the figures of the
+optimizations disabled, cimc.reference.oracle), the accuracies, and the figures of the
 compile and simulation reports. onnxruntime's default optimized session is
 shown too, labelled: its int8 kernels are not exact on CPUs without VNNI.
 """
@@ -56,7 +56,7 @@ def main() -> int:
          "--outputs", str(out / "logits.npy"), "--report", str(out / "sim.json"))
 
     simulated = np.load(out / "logits.npy").reshape(len(images), -1)
-    from cimc.oracle import ExactOracle
+    from cimc.reference.oracle import ExactOracle
 
     exact = ExactOracle(model).run_samples(images)
     default = ExactOracle(model, optimized=True).run_samples(images)

@@ -1,7 +1,7 @@
 """The simulator: runs assembled programs exactly and tells how long they take
 and how much energy they use.
 
-    from isa.simulator import SimOptions, run_program
+    from cimc.isa.simulator import SimOptions, run_program
     outputs, report = run_program(program, image, target, {"x": codes}, SimOptions())
 
 Every memory has a leading batch axis: the batch of inputs runs in lockstep
@@ -26,8 +26,8 @@ links), core (a core's state and decoded stream), machine (the discrete-event
 scheduler and cross-core instructions), report, trace, run (the API).
 """
 
-from isa.simulator import control, matrix, movement, vector  # noqa: F401  (fill the registry)
-from isa.simulator.run import (
+from cimc.isa.simulator import control, matrix, movement, vector  # noqa: F401  (fill the registry)
+from cimc.isa.simulator.run import (
     SimOptions,
     Simulation,
     dequantize_output,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from isa.simulator.registry import HALT, semantic
+from cimc.isa.simulator.registry import HALT, semantic
 
 _MASK = (1 << 64) - 1
 _SIGN = 1 << 63

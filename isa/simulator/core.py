@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cimc.isa.program import Instruction
+from cimc.isa.simulator.crossbar import conductance
+from cimc.isa.simulator.matrix import GroupState
+from cimc.isa.simulator.memory import Memory
+from cimc.isa.simulator.registry import Semantic, lookup
+from cimc.isa.simulator.timing import Cost, instruction_cost
+from cimc.isa.table import BY_MNEMONIC
+
 from cimc.diagnostics import CimcError
-from isa.program import Instruction
-from isa.simulator.crossbar import conductance
-from isa.simulator.matrix import GroupState
-from isa.simulator.memory import Memory
-from isa.simulator.registry import Semantic, lookup
-from isa.simulator.timing import Cost, instruction_cost
-from isa.table import BY_MNEMONIC
 
 if TYPE_CHECKING:
-    from isa.simulator.machine import Machine
+    from cimc.isa.simulator.machine import Machine
 
 # Cost classes whose instructions must run in global time order.
 ORDERED = frozenset({"send", "recv", "sync", "global"})

@@ -20,17 +20,17 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from cimc.isa.image import Image
+from cimc.isa.program import Instruction, Program
+from cimc.isa.simulator.core import Core, where
+from cimc.isa.simulator.crossbar import Analog
+from cimc.isa.simulator.memory import Memory, MemoryFault
+from cimc.isa.simulator.network import Network
+from cimc.isa.simulator.registry import BLOCK, HALT
+from cimc.isa.simulator.trace import Trace
+from cimc.targets import Target
 
 from cimc.diagnostics import CimcError
-from isa.image import Image
-from isa.program import Instruction, Program
-from isa.simulator.core import Core, where
-from isa.simulator.crossbar import Analog
-from isa.simulator.memory import Memory, MemoryFault
-from isa.simulator.network import Network
-from isa.simulator.registry import BLOCK, HALT
-from isa.simulator.trace import Trace
-from targets import Target
 
 
 @dataclass(frozen=True)

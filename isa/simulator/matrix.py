@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from isa.image import CrossbarGroup, group_weights
-from isa.simulator.crossbar import Analog, exact_weights, mvm_bit_level, mvm_exact
-from isa.simulator.registry import semantic
-from isa.simulator.vector import fit
+from cimc.isa.image import CrossbarGroup, group_weights
+from cimc.isa.simulator.crossbar import Analog, exact_weights, mvm_bit_level, mvm_exact
+from cimc.isa.simulator.registry import semantic
+from cimc.isa.simulator.vector import fit
 
 INPUT_BITS = 8  # mvm inputs are i8 or u8 codes
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from targets import Target
+from cimc.targets import Target
 
 Link = tuple[tuple[int, int], tuple[int, int]]  # (from tile (x, y), to tile (x, y))
 

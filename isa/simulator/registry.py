@@ -6,7 +6,7 @@ register then offset), `element` the type suffix ("i8", "u8", "i32") or None.
 It returns None to fall through, a non-negative instruction index to branch,
 or HALT / BLOCK. Each is registered under the table's mnemonic without its
 type suffix, with the operand names it unpacks, which are checked against
-isa.table so a changed table fails loudly instead of misreading operands.
+cimc.isa.table so a changed table fails loudly instead of misreading operands.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from isa.table import BY_MNEMONIC, TYPE_SUFFIXES, InstructionSpec
+from cimc.isa.table import BY_MNEMONIC, TYPE_SUFFIXES, InstructionSpec
 
 HALT = -1  # the core's stream ends
 BLOCK = -2  # the core waits (recv, sync); the machine resumes it
@@ -51,7 +51,7 @@ def lookup(spec: InstructionSpec) -> Semantic:
 
 
 def check_registry() -> list[str]:
-    """Mismatches between the registry and isa.table (empty when they agree)."""
+    """Mismatches between the registry and cimc.isa.table (empty when they agree)."""
     problems = []
     for mnemonic, spec in sorted(BY_MNEMONIC.items()):
         name = base_name(mnemonic)

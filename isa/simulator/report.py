@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from isa.simulator.machine import Machine
-from isa.simulator.timing import EVENTS
+from cimc.isa.simulator.machine import Machine
+from cimc.isa.simulator.timing import EVENTS
 
 
 def _events(machine: Machine) -> dict[str, int]:

@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from cimc.isa.image import Image
+from cimc.isa.program import IODecl, Program
+from cimc.isa.simulator.crossbar import Analog
+from cimc.isa.simulator.machine import Machine
+from cimc.isa.simulator.memory import ELEMENT_DTYPES, MemoryFault
+from cimc.isa.simulator.report import build_report
+from cimc.isa.simulator.trace import Trace
+from cimc.targets import Target
 
 from cimc.diagnostics import CimcError
-from isa.image import Image
-from isa.program import IODecl, Program
-from isa.simulator.crossbar import Analog
-from isa.simulator.machine import Machine
-from isa.simulator.memory import ELEMENT_DTYPES, MemoryFault
-from isa.simulator.report import build_report
-from isa.simulator.trace import Trace
-from targets import Target
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The static cost of each instruction: busy cycles and counted events.
 
-An instruction's latency follows from its cost class (isa.table) and the
+An instruction's latency follows from its cost class (cimc.isa.table) and the
 target's latency table: mvm takes ceil(8 / dac_bits) input steps of
 `latency.mvm`; vector and requant instructions a per-element time; copy/fill
 a per-byte time; ld/st len / global_bytes_per_cycle; send/recv their setup
@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from isa.image import CrossbarGroup
-from isa.simulator.crossbar import input_steps
-from isa.simulator.matrix import INPUT_BITS
-from isa.simulator.registry import base_name
-from isa.table import ELEMENT_BYTES, InstructionSpec
-from targets import Target
+from cimc.isa.image import CrossbarGroup
+from cimc.isa.simulator.crossbar import input_steps
+from cimc.isa.simulator.matrix import INPUT_BITS
+from cimc.isa.simulator.registry import base_name
+from cimc.isa.table import ELEMENT_BYTES, InstructionSpec
+from cimc.targets import Target
 
 EVENTS: tuple[str, ...] = (
     "scalar_ops", "vector_elements", "requant_elements", "local_bytes", "global_bytes",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from isa.program import Instruction
+from cimc.isa.program import Instruction
 
 # Mnemonics kept as individual events even in compressed mode.
 _COMMUNICATION = ("send", "recv", "sync", "ld", "st")

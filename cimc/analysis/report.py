@@ -1,0 +1,131 @@
+"""The compile report: what the program uses of the target and what it costs.
+
+Static figures come from the scheduled module (crossbars, cores, utilization,
+network traffic); cycles, throughput and energy from the simulator running
+one inference (docs/backend.md, "Report").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cimc.codegen.generate import CoreCode
+from cimc.ir.module import Module
+from cimc.passes.tile import block_shape, blocks_of
+from cimc.targets import Target
+
+
+def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -> dict[str, Any]:
+    """Crossbars, cores, utilization and hop_bytes of a scheduled module."""
+    crossbars: set[tuple[int, int]] = set()
+    weight_cells = 0
+    for op in module.ops():
+        if op.kind != "matvec":
+            continue
+        s = op.attrs["slices"]
+        flat = op.attrs["block_slices"]
+        blocks = blocks_of(op)
+        for k in range(len(op.attrs["block_cores"])):
+            rows, cols = block_shape(module, op, *blocks[k % len(blocks)])
+            weight_cells += (rows.stop - rows.start) * (cols.stop - cols.start) * s
+            for d in range(s):
+                crossbars.add((op.attrs["block_cores"][k], flat[2 * (k * s + d)]))
+    from cimc.analysis.traffic import hop_bytes as traffic_hop_bytes
+    from cimc.analysis.traffic import unit_cores, unit_edges
+
+    hop_bytes = traffic_hop_bytes(unit_edges(module, target), unit_cores(module), target)
+    allocated = len(crossbars) * target.rows * target.cols
+    return {
+        "target": target.name,
+        "crossbars_used": len(crossbars),
+        "crossbars_available": target.cores * target.crossbars_per_core,
+        "cores_used": len(cores),
+        "cores_available": target.cores,
+        "utilization": weight_cells / allocated if allocated else 0.0,
+        "hop_bytes": hop_bytes,
+        "local_memory_peak": max((c.peak + target.local_memory_bytes - c.top
+                                  for c in cores.values()), default=0),
+    }
+
+
+def host_work(module: Module) -> list[str]:
+    """Ops the host runs around the program: input quantize, output dequantize, float tails."""
+    from cimc.passes.lower import CHIP_KINDS
+
+    return [f"{op.name} ({op.kind})" for op in module.ops() if op.kind not in CHIP_KINDS]
+
+
+def schedule_bounds(module: Module, target: Target) -> dict[str, Any]:
+    """What the mapping allows: the slowest stage and the critical path (docs/backend.md,
+    "Bounds"), in cycles, ns and inferences per second."""
+    from cimc.analysis.plan import build
+    from cimc.analysis.traffic import global_bytes, max_link_bytes, unit_cores, unit_edges
+
+    plan = build(module, target)
+    edges, cores = unit_edges(module, target), unit_cores(module)
+    stages = {
+        "core_mvm": max(plan.core_bound.values(), default=0.0),
+        "global_memory": global_bytes(edges, cores) / target.global_bytes_per_cycle,
+        "network_link": max_link_bytes(edges, cores, target) / target.link_bytes_per_cycle,
+    }
+    period = max(stages.values())
+    ns = 1e3 / target.clock_mhz
+    return {
+        "throughput_bound": target.clock_mhz * 1e6 / period if period else 0.0,
+        "period_bound_cycles": period,
+        "bound_stage": max(stages, key=lambda k: stages[k]),
+        "stage_cycles": stages,
+        "latency_bound_cycles": plan.latency_bound,
+        "latency_bound_ns": plan.latency_bound * ns,
+        # The hardware's own limit, beyond this schedule (a core running its groups' MVMs
+        # at once): the busiest crossbar.
+        "crossbar_bound_cycles": plan.crossbar_bound,
+        "mvm_count": sum(u.windows for u in _units(module, target) if u.kind == "block"),
+    }
+
+
+def _units(module: Module, target: Target) -> list[Any]:
+    from cimc.analysis.traffic import units
+
+    return units(module, target)
+
+
+def stream_of(module: Module) -> int:
+    """Inferences one run of the program computes (the schedule's `stream`)."""
+    return max((int(op.attrs.get("stream", 1)) for op in module.ops()), default=1)
+
+
+def simulated_figures(module: Module, program: Any, sim: dict[str, Any]) -> dict[str, Any]:
+    """The report's keys that come from one simulated run of the program.
+
+    `throughput` counts the run's `stream` inferences over its cycles (pipeline
+    fill and drain included, so it is at most the steady state; bench/schedule.py
+    measures the steady state from two runs).
+    """
+    from cimc.isa.encoding import encode_program
+
+    stream = stream_of(module)
+    return {
+        "cycles": sim["cycles"],
+        "latency_us": sim["latency_us"],
+        "latency_ns": sim["latency_us"] * 1e3,
+        "stream": stream,
+        "throughput": stream * sim["throughput_per_s"],
+        "energy_nj": sim["energy_nj"]["total"] / stream,
+        "energy_breakdown_nj": sim["energy_nj"],
+        "instructions": sum(len(s.instructions) for s in program.streams.values()),
+        "instructions_executed": sim["instructions"],
+        "program_bytes": len(encode_program(program)),
+        "simulated_hop_bytes": sim["hop_bytes"],
+        "host_work": host_work(module),
+    }
+
+
+def program_figures(module: Module, target: Target, cores: dict[int, CoreCode], program: Any,
+                    sim: dict[str, Any]) -> dict[str, Any]:
+    """Every figure of a compiled program: static, bounds and one simulated run (the
+    report of `cimc compile` and of `cimc run --engine sim`)."""
+    figures = static_figures(module, target, cores)
+    figures.update(schedule_bounds(module, target))
+    figures.update(simulated_figures(module, program, sim))
+    return figures

@@ -1,0 +1,227 @@
+"""`cimc MODEL.onnx -o prog.s`: compile an ONNX model (QDQ, or float quantized first)
+for a CIM target.
+
+Runs import-onnx, the frontend pipeline and the backend pipeline
+(cimc/pipeline.py), writing prog.s and its crossbar image prog.img beside
+it; optionally the C data header of test inputs and expected outputs
+(`--emit-data`) and a JSON report (`--report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cimc.api import Program
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """The flags that choose how the backend maps the model (shared with `cimc run`)."""
+    from cimc.cli.numbers import whole, within
+    from cimc.options import PLACE_EFFORT, PLACE_TIME_LIMIT, REPLICATE
+
+    parser.add_argument("--pipeline", choices=("latency", "throughput"), default="latency",
+                        help="latency: one inference, layers start as soon as their input rows "
+                        "exist; throughput: --stream inferences flow through the pipeline")
+    parser.add_argument("--stream", type=whole(1), default=0, metavar="N",
+                        help="inferences per run in throughput mode (default 4)")
+    parser.add_argument("--replicate", type=within(REPLICATE), default=None, metavar="BUDGET",
+                        help="copy slow layers' weights within BUDGET (0..1) x the target's "
+                        "crossbars (e.g. 0.9; 0 = off, the default)")
+    parser.add_argument("--placer", choices=("cpsat", "anneal", "sequential", "snake"),
+                        default="cpsat", help="how place assigns blocks to cores "
+                        "(docs/placement.md; default cpsat)")
+    parser.add_argument("--place-effort", type=within(PLACE_EFFORT), default=None, metavar="E",
+                        help="work of the cpsat and anneal placers, counted in moves and "
+                        "solver steps, never in seconds, so the program is the same on any "
+                        "machine (default 1; 0.1 is quick; at most 100)")
+    parser.add_argument("--place-time-limit", type=within(PLACE_TIME_LIMIT), default=None,
+                        metavar="SECONDS",
+                        help="wall-clock safety net of the placers (default none, at most a "
+                        "day); if it stops the search, a warning says the program depends on "
+                        "the machine")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from cimc.cli.numbers import whole
+    from cimc.options import ACTIVATIONS
+
+    parser = subparsers.add_parser(
+        "compile", help="compile an ONNX model to a CIM program (the default command)",
+        description="Compile an ONNX model (QDQ-quantized, or float: quantized first) into an "
+        "assembly program, its "
+        "crossbar image (beside it, .img) and optionally a C data header and a report.")
+    parser.add_argument("model", metavar="MODEL.onnx",
+                        help="the model: QDQ-quantized, or float (quantized first: with "
+                        "--calibrate data, else on random inputs with a warning)")
+    parser.add_argument("--calibrate", metavar="DATA",
+                        help="quantize a float model with ranges from these inputs (.npy/.npz)")
+    parser.add_argument("--activations", choices=ACTIVATIONS, default="int8",
+                        help="activation type when quantizing a float model (default int8)")
+    parser.add_argument("-o", "--output", required=True, metavar="PROG.s",
+                        help="the program to write; the crossbar image goes beside it (.img)")
+    parser.add_argument("--target", default="isaac", metavar="NAME|FILE",
+                        help="target name or .toml file (default: isaac)")
+    parser.add_argument("--emit-data", metavar="DATA.h",
+                        help="write a C header of quantized inputs and expected outputs "
+                        "(needs --inputs)")
+    parser.add_argument("--inputs", metavar="X.npy",
+                        help="float test inputs, samples on axis 0 (for --emit-data and the "
+                        "report's simulation)")
+    parser.add_argument("--count", type=whole(1), metavar="N",
+                        help="use the first N inputs only")
+    parser.add_argument("--labels", metavar="Y.npy", help="labels of the inputs, for the header")
+    parser.add_argument("--data-name", metavar="NAME",
+                        help="prefix of the header's names (default: from the header file name)")
+    parser.add_argument("--report", metavar="R.json", help="write the compile report (JSON)")
+    add_backend_options(parser)
+    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
+                        help="pin an ONNX input's shape, e.g. data=1,3,32,32 (repeatable)")
+    parser.add_argument("--time-passes", action="store_true",
+                        help="print a table of pass times to stderr")
+    parser.add_argument("--print-ir-after-all", action="store_true",
+                        help="print the IR to stderr after every pass")
+    parser.set_defaults(func=compile_command)
+
+
+# What `compile_model` returns (the API's Program).
+Compiled = Program
+
+
+def compile_model(model: str, output: str, target_name: str = "isaac",
+                  input_shapes: dict[str, tuple[int, ...]] | None = None,
+                  print_after_all: bool = False, time_passes: bool = False,
+                  calibrate: str | None = None, activations: str = "int8",
+                  pipeline: str = "latency", stream: int = 0,
+                  replicate: float | None = None, placer: str = "cpsat",
+                  place_time_limit: float | None = None, write: bool = True,
+                  place_effort: float | None = None) -> Program:
+    """`cimc.compile` for the program path `output`, writing it (+ .img beside it)
+    unless `write` is False."""
+    from cimc.api import compile as compile_program
+
+    program = compile_program(model, target_name, input_shapes=input_shapes,
+                              calibrate=calibrate, activations=activations,
+                              pipeline=pipeline, stream=stream, replicate=replicate,
+                              placer=placer, place_effort=place_effort,
+                              place_time_limit=place_time_limit, path=output,
+                              print_ir_after_all=print_after_all, time_passes=time_passes)
+    if write:
+        program.save(output)
+    return program
+
+
+def compile_command(args: argparse.Namespace) -> int:
+    """Check every output, compile, then stage and commit the files together: a
+    failure or a signal at any step leaves no output behind."""
+    import json
+
+    from cimc.api import compile as compile_program
+    from cimc.cli.opt import input_shapes
+    from cimc.diagnostics import CimcError
+    from cimc.outputs import OutputSet
+    from cimc.targets import is_target_name
+
+    if args.emit_data and not args.inputs:
+        raise CimcError("--emit-data needs --inputs X.npy (the test inputs to quantize)")
+    if args.labels and not args.emit_data:
+        raise CimcError("--labels is only used with --emit-data")
+    output = Path(args.output)
+    image = output.with_suffix(".img")
+    if output.suffix == ".img":
+        raise CimcError(f"-o {output}: the crossbar image is written beside the program with "
+                        "suffix .img; name the program .s")
+    inputs = {"MODEL.onnx": args.model, "--calibrate": args.calibrate, "--inputs": args.inputs,
+              "--labels": args.labels,
+              "--target": None if is_target_name(args.target) else args.target}
+    outputs = {"-o": output, "the image beside -o": image,
+               "--report": args.report, "--emit-data": args.emit_data}
+    with OutputSet(outputs, inputs) as out:
+        compiled = compile_program(
+            args.model, args.target, input_shapes=input_shapes(args.input_shape) or None,
+            calibrate=args.calibrate, activations=args.activations, pipeline=args.pipeline,
+            stream=args.stream, replicate=args.replicate, placer=args.placer,
+            place_effort=args.place_effort, place_time_limit=args.place_time_limit,
+            path=str(output), print_ir_after_all=args.print_ir_after_all,
+            time_passes=args.time_passes)
+        codes = _test_codes(args, compiled) if args.inputs else None
+        header = _header(args, compiled, codes) if args.emit_data else None
+        report = build_report(compiled, str(output), codes[0] if codes else None) \
+            if args.report else None
+        out.write(output, compiled.assembly)
+        out.write(image, compiled.image.to_bytes())
+        if header is not None:
+            out.write(args.emit_data, header)
+        if report is not None:
+            out.write(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        out.commit()
+    return 0
+
+
+def _test_codes(args: argparse.Namespace, compiled: Compiled
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Quantized inputs and expected outputs (by program port) of the --inputs samples."""
+    from cimc.diagnostics import CimcError
+    from cimc.host.ports import reference_codes
+    from cimc.tensor_io import read_inputs
+
+    integer = compiled.integer
+    feeds = read_inputs(args.inputs, {name: integer.values[name] for name in integer.inputs})
+    samples = min(len(x) // integer.values[name].shape[0] for name, x in feeds.items())
+    if args.count is not None:
+        if args.count > samples:
+            raise CimcError(f"--count {args.count}: {args.inputs} holds {samples} samples")
+        feeds = {name: x[: args.count * integer.values[name].shape[0]]
+                 for name, x in feeds.items()}
+    return reference_codes(integer, feeds)
+
+
+def _header(args: argparse.Namespace, compiled: Compiled,
+            codes: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None) -> str:
+    """The C data header of the quantized test inputs and expected outputs."""
+    import numpy as np
+
+    from cimc.diagnostics import CimcError
+    from cimc.passes.emit_data import data_header
+
+    assert codes is not None
+    count = len(next(iter(codes[0].values())))
+    labels = _load_array(args.labels) if args.labels else None
+    if labels is not None:
+        if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
+            raise CimcError(f"{args.labels}: labels must be a 1-D array of integers, "
+                            f"not {labels.dtype} of shape {list(labels.shape)}")
+        if len(labels) < count:
+            raise CimcError(f"{args.labels} holds {len(labels)} labels, fewer than the inputs")
+    name = args.data_name or Path(args.emit_data).stem.removesuffix("_data")
+    comment = (f"{count} quantized inputs of {Path(args.model).name} and the outputs the "
+               f"program for target {compiled.target.name} must produce; generated by cimc")
+    return data_header(name, codes[0], codes[1], labels, comment)
+
+
+def _load_array(path: str) -> np.ndarray:
+    import numpy as np
+
+    from cimc.diagnostics import CimcError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CimcError(f"{path}: cannot read a .npy array: {exc}") from None
+
+
+def build_report(compiled: Program, program_path: str,
+                 input_codes: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    """The report (cimc.api.program_report) of the program compiled for `program_path`."""
+    import dataclasses
+
+    from cimc.api import program_report
+
+    if program_path != compiled.path:
+        compiled = dataclasses.replace(compiled, assembly=compiled.text_for(program_path),
+                                       path=program_path)
+    return program_report(compiled, input_codes)

@@ -1,0 +1,485 @@
+"""Code generation: a scheduled module -> per-core assembly lines and `.data`.
+
+The dataflow plan (cimc/analysis/plan.py) says which core computes which rows
+and in which order; this module writes the code of each part, one output row
+of one group on one core:
+
+* matvec / pool: refresh the band (the `kh` padded input rows the row needs:
+  move the rows it shares with the previous row up with one `copy`, receive
+  the new ones, or `ld` them for a model input, or fill padding rows), then a
+  loop over the output pixels: gather the window, `mvm` the core's blocks,
+  send partial sums to the column's reducer, or (reducer) receive and add
+  them, add the bias, requantize into the output row buffer;
+* eltwise / rescale / concat: receive the operand rows, compute in chunks;
+* then send the row (the channels this core reduces) to every core that
+  needs it, and `st` it when it is a model output.
+
+Each core's local memory holds, from the top down, its constant tables and the
+band (line buffer) of every matvec / pool group it works for: bands live for
+the whole run because groups interleave. Everything else a part uses (window,
+partial sums, staging, output row) lives only while one of its rows runs, so
+all parts of a core share one scratch area from address 0 up, as large as the
+largest part needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cimc.analysis.plan import Group, Plan, Recv, build
+from cimc.analysis.traffic import block_name, column_ranges, unit_cores
+from cimc.analysis.window import Window, band_plan
+from cimc.codegen.loops import reroll
+from cimc.diagnostics import CimcError
+from cimc.ir.module import Module, Op
+from cimc.isa.asm_quote import comment_text
+from cimc.passes.lower import image_dims
+from cimc.passes.tile import blocks_of
+from cimc.targets import Target
+
+# Elements per chunk of the element-wise loops (their requant tables hold one
+# entry per element of a chunk).
+CHUNK = 128
+ALIGN = 16
+
+
+@dataclass
+class CoreCode:
+    """What one core runs: assembly lines, `.data` tables, local memory use."""
+
+    core: int
+    top: int  # lowest address used by tables and bands (they grow down from the top)
+    lines: list[str] = field(default_factory=list)
+    data: list[tuple[int, list[int]]] = field(default_factory=list)
+    peak: int = 0  # highest address used by scratch buffers
+    cursor: int = 0  # next free scratch address of the part being set up
+
+    def table(self, words: np.ndarray) -> int:
+        """Place i32 words among the constant tables; return their address."""
+        flat = [int(v) for v in np.asarray(words, dtype=np.int64).reshape(-1)]
+        self.top = (self.top - 4 * len(flat)) // ALIGN * ALIGN
+        self.data.append((self.top, flat))
+        return self.top
+
+    def keep(self, size: int) -> int:
+        """A buffer of `size` bytes for the whole run (a band)."""
+        self.top = (self.top - size) // ALIGN * ALIGN
+        return self.top
+
+    def begin_part(self) -> None:
+        """Start the scratch buffers of another part (they overlap the others' scratch)."""
+        self.cursor = 0
+
+    def take(self, size: int) -> int:
+        """A scratch buffer of `size` bytes, valid while one row of the part runs."""
+        addr = self.cursor
+        self.cursor = -(-(addr + size) // ALIGN) * ALIGN
+        self.peak = max(self.peak, self.cursor)
+        return addr
+
+
+def mode_of(module: Module) -> tuple[str, int]:
+    """(pipeline mode, streamed images) recorded by `schedule`."""
+    for op in module.ops():
+        if "pipeline" in op.attrs:
+            return str(op.attrs["pipeline"]), int(op.attrs.get("stream", 1))
+    return "latency", 1
+
+
+def generate(module: Module, target: Target, plan: Plan | None = None) -> dict[int, CoreCode]:
+    """Per-core code of a scheduled module; CimcError if local memory overflows."""
+    mode, stream = mode_of(module)
+    if plan is None:
+        plan = build(module, target, stream, mode == "throughput")
+    cores = {c: CoreCode(c, target.local_memory_bytes) for c in plan.order}
+    unit_core = unit_cores(module)
+    writers: dict[tuple[int, int], Part] = {}
+    for gi, group in enumerate(plan.groups):
+        for core in group.cores:
+            writers[(core, gi)] = Part(module, target, group, cores[core], unit_core)
+    for core, tasks in plan.order.items():
+        code = cores[core]
+        code.lines += reroll([writers[(core, gi)].row(m, oy) for m, gi, oy in tasks],
+                             f"c{core}")
+        code.lines.append("halt")
+        if code.peak > code.top:
+            need = code.peak + target.local_memory_bytes - code.top
+            raise CimcError(f"core {core} needs {need} bytes of local memory but target "
+                            f"{target.name!r} has {target.local_memory_bytes}; "
+                            "choose a target with more local memory")
+    return dict(sorted(cores.items()))
+
+
+def addr(module: Module, value: str) -> int:
+    """Global address of a runtime tensor (set by schedule on its producer)."""
+    producer = module.producer(value)
+    if producer is None:
+        raise CimcError(f"value {value!r} has no global address; run the schedule pass")
+    return int(producer.attrs["addr"])
+
+
+def _dtype(module: Module, value: str) -> str:
+    return module.values[value].dtype
+
+
+def _is_output(module: Module, value: str) -> bool:
+    values = [value] + [c.outputs[0] for c in module.consumers(value) if c.kind == "view"]
+    return any(c.kind == "dequantize" for v in values for c in module.consumers(v))
+
+
+class Part:
+    """The code of one group on one core, row by row, with its buffers."""
+
+    def __init__(self, module: Module, target: Target, group: Group, code: CoreCode,
+                 unit_core: dict[str, int]) -> None:
+        self.module, self.target, self.group, self.code = module, target, group, code
+        op = group.op
+        self.op = op
+        self.label = f"g{group.layer}r{group.replica}"
+        self.oh, self.ow, self.n = image_dims(module.values[op.outputs[0]])
+        self.out_type = _dtype(module, op.outputs[0])
+        self.output = _is_output(module, op.outputs[0])
+        self.count = 0  # labels
+        core = code.core
+        code.begin_part()
+        # Output row buffer: all channels, pixel-major (a core fills the columns it reduces).
+        self.out = code.take(self.ow * self.n)
+        self.ranges = column_ranges(module, op)
+        self.columns = [j for j, c in sorted(group.reducers.items()) if c == core] \
+            if op.kind == "matvec" else [0]
+        # Staging: channel slices of rows sent or received (whole rows go in place).
+        slice_row = self.ow * max((self.ranges[j][1] - self.ranges[j][0] for j in self.columns
+                                   if self.ranges[j][1] - self.ranges[j][0] != self.n),
+                                  default=0)
+        self.stage = code.take(max(self._widest_piece(), slice_row, 1))
+        if op.kind in ("matvec", "pool"):
+            self.win = Window.of(module, op)
+            self.band = code.keep(self.win.band_bytes)
+            self.window = None if self.win.contiguous else code.take(self.win.window_bytes)
+            self.steps = {s.oy: s for s in band_plan(self.win, group.rows)}
+            received = [(p.lo, p.hi) for rows in group.recvs[core][0] for p in rows]
+            self.band_channels = (min((lo for lo, _ in received), default=0),
+                                  max((hi for _, hi in received), default=self.win.c))
+            x = op.inputs[0]
+            self.in_type = _dtype(module, x)
+            self.init = [f"fill {self.band}(r0), {self._pad()}, {self.win.band_bytes}"]
+        else:
+            self.init = []
+        self.setup = {"matvec": self._matvec_setup, "pool": self._pool_setup,
+                      "eltwise": self._eltwise_setup, "rescale": self._rescale_setup,
+                      "concat": self._concat_setup}[op.kind]
+        self.body: Callable[[int, int], list[str]] = self.setup(unit_core)
+        self.index = {oy: t for t, oy in enumerate(group.rows)}
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _widest_piece(self) -> int:
+        """The widest received piece that needs staging (`_receive`: all channels of a row
+        land in place, except in a concat)."""
+        widest = 0
+        for k, per_operand in self.group.recvs.get(self.code.core, {}).items():
+            _, w, c = image_dims(self.module.values[self.op.inputs[k]])
+            in_place = self.op.kind in ("matvec", "pool") or (
+                self.op.kind != "concat" and c == self.n)
+            for pieces in per_operand:
+                for p in pieces:
+                    if in_place and (p.core is None or p.hi - p.lo == c):
+                        continue
+                    widest = max(widest, w * (p.hi - p.lo))
+        return widest
+
+    def _pad(self) -> int:
+        op = self.op
+        x = op.inputs[0]
+        if op.kind == "pool" and op.attrs["mode"] == "max":
+            return -128 if _dtype(self.module, x) == "i8" else 0
+        return int(self.module.values[x].quant.zero_point[0])  # type: ignore[union-attr]
+
+    def _receive(self, pieces: list[Recv], value: str, dst: int, stride: int, offset: int,
+                 image: int) -> list[str]:
+        """Code receiving row pieces of `value` into a row at `dst` (pixel stride `stride`
+        bytes, channel offset `offset`)."""
+        _, w, c = image_dims(self.module.values[value])
+        lines = []
+        for p in pieces:
+            size = w * (p.hi - p.lo)
+            if p.core is None:
+                base = addr(self.module, value) + p.iy * w * c
+                if stride == c and offset == 0:
+                    lines.append(f"ld {dst}(r0), {base}(r0), {w * c}")
+                else:
+                    lines += [f"ld {self.stage}(r0), {base}(r0), {w * c}",
+                              f"copy {dst + offset}(r0), {self.stage}(r0), {c}, {w}, "
+                              f"{stride}, {c}"]
+                continue
+            if p.hi - p.lo == stride and offset == 0:
+                lines.append(f"recv {p.core}, {dst}(r0), {size}, {p.tag}")
+            else:
+                lines += [f"recv {p.core}, {self.stage}(r0), {size}, {p.tag}",
+                          f"copy {dst + offset + p.lo}(r0), {self.stage}(r0), {p.hi - p.lo}, "
+                          f"{w}, {stride}, {p.hi - p.lo}"]
+        return lines
+
+    def _band(self, m: int, oy: int) -> list[str]:
+        win, step = self.win, self.steps[oy]
+        rb = win.wp * win.c
+        lines = []
+        pieces = self.group.recvs[self.code.core][0][self.index[oy]]
+        if step.kept and step.moved:
+            lo, hi = self.band_channels
+            if (lo, hi) == (0, win.c):
+                lines.append(f"copy {self.band}(r0), {self.band + step.moved * rb}(r0), {rb}, "
+                             f"{step.kept}, {rb}, {rb}")
+            else:  # only the channels this part receives (the others are never read)
+                lines.append(f"copy {self.band + lo}(r0), {self.band + step.moved * rb + lo}(r0), "
+                             f"{hi - lo}, {step.kept * win.wp}, {win.c}, {win.c}")
+        x = self.op.inputs[0]
+        for slot, iy in step.fills:
+            dst = self.band + slot * rb + win.pl * win.c
+            if iy is None:
+                lines.append(f"fill {dst}(r0), {self._pad()}, {win.w * win.c}")
+            else:
+                lines += self._receive([p for p in pieces if p.iy == iy], x, dst, win.c, 0, m)
+        return lines
+
+    def _finish(self, m: int, oy: int) -> list[str]:
+        """Send the row's reduced columns to their consumers; store model outputs."""
+        lines = []
+        for j in self.columns:
+            lo, hi = self.ranges[j]
+            whole = hi - lo == self.n
+            src = self.out
+            if not whole:
+                src = self.stage
+            dests = self.group.sends.get(j, {}).get(oy, [])
+            if dests and not whole:
+                lines.append(f"copy {self.stage}(r0), {self.out + lo}(r0), {hi - lo}, "
+                             f"{self.ow}, {hi - lo}, {self.n}")
+            for core, tag in dests:
+                lines.append(f"send {core}, {src}(r0), {self.ow * (hi - lo)}, {tag}")
+            if self.output:
+                base = addr(self.module, self.op.outputs[0]) + oy * self.ow * self.n
+                if whole or self.ow == 1:
+                    lines.append(f"st {base + lo}(r0), {self.out + lo}(r0), {self.ow * (hi - lo)}")
+                else:
+                    lines += [f"st {base + px * self.n + lo}(r0), "
+                              f"{self.out + px * self.n + lo}(r0), {hi - lo}"
+                              for px in range(self.ow)]
+        return lines
+
+    def _pixels(self, step: list[str]) -> list[str]:
+        """A loop over the output pixels of a row: r2 band pixel, r3 output pixel."""
+        self.count += 1
+        tag = f"{self.label}_{self.count}"
+        lines = [f"li r2, {self.band}", f"li r3, {self.out}", "li r4, 0",
+                 f"li r5, {self.ow}", f"{tag}:"]
+        lines += step
+        lines += [f"addi r2, r2, {self.win.sw * self.win.c}", f"addi r3, r3, {self.n}",
+                  "addi r4, r4, 1", f"blt r4, r5, {tag}"]
+        return lines
+
+    def _pipelined(self, issue: list[str], reduce: list[str], bank: int) -> list[str]:
+        """The pixels of a row, software-pipelined: `issue` (gather, MVMs into bank r6)
+        for pixel p, then `reduce` (partial sums of bank r1 to the output pixel at r3) for
+        pixel p - 1, so the crossbars work while the core reduces. r2 band pixel, r3
+        output pixel, r4 counter, r5 limit, r7 the bank distance."""
+        self.count += 1
+        tag = f"{self.label}_{self.count}"
+        lines = [f"li r2, {self.band}", f"li r3, {self.out}", "li r6, 0", f"li r7, {bank}"]
+        lines += issue
+        if self.ow > 1:
+            lines += ["li r4, 1", f"li r5, {self.ow}", f"{tag}:", "addi r1, r6, 0",
+                      "sub r6, r7, r6", f"addi r2, r2, {self.win.sw * self.win.c}"]
+            lines += issue + reduce
+            lines += [f"addi r3, r3, {self.n}", "addi r4, r4, 1", f"blt r4, r5, {tag}"]
+        return lines + ["addi r1, r6, 0"] + reduce
+
+    def row(self, m: int, oy: int) -> list[str]:
+        """The code of output row `oy` of image `m`."""
+        lines = [f"# {comment_text(self.group.name)} row {oy}" + (f" image {m}" if m else "")]
+        if self.init:
+            lines += self.init
+            self.init = []
+        return lines + self.body(m, oy)
+
+    # -- matvec -----------------------------------------------------------------------------
+
+    def _matvec_setup(self, unit_core: dict[str, int]) -> Callable[[int, int], list[str]]:
+        op, group, code, module = self.op, self.group, self.code, self.module
+        core = code.core
+        rows, width = op.attrs["block_rows"], op.attrs["block_cols"]
+        mine = [(i, j, op.attrs["block_groups"][group.replica * len(blocks_of(op)) + k])
+                for k, (i, j) in enumerate(blocks_of(op))
+                if unit_core[block_name(op, group.replica, i, j)] == core]
+        bias, table = module.constants[op.inputs[2]], module.constants[op.inputs[3]]
+        xt, yt = self.in_type, self.out_type
+        # Two banks of partial sums (r6: the bank of the window being multiplied, r1: the
+        # previous window's), so a window's MVMs run while the previous one is reduced.
+        psum = {j: code.take(4 * width) for j in sorted({j for _, j, _ in mine})}
+        first = min(psum.values())
+        bank = code.take(max(psum.values()) + 4 * width - first) - first
+        tmp = code.take(4 * width)
+        consts = {j: (code.table(bias[slice(*self.ranges[j])]),
+                      code.table(table[slice(*self.ranges[j])])) for j in self.columns}
+        senders = {j: sorted({unit_core[block_name(op, group.replica, i, jj)]
+                              for i, jj in blocks_of(op) if jj == j} - {core})
+                   for j in self.columns}
+        src, reg = (0, "r2") if self.window is None else (self.window, "r0")
+        # Gather only the window rows this core's blocks multiply.
+        k = module.values[op.inputs[1]].shape[0]
+        needed = (min(i * rows for i, _, _ in mine),
+                  max(min(k, (i + 1) * rows) for i, _, _ in mine))
+        issue = self.win.gather(self.window, needed) if self.window is not None else []
+        for j in sorted(psum):
+            ours = [(i, g) for i, jj, g in mine if jj == j]
+            for k, (i, g) in enumerate(ours):
+                mnemonic = f"mvm.{xt}" if k == 0 else f"mvm.acc.{xt}"
+                issue.append(f"{mnemonic} {g}, {psum[j]}(r6), {src + i * rows}({reg})")
+        reduce = []
+        for j in sorted(psum):
+            if group.reducers[j] != core:
+                lo, hi = self.ranges[j]
+                reduce.append(f"send {group.reducers[j]}, {psum[j]}(r1), {4 * (hi - lo)}, "
+                              f"{group.psum_tags[j]}")
+        for j in self.columns:
+            lo, hi = self.ranges[j]
+            n, acc = hi - lo, psum[j]
+            for other in senders[j]:
+                reduce += [f"recv {other}, {tmp}(r0), {4 * n}, {group.psum_tags[j]}",
+                           f"vadd.i32 {acc}(r1), {acc}(r1), {tmp}(r0), {n}"]
+            b, t = consts[j]
+            reduce += [f"vadd.i32 {acc}(r1), {acc}(r1), {b}(r0), {n}",
+                       f"requant.{yt} {lo}(r3), {acc}(r1), {n}, {t}(r0)"]
+
+        def body(m: int, oy: int) -> list[str]:
+            return (self._band(m, oy) + self._pipelined(issue, reduce, bank)
+                    + self._finish(m, oy))
+
+        return body
+
+    # -- pool -------------------------------------------------------------------------------
+
+    def _pool_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        a, win, code = self.op.attrs, self.win, self.code
+        xt, yt = self.in_type, self.out_type
+        acc = code.take(4 * win.c)
+        src = "0(r2)" if self.window is None else f"{self.window}(r0)"
+        count = win.kh * win.kw
+        info = np.iinfo(np.dtype(np.int8 if xt == "i8" else np.uint8))
+        if a["mode"] == "max":
+            step = [f"vredmax.{xt} 0(r3), {src}, {win.c}, {count}, {win.c}"]
+            if a["lo"] > info.min:
+                step.append(f"vmaxi.{xt} 0(r3), 0(r3), {a['lo']}, {win.c}")
+            if a["hi"] < info.max:
+                step.append(f"vmini.{xt} 0(r3), 0(r3), {a['hi']}, {win.c}")
+        else:
+            entry = [a["M"], a["shift"], a["zy"], a["lo"], a["hi"]]
+            table = code.table(np.tile(np.asarray(entry, dtype=np.int64), win.c))
+            step = [f"vredsum.{xt} {acc}(r0), {src}, {win.c}, {count}, {win.c}",
+                    f"vaddi.i32 {acc}(r0), {acc}(r0), {a['offset']}, {win.c}",
+                    f"requant.{yt} 0(r3), {acc}(r0), {win.c}, {table}(r0)"]
+        step = (win.gather(self.window) if self.window is not None else []) + step
+
+        def body(m: int, oy: int) -> list[str]:
+            return self._band(m, oy) + self._pixels(step) + self._finish(m, oy)
+
+        return body
+
+    # -- element-wise -----------------------------------------------------------------------
+
+    def _rows_in(self, k: int, m: int, oy: int, dst: int, stride: int, offset: int
+                 ) -> list[str]:
+        pieces = self.group.recvs[self.code.core][k][self.index[oy]]
+        return self._receive(pieces, self.op.inputs[k], dst, stride, offset, m)
+
+    def _chunks(self, total: int, pointers: list[int], body: Callable[[int], list[str]]
+                ) -> list[str]:
+        """body(n) over `total` elements in chunks of CHUNK; byte pointers in r1, r2, ...
+        (all advance by the chunk)."""
+        lines = [f"li r{k + 1}, {p}" for k, p in enumerate(pointers)]
+        full, rest = divmod(total, CHUNK)
+        if full > 1:
+            self.count += 1
+            tag = f"{self.label}_{self.count}"
+            lines += ["li r6, 0", f"li r7, {full}", f"{tag}:"]
+            lines += body(CHUNK)
+            lines += [f"addi r{k + 1}, r{k + 1}, {CHUNK}" for k in range(len(pointers))]
+            lines += ["addi r6, r6, 1", f"blt r6, r7, {tag}"]
+        elif full == 1:
+            lines += body(CHUNK)
+            lines += [f"addi r{k + 1}, r{k + 1}, {CHUNK}" for k in range(len(pointers))]
+        if rest:
+            lines += body(rest)
+        return lines
+
+    def _eltwise_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        a, code, module = self.op.attrs, self.code, self.module
+        (x1, x2), ty = self.op.inputs, self.out_type
+        t1, t2 = _dtype(module, x1), _dtype(module, x2)
+        total = self.ow * self.n
+        chunk = min(total, CHUNK)
+        row_a, row_b = code.take(total), code.take(total)
+        w1, w2 = code.take(4 * chunk), code.take(4 * chunk)
+        table = code.table(np.tile(np.asarray([1, a["shift"], a["zy"], a["lo"], a["hi"]],
+                                              dtype=np.int64), chunk))
+
+        def chunk_code(n: int) -> list[str]:
+            return [f"vscale.{t1} {w1}(r0), 0(r1), {n}, {a['za']}, {a['ma']}",
+                    f"vscale.{t2} {w2}(r0), 0(r2), {n}, {a['zb']}, {a['mb']}",
+                    f"vadd.i32 {w1}(r0), {w1}(r0), {w2}(r0), {n}",
+                    f"requant.{ty} 0(r3), {w1}(r0), {n}, {table}(r0)"]
+
+        def body(m: int, oy: int) -> list[str]:
+            lines = self._rows_in(0, m, oy, row_a, self.n, 0)
+            lines += self._rows_in(1, m, oy, row_b, self.n, 0)
+            lines += self._chunks(total, [row_a, row_b, self.out], chunk_code)
+            return lines + self._finish(m, oy)
+
+        return body
+
+    def _rescale_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        a, code = self.op.attrs, self.code
+        tx, ty = _dtype(self.module, self.op.inputs[0]), self.out_type
+        total = self.ow * self.n
+        chunk = min(total, CHUNK)
+        row_in, wide = code.take(total), code.take(4 * chunk)
+        table = 0
+        if a["M"]:
+            table = code.table(np.tile(np.asarray([a["M"], a["shift"], a["zy"], a["lo"],
+                                                   a["hi"]], dtype=np.int64), chunk))
+
+        def chunk_code(n: int) -> list[str]:
+            if a["M"]:
+                return [f"vscale.{tx} {wide}(r0), 0(r1), {n}, {a['zx']}, 1",
+                        f"requant.{ty} 0(r2), {wide}(r0), {n}, {table}(r0)"]
+            return [f"vmaxi.{tx} 0(r2), 0(r1), {a['lo']}, {n}",
+                    f"vmini.{tx} 0(r2), 0(r2), {a['hi']}, {n}"]
+
+        def body(m: int, oy: int) -> list[str]:
+            lines = self._rows_in(0, m, oy, row_in, self.n, 0)
+            lines += self._chunks(total, [row_in, self.out], chunk_code)
+            return lines + self._finish(m, oy)
+
+        return body
+
+    def _concat_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        channels = [image_dims(self.module.values[v])[2] for v in self.op.inputs]
+        offsets = np.cumsum([0, *channels]).tolist()
+
+        def body(m: int, oy: int) -> list[str]:
+            lines = []
+            for k in range(len(channels)):
+                lines += self._rows_in(k, m, oy, self.out, self.n, int(offsets[k]))
+            return lines + self._finish(m, oy)
+
+        return body
+
+
+def participants(op: Op) -> list[int]:
+    """Cores working for `op` (any replica)."""
+    if op.kind == "matvec":
+        return sorted(set(op.attrs["block_cores"]))
+    return [int(op.attrs["core"])]

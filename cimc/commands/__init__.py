@@ -1,1 +1,0 @@
-"""One module per `cimc` sub-command, each with `register(subparsers)`."""

@@ -1,0 +1,48 @@
+"""The quantized tensors a compiled program exchanges with the host, computed by
+the reference interpreter: the oracle the simulator must equal bit for bit.
+
+The program reads the quantized module inputs and writes the quantized
+tensors that the host dequantizes (passes/emit_asm.py `ports`), in global
+memory layout (NHWC for images). `reference_codes` runs the integer module
+(before `lower`) and returns exactly those codes, keyed like the program's
+`.input` / `.output` directives.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from cimc.diagnostics import CimcError
+from cimc.ir.module import Module
+from cimc.passes.emit_asm import ports
+
+
+def to_storage(codes: np.ndarray) -> np.ndarray:
+    """[batch, C, H, W] -> [batch, H, W, C]; other ranks unchanged."""
+    return codes.transpose(0, 2, 3, 1) if codes.ndim == 4 else codes
+
+
+def fit_inputs(module: Module, name: str, values: np.ndarray) -> np.ndarray:
+    """Float inputs `values` for module input `name` as [batch, *shape without batch]."""
+    shape = module.values[name].shape[1:]
+    values = np.asarray(values, dtype=np.float32)
+    size = int(np.prod(shape, dtype=np.int64))
+    if values.size % size or values.size == 0:
+        raise CimcError(f"inputs of shape {list(values.shape)} do not hold whole samples of "
+                        f"input {name!r}, shape {list(shape)}")
+    return values.reshape(-1, *shape)
+
+
+def reference_codes(integer: Module, feeds: dict[str, np.ndarray]
+                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(input codes, output codes) by program port name, for float `feeds` by input name."""
+    from cimc.reference import run_module
+
+    inputs, outputs = ports(integer)
+    probe = copy.deepcopy(integer)
+    probe.outputs = [p.value for p in inputs + outputs]
+    values = run_module(probe, {k: fit_inputs(integer, k, v) for k, v in feeds.items()})
+    return ({p.name: to_storage(values[p.value]) for p in inputs},
+            {p.name: to_storage(values[p.value]) for p in outputs})

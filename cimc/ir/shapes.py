@@ -1,0 +1,269 @@
+"""Shape functions of the op kinds: the result shape their operands and attributes give.
+
+The verifier's table (cimc/ir/verifier.py, `OpSpec.shape`) names one function
+per kind where the shape is well defined. A function takes the operand
+types, the attributes (already checked against the table) and the result
+type, and returns the shapes the result may have, the first being the one
+to name in a message; it raises ShapeError when the operands themselves do
+not fit together. Formulas follow ONNX (docs/ir.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from cimc.ir.module import TensorType
+
+Shape = tuple[int, ...]
+ShapeRule = Callable[[list[TensorType], dict[str, Any], TensorType], list[Shape]]
+
+
+class ShapeError(ValueError):
+    """Operands or attributes that give no result shape; the message says why."""
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return f"[{','.join(str(d) for d in shape)}]"
+
+
+def _rank(ty: TensorType, rank: int, what: str) -> Shape:
+    if len(ty.shape) != rank:
+        raise ShapeError(f"the {what} must be {rank}-D, got {_shape_text(ty.shape)}")
+    return ty.shape
+
+
+def _positive(attrs: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        if key in attrs and any(v < 1 for v in attrs[key]):
+            raise ShapeError(f"attribute '{key}' must be positive, got {attrs[key]}")
+    if any(p < 0 for p in attrs.get("pads", ())):
+        raise ShapeError(f"attribute 'pads' must not be negative, got {attrs['pads']}")
+
+
+def window_count(size: int, kernel: int, stride: int, dilation: int, before: int, after: int,
+                 ceil_mode: bool = False) -> list[int]:
+    """How many windows fit along one axis (ONNX Conv/MaxPool/AveragePool).
+
+    With `ceil_mode` there are two conventions: onnx's shape inference rounds
+    up, onnxruntime and PyTorch then drop a last window that would start in
+    the bottom padding. Both counts are returned, onnx's first.
+    """
+    span = size + before + after - dilation * (kernel - 1) - 1
+    # with ceil_mode a window may run past the padded input (onnx and onnxruntime
+    # count one window of a kernel larger than the input by less than a stride)
+    if span < 0 and not (ceil_mode and -(-span // stride) >= 0):
+        raise ShapeError(f"a window of {kernel} (dilation {dilation}) does not fit "
+                         f"{size} positions padded by {before}+{after}")
+    if not ceil_mode:
+        return [span // stride + 1]
+    count = -(-span // stride) + 1
+    if (count - 1) * stride >= size + before:
+        return [count, count - 1]
+    return [count]
+
+
+def _windows(image: Shape, attrs: dict[str, Any], ceil_mode: bool = False) -> list[Shape]:
+    """Every (OH, OW) the window attributes allow on an (H, W) image."""
+    kernel, strides = attrs["kernel"], attrs["strides"]
+    pads, dilations = attrs["pads"], attrs.get("dilations", [1, 1])
+    rows, cols = (window_count(image[i], kernel[i], strides[i], dilations[i], pads[i],
+                               pads[i + 2], ceil_mode) for i in (0, 1))
+    return [(r, c) for r in rows for c in cols]
+
+
+def broadcast(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
+    """Elementwise ops: numpy broadcasting of all operands."""
+    try:
+        return [tuple(np.broadcast_shapes(*(ty.shape for ty in operands)))]
+    except ValueError:
+        shapes = " and ".join(_shape_text(ty.shape) for ty in operands)
+        raise ShapeError(f"operand shapes {shapes} do not broadcast") from None
+
+
+def same(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
+    """Ops that keep their (first) operand's shape."""
+    return [operands[0].shape]
+
+
+def axis_in_rank(operands: list[TensorType], attrs: dict[str, Any],
+                 result: TensorType) -> list[Shape]:
+    """softmax: the operand's shape, along an axis it has."""
+    rank = len(operands[0].shape)
+    if not -rank <= attrs["axis"] < max(rank, 1):
+        raise ShapeError(f"axis {attrs['axis']} is outside the operand's rank {rank}")
+    return [operands[0].shape]
+
+
+def batch_norm(operands: list[TensorType], attrs: dict[str, Any],
+               result: TensorType) -> list[Shape]:
+    """x[N,C,...] with scale, bias, mean, var of C elements each."""
+    x = operands[0].shape
+    if len(x) < 2:
+        raise ShapeError(f"the operand must be at least 2-D, got {_shape_text(x)}")
+    for what, ty in zip(("scale", "bias", "mean", "var"), operands[1:], strict=True):
+        if ty.size != x[1]:
+            raise ShapeError(f"{what} {_shape_text(ty.shape)} must have one element per "
+                             f"channel ({x[1]})")
+    return [x]
+
+
+def conv(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
+    """x[N,C,H,W], w[M,C/group,kh,kw], b[M]? -> [N,M,OH,OW]."""
+    n, c, h, w = _rank(operands[0], 4, "input")
+    m, cg, kh, kw = _rank(operands[1], 4, "weight")
+    _positive(attrs, "strides", "dilations")
+    group = attrs["group"]
+    if group < 1 or c % group or m % group or cg != c // group:
+        raise ShapeError(f"weight {_shape_text(operands[1].shape)} does not fit input "
+                         f"{_shape_text(operands[0].shape)} with group={group}")
+    if len(operands) > 2 and operands[2].size != m:
+        raise ShapeError(f"bias {_shape_text(operands[2].shape)} must have {m} elements")
+    windows = _windows((h, w), dict(attrs, kernel=[kh, kw]))
+    return [(n, m, oh, ow) for oh, ow in windows]
+
+
+def pool(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
+    """max_pool, avg_pool: x[N,C,H,W] -> [N,C,OH,OW]."""
+    n, c, h, w = _rank(operands[0], 4, "input")
+    _positive(attrs, "kernel", "strides", "dilations")
+    windows = _windows((h, w), attrs, bool(attrs.get("ceil_mode", 0)))
+    return [(n, c, oh, ow) for oh, ow in windows]
+
+
+def global_pool(operands: list[TensorType], attrs: dict[str, Any],
+                result: TensorType) -> list[Shape]:
+    """x[N,C,...] -> [N,C,1,...]."""
+    x = operands[0].shape
+    if len(x) < 3:
+        raise ShapeError(f"the input must be at least 3-D, got {_shape_text(x)}")
+    return [x[:2] + (1,) * (len(x) - 2)]
+
+
+def reduce_mean(operands: list[TensorType], attrs: dict[str, Any],
+                result: TensorType) -> list[Shape]:
+    x = operands[0].shape
+    axes = {a % len(x) for a in attrs["axes"] if -len(x) <= a < len(x)}
+    if len(axes) != len(attrs["axes"]):
+        raise ShapeError(f"axes {attrs['axes']} must be distinct axes of {_shape_text(x)}")
+    axes = axes or set(range(len(x)))  # ONNX: no axes reduces them all
+    if attrs["keepdims"]:
+        return [tuple(1 if i in axes else d for i, d in enumerate(x))]
+    return [tuple(d for i, d in enumerate(x) if i not in axes)]
+
+
+def gemm(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
+    """x[M,K], w[N,K] (trans_b, the default) or w[K,N] -> [M,N]; x[K,M] with trans_a."""
+    a = _rank(operands[0], 2, "input")
+    b = _rank(operands[1], 2, "weight")
+    m, k = a[::-1] if attrs.get("trans_a", 0) else a
+    n, k_w = b if attrs.get("trans_b", 1) else b[::-1]
+    if k != k_w:
+        raise ShapeError(f"input {_shape_text(a)} and weight {_shape_text(b)} differ in K "
+                         f"({k} and {k_w})")
+    if len(operands) > 2:
+        bias = operands[2].shape
+        try:
+            fits = np.broadcast_shapes(bias, (m, n)) == (m, n)
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ShapeError(f"bias {_shape_text(bias)} does not broadcast to [{m},{n}]")
+    return [(m, n)]
+
+
+def matmul(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
+    """numpy matmul: a[...,M,K] b[...,K,N] -> [...,M,N]; a 1-D side loses its dimension."""
+    a, b = operands[0].shape, operands[1].shape
+    if not a or not b:
+        raise ShapeError("matmul operands must be at least 1-D")
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise ShapeError(f"operands {_shape_text(a)} and {_shape_text(b)} differ in K "
+                         f"({a2[-1]} and {b2[-2]})")
+    try:
+        batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2]))
+    except ValueError:
+        raise ShapeError(f"batch dimensions of {_shape_text(a)} and {_shape_text(b)} "
+                         "do not broadcast") from None
+    return [batch + a2[-2:-1] * (len(a) > 1) + b2[-1:] * (len(b) > 1)]
+
+
+def concat(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
+    """Operands equal but along `axis`, where their sizes add up."""
+    first = operands[0].shape
+    rank = len(first)
+    if not -rank <= attrs["axis"] < rank:
+        raise ShapeError(f"axis {attrs['axis']} is outside the operands' rank {rank}")
+    axis = attrs["axis"] % rank
+    outside = [d for i, d in enumerate(first) if i != axis]
+    for ty in operands[1:]:
+        if len(ty.shape) != rank or [d for i, d in enumerate(ty.shape) if i != axis] != outside:
+            raise ShapeError(f"operands {_shape_text(first)} and {_shape_text(ty.shape)} "
+                             f"differ outside axis {axis}")
+    total = sum(ty.shape[axis] for ty in operands)
+    return [first[:axis] + (total,) + first[axis + 1:]]
+
+
+def same_size(operands: list[TensorType], attrs: dict[str, Any],
+              result: TensorType) -> list[Shape]:
+    """reshape, view: any shape with the operand's element count (reshape: its `shape`)."""
+    wanted = attrs.get("shape")
+    if wanted is not None and all(d >= 0 for d in wanted) \
+            and math.prod(wanted) == operands[0].size:
+        return [tuple(wanted)]
+    if result.size == operands[0].size:
+        return [result.shape]
+    raise ShapeError(f"the operand has {operands[0].size} elements "
+                     f"({_shape_text(operands[0].shape)}), the result {result.size} "
+                     f"({_shape_text(result.shape)})")
+
+
+def transpose(operands: list[TensorType], attrs: dict[str, Any],
+              result: TensorType) -> list[Shape]:
+    x = operands[0].shape
+    perm = list(attrs["perm"])
+    if sorted(perm) != list(range(len(x))):
+        raise ShapeError(f"perm {perm} is not a permutation of the operand's "
+                         f"{len(x)} axes")
+    return [tuple(x[p] for p in perm)]
+
+
+def _image(ty: TensorType, what: str) -> tuple[int, int, int]:
+    """(H, W, C) of a backend activation: [1,C,H,W] or [1,K] (a 1x1 image)."""
+    if len(ty.shape) == 4 and ty.shape[0] == 1:
+        return ty.shape[2], ty.shape[3], ty.shape[1]
+    if len(ty.shape) == 2 and ty.shape[0] == 1:
+        return 1, 1, ty.shape[1]
+    raise ShapeError(f"the {what} must be [1,C,H,W] or [1,K], got {_shape_text(ty.shape)}")
+
+
+def _as_image(result: TensorType, channels: int, windows: list[Shape]) -> list[Shape]:
+    """Result shapes for (OH, OW) windows: [1,C,OH,OW], or [1,C] where the result is 2-D."""
+    if len(result.shape) == 2:
+        return [(1, channels)] if (1, 1) in windows else [(1, channels, *windows[0])]
+    return [(1, channels, oh, ow) for oh, ow in windows]
+
+
+def matvec(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
+    """x image, weights[kh*kw*C, N] -> [1,N,OH,OW] (or [1,N] for a 1x1 result)."""
+    h, w, c = _image(operands[0], "input")
+    _positive(attrs, "kernel", "strides", "dilations")
+    rows, n = _rank(operands[1], 2, "weights")
+    kh, kw = attrs["kernel"]
+    if rows != kh * kw * c:
+        raise ShapeError(f"weights have {rows} rows but a {kh}x{kw} window over {c} "
+                         f"channels reads {kh * kw * c}")
+    return _as_image(result, n, _windows((h, w), attrs))
+
+
+def backend_pool(operands: list[TensorType], attrs: dict[str, Any],
+                 result: TensorType) -> list[Shape]:
+    """pool: x image -> [1,C,OH,OW] (lower widens the pads to cover ceil_mode windows)."""
+    h, w, c = _image(operands[0], "input")
+    _positive(attrs, "kernel", "strides", "dilations")
+    return _as_image(result, c, _windows((h, w), attrs))

@@ -1,0 +1,275 @@
+"""The IR verifier: checks that a Module is well formed.
+
+What an op of each kind may look like is data, the table `OP_KINDS`: how many
+operands and results it takes and which attributes it requires or allows,
+with their types. A backend pass that introduces a new kind adds one entry.
+`verify` also checks the module as a graph: every value is defined once, every
+operand is defined, the graph edges match the operand lists, there is no
+cycle, constants match their types. Last, each op's result must have the shape
+its kind's shape function (cimc/ir/shapes.py) gives for its operands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from cimc.diagnostics import CimcError
+from cimc.ir import shapes
+from cimc.ir.attr_types import CLAMP, FLAG, FLOAT, INT, INTS, PAIR, QUAD, STR, AttrType
+from cimc.ir.module import Module, Op, TensorType
+from cimc.ir.printer import type_text
+from cimc.ir.shapes import ShapeError, ShapeRule
+from cimc.ir.text import value_ref
+
+
+class VerifyError(CimcError):
+    """A malformed module; `op` / `value` name what is wrong, so a caller can locate it."""
+
+    def __init__(self, message: str, op: str | None = None, value: str | None = None):
+        super().__init__(message)
+        self.op = op
+        self.value = value
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What ops of one kind look like: operand/result counts (max None = any), attributes,
+    and the result shape their operands give (cimc/ir/shapes.py; None = not checked)."""
+
+    operands: tuple[int, int | None]
+    required: dict[str, AttrType] = field(default_factory=dict)
+    optional: dict[str, AttrType] = field(default_factory=dict)
+    results: tuple[int, int | None] = (1, 1)
+    shape: ShapeRule | None = None
+
+
+# Fixed-point requantization to the result: y = clamp(round(acc * M / 2^shift) + zy, lo, hi).
+_REQUANT = {"M": INT, "shift": INT, "zy": INT, "lo": INT, "hi": INT}
+_ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP}, shape=shapes.broadcast)
+_PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stream": INT}
+_UNARY = OpSpec((1, 1), shape=shapes.same)
+
+# The op kinds of docs/ir.md.
+OP_KINDS: dict[str, OpSpec] = {
+    "conv": OpSpec((2, 3), {"strides": PAIR, "pads": QUAD, "dilations": PAIR, "group": INT},
+                   {"clamp": CLAMP}, shape=shapes.conv),
+    # trans_a/trans_b/alpha/beta: ONNX Gemm forms that canonicalize normalizes away.
+    "gemm": OpSpec((2, 3), optional={"clamp": CLAMP, "trans_a": FLAG, "trans_b": FLAG,
+                                     "alpha": FLOAT, "beta": FLOAT}, shape=shapes.gemm),
+    "matmul": OpSpec((2, 2), shape=shapes.matmul),
+    "add": _ELEMENTWISE,
+    "sub": _ELEMENTWISE,
+    "mul": _ELEMENTWISE,
+    "relu": _UNARY,
+    "clip": OpSpec((1, 1), {"min": FLOAT, "max": FLOAT}, shape=shapes.same),
+    "sigmoid": _UNARY,
+    "tanh": _UNARY,
+    "softmax": OpSpec((1, 1), {"axis": INT}, shape=shapes.axis_in_rank),
+    "lrn": OpSpec((1, 1), {"size": INT, "alpha": FLOAT, "beta": FLOAT, "bias": FLOAT},
+                  shape=shapes.same),
+    "batch_norm": OpSpec((5, 5), {"epsilon": FLOAT}, shape=shapes.batch_norm),
+    "max_pool": OpSpec((1, 1), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
+                                "dilations": PAIR, "ceil_mode": FLAG}, shape=shapes.pool),
+    "avg_pool": OpSpec((1, 1), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
+                                "ceil_mode": FLAG, "count_include_pad": FLAG},
+                       shape=shapes.pool),
+    "global_avg_pool": OpSpec((1, 1), shape=shapes.global_pool),
+    "global_max_pool": OpSpec((1, 1), shape=shapes.global_pool),
+    "reduce_mean": OpSpec((1, 1), {"axes": INTS, "keepdims": FLAG}, shape=shapes.reduce_mean),
+    "concat": OpSpec((1, None), {"axis": INT}, shape=shapes.concat),
+    "reshape": OpSpec((1, 1), {"shape": INTS}, shape=shapes.same_size),
+    "transpose": OpSpec((1, 1), {"perm": INTS}, shape=shapes.transpose),
+    "quantize": _UNARY,
+    "dequantize": _UNARY,
+    "requantize": _UNARY,
+    # Imported from ONNX for canonicalize to remove.
+    "identity": _UNARY,
+    "sum": OpSpec((1, None), shape=shapes.broadcast),
+    # The backend's kinds (passes/lower.py), with what tile, replicate, place and
+    # schedule add to them (docs/backend.md).
+    "matvec": OpSpec((4, 4), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
+                              "dilations": PAIR, "group": INT},
+                     {"block_rows": INT, "block_cols": INT, "blocks": INTS, "slices": INT,
+                      "input_steps": INT, "replicas": INT, "block_cores": INTS,
+                      "block_groups": INTS, "block_slices": INTS, "reducers": INTS,
+                      "tags": INTS, "messages": INTS, "addr": INT, "local_bytes": INTS,
+                      "pipeline": STR, "stream": INT}, shape=shapes.matvec),
+    "pool": OpSpec((1, 1), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
+                            "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED,
+                   shape=shapes.backend_pool),
+    "eltwise": OpSpec((2, 2), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
+                      _PLACED, shape=shapes.broadcast),
+    "rescale": OpSpec((1, 1), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
+    "view": OpSpec((1, 1), optional={"addr": INT}, shape=shapes.same_size),
+}
+# Placed and scheduled ops: core, global address of the result, local memory used.
+OP_KINDS["concat"] = OpSpec((1, None), {"axis": INT}, _PLACED, shape=shapes.concat)
+OP_KINDS["quantize"] = OpSpec((1, 1), optional={"addr": INT}, shape=shapes.same)
+# The program output's name when it is not the result's (a model input passed through).
+OP_KINDS["dequantize"] = OpSpec((1, 1), optional={"port": STR}, shape=shapes.same)
+
+
+def verify(module: Module) -> None:
+    """Raise CimcError describing the first way `module` is malformed."""
+    producers = _definitions(module)
+    for name in sorted(module.values.keys() - producers.keys()):
+        raise VerifyError(f"value {value_ref(name)} has a type but nothing defines it",
+                          value=name)
+    for name, array in module.constants.items():
+        _check_constant(name, array, module.values[name])
+    for name, type_ in module.values.items():
+        _check_type(name, type_)
+    for node, data in module.graph.nodes(data=True):
+        op = data.get("op")
+        if not isinstance(op, Op) or op.name != node:
+            raise VerifyError(f"graph node {node!r} does not hold an op of that name")
+        _check_op(module, op, producers)
+    _check_edges(module, producers)
+    if not nx.is_directed_acyclic_graph(module.graph):
+        cycle = " -> ".join(f"'{src}'" for src, _, _ in nx.find_cycle(module.graph))
+        raise VerifyError(f"the graph has a cycle: {cycle}")
+    for name in module.outputs:
+        if name not in producers:
+            raise VerifyError(f"module output {value_ref(name)} is not defined", value=name)
+    # Shapes last: they are only meaningful in a well-formed graph; the first op wins.
+    for op in module.ops():
+        _check_result_shape(module, op)
+
+
+def _definitions(module: Module) -> dict[str, str | None]:
+    """Value name -> the op defining it (None for inputs and constants)."""
+    producers: dict[str, str | None] = {}
+
+    def define(name: str, op_name: str | None, what: str) -> None:
+        if name in producers:
+            raise VerifyError(f"value {value_ref(name)} is defined twice (the second time by "
+                              f"{what})", op_name, name)
+        if name not in module.values:
+            raise VerifyError(f"value {value_ref(name)} (defined by {what}) has no type",
+                              op_name, name)
+        producers[name] = op_name
+
+    for name in module.inputs:
+        define(name, None, "a module input")
+    for name in module.constants:
+        define(name, None, "a constant")
+    for node, data in module.graph.nodes(data=True):
+        for name in getattr(data.get("op"), "outputs", ()):
+            define(name, node, f"op '{node}'")
+    return producers
+
+
+def _check_constant(name: str, array: Any, type_: TensorType) -> None:
+    if not isinstance(array, np.ndarray):
+        raise VerifyError(f"constant {value_ref(name)} holds a {type(array).__name__}, "
+                          "not a numpy array", value=name)
+    if array.dtype != type_.numpy_dtype or tuple(array.shape) != type_.shape:
+        raise VerifyError(
+            f"constant {value_ref(name)} has data {array.dtype}{list(array.shape)} but type "
+            f"{type_.dtype}{list(type_.shape)}", value=name)
+
+
+def _check_type(name: str, type_: TensorType) -> None:
+    if any(d < 0 for d in type_.shape):
+        raise VerifyError(f"value {value_ref(name)}: negative dimension in shape "
+                          f"{list(type_.shape)}", value=name)
+    q = type_.quant
+    if q is None:
+        return
+    dtype = type_.numpy_dtype
+    if dtype.kind not in "iu":
+        raise VerifyError(f"value {value_ref(name)}: quantization parameters on a "
+                          f"{type_.dtype} tensor; only integer tensors are quantized", value=name)
+    if not all(np.isfinite(s) and s > 0 for s in q.scale):
+        raise VerifyError(f"value {value_ref(name)}: quantization scales must be positive "
+                          f"finite numbers, got {list(q.scale)}", value=name)
+    info = np.iinfo(dtype)
+    if not all(info.min <= z <= info.max for z in q.zero_point):
+        raise VerifyError(f"value {value_ref(name)}: zero point {list(q.zero_point)} is out of "
+                          f"range for {type_.dtype} [{info.min}, {info.max}]", value=name)
+    if q.axis is None:
+        return
+    rank = len(type_.shape)
+    if not 0 <= q.axis < rank:
+        raise VerifyError(f"value {value_ref(name)}: quantization axis {q.axis} is outside "
+                          f"its rank {rank}", value=name)
+    if len(q.scale) != type_.shape[q.axis]:
+        raise VerifyError(
+            f"value {value_ref(name)}: {len(q.scale)} scales for {type_.shape[q.axis]} channels "
+            f"along axis {q.axis}", value=name)
+
+
+def _count(n: int, bounds: tuple[int, int | None]) -> str | None:
+    """None if n is within bounds, else the expected count in words."""
+    low, high = bounds
+    if low <= n and (high is None or n <= high):
+        return None
+    if high is None:
+        return f"at least {low}"
+    return str(low) if low == high else f"{low} to {high}"
+
+
+def _check_op(module: Module, op: Op, producers: dict[str, str | None]) -> None:
+    def fail(message: str) -> VerifyError:
+        return VerifyError(f"op '{op.name}' ({op.kind}): {message}", op.name)
+
+    spec = OP_KINDS.get(op.kind)
+    if spec is None:
+        raise fail(f"unknown op kind; valid kinds: {', '.join(sorted(OP_KINDS))}")
+    for what, values, bounds in (("operands", op.inputs, spec.operands),
+                                 ("results", op.outputs, spec.results)):
+        expected = _count(len(values), bounds)
+        if expected is not None:
+            raise fail(f"expected {expected} {what}, got {len(values)}")
+    for name in op.inputs:
+        if name not in producers:
+            raise fail(f"operand {value_ref(name)} is not defined")
+    for name in op.outputs:
+        if module.producer(name) is not op:
+            raise fail(f"result {value_ref(name)} is not registered as produced by it")
+    for key, attr_type in spec.required.items():
+        if key not in op.attrs:
+            raise fail(f"missing attribute '{key}' ({attr_type.describe()})")
+    for key, value in op.attrs.items():
+        known = spec.required.get(key) or spec.optional.get(key)
+        if known is None:
+            allowed = sorted(spec.required.keys() | spec.optional.keys())
+            raise fail(f"unknown attribute '{key}'; allowed: {', '.join(allowed) or 'none'}")
+        if not known.accepts(value):
+            raise fail(f"attribute '{key}' must be {known.describe()}, got {value!r}")
+
+
+def _check_result_shape(module: Module, op: Op) -> None:
+    """The result has the shape the operands and attributes give (its dtype is free)."""
+    rule = OP_KINDS[op.kind].shape
+    if rule is None:
+        return
+    result = module.values[op.outputs[0]]
+    try:
+        allowed = rule([module.values[v] for v in op.inputs], op.attrs, result)
+    except ShapeError as exc:
+        raise VerifyError(f"op '{op.name}' ({op.kind}): {exc}", op.name) from None
+    if result.shape not in allowed:
+        expected = type_text(result.with_shape(allowed[0]))
+        raise VerifyError(f"op '{op.name}' ({op.kind}): result {value_ref(op.outputs[0])} is "
+                          f"{type_text(result)}, expected {expected}", op.name)
+
+
+def _check_edges(module: Module, producers: dict[str, str | None]) -> None:
+    expected = set()
+    for node, data in module.graph.nodes(data=True):
+        for name in data["op"].inputs:
+            producer = producers.get(name)
+            if producer is not None:
+                expected.add((producer, node, name))
+    actual = set(module.graph.edges(keys=True))
+    for src, dst, key in sorted(expected - actual):
+        raise VerifyError(f"op '{dst}' reads {value_ref(key)} from op '{src}' but the graph "
+                          "has no such edge", dst)
+    for src, dst, key in sorted(actual - expected):
+        raise VerifyError(f"the graph has an edge '{src}' -> '{dst}' for {value_ref(key)} "
+                          f"but op '{dst}' does not read it from '{src}'", dst)

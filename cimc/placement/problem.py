@@ -1,0 +1,306 @@
+"""The placement problem: units with crossbar and table demands, payloads, a mesh.
+
+Built from the traffic model (cimc/analysis/traffic.py): every unit (crossbar block of
+a matvec replica, or vector op) gets a core. A *payload* is one piece of data
+of one inference: a partial-sum vector gathered from the blocks of a column at
+its reducer, or an activation slice broadcast from a sender to the blocks that
+read it. It travels once per pair of distinct cores, so its cost is
+
+    bytes * sum of hops(core(center), c) over the distinct cores c of its
+    other units,
+
+where the *center* is the reducer (partial sums) or the sender (activations).
+`hop_bytes` is the sum over payloads; it equals cimc.analysis.traffic.hop_bytes.
+
+Capacity: a block's slices each take a column range of `width` cell columns
+of one crossbar of its core. The placer counts a block's width rounded up to
+`cols / 2^k` (128, 64, 32, ... for 128-column crossbars): sizes that divide
+each other pack exactly, largest first, so a core whose rounded widths sum to
+at most `crossbars_per_core * cols` always has room (see `pack`). A block also
+needs local memory for the bias and requant tables of the column it reduces,
+and a vector op for its requant table; these must stay under half the core's
+local memory, as before (the rest is for buffers).
+
+Compute load: a core runs its MVMs one after another, and the blocks of one
+*group* (one replica of a matvec) on one core fire together once per window.
+A core's MVM load per inference is the sum, over the distinct groups it holds
+blocks of, of the group's windows (`traffic.Unit.windows`). It is kept at most
+`load_cap`, the pipeline's stage target: the most windows of any group. So no
+core is slower than the slowest layer alone, and the replicas of a layer
+(each near the target after `replicate`) land on different cores.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+import numpy as np
+
+from cimc.analysis.traffic import GLOBAL, TrafficEdge, Unit, unit_edges, units
+from cimc.codegen.generate import CHUNK
+from cimc.diagnostics import CimcError
+from cimc.ir.module import Module
+from cimc.passes.lower import image_dims
+from cimc.targets import Target
+
+# Hops the CoreHops row cache holds at most (128 MiB of list slots).
+ROW_CACHE_ENTRIES = 1 << 24
+# Fewer cached rows than this would be recomputed on almost every move.
+ROW_CACHE_MIN = 256
+# Local memory per output channel a reducer keeps: i32 bias + (M, shift, zy, lo, hi).
+TABLE_BYTES = 24
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One piece of data between one center unit and its other units."""
+
+    center: int
+    others: np.ndarray  # unit indices, distinct, not the center
+    bytes: int
+    kind: str  # "psum" (others -> center) or "activation" (center -> others)
+
+
+@dataclass
+class Problem:
+    """Everything a placer needs, in unit indices (layer order).
+
+    Placers assign units to *locations*, which are the cores (a payload goes
+    once to every distinct core, so two cores of one tile cost twice the hops
+    of one; cores of one tile are 0 hops apart). The names `tiles`,
+    `tile_capacity` ... are kept general so a coarser location could be used.
+    """
+
+    names: list[str]
+    demand: np.ndarray  # rounded cell columns per unit (0 for vector ops)
+    tables: np.ndarray  # local memory bytes of tables per unit
+    payloads: list[Payload]
+    target: Target
+    capacity: int  # cell columns per core
+    table_budget: int  # table bytes per core
+    columns: np.ndarray  # cell columns per unit, not rounded (for the lower bound)
+    incident: list[list[int]] = field(default_factory=list)  # unit -> payload indices
+    # unit -> group (matvec replica) index, -1 for none; windows per inference of a group
+    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    group_load: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    load_cap: int = 0  # most load per core (0: unconstrained)
+
+    def __post_init__(self) -> None:
+        if len(self.groups) != len(self.names):
+            self.groups = np.full(len(self.names), -1, dtype=np.int64)
+        if not self.incident:
+            self.incident = [[] for _ in self.names]
+            for k, p in enumerate(self.payloads):
+                self.incident[p.center].append(k)
+                for u in p.others:
+                    self.incident[int(u)].append(k)
+        t = self.target
+        self.tile_cores = [1] * t.cores
+        self.hops = CoreHops(t)
+        self.tile_capacity = np.array(self.tile_cores, dtype=np.int64) * self.capacity
+        self.tile_tables = np.array(self.tile_cores, dtype=np.int64) * self.table_budget
+
+    @property
+    def tiles(self) -> int:
+        return len(self.tile_cores)
+
+    def cost(self, tile_of: np.ndarray) -> int:
+        """hop_bytes of an assignment of units to tiles."""
+        return sum(payload_cost(p, tile_of, self.hops) for p in self.payloads)
+
+    def fits(self, tile_of: np.ndarray) -> bool:
+        """Capacity (columns, tables, compute load) respected on every core."""
+        cols = np.bincount(tile_of, weights=self.demand, minlength=self.tiles)
+        tables = np.bincount(tile_of, weights=self.tables, minlength=self.tiles)
+        return bool((cols <= self.tile_capacity).all() and (tables <= self.tile_tables).all()
+                    and (not self.load_cap or int(self.loads(tile_of).max()) <= self.load_cap))
+
+    def loads(self, core_of: np.ndarray) -> np.ndarray:
+        """MVM windows per inference of every core (sum over its distinct groups)."""
+        mask = self.groups >= 0
+        pairs = np.unique(np.stack([core_of[mask], self.groups[mask]]), axis=1)
+        return np.bincount(pairs[0], weights=self.group_load[pairs[1]],
+                           minlength=self.tiles).astype(np.int64)
+
+
+def payload_cost(p: Payload, core_of: np.ndarray, hops: CoreHops) -> int:
+    return p.bytes * int(hops[core_of[p.center], np.unique(core_of[p.others])].sum())
+
+
+def rounded_width(width: int, cols: int) -> int:
+    """The smallest cols / 2^k that holds `width` columns."""
+    size = cols
+    while size % 2 == 0 and size // 2 >= width:
+        size //= 2
+    return size
+
+
+class CoreHops:
+    """Mesh hops between cores (0 within a tile), computed when asked: XY routing makes
+    them the Manhattan distance of the tiles, so no table grows with cores squared (a
+    256x256 mesh has 2^16 tiles; an all-pairs table of its cores would take tens of GB).
+
+    `hops[a, b]` takes cores or arrays of cores, like a numpy matrix; `hops.row(a)`
+    is the hops from core a to every core, as a list (what the annealer indexes).
+    """
+
+    def __init__(self, target: Target) -> None:
+        tiles = np.arange(target.cores) // target.cores_per_tile
+        self.x = (tiles % target.mesh_x).astype(np.int32)
+        self.y = (tiles // target.mesh_x).astype(np.int32)
+        self.size = target.cores
+        self._rows: dict[int, list[int]] = {}
+        self._xs: list[int] | None = None  # the coordinates as lists, for _HopsFrom
+        self._ys: list[int] | None = None
+
+    def __getitem__(self, cores: tuple[Any, Any]) -> Any:
+        a, b = cores
+        return np.abs(self.x[a] - self.x[b]) + np.abs(self.y[a] - self.y[b])
+
+    def row(self, a: int) -> Sequence[int]:
+        """Hops from core a to every core, indexable by core (the annealer's moves index
+        single elements, which lists do fastest). Lists are cached up to
+        ROW_CACHE_ENTRIES hops, the oldest row dropped first: all rows of a small mesh,
+        the busiest of a big one; a mesh too big to cache ROW_CACHE_MIN rows gets rows
+        that compute each element (a full row per move would cost more than it saves)."""
+        found = self._rows.get(a)
+        if found is None:
+            if self.size * ROW_CACHE_MIN > ROW_CACHE_ENTRIES:
+                return _HopsFrom(self, a)
+            if self._rows and (len(self._rows) + 1) * self.size > ROW_CACHE_ENTRIES:
+                del self._rows[next(iter(self._rows))]
+            found = self._rows[a] = self[a, slice(None)].tolist()
+        return found
+
+    def most(self) -> int:
+        """The most hops between two cores: opposite corners of the occupied mesh."""
+        if not self.size:
+            return 0
+        s, d = self.x + self.y, self.x - self.y
+        return int(max(s.max() - s.min(), d.max() - d.min()))
+
+
+class _HopsFrom(Sequence[int]):
+    """Hops from one core to every core of a huge mesh, each computed when indexed."""
+
+    def __init__(self, hops: CoreHops, a: int) -> None:
+        if hops._xs is None or hops._ys is None:
+            hops._xs, hops._ys = hops.x.tolist(), hops.y.tolist()
+        self.xs, self.ys = hops._xs, hops._ys
+        self.x, self.y, self.size = self.xs[a], self.ys[a], hops.size
+
+    @overload
+    def __getitem__(self, c: int) -> int: ...
+    @overload
+    def __getitem__(self, c: slice) -> Sequence[int]: ...
+    def __getitem__(self, c: int | slice) -> int | Sequence[int]:
+        if isinstance(c, slice):
+            return [self[k] for k in range(*c.indices(self.size))]
+        return abs(self.x - self.xs[c]) + abs(self.y - self.ys[c])
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _table_bytes(module: Module, unit: Unit, reducers: set[str]) -> int:
+    if unit.kind == "block":
+        return TABLE_BYTES * unit.weight_cols if unit.name in reducers else 0
+    op = module.op(unit.op)
+    h, w, c = image_dims(module.values[op.outputs[0]])
+    return TABLE_BYTES * (c if op.kind == "pool" else min(h * w * c, CHUNK))
+
+
+def build_problem(module: Module, target: Target,
+                  edges: list[TrafficEdge] | None = None) -> tuple[Problem, list[Unit]]:
+    """The placement problem of a tiled, replicated module."""
+    found = units(module, target)
+    if edges is None:
+        edges = unit_edges(module, target)
+    index = {u.name: k for k, u in enumerate(found)}
+    reducers = {e.dst for e in edges if e.kind == "psum"}
+    reducers |= {e.src for e in edges if e.kind in ("activation", "output")}
+    demand = np.array([rounded_width(u.weight_cols, target.cols) * u.slices
+                       if u.kind == "block" else 0 for u in found], dtype=np.int64)
+    tables = np.array([_table_bytes(module, u, reducers) for u in found], dtype=np.int64)
+    grouped: dict[Hashable, tuple[str, set[str], int, str]] = {}
+    for e in edges:
+        if e.src == GLOBAL or e.dst == GLOBAL:
+            continue
+        center, other = (e.dst, e.src) if e.kind == "psum" else (e.src, e.dst)
+        entry = grouped.setdefault(e.payload, (center, set(), e.bytes, e.kind))
+        entry[1].add(other)
+    payloads = [Payload(index[c], np.array(sorted(index[o] for o in others), dtype=np.int64),
+                        size, kind)
+                for c, others, size, kind in grouped.values() if size > 0]
+    group_index: dict[tuple[str, int], int] = {}
+    for u in found:
+        if u.kind == "block":
+            group_index.setdefault((u.op, u.replica), len(group_index))
+    groups = np.array([group_index[u.op, u.replica] if u.kind == "block" else -1
+                       for u in found], dtype=np.int64)
+    group_load = np.zeros(len(group_index), dtype=np.int64)
+    for u, g in zip(found, groups, strict=True):
+        if g >= 0:
+            group_load[g] = u.windows
+    problem = Problem([u.name for u in found], demand, tables, payloads, target,
+                      target.crossbars_per_core * target.cols, target.local_memory_bytes // 2,
+                      np.array([u.crossbar_columns_needed for u in found], dtype=np.int64),
+                      groups=groups, group_load=group_load,
+                      load_cap=int(group_load.max()) if len(group_load) else 0)
+    check_fits(problem, found)
+    return problem, found
+
+
+def check_fits(problem: Problem, found: list[Unit]) -> None:
+    """CimcError when the blocks cannot fit the target's crossbars."""
+    target = problem.target
+    per_xbar = target.cols
+    needed = int(-(-problem.demand.sum() // per_xbar))
+    available = target.cores * target.crossbars_per_core
+    if needed > available:
+        cores = -(-needed // target.crossbars_per_core)
+        raise CimcError(f"the model needs {needed} crossbars on {cores} cores but target "
+                        f"{target.name!r} has {available} crossbars on {target.cores} cores; "
+                        "choose a bigger target (weights are not time-multiplexed)")
+    for u, d in zip(found, problem.demand, strict=True):
+        if d > problem.capacity:
+            raise CimcError(f"op {u.op!r}: a block of {u.weight_cols} weight columns does "
+                            f"not fit one core of target {target.name!r}")
+
+
+def distribute(problem: Problem, tile_of: np.ndarray) -> np.ndarray | None:
+    """Cores of the units placed on locations (the identity while locations are cores);
+    None if some location is over capacity."""
+    return tile_of.astype(np.int64).copy() if problem.fits(tile_of) else None
+
+
+def pack(problem: Problem, core_of: np.ndarray, slices: list[int]
+         ) -> dict[int, list[tuple[int, int]]]:
+    """Crossbar and first column of every slice of every block, per unit index.
+
+    Per core, blocks go largest rounded width first (then in layer order) into
+    the first crossbar with room, at offsets that are multiples of their
+    rounded width; since the widths divide each other nothing is wasted.
+    """
+    target = problem.target
+    per_core: dict[int, list[int]] = defaultdict(list)
+    for u in np.flatnonzero(problem.demand).tolist():
+        per_core[int(core_of[u])].append(u)
+    places: dict[int, list[tuple[int, int]]] = {}
+    for core in sorted(per_core):
+        fill = [0] * target.crossbars_per_core
+        width_of = {u: int(problem.demand[u]) // slices[u] for u in per_core[core]}
+        for u in sorted(per_core[core], key=lambda u: (-width_of[u], u)):
+            spots = []
+            for _ in range(slices[u]):
+                xbar = next((x for x, f in enumerate(fill) if f + width_of[u] <= target.cols),
+                            None)
+                if xbar is None:
+                    raise CimcError(f"internal: core {core} overfull in placement packing")
+                spots.append((xbar, fill[xbar]))
+                fill[xbar] += width_of[u]
+            places[u] = spots
+    return places

@@ -1,0 +1,88 @@
+"""The `cpsat` placer's search: annealing and CP-SAT windows in turn, the whole budget.
+
+1. Anneal from each of two layer-order fills, along a generalized Hilbert curve
+   (compact patches) and along the snake (rows), a quarter of the moves each
+   (two independent runs: annealing's outcome varies a lot from run to run),
+   and keep the better.
+2. Then CYCLES cycles of: CP-SAT windows on the incumbent (each re-assigns
+   the units of a few cores optimally, cimc/placement/cpsat.py) until the
+   cycle's windows are spent or a round of windows finds nothing better; then
+   a reheated annealing run from the incumbent (a perturbation that escapes
+   the windows' local optimum, keeping the best placement seen). Windows a
+   cycle did not use go to the next.
+
+Its annealing does as many moves as the `anneal` placer's, and on targets with
+several cores a tile also exchanges the whole contents of two cores of
+different tiles (a layer's blocks move together, or to an empty part of the
+mesh), each counted as one move per unit it moves.
+
+Every count (moves, windows) is fixed by the effort, so the result depends
+only on the problem, the effort and the seed; the optional wall-clock deadline
+is a safety net that is reported when it fires.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from cimc.placement.baselines import (
+    anneal,
+    anneal_moves,
+    core_order,
+    curve_order,
+    fill,
+)
+from cimc.placement.cpsat import WINDOWS, SearchLog, lns
+from cimc.placement.problem import Problem
+
+CYCLES = 8
+# Share of the anneal placer's moves the cpsat placer does, the reheated
+# temperature of the perturbations, and the share of proposals that exchange
+# two cores' contents.
+ANNEAL_SHARE = 1.0
+REHEAT = 0.3
+EXCHANGES = 0.3
+
+
+@dataclass
+class Budget:
+    moves: int
+    windows: int
+
+    @classmethod
+    def of(cls, problem: Problem, effort: float) -> Budget:
+        return cls(int(anneal_moves(problem, effort) * ANNEAL_SHARE),
+                   max(1, int(effort * WINDOWS)))
+
+
+def improve(problem: Problem, effort: float, seed: int, deadline: float | None = None
+            ) -> tuple[np.ndarray, SearchLog]:
+    """The cpsat placer's placement (module docstring) and what the search did."""
+    rng = random.Random(seed)
+    log = SearchLog()
+    budget = Budget.of(problem, effort)
+    starts = [fill(problem, curve_order(problem)), fill(problem, core_order(problem, True))]
+    # Exchanges pay off where a tile has several cores (a core's blocks move across
+    # the mesh at once); on one-core tiles they did worse on the bench.
+    exchanges = EXCHANGES if problem.target.cores_per_tile > 1 else 0.0
+    runs = []
+    for start in starts:
+        run, cut = anneal(problem, start, budget.moves // 2 // len(starts),
+                          rng.randrange(1 << 30), deadline, 1.0, exchanges)
+        log.timed_out |= cut
+        runs.append(run)
+    best = min(runs, key=problem.cost)
+    perturb = (budget.moves - budget.moves // 2) // (CYCLES - 1)
+    windows = 0
+    for cycle in range(CYCLES):
+        windows += budget.windows // CYCLES + (budget.windows % CYCLES if cycle == 0 else 0)
+        best, windows = lns(problem, best, windows, rng, log, deadline)
+        if log.timed_out or cycle == CYCLES - 1:
+            break
+        best, cut = anneal(problem, best, perturb, rng.randrange(1 << 30), deadline, REHEAT,
+                       exchanges)
+        log.timed_out |= cut
+    return best, log
