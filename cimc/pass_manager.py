@@ -240,20 +240,35 @@ def run_pipeline(
 def check_requirements(module: Module, passes: Sequence[Pass], index: int) -> None:
     """CimcError when `passes[index]`, about to run on `module`, needs the results of a
     pass (directly or through another) that neither the earlier passes of the pipeline
-    nor whatever made `module` have left there."""
+    nor whatever made `module` have left there, or that are stale: a pass the compiler's
+    pipeline runs before them ran after them (`replicate` after `place`)."""
     pass_ = passes[index]
-    ran = {p.name for p in passes[:index]}
+    last = {p.name: k for k, p in enumerate(passes[:index])}  # where each pass last ran
+    required = _required(type(pass_))
     absent, reason = [], ""
-    # Results build on those of the passes before: once one of them is absent, or
-    # run anew by this pipeline, what the module held of the later ones is gone
-    # (a module that is not lowered yet has no matvec to lack blocks).
-    stale = False
-    for name in _required(type(pass_)):
-        if name in ran:
+    # Results build on those of the passes before: once one of them is absent, or run
+    # anew by this pipeline, what the module held of the later ones is gone (a module
+    # that is not lowered yet has no matvec to lack blocks), and results made before a
+    # pass that comes earlier in the compiler's pipeline ran again are stale.
+    newest, newest_name = -1, ""  # the latest run of a pass of the chain so far
+    stale, rerun = False, ""  # rerun: the pass that ran after a required one
+    for name in _chain(type(pass_)):
+        ran_at = last.get(name, -1)
+        if name not in required:  # optional (replicate before place): ran, it counts
+            if ran_at > newest:
+                newest, newest_name = ran_at, name
+            continue
+        if not stale and ran_at > newest:
+            newest, newest_name = ran_at, name
+            continue
+        if not stale and ran_at >= 0:  # ran, but before a pass it builds on ran again
+            absent.append(name)
+            rerun = rerun or newest_name
             stale = True
             continue
         # A stale result is absent whatever the module shows; what it shows still
         # makes the best reason when no earlier pass gave one.
+        stale = stale or newest >= 0
         why = pass_class(name).missing_result(module) if not stale or not reason else ""
         if stale or why is not None:
             absent.append(name)
@@ -266,10 +281,15 @@ def check_requirements(module: Module, passes: Sequence[Pass], index: int) -> No
         quoted = [f"'{name}'" for name in absent]
         needed = " and ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1
                               else quoted)
+        them = "them" if len(absent) > 1 else "it"
+        if rerun:
+            raise CimcError(f"pass '{pass_.name}' needs the results of {needed}, which are "
+                            f"stale when it runs ('{rerun}' runs after {quoted[0]}, which "
+                            f"builds on its results); run {them} after '{rerun}', e.g. "
+                            f"-p {','.join(names)}")
         raise CimcError(f"pass '{pass_.name}' needs the results of {needed}, which the "
                         f"pipeline does not run before it{f' ({reason})' if reason else ''}"
-                        f"; run {'them' if len(absent) > 1 else 'it'} first, e.g. "
-                        f"-p {','.join(names)}")
+                        f"; run {them} first, e.g. -p {','.join(names)}")
 
 
 def _required(cls: type[Pass]) -> list[str]:
@@ -281,6 +301,17 @@ def _required(cls: type[Pass]) -> list[str]:
                 found.append(earlier)
     order = _canonical_order()
     return sorted(found, key=lambda n: order.index(n) if n in order else len(order))
+
+
+def _chain(cls: type[Pass]) -> list[str]:
+    """The passes `cls` requires and those the compiler's pipeline runs between the first
+    of them and `cls` (optional: `place` reads `replicate`'s copies when it has run),
+    earliest first."""
+    required, order = _required(cls), _canonical_order()
+    if not required or cls.name not in order or required[0] not in order:
+        return required
+    between = order[order.index(required[0]):order.index(cls.name)]
+    return [*between, *(name for name in required if name not in between)]
 
 
 def _canonical_order() -> list[str]:

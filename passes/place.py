@@ -128,6 +128,10 @@ class Place(Pass):
         for op in module.ops():
             if op.kind == "matvec" and "block_cores" not in op.attrs:
                 return f"matvec {op.name!r} has no cores"
+            if op.kind == "matvec" and "blocks" in op.attrs and len(
+                    op.attrs["block_cores"]) != replicas(op) * len(blocks_of(op)):
+                return (f"matvec {op.name!r} has cores for {len(op.attrs['block_cores'])} "
+                        f"blocks, not for its {replicas(op)} copies of {len(blocks_of(op))}")
             if op.kind in ("pool", "eltwise", "rescale", "concat") and "core" not in op.attrs:
                 return f"op {op.name!r} ({op.kind}) has no core"
         return None
