@@ -113,3 +113,70 @@ def test_the_pass_options_table_lists_every_option_of_every_registered_pass() ->
     assert set(documented) == set(registered)
     assert {n: set(o) for n, o in documented.items()} == {n: set(o) for n, o in
                                                           registered.items()}
+
+
+def _module_table() -> dict[str, str]:
+    """Member name -> how docs/passes.md's `Module` table writes it (`add_op(kind, ...)`):
+    the first column's names, and calls written in the second (`is_constant(name)`)."""
+    text = (ROOT / "docs" / "passes.md").read_text()
+    section = text.split("## Writing a pass", 1)[1].split("\n## ", 1)[0]
+    found: dict[str, str] = {}
+    table = section.split("| `Module` member | what it does |\n|---|---|\n", 1)[1]
+    for line in table.split("\n\n", 1)[0].splitlines():
+        member, meaning = line.strip("|").split("|", 1)
+        spans = re.findall(r"`([^`]+)`", member)
+        spans += [s for s in re.findall(r"`([^`]+)`", meaning) if re.fullmatch(r"\w+\(.*\)", s)]
+        for span in spans:
+            found[re.match(r"\w+", span).group()] = span  # type: ignore[union-attr]
+    return found
+
+
+def test_the_module_table_documents_every_public_member_with_its_parameters() -> None:
+    import inspect
+
+    from cimc.ir.module import Module
+
+    table = _module_table()
+    members = {name for name in [*vars(Module), *vars(Module())] if not name.startswith("_")}
+    assert set(table) == members, "docs/passes.md: the Module table should list exactly " \
+        f"{sorted(members)}"
+    for name, written in table.items():
+        member = getattr(Module, name, None)
+        if not callable(member):
+            assert "(" not in written, written
+            continue
+        params = [p.name.rstrip("_") for p in inspect.signature(member).parameters.values()
+                  if p.name != "self"]
+        assert "(" in written, f"docs/passes.md: write `{name}({', '.join(params)})`"
+        documented = [arg.strip().split("=")[0] for arg in written[written.index("(") + 1:-1]
+                      .split(",") if arg.strip()]
+        assert documented == params, f"docs/passes.md: `{written}` takes {params}"
+
+
+def test_the_requires_of_every_pass_are_those_docs_passes_md_names() -> None:
+    """'`lower` needs `fold-qdq`, ..., `replicate` and `place` need `tile`, ...'."""
+    text = " ".join((ROOT / "docs" / "passes.md").read_text().split())
+    sentence = text.split("A pass names the earlier passes whose results it reads in "
+                          "`requires` (", 1)[1].split(")", 1)[0]
+    documented: dict[str, set[str]] = {}
+    for names, needed in re.findall(r"((?:`[a-z-]+`(?: and )?)+) needs? ((?:`[a-z-]+`(?: and "
+                                    r")?)+)", sentence):
+        for name in re.findall(r"`([a-z-]+)`", names):
+            documented[name] = set(re.findall(r"`([a-z-]+)`", needed))
+    registered = {name: set(pass_class(name).requires) for name in registry()
+                  if pass_class(name).requires}
+    assert documented == registered
+
+
+def test_the_pass_class_shown_in_docs_passes_md_is_the_registered_one() -> None:
+    """The `class Schedule(Pass)` sketch: its requires, options and defaults are the real
+    pass's."""
+    text = (ROOT / "docs" / "passes.md").read_text()
+    sketch = text.split("class Schedule(Pass):", 1)[1].split("def apply", 1)[0]
+    cls = pass_class("schedule")
+    fields = {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+    shown = dict(re.findall(r"^    (\w+): [^=\n]+= (.+)$", sketch, re.MULTILINE))
+    assert shown.pop("name") == f'"{cls.name}"'
+    assert shown.pop("requires").replace('"', "'") == repr(cls.requires)
+    assert {k: repr(v) for k, v in fields.items()} == {
+        k: v.replace('"', "'") for k, v in shown.items()}
