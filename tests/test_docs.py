@@ -180,3 +180,20 @@ def test_the_pass_class_shown_in_docs_passes_md_is_the_registered_one() -> None:
     assert shown.pop("requires").replace('"', "'") == repr(cls.requires)
     assert {k: repr(v) for k, v in fields.items()} == {
         k: v.replace('"', "'") for k, v in shown.items()}
+
+
+def test_the_readme_python_example_runs_and_prints_what_it_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The indented lines after 'The same from Python', run from a copy of the
+    repository's root (`examples` linked), write prog.s + prog.img and print what the
+    comment of their last line shows."""
+    text = (ROOT / "README.md").read_text()
+    after = text.split("The same from Python", 1)[1].split("\n\n", 1)[1]
+    lines = [line[4:] for line in after.split("\n\n", 1)[0].splitlines()]
+    assert lines[0] == "import cimc" and "cimc.compile(" in lines[1], lines
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.chdir(tmp_path)
+    exec(compile("\n".join(lines), "README.md", "exec"), {})  # noqa: S102 - our own docs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["examples", "prog.img", "prog.s"]
+    assert capsys.readouterr().out.strip() == lines[-1].split("# ", 1)[1]
