@@ -13,8 +13,8 @@ from cimc.isa.assembler import assemble_file, assemble_text
 from cimc.isa.image import load_image
 from cimc.isa.simulator import run_program
 
+import cimc
 from cimc.analysis.traffic import hop_bytes, unit_cores, unit_edges
-from cimc.cli.compile import Compiled, compile_model
 from cimc.diagnostics import CimcError
 from cimc.host.ports import reference_codes
 from cimc.reference.oracle import ExactOracle
@@ -22,11 +22,12 @@ from cimc.reference.oracle import ExactOracle
 
 def check_bit_exact(model: Path, target: str, tmp_path: Path, x: np.ndarray,
                     pipeline: str = "latency", replicate: float | None = None
-                    ) -> tuple[Compiled, dict]:
-    """Compile, simulate `x`, assert the outputs equal the reference; the report."""
+                    ) -> tuple[cimc.Program, dict]:
+    """Compile, save, simulate `x`, assert the outputs equal the reference; the report."""
     prog = tmp_path / "prog.s"
-    compiled = compile_model(str(model), str(prog), target, pipeline=pipeline,
-                             stream=2 if pipeline == "throughput" else 0, replicate=replicate)
+    compiled = cimc.compile(model, target, pipeline=pipeline,
+                            stream=2 if pipeline == "throughput" else 0, replicate=replicate)
+    compiled.save(prog)
     name = compiled.integer.inputs[0]
     inputs, expected = reference_codes(compiled.integer, {name: x})
     outputs, report = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
@@ -217,7 +218,7 @@ def test_any_onnx_names_round_trip_through_program_and_data_header(target: str,
 def test_model_too_big_for_target_names_both_crossbar_counts(tmp_path: Path) -> None:
     with pytest.raises(CimcError, match=r"needs at least \d+ crossbars on \d+ cores but "
                                         r"target 'tiny' has 32 crossbars on 8 cores"):
-        compile_model(str(models.quantized_model("mnist_cnn")), str(tmp_path / "p.s"), "tiny")
+        cimc.compile(models.quantized_model("mnist_cnn"), "tiny").save(tmp_path / "p.s")
     assert not (tmp_path / "p.s").exists()
 
 
@@ -227,7 +228,8 @@ def test_simulated_logits_within_one_quantum_of_exact_oracle(tmp_path: Path) -> 
     model = models.quantized_model("mnist_cnn", activations="uint8")
     x = models.sample_inputs("mnist_cnn", 4, seed=2)
     prog = tmp_path / "prog.s"
-    compiled = compile_model(str(model), str(prog), "isaac")
+    compiled = cimc.compile(model, "isaac")
+    compiled.save(prog)
     program = assemble_file(prog)
     got, _ = run_float(program, load_image(prog.with_suffix(".img")), compiled.target,
                        {"input": x.transpose(0, 2, 3, 1)})
@@ -270,7 +272,7 @@ def test_benchmark_cnns_equal_reference(name: str, pipeline: str, tmp_path: Path
 @pytest.mark.parametrize("name", ["resnet18", "mobilenetv2", "vgg11"])
 def test_large_cnns_do_not_fit_tiny(name: str, tmp_path: Path) -> None:
     with pytest.raises(CimcError, match="crossbars"):
-        compile_model(str(backend_models.quantized_model(name)), str(tmp_path / "p.s"), "tiny")
+        cimc.compile(backend_models.quantized_model(name), "tiny").save(tmp_path / "p.s")
 
 
 def test_float_gemm_tail_reading_dequantized_weights_stays_on_the_host(tmp_path: Path) -> None:
@@ -333,16 +335,15 @@ def test_float_op_between_integer_layers_is_an_error_not_host_work(target: str,
     the model to the host unchecked."""
     with pytest.raises(CimcError, match=r"op 'LRN_0' \(lrn\) computes in float between "
                                         r"integer layers.*quantize this op"):
-        compile_model(str(backend_models.quantized_model("lrn_tiny")), str(tmp_path / "p.s"),
-                      target)
+        cimc.compile(backend_models.quantized_model("lrn_tiny"), target).save(
+            tmp_path / "p.s")
     assert not (tmp_path / "p.s").exists()
 
 
 def test_host_work_is_the_input_quantize_and_the_float_tail(tmp_path: Path) -> None:
     from cimc.analysis.report import host_work
 
-    compiled = compile_model(str(backend_models.quantized_model("mlp_softmax_tiny")),
-                             str(tmp_path / "p.s"), "tiny")
+    compiled = cimc.compile(backend_models.quantized_model("mlp_softmax_tiny"), "tiny")
     kinds = [work.rsplit(" ", 1)[1] for work in host_work(compiled.module)]
     assert kinds == ["(quantize)", "(dequantize)", "(softmax)", "(quantize)", "(dequantize)"]
 

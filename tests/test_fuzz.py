@@ -55,7 +55,7 @@ from hypothesis import HealthCheck, Phase, event, given, seed, settings
 from hypothesis import strategies as st
 from onnx import helper
 
-from cimc.cli.compile import compile_model
+import cimc
 from cimc.diagnostics import CimcError
 from cimc.frontend.quantize import import_model
 from cimc.host.ports import reference_codes
@@ -193,10 +193,11 @@ def _check(case: Case, backend: Backend, accepted: tuple[str, ...]) -> None:
         with tempfile.TemporaryDirectory(prefix="cimc-fuzz-") as tmp:
             prog = Path(tmp) / "prog.s"
             try:
-                compiled = compile_model(
-                    str(case.path), str(prog), target, pipeline=backend.pipeline,
+                compiled = cimc.compile(
+                    case.path, target, pipeline=backend.pipeline,
                     stream=2 if backend.pipeline == "throughput" else 0,
                     replicate=backend.replicate, placer=backend.placer, place_effort=0.1)
+                compiled.save(prog)
             except CimcError as exc:
                 _accept(case, target, exc, accepted)
                 continue

@@ -16,10 +16,10 @@ from cimc.isa.image import load_image
 from cimc.isa.simulator import run_program
 from cimc.targets import Target
 
+import cimc
 from cimc.analysis.bounds import _jackson
 from cimc.analysis.report import schedule_bounds
 from cimc.analysis.window import Window
-from cimc.cli.compile import compile_model
 
 
 def test_jackson_preempts_for_the_longer_tail() -> None:
@@ -45,13 +45,14 @@ def _cycles(prog: Path, target: Target) -> int:
 def test_simulated_runs_never_beat_the_bounds(model, target: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     path = str(model())
     effort = 0.1  # a quick placement search: any placement has its bounds
-    lat = compile_model(path, str(tmp_path / "lat.s"), target, place_effort=effort)
+    lat = cimc.compile(path, target, place_effort=effort)
+    lat.save(tmp_path / "lat.s")
     bounds = schedule_bounds(lat.module, lat.target)
     assert _cycles(tmp_path / "lat.s", lat.target) >= bounds["latency_bound_cycles"] > 0
-    one = compile_model(path, str(tmp_path / "t1.s"), target, pipeline="throughput", stream=1,
-                        place_effort=effort)
-    three = compile_model(path, str(tmp_path / "t3.s"), target, pipeline="throughput",
-                          stream=3, place_effort=effort)
+    one = cimc.compile(path, target, pipeline="throughput", stream=1, place_effort=effort)
+    one.save(tmp_path / "t1.s")
+    three = cimc.compile(path, target, pipeline="throughput", stream=3, place_effort=effort)
+    three.save(tmp_path / "t3.s")
     period = (_cycles(tmp_path / "t3.s", three.target)
               - _cycles(tmp_path / "t1.s", one.target)) / 2
     assert period >= schedule_bounds(one.module, one.target)["period_bound_cycles"] > 0

@@ -234,17 +234,14 @@ def test_cpsat_beats_anneal_and_snake_given_the_same_effort() -> None:
     assert hop_bytes_bound(p) <= costs["cpsat"]
 
 
-def test_network_figures_fall_with_hop_bytes(tmp_path) -> None:
+def test_network_figures_fall_with_hop_bytes() -> None:
     """The simulator moves exactly the placement's hop_bytes; fewer of them cost less
     network energy."""
-    from cimc.cli.compile import build_report, compile_model
+    import cimc
 
-    model = str(backend_models.quantized_model("mnist_tiny"))
-    reports = {}
-    for placer in ("sequential", "cpsat"):
-        prog = tmp_path / f"{placer}.s"
-        compiled = compile_model(model, str(prog), "tiny", placer=placer, place_effort=0.1)
-        reports[placer] = build_report(compiled, str(prog), None)
+    model = backend_models.quantized_model("mnist_tiny")
+    reports = {placer: cimc.compile(model, "tiny", placer=placer, place_effort=0.1).report
+               for placer in ("sequential", "cpsat")}
     seq, opt = reports["sequential"], reports["cpsat"]
     for report in (seq, opt):
         assert report["simulated_hop_bytes"] == report["hop_bytes"]
@@ -313,13 +310,13 @@ def test_a_256x256_mesh_compiles_without_tables_of_all_core_pairs(tmp_path) -> N
     """131072 cores: an all-pairs hop table would take 137 GB (it was a MemoryError)."""
     from pathlib import Path
 
-    from cimc.cli.compile import compile_model
+    import cimc
 
     tiny = (Path(__file__).resolve().parents[1] / "targets" / "tiny.toml").read_text()
     big = tmp_path / "big.toml"
     big.write_text(tiny.replace('name = "tiny"', 'name = "big"')
                    .replace("mesh_x = 2", "mesh_x = 256").replace("mesh_y = 2", "mesh_y = 256"))
-    compiled = compile_model(str(backend_models.quantized_model("mnist_tiny")),
-                             str(tmp_path / "prog.s"), str(big), place_effort=0.1)
+    compiled = cimc.compile(backend_models.quantized_model("mnist_tiny"), big,
+                            place_effort=0.1)
     assert compiled.target.cores == 131072
     assert compiled.placement["hop_bytes"] >= compiled.placement["hop_bytes_bound"] >= 0

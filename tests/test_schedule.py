@@ -12,7 +12,7 @@ from cimc.isa.assembler import assemble_file
 from cimc.isa.image import load_image
 from cimc.passes.tile import blocks_of
 
-from cimc.cli.compile import Compiled, compile_model
+import cimc
 
 
 def executed(instructions: list) -> list:  # -> list[Instruction]
@@ -37,13 +37,15 @@ def executed(instructions: list) -> list:  # -> list[Instruction]
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Compiled, Path]:
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[cimc.Program, Path]:
     prog = tmp_path_factory.mktemp("tiny") / "prog.s"
     model = backend_models.quantized_model("mnist_tiny")
-    return compile_model(str(model), str(prog), "tiny"), prog
+    program = cimc.compile(model, "tiny")
+    program.save(prog)
+    return program, prog
 
 
-def test_every_send_has_a_matching_receive(compiled: tuple[Compiled, Path]) -> None:
+def test_every_send_has_a_matching_receive(compiled: tuple[cimc.Program, Path]) -> None:
     _, prog = compiled
     program = assemble_file(prog)
     sends: Counter[tuple[int, int, int, int]] = Counter()
@@ -57,7 +59,7 @@ def test_every_send_has_a_matching_receive(compiled: tuple[Compiled, Path]) -> N
     assert sends and sends == recvs
 
 
-def test_receives_on_each_channel_come_in_send_order(compiled: tuple[Compiled, Path]) -> None:
+def test_receives_on_each_channel_come_in_send_order(compiled: tuple[cimc.Program, Path]) -> None:
     """Per (sender, receiver, tag) the receiver takes messages in the order and sizes sent."""
     _, prog = compiled
     program = assemble_file(prog)
@@ -75,7 +77,7 @@ def test_receives_on_each_channel_come_in_send_order(compiled: tuple[Compiled, P
 
 
 def test_no_global_sync_and_only_model_io_in_global_memory(
-        compiled: tuple[Compiled, Path]) -> None:
+        compiled: tuple[cimc.Program, Path]) -> None:
     _, prog = compiled
     text = prog.read_text()
     assert "sync" not in text.split()
@@ -84,7 +86,7 @@ def test_no_global_sync_and_only_model_io_in_global_memory(
     assert 0 < loads <= 28  # the 28 input rows, nothing else comes from global memory
 
 
-def test_placement_fits_the_target_and_the_image(compiled: tuple[Compiled, Path]) -> None:
+def test_placement_fits_the_target_and_the_image(compiled: tuple[cimc.Program, Path]) -> None:
     result, prog = compiled
     target = result.target
     image = load_image(prog.with_suffix(".img"))
@@ -112,7 +114,6 @@ def test_program_size_does_not_grow_with_the_stream(tmp_path: Path) -> None:
     model = str(models.quantized_model("residual"))
     sizes = {}
     for stream in (8, 32):
-        compiled = compile_model(model, str(tmp_path / f"s{stream}.s"), "pimcomp",
-                                 pipeline="throughput", stream=stream)
+        compiled = cimc.compile(model, "pimcomp", pipeline="throughput", stream=stream)
         sizes[stream] = sum(len(c.lines) for c in compiled.cores.values())
     assert sizes[32] <= sizes[8] * 1.05

@@ -13,10 +13,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cimc.api import Program
-
 if TYPE_CHECKING:
     import numpy as np
+
+    from cimc.api import Program
 
 
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
@@ -88,33 +88,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=compile_command)
 
 
-# What `compile_model` returns (the API's Program).
-Compiled = Program
-
-
-def compile_model(model: str, output: str, target_name: str = "isaac",
-                  input_shapes: dict[str, tuple[int, ...]] | None = None,
-                  print_after_all: bool = False, time_passes: bool = False,
-                  calibrate: str | None = None, activations: str = "int8",
-                  pipeline: str = "latency", stream: int = 0,
-                  replicate: float | None = None, placer: str = "cpsat",
-                  place_time_limit: float | None = None, write: bool = True,
-                  place_effort: float | None = None) -> Program:
-    """`cimc.compile` for the program path `output`, writing it (+ .img beside it)
-    unless `write` is False."""
-    from cimc.api import compile as compile_program
-
-    program = compile_program(model, target_name, input_shapes=input_shapes,
-                              calibrate=calibrate, activations=activations,
-                              pipeline=pipeline, stream=stream, replicate=replicate,
-                              placer=placer, place_effort=place_effort,
-                              place_time_limit=place_time_limit, path=output,
-                              print_ir_after_all=print_after_all, time_passes=time_passes)
-    if write:
-        program.save(output)
-    return program
-
-
 def compile_command(args: argparse.Namespace) -> int:
     """Check every output, compile, then stage and commit the files together: a
     failure or a signal at any step leaves no output behind."""
@@ -162,7 +135,7 @@ def compile_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _test_codes(args: argparse.Namespace, compiled: Compiled
+def _test_codes(args: argparse.Namespace, compiled: Program
                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Quantized inputs and expected outputs (by program port) of the --inputs samples."""
     from cimc.diagnostics import CimcError
@@ -180,7 +153,7 @@ def _test_codes(args: argparse.Namespace, compiled: Compiled
     return reference_codes(integer, feeds)
 
 
-def _header(args: argparse.Namespace, compiled: Compiled,
+def _header(args: argparse.Namespace, compiled: Program,
             codes: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None) -> str:
     """The C data header of the quantized test inputs and expected outputs."""
     import numpy as np
