@@ -8,7 +8,8 @@ every pass, so a pass may assume valid input and must leave valid output.
 A pass names the earlier passes whose results it reads in `requires`; each
 pass says, in `missing_result`, where a module lacks its own results. The pass
 manager refuses a pipeline that would run a pass before what it requires when
-the module does not already hold those results.
+the module does not already hold those results, or when they are stale (a pass
+that comes before them in cimc/pipeline.py ran again after them).
 """
 
 from __future__ import annotations
