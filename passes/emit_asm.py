@@ -20,47 +20,16 @@ from typing import ClassVar
 import numpy as np
 from cimc.isa.asm_quote import comment_text, quoted
 from cimc.isa.image import Image, Slice
-from cimc.passes.lower_host import host_float_ops, input_quantize
-from cimc.passes.tile import block_shape, blocks_of
 from cimc.targets import Target, is_target_name, load_target, target_reference
 
 from cimc.codegen.generate import CoreCode, addr, generate
+from cimc.dialect.chip import block_shape, blocks_of
+from cimc.dialect.host import ports
 from cimc.ir.module import Module, TensorType
 from cimc.outputs import OutputSet
 from cimc.pass_base import Pass
 
 WORDS_PER_LINE = 10
-
-
-@dataclass(frozen=True)
-class Port:
-    """A quantized tensor the host writes or reads: program name and IR value."""
-
-    name: str
-    value: str
-
-
-def ports(module: Module) -> tuple[list[Port], list[Port]]:
-    """The program's inputs (quantized module inputs) and outputs (dequantized results of
-    the chip, named after the model output or the `dequantize`'s `port`; a `dequantize` of
-    a host-side `quantize`, as after a float Softmax tail, or of a constant, as the weights
-    of a float Gemm tail, stays with the host). A model input that is also a model output
-    is an output too: its codes, which `lower` has the chip copy (`pass_through_inputs`)."""
-    inputs = [Port(op.inputs[0], op.outputs[0]) for op in module.ops()
-              if op.kind == "quantize" and op.inputs[0] in module.inputs]
-    host = host_float_ops(module)
-    outputs = []
-    for op in module.ops():
-        if op.kind != "dequantize" or module.is_constant(op.inputs[0]):
-            continue
-        producer = module.producer(op.inputs[0])
-        if producer is None or producer.name not in host:
-            outputs.append(Port(op.attrs.get("port", op.outputs[0]), op.inputs[0]))
-    for name in module.outputs:
-        quantize = input_quantize(module, name)
-        if quantize is not None and all(p.name != name for p in outputs):
-            outputs.append(Port(name, quantize.outputs[0]))
-    return inputs, outputs
 
 
 def storage_shape(ty: TensorType) -> list[int]:

@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-from cimc.passes.tile import blocks_of
 from cimc.targets import load_target
 
 from cimc.analysis.traffic import block_name, max_link_bytes, reducer_block, replicas, unit_edges
 from cimc.diagnostics import CimcError, warn
+from cimc.dialect.chip import blocks_of
 from cimc.ir.module import Module
 from cimc.pass_base import Pass
 from cimc.placement.problem import Problem, build_problem, distribute, pack

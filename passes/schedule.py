@@ -22,12 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cimc.passes.lower import CHIP_KINDS
 from cimc.targets import load_target
 
 from cimc.analysis.plan import build
 from cimc.codegen.generate import generate
 from cimc.diagnostics import CimcError
+from cimc.dialect.chip import CHIP_KINDS
 from cimc.ir.module import Module
 from cimc.pass_base import Pass
 

@@ -14,10 +14,10 @@ from cimc.isa.assembler import assemble_file
 from cimc.isa.image import load_image
 from cimc.isa.simulator import run_program
 from cimc.passes.lower import Lower
-from cimc.passes.lower_host import host_float_ops
 from cimc.targets import load_target
 
 from cimc.diagnostics import CimcError
+from cimc.dialect.host import host_float_ops
 from cimc.host.ports import reference_codes
 from cimc.ir.module import Module, Quant, TensorType
 from cimc.pass_manager import parse_pipeline, run_pipeline

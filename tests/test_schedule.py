@@ -10,9 +10,9 @@ import backend_models
 import pytest
 from cimc.isa.assembler import assemble_file
 from cimc.isa.image import load_image
-from cimc.passes.tile import blocks_of
 
 from cimc.cli.compile import Compiled, compile_model
+from cimc.dialect.chip import blocks_of
 
 
 def executed(instructions: list) -> list:  # -> list[Instruction]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import backend_models
 import pytest
-from cimc.passes.lower import image_dims
-from cimc.passes.tile import blocks_of
 from cimc.targets import load_target
 
 from cimc.analysis.traffic import (
@@ -18,6 +16,7 @@ from cimc.analysis.traffic import (
     unit_edges,
     units,
 )
+from cimc.dialect.chip import blocks_of, image_dims
 from cimc.frontend.importer import import_onnx
 from cimc.ir.module import Module
 from cimc.pass_manager import parse_pipeline, run_pipeline

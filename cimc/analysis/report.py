@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from cimc.codegen.generate import CoreCode
+from cimc.dialect.chip import CHIP_KINDS, block_shape, blocks_of
 from cimc.ir.module import Module
-from cimc.passes.tile import block_shape, blocks_of
 from cimc.targets import Target
 
 
@@ -50,8 +50,6 @@ def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -
 
 def host_work(module: Module) -> list[str]:
     """Ops the host runs around the program: input quantize, output dequantize, float tails."""
-    from cimc.passes.lower import CHIP_KINDS
-
     return [f"{op.name} ({op.kind})" for op in module.ops() if op.kind not in CHIP_KINDS]
 
 

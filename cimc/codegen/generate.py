@@ -34,15 +34,11 @@ from cimc.analysis.traffic import block_name, column_ranges, unit_cores
 from cimc.analysis.window import Window, band_plan
 from cimc.codegen.loops import reroll
 from cimc.diagnostics import CimcError
+from cimc.dialect.chip import CHUNK, blocks_of, image_dims
 from cimc.ir.module import Module, Op
 from cimc.isa.asm_quote import comment_text
-from cimc.passes.lower import image_dims
-from cimc.passes.tile import blocks_of
 from cimc.targets import Target
 
-# Elements per chunk of the element-wise loops (their requant tables hold one
-# entry per element of a chunk).
-CHUNK = 128
 ALIGN = 16
 
 

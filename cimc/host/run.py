@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cimc.dialect.host import host_float_ops, ports
 from cimc.ir.module import Module
-from cimc.passes.emit_asm import ports
-from cimc.passes.lower_host import host_float_ops
 
 if TYPE_CHECKING:
     from cimc.codegen.generate import CoreCode
