@@ -59,8 +59,8 @@ def _simulate(model: Path, target: str, prog: Path, pipeline: str, stream: int,
     from cimc.isa.image import load_image
     from cimc.isa.simulator import run_program
 
-    from cimc.analysis.report import schedule_bounds, static_figures
     from cimc.api import compile as compile_program
+    from cimc.report import schedule_bounds, static_figures
 
     compiled = compile_program(model, target, pipeline=pipeline, stream=stream, replicate=budget,
                                path=prog)

@@ -268,9 +268,9 @@ def program_report(program: Program,
     else on an all-zero-point input)."""
     import numpy as np
 
-    from cimc.analysis.report import program_figures
     from cimc.isa.assembler import assemble_text
     from cimc.isa.simulator import run_program
+    from cimc.report import program_figures
 
     assembled = assemble_text(program.assembly, program.path)
     if input_codes is not None:

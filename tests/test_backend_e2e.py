@@ -339,7 +339,7 @@ def test_float_op_between_integer_layers_is_an_error_not_host_work(target: str,
 
 
 def test_host_work_is_the_input_quantize_and_the_float_tail(tmp_path: Path) -> None:
-    from cimc.analysis.report import host_work
+    from cimc.report import host_work
 
     compiled = compile_model(str(backend_models.quantized_model("mlp_softmax_tiny")),
                              str(tmp_path / "p.s"), "tiny")

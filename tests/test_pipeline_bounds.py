@@ -17,9 +17,9 @@ from cimc.isa.simulator import run_program
 from cimc.targets import Target
 
 from cimc.analysis.bounds import _jackson
-from cimc.analysis.report import schedule_bounds
 from cimc.analysis.window import Window
 from cimc.cli.compile import compile_model
+from cimc.report import schedule_bounds
 
 
 def test_jackson_preempts_for_the_longer_tail() -> None:

@@ -63,10 +63,10 @@ def simulate_program(module: Module, backend: Module, target: Target,
     When `report` is given it is filled with the compile figures and the
     simulator's (cycles, energy... per inference; see docs/backend.md).
     """
-    from cimc.analysis.report import program_figures
     from cimc.isa.assembler import assemble_text
     from cimc.isa.simulator import run_program
     from cimc.reference import run_module
+    from cimc.report import program_figures
 
     program = assemble_text(text, "<program>")
     codes, simulated = run_program(program, image, target, _quantized_inputs(module, feeds))
