@@ -188,10 +188,9 @@ def _backend(module: Module, target: Target, options: BackendOptions, path: str,
              timings: list[PassTiming], print_after_all: bool, time_passes: bool) -> Program:
     """The backend pipeline on `module` (after the frontend; rewritten in place)."""
     from cimc.codegen.generate import generate
-    from cimc.pass_manager import run_pipeline
+    from cimc.pass_manager import backend_passes, run_pipeline
     from cimc.passes.emit_asm import emit
     from cimc.passes.place import Place
-    from cimc.pipeline import backend_passes
 
     integer = copy.deepcopy(module)
     backend = backend_passes(options)  # emit-asm only checks; Program.save writes the files

@@ -115,8 +115,7 @@ def pipeline_target(spec: str, given: str | None) -> str:
 
 def backend_pipeline(spec: str, target: str) -> list[Pass]:
     """The passes of `spec`, every one with a `target` option set to `target`."""
-    from cimc.pass_manager import parse_pipeline
-    from cimc.pipeline import set_target
+    from cimc.pass_manager import parse_pipeline, set_target
 
     passes = parse_pipeline(spec)
     set_target(passes, target)
