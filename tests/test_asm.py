@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-from cimc.isa.assembler import assemble_text
+from cimc.isa.assembler import assemble_text, load_program
 from cimc.isa.disassembler import disassemble
-from cimc.isa.encoding import decode_program, encode_program, load_program
+from cimc.isa.encoding import decode_program, encode_program
 from cimc.isa.program import CoreStream, DataSegment, Instruction, IODecl, Program
 from cimc.isa.table import SPECS
 
