@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from cimc.analysis.plan import build
+from cimc.analysis.traffic import global_bytes, max_link_bytes, unit_cores, unit_edges, units
+from cimc.analysis.traffic import hop_bytes as traffic_hop_bytes
 from cimc.codegen.generate import CoreCode
 from cimc.dialect.chip import CHIP_KINDS, block_shape, blocks_of
 from cimc.ir.module import Module
+from cimc.isa.encoding import encode_program
 from cimc.targets import Target
 
 
@@ -30,8 +34,6 @@ def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -
             weight_cells += (rows.stop - rows.start) * (cols.stop - cols.start) * s
             for d in range(s):
                 crossbars.add((op.attrs["block_cores"][k], flat[2 * (k * s + d)]))
-    from cimc.analysis.traffic import hop_bytes as traffic_hop_bytes
-    from cimc.analysis.traffic import unit_cores, unit_edges
 
     hop_bytes = traffic_hop_bytes(unit_edges(module, target), unit_cores(module), target)
     allocated = len(crossbars) * target.rows * target.cols
@@ -56,9 +58,6 @@ def host_work(module: Module) -> list[str]:
 def schedule_bounds(module: Module, target: Target) -> dict[str, Any]:
     """What the mapping allows: the slowest stage and the critical path (docs/backend.md,
     "Bounds"), in cycles, ns and inferences per second."""
-    from cimc.analysis.plan import build
-    from cimc.analysis.traffic import global_bytes, max_link_bytes, unit_cores, unit_edges
-
     plan = build(module, target)
     edges, cores = unit_edges(module, target), unit_cores(module)
     stages = {
@@ -83,8 +82,6 @@ def schedule_bounds(module: Module, target: Target) -> dict[str, Any]:
 
 
 def _units(module: Module, target: Target) -> list[Any]:
-    from cimc.analysis.traffic import units
-
     return units(module, target)
 
 
@@ -100,8 +97,6 @@ def simulated_figures(module: Module, program: Any, sim: dict[str, Any]) -> dict
     fill and drain included, so it is at most the steady state; bench/schedule.py
     measures the steady state from two runs).
     """
-    from cimc.isa.encoding import encode_program
-
     stream = stream_of(module)
     return {
         "cycles": sim["cycles"],

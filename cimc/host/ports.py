@@ -17,6 +17,7 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.dialect.host import ports
 from cimc.ir.module import Module
+from cimc.reference import run_module
 
 
 def to_storage(codes: np.ndarray) -> np.ndarray:
@@ -38,8 +39,6 @@ def fit_inputs(module: Module, name: str, values: np.ndarray) -> np.ndarray:
 def reference_codes(integer: Module, feeds: dict[str, np.ndarray]
                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(input codes, output codes) by program port name, for float `feeds` by input name."""
-    from cimc.reference import run_module
-
     inputs, outputs = ports(integer)
     probe = copy.deepcopy(integer)
     probe.outputs = [p.value for p in inputs + outputs]
