@@ -227,6 +227,7 @@ def run_pipeline(
     after.extend(callbacks)
     for index, pass_ in enumerate(passes):
         check_requirements(module, passes, index)
+        module.forget_analyses()  # derived from the IR the pass may now change
         timer.before(pass_, module)
         pass_.apply(module)
         for callback in after:

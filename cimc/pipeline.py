@@ -19,15 +19,15 @@ FRONTEND: list[str] = [
     "fold-qdq",
 ]
 
-# From the quantized tensor IR to a program for a target: lower, tile,
-# replicate, place, schedule, emit (filled in as the backend passes land).
+# From the quantized tensor IR to a scheduled module for a target, its code
+# generated and kept (Module.analysis); the program text, image and data header
+# are translations of it (cimc/emit/), not passes.
 BACKEND: list[str] = [
     "lower",
     "tile",
     "replicate",
     "place",
     "schedule",
-    "emit-asm",
 ]
 
 
@@ -44,8 +44,8 @@ class BackendOptions:
     place_effort: float | None = None  # place: counted search work (None: its default, 1)
 
 
-def backend_passes(options: BackendOptions, output: str | None = None) -> list[Pass]:
-    """The BACKEND pipeline configured by `options`, emitting to `output` if given."""
+def backend_passes(options: BackendOptions) -> list[Pass]:
+    """The BACKEND pipeline configured by `options`."""
     from cimc.pass_manager import parse_pipeline
 
     passes = parse_pipeline(",".join(BACKEND))
@@ -53,7 +53,6 @@ def backend_passes(options: BackendOptions, output: str | None = None) -> list[P
         "schedule": {"pipeline": options.pipeline, "stream": options.stream},
         "place": {"placer": options.placer},
         "replicate": {},
-        "emit-asm": {"output": output} if output is not None else {},
     }
     if options.replicate is not None:
         settings["replicate"]["budget"] = options.replicate

@@ -11,10 +11,9 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from cimc.diagnostics import Location
 from cimc.isa.asm_parse import Arg, Statement
 from cimc.isa.program import IO_DTYPES, CoreStream, DataSegment, IODecl
-
-from cimc.diagnostics import Location
 
 if TYPE_CHECKING:
     from cimc.isa.assembler import Assembler

@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-from cimc.passes.tile import blocks_of
-from cimc.targets import load_target
 
 from cimc.analysis.traffic import block_name, max_link_bytes, reducer_block, replicas, unit_edges
 from cimc.diagnostics import CimcError, warn
 from cimc.ir.module import Module
 from cimc.pass_base import Pass
+from cimc.passes.tile import blocks_of
 from cimc.placement.problem import Problem, build_problem, distribute, pack
+from cimc.targets import load_target
 
 PLACERS = ("cpsat", "anneal", "sequential", "snake")
 DEFAULT_EFFORT = 1.0

@@ -24,13 +24,12 @@ import heapq
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cimc.passes.lower import image_dims
-from cimc.passes.tile import block_columns, block_shape, blocks_of
-from cimc.targets import Target, load_target
-
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op
 from cimc.pass_base import Pass
+from cimc.passes.lower import image_dims
+from cimc.passes.tile import block_columns, block_shape, blocks_of
+from cimc.targets import Target, load_target
 
 
 def copy_crossbars(module: Module, op: Op, target: Target) -> int:

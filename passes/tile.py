@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from cimc.targets import Target, load_target
 
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op
 from cimc.pass_base import Pass
+from cimc.targets import Target, load_target
 
 
 def blocks_of(op: Op) -> list[tuple[int, int]]:

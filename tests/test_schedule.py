@@ -8,11 +8,11 @@ from pathlib import Path
 
 import backend_models
 import pytest
+
+from cimc.cli.compile import Compiled, compile_model
 from cimc.isa.assembler import assemble_file
 from cimc.isa.image import load_image
 from cimc.passes.tile import blocks_of
-
-from cimc.cli.compile import Compiled, compile_model
 
 
 def executed(instructions: list) -> list:  # -> list[Instruction]

@@ -2,7 +2,7 @@
 the reference interpreter: the oracle the simulator must equal bit for bit.
 
 The program reads the quantized module inputs and writes the quantized
-tensors that the host dequantizes (passes/emit_asm.py `ports`), in global
+tensors that the host dequantizes (cimc/emit/program.py `ports`), in global
 memory layout (NHWC for images). `reference_codes` runs the integer module
 (before `lower`) and returns exactly those codes, keyed like the program's
 `.input` / `.output` directives.
@@ -15,8 +15,8 @@ import copy
 import numpy as np
 
 from cimc.diagnostics import CimcError
+from cimc.emit.program import ports
 from cimc.ir.module import Module
-from cimc.passes.emit_asm import ports
 
 
 def to_storage(codes: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cimc.emit.program import ports
 from cimc.ir.module import Module
-from cimc.passes.emit_asm import ports
 from cimc.passes.lower_host import host_float_ops
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def simulate_program(module: Module, backend: Module, target: Target,
     When `report` is given it is filled with the compile figures and the
     simulator's (cycles, energy... per inference; see docs/backend.md).
     """
-    from cimc.analysis.report import program_figures
+    from cimc.emit.report import program_figures
     from cimc.isa.assembler import assemble_text
     from cimc.isa.simulator import run_program
     from cimc.reference import run_module

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cimc.diagnostics import CimcError
 from cimc.isa.program import Instruction
 from cimc.isa.simulator.crossbar import conductance
 from cimc.isa.simulator.matrix import GroupState
@@ -16,8 +17,6 @@ from cimc.isa.simulator.memory import Memory
 from cimc.isa.simulator.registry import Semantic, lookup
 from cimc.isa.simulator.timing import Cost, instruction_cost
 from cimc.isa.table import BY_MNEMONIC
-
-from cimc.diagnostics import CimcError
 
 if TYPE_CHECKING:
     from cimc.isa.simulator.machine import Machine

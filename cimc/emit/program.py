@@ -1,33 +1,24 @@
-"""emit-asm: write the program (prog.s) and its crossbar programming image (prog.img).
+"""The program text (prog.s) of a scheduled module: a translation, not a pass.
 
 The program declares the target, the image (a path relative to the program),
 the quantized inputs and outputs in global memory (`.input` / `.output`,
 named after the model's inputs and outputs), then one `.core` section per
-used core: its `.data` tables and its instruction stream (cimc.codegen.generate).
-The image holds every crossbar block as a group of the core it was placed on,
-its slices where `place` put them.
-
-The module itself is not changed; with no `output` the pass only checks that
-code can be generated.
+used core: its `.data` tables and its instruction stream, the code `schedule`
+generated (cimc.codegen.generate). The crossbar image beside it comes from
+cimc/emit/image.py, the C data header from cimc/emit/data_header.py; the API
+(`cimc.compile`, `Program.save`) and the commands write them together.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
-import numpy as np
-from cimc.isa.asm_quote import comment_text, quoted
-from cimc.isa.image import Image, Slice
-from cimc.passes.lower_host import host_float_ops, input_quantize
-from cimc.passes.tile import block_shape, blocks_of
-from cimc.targets import Target, is_target_name, load_target, target_reference
-
-from cimc.codegen.generate import CoreCode, addr, generate
+from cimc.codegen.generate import CoreCode, addr
 from cimc.ir.module import Module, TensorType
-from cimc.outputs import OutputSet
-from cimc.pass_base import Pass
+from cimc.isa.asm_quote import comment_text, quoted
+from cimc.passes.lower_host import host_float_ops, input_quantize
+from cimc.targets import Target, is_target_name, target_reference
 
 WORDS_PER_LINE = 10
 
@@ -70,31 +61,6 @@ def storage_shape(ty: TensorType) -> list[int]:
     return list(ty.shape[1:])
 
 
-def build_image(module: Module, target: Target) -> Image:
-    """Every placed crossbar block as a bit-sliced group of its core."""
-    image = Image(target.cell_bits, target.rows, target.cols)
-    groups: list[tuple[int, int, np.ndarray, list[Slice]]] = []
-    for op in module.ops():
-        if op.kind != "matvec":
-            continue
-        weights = module.constants[op.inputs[1]]
-        s = op.attrs["slices"]
-        flat = op.attrs["block_slices"]
-        blocks = blocks_of(op)
-        for k in range(len(op.attrs["block_cores"])):  # every replica's blocks
-            rows, cols = block_shape(module, op, *blocks[k % len(blocks)])
-            places = [Slice(flat[2 * (k * s + d)], 0, flat[2 * (k * s + d) + 1]) for d in range(s)]
-            groups.append((op.attrs["block_cores"][k], op.attrs["block_groups"][k],
-                           weights[rows, cols], places))
-    crossbars: dict[int, int] = {}
-    for core, _, _, places in groups:
-        crossbars[core] = max([crossbars.get(core, 0)] + [p.crossbar + 1 for p in places])
-    for core, group, block, places in groups:
-        image.core(core, crossbars[core]).add_group(group, block, target.weight_bits,
-                                                    target.cell_bits, places)
-    return image
-
-
 def program_text(module: Module, target: Target, cores: dict[int, CoreCode], image_name: str,
                  source: str = "", target_ref: str | None = None) -> str:
     """The program; `.target` says `target_ref` (see targets.target_reference), by
@@ -124,37 +90,10 @@ def program_text(module: Module, target: Target, cores: dict[int, CoreCode], ima
     return "\n".join(lines) + "\n"
 
 
-def emit(module: Module, target: Target, cores: dict[int, CoreCode],
-         program_path: str | Path) -> tuple[str, Image]:
-    """The text of the program to be written at `program_path` and its crossbar image
-    (to be written beside it, suffix .img), in memory."""
+def program_at(module: Module, target: Target, cores: dict[int, CoreCode],
+               program_path: str | Path) -> str:
+    """The text of the program to be written at `program_path`: it names the image beside
+    it (suffix .img) and a target file relative to it."""
     path = Path(program_path)
-    text = program_text(module, target, cores, path.with_suffix(".img").name, module.name,
+    return program_text(module, target, cores, path.with_suffix(".img").name, module.name,
                         target_reference(target, path))
-    return text, build_image(module, target)
-
-
-@dataclass
-class EmitAsm(Pass):
-    name: ClassVar[str] = "emit-asm"
-    requires: ClassVar[tuple[str, ...]] = ("schedule",)
-    target: str = "isaac"
-    output: str = ""  # path of prog.s; the image goes beside it with suffix .img
-
-    def outputs(self) -> dict[str, str]:
-        if not self.output:
-            return {}
-        return {"emit-asm's output": self.output,
-                "the image beside emit-asm's output": str(Path(self.output).with_suffix(".img"))}
-
-    def apply(self, module: Module) -> None:
-        target = load_target(self.target)
-        cores = generate(module, target)
-        if not self.output:
-            return
-        path = Path(self.output)
-        text, image = emit(module, target, cores, path)
-        with OutputSet(dict(self.outputs())) as out:
-            out.write(path, text)
-            out.write(path.with_suffix(".img"), image.to_bytes())
-            out.commit()
