@@ -226,6 +226,7 @@ def run_pipeline(
     after.extend(callbacks)
     for index, pass_ in enumerate(passes):
         check_requirements(module, passes, index)
+        module.forget_analyses()  # derived from the IR the pass may now change
         timer.before(pass_, module)
         pass_.apply(module)
         for callback in after:
@@ -286,14 +287,13 @@ def _canonical_order() -> list[str]:
     return [*FRONTEND, *BACKEND]
 
 
-def backend_passes(options: BackendOptions, output: str | None = None) -> list[Pass]:
-    """The BACKEND pipeline configured by `options`, emitting to `output` if given."""
+def backend_passes(options: BackendOptions) -> list[Pass]:
+    """The BACKEND pipeline configured by `options`."""
     passes = parse_pipeline(",".join(BACKEND))
     settings: dict[str, dict[str, Any]] = {
         "schedule": {"pipeline": options.pipeline, "stream": options.stream},
         "place": {"placer": options.placer},
         "replicate": {},
-        "emit-asm": {"output": output} if output is not None else {},
     }
     if options.replicate is not None:
         settings["replicate"]["budget"] = options.replicate

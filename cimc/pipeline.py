@@ -16,15 +16,15 @@ FRONTEND: list[str] = [
     "fold-qdq",
 ]
 
-# From the quantized tensor IR to a program for a target: lower, tile,
-# replicate, place, schedule, emit (filled in as the backend passes land).
+# From the quantized tensor IR to a scheduled module for a target, its code
+# generated and kept (Module.analysis); the program text, image and data header
+# are translations of it (cimc/emit/), not passes.
 BACKEND: list[str] = [
     "lower",
     "tile",
     "replicate",
     "place",
     "schedule",
-    "emit-asm",
 ]
 
 

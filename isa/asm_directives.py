@@ -13,10 +13,9 @@ import math
 from collections.abc import Callable
 from typing import Protocol
 
+from cimc.diagnostics import CimcError, Location
 from cimc.isa.asm_parse import Arg, Statement
 from cimc.isa.program import IO_DTYPES, CoreStream, DataSegment, IODecl, Program
-
-from cimc.diagnostics import CimcError, Location
 
 
 class Assembly(Protocol):

@@ -14,13 +14,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cimc.diagnostics import CimcError, Location, located_error
 from cimc.isa.asm_directives import DIRECTIVES
 from cimc.isa.asm_parse import Arg, Statement, parse_statements
 from cimc.isa.encoding import decode_program, is_program_binary
 from cimc.isa.program import CoreStream, DataSegment, Instruction, Program
 from cimc.isa.table import BY_MNEMONIC, Field, InstructionSpec, Operand
-
-from cimc.diagnostics import CimcError, Location, located_error
 
 REGISTER = re.compile(r"r(\d+)$")
 

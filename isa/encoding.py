@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import struct
 
+from cimc.diagnostics import CimcError
 from cimc.isa.program import CoreStream, DataSegment, Instruction, IODecl, Program
 from cimc.isa.table import BY_MNEMONIC, BY_OPCODE, OPCODE_BITS, WORD_BITS, WORD_BYTES
-
-from cimc.diagnostics import CimcError
 
 MAGIC = b"CIMCPROG"
 VERSION = 1

@@ -34,6 +34,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+
+from cimc.diagnostics import CimcError
+from cimc.dialect.chip import CHIP_KINDS, image_dims
+from cimc.dialect.host import HOST_KINDS, host_float_ops
+from cimc.ir.module import Module, Op, TensorType
+from cimc.pass_base import Pass
 from cimc.passes.lower_host import (
     after_quantize,
     check_host_boundary,
@@ -41,12 +47,6 @@ from cimc.passes.lower_host import (
     pass_through_inputs,
     quantize_inputs_once,
 )
-
-from cimc.diagnostics import CimcError
-from cimc.dialect.chip import CHIP_KINDS, image_dims
-from cimc.dialect.host import HOST_KINDS, host_float_ops
-from cimc.ir.module import Module, Op, TensorType
-from cimc.pass_base import Pass
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
 from cimc.reference.requant import MAX_SHIFT, apply, fixed_point

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-from cimc.targets import load_target
 
 from cimc.analysis.traffic import block_name, max_link_bytes, reducer_block, replicas, unit_edges
 from cimc.diagnostics import CimcError, warn
@@ -46,6 +45,7 @@ from cimc.pass_base import Pass
 from cimc.placement.baselines import anneal, anneal_moves, core_order, fill, fit_load_cap
 from cimc.placement.bound import hop_bytes_bound
 from cimc.placement.problem import Problem, build_problem, distribute, pack
+from cimc.targets import load_target
 
 PLACERS = ("cpsat", "anneal", "sequential", "snake")
 DEFAULT_EFFORT = 1.0

@@ -24,11 +24,10 @@ import heapq
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cimc.targets import Target, load_target
-
 from cimc.dialect.chip import block_columns, block_shape, blocks_of, check_columns, image_dims
 from cimc.ir.module import Module, Op
 from cimc.pass_base import Pass
+from cimc.targets import Target, load_target
 
 
 def copy_crossbars(module: Module, op: Op, target: Target) -> int:

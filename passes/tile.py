@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from cimc.targets import load_target
 
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import block_size, kept_blocks
 from cimc.ir.module import Module
 from cimc.pass_base import Pass
+from cimc.targets import load_target
 
 
 @dataclass

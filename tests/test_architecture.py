@@ -35,7 +35,7 @@ LAYERS = [
     ("cimc.dialect", "cimc.isa.simulator"),
     ("cimc.frontend", "cimc.analysis"),
     ("cimc.placement", "cimc.codegen"),
-    ("cimc.report",),
+    ("cimc.emit",),
     ("cimc.passes", "cimc.host"),
     ("cimc.pass_manager",),
     ("cimc.api",),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import backend_models
 import pytest
-from cimc.targets import load_target
 
 from cimc.analysis.traffic import (
     GLOBAL,
@@ -21,6 +20,7 @@ from cimc.frontend.importer import import_onnx
 from cimc.ir.module import Module
 from cimc.pass_manager import parse_pipeline, run_pipeline
 from cimc.pipeline import FRONTEND
+from cimc.targets import load_target
 
 
 def tiled(name: str, target: str, replicas: int = 1) -> Module:

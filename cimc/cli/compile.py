@@ -186,7 +186,7 @@ def _header(args: argparse.Namespace, compiled: Compiled,
     import numpy as np
 
     from cimc.diagnostics import CimcError
-    from cimc.passes.emit_data import data_header
+    from cimc.emit.data_header import data_header
 
     assert codes is not None
     count = len(next(iter(codes[0].values())))

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cimc.dialect.host import host_float_ops, ports
+from cimc.emit.report import program_figures
 from cimc.host.ports import to_storage
 from cimc.ir.module import Module
 from cimc.isa.assembler import assemble_text
 from cimc.isa.simulator import run_program
 from cimc.reference import run_module
-from cimc.report import program_figures
 
 if TYPE_CHECKING:
     from cimc.codegen.generate import CoreCode
@@ -65,6 +65,8 @@ def simulate_program(module: Module, backend: Module, target: Target,
     When `report` is given it is filled with the compile figures and the
     simulator's (cycles, energy... per inference; see docs/backend.md).
     """
+    from cimc.reference import run_module
+
     program = assemble_text(text, "<program>")
     codes, simulated = run_program(program, image, target, _quantized_inputs(module, feeds))
     if report is not None:

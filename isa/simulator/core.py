@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from cimc.diagnostics import CimcError
 from cimc.isa.image import Image
 from cimc.isa.program import Instruction
 from cimc.isa.simulator.crossbar import Analog, conductance
@@ -18,8 +19,6 @@ from cimc.isa.simulator.registry import Semantic, lookup
 from cimc.isa.simulator.timing import Cost, instruction_cost
 from cimc.isa.table import BY_MNEMONIC
 from cimc.targets import Target
-
-from cimc.diagnostics import CimcError
 
 
 class Chip(Protocol):
