@@ -25,9 +25,8 @@ def zoo_dir() -> Path:
 
 def time_model(path: Path, runs: int = RUNS) -> tuple[float, float, int]:
     """Median seconds of import and of canonicalize, and the final op count."""
-    from cimc.passes.canonicalize import Canonicalize
-
     from cimc.frontend.importer import import_onnx
+    from cimc.passes.canonicalize import Canonicalize
 
     imports, canons, ops = [], [], 0
     for _ in range(runs):

@@ -137,9 +137,8 @@ def main() -> None:
     import logging
     import warnings
 
-    from cimc.passes.place import DEFAULT_EFFORT, Place
-
     from cimc.diagnostics import CimcError
+    from cimc.passes.place import DEFAULT_EFFORT, Place
 
     logging.getLogger().setLevel(logging.ERROR)
     warnings.simplefilter("ignore")

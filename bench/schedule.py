@@ -55,12 +55,12 @@ def _models() -> list[tuple[str, Path]]:
 
 def _simulate(model: Path, target: str, prog: Path, pipeline: str, stream: int,
               budget: float) -> tuple[dict, dict, object]:
+    from cimc.api import compile as compile_program
+    from cimc.emit.report import schedule_bounds, static_figures
     from cimc.isa.assembler import assemble_file
     from cimc.isa.image import load_image
     from cimc.isa.simulator import run_program
 
-    from cimc.analysis.report import schedule_bounds, static_figures
-    from cimc.api import compile as compile_program
 
     compiled = compile_program(model, target, pipeline=pipeline, stream=stream, replicate=budget,
                                path=prog)

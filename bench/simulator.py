@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+
 from cimc.isa.assembler import assemble_text
 from cimc.isa.image import Image
 from cimc.isa.simulator import SimOptions, simulate

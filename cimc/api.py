@@ -124,11 +124,11 @@ class Program:
     def text_for(self, path: str | Path) -> str:
         """The program text to write at `path`: it names the image beside it and a target
         file relative to it."""
-        from cimc.passes.emit_asm import emit
+        from cimc.emit.program import program_at
 
         if str(path) == self.path:
             return self.assembly
-        return emit(self.module, self.target, self.cores, path)[0]
+        return program_at(self.module, self.target, self.cores, path)
 
     def save(self, path: str | Path) -> None:
         """Write the program at `path` and its crossbar image beside it (suffix .img),
@@ -187,19 +187,22 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
 def _backend(module: Module, target: Target, options: BackendOptions, path: str,
              timings: list[PassTiming], print_after_all: bool, time_passes: bool) -> Program:
     """The backend pipeline on `module` (after the frontend; rewritten in place)."""
-    from cimc.codegen.generate import generate
-    from cimc.pass_manager import run_pipeline
-    from cimc.passes.emit_asm import emit
+    from cimc.codegen.generate import plan_and_code
+    from cimc.emit.image import build_image
+    from cimc.emit.program import program_at
+    from cimc.pass_manager import PassTiming, backend_passes, run_pipeline
     from cimc.passes.place import Place
-    from cimc.pipeline import backend_passes
 
     integer = copy.deepcopy(module)
-    backend = backend_passes(options)  # emit-asm only checks; Program.save writes the files
+    backend = backend_passes(options)
     timings = timings + run_pipeline(module, backend, print_after_all=print_after_all,
                                      time_passes=time_passes)
     placed = next((p.summary for p in backend if isinstance(p, Place)), None)
-    cores = generate(module, target)
-    text, image = emit(module, target, cores, path)
+    # Emission translates the code `schedule` generated and kept; Program.save writes it.
+    start = time.perf_counter()
+    cores = plan_and_code(module, target).cores
+    text, image = program_at(module, target, cores, path), build_image(module, target)
+    timings.append(PassTiming("emit", time.perf_counter() - start))
     return Program(integer, module, target, cores, text, image, path, timings,
                    placed.as_dict() if placed is not None else {})
 
@@ -268,7 +271,7 @@ def program_report(program: Program,
     else on an all-zero-point input)."""
     import numpy as np
 
-    from cimc.analysis.report import program_figures
+    from cimc.emit.report import program_figures
     from cimc.isa.assembler import assemble_text
     from cimc.isa.simulator import run_program
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cimc.diagnostics import CimcError
+
 # The placer's budget is wall-clock seconds; a day is beyond any useful search.
 MAX_SECONDS = 86_400.0
 
@@ -46,8 +48,6 @@ BACKEND_RANGES = {"replicate": REPLICATE, "place_effort": PLACE_EFFORT,
 def check_backend_options(activations: str, stream: int, **numbers: float | None) -> None:
     """Refuse an activation type or a number out of its range (`numbers` by the names of
     BACKEND_RANGES; None: the default); the passes check the names (placer, pipeline)."""
-    from cimc.diagnostics import CimcError
-
     if activations not in ACTIVATIONS:
         raise CimcError(f"activations={activations!r}: choose 'int8' or 'uint8'")
     if stream < 0:

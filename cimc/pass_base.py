@@ -4,6 +4,8 @@ A pass is a dataclass whose fields are its options (so `place{effort=0.5}` on th
 command line sets the field `effort` to 0.5), with a class-level `name` and an `apply`
 that rewrites the module in place. The pass manager verifies the IR after
 every pass, so a pass may assume valid input and must leave valid output.
+Passes write no files: the program, its image and the data header are
+translations of the scheduled module (cimc/emit/).
 
 A pass names the earlier passes whose results it reads in `requires`; each
 pass says, in `missing_result`, where a module lacks its own results. The pass
@@ -30,11 +32,6 @@ class Pass:
     def missing_result(cls, module: Module) -> str | None:
         """Where `module` lacks this pass's results, in words (None: nothing lacks them)."""
         return None
-
-    def outputs(self) -> dict[str, str]:
-        """The files `apply` writes, by what a user calls them, so that a command can
-        refuse one naming an input or another output before any pass runs."""
-        return {}
 
     def apply(self, module: Module) -> None:
         raise NotImplementedError

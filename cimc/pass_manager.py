@@ -3,7 +3,9 @@
 A pipeline spec is a comma-separated list of pass names, each optionally
 followed by options in braces: `lower,tile{target=tiny},place{placer=anneal}`.
 Options are the fields of the pass dataclass (`-` in a name stands for `_`).
-Passes are found in `cimc.passes.PASSES` and imported on first use.
+Passes are found in `cimc.passes.PASSES` and imported on first use;
+`backend_passes` configures the BACKEND pipeline of cimc/pipeline.py from a
+user's BackendOptions.
 
 `run_pipeline` applies passes in order and verifies the IR after each. What
 happens between passes (timing, verification, printing the IR) is done by
@@ -24,7 +26,10 @@ from typing import Any, TextIO
 
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module
+from cimc.ir.text import print_module
+from cimc.ir.verifier import verify
 from cimc.pass_base import Pass
+from cimc.pipeline import BACKEND, FRONTEND, BackendOptions
 
 
 def registry() -> dict[str, str]:
@@ -160,8 +165,6 @@ class _Timer:
 
 
 def _verify_after(timer: _Timer) -> Callback:
-    from cimc.ir.verifier import verify
-
     def check(pass_: Pass, module: Module) -> None:
         started = time.perf_counter()
         try:
@@ -174,8 +177,6 @@ def _verify_after(timer: _Timer) -> Callback:
 
 
 def _print_after(names: Collection[str] | None, elide: bool, out: TextIO) -> Callback:
-    from cimc.ir.text import print_module
-
     def dump(pass_: Pass, module: Module) -> None:
         if names is None or pass_.name in names:
             out.write(f"// -----// IR Dump After {pass_.name} //----- //\n")
@@ -206,8 +207,6 @@ def run_pipeline(
     broken input is not blamed on the first pass. `verify_each=False` skips
     all verification (for debugging a pass that breaks the IR).
     """
-    from cimc.ir.verifier import verify
-
     out = sys.stderr if out is None else out
     names = [p.name for p in passes]
     for name in sorted(set(print_after) - set(names)):
@@ -227,6 +226,7 @@ def run_pipeline(
     after.extend(callbacks)
     for index, pass_ in enumerate(passes):
         check_requirements(module, passes, index)
+        module.forget_analyses()  # derived from the IR the pass may now change
         timer.before(pass_, module)
         pass_.apply(module)
         for callback in after:
@@ -315,9 +315,36 @@ def _chain(cls: type[Pass]) -> list[str]:
 
 
 def _canonical_order() -> list[str]:
-    from cimc.pipeline import BACKEND, FRONTEND
-
     return [*FRONTEND, *BACKEND]
+
+
+def backend_passes(options: BackendOptions) -> list[Pass]:
+    """The BACKEND pipeline configured by `options`."""
+    passes = parse_pipeline(",".join(BACKEND))
+    settings: dict[str, dict[str, Any]] = {
+        "schedule": {"pipeline": options.pipeline, "stream": options.stream},
+        "place": {"placer": options.placer},
+        "replicate": {},
+    }
+    if options.replicate is not None:
+        settings["replicate"]["budget"] = options.replicate
+    if options.place_time_limit is not None:
+        settings["place"]["time_limit"] = options.place_time_limit
+    if options.place_effort is not None:
+        settings["place"]["effort"] = options.place_effort
+    set_target(passes, options.target)
+    for pass_ in passes:
+        for option, value in settings.get(pass_.name, {}).items():
+            setattr(pass_, option, value)
+    return passes
+
+
+def set_target(passes: list[Pass], target: str) -> None:
+    """Give every pass with a `target` option (the backend passes; the Pass base class
+    has none) the same `target`, a bundled name or a .toml path."""
+    for pass_ in passes:
+        if any(f.name == "target" for f in dataclasses.fields(pass_)):
+            pass_.target = target  # type: ignore[attr-defined]
 
 
 def timing_report(timings: list[PassTiming], verify_seconds: float = 0.0) -> str:

@@ -1,7 +1,9 @@
 """The assembler's directives: one function per directive, checking its arguments.
 
 `.target`, `.image`, `.input`/`.output` describe the program; `.core` opens a
-core's section; `.data` with `.word`/`.byte` lays out its initial memory.
+core's section; `.data` with `.word`/`.byte` lays out its initial memory. Each
+reads and changes the assembler's state through `Assembly` (the Assembler of
+isa/assembler.py, which dispatches to DIRECTIVES).
 """
 
 from __future__ import annotations
@@ -9,21 +11,34 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from cimc.diagnostics import CimcError, Location
 from cimc.isa.asm_parse import Arg, Statement
-from cimc.isa.program import IO_DTYPES, CoreStream, DataSegment, IODecl
+from cimc.isa.program import IO_DTYPES, CoreStream, DataSegment, IODecl, Program
 
-from cimc.diagnostics import Location
 
-if TYPE_CHECKING:
-    from cimc.isa.assembler import Assembler
+class Assembly(Protocol):
+    """What a directive reads and changes of the assembler: the program so far, the open
+    core section and `.data` block, the line of each core's section, and errors at
+    file:line:col."""
+
+    filename: str
+    program: Program
+    stream: CoreStream | None
+    segment: DataSegment | None
+    core_lines: dict[int, int]
+
+    def error(self, message: str, line: int, column: int) -> CimcError: ...
+
+    def close_core(self) -> None: ...
+
 
 DTYPE_RANGE = {"i8": (-128, 127), "u8": (0, 255), "i32": (-(1 << 31), (1 << 31) - 1)}
 MAX_CORE = (1 << 16) - 1
 
 
-def expect(asm: Assembler, st: Statement, usage: str, *kinds: str) -> list[Arg]:
+def expect(asm: Assembly, st: Statement, usage: str, *kinds: str) -> list[Arg]:
     """The directive's args, checked against `kinds` (alternatives joined by |)."""
     if len(st.args) != len(kinds):
         raise asm.error(f"{st.name} takes {len(kinds)} argument(s): {st.name} {usage}",
@@ -35,7 +50,7 @@ def expect(asm: Assembler, st: Statement, usage: str, *kinds: str) -> list[Arg]:
     return st.args
 
 
-def text_of(asm: Assembler, arg: Arg) -> str:
+def text_of(asm: Assembly, arg: Arg) -> str:
     """A name or file argument, bare or as a JSON-quoted string."""
     if arg.kind == "symbol":
         return str(arg.value)
@@ -45,7 +60,7 @@ def text_of(asm: Assembler, arg: Arg) -> str:
         raise asm.error("bad escape in string", arg.line, arg.column) from None
 
 
-def target(asm: Assembler, st: Statement) -> None:
+def target(asm: Assembly, st: Statement) -> None:
     """`.target NAME`: the target the program was built for."""
     (name,) = expect(asm, st, "NAME", "symbol|string")
     if asm.program.target is not None:
@@ -53,7 +68,7 @@ def target(asm: Assembler, st: Statement) -> None:
     asm.program.target = text_of(asm, name)
 
 
-def image(asm: Assembler, st: Statement) -> None:
+def image(asm: Assembly, st: Statement) -> None:
     """`.image "FILE"`: the crossbar programming image the program loads."""
     (path,) = expect(asm, st, '"FILE"', "symbol|string")
     if asm.program.image is not None:
@@ -61,7 +76,7 @@ def image(asm: Assembler, st: Statement) -> None:
     asm.program.image = text_of(asm, path)
 
 
-def core(asm: Assembler, st: Statement) -> None:
+def core(asm: Assembly, st: Statement) -> None:
     """`.core N`: the instructions that follow run on core N."""
     (number,) = expect(asm, st, "N", "integer")
     index = number.value
@@ -77,7 +92,7 @@ def core(asm: Assembler, st: Statement) -> None:
     asm.segment = None
 
 
-def io(asm: Assembler, st: Statement) -> None:
+def io(asm: Assembly, st: Statement) -> None:
     """`.input`/`.output NAME, ADDR, DTYPE, [SHAPE], SCALE, ZP`: a tensor the host moves."""
     usage = "NAME, ADDR, DTYPE, [SHAPE], SCALE, ZP"
     name, addr, dtype, shape, scale, zp = expect(
@@ -105,7 +120,7 @@ def io(asm: Assembler, st: Statement) -> None:
                         zp.value, Location(asm.filename, st.line, st.column)))
 
 
-def data(asm: Assembler, st: Statement) -> None:
+def data(asm: Assembly, st: Statement) -> None:
     """`.data ADDR`: the `.word`/`.byte` values that follow start at ADDR in local memory."""
     (addr,) = expect(asm, st, "ADDR", "integer")
     if asm.stream is None:
@@ -116,7 +131,7 @@ def data(asm: Assembler, st: Statement) -> None:
     asm.program.data.setdefault(asm.stream.core, []).append(asm.segment)
 
 
-def values(asm: Assembler, st: Statement) -> None:
+def values(asm: Assembly, st: Statement) -> None:
     """`.word`/`.byte V, ...`: little-endian values appended to the current .data block."""
     if asm.segment is None:
         raise asm.error(f"{st.name} outside a .data block", st.line, st.column)
@@ -135,7 +150,7 @@ def values(asm: Assembler, st: Statement) -> None:
     asm.segment.data += bytes(out)
 
 
-DIRECTIVES: dict[str, Callable[[Assembler, Statement], None]] = {
+DIRECTIVES: dict[str, Callable[[Assembly, Statement], None]] = {
     ".target": target, ".image": image, ".core": core,
     ".input": io, ".output": io, ".data": data,
     ".word": values, ".byte": values,

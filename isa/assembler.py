@@ -14,12 +14,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cimc.diagnostics import CimcError, Location, located_error
 from cimc.isa.asm_directives import DIRECTIVES
 from cimc.isa.asm_parse import Arg, Statement, parse_statements
+from cimc.isa.encoding import decode_program, is_program_binary
 from cimc.isa.program import CoreStream, DataSegment, Instruction, Program
 from cimc.isa.table import BY_MNEMONIC, Field, InstructionSpec, Operand
-
-from cimc.diagnostics import CimcError, Location, located_error
 
 REGISTER = re.compile(r"r(\d+)$")
 
@@ -35,6 +35,22 @@ def assemble_file(path: str | Path) -> Program:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise CimcError(f"cannot read assembly file {path}: {exc}") from None
+    return assemble_text(text, str(path))
+
+
+def load_program(path: str | Path) -> Program:
+    """A program from a binary (isa/encoding.py) or an assembly text file (told apart by
+    the magic)."""
+    try:
+        blob = Path(path).read_bytes()
+    except OSError as exc:
+        raise CimcError(f"cannot read program {path}: {exc.strerror}") from None
+    if is_program_binary(blob):
+        return decode_program(blob, str(path))
+    try:
+        text = blob.decode()
+    except UnicodeDecodeError:
+        raise CimcError(f"{path}: neither a cimc program binary nor UTF-8 assembly text") from None
     return assemble_text(text, str(path))
 
 

@@ -7,11 +7,10 @@ multiple of 4, `.byte` lines otherwise.
 
 from __future__ import annotations
 
+from cimc.diagnostics import CimcError
 from cimc.isa.asm_quote import name_token, quoted
 from cimc.isa.program import IODecl, Program
 from cimc.isa.table import BY_MNEMONIC
-
-from cimc.diagnostics import CimcError
 
 _PER_LINE = 8
 

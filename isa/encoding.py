@@ -18,12 +18,10 @@ not covered by a field are zero.
 from __future__ import annotations
 
 import struct
-from pathlib import Path
-
-from cimc.isa.program import CoreStream, DataSegment, Instruction, IODecl, Program
-from cimc.isa.table import BY_MNEMONIC, BY_OPCODE, OPCODE_BITS, WORD_BITS, WORD_BYTES
 
 from cimc.diagnostics import CimcError
+from cimc.isa.program import CoreStream, DataSegment, Instruction, IODecl, Program
+from cimc.isa.table import BY_MNEMONIC, BY_OPCODE, OPCODE_BITS, WORD_BITS, WORD_BYTES
 
 MAGIC = b"CIMCPROG"
 VERSION = 1
@@ -186,20 +184,3 @@ def decode_program(blob: bytes, filename: str = "<binary>") -> Program:
     if r.pos != len(blob):
         raise r.error(f"{len(blob) - r.pos} bytes of trailing garbage")
     return program
-
-
-def load_program(path: str | Path) -> Program:
-    """A program from a binary or an assembly text file (told apart by the magic)."""
-    try:
-        blob = Path(path).read_bytes()
-    except OSError as exc:
-        raise CimcError(f"cannot read program {path}: {exc.strerror}") from None
-    if is_program_binary(blob):
-        return decode_program(blob, str(path))
-    from cimc.isa.assembler import assemble_text  # lark only when text is given
-
-    try:
-        text = blob.decode()
-    except UnicodeDecodeError:
-        raise CimcError(f"{path}: neither a cimc program binary nor UTF-8 assembly text") from None
-    return assemble_text(text, str(path))

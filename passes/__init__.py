@@ -12,5 +12,4 @@ PASSES: dict[str, str] = {
     "replicate": "cimc.passes.replicate:Replicate",
     "place": "cimc.passes.place:Place",
     "schedule": "cimc.passes.schedule:Schedule",
-    "emit-asm": "cimc.passes.emit_asm:EmitAsm",
 }

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cimc.ir.module import Module, Op
+from cimc.pass_base import Pass
 from cimc.passes.canonicalize_affine import (
     fold_batch_norm,
     fold_channel_add,
@@ -39,9 +41,6 @@ from cimc.passes.canonicalize_cleanup import (
     sum_to_adds,
 )
 from cimc.passes.canonicalize_gemm import matmul_to_gemm, normalize_gemm
-
-from cimc.ir.module import Module, Op
-from cimc.pass_base import Pass
 
 Rewrite = Callable[[Module, Op], bool]
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from cimc.ir.module import Module, Op, TensorType
 from cimc.passes.canonicalize_edits import (
     bypass,
     float_constant,
@@ -15,8 +17,6 @@ from cimc.passes.canonicalize_edits import (
     sole_reader,
     split_constant,
 )
-
-from cimc.ir.module import Module, Op, TensorType
 
 Array = np.ndarray[Any, Any]
 

@@ -5,9 +5,9 @@ n-ary sums, reshapes, identity transposes, means over H and W.
 from __future__ import annotations
 
 import numpy as np
-from cimc.passes.canonicalize_edits import bypass, new_op
 
 from cimc.ir.module import Module, Op, TensorType
+from cimc.passes.canonicalize_edits import bypass, new_op
 
 
 def drop_identity(module: Module, op: Op) -> bool:

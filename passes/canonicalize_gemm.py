@@ -5,11 +5,11 @@ normalized away, matmul by a constant (or dequantized constant) matrix as gemm.
 from __future__ import annotations
 
 import numpy as np
-from cimc.passes.canonicalize_affine import channel_vector
-from cimc.passes.canonicalize_edits import float_constant, new_constant, new_op
 
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op, Quant
+from cimc.passes.canonicalize_affine import channel_vector
+from cimc.passes.canonicalize_edits import float_constant, new_constant, new_op
 
 
 def transposed_weight(module: Module, value: str, name: str) -> str:

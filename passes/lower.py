@@ -34,34 +34,22 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+
+from cimc.diagnostics import CimcError
+from cimc.dialect.chip import CHIP_KINDS, image_dims
+from cimc.dialect.host import HOST_KINDS, host_float_ops
+from cimc.ir.module import Module, Op, TensorType
+from cimc.pass_base import Pass
 from cimc.passes.lower_host import (
-    HOST_KINDS,
     after_quantize,
     check_host_boundary,
     feeds_chip,
-    host_float_ops,
     pass_through_inputs,
     quantize_inputs_once,
 )
-
-from cimc.diagnostics import CimcError
-from cimc.ir.module import Module, Op, TensorType
-from cimc.pass_base import Pass
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
 from cimc.reference.requant import MAX_SHIFT, apply, fixed_point
-
-# Kinds the backend runs on the chip (the host's: passes/lower_host.py).
-CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "concat", "view")
-
-
-def image_dims(ty: TensorType) -> tuple[int, int, int]:
-    """(H, W, C) of an activation stored NHWC: [1,C,H,W] or [1,K] (a 1x1 image)."""
-    if len(ty.shape) == 4 and ty.shape[0] == 1:
-        return ty.shape[2], ty.shape[3], ty.shape[1]
-    if len(ty.shape) == 2 and ty.shape[0] == 1:
-        return 1, 1, ty.shape[1]
-    raise ValueError(f"shape {list(ty.shape)} is not [1,C,H,W] or [1,K]")
 
 
 def _per_tensor(ty: TensorType, what: str, op: Op) -> tuple[float, int]:

@@ -1,17 +1,15 @@
-"""The host's share of a lowered module, which `lower` checks and arranges: the
-host quantizes each model input once (the program's `.input`), dequantizes the
-chip's results (its `.output`s) and runs the float tail after the last
-`dequantize`; the chip runs everything between."""
+"""The host's share of a lowered module (cimc/dialect/host.py), which `lower` checks
+and arranges: the host quantizes each model input once (the program's `.input`),
+dequantizes the chip's results (its `.output`s) and runs the float tail after the
+last `dequantize`; the chip runs everything between."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from cimc.diagnostics import CimcError
+from cimc.dialect.host import HOST_KINDS, input_quantize
 from cimc.ir.module import Module, Op
-
-# Kinds the host runs around the program.
-HOST_KINDS = ("quantize", "dequantize")
 
 
 def check_host_boundary(module: Module, chip: set[str]) -> None:
@@ -55,13 +53,6 @@ def quantize_inputs_once(module: Module) -> None:
                             "it once and requantize where another scale is needed")
 
 
-def input_quantize(module: Module, name: str) -> Op | None:
-    """The `quantize` of model input `name` (the program reads its codes), if any."""
-    if name not in module.inputs:
-        return None
-    return next((op for op in module.consumers(name) if op.kind == "quantize"), None)
-
-
 def pass_through_inputs(module: Module) -> None:
     """A model input that is also a model output: the chip copies its codes (an identity
     `rescale`) to a program output, dequantized by the host as any other; the `port`
@@ -86,29 +77,6 @@ def pass_through_inputs(module: Module) -> None:
         out = module.add_op("dequantize", [copy.outputs[0]], [module.values[name]],
                             name=f"{name}.out", attrs={"port": name})
         module.outputs[i] = out.outputs[0]
-
-
-def host_float_ops(module: Module) -> set[str]:
-    """The float tail the host runs after the chip: ops fed (transitively) only by
-    `dequantize` results whose results feed only each other or the module's outputs
-    (a Softmax, maybe quantized and dequantized again). A float op whose result goes
-    back to integer ops is not host work: it sits between chip layers."""
-    found: set[str] = set()
-    for op in module.ops():
-        ins = [module.producer(v) for v in op.inputs if not module.is_constant(v)]
-        if op.kind == "dequantize":
-            if ins and all(p is not None and p.name in found for p in ins):
-                found.add(op.name)
-            continue
-        integer = op.kind != "quantize" and module.values[op.outputs[0]].is_quantized
-        if not integer and ins and all(p is not None and (p.kind == "dequantize" or
-                                                          p.name in found) for p in ins):
-            found.add(op.name)
-    for op in reversed(list(module.ops())):
-        readers = [c for v in op.outputs for c in module.consumers(v)]
-        if op.name in found and any(c.name not in found for c in readers):
-            found.discard(op.name)
-    return found
 
 
 def after_quantize(module: Module, op: Op) -> bool:

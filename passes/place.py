@@ -36,14 +36,16 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-from cimc.passes.tile import blocks_of
-from cimc.targets import load_target
 
 from cimc.analysis.traffic import block_name, max_link_bytes, reducer_block, replicas, unit_edges
 from cimc.diagnostics import CimcError, warn
+from cimc.dialect.chip import blocks_of
 from cimc.ir.module import Module
 from cimc.pass_base import Pass
+from cimc.placement.baselines import anneal, anneal_moves, core_order, fill, fit_load_cap
+from cimc.placement.bound import hop_bytes_bound
 from cimc.placement.problem import Problem, build_problem, distribute, pack
+from cimc.targets import load_target
 
 PLACERS = ("cpsat", "anneal", "sequential", "snake")
 DEFAULT_EFFORT = 1.0
@@ -80,14 +82,6 @@ def run_placer(problem: Problem, placer: str, effort: float, seed: int,
                time_limit: float = 0.0) -> tuple[np.ndarray, dict[str, int | bool]]:
     """Cores of all units and what the search did; `effort` counts the work,
     `time_limit` (0: none) is the wall-clock safety net."""
-    from cimc.placement.baselines import (
-        anneal,
-        anneal_moves,
-        core_order,
-        fill,
-        fit_load_cap,
-    )
-
     if placer not in PLACERS:
         raise CimcError(f"unknown placer {placer!r}; choose one of {', '.join(PLACERS)}")
     fit_load_cap(problem)
@@ -137,9 +131,6 @@ class Place(Pass):
         return None
 
     def apply(self, module: Module) -> None:
-        from cimc.placement.baselines import core_order, fill
-        from cimc.placement.bound import hop_bytes_bound
-
         for option, value in (("effort", self.effort), ("time-limit", self.time_limit)):
             if not (value >= 0 and np.isfinite(value)):  # also refuses NaN
                 raise CimcError(f"place: {option} {value}: give a finite number >= 0")

@@ -24,13 +24,10 @@ import heapq
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cimc.passes.lower import image_dims
-from cimc.passes.tile import block_columns, block_shape, blocks_of
-from cimc.targets import Target, load_target
-
-from cimc.diagnostics import CimcError
+from cimc.dialect.chip import block_columns, block_shape, blocks_of, check_columns, image_dims
 from cimc.ir.module import Module, Op
 from cimc.pass_base import Pass
+from cimc.targets import Target, load_target
 
 
 def copy_crossbars(module: Module, op: Op, target: Target) -> int:
@@ -47,17 +44,6 @@ def check_fits(module: Module, matvecs: list[Op], target: Target) -> None:
     target's crossbars even packed perfectly (cell columns / crossbar columns)."""
     check_columns(sum(block_columns(module.values[op.inputs[1]].shape[1], op.attrs["blocks"],
                                     target) for op in matvecs), target)
-
-
-def check_columns(columns: int, target: Target, subject: str = "the model") -> None:
-    """CimcError when `columns` cell columns need more crossbars than the target has."""
-    needed = -(-columns // target.cols)
-    if needed > target.total_crossbars:
-        cores = -(-needed // target.crossbars_per_core)
-        raise CimcError(f"{subject} needs at least {needed} crossbars on {cores} cores but "
-                        f"target {target.name!r} has {target.total_crossbars} crossbars on "
-                        f"{target.cores} cores; choose a bigger target (weights are not "
-                        "time-multiplexed)")
 
 
 def windows_per_copy(module: Module, op: Op, copies: int) -> int:

@@ -12,9 +12,10 @@ Every runtime tensor gets a global address (attribute `addr` on its producer,
 inputs there and writes model outputs there; other tensors stream core to
 core and never touch global memory. The order in which each core works, the
 messages and the buffers are the plan of cimc/analysis/plan.py; the pass
-records `pipeline` and `stream` on every chip op, builds the plan and the
-code once, and reports a core that runs out of local memory or a model
-needing more message tags than the network has.
+records `pipeline` and `stream` on every chip op, builds the plan and generates
+the code, once per compile: both are kept with the module (Module.keep_analysis)
+for emission and the report. It reports a core that runs out of local memory or
+a model needing more message tags than the network has.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from cimc.passes.lower import CHIP_KINDS
-from cimc.targets import load_target
-
 from cimc.analysis.plan import build
-from cimc.codegen.generate import generate
+from cimc.codegen.generate import Generated, generate
 from cimc.diagnostics import CimcError
+from cimc.dialect.chip import CHIP_KINDS
 from cimc.ir.module import Module
 from cimc.pass_base import Pass
+from cimc.targets import load_target
 
 ALIGN = 16
 MAX_TAG = (1 << 16) - 1
@@ -79,4 +79,4 @@ class Schedule(Pass):
         if plan.tags > MAX_TAG + 1:
             raise CimcError(f"the model needs {plan.tags} message tags, more than the "
                             f"{MAX_TAG + 1} the network supports")
-        generate(module, target, plan)
+        module.keep_analysis(Generated(target, plan, generate(module, target, plan)))

@@ -9,11 +9,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from cimc.diagnostics import CimcError, located_error
 from cimc.targets.schema import SCHEMA, keys_of
 from cimc.targets.target import Energy, Latency, Target
 from cimc.targets.validate import TargetError, check_keys, check_target
-
-from cimc.diagnostics import CimcError, located_error
 
 BUNDLED = Path(__file__).resolve().parent
 

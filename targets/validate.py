@@ -10,11 +10,10 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
+from cimc.diagnostics import CimcError, Location
 from cimc.targets.locate import Place, locate
 from cimc.targets.schema import SCHEMA, SECTIONS, Key, format_value, keys_of
 from cimc.targets.target import Target
-
-from cimc.diagnostics import CimcError, Location
 
 
 @dataclass(frozen=True)

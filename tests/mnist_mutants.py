@@ -864,13 +864,12 @@ def _feeds(module, rng: np.random.Generator) -> dict[str, np.ndarray]:  # module
 
 def _simulate_and_compare(model: str, program: Path, target: str) -> tuple[str, str]:
     """("compiled", "") when the program's outputs equal the reference's, else ("mismatch", why)."""
+    from cimc.api import prepare
+    from cimc.host.ports import reference_codes
     from cimc.isa.assembler import assemble_file
     from cimc.isa.image import load_image
     from cimc.isa.simulator import run_program
     from cimc.targets import load_target
-
-    from cimc.api import prepare
-    from cimc.host.ports import reference_codes
 
     module = prepare(model)  # a float model quantized as compile does
     feeds = _feeds(module, np.random.default_rng(0))
@@ -919,9 +918,8 @@ def warm_up() -> None:
     """Import what a compile and check use, once, so that each forked child does not."""
     import importlib
 
-    from cimc.passes import PASSES
-
     from cimc.pass_manager import parse_pipeline
+    from cimc.passes import PASSES
 
     for module in ("cimc.cli", "cimc.cli.compile", "cimc.cli.run", "cimc.frontend.quantize",
                    "cimc.frontend.importer", "cimc.reference", "cimc.host.ports",

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -119,9 +121,8 @@ def test_a_float_model_calibrated_on_arrays_compiles_as_on_the_same_file(
 
 def test_a_program_for_a_target_file_saved_elsewhere_names_the_file_from_there(
         tmp_path: Path, images: np.ndarray) -> None:
-    from cimc.isa.assembler import assemble_file
-
     from cimc.cli import main
+    from cimc.isa.assembler import assemble_file
 
     (tmp_path / "chip").mkdir()
     chip = tmp_path / "chip" / "chip.toml"
@@ -133,3 +134,40 @@ def test_a_program_for_a_target_file_saved_elsewhere_names_the_file_from_there(
     np.save(tmp_path / "x.npy", images)
     assert main(["sim", str(tmp_path / "build" / "prog.s"), "--inputs", str(tmp_path / "x.npy"),
                  "--outputs", str(tmp_path / "y.npy")]) == 0
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, function: Any) -> list[int]:
+    """Count the calls of `function` through every loaded module that bound it."""
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    for module in list(sys.modules.values()):
+        for name, value in list(vars(module).items()) if module is not None else ():
+            if value is function:
+                monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("pipeline", ["latency", "throughput"])
+def test_a_compile_plans_and_generates_code_once(
+        monkeypatch: pytest.MonkeyPatch, images: np.ndarray, pipeline: str) -> None:
+    """schedule keeps the plan and code with the module; emission, the report and the
+    simulation use them (in latency mode the report's bounds use the same plan)."""
+    import cimc.analysis.plan
+    import cimc.codegen.generate
+    import cimc.emit.report  # noqa: F401  (bind its imports before counting)
+    import cimc.host.run  # noqa: F401
+
+    module = cimc.prepare(MNIST)
+    generated = _counting(monkeypatch, cimc.codegen.generate.generate)
+    planned = _counting(monkeypatch, cimc.analysis.plan.build)
+    program = cimc.compile(module, "isaac", placer="sequential", pipeline=pipeline)
+    assert program.report["cycles"] > 0
+    program.simulate(images[:1])
+    program.save(Path(tempfile.mkdtemp()) / "prog.s")
+    assert len(generated) == 1
+    # Throughput mode plans once more (kept too) for the bounds, those of latency mode.
+    assert len(planned) == (1 if pipeline == "latency" else 2)

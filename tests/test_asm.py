@@ -6,14 +6,14 @@ import re
 from pathlib import Path
 
 import pytest
-from cimc.isa.assembler import assemble_text
-from cimc.isa.disassembler import disassemble
-from cimc.isa.encoding import decode_program, encode_program, load_program
-from cimc.isa.program import CoreStream, DataSegment, Instruction, IODecl, Program
-from cimc.isa.table import SPECS
 
 from cimc.cli import main
 from cimc.diagnostics import CimcError
+from cimc.isa.assembler import assemble_text, load_program
+from cimc.isa.disassembler import disassemble
+from cimc.isa.encoding import decode_program, encode_program
+from cimc.isa.program import CoreStream, DataSegment, Instruction, IODecl, Program
+from cimc.isa.table import SPECS
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "isa.md"
 

@@ -6,13 +6,14 @@ spelling of a program (hex or decimal, comments, spacing, label names)
 assembles to the same Program.
 """
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from cimc.isa.assembler import assemble_text
 from cimc.isa.disassembler import disassemble
 from cimc.isa.encoding import decode_program, encode_program
 from cimc.isa.program import CoreStream, DataSegment, Instruction, IODecl, Program
 from cimc.isa.table import BY_MNEMONIC, SPECS
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 ZP_RANGE = {"i8": (-128, 127), "u8": (0, 255), "i32": (-(1 << 31), (1 << 31) - 1)}
 names = st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_.$]{0,8}", fullmatch=True),

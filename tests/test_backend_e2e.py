@@ -9,14 +9,14 @@ import backend_models
 import models
 import numpy as np
 import pytest
-from cimc.isa.assembler import assemble_file, assemble_text
-from cimc.isa.image import load_image
-from cimc.isa.simulator import run_program
 
 import cimc
 from cimc.analysis.traffic import hop_bytes, unit_cores, unit_edges
 from cimc.diagnostics import CimcError
 from cimc.host.ports import reference_codes
+from cimc.isa.assembler import assemble_file, assemble_text
+from cimc.isa.image import load_image
+from cimc.isa.simulator import run_program
 from cimc.reference.oracle import ExactOracle
 
 
@@ -186,10 +186,9 @@ def test_any_onnx_names_round_trip_through_program_and_data_header(target: str,
     import shutil
     import subprocess
 
+    from cimc.cli import main
     from cimc.isa.disassembler import disassemble
     from cimc.isa.encoding import encode_program
-
-    from cimc.cli import main
 
     model, x_name, y_name = _with_hostile_names(backend_models.quantized_model("mnist_tiny"),
                                                 tmp_path)
@@ -341,7 +340,7 @@ def test_float_op_between_integer_layers_is_an_error_not_host_work(target: str,
 
 
 def test_host_work_is_the_input_quantize_and_the_float_tail(tmp_path: Path) -> None:
-    from cimc.analysis.report import host_work
+    from cimc.emit.report import host_work
 
     compiled = cimc.compile(backend_models.quantized_model("mlp_softmax_tiny"), "tiny")
     kinds = [work.rsplit(" ", 1)[1] for work in host_work(compiled.module)]

@@ -466,12 +466,11 @@ def _image_bytes() -> bytes:
 
 def test_fuzz_bases_are_valid() -> None:
     """The fuzzers start from inputs that parse: their mutations probe the error paths."""
+    from cimc.ir.text import parse_module
     from cimc.isa.assembler import assemble_text
     from cimc.isa.encoding import decode_program
     from cimc.isa.image import Image
     from cimc.targets.loader import parse_target
-
-    from cimc.ir.text import parse_module
 
     parse_module(CIR, "m.cir", verify=True)
     assemble_text(ASM, "prog.s")

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from cimc.passes.canonicalize import Canonicalize
 from onnx import TensorProto, helper, numpy_helper
 
 from cimc.frontend.importer import import_onnx
 from cimc.ir.module import Module, Quant
 from cimc.ir.text import parse_module, print_module
 from cimc.ir.verifier import verify
+from cimc.passes.canonicalize import Canonicalize
 from cimc.reference import run_module
 from cimc.reference.oracle import exact_outputs
 

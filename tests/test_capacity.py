@@ -10,15 +10,15 @@ import models
 import numpy as np
 import onnx
 import pytest
-from cimc.passes.tile import block_columns
-from cimc.targets import load_target
 from onnx import TensorProto, helper, numpy_helper
 
 from cimc.cli import main
+from cimc.dialect.chip import block_columns
 from cimc.frontend.capacity import weight_columns
 from cimc.frontend.importer import import_onnx
 from cimc.pass_manager import parse_pipeline, run_pipeline
 from cimc.pipeline import FRONTEND
+from cimc.targets import load_target
 
 
 @pytest.mark.parametrize(("model", "target"), [

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cimc.isa.assembler import assemble_file
 from test_outputs import small_float_model
 
 from cimc.cli import main
+from cimc.isa.assembler import assemble_file
 
 ROOT = Path(__file__).resolve().parent.parent
 

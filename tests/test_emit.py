@@ -16,11 +16,11 @@ from pathlib import Path
 import models
 import numpy as np
 import pytest
+
+from cimc.cli import main
 from cimc.isa.assembler import assemble_file, assemble_text
 from cimc.isa.disassembler import disassemble
 from cimc.isa.encoding import encode_program
-
-from cimc.cli import main
 
 REPORT_KEYS = {"target", "crossbars_used", "crossbars_available", "cores_used", "utilization",
                "hop_bytes", "cycles", "throughput", "energy_nj", "instructions",
@@ -90,7 +90,7 @@ def test_report_figures(model: Path, tmp_path: Path) -> None:
     assert report["hop_bytes"] == report["simulated_hop_bytes"]
     assert report["cycles"] > 0 and report["energy_nj"] > 0
     assert report["figures_from"].startswith("simulation of one inference on the first")
-    assert {"lower", "tile", "place", "schedule", "emit-asm"} <= report["pass_seconds"].keys()
+    assert {"lower", "tile", "place", "schedule", "emit"} <= report["pass_seconds"].keys()
 
 
 def test_report_without_inputs_says_where_figures_come_from(model: Path, tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_emit_data_without_inputs_is_an_error(model: Path, tmp_path: Path,
 
 
 def test_data_header_arrays_of_ports_whose_c_names_collide_stay_distinct(tmp_path: Path) -> None:
-    from cimc.passes.emit_data import data_header
+    from cimc.emit.data_header import data_header
 
     cc = shutil.which("cc")
     if cc is None:

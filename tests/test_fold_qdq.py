@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cimc.passes.fold_qdq import FoldQdq
 
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module
 from cimc.ir.text import parse_module
 from cimc.ir.verifier import verify
+from cimc.passes.fold_qdq import FoldQdq
 from cimc.reference import run_module
 
 RNG = np.random.default_rng(7)

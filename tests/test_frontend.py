@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from cimc.passes.canonicalize import Canonicalize
 from onnx import TensorProto, helper, numpy_helper
 
 from cimc.diagnostics import CimcError
@@ -19,6 +18,7 @@ from cimc.frontend.importer import import_onnx
 from cimc.ir.module import Module, Quant
 from cimc.ir.text import parse_module, print_module
 from cimc.ir.verifier import verify
+from cimc.passes.canonicalize import Canonicalize
 from cimc.reference import run_module
 from cimc.reference.oracle import exact_outputs
 

@@ -47,9 +47,6 @@ import fuzz_models
 import models
 import numpy as np
 import onnx
-from cimc.isa.assembler import assemble_file
-from cimc.isa.image import load_image
-from cimc.isa.simulator import run_program
 from fuzz_models import Case
 from hypothesis import HealthCheck, Phase, event, given, seed, settings
 from hypothesis import strategies as st
@@ -60,6 +57,9 @@ from cimc.diagnostics import CimcError
 from cimc.frontend.quantize import import_model
 from cimc.host.ports import reference_codes
 from cimc.ir.module import Module
+from cimc.isa.assembler import assemble_file
+from cimc.isa.image import load_image
+from cimc.isa.simulator import run_program
 from cimc.pass_manager import parse_pipeline, run_pipeline
 from cimc.pipeline import FRONTEND
 from cimc.reference import run_module

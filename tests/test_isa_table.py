@@ -4,6 +4,7 @@ contract, every field value encodable, and the generated reference current."""
 from dataclasses import replace
 
 import pytest
+
 from cimc.isa import docgen
 from cimc.isa.encoding import decode_word, encode_word
 from cimc.isa.program import Instruction

@@ -10,18 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import cimc
+from cimc.diagnostics import CimcError
+from cimc.dialect.host import host_float_ops
+from cimc.host.ports import reference_codes
+from cimc.ir.module import Module, Quant, TensorType
 from cimc.isa.assembler import assemble_file
 from cimc.isa.image import load_image
 from cimc.isa.simulator import run_program
 from cimc.passes.lower import Lower
-from cimc.passes.lower_host import host_float_ops
 from cimc.targets import load_target
-
-from cimc.diagnostics import CimcError
-from cimc.host.ports import reference_codes
-from cimc.ir.module import Module, Quant, TensorType
-from cimc.pass_manager import parse_pipeline, run_pipeline
-from cimc.pipeline import BACKEND
 
 
 def q(scale: float, zp: int) -> Quant:
@@ -68,19 +67,16 @@ class Builder:
 def check(module: Module, target: str, tmp_path: Path, samples: int = 3) -> Module:
     """Compile with the backend pipeline, simulate, assert equality with the reference."""
     integer = copy.deepcopy(module)
-    passes = parse_pipeline(",".join(BACKEND))
     prog = tmp_path / "prog.s"
-    for pass_ in passes:
-        pass_.target = target  # type: ignore[attr-defined]
-    passes[-1].output = str(prog)  # type: ignore[attr-defined]
-    run_pipeline(module, passes)
+    program = cimc.compile(module, target, path=prog)
+    program.save(prog)
     shape = integer.values["x"].shape
     x = np.random.default_rng(7).standard_normal((samples, *shape[1:])).astype(np.float32)
     inputs, expected = reference_codes(integer, {"x": x})
     got, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
                          load_target(target), inputs)
     np.testing.assert_array_equal(got["y"], expected["y"])
-    return module
+    return program.module
 
 
 CONVS = [  # (stride, pads top/left/bottom/right, dilation, group, kernel)

@@ -78,12 +78,12 @@ CLASHES = {
     "run --report the model": (["run", "m.onnx", "--inputs", "x.npy", "--outputs", "y.npy",
                                 "--report", "m.onnx"], "--report m.onnx", "MODEL.onnx"),
     "opt -o the input": (["opt", "m.onnx", "-o", "m.onnx"], "-o m.onnx", "FILE"),
-    "opt emit-asm output the input": (["opt", "m.onnx", "-p", "emit-asm{output=m.onnx}"],
-                                      "emit-asm's output m.onnx", "FILE"),
-    "opt emit-asm image the input": (["opt", "m.img", "-p", "emit-asm{output=m.s}"],
-                                     "the image beside emit-asm's output m.img", "FILE"),
-    "opt emit-asm output is -o": (["opt", "m.onnx", "-o", "p.s", "-p", "emit-asm{output=p.s}"],
-                                  "emit-asm's output p.s and -o p.s", "same file"),
+    "opt --emit-asm the input": (["opt", "m.onnx", "--emit-asm", "m.onnx"],
+                                 "--emit-asm m.onnx", "FILE"),
+    "opt --emit-asm image the input": (["opt", "m.img", "--emit-asm", "m.s"],
+                                       "the image beside --emit-asm m.img", "FILE"),
+    "opt --emit-asm is -o": (["opt", "m.onnx", "-o", "p.s", "--emit-asm", "p.s"],
+                             "--emit-asm p.s and -o p.s", "same file"),
 }
 
 
@@ -104,14 +104,13 @@ def test_an_output_naming_an_input_or_another_output_is_refused_before_any_work(
 
 def test_opt_emit_asm_writing_its_input_model_is_refused_and_the_model_unchanged(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A pipeline that compiles: emit-asm wrote the program over the model it was given."""
+    """A pipeline that compiles: --emit-asm wrote the program over the model it was given."""
     model = tmp_path / "m.onnx"
     model.write_bytes(MNIST.read_bytes())
-    pipeline = ("canonicalize,fold-qdq,lower,tile,place{placer=sequential},schedule,"
-                f"emit-asm{{output={model}}}")
-    assert main(["opt", str(model), "-p", pipeline]) == 1
+    pipeline = "canonicalize,fold-qdq,lower,tile,place{placer=sequential},schedule"
+    assert main(["opt", str(model), "-p", pipeline, "--emit-asm", str(model)]) == 1
     err = capsys.readouterr().err
-    assert f"emit-asm's output {model} is the same file as the input FILE" in err, err
+    assert f"--emit-asm {model} is the same file as the input FILE" in err, err
     assert model.read_bytes() == MNIST.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cimc.passes import PASSES
 from fuzz_models import ConvSpec, PoolSpec, QdqBuilder, Quant
 
 from cimc.cli import main
+from cimc.passes import PASSES
 from cimc.pipeline import BACKEND, FRONTEND
 
 FULL = (*FRONTEND, *BACKEND)

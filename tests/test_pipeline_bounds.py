@@ -11,15 +11,15 @@ import backend_models
 import models
 import numpy as np
 import pytest
+
+import cimc
+from cimc.analysis.bounds import _jackson
+from cimc.analysis.window import Window
+from cimc.emit.report import schedule_bounds
 from cimc.isa.assembler import assemble_file
 from cimc.isa.image import load_image
 from cimc.isa.simulator import run_program
 from cimc.targets import Target
-
-import cimc
-from cimc.analysis.bounds import _jackson
-from cimc.analysis.report import schedule_bounds
-from cimc.analysis.window import Window
 
 
 def test_jackson_preempts_for_the_longer_tail() -> None:

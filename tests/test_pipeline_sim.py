@@ -4,6 +4,7 @@ the instructions that need its result (or its crossbars) wait for it. Values sta
 from __future__ import annotations
 
 import numpy as np
+
 from cimc.isa.assembler import assemble_text
 from cimc.isa.image import Image
 from cimc.isa.simulator import SimOptions, run_program

@@ -529,10 +529,10 @@ def test_max_pool_window_wholly_in_padding_gives_the_lowest_code_as_onnxruntime(
         signed, tmp_path):
     """onnxruntime's maximum over no value stays the lowest float, quantized to the lowest
     code; the reference requantized the padding code instead (4 quanta off)."""
-    from cimc.passes.fold_qdq import FoldQdq
     from fuzz_models import PoolSpec, QdqBuilder, Quant
 
     from cimc.frontend.quantize import import_model
+    from cimc.passes.fold_qdq import FoldQdq
 
     zp = 3 if signed else 20
     b = QdqBuilder(np.random.default_rng(0))

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import backend_models
 import pytest
-from cimc.isa.assembler import assemble_file
-from cimc.isa.image import load_image
-from cimc.passes.tile import blocks_of
 
 import cimc
+from cimc.dialect.chip import blocks_of
+from cimc.isa.assembler import assemble_file
+from cimc.isa.image import load_image
 
 
 def executed(instructions: list) -> list:  # -> list[Instruction]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cimc.isa.image import Image, save_image
 
 from cimc.cli import main
+from cimc.isa.image import Image, save_image
 from cimc.reference import requant
 
 RNG = np.random.default_rng(11)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cimc.isa.image import group_weights, program_group
-from cimc.isa.simulator.crossbar import Analog, conductance, input_digits, mvm_bit_level, mvm_exact
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from cimc.isa.image import group_weights, program_group
+from cimc.isa.simulator.crossbar import Analog, conductance, input_digits, mvm_bit_level, mvm_exact
 
 
 def _inputs(rng: np.random.Generator, signed: bool, shape: tuple[int, int]) -> np.ndarray:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cimc.isa.image import Image, Slice, group_weights, load_image, program_group, save_image
 
 from cimc.diagnostics import CimcError
+from cimc.isa.image import Image, Slice, group_weights, load_image, program_group, save_image
 
 
 def test_program_group_stores_offset_binary_digits() -> None:

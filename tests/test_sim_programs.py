@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from cimc.diagnostics import CimcError
 from cimc.isa.assembler import assemble_text
 from cimc.isa.image import Image
 from cimc.isa.simulator import SimOptions, run_float, run_program, simulate
-from cimc.targets import load_target
-
-from cimc.diagnostics import CimcError
 from cimc.reference import requant
+from cimc.targets import load_target
 
 TINY = load_target("tiny")
 

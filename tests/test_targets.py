@@ -8,6 +8,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+from cimc.cli import main
+from cimc.diagnostics import CimcError
 from cimc.targets import (
     Target,
     TargetError,
@@ -20,9 +23,6 @@ from cimc.targets.describe import to_toml
 from cimc.targets.docgen import DOC, with_table
 from cimc.targets.schema import SCHEMA
 from cimc.targets.validate import check_target
-
-from cimc.cli import main
-from cimc.diagnostics import CimcError
 
 # A small valid file; tests edit one line and assert the line number reported.
 VALID = """\

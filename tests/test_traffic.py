@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import backend_models
 import pytest
-from cimc.passes.lower import image_dims
-from cimc.passes.tile import blocks_of
-from cimc.targets import load_target
 
 from cimc.analysis.traffic import (
     GLOBAL,
@@ -18,10 +15,12 @@ from cimc.analysis.traffic import (
     unit_edges,
     units,
 )
+from cimc.dialect.chip import blocks_of, image_dims
 from cimc.frontend.importer import import_onnx
 from cimc.ir.module import Module
 from cimc.pass_manager import parse_pipeline, run_pipeline
 from cimc.pipeline import FRONTEND
+from cimc.targets import load_target
 
 
 def tiled(name: str, target: str, replicas: int = 1) -> Module:

@@ -22,19 +22,35 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 from cimc.analysis.traffic import source_op
 from cimc.ir.module import Module, Op
 
-if TYPE_CHECKING:
-    from cimc.analysis.plan import Group
-
 Task = tuple[int, int]
 
 
-def task_graph(groups: list[Group], module: Module,
+class Group(Protocol):
+    """What the bound reads of a group of the plan (cimc/analysis/plan.py `Group`, which
+    builds on this module): its op, the output rows it computes in order, the cores
+    with a part of it, and the cycles of one row counting only its MVMs (and main
+    vector work)."""
+
+    @property
+    def op(self) -> Op: ...
+    @property
+    def rows(self) -> list[int]: ...
+    @property
+    def cores(self) -> list[int]: ...
+    @property
+    def bound(self) -> float: ...
+
+
+G = TypeVar("G", bound=Group)
+
+
+def task_graph(groups: Sequence[Group], module: Module,
                input_rows: Callable[[Module, Op, list[int]], list[list[int]]]
                ) -> tuple[dict[Task, list[Task]], dict[Task, list[Task]]]:
     """(predecessors, successors) of every task; `input_rows(module, op, rows)` gives the
@@ -68,8 +84,8 @@ def tails(preds: dict[Task, list[Task]], succs: dict[Task, list[Task]],
     return tail
 
 
-def latency_bound(groups: list[Group], preds: dict[Task, list[Task]],
-                  succs: dict[Task, list[Task]], part: Callable[[Group, int], float]
+def latency_bound(groups: Sequence[G], preds: dict[Task, list[Task]],
+                  succs: dict[Task, list[Task]], part: Callable[[G, int], float]
                   ) -> float:
     """The larger of the critical path and every core's Jackson bound (module docstring);
     `part(group, core)` is the MVM (+ main vector) time of one row's part on `core`."""

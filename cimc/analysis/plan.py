@@ -43,9 +43,8 @@ from cimc.analysis.traffic import (
     unit_cores,
 )
 from cimc.analysis.window import Window, band_plan
+from cimc.dialect.chip import blocks_of, image_dims
 from cimc.ir.module import Module, Op
-from cimc.passes.lower import image_dims
-from cimc.passes.tile import blocks_of
 from cimc.targets import Target
 
 

@@ -43,9 +43,8 @@ import numpy as np
 
 from cimc.analysis.window import Window, received_rows
 from cimc.diagnostics import CimcError
+from cimc.dialect.chip import block_shape, blocks_of, image_dims
 from cimc.ir.module import Module, Op
-from cimc.passes.lower import image_dims
-from cimc.passes.tile import block_shape, blocks_of
 from cimc.targets import Target
 
 VECTOR_KINDS = ("pool", "eltwise", "rescale", "concat")

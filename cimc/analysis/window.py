@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cimc.dialect.chip import image_dims
 from cimc.ir.module import Module, Op
-from cimc.passes.lower import image_dims
 
 
 @dataclass(frozen=True)

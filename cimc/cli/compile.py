@@ -159,7 +159,7 @@ def _header(args: argparse.Namespace, compiled: Program,
     import numpy as np
 
     from cimc.diagnostics import CimcError
-    from cimc.passes.emit_data import data_header
+    from cimc.emit.data_header import data_header
 
     assert codes is not None
     count = len(next(iter(codes[0].values())))

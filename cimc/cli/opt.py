@@ -1,7 +1,8 @@
 """`cimc opt`: run a pass pipeline on a .cir module or an ONNX model and print the IR.
 
 This is how passes are tested in isolation:
-`cimc opt -p canonicalize in.cir | filecheck in.cir`.
+`cimc opt -p canonicalize in.cir | filecheck in.cir`. With `--emit-asm prog.s`
+the scheduled result is also translated into a program and its image.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from cimc.ir.module import Module
     from cimc.pass_base import Pass
+    from cimc.targets import Target
 
 # Separates the cases of one file under --split-input-file.
 SPLIT_MARKER = "// -----"
@@ -34,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="target of every backend pass: a bundled name or .toml file "
                         "(default: the one the pipeline's target= options name, else isaac)")
     parser.add_argument("-o", "--output", metavar="OUT", help="write the IR here, not stdout")
+    parser.add_argument("--emit-asm", metavar="PROG.s",
+                        help="also translate the scheduled result into a program (its crossbar "
+                        "image beside it, .img), as `cimc compile` writes them")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                         help="pin an ONNX input's shape, e.g. data=1,3,224,224 (repeatable)")
     parser.add_argument("--print-ir-after-all", action="store_true",
@@ -115,8 +121,7 @@ def pipeline_target(spec: str, given: str | None) -> str:
 
 def backend_pipeline(spec: str, target: str) -> list[Pass]:
     """The passes of `spec`, every one with a `target` option set to `target`."""
-    from cimc.pass_manager import parse_pipeline
-    from cimc.pipeline import set_target
+    from cimc.pass_manager import parse_pipeline, set_target
 
     passes = parse_pipeline(spec)
     set_target(passes, target)
@@ -125,13 +130,16 @@ def backend_pipeline(spec: str, target: str) -> list[Pass]:
 
 def opt(args: argparse.Namespace) -> int:
     from cimc.diagnostics import CimcError
-    from cimc.ir.module import Module
     from cimc.ir.text import parse_module, print_module
     from cimc.outputs import OutputSet, write_atomic
     from cimc.pass_manager import run_pipeline
     from cimc.targets import is_target_name, load_target
 
+    last: Module | None = None  # the module --emit-asm translates
+
     def run(module: Module) -> str:
+        nonlocal last
+        last = module
         run_pipeline(
             module, backend_pipeline(args.pipeline, target),
             print_after_all=args.print_ir_after_all,
@@ -147,11 +155,12 @@ def opt(args: argparse.Namespace) -> int:
     passes = backend_pipeline(args.pipeline, target)
     if args.target is not None or any(hasattr(p, "target") for p in passes):
         load_target(target)
-    # An -o or a file a pass writes (emit-asm{output=...}) naming an input, or not
-    # writable, fails before any work.
-    written: dict[str, str | Path | None] = {"-o": args.output}
-    for pass_ in passes:
-        written.update(pass_.outputs())
+    # An output naming an input, or not writable, fails before any work.
+    written: dict[str, str | Path | None] = {"-o": args.output, "--emit-asm": args.emit_asm}
+    if args.emit_asm:
+        if args.split_input_file:
+            raise CimcError("--emit-asm translates one module; drop --split-input-file")
+        written["the image beside --emit-asm"] = Path(args.emit_asm).with_suffix(".img")
     OutputSet(written, {"FILE": None if args.file == "-" else args.file,
                         "--target": None if is_target_name(target) else target})
     if args.file.endswith(".onnx"):
@@ -177,8 +186,32 @@ def opt(args: argparse.Namespace) -> int:
             if failed:
                 return 1
     output = f"{SPLIT_MARKER}\n".join(results)
+    if args.emit_asm:
+        assert last is not None
+        emit_program(last, load_target(target), args.emit_asm)
     if args.output:
         write_atomic(args.output, output)
     else:
         sys.stdout.write(output)
     return 0
+
+
+def emit_program(module: Module, target: Target, path: str) -> None:
+    """Write the program of scheduled `module` at `path` and its image beside it."""
+    from cimc.codegen.generate import plan_and_code
+    from cimc.diagnostics import CimcError
+    from cimc.emit.image import build_image
+    from cimc.emit.program import program_at
+    from cimc.outputs import OutputSet
+    from cimc.passes.schedule import Schedule
+
+    missing = Schedule.missing_result(module)
+    if missing is not None:
+        raise CimcError(f"--emit-asm needs a scheduled module ({missing}); run the backend "
+                        "passes first, e.g. -p lower,tile,replicate,place,schedule")
+    code = plan_and_code(module, target)
+    image = Path(path).with_suffix(".img")
+    with OutputSet({"--emit-asm": path, "the image beside --emit-asm": image}) as out:
+        out.write(path, program_at(module, target, code.cores, path))
+        out.write(image, build_image(module, target).to_bytes())
+        out.commit()

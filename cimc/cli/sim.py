@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def sim_command(args: argparse.Namespace) -> int:
     from cimc.diagnostics import CimcError
-    from cimc.isa.encoding import load_program
+    from cimc.isa.assembler import load_program
     from cimc.isa.image import load_image
     from cimc.isa.simulator import SimOptions, dequantize_output, simulate
     from cimc.outputs import OutputSet

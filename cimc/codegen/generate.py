@@ -34,15 +34,11 @@ from cimc.analysis.traffic import block_name, column_ranges, unit_cores
 from cimc.analysis.window import Window, band_plan
 from cimc.codegen.loops import reroll
 from cimc.diagnostics import CimcError
+from cimc.dialect.chip import CHUNK, blocks_of, image_dims
 from cimc.ir.module import Module, Op
 from cimc.isa.asm_quote import comment_text
-from cimc.passes.lower import image_dims
-from cimc.passes.tile import blocks_of
 from cimc.targets import Target
 
-# Elements per chunk of the element-wise loops (their requant tables hold one
-# entry per element of a chunk).
-CHUNK = 128
 ALIGN = 16
 
 
@@ -89,11 +85,33 @@ def mode_of(module: Module) -> tuple[str, int]:
     return "latency", 1
 
 
-def generate(module: Module, target: Target, plan: Plan | None = None) -> dict[int, CoreCode]:
-    """Per-core code of a scheduled module; CimcError if local memory overflows."""
+@dataclass
+class Generated:
+    """A scheduled module's plan and the code generated from it for `target`. `schedule`
+    keeps it with the module (Module.keep_analysis), so that emission, the report and the
+    simulator's expectations use the code generated once per compile."""
+
+    target: Target
+    plan: Plan
+    cores: dict[int, CoreCode]
+
+
+def plan_and_code(module: Module, target: Target) -> Generated:
+    """The plan and code of a scheduled module for `target`: the ones `schedule` kept,
+    else (a module read back from .cir text) made now and kept."""
+    found = module.analysis(Generated)
+    if found is not None and found.target == target:
+        return found
     mode, stream = mode_of(module)
-    if plan is None:
-        plan = build(module, target, stream, mode == "throughput")
+    plan = build(module, target, stream, mode == "throughput")
+    result = Generated(target, plan, generate(module, target, plan))
+    module.keep_analysis(result)
+    return result
+
+
+def generate(module: Module, target: Target, plan: Plan) -> dict[int, CoreCode]:
+    """Per-core code of a scheduled module following `plan`; CimcError if local memory
+    overflows."""
     cores = {c: CoreCode(c, target.local_memory_bytes) for c in plan.order}
     unit_core = unit_cores(module)
     writers: dict[tuple[int, int], Part] = {}

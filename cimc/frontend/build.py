@@ -3,14 +3,17 @@
 ONNX tensors become IR values of the same name, initializers and Constant
 nodes become IR constants (added when an op first reads them, so constants
 read only as attributes -- shapes, axes, scales -- never appear), and each
-node is handed to its converter in the table CONVERTERS. Quantization
-parameters are gathered before any op is built (cimc/frontend/quant.py),
-because an IR value's type carries its Quant from the moment it exists.
+node is handed to its converter in the conversion table. Quantization
+parameters are gathered before any op is built, because an IR value's type
+carries its Quant from the moment it exists. The table (cimc/frontend/ops.py,
+cimc/frontend/quant.py) and the gathering of quantization parameters
+(quant.py) build on this module's NodeImport, so the importer hands them to
+`ModuleBuilder.build`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from cimc.diagnostics import CimcError
-from cimc.ir.module import Module, Quant, TensorType
+from cimc.ir.module import NUMPY_TO_DTYPE, Module, Quant, TensorType
 
 ONNX_DTYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "f32",
@@ -159,12 +162,10 @@ class ModuleBuilder:
         for node in self.graph.node:
             self._taken.update(node.output)
 
-    def build(self) -> Module:
-        from cimc.frontend.ops import CONVERTERS
-        from cimc.frontend.quant import QUANT_CONVERTERS, record_quants
-
-        table = {**CONVERTERS, **QUANT_CONVERTERS}
-
+    def build(self, table: Mapping[str, Converter],
+              record_quants: Callable[[list[NodeImport]], dict[str, Quant]]) -> Module:
+        """The module: each node converted by `table[op_type]`, after `record_quants`
+        found the quantization of every integer tensor."""
         nodes = []
         for node in self.graph.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
@@ -252,7 +253,7 @@ class ModuleBuilder:
         return name
 
     def _check_supported(
-        self, nodes: list[onnx.NodeProto], names: list[str], table: dict[str, Converter]
+        self, nodes: list[onnx.NodeProto], names: list[str], table: Mapping[str, Converter]
     ) -> None:
         missing = [
             (name, node)
@@ -315,8 +316,6 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray[Any, Any]:
 
 
 def _numpy_dtype(data: np.ndarray[Any, Any], name: str, path: str) -> str:
-    from cimc.ir.module import NUMPY_TO_DTYPE
-
     dtype = NUMPY_TO_DTYPE.get(data.dtype)
     if dtype is None:
         raise CimcError(

@@ -6,8 +6,9 @@ model, count the crossbars the tile pass will need: every Conv, Gemm and
 MatMul (and their QLinear/Integer forms) whose weights are an initializer,
 or a DequantizeLinear of one, becomes a `[K, N]` matrix (block-diagonal over
 a conv's groups, as `lower` builds it), cut into blocks and bit-sliced by
-passes/tile.py's arithmetic, and refused by passes/replicate.py's check when
-even perfect packing does not fit. Only the initializers' dims are read.
+the tile pass's arithmetic, and refused by the replicate pass's check when
+even perfect packing does not fit (both in cimc/dialect/chip.py). Only the
+initializers' dims are read.
 In a quantized model only a float Conv/Gemm/MatMul that reads a
 DequantizeLinear and whose result a QuantizeLinear reads later becomes an
 integer op (fold-qdq's pattern); the others are host work and not counted
@@ -24,8 +25,7 @@ from collections.abc import Iterator
 
 import onnx
 
-from cimc.passes.replicate import check_columns
-from cimc.passes.tile import block_columns, kept_blocks
+from cimc.dialect.chip import block_columns, check_columns, kept_blocks
 from cimc.targets import Target
 
 # The float forms: on the chip only where their result is quantized again.

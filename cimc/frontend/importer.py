@@ -20,7 +20,11 @@ import onnx
 
 from cimc.diagnostics import CimcError
 from cimc.frontend.build import ModuleBuilder
+from cimc.frontend.capacity import check_capacity
+from cimc.frontend.ops import CONVERTERS
+from cimc.frontend.quant import QUANT_CONVERTERS, record_quants
 from cimc.ir.module import Module
+from cimc.ir.verifier import VerifyError, verify
 
 if TYPE_CHECKING:
     from cimc.targets import Target
@@ -55,7 +59,8 @@ def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = Non
     model = infer_shapes(model, path)
     model, weights = fold_constants(model, path)
     model = infer_shapes(model, path)
-    module = ModuleBuilder(model, path, module_name(path), weights).build()
+    module = ModuleBuilder(model, path, module_name(path), weights).build(
+        {**CONVERTERS, **QUANT_CONVERTERS}, record_quants)
     if verify:
         verify_import(module, model, path)
     return module
@@ -63,8 +68,6 @@ def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = Non
 
 def verify_import(module: Module, model: onnx.ModelProto, path: str) -> None:
     """Verify the module imported from `model`; a failure names the file and the node."""
-    from cimc.ir.verifier import VerifyError, verify
-
     try:
         verify(module)
     except VerifyError as exc:
@@ -98,8 +101,6 @@ def load_model(path: str, target: Target | None = None) -> onnx.ModelProto:
     if not model.graph.node and not model.graph.output:
         raise CimcError(f"{path}: not a valid ONNX model (it holds no graph)")
     if target is not None:  # seconds, where checking and importing a huge model take minutes
-        from cimc.frontend.capacity import check_capacity
-
         check_capacity(model, target, path)
     try:
         onnx.checker.check_model(model)

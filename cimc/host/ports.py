@@ -2,7 +2,7 @@
 the reference interpreter: the oracle the simulator must equal bit for bit.
 
 The program reads the quantized module inputs and writes the quantized
-tensors that the host dequantizes (passes/emit_asm.py `ports`), in global
+tensors that the host dequantizes (cimc/dialect/host.py `ports`), in global
 memory layout (NHWC for images). `reference_codes` runs the integer module
 (before `lower`) and returns exactly those codes, keyed like the program's
 `.input` / `.output` directives.
@@ -15,8 +15,9 @@ import copy
 import numpy as np
 
 from cimc.diagnostics import CimcError
+from cimc.dialect.host import ports
 from cimc.ir.module import Module
-from cimc.passes.emit_asm import ports
+from cimc.reference import run_module
 
 
 def to_storage(codes: np.ndarray) -> np.ndarray:
@@ -38,8 +39,6 @@ def fit_inputs(module: Module, name: str, values: np.ndarray) -> np.ndarray:
 def reference_codes(integer: Module, feeds: dict[str, np.ndarray]
                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(input codes, output codes) by program port name, for float `feeds` by input name."""
-    from cimc.reference import run_module
-
     inputs, outputs = ports(integer)
     probe = copy.deepcopy(integer)
     probe.outputs = [p.value for p in inputs + outputs]

@@ -10,9 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cimc.dialect.host import host_float_ops, ports
+from cimc.emit.report import program_figures
+from cimc.host.ports import to_storage
 from cimc.ir.module import Module
-from cimc.passes.emit_asm import ports
-from cimc.passes.lower_host import host_float_ops
+from cimc.isa.assembler import assemble_text
+from cimc.isa.simulator import run_program
+from cimc.reference import run_module
 
 if TYPE_CHECKING:
     from cimc.codegen.generate import CoreCode
@@ -43,9 +47,6 @@ def _host_tail(module: Module) -> Module:
 
 def _quantized_inputs(module: Module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Codes of the program inputs, from the model's own quantize ops (reference semantics)."""
-    from cimc.host.ports import to_storage
-    from cimc.reference import run_module
-
     inputs, _ = ports(module)
     probe = copy.deepcopy(module)
     probe.outputs = [p.value for p in inputs]
@@ -64,9 +65,6 @@ def simulate_program(module: Module, backend: Module, target: Target,
     When `report` is given it is filled with the compile figures and the
     simulator's (cycles, energy... per inference; see docs/backend.md).
     """
-    from cimc.analysis.report import program_figures
-    from cimc.isa.assembler import assemble_text
-    from cimc.isa.simulator import run_program
     from cimc.reference import run_module
 
     program = assemble_text(text, "<program>")

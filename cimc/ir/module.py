@@ -8,7 +8,11 @@ A Module holds
   - `graph`: a networkx MultiDiGraph whose nodes are op names (node attribute
     "op" holds the Op) and whose edges run producer -> consumer, keyed by the
     value that flows along them;
-  - `inputs` / `outputs`: the names of the module's runtime inputs and results.
+  - `inputs` / `outputs`: the names of the module's runtime inputs and results;
+  - analyses: results derived from the IR that are costly to compute (the backend's
+    plan and code), kept by type with `keep_analysis` and read with `analysis`. They
+    are never printed (what prints determines them) and the pass manager forgets
+    them before every pass, since a pass may change what they were derived from.
 
 Ops are mutated only through Module methods so that the graph edges always
 match the ops' operand lists. Iteration order is deterministic: ops come out
@@ -22,10 +26,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import networkx as nx
 import numpy as np
+
+AnalysisT = TypeVar("AnalysisT")
 
 # IR element types and their numpy counterparts.
 DTYPES: dict[str, np.dtype] = {
@@ -128,6 +134,20 @@ class Module:
         self._producer: dict[str, str] = {}
         self._readers: dict[str, dict[str, None]] = {}  # value -> reading ops (ordered set)
         self._order = itertools.count()
+        self._analyses: dict[type, object] = {}
+
+    # ---- analyses -----------------------------------------------------
+    def analysis(self, kind: type[AnalysisT]) -> AnalysisT | None:
+        """The kept analysis of type `kind`, if one is kept and not forgotten."""
+        found = self._analyses.get(kind)
+        return found if isinstance(found, kind) else None
+
+    def keep_analysis(self, result: object) -> None:
+        """Keep `result` (one per type) until the IR next changes through a pass."""
+        self._analyses[type(result)] = result
+
+    def forget_analyses(self) -> None:
+        self._analyses.clear()
 
     # ---- values -------------------------------------------------------
     def add_input(self, name: str, type_: TensorType) -> str:

@@ -18,6 +18,8 @@ from cimc.ir.build import ModuleBuilder
 from cimc.ir.constants import constant_text
 from cimc.ir.module import Module
 from cimc.ir.printer import name_text, op_text, type_text, value_ref
+from cimc.ir.verifier import VerifyError
+from cimc.ir.verifier import verify as verify_module
 
 if TYPE_CHECKING:
     from lark import Lark
@@ -69,9 +71,6 @@ def parse_module(text: str, filename: str = "<input>", *, verify: bool = False) 
     builder = ModuleBuilder(filename, text)
     module = builder.module(tree)
     if verify:
-        from cimc.ir.verifier import VerifyError
-        from cimc.ir.verifier import verify as verify_module
-
         try:
             verify_module(module)
         except VerifyError as exc:

@@ -21,9 +21,8 @@ from cimc.diagnostics import CimcError
 from cimc.ir import shapes
 from cimc.ir.attr_types import CLAMP, FLAG, FLOAT, INT, INTS, PAIR, QUAD, STR, AttrType
 from cimc.ir.module import Module, Op, TensorType
-from cimc.ir.printer import type_text
+from cimc.ir.printer import type_text, value_ref
 from cimc.ir.shapes import ShapeError, ShapeRule
-from cimc.ir.text import value_ref
 
 
 class VerifyError(CimcError):

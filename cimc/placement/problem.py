@@ -40,10 +40,9 @@ from typing import Any, overload
 import numpy as np
 
 from cimc.analysis.traffic import GLOBAL, TrafficEdge, Unit, unit_edges, units
-from cimc.codegen.generate import CHUNK
 from cimc.diagnostics import CimcError
+from cimc.dialect.chip import CHUNK, image_dims
 from cimc.ir.module import Module
-from cimc.passes.lower import image_dims
 from cimc.targets import Target
 
 # Hops the CoreHops row cache holds at most (128 MiB of list slots).

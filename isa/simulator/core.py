@@ -7,20 +7,36 @@ semantic function and static cost, so the interpreter loop only dispatches.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from cimc.diagnostics import CimcError
+from cimc.isa.image import Image
 from cimc.isa.program import Instruction
-from cimc.isa.simulator.crossbar import conductance
+from cimc.isa.simulator.crossbar import Analog, conductance
 from cimc.isa.simulator.matrix import GroupState
 from cimc.isa.simulator.memory import Memory
 from cimc.isa.simulator.registry import Semantic, lookup
 from cimc.isa.simulator.timing import Cost, instruction_cost
 from cimc.isa.table import BY_MNEMONIC
+from cimc.targets import Target
 
-from cimc.diagnostics import CimcError
 
-if TYPE_CHECKING:
-    from cimc.isa.simulator.machine import Machine
+class Chip(Protocol):
+    """What a core reads of the machine it is part of (machine.py `Machine`, which builds
+    its cores): the target, the crossbar image, the batch and the crossbars' analog
+    model. The semantics of instructions that involve other cores (sync, ld/st,
+    send/recv) call that machine as `core.machine`."""
+
+    @property
+    def target(self) -> Target: ...
+    @property
+    def image(self) -> Image | None: ...
+    @property
+    def batch(self) -> int: ...
+    @property
+    def analog(self) -> Analog: ...
+    @property
+    def bit_level(self) -> bool: ...
 
 # Cost classes whose instructions must run in global time order.
 ORDERED = frozenset({"send", "recv", "sync", "global"})
@@ -39,7 +55,7 @@ def where(instruction: Instruction) -> str:
 class Core:
     """One core: registers, local memory, crossbar groups, decoded stream, clock."""
 
-    def __init__(self, number: int, machine: Machine, instructions: list[Instruction]):
+    def __init__(self, number: int, machine: Chip, instructions: list[Instruction]):
         self.number = number
         self.machine = machine
         self.regs = [0] * 16

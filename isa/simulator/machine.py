@@ -20,6 +20,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+
+from cimc.diagnostics import CimcError
 from cimc.isa.image import Image
 from cimc.isa.program import Instruction, Program
 from cimc.isa.simulator.core import Core, where
@@ -29,8 +31,6 @@ from cimc.isa.simulator.network import Network
 from cimc.isa.simulator.registry import BLOCK, HALT
 from cimc.isa.simulator.trace import Trace
 from cimc.targets import Target
-
-from cimc.diagnostics import CimcError
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from cimc.isa.image import CrossbarGroup, group_weights
 from cimc.isa.simulator.crossbar import Analog, exact_weights, mvm_bit_level, mvm_exact
 from cimc.isa.simulator.registry import semantic

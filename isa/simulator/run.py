@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from cimc.diagnostics import CimcError
 from cimc.isa.image import Image
 from cimc.isa.program import IODecl, Program
 from cimc.isa.simulator.crossbar import Analog
@@ -19,8 +21,6 @@ from cimc.isa.simulator.memory import ELEMENT_DTYPES, MemoryFault
 from cimc.isa.simulator.report import build_report
 from cimc.isa.simulator.trace import Trace
 from cimc.targets import Target
-
-from cimc.diagnostics import CimcError
 
 
 @dataclass(frozen=True)

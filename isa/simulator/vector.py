@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from cimc.isa.simulator.memory import ELEMENT_DTYPES, MemoryFault
 from cimc.isa.simulator.registry import semantic
-
 from cimc.reference import requant
 
 Ops = tuple[int, ...]

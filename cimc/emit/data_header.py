@@ -1,6 +1,6 @@
-"""emit-data: the C data header of a compiled model, in the style of vendor CIM
-demo flows (mnist_data.h): quantized test inputs in the layout the program
-reads, the outputs the program must produce, and the labels when given.
+"""The C data header of a compiled model (`cimc compile --emit-data`), in the style
+of vendor CIM demo flows (mnist_data.h): quantized test inputs in the layout the
+program reads, the outputs the program must produce, and the labels when given.
 
     #define MNIST_CNT 10
     static const uint8_t mnist_input[MNIST_CNT][784] = {...};
@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+
 from cimc.isa.asm_quote import comment_text
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int32": "int32_t", "int64": "int64_t"}

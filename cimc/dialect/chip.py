@@ -1,0 +1,85 @@
+"""The chip's op kinds and the attributes passes give them: what `lower` makes, how
+`tile` cuts a `matvec` into crossbar blocks, and the chunk the code generator's
+element-wise loops work in.
+
+`lower` (passes/lower.py) rewrites every integer op into one of CHIP_KINDS;
+`tile` (passes/tile.py) adds to each `matvec` `block_rows`, `block_cols` and
+`blocks` (flat `[i0, j0, i1, j1, ...]` row/column block coordinates), whose
+arithmetic is here so the frontend's capacity check counts crossbars exactly as
+`tile` will cut them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cimc.diagnostics import CimcError
+from cimc.ir.module import Module, Op, TensorType
+from cimc.targets import Target
+
+# Kinds the backend runs on the chip (the host's: cimc/dialect/host.py).
+CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "concat", "view")
+
+# Elements per chunk of the element-wise loops (their requant tables hold one
+# entry per element of a chunk).
+CHUNK = 128
+
+
+def image_dims(ty: TensorType) -> tuple[int, int, int]:
+    """(H, W, C) of an activation stored NHWC: [1,C,H,W] or [1,K] (a 1x1 image)."""
+    if len(ty.shape) == 4 and ty.shape[0] == 1:
+        return ty.shape[2], ty.shape[3], ty.shape[1]
+    if len(ty.shape) == 2 and ty.shape[0] == 1:
+        return 1, 1, ty.shape[1]
+    raise ValueError(f"shape {list(ty.shape)} is not [1,C,H,W] or [1,K]")
+
+
+def blocks_of(op: Op) -> list[tuple[int, int]]:
+    """The (row block, column block) pairs of a tiled matvec."""
+    flat = op.attrs["blocks"]
+    return [(flat[k], flat[k + 1]) for k in range(0, len(flat), 2)]
+
+
+def block_shape(module: Module, op: Op, i: int, j: int) -> tuple[slice, slice]:
+    """Row and column ranges of block (i, j) in the weight matrix."""
+    k, n = module.values[op.inputs[1]].shape
+    r, c = op.attrs["block_rows"], op.attrs["block_cols"]
+    return slice(i * r, min(k, (i + 1) * r)), slice(j * c, min(n, (j + 1) * c))
+
+
+def block_size(n: int, target: Target) -> tuple[int, int]:
+    """Weight rows and columns of one block of a matrix with `n` columns."""
+    return target.rows, min(n, target.cols)
+
+
+def kept_blocks(k: int, n: int, target: Target,
+                nonzero: Callable[[slice, slice], bool]) -> list[int]:
+    """Flat `[i, j, ...]` blocks of a k x n weight matrix: those whose row and column
+    ranges `nonzero` says hold a weight, and at least the first of every column."""
+    rows, cols = block_size(n, target)
+    blocks: list[int] = []
+    for j in range(-(-n // cols)):
+        column = slice(j * cols, min(n, (j + 1) * cols))
+        kept = [i for i in range(-(-k // rows))
+                if nonzero(slice(i * rows, min(k, (i + 1) * rows)), column)]
+        for i in kept or [0]:
+            blocks += [i, j]
+    return blocks
+
+
+def block_columns(n: int, blocks: list[int], target: Target) -> int:
+    """Cell columns the blocks take: each block's weight columns times the slices."""
+    _, cols = block_size(n, target)
+    return sum((min(n, (j + 1) * cols) - j * cols) * target.slices
+               for j in blocks[1::2])
+
+
+def check_columns(columns: int, target: Target, subject: str = "the model") -> None:
+    """CimcError when `columns` cell columns need more crossbars than the target has."""
+    needed = -(-columns // target.cols)
+    if needed > target.total_crossbars:
+        cores = -(-needed // target.crossbars_per_core)
+        raise CimcError(f"{subject} needs at least {needed} crossbars on {cores} cores but "
+                        f"target {target.name!r} has {target.total_crossbars} crossbars on "
+                        f"{target.cores} cores; choose a bigger target (weights are not "
+                        "time-multiplexed)")
