@@ -124,11 +124,11 @@ def tiled(path: Path, target: str):  # -> Module
     from cimc.frontend.importer import import_onnx
     from cimc.pass_manager import parse_pipeline, run_pipeline
     from cimc.pipeline import FRONTEND
+    from cimc.targets import load_target
 
     module = import_onnx(str(path))
     run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
-    run_pipeline(module, parse_pipeline(f"lower,tile{{target={target}}},"
-                                        f"replicate{{target={target}}}"))
+    run_pipeline(module, parse_pipeline("lower,tile,replicate", load_target(target)))
     return module
 
 
@@ -139,6 +139,7 @@ def main() -> None:
 
     from cimc.diagnostics import CimcError
     from cimc.passes.place import DEFAULT_EFFORT, Place
+    from cimc.targets import load_target
 
     logging.getLogger().setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
@@ -160,7 +161,8 @@ def main() -> None:
                 sequential = None
                 costs: dict[str, int] = {}
                 for placer in PLACERS:
-                    run = Place(target=target, placer=placer, effort=effort)
+                    run = Place(placer=placer, effort=effort)
+                    run.target = load_target(target)
                     start = time.perf_counter()
                     try:
                         run.apply(copy.deepcopy(module))

@@ -97,11 +97,6 @@ class Program:
         return (f"<Program of {self.integer.name} for {self.target.name}: "
                 f"{len(self.cores)} cores, {len(self.assembly.splitlines())} lines>")
 
-    @property
-    def program(self) -> str:
-        """The program text (the name `Compiled` used)."""
-        return self.assembly
-
     @functools.cached_property
     def report(self) -> dict[str, Any]:
         """The compile report (`cimc compile --report`): crossbars, cores, hop-bytes, and the
@@ -169,8 +164,7 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
     check_backend_options(activations, stream, replicate=replicate, place_effort=place_effort,
                           place_time_limit=place_time_limit)
     chosen = load_target(target)
-    options = BackendOptions(chosen.source or chosen.name, pipeline, stream, replicate, placer,
-                             place_time_limit, place_effort)
+    options = BackendOptions(pipeline, stream, replicate, placer, place_time_limit, place_effort)
     if not isinstance(model, (str, Path)):
         return _backend(copy.deepcopy(model), chosen, options, str(path), [],
                         print_ir_after_all, time_passes)
@@ -194,7 +188,7 @@ def _backend(module: Module, target: Target, options: BackendOptions, path: str,
     from cimc.passes.place import Place
 
     integer = copy.deepcopy(module)
-    backend = backend_passes(options)
+    backend = backend_passes(options, target)
     timings = timings + run_pipeline(module, backend, print_after_all=print_after_all,
                                      time_passes=time_passes)
     placed = next((p.summary for p in backend if isinstance(p, Place)), None)

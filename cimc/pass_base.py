@@ -16,10 +16,11 @@ that comes before them in cimc/pipeline.py ran again after them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from cimc.ir.module import Module
+from cimc.targets import Target, load_target
 
 
 @dataclass
@@ -35,3 +36,19 @@ class Pass:
 
     def apply(self, module: Module) -> None:
         raise NotImplementedError
+
+
+def default_target() -> Target:
+    """The target of a backend pass no pipeline gave one (isaac, as `--target`'s default)."""
+    return load_target("isaac")
+
+
+@dataclass
+class BackendPass(Pass):
+    """A pass that maps the module onto a chip. Its `target` is the pipeline's, loaded and
+    validated once (`cimc opt --target`, `cimc.compile(target=...)`) and given to every
+    backend pass by the pass manager's `set_target`; it is not a pass option, so no
+    pipeline tiles a module for one chip and places it on another."""
+
+    target: Target = field(default_factory=default_target, init=False, repr=False,
+                           compare=False)

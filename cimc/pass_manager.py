@@ -1,7 +1,9 @@
 """The pass manager: pipeline specs, pass lookup, and running passes.
 
 A pipeline spec is a comma-separated list of pass names, each optionally
-followed by options in braces: `lower,tile{target=tiny},place{placer=anneal}`.
+followed by options in braces: `lower,tile,place{placer=anneal,effort=0.5}`. The
+target of the backend passes is the pipeline's (`parse_pipeline(spec, target)`,
+`cimc opt --target`), not a pass option.
 Options are the fields of the pass dataclass (`-` in a name stands for `_`).
 Passes are found in `cimc.passes.PASSES` and imported on first use;
 `backend_passes` configures the BACKEND pipeline of cimc/pipeline.py from a
@@ -28,8 +30,9 @@ from cimc.diagnostics import CimcError
 from cimc.ir.module import Module
 from cimc.ir.text import print_module
 from cimc.ir.verifier import verify
-from cimc.pass_base import Pass
+from cimc.pass_base import BackendPass, Pass
 from cimc.pipeline import BACKEND, FRONTEND, BackendOptions
+from cimc.targets import Target
 
 
 def registry() -> dict[str, str]:
@@ -69,8 +72,9 @@ def _split_top(text: str) -> list[str]:
     return parts
 
 
-def parse_pipeline(spec: str) -> list[Pass]:
-    """Pass instances for a spec like `lower,tile,place{placer=sequential}` ("" is no passes)."""
+def parse_pipeline(spec: str, target: Target | None = None) -> list[Pass]:
+    """Pass instances for a spec like `lower,tile,place{placer=sequential}` ("" is no passes),
+    the backend passes working for `target` (by default isaac)."""
     if spec.count("{") != spec.count("}") or spec.count("[") != spec.count("]"):
         raise CimcError(f"unbalanced braces or brackets in pipeline '{spec}'")
     result = []
@@ -87,6 +91,8 @@ def parse_pipeline(spec: str) -> list[Pass]:
         cls = pass_class(name)
         options = rest.rstrip()[:-1] if brace else ""
         result.append(cls(**_parse_options(name, cls, options)))
+    if target is not None:
+        set_target(result, target)
     return result
 
 
@@ -99,6 +105,10 @@ def _parse_options(pass_name: str, cls: type[Pass], text: str) -> dict[str, Any]
             continue
         key, equals, value = item.partition("=")
         key = key.strip().replace("-", "_")
+        if key == "target" and issubclass(cls, BackendPass):
+            raise CimcError(f"pass '{pass_name}' takes its target from the pipeline, not "
+                            "from an option: give --target NAME|FILE (cimc opt) and drop "
+                            "target= from -p")
         if key not in fields:
             valid = ", ".join(n.replace("_", "-") for n in fields) or "none"
             raise CimcError(f"pass '{pass_name}' has no option '{key.replace('_', '-')}'; "
@@ -318,8 +328,8 @@ def _canonical_order() -> list[str]:
     return [*FRONTEND, *BACKEND]
 
 
-def backend_passes(options: BackendOptions) -> list[Pass]:
-    """The BACKEND pipeline configured by `options`."""
+def backend_passes(options: BackendOptions, target: Target) -> list[Pass]:
+    """The BACKEND pipeline for `target` configured by `options`."""
     passes = parse_pipeline(",".join(BACKEND))
     settings: dict[str, dict[str, Any]] = {
         "schedule": {"pipeline": options.pipeline, "stream": options.stream},
@@ -332,19 +342,18 @@ def backend_passes(options: BackendOptions) -> list[Pass]:
         settings["place"]["time_limit"] = options.place_time_limit
     if options.place_effort is not None:
         settings["place"]["effort"] = options.place_effort
-    set_target(passes, options.target)
+    set_target(passes, target)
     for pass_ in passes:
         for option, value in settings.get(pass_.name, {}).items():
             setattr(pass_, option, value)
     return passes
 
 
-def set_target(passes: list[Pass], target: str) -> None:
-    """Give every pass with a `target` option (the backend passes; the Pass base class
-    has none) the same `target`, a bundled name or a .toml path."""
+def set_target(passes: list[Pass], target: Target) -> None:
+    """Give every backend pass of a pipeline the pipeline's `target`."""
     for pass_ in passes:
-        if any(f.name == "target" for f in dataclasses.fields(pass_)):
-            pass_.target = target  # type: ignore[attr-defined]
+        if isinstance(pass_, BackendPass):
+            pass_.target = target
 
 
 def timing_report(timings: list[PassTiming], verify_seconds: float = 0.0) -> str:

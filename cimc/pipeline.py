@@ -32,7 +32,6 @@ BACKEND: list[str] = [
 class BackendOptions:
     """What a user chooses about the backend (`cimc compile` / `cimc run` flags)."""
 
-    target: str = "isaac"  # a bundled name or a .toml path
     pipeline: str = "latency"  # schedule: latency | throughput
     stream: int = 0  # schedule: inferences per run in throughput mode (0: its default)
     replicate: float | None = None  # replicate: crossbar budget fraction (None: its default)

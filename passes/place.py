@@ -41,11 +41,10 @@ from cimc.analysis.traffic import block_name, max_link_bytes, reducer_block, rep
 from cimc.diagnostics import CimcError, warn
 from cimc.dialect.chip import blocks_of
 from cimc.ir.module import Module
-from cimc.pass_base import Pass
+from cimc.pass_base import BackendPass
 from cimc.placement.baselines import anneal, anneal_moves, core_order, fill, fit_load_cap
 from cimc.placement.bound import hop_bytes_bound
 from cimc.placement.problem import Problem, build_problem, distribute, pack
-from cimc.targets import load_target
 
 PLACERS = ("cpsat", "anneal", "sequential", "snake")
 DEFAULT_EFFORT = 1.0
@@ -107,10 +106,9 @@ def run_placer(problem: Problem, placer: str, effort: float, seed: int,
 
 
 @dataclass
-class Place(Pass):
+class Place(BackendPass):
     name: ClassVar[str] = "place"
     requires: ClassVar[tuple[str, ...]] = ("tile",)  # replicate is optional (one copy each)
-    target: str = "isaac"
     placer: str = "cpsat"
     effort: float = DEFAULT_EFFORT
     time_limit: float = 0.0  # seconds of wall clock, a safety net (0: none)
@@ -134,7 +132,7 @@ class Place(Pass):
         for option, value in (("effort", self.effort), ("time-limit", self.time_limit)):
             if not (value >= 0 and np.isfinite(value)):  # also refuses NaN
                 raise CimcError(f"place: {option} {value}: give a finite number >= 0")
-        target = load_target(self.target)
+        target = self.target
         edges = unit_edges(module, target)
         problem, found = build_problem(module, target, edges)
         start = time.perf_counter()

@@ -26,8 +26,8 @@ from typing import ClassVar
 
 from cimc.dialect.chip import block_columns, block_shape, blocks_of, check_columns, image_dims
 from cimc.ir.module import Module, Op
-from cimc.pass_base import Pass
-from cimc.targets import Target, load_target
+from cimc.pass_base import BackendPass
+from cimc.targets import Target
 
 
 def copy_crossbars(module: Module, op: Op, target: Target) -> int:
@@ -52,14 +52,13 @@ def windows_per_copy(module: Module, op: Op, copies: int) -> int:
 
 
 @dataclass
-class Replicate(Pass):
+class Replicate(BackendPass):
     name: ClassVar[str] = "replicate"
     requires: ClassVar[tuple[str, ...]] = ("tile",)
-    target: str = "isaac"
     budget: float = 0.0  # fraction of the target's crossbars the copies may use
 
     def apply(self, module: Module) -> None:
-        target = load_target(self.target)
+        target = self.target
         matvecs = [op for op in module.ops() if op.kind == "matvec"]
         copies = {op.name: 1 for op in matvecs}
         check_fits(module, matvecs, target)

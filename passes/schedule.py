@@ -28,8 +28,7 @@ from cimc.codegen.generate import Generated, generate
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import CHIP_KINDS
 from cimc.ir.module import Module
-from cimc.pass_base import Pass
-from cimc.targets import load_target
+from cimc.pass_base import BackendPass
 
 ALIGN = 16
 MAX_TAG = (1 << 16) - 1
@@ -37,10 +36,9 @@ MODES = ("latency", "throughput")
 
 
 @dataclass
-class Schedule(Pass):
+class Schedule(BackendPass):
     name: ClassVar[str] = "schedule"
     requires: ClassVar[tuple[str, ...]] = ("place",)
-    target: str = "isaac"
     pipeline: str = "latency"
     stream: int = 0  # 0: 1 image in latency mode, 4 in throughput mode
 
@@ -58,7 +56,7 @@ class Schedule(Pass):
         stream = self.stream or (4 if self.pipeline == "throughput" else 1)
         if stream < 1:
             raise CimcError(f"schedule: stream must be at least 1, not {stream}")
-        target = load_target(self.target)
+        target = self.target
         top = 0
         for op in module.ops():
             if op.kind == "view":

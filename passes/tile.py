@@ -25,15 +25,13 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import block_size, kept_blocks
 from cimc.ir.module import Module
-from cimc.pass_base import Pass
-from cimc.targets import load_target
+from cimc.pass_base import BackendPass
 
 
 @dataclass
-class Tile(Pass):
+class Tile(BackendPass):
     name: ClassVar[str] = "tile"
     requires: ClassVar[tuple[str, ...]] = ("lower",)
-    target: str = "isaac"
 
     @classmethod
     def missing_result(cls, module: Module) -> str | None:
@@ -43,7 +41,7 @@ class Tile(Pass):
         return None
 
     def apply(self, module: Module) -> None:
-        target = load_target(self.target)
+        target = self.target
         for op in module.ops():
             if op.kind != "matvec":
                 continue

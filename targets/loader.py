@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import tomllib
@@ -77,6 +78,13 @@ def load_target(name_or_path: str) -> Target:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CimcError(f"cannot read target file {file}: {exc}") from None
+    return _parsed(text, file)
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(text: str, file: str) -> Target:
+    """parse_target, once per text and file: a Target is frozen, so every pass and
+    command that loads the same file shares one, validated once."""
     return parse_target(text, file)
 
 

@@ -416,11 +416,11 @@ def test_a_placed_module_may_be_scheduled_alone_but_not_after_tiling_again(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = _qdq_conv(tmp_path / "m.onnx")
     placed = tmp_path / "placed.cir"
-    front = "canonicalize,fold-qdq,lower,tile{target=tiny},place{target=tiny}"
-    assert main(["opt", "-p", front, model, "-o", str(placed)]) == 0
-    assert main(["opt", "-p", "schedule{target=tiny}", str(placed)]) == 0
+    front = "canonicalize,fold-qdq,lower,tile,place"
+    assert main(["opt", "--target", "tiny", "-p", front, model, "-o", str(placed)]) == 0
+    assert main(["opt", "--target", "tiny", "-p", "schedule", str(placed)]) == 0
     capsys.readouterr()
-    _fails(["opt", "-p", "tile{target=tiny},schedule{target=tiny}", str(placed)], capsys,
+    _fails(["opt", "--target", "tiny", "-p", "tile,schedule", str(placed)], capsys,
            "pass 'schedule' needs the results of 'place'", "-p tile,place,schedule")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import backend_models
 import numpy as np
@@ -21,11 +22,17 @@ from cimc.placement.problem import Payload, Problem, build_problem, distribute, 
 from cimc.targets import load_target
 
 
+def _place(target: str, **options: Any) -> Place:
+    """The place pass with `options`, for `target` (the pipeline's target)."""
+    run = Place(**options)
+    run.target = load_target(target)
+    return run
+
+
 def tiled(name: str, target: str) -> Module:
     module = import_onnx(str(backend_models.quantized_model(name)))
     run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
-    run_pipeline(module, parse_pipeline(f"lower,tile{{target={target}}},"
-                                        f"replicate{{target={target}}}"))
+    run_pipeline(module, parse_pipeline("lower,tile,replicate", load_target(target)))
     return module
 
 
@@ -149,7 +156,7 @@ def test_packing_puts_slices_in_distinct_aligned_places(mnist: Module) -> None:
 def test_place_pass_cost_equals_traffic_model(mnist: Module, placer: str) -> None:
     target = load_target("tiny")
     module = copy.deepcopy(mnist)
-    run = Place(target="tiny", placer=placer, effort=0.05)
+    run = _place("tiny", placer=placer, effort=0.05)
     run.apply(module)
     assert run.summary is not None
     edges = unit_edges(module, target)
@@ -166,7 +173,7 @@ def test_cpsat_placement_is_deterministic(mnist: Module) -> None:
     results = []
     for _ in range(2):
         module = copy.deepcopy(mnist)
-        Place(target="tiny", placer="cpsat", effort=0.05, seed=7).apply(module)
+        _place("tiny", placer="cpsat", effort=0.05, seed=7).apply(module)
         results.append([op.attrs.get("block_cores", op.attrs.get("core"))
                         for op in module.ops()])
     assert results[0] == results[1]
@@ -186,7 +193,7 @@ def test_placement_does_not_depend_on_the_clock(mnist: Module, placer: str,
         if slow:
             monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
         module = copy.deepcopy(mnist)
-        run = Place(target="tiny", placer=placer, effort=0.05)
+        run = _place("tiny", placer=placer, effort=0.05)
         run.apply(module)
         assert run.summary is not None and not run.summary.timed_out
         placed.append(unit_cores(module))
@@ -201,7 +208,7 @@ def test_wall_clock_safety_net_warns_when_it_fires(mnist: Module,
 
     clock = itertools.count(0.0, 1000.0)
     monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
-    run = Place(target="tiny", placer="cpsat", effort=0.05, time_limit=5)
+    run = _place("tiny", placer="cpsat", effort=0.05, time_limit=5)
     run.apply(copy.deepcopy(mnist))
     assert run.summary is not None and run.summary.timed_out
     warning = capsys.readouterr().err
@@ -260,12 +267,12 @@ def test_resnet18_on_pimcomp_default_placer() -> None:
 
     module = import_onnx(str(models.quantized_model("resnet18")))
     run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
-    run_pipeline(module, parse_pipeline("lower,tile{target=pimcomp},replicate{target=pimcomp}"))
-    sequential = Place(target="pimcomp", placer="sequential")
+    run_pipeline(module, parse_pipeline("lower,tile,replicate", load_target("pimcomp")))
+    sequential = _place("pimcomp", placer="sequential")
     sequential.apply(copy.deepcopy(module))
     placed = []
     for _ in range(2):
-        run = Place(target="pimcomp")
+        run = _place("pimcomp")
         placed_module = copy.deepcopy(module)
         run.apply(placed_module)
         assert run.summary is not None and sequential.summary is not None

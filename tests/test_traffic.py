@@ -26,7 +26,7 @@ from cimc.targets import load_target
 def tiled(name: str, target: str, replicas: int = 1) -> Module:
     module = import_onnx(str(backend_models.quantized_model(name)))
     run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
-    run_pipeline(module, parse_pipeline(f"lower,tile{{target={target}}}"))
+    run_pipeline(module, parse_pipeline("lower,tile", load_target(target)))
     for op in module.ops():
         if op.kind == "matvec":
             op.attrs["replicas"] = replicas

@@ -8,7 +8,6 @@ the scheduled result is also translated into a program and its image.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "'lower,tile,place{placer=sequential}' (default: none, just print)")
     parser.add_argument("--target", metavar="NAME|FILE",
                         help="target of every backend pass: a bundled name or .toml file "
-                        "(default: the one the pipeline's target= options name, else isaac)")
+                        "(default: isaac)")
     parser.add_argument("-o", "--output", metavar="OUT", help="write the IR here, not stdout")
     parser.add_argument("--emit-asm", metavar="PROG.s",
                         help="also translate the scheduled result into a program (its crossbar "
@@ -100,27 +99,8 @@ def split_cases(text: str) -> list[str]:
     return cases
 
 
-def pipeline_target(spec: str, given: str | None) -> str:
-    """The one target all backend passes of `spec` use: `given` (--target), else the one
-    its `target=` options name, else isaac. Passes naming different targets are an error,
-    never a silent mix (a placement for one chip tiled for another)."""
-    from cimc.diagnostics import CimcError
-
-    named = sorted({value.strip().strip('"')
-                    for value in re.findall(r"[{,]\s*target\s*=\s*([^,}]*)", spec)})
-    if given is None and len(named) > 1:
-        raise CimcError(f"pipeline '{spec}' names targets {', '.join(named)}; backend passes "
-                        "work for one target: name one, or drop target= and use --target")
-    chosen = given or (named[0] if named else "isaac")
-    others = [name for name in named if name != chosen]
-    if others:
-        raise CimcError(f"--target {chosen} but pipeline '{spec}' names target "
-                        f"{', '.join(others)}; drop target= from -p or make them agree")
-    return chosen
-
-
-def backend_pipeline(spec: str, target: str) -> list[Pass]:
-    """The passes of `spec`, every one with a `target` option set to `target`."""
+def backend_pipeline(spec: str, target: Target) -> list[Pass]:
+    """The passes of `spec`, its backend passes working for `target`."""
     from cimc.pass_manager import parse_pipeline, set_target
 
     passes = parse_pipeline(spec)
@@ -150,11 +130,11 @@ def opt(args: argparse.Namespace) -> int:
         )
         return print_module(module, elide_constants=args.elide_constants)
 
-    # A bad pipeline or target fails before any input is read.
-    target = pipeline_target(args.pipeline, args.target)
-    passes = backend_pipeline(args.pipeline, target)
-    if args.target is not None or any(hasattr(p, "target") for p in passes):
-        load_target(target)
+    # A bad pipeline or target fails before any input is read; the target is loaded and
+    # validated once, for every backend pass.
+    reference = args.target or "isaac"
+    target = load_target(reference)
+    backend_pipeline(args.pipeline, target)
     # An output naming an input, or not writable, fails before any work.
     written: dict[str, str | Path | None] = {"-o": args.output, "--emit-asm": args.emit_asm}
     if args.emit_asm:
@@ -162,7 +142,7 @@ def opt(args: argparse.Namespace) -> int:
             raise CimcError("--emit-asm translates one module; drop --split-input-file")
         written["the image beside --emit-asm"] = Path(args.emit_asm).with_suffix(".img")
     OutputSet(written, {"FILE": None if args.file == "-" else args.file,
-                        "--target": None if is_target_name(target) else target})
+                        "--target": None if is_target_name(reference) else reference})
     if args.file.endswith(".onnx"):
         from cimc.frontend.importer import import_onnx
 
@@ -188,7 +168,7 @@ def opt(args: argparse.Namespace) -> int:
     output = f"{SPLIT_MARKER}\n".join(results)
     if args.emit_asm:
         assert last is not None
-        emit_program(last, load_target(target), args.emit_asm)
+        emit_program(last, target, args.emit_asm)
     if args.output:
         write_atomic(args.output, output)
     else:
