@@ -169,10 +169,10 @@ def test_the_requires_of_every_pass_are_those_docs_passes_md_names() -> None:
 
 
 def test_the_pass_class_shown_in_docs_passes_md_is_the_registered_one() -> None:
-    """The `class Schedule(Pass)` sketch: its requires, options and defaults are the real
-    pass's."""
+    """The `class Schedule(BackendPass)` sketch: its requires, options and defaults are the
+    real pass's."""
     text = (ROOT / "docs" / "passes.md").read_text()
-    sketch = text.split("class Schedule(Pass):", 1)[1].split("def apply", 1)[0]
+    sketch = text.split("class Schedule(BackendPass):", 1)[1].split("def apply", 1)[0]
     cls = pass_class("schedule")
     fields = {f.name: f.default for f in dataclasses.fields(cls) if f.init}
     shown = dict(re.findall(r"^    (\w+): [^=\n]+= (.+)$", sketch, re.MULTILINE))
