@@ -55,5 +55,29 @@ def main() -> None:
               flush=True)
 
 
+    print_parse_figures()
+
+
+def print_parse_figures() -> None:
+    """Printing and parsing the .cir text of a ResNet-50-sized module (tests/test_ir_text.py's
+    `big_module`: 25 M weights, about 100 MB of text)."""
+    import sys
+
+    from cimc.ir.text import parse_module, print_module
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from test_ir_text import big_module
+
+    module = big_module()
+    start = time.perf_counter()
+    text = print_module(module)
+    printed = time.perf_counter() - start
+    start = time.perf_counter()
+    parse_module(text)
+    parsed = time.perf_counter() - start
+    print(f"   .cir of a ResNet-50-sized module ({len(text) / 1e6:.0f} MB): print {printed:.2f} s, "
+          f"parse {parsed:.2f} s", flush=True)
+
+
 if __name__ == "__main__":
     main()

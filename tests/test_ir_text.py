@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -142,8 +140,8 @@ def test_numpy_attribute_values_print_like_python_ones() -> None:
     assert "{min=0.5, max=6, on=true}" in print_module(m)
 
 
-def test_resnet50_sized_module_parses_fast() -> None:
-    """~25M weights (about 100 MB of f32) over 160 ops: parsing must stay quick."""
+def big_module() -> Module:
+    """~25M weights (about 100 MB of f32 as text) over 160 ops, as large as ResNet-50."""
     rng = np.random.default_rng(1)
     m = Module("big")
     m.add_input("x", TensorType((1, 64), "f32"))
@@ -155,13 +153,16 @@ def test_resnet50_sized_module_parses_fast() -> None:
                       outputs=[f"/layer{i}/Gemm_output_0"])
         prev = op.outputs[0]
     m.outputs.append(prev)
+    return m
+
+
+def test_a_resnet50_sized_module_round_trips() -> None:
+    """Its speed is a figure of `make bench` (bench/frontend.py), not a timed test."""
+    m = big_module()
     text = print_module(m)
     assert len(text) > 100_000_000
-    start = time.perf_counter()
     parsed = parse_module(text)
-    seconds = time.perf_counter() - start
     assert np.array_equal(parsed.constants["w159"], m.constants["w159"])
-    assert seconds < 20, f"parsing took {seconds:.1f} s"
 
 
 # ---- property test over random modules -----------------------------------
