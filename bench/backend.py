@@ -8,7 +8,8 @@ The frontend runs once per model; each run compiles a copy of its module with th
 sequential placer (the placer's search is benchmarked in `bench placement`).
 `schedule+emit_s` is the backend's time after placement: schedule, code generation
 and the program text and image in memory (everything of `cimc.compile` after the
-place pass). Medians of the runs.
+place pass); `codegens` how many times one compile generated the code (once: schedule
+keeps it with the module for emission and the report). Medians of the runs.
 """
 
 from __future__ import annotations
@@ -18,17 +19,35 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 MODELS = tuple(os.environ.get("CIMC_BENCH_MODELS", "resnet18_224").split(","))
 TARGETS = tuple(os.environ.get("CIMC_BENCH_TARGETS", "pimcomp").split(","))
 REPEAT = int(os.environ.get("CIMC_BENCH_REPEAT", "3"))
 BEFORE_SCHEDULE = ("lower", "tile", "replicate", "place")
-COLUMNS = ("model", "target", "runs", "backend_s", "place_s", "schedule+emit_s")
+COLUMNS = ("model", "target", "runs", "backend_s", "place_s", "schedule+emit_s", "codegens")
+
+
+def _counted(function: Any, calls: list[int]) -> None:
+    """Count the calls of `function` through every loaded module that bound it."""
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return function(*args, **kwargs)
+
+    for module in list(sys.modules.values()):
+        for name, value in list(vars(module).items()) if module is not None else ():
+            if value is function:
+                setattr(module, name, counted)
 
 
 def main() -> None:
     import cimc
+    import cimc.codegen.generate
+    import cimc.emit.report  # noqa: F401  (bind its imports before counting)
+    import cimc.passes.schedule  # noqa: F401
 
+    calls: list[int] = []
+    _counted(cimc.codegen.generate.generate, calls)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     import backend_models
 
@@ -37,6 +56,7 @@ def main() -> None:
         module = cimc.prepare(backend_models.quantized_model(name))
         for target in TARGETS:
             totals, places, rests = [], [], []
+            calls.clear()
             for _ in range(REPEAT):
                 start = time.perf_counter()
                 program = cimc.compile(module, target, placer="sequential")
@@ -46,7 +66,8 @@ def main() -> None:
                 places.append(sum(t.seconds for t in program.timings if t.name == "place"))
                 rests.append(total - before)
             values = (name, target, REPEAT, *(f"{statistics.median(v):.2f}"
-                                               for v in (totals, places, rests)))
+                                               for v in (totals, places, rests)),
+                      len(calls) // REPEAT)
             print("  " + " ".join(f"{v!s:>15}" for v in values), flush=True)
 
 

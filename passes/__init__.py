@@ -1,7 +1,8 @@
 """The registry of compiler passes: name -> "module:Class", imported on first use.
 
-One pass per module, the module named after the pass. The pipelines that the
-driver runs are listed in cimc/pipeline.py.
+One pass per module, the module named after the pass; a pass with helpers of
+its own is a package of that name holding them (canonicalize, lower). The
+pipelines that the driver runs are listed in cimc/pipeline.py.
 """
 
 PASSES: dict[str, str] = {

@@ -115,7 +115,10 @@ def _imports(module: Module, modules: dict[str, Module]) -> list[Import]:
 
 def _package(name: str, modules: dict[str, Module]) -> str:
     """The package a module belongs to: its innermost package below cimc (cimc.ir,
-    cimc.isa.simulator, ...); a module directly in cimc/ (cimc.api) stands for itself."""
+    cimc.isa.simulator, ...); a module directly in cimc/ (cimc.api) stands for itself. A
+    pass with helpers is a package (cimc.passes.lower): it belongs to cimc.passes."""
+    if name.startswith("cimc.passes."):
+        return "cimc.passes"
     if modules[name].is_package and name != "cimc":
         return name
     parent = name.rpartition(".")[0]

@@ -2,7 +2,7 @@
 `tile` cuts a `matvec` into crossbar blocks, and the chunk the code generator's
 element-wise loops work in.
 
-`lower` (passes/lower.py) rewrites every integer op into one of CHIP_KINDS;
+`lower` (passes/lower/) rewrites every integer op into one of CHIP_KINDS;
 `tile` (passes/tile.py) adds to each `matvec` `block_rows`, `block_cols` and
 `blocks` (flat `[i0, j0, i1, j1, ...]` row/column block coordinates), whose
 arithmetic is here so the frontend's capacity check counts crossbars exactly as

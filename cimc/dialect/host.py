@@ -2,8 +2,8 @@
 
 The host quantizes each model input once (the program's `.input`), dequantizes
 the chip's results (its `.output`s) and runs the float tail after the last
-`dequantize`; the chip runs everything between. `lower` (passes/lower.py,
-passes/lower_host.py) checks and arranges that boundary; emission, the host's
+`dequantize`; the chip runs everything between. `lower` (passes/lower/,
+passes/lower/host.py) checks and arranges that boundary; emission, the host's
 side (cimc/host/) and the report read it through the functions here.
 """
 

@@ -88,7 +88,7 @@ OP_KINDS: dict[str, OpSpec] = {
     # Imported from ONNX for canonicalize to remove.
     "identity": _UNARY,
     "sum": OpSpec((1, None), shape=shapes.broadcast),
-    # The backend's kinds (passes/lower.py), with what tile, replicate, place and
+    # The backend's kinds (passes/lower/), with what tile, replicate, place and
     # schedule add to them (docs/backend.md).
     "matvec": OpSpec((4, 4), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
                               "dilations": PAIR, "group": INT},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from cimc.ir.module import Module, Op, TensorType
-from cimc.passes.canonicalize_edits import bypass, new_op
+from cimc.passes.canonicalize.edits import bypass, new_op
 
 
 def drop_identity(module: Module, op: Op) -> bool:

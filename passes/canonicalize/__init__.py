@@ -14,8 +14,8 @@ until none fires, then dead ops and constants are removed. Afterwards:
 Quantize/dequantize pairs are never folded through: a QDQ weight stays
 `dequantize(integer constant)`, transposed as an integer when gemm needs it.
 
-The rewrites live by theme in canonicalize_cleanup, canonicalize_affine and
-canonicalize_gemm; PATTERNS below is the order they are tried in.
+The rewrites live by theme in the modules cleanup, affine and gemm of this
+package (edits: what they share); PATTERNS below is the order they are tried in.
 """
 
 from __future__ import annotations
@@ -26,21 +26,21 @@ from typing import ClassVar
 
 from cimc.ir.module import Module, Op
 from cimc.pass_base import Pass
-from cimc.passes.canonicalize_affine import (
+from cimc.passes.canonicalize.affine import (
     fold_batch_norm,
     fold_channel_add,
     fold_channel_mul,
     merge_affine_chain,
     sub_to_add,
 )
-from cimc.passes.canonicalize_cleanup import (
+from cimc.passes.canonicalize.cleanup import (
     concrete_reshape,
     drop_identity,
     drop_identity_transpose,
     global_mean,
     sum_to_adds,
 )
-from cimc.passes.canonicalize_gemm import matmul_to_gemm, normalize_gemm
+from cimc.passes.canonicalize.gemm import matmul_to_gemm, normalize_gemm
 
 Rewrite = Callable[[Module, Op], bool]
 

@@ -40,7 +40,7 @@ from cimc.dialect.chip import CHIP_KINDS, image_dims
 from cimc.dialect.host import HOST_KINDS, host_float_ops
 from cimc.ir.module import Module, Op, TensorType
 from cimc.pass_base import Pass
-from cimc.passes.lower_host import (
+from cimc.passes.lower.host import (
     after_quantize,
     check_host_boundary,
     feeds_chip,

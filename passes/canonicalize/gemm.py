@@ -8,8 +8,8 @@ import numpy as np
 
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op, Quant
-from cimc.passes.canonicalize_affine import channel_vector
-from cimc.passes.canonicalize_edits import float_constant, new_constant, new_op
+from cimc.passes.canonicalize.affine import channel_vector
+from cimc.passes.canonicalize.edits import float_constant, new_constant, new_op
 
 
 def transposed_weight(module: Module, value: str, name: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from cimc.ir.module import Module, Op, TensorType
-from cimc.passes.canonicalize_edits import (
+from cimc.passes.canonicalize.edits import (
     bypass,
     float_constant,
     new_constant,
