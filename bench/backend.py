@@ -19,7 +19,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 MODELS = tuple(os.environ.get("CIMC_BENCH_MODELS", "resnet18_224").split(","))
 TARGETS = tuple(os.environ.get("CIMC_BENCH_TARGETS", "pimcomp").split(","))
@@ -28,28 +27,17 @@ BEFORE_SCHEDULE = ("lower", "tile", "replicate", "place")
 COLUMNS = ("model", "target", "runs", "backend_s", "place_s", "schedule+emit_s", "codegens")
 
 
-def _counted(function: Any, calls: list[int]) -> None:
-    """Count the calls of `function` through every loaded module that bound it."""
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return function(*args, **kwargs)
-
-    for module in list(sys.modules.values()):
-        for name, value in list(vars(module).items()) if module is not None else ():
-            if value is function:
-                setattr(module, name, counted)
-
-
 def main() -> None:
     import cimc
     import cimc.codegen.generate
     import cimc.emit.report  # noqa: F401  (bind its imports before counting)
     import cimc.passes.schedule  # noqa: F401
 
-    calls: list[int] = []
-    _counted(cimc.codegen.generate.generate, calls)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     import backend_models
+    from calls import count_calls
+
+    calls = count_calls(cimc.codegen.generate.generate)
 
     print("  " + " ".join(f"{c:>15}" for c in COLUMNS))
     for name in MODELS:
