@@ -1,7 +1,7 @@
 """Models for the backend tests, beyond tests/models.py: networks small enough
 for the `tiny` target (several cores, partial sums across cores), and the
 model-scale CNNs users bring (ResNet-18, MobileNetV2, VGG-11/16/19 at 32x32;
-ResNet-18 at 224x224).
+ResNet-18, ResNet-50 and MobileNetV2 at 224x224).
 
 They are exported and quantized exactly as tests/models.py does it (torch
 legacy exporter, onnxruntime QDQ, per-channel int8 weights, int8 or uint8
@@ -28,6 +28,8 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "vgg16": (1, 3, 32, 32),
     "vgg19": (1, 3, 32, 32),
     "resnet18_224": (1, 3, 224, 224),
+    "resnet50_224": (1, 3, 224, 224),
+    "mobilenetv2_224": (1, 3, 224, 224),
 }
 
 # VGG configurations: output channels per conv, "M" a 2x2 max pool.
@@ -87,6 +89,38 @@ def _torch_module(name: str):  # -> torch.nn.Module
         def forward(self, x):
             return torch.relu(self.body(x) + self.skip(x))
 
+    class Bottleneck(nn.Module):
+        def __init__(self, cin: int, mid: int, stride: int) -> None:
+            super().__init__()
+            cout = 4 * mid
+            self.body = nn.Sequential(*conv_bn(cin, mid, 1), nn.ReLU(),
+                                      *conv_bn(mid, mid, 3, stride), nn.ReLU(),
+                                      *conv_bn(mid, cout, 1))
+            self.skip = (nn.Sequential(*conv_bn(cin, cout, 1, stride))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.skip(x))
+
+    class ResNet50(nn.Module):
+        """ResNet-50 at 224x224 (torchvision's v1.5 layout: stride on the 3x3), 1000
+        classes."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[nn.Module] = [*conv_bn(3, 64, 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+            cin = 64
+            for mid, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+                for k in range(blocks):
+                    layers.append(Bottleneck(cin, mid, stride if k == 0 else 1))
+                    cin = 4 * mid
+            self.features = nn.Sequential(*layers)
+            self.fc = nn.Linear(2048, 1000)
+
+        def forward(self, x):
+            x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+            return self.fc(torch.flatten(x, 1))
+
     class ResNet18(nn.Module):
         """ResNet-18 for 32x32 inputs (3x3 stem, no max pool), 10 classes; with `imagenet`
         the 224x224 original (7x7 stride-2 stem, 3x3 stride-2 max pool, 1000 classes)."""
@@ -121,13 +155,15 @@ def _torch_module(name: str):  # -> torch.nn.Module
             return x + self.body(x) if self.residual else self.body(x)
 
     class MobileNetV2(nn.Module):
-        """MobileNetV2 (width 1.0) for 32x32 inputs: stride-1 stem, 10 classes."""
+        """MobileNetV2 (width 1.0) for 32x32 inputs: stride-1 stem, 10 classes; with
+        `imagenet` the 224x224 original (stride-2 stem and second stage, 1000 classes)."""
 
-        def __init__(self) -> None:
+        def __init__(self, imagenet: bool = False) -> None:
             super().__init__()
-            layers: list[nn.Module] = [*conv_bn(3, 32), nn.ReLU6()]
+            layers: list[nn.Module] = [*conv_bn(3, 32, 3, 2 if imagenet else 1), nn.ReLU6()]
             cin = 32
-            for expand, cout, repeats, stride in ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2),
+            second = 2 if imagenet else 1
+            for expand, cout, repeats, stride in ((1, 16, 1, 1), (6, 24, 2, second), (6, 32, 3, 2),
                                                   (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
                                                   (6, 320, 1, 1)):
                 for k in range(repeats):
@@ -135,7 +171,7 @@ def _torch_module(name: str):  # -> torch.nn.Module
                     cin = cout
             layers += [*conv_bn(cin, 1280, 1), nn.ReLU6()]
             self.features = nn.Sequential(*layers)
-            self.fc = nn.Linear(1280, 10)
+            self.fc = nn.Linear(1280, 1000 if imagenet else 10)
 
         def forward(self, x):
             x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
@@ -177,6 +213,8 @@ def _torch_module(name: str):  # -> torch.nn.Module
         "vgg16": lambda: Vgg(VGG["vgg16"]),
         "vgg19": lambda: Vgg(VGG["vgg19"]),
         "resnet18_224": lambda: ResNet18(imagenet=True),
+        "resnet50_224": ResNet50,
+        "mobilenetv2_224": lambda: MobileNetV2(imagenet=True),
     }
     model = factories[name]()
     with torch.no_grad():  # batch-norm statistics that make batch norm do something
