@@ -24,6 +24,7 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.isa.image import Image
 from cimc.isa.program import Instruction, Program
+from cimc.isa.simulator.blas import one_blas_thread
 from cimc.isa.simulator.core import Core, where
 from cimc.isa.simulator.crossbar import Analog
 from cimc.isa.simulator.memory import Memory, MemoryFault
@@ -82,9 +83,10 @@ class Machine:
         """Run every core to its halt (or raise deadlock / step-limit errors)."""
         ready = self.ready
         heapq.heapify(ready)
-        while ready:
-            _, number = heapq.heappop(ready)
-            self._run_core(self.cores[number])
+        with one_blas_thread():  # small matrix products: threads only cost (blas.py)
+            while ready:
+                _, number = heapq.heappop(ready)
+                self._run_core(self.cores[number])
         stuck = [c for c in self.cores.values() if not c.halted]
         if stuck:
             raise self._deadlock(stuck)
