@@ -25,6 +25,7 @@ from cimc.diagnostics import CimcError
 from cimc.isa.image import Image
 from cimc.isa.program import Instruction, Program
 from cimc.isa.simulator.blas import one_blas_thread
+from cimc.isa.simulator.blocks import enter
 from cimc.isa.simulator.core import Core, where
 from cimc.isa.simulator.crossbar import Analog
 from cimc.isa.simulator.memory import Memory, MemoryFault
@@ -46,7 +47,7 @@ class Machine:
 
     def __init__(self, program: Program, image: Image | None, target: Target, batch: int,
                  analog: Analog, bit_level: bool = False, max_steps: int = 50_000_000,
-                 trace: Trace | None = None):
+                 trace: Trace | None = None, blocks: bool = True):
         self.target = target
         self.image = image
         self.batch = batch
@@ -55,6 +56,9 @@ class Machine:
         self.max_steps = max_steps
         self.steps = 0
         self.trace = trace
+        # Straight-line code runs as translated blocks (blocks.py) unless every instruction
+        # is traced, or the caller asks for the plain interpreter (the same results).
+        self.blocks = blocks and trace is None
         self.global_memory = Memory("global memory", target.global_memory_bytes, batch)
         self.global_free = 0  # the shared global-memory channel is busy until then
         self.network = Network(target)
@@ -108,8 +112,20 @@ class Machine:
         pc, clock = core.pc, core.clock
         budget = self.max_steps - self.steps
         start_budget = budget
+        blocks = core.blocks if self.blocks else None
         try:
             while True:
+                if blocks is not None and blocks[pc] is not False:
+                    block = blocks[pc]
+                    if block.__class__ is not tuple:
+                        block = blocks[pc] = enter(core, pc, block)
+                    if block.__class__ is tuple and budget > block[1]:
+                        try:
+                            pc, clock, budget = block[0](core, clock, budget)
+                        except MemoryFault:
+                            pc = core.pc  # the faulting instruction
+                            raise
+                        continue
                 start = clock
                 if ordered[pc]:
                     if memory.pending or core.local_operand[pc] is None:
