@@ -54,16 +54,18 @@ def _controls() -> tuple[Any, Any] | None:
     return None
 
 
-_CONTROLS: tuple[Any, Any] | None | bool = False  # False: not looked up yet
+_CONTROLS: tuple[Any, Any] | None = None
+_LOOKED_UP = False
 
 
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
     """Run the body with OpenBLAS on one thread (see the module docstring)."""
-    global _CONTROLS
-    if _CONTROLS is False:
+    global _CONTROLS, _LOOKED_UP
+    if not _LOOKED_UP:
         _CONTROLS = None if "OPENBLAS_NUM_THREADS" in os.environ else _controls()
-    if not _CONTROLS:
+        _LOOKED_UP = True
+    if _CONTROLS is None:
         yield
         return
     setter, getter = _CONTROLS
