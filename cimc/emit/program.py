@@ -17,6 +17,9 @@ from cimc.codegen.generate import CoreCode, addr
 from cimc.dialect.host import ports
 from cimc.ir.module import Module, TensorType
 from cimc.isa.asm_quote import comment_text, quoted
+from cimc.isa.encoding import encode_program
+from cimc.isa.program import CoreStream, DataSegment, IODecl, Program
+from cimc.isa.table import WORD_BYTES
 from cimc.targets import Target, is_target_name, target_reference
 
 WORDS_PER_LINE = 10
@@ -65,3 +68,33 @@ def program_at(module: Module, target: Target, cores: dict[int, CoreCode],
     path = Path(program_path)
     return program_text(module, target, cores, path.with_suffix(".img").name, module.name,
                         target_reference(target, path))
+
+
+def instruction_count(cores: dict[int, CoreCode]) -> int:
+    """Instructions of the program text (its lines that are not comments or labels)."""
+    return sum(1 for code in cores.values() for line in code.lines
+               if not line.startswith("#") and not line.endswith(":"))
+
+
+def encoded_bytes(module: Module, target: Target, cores: dict[int, CoreCode],
+                  program_path: str | Path) -> int:
+    """The size of the program's binary encoding (cimc/isa/encoding.py) without
+    assembling it: the header, ports and `.data` encoded, plus one word per instruction."""
+    path = Path(program_path)
+    inputs, outputs = ports(module)
+    decls = []
+    for group in (inputs, outputs):
+        found = []
+        for port in group:
+            ty = module.values[port.value]
+            assert ty.quant is not None
+            found.append(IODecl(port.name, addr(module, port.value), ty.dtype,
+                                tuple(storage_shape(ty)), float(ty.quant.scale[0]),
+                                int(ty.quant.zero_point[0])))
+        decls.append(found)
+    skeleton = Program(target_reference(target, path), path.with_suffix(".img").name,
+                       decls[0], decls[1],
+                       {n: CoreStream(n) for n in cores},
+                       {n: [DataSegment(a, b"\0" * 4 * len(w)) for a, w in sorted(code.data)]
+                        for n, code in cores.items() if code.data})
+    return len(encode_program(skeleton)) + WORD_BYTES * instruction_count(cores)
