@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from cimc.codegen.generate import CoreCode
     from cimc.ir.module import Module
     from cimc.isa.image import Image
+    from cimc.isa.program import Program as IsaProgram
     from cimc.pass_manager import PassTiming
     from cimc.pipeline import BackendOptions
     from cimc.targets import Target
@@ -104,6 +105,14 @@ class Program:
         return program_report(self)
 
     @functools.cached_property
+    def isa_program(self) -> IsaProgram:
+        """The program as the assembler would read `assembly` (cimc.isa.program), built
+        from the generated code without reading the text back: what the simulator runs."""
+        from cimc.emit.program import program_of
+
+        return program_of(self.module, self.target, self.cores, self.path)
+
+    @functools.cached_property
     def simulated_report(self) -> dict[str, Any]:
         """The compile report with the cycles and energy of one simulated inference on an
         all-zero-point input (`cimc compile --report --simulate`)."""
@@ -118,8 +127,8 @@ class Program:
         feeds = model_inputs(self.integer, inputs)
         figures: dict[str, Any] = {}
         outputs = simulate_program(self.integer, self.module, self.target, self.cores,
-                                   self.assembly, self.image, _whole_batches(self.integer, feeds),
-                                   figures)
+                                   self.isa_program, self.image,
+                                   _whole_batches(self.integer, feeds), figures)
         return Simulation({name: outputs[name] for name in self.integer.outputs}, figures)
 
     def text_for(self, path: str | Path) -> str:
@@ -301,10 +310,9 @@ def _simulated_report(program: Program,
     import numpy as np
 
     from cimc.emit.report import program_figures
-    from cimc.isa.assembler import assemble_text
     from cimc.isa.simulator import run_program
 
-    assembled = assemble_text(program.assembly, program.path)
+    assembled = program.isa_program
     if input_codes is not None:
         feeds = {name: codes[:1] for name, codes in input_codes.items()}
         source = "simulation of one inference on the first of --inputs"

@@ -41,6 +41,23 @@ def test_program_assembles_and_disassembles_back(model: Path, tmp_path: Path) ->
     assert program.image == "prog.img" and (tmp_path / "prog.img").is_file()
 
 
+@pytest.mark.parametrize(("name", "target", "pipeline"), [
+    ("mnist_cnn", "isaac", "latency"), ("residual", "isaac", "throughput"),
+    ("separable", "tiny", "latency")])
+def test_in_memory_program_is_the_assembled_text(name: str, target: str,
+                                                 pipeline: str) -> None:
+    """What the simulator runs within a command (built from the generated code) is what
+    assembling the written program gives."""
+    import cimc
+
+    program = cimc.compile(models.quantized_model(name), target, pipeline=pipeline,
+                           path="out/prog.s")
+    assembled = assemble_text(program.assembly, program.path)
+    assert program.isa_program == assembled
+    assert encode_program(program.isa_program) == encode_program(assembled)
+    assert program.report["program_bytes"] == len(encode_program(assembled))
+
+
 def test_data_header_compiles_and_holds_reference_outputs(model: Path, tmp_path: Path) -> None:
     cc = shutil.which("cc")
     if cc is None:
