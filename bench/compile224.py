@@ -17,7 +17,6 @@ timing model) and the simulator's (one simulated inference), and the model's err
 from __future__ import annotations
 
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,11 +30,15 @@ REPEAT = int(os.environ.get("CIMC_BENCH_REPEAT", "3"))
 SIMULATE = os.environ.get("CIMC_BENCH_SIMULATE", "1") != "0"
 BESIDE = os.environ.get("CIMC_BENCH_BESIDE", "")
 
+# The child prints its own peak: VmHWM of its address space (ru_maxrss would carry the
+# parent's peak across fork and exec).
 _CHILD = """
-import resource, sys
+import sys
 from cimc.cli import main
 status = main(sys.argv[1:])
-print("maxrss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+with open("/proc/self/status") as status_file:
+    peak = next(line.split()[1] for line in status_file if line.startswith("VmHWM"))
+print("maxrss", peak, file=sys.stderr)
 sys.exit(status)
 """
 
@@ -55,11 +58,14 @@ def timed_compile(model: Path, workdir: Path, *extra: str) -> tuple[float, float
 
 
 def timed_command(command: str) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of another program (its children's peak)."""
+    """(wall seconds, peak RSS MB) of another program, measured by GNU time."""
     start = time.perf_counter()
-    subprocess.run(command, shell=True, capture_output=True, check=False)
+    done = subprocess.run(["/usr/bin/time", "-f", "maxrss %M", "sh", "-c", command],
+                          capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
-    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rss = next((int(line.split()[1]) for line in done.stderr.splitlines()
+                if line.startswith("maxrss")), 0)
+    return wall, rss / 1024
 
 
 def main() -> None:
