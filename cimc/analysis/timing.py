@@ -32,6 +32,7 @@ import bisect
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +92,12 @@ class _Part:
     mvms: list[_Mvm]
     psum_sends: list[tuple[int, int, int]]  # (column, reducer core, bytes)
     reduced: list[tuple[int, list[int]]]  # (column, cores sending it partial sums)
+    crossbar_keys: list[tuple[int, int]] = field(init=False)  # (core, crossbar) it uses
+    costs: Any = None  # the model's per-pixel costs (_Model._pixel_costs)
+
+    def __post_init__(self) -> None:
+        self.crossbar_keys = sorted({(self.core, x) for mvm in self.mvms
+                                     for x in mvm.crossbars})
 
 
 class _Model:
@@ -291,7 +298,9 @@ class _Model:
         # ready[core][column]: when the partial sums of the last issued pixel are done.
         previous: dict[int, dict[int, int]] = {}
         psums: dict[tuple[int, int], int] = {}  # (column, sender) -> arrival, last pixel
-        for k in range(ow + 1):
+        last: tuple[list[int], dict[str, int]] | None = None
+        k = 0
+        while k <= ow:
             current: dict[int, dict[int, int]] = {}
             for part in parts:  # issue pixel k, send pixel k - 1's partial sums
                 core = part.core
@@ -322,30 +331,92 @@ class _Model:
                 if 0 < k < ow:
                     self.scalars(core, 3)
             previous = current
+            if 0 < k < ow - 1:
+                # The pixels between the first and the last do the same work, and waiting is
+                # a max of sums: once one pixel's state is the previous one's shifted by D
+                # cycles, every later one is shifted by D again. Jump to the last pixel.
+                state = self._state(parts, previous)
+                if last is not None and self._steady(last[0], state):
+                    self._advance(parts, previous, state[0] - last[0][0], ow - 1 - k,
+                                  last[1])
+                    k = ow - 1
+                last = (state, dict(self.events))
+            k += 1
         for part in parts:
             self.finish(g, part.core, image, oy, [j for j, _ in part.reduced])
 
+    def _state(self, parts: list[_Part], ready: dict[int, dict[int, int]]) -> list[int]:
+        """The times a pixel of a matvec row leaves for the next: per part its clock, its
+        crossbars' free times and its partial sums' ready times."""
+        state = []
+        for part in parts:
+            state.append(self.clock[part.core])
+            state.extend(self.crossbar_free[key] for key in part.crossbar_keys)
+            state.extend(ready[part.core].values())
+        return state
+
+    @staticmethod
+    def _steady(before: list[int], after: list[int]) -> bool:
+        shift = after[0] - before[0]
+        return all(b - a == shift for a, b in zip(before, after, strict=True))
+
+    def _advance(self, parts: list[_Part], ready: dict[int, dict[int, int]], shift: int,
+                 pixels: int, events_before: dict[str, int]) -> None:
+        """Skip `pixels` steady pixels: every time moves by `shift` per pixel, every event
+        count by what the last pixel added."""
+        delta = shift * pixels
+        for part in parts:
+            self.clock[part.core] += delta
+            for key in part.crossbar_keys:
+                self.crossbar_free[key] += delta
+            for column in ready[part.core]:
+                ready[part.core][column] += delta
+        for name, count in list(self.events.items()):
+            self.events[name] = count + pixels * (count - events_before.get(name, 0))
+
     def _issue(self, part: _Part, mvm_cycles: int) -> dict[int, int]:
         """Gather the window and issue the MVMs of one pixel; when each column's partial
-        sums are ready."""
-        core = part.core
-        for nbytes in part.gather:
-            self.copy(core, nbytes)
+        sums are ready. (The hottest loop of the model: the work of a pixel is fixed, so
+        its costs and events are summed once per part, in `_pixel_costs`.)"""
+        gather, mvms, events = self._pixel_costs(part)
+        clock = self.clock[part.core] + gather
+        free = self.crossbar_free
+        scalar = self.scalar
         ready: dict[int, int] = {}
-        events = self.events
-        for mvm in part.mvms:
-            start = max([self.clock[core], *(self.crossbar_free[(core, x)]
-                                            for x in mvm.crossbars)])
-            for x in mvm.crossbars:
-                self.crossbar_free[(core, x)] = start + mvm_cycles
-            ready[mvm.column] = start + mvm_cycles
-            self.clock[core] = start + self.scalar
-            events["mvm_instructions"] += 1
-            events["crossbar_activations"] += len(mvm.crossbars)
-            events["crossbar_steps"] += self.steps * len(mvm.crossbars)
-            events["adc_conversions"] += self.steps * mvm.slices * mvm.cols
-            events["local_bytes"] += mvm.rows + 4 * mvm.cols * (2 if mvm.accumulate else 1)
+        for column, keys in mvms:
+            start = clock
+            for key in keys:
+                if free[key] > start:
+                    start = free[key]
+            end = start + mvm_cycles
+            for key in keys:
+                free[key] = end
+            ready[column] = end
+            clock = start + scalar
+        self.clock[part.core] = clock
+        for name, count in events:
+            self.events[name] += count
         return ready
+
+    def _pixel_costs(self, part: _Part) -> tuple[int, list[tuple[int, list[tuple[int, int]]]],
+                                                 list[tuple[str, int]]]:
+        """(gather cycles, per MVM its column and (core, crossbar) keys, the events of
+        one pixel's gather and MVMs) of a part."""
+        if part.costs is None:
+            copy = self.target.latency.copy_per_byte
+            gather = sum(self._cycles(nbytes * copy) for nbytes in part.gather)
+            events: dict[str, int] = defaultdict(int)
+            events["local_bytes"] += 2 * sum(part.gather)
+            for mvm in part.mvms:
+                events["mvm_instructions"] += 1
+                events["crossbar_activations"] += len(mvm.crossbars)
+                events["crossbar_steps"] += self.steps * len(mvm.crossbars)
+                events["adc_conversions"] += self.steps * mvm.slices * mvm.cols
+                events["local_bytes"] += mvm.rows + 4 * mvm.cols * (2 if mvm.accumulate
+                                                                    else 1)
+            part.costs = (gather, [(mvm.column, [(part.core, x) for x in mvm.crossbars])
+                                   for mvm in part.mvms], sorted(events.items()))
+        return part.costs
 
     def pool_row(self, g: Group, image: int, t: int, oy: int) -> None:
         win, steps = self._window(g)

@@ -104,7 +104,7 @@ def _instructions(code: CoreCode) -> list[Instruction]:
     code generator writes each line as `mnemonic a, b, offset(rN), ...` and labels as
     `name:`, operands in the table's order (branch targets become instruction indices)."""
     labels: dict[str, int] = {}
-    lines = []
+    lines: list[str] = []
     for line in code.lines:
         if line.endswith(":"):
             labels[line[:-1]] = len(lines)
