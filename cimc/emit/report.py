@@ -1,8 +1,9 @@
 """The compile report: what the program uses of the target and what it costs.
 
 Static figures come from the scheduled module (crossbars, cores, utilization,
-network traffic); cycles, throughput and energy from the simulator running
-one inference (docs/backend.md, "Report").
+network traffic); cycles, throughput and energy from the timing model
+(cimc/analysis/timing.py) by default, or from the simulator running the
+program (`--simulate`, `cimc run`) (docs/backend.md, "Report").
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cimc.analysis.plan import Plan, build
+from cimc.analysis.timing import model
 from cimc.analysis.traffic import global_bytes, max_link_bytes, unit_cores, unit_edges, units
 from cimc.analysis.traffic import hop_bytes as traffic_hop_bytes
 from cimc.codegen.generate import CoreCode, Generated, mode_of
@@ -133,6 +135,25 @@ def simulated_figures(module: Module, program: Any, sim: dict[str, Any]) -> dict
         "instructions_executed": sim["instructions"],
         "program_bytes": len(encode_program(program)),
         "simulated_hop_bytes": sim["hop_bytes"],
+        "host_work": host_work(module),
+    }
+
+
+def modelled_figures(module: Module, target: Target, plan: Plan) -> dict[str, Any]:
+    """The report's keys that the timing model gives (the simulator's keys of
+    `simulated_figures`, without the executed-instruction count)."""
+    stream = stream_of(module)
+    timing = model(module, target, plan)
+    energy = timing.energy_nj(target)
+    latency_us = timing.cycles / target.clock_mhz
+    return {
+        "cycles": timing.cycles,
+        "latency_us": latency_us,
+        "latency_ns": latency_us * 1e3,
+        "stream": stream,
+        "throughput": stream * 1e6 / latency_us if latency_us else 0.0,
+        "energy_nj": energy["total"] / stream,
+        "energy_breakdown_nj": energy,
         "host_work": host_work(module),
     }
 
