@@ -279,6 +279,7 @@ def program_report(program: Program, input_codes: dict[str, np.ndarray] | None =
     the timing model (cimc/analysis/timing.py); with `simulate`, those from one simulated
     inference instead (on the first of `input_codes`, the quantized test inputs by
     program port, else on an all-zero-point input). `figures_from` says which."""
+    from cimc.analysis.timing import model
     from cimc.codegen.generate import plan_and_code
     from cimc.emit.program import encoded_bytes, instruction_count
     from cimc.emit.report import modelled_figures, schedule_bounds, static_figures
@@ -286,10 +287,11 @@ def program_report(program: Program, input_codes: dict[str, np.ndarray] | None =
     if simulate:
         report = _simulated_report(program, input_codes)
     else:
-        plan = plan_and_code(program.module, program.target).plan
+        timing = model(program.module, program.target,
+                       plan_and_code(program.module, program.target).plan)
         report = static_figures(program.module, program.target, program.cores)
-        report.update(schedule_bounds(program.module, program.target))
-        report.update(modelled_figures(program.module, program.target, plan))
+        report.update(schedule_bounds(program.module, program.target, timing))
+        report.update(modelled_figures(program.module, program.target, timing))
         report.update(
             instructions=instruction_count(program.cores),
             program_bytes=encoded_bytes(program.module, program.target, program.cores,

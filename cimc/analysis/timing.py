@@ -53,6 +53,11 @@ class Timing:
     cycles: int
     finish: dict[int, int]
     events: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # Per core, the cycles its own instructions take (waiting left out): no schedule can
+    # run the program's tasks on that core in less.
+    busy: dict[int, int] = field(default_factory=dict)
+    # The same per (core, plan group index): what each group's tasks cost a core.
+    work: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def energy_nj(self, target: Target) -> dict[str, float]:
         """Energy by component and in total, nJ, as the simulator's report computes it."""
@@ -106,6 +111,8 @@ class _Model:
         lat = target.latency
         self.scalar = max(1, lat.scalar)
         self.clock: dict[int, int] = defaultdict(int)
+        self.busy: dict[int, int] = defaultdict(int)
+        self.work: dict[tuple[int, int], int] = defaultdict(int)
         self.crossbar_free: dict[tuple[int, int], int] = defaultdict(int)
         # Busy intervals of the global-memory channel, sorted: tasks are modelled in the
         # plan's order, not in time order, so an access fits into the first gap after it.
@@ -124,16 +131,21 @@ class _Model:
 
     def scalars(self, core: int, count: int) -> None:
         self.clock[core] += count * self.scalar
+        self.busy[core] += count * self.scalar
         self.events["scalar_ops"] += count
 
     def copy(self, core: int, nbytes: int, moved: int | None = None) -> None:
-        self.clock[core] += self._cycles(nbytes * self.target.latency.copy_per_byte)
+        cycles = self._cycles(nbytes * self.target.latency.copy_per_byte)
+        self.clock[core] += cycles
+        self.busy[core] += cycles
         self.events["local_bytes"] += 2 * nbytes if moved is None else moved
 
     def vector(self, core: int, elements: int, traffic: int, requant: bool = False) -> None:
         lat = self.target.latency
         per = lat.requant_per_element if requant else lat.vector_per_element
-        self.clock[core] += self._cycles(elements * per)
+        cycles = self._cycles(elements * per)
+        self.clock[core] += cycles
+        self.busy[core] += cycles
         self.events["requant_elements" if requant else "vector_elements"] += elements
         self.events["local_bytes"] += traffic
 
@@ -153,6 +165,7 @@ class _Model:
             k += 1
         busy.insert(k, (start, start + duration))
         self.clock[core] = start + duration
+        self.busy[core] += duration
         self.events["global_bytes"] += nbytes
         self.events["local_bytes"] += nbytes
 
@@ -160,6 +173,7 @@ class _Model:
         """A send once its data is `ready`; the message's arrival cycle."""
         target = self.target
         self.clock[core] = max(self.clock[core], ready) + max(1, target.latency.send_setup)
+        self.busy[core] += max(1, target.latency.send_setup)
         hops = target.hops(core, dest)
         self.events["local_bytes"] += nbytes
         self.events["network_bytes"] += nbytes
@@ -169,6 +183,7 @@ class _Model:
 
     def recv(self, core: int, arrival: int, nbytes: int) -> None:
         self.clock[core] = max(self.clock[core], arrival) + max(1, self.target.latency.recv_setup)
+        self.busy[core] += max(1, self.target.latency.recv_setup)
         self.events["local_bytes"] += nbytes
 
     # -- receiving rows ------------------------------------------------------------------
@@ -190,9 +205,11 @@ class _Model:
 
     def band(self, g: Group, core: int, image: int, t: int, win: Window, step: BandStep
              ) -> None:
-        if (id(g), core) not in self.started:  # the band's padding, once
+        if (id(g), core) not in self.started:  # the band's padding, once per program
             self.started.add((id(g), core))
             self.copy(core, win.band_bytes, win.band_bytes)
+            # Not the work of an inference: a core's `work` is per streamed image.
+            self.busy[core] -= self._cycles(win.band_bytes * self.target.latency.copy_per_byte)
         rb = win.wp * win.c
         if step.kept and step.moved:
             received = [(p.lo, p.hi) for rows in g.recvs[core][0] for p in rows]
@@ -232,12 +249,15 @@ class _Model:
         g = self.plan.groups[gi]
         t = g.rows.index(oy)
         kind = g.op.kind
+        before = [self.busy[core] for core in g.cores]
         if kind == "matvec":
             self.matvec_row(gi, g, image, t, oy)
         elif kind == "pool":
             self.pool_row(g, image, t, oy)
         else:
             self.vector_row(g, image, t, oy)
+        for core, busy in zip(g.cores, before, strict=True):
+            self.work[(core, gi)] += self.busy[core] - busy
 
     def _window(self, g: Group) -> tuple[Window, dict[int, BandStep]]:
         key = id(g)
@@ -298,7 +318,7 @@ class _Model:
         # ready[core][column]: when the partial sums of the last issued pixel are done.
         previous: dict[int, dict[int, int]] = {}
         psums: dict[tuple[int, int], int] = {}  # (column, sender) -> arrival, last pixel
-        last: tuple[list[int], dict[str, int]] | None = None
+        last: tuple[list[int], dict[str, int], dict[int, int]] | None = None
         k = 0
         while k <= ow:
             current: dict[int, dict[int, int]] = {}
@@ -338,9 +358,9 @@ class _Model:
                 state = self._state(parts, previous)
                 if last is not None and self._steady(last[0], state):
                     self._advance(parts, previous, state[0] - last[0][0], ow - 1 - k,
-                                  last[1])
+                                  last[1], last[2])
                     k = ow - 1
-                last = (state, dict(self.events))
+                last = (state, dict(self.events), dict(self.busy))
             k += 1
         for part in parts:
             self.finish(g, part.core, image, oy, [j for j, _ in part.reduced])
@@ -361,12 +381,14 @@ class _Model:
         return all(b - a == shift for a, b in zip(before, after, strict=True))
 
     def _advance(self, parts: list[_Part], ready: dict[int, dict[int, int]], shift: int,
-                 pixels: int, events_before: dict[str, int]) -> None:
+                 pixels: int, events_before: dict[str, int], busy_before: dict[int, int]
+                 ) -> None:
         """Skip `pixels` steady pixels: every time moves by `shift` per pixel, every event
-        count by what the last pixel added."""
+        count and busy time by what the last pixel added."""
         delta = shift * pixels
         for part in parts:
             self.clock[part.core] += delta
+            self.busy[part.core] += pixels * (self.busy[part.core] - busy_before[part.core])
             for key in part.crossbar_keys:
                 self.crossbar_free[key] += delta
             for column in ready[part.core]:
@@ -394,6 +416,7 @@ class _Model:
             ready[column] = end
             clock = start + scalar
         self.clock[part.core] = clock
+        self.busy[part.core] += gather + scalar * len(mvms)
         for name, count in events:
             self.events[name] += count
         return ready
@@ -497,4 +520,5 @@ def model(module: Module, target: Target, plan: Plan) -> Timing:
     finish = {core: timing.clock[core] for core in sorted(plan.order)}
     for (core, _), free in timing.crossbar_free.items():
         finish[core] = max(finish.get(core, 0), free)
-    return Timing(max(finish.values(), default=0), finish, timing.events)
+    return Timing(max(finish.values(), default=0), finish, timing.events, dict(timing.busy),
+                  dict(timing.work))
