@@ -62,19 +62,17 @@ def _shape(lines: list[str], seen: dict[str, tuple[str, list[int], list[bool]]])
         found = _LABEL_DEF.match(line)
         if found:
             labels[found.group(1)] = f"@L{len(labels)}"
-    rename = None
-    if labels:
-        pattern = re.compile(r"\b(" + "|".join(map(re.escape, labels)) + r")\b")
-
-        def rename(line: str) -> str:
-            return pattern.sub(lambda m: labels[m.group(1)], line)
-
     templates, numbers, addresses = [], [], []
     for line in lines:
         if line.startswith("#"):
             continue
-        if rename is not None:
-            line = rename(line)
+        if labels:  # a label stands alone before `:` or ends a branch (its last operand)
+            if line.endswith(":"):
+                line = labels.get(line[:-1], line[:-1]) + ":"
+            else:
+                cut = max(line.rfind(" "), line.rfind(","))
+                if line[cut + 1:] in labels:
+                    line = line[:cut + 1] + labels[line[cut + 1:]]
         split = seen.get(line)
         if split is None:
             parts, found_numbers, found_addresses = [], [], []
