@@ -19,6 +19,12 @@ that decide the time on a chip:
   biased and requantized;
 * the reducer sends the finished row to its consumers and stores model outputs.
 
+Two shortcuts keep it fast and exact to itself: the middle pixels of a row do
+the same work, so once a pixel leaves the state of the one before shifted in
+time, the rest are skipped by that shift; and a matvec row that starts as an
+earlier one did (the same relative clocks, crossbar and message times) ends as
+it did, shifted.
+
 What it leaves out: contention on mesh links (messages take the uncontended
 route time) and the scalar instructions of the loops around tasks; so it
 can be a little faster than the simulated run. `make bench` (bench/timing.py)
@@ -105,6 +111,17 @@ class _Part:
                                      for x in mvm.crossbars})
 
 
+@dataclass
+class _RowOutcome:
+    """How a matvec row ended, relative to its first core's clock at its start."""
+
+    clocks: list[int]  # per core of the group
+    free: list[int]  # per (core, crossbar) of its parts, in `_Part.crossbar_keys` order
+    arrivals: list[int]  # of the messages it ends with, in `_row_sends` order
+    events: list[tuple[str, int]]
+    busy: list[int]  # per core of the group
+
+
 class _Model:
     def __init__(self, module: Module, target: Target, plan: Plan) -> None:
         self.module, self.target, self.plan = module, target, plan
@@ -123,6 +140,7 @@ class _Model:
         self.steps = math.ceil(8 / target.dac_bits)
         self.parts: dict[int, list[_Part]] = {}
         self.bands: dict[int, dict[int, BandStep]] = {}
+        self.rows: dict[tuple, _RowOutcome] = {}  # matvec rows by `_row_key`
 
     # -- costs of single instructions (cimc.isa.simulator.timing) -----------------------
 
@@ -308,6 +326,76 @@ class _Model:
         return parts
 
     def matvec_row(self, gi: int, g: Group, image: int, t: int, oy: int) -> None:
+        """One row of a matvec group on its cores; a row that starts as an earlier one did
+        (up to a shift in time) ends as it did, shifted (`_row_key`)."""
+        key = self._row_key(gi, g, image, t, oy)
+        if key is not None and key in self.rows:
+            self._replay(gi, g, image, oy, self.rows[key])
+            return
+        if key is None:
+            self._matvec_row(gi, g, image, t, oy)
+            return
+        base = self.clock[g.cores[0]]
+        events, busy = dict(self.events), {core: self.busy[core] for core in g.cores}
+        self._matvec_row(gi, g, image, t, oy)
+        parts = self._parts(gi, g)
+        self.rows[key] = _RowOutcome(
+            [self.clock[core] - base for core in g.cores],
+            [self.crossbar_free[k] - base for part in parts for k in part.crossbar_keys],
+            [self.arrival[(tag, image, oy)] - base for _, tag in self._row_sends(g, oy)],
+            [(name, count - events.get(name, 0)) for name, count in self.events.items()
+             if count != events.get(name, 0)],
+            [self.busy[core] - busy[core] for core in g.cores])
+
+    def _row_sends(self, g: Group, oy: int) -> list[tuple[int, int]]:
+        """(destination, tag) of the messages a matvec row ends with, in `finish` order."""
+        return [dest for core in g.cores for j, c in sorted(g.reducers.items()) if c == core
+                for dest in g.sends.get(j, {}).get(oy, [])]
+
+    def _row_key(self, gi: int, g: Group, image: int, t: int, oy: int) -> tuple | None:
+        """What decides a matvec row's timing, relative to its first core's clock: the
+        cores' clocks, their crossbars' busy time left, how long each received row is
+        still to come, the band step and the messages it ends with. None for a row that
+        loads or stores global memory (the shared channel is not relative)."""
+        if _is_output(self.module, g.op.outputs[0]):
+            return None
+        win, steps = self._window(g)
+        step = steps[oy]
+        base = self.clock[g.cores[0]]
+        key: list[object] = [gi, step.kept, step.moved,
+                             tuple(iy is None for _, iy in step.fills)]
+        for part in self._parts(gi, g):
+            core = part.core
+            clock = self.clock[core]
+            key.append(((id(g), core) in self.started, clock - base))
+            key.append(tuple(max(self.crossbar_free[k] - clock, 0) for k in part.crossbar_keys))
+            pieces = []
+            for p in g.recvs[core][0][t]:
+                if p.core is None:
+                    return None
+                arrival = self.arrival.get((p.tag, image, p.iy), 0)
+                pieces.append((p.core, p.lo, p.hi, max(arrival - clock, 0)))
+            key.append(tuple(pieces))
+        key.append(tuple(dest for dest, _ in self._row_sends(g, oy)))
+        return tuple(key)
+
+    def _replay(self, gi: int, g: Group, image: int, oy: int, outcome: _RowOutcome) -> None:
+        base = self.clock[g.cores[0]]
+        for core in g.cores:
+            self.started.add((id(g), core))
+        for core, end, busy in zip(g.cores, outcome.clocks, outcome.busy, strict=True):
+            self.clock[core] = base + end
+            self.busy[core] += busy
+        keys = [k for part in self._parts(gi, g)
+                for k in part.crossbar_keys]
+        for k, free in zip(keys, outcome.free, strict=True):
+            self.crossbar_free[k] = base + free
+        for (_, tag), arrival in zip(self._row_sends(g, oy), outcome.arrivals, strict=True):
+            self.arrival[(tag, image, oy)] = base + arrival
+        for name, count in outcome.events:
+            self.events[name] += count
+
+    def _matvec_row(self, gi: int, g: Group, image: int, t: int, oy: int) -> None:
         win, steps = self._window(g)
         for core in g.cores:
             self.band(g, core, image, t, win, steps[oy])
