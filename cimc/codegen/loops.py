@@ -59,12 +59,15 @@ def _shape(lines: list[str], seen: dict[str, tuple[str, list[int], list[bool]]])
     repeat most of their lines)."""
     labels: dict[str, str] = {}
     for line in lines:
-        found = _LABEL_DEF.match(line)
-        if found:
-            labels[found.group(1)] = f"@L{len(labels)}"
-    templates, numbers, addresses = [], [], []
+        if line[-1:] == ":":
+            found = _LABEL_DEF.match(line)
+            if found:
+                labels[found.group(1)] = f"@L{len(labels)}"
+    templates: list[str] = []
+    numbers: list[int] = []
+    addresses: list[bool] = []
     for line in lines:
-        if line.startswith("#"):
+        if line[:1] == "#":
             continue
         if labels:  # a label stands alone before `:` or ends a branch (its last operand)
             if line.endswith(":"):
