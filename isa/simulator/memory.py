@@ -37,6 +37,9 @@ class Memory:
         # `stall` to its ready cycle, the time the accessing instruction must wait for.
         self.pending: list[tuple[int, int, int]] = []
         self.stall = 0
+        # (addr, count, element) -> typed view of the page holding them. Pages are never
+        # replaced, so a view stays valid; vector instructions then skip address arithmetic.
+        self.views: dict[tuple[int, int, str], np.ndarray] = {}
 
     def _wait(self, addr: int, nbytes: int) -> None:
         end = addr + nbytes
@@ -120,3 +123,45 @@ class Memory:
         dtype = ELEMENT_DTYPES[element]
         raw = np.ascontiguousarray(values, dtype=dtype).view(np.uint8)
         self.write(addr, raw)
+
+    def elements(self, addr: int, count: int, element: str) -> np.ndarray:
+        """load(), as a view of the page (not to be kept across writes) when one holds them."""
+        view = self.views.get((addr, count, element))
+        if view is None:
+            view = self._view(addr, count, element)
+            if view is None:
+                return self.load(addr, count, element)
+        if self.pending:
+            self._wait(addr, count * _ITEMSIZE[element])
+        return view
+
+    def put(self, addr: int, values: np.ndarray, element: str) -> None:
+        """store() of integer values already in range of `element` (i32: wrapped by the cast)."""
+        view = self.views.get((addr, count := values.shape[-1], element))
+        if view is None:
+            view = self._view(addr, count, element)
+            if view is None:
+                self.store(addr, values, element)
+                return
+        if self.pending:
+            self._wait(addr, count * _ITEMSIZE[element])
+        view[...] = values
+
+    def _view(self, addr: int, count: int, element: str) -> np.ndarray | None:
+        """The cached view of `count` elements at addr, or None when they cross a page."""
+        dtype = ELEMENT_DTYPES[element]
+        nbytes = count * dtype.itemsize
+        if addr < 0 or count < 0 or addr + nbytes > self.size:
+            self._check(addr, nbytes)
+        index, start = divmod(addr, PAGE_BYTES)
+        if start + nbytes > PAGE_BYTES:
+            return None
+        view = self._page(index)[:, start : start + nbytes].view(dtype)
+        if len(self.views) >= _MAX_VIEWS:  # addresses from registers may vary without end
+            self.views.clear()
+        self.views[(addr, count, element)] = view
+        return view
+
+
+_MAX_VIEWS = 1 << 16
+_ITEMSIZE = {name: dtype.itemsize for name, dtype in ELEMENT_DTYPES.items()}
