@@ -30,7 +30,6 @@ from collections.abc import Callable
 from typing import Any
 
 from cimc.isa.simulator.control import _MASK, _SIGN
-from cimc.isa.simulator.registry import base_name
 
 # fn(core, clock, budget) -> (next pc, clock, budget left)
 BlockFunction = Callable[[Any, int, int], tuple[int, int, int]]
@@ -61,9 +60,9 @@ def _reg(number: int) -> str:
 def block_end(core: Any, start: int) -> int:
     """One past the last instruction of the block starting at `start` (== start: none)."""
     end = start
-    instructions = core.instructions
-    while end < len(instructions):
-        name = base_name(instructions[end].mnemonic)
+    names = core.names
+    while end < len(names):
+        name = names[end]
         if core.ordered[end] or name == "halt":
             break
         end += 1
@@ -83,7 +82,7 @@ def enter(core: Any, pc: int, state: object) -> object:
         if end == pc:
             return False
         last = core.operands[end - 1]
-        loops = base_name(core.instructions[end - 1].mnemonic) in _BRANCH and last[-1] == pc
+        loops = core.names[end - 1] in _BRANCH and last[-1] == pc
         if not loops:
             return SEEN
     return translate(core, pc) or False
@@ -109,7 +108,7 @@ def translate(core: Any, start: int) -> tuple[BlockFunction, int] | None:
 
     branch: tuple[str | None, int] | None = None
     for i, pc in enumerate(range(start, end)):
-        name = base_name(core.instructions[pc].mnemonic)
+        name = core.names[pc]
         o = core.operands[pc]
         if name in _SCALAR:
             if name == "li":

@@ -16,7 +16,7 @@ from cimc.isa.simulator.blocks import UNSEEN
 from cimc.isa.simulator.crossbar import Analog, conductance
 from cimc.isa.simulator.matrix import GroupState
 from cimc.isa.simulator.memory import Memory
-from cimc.isa.simulator.registry import Semantic, lookup
+from cimc.isa.simulator.registry import Semantic, base_name, lookup
 from cimc.isa.simulator.timing import Cost, instruction_cost
 from cimc.isa.table import BY_MNEMONIC
 from cimc.targets import Target
@@ -70,6 +70,8 @@ class Core:
         self.memory = Memory(f"core {number} local memory", target.local_memory_bytes,
                              machine.batch)
         self.groups: dict[int, GroupState] = {}
+        # requant tables' bytes and the arrays worked out from them (vector.py requantize).
+        self.requant_tables: dict[tuple[int, int, str], tuple[Any, ...]] = {}
         image = machine.image
         if image is not None and number in image.cores:
             cells = image.cores[number].cells
@@ -82,6 +84,7 @@ class Core:
         self.instructions = [*instructions, Instruction("halt", ())]
         self.has_code = bool(instructions)  # a section with only .data takes no part in sync
         self.handlers: list[Semantic] = []
+        self.names: list[str] = []  # mnemonics without type suffix (registry.base_name)
         self.operands: list[tuple[int, ...]] = []
         self.elements: list[str | None] = []
         self.ordered: list[bool] = []
@@ -126,6 +129,7 @@ class Core:
                              f"{self.number} (its groups: {known})", instruction)
         image_groups = {gid: state.group for gid, state in self.groups.items()}
         self.handlers.append(lookup(spec))
+        self.names.append(base_name(spec.mnemonic))
         self.operands.append(instruction.operands)
         self.elements.append(spec.suffix)
         self.ordered.append(spec.cost in ORDERED)

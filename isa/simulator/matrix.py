@@ -29,16 +29,23 @@ class GroupState:
     weights: np.ndarray = field(init=False)  # W [rows_used, cols_used], exact_weights dtype
     crossbars: tuple[int, ...] = field(init=False)  # the crossbars an MVM keeps busy
 
+    rows: int = field(init=False)  # rows_used, cols_used: read by every mvm
+    cols: int = field(init=False)
+    exact: bool = field(init=False)  # one matrix product gives the crossbars' result
+
     def __post_init__(self) -> None:
         self.crossbars = self.group.crossbars()
         signed = group_weights(self.digits, self.group.weight_bits, self.cell_bits)
         self.weights = exact_weights(signed, INPUT_BITS)
+        self.rows, self.cols = self.group.rows_used, self.group.cols_used
+        self.exact = self.analog.ideal and not self.bit_level
 
     def multiply_i32(self, x: np.ndarray, signed: bool) -> np.ndarray:
         """multiply() as the i32 the mvm stores (wrapped modulo 2^32, like vector.fit)."""
-        if self.analog.ideal and not self.bit_level:
-            product = x.astype(self.weights.dtype) @ self.weights
-            if self.weights.dtype == np.float32:  # |product| < 2^24 (exact_weights): fits
+        if self.exact:
+            weights = self.weights
+            product = x.astype(weights.dtype) @ weights
+            if weights.dtype == np.float32:  # |product| < 2^24 (exact_weights): fits
                 return product.astype(_I32)
             return product.astype(np.int64).astype(_I32)
         return self.multiply(x, signed).astype(_I32)
@@ -65,29 +72,31 @@ def _mvm(core: Any, o: tuple[int, ...], t: str, accumulate: bool) -> None:
     MVM time, and its result counts as in flight until then (docs/simulator.md)."""
     state: GroupState = core.groups[o[0]]
     regs, memory = core.regs, core.memory
-    x = memory.load(regs[o[3]] + o[4], state.group.rows_used, t)  # may wait for an input
+    x = memory.elements(regs[o[3]] + o[4], state.rows, t)  # may wait for an input
     y = state.multiply_i32(x, t == "i8")
     dst = regs[o[1]] + o[2]
-    nbytes = 4 * state.group.cols_used
     # Accumulating into a result in flight is the crossbar's adder's business: no wait.
     pending, memory.pending = memory.pending, []
     if accumulate:  # i32 addition wraps modulo 2^32 as the int64 sum cast to i32 would
-        y += memory.load(dst, state.group.cols_used, "i32")
-    memory.write(dst, y.view(np.uint8))
+        y += memory.elements(dst, state.cols, "i32")
+    memory.put(dst, y, "i32")
     free = core.crossbar_free
     start = core.clock
     if memory.stall > start:
         start = memory.stall
-    for xbar in state.crossbars:
+    xbars = state.crossbars
+    for xbar in xbars:
         busy = free.get(xbar, 0)
         if busy > start:
             start = busy
-    xbars = state.crossbars
     ready = start + core.costs[core.pc].cycles
     for xbar in xbars:
         free[xbar] = ready
-    memory.pending = [p for p in pending if p[2] > start]
-    memory.pending.append((dst, dst + nbytes, ready))
+    # Results written by `start` concern nobody: the core's clock never goes back before it.
+    if pending and pending[0][2] <= start:
+        pending = [p for p in pending if p[2] > start]
+    pending.append((dst, dst + 4 * state.cols, ready))
+    memory.pending = pending
     memory.stall = start  # the core issues in order: it waits until the MVM can start
 
 

@@ -8,6 +8,7 @@ machine accounts.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,12 @@ from cimc.isa.simulator.registry import semantic
 Ops = tuple[int, ...]
 
 
+@lru_cache(maxsize=4096)  # a program copies the same window shapes over and over
 def _blocks(reps: int, length: int, stride: int) -> np.ndarray:
-    """Byte indices of `reps` blocks of `length` bytes, `stride` apart."""
-    return (np.arange(reps)[:, None] * stride + np.arange(length)[None, :]).ravel()
+    """Byte indices of `reps` blocks of `length` bytes, `stride` apart (read-only)."""
+    index = (np.arange(reps)[:, None] * stride + np.arange(length)[None, :]).ravel()
+    index.flags.writeable = False
+    return index
 
 
 @semantic("copy", "dst src len reps dst_stride src_stride")

@@ -48,11 +48,15 @@ def _load(core: Any, base: int, offset: int, n: int, element: str) -> np.ndarray
 
 
 def _binary(fn: Any) -> Any:
+    # saturate() written out: at 16 elements a call costs as much as a ufunc.
     def run(core: Any, o: Ops, t: str) -> None:
         memory, regs = core.memory, core.regs
         a = memory.elements(regs[o[2]] + o[3], o[6], t).astype(np.int64)
-        b = memory.elements(regs[o[4]] + o[5], o[6], t).astype(np.int64)
-        memory.put(regs[o[0]] + o[1], saturate(fn(a, b), t), t)
+        y = fn(a, memory.elements(regs[o[4]] + o[5], o[6], t).astype(np.int64))
+        if t != "i32":
+            lo, hi = _BOUND_ARRAYS[t]
+            y = np.minimum(np.maximum(y, lo), hi)
+        memory.put(regs[o[0]] + o[1], y, t)
 
     return run
 
@@ -89,16 +93,43 @@ def vscale(core: Any, o: Ops, t: str) -> None:
 
 @semantic("requant", "dst src n table")
 def requantize(core: Any, o: Ops, t: str) -> None:
-    n = o[4]
-    acc = _load(core, o[2], o[3], n, "i32")
-    table = _load(core, o[5], o[6], 5 * n, "i32").reshape(-1, n, 5)
-    mult, shift, zp, lo, hi = (table[..., k] for k in range(5))
+    n, memory, regs = o[4], core.memory, core.regs
+    acc = memory.elements(regs[o[2]] + o[3], n, "i32")
+    where = regs[o[5]] + o[6]
+    data = memory.elements(where, 5 * n, "i32").tobytes()
+    # A layer applies one table to every pixel: its arrays are worked out again only when
+    # its bytes changed.
+    prepared = core.requant_tables.get((where, n, t))
+    if prepared is None or prepared[0] != data:
+        if len(core.requant_tables) >= 4096:
+            core.requant_tables.clear()
+        prepared = core.requant_tables[(where, n, t)] = (data, *_requant_table(data, n, t))
+    _, mult, shifted, zp, low, high = prepared
+    scaled = shifted(acc * mult)  # requant.apply on int64 arrays
+    scaled += zp
+    memory.put(regs[o[0]] + o[1], np.minimum(np.maximum(scaled, low), high), t)
+
+
+def _requant_table(data: bytes, n: int, t: str) -> tuple[Any, ...]:
+    """(M, rounding shift, zero point, low, high) of a table's bytes, for requantize().
+
+    The result is clipped to the type, to the table's [lo, hi], then stored as t (i8/u8:
+    clipped again). A clip after a clip is one clip, so low/high are where the three take
+    the smallest and largest int64.
+    """
+    table = np.frombuffer(data, "<i4").astype(np.int64).reshape(-1, n, 5)
+    mult, shift, zp, lo, hi = (np.ascontiguousarray(table[..., k]) for k in range(5))
     if shift.min() < 0 or shift.max() > requant.MAX_SHIFT:
         raise MemoryFault(f"requantization table holds a shift outside 0..{requant.MAX_SHIFT}")
-    scaled = requant.rounding_shift(acc * mult, shift) + zp  # requant.apply on int64 arrays
     low, high = _BOUNDS[t]
-    y = np.minimum(np.maximum(np.minimum(np.maximum(scaled, low), high), lo), hi)
-    core.memory.store(_operand(core, o[0], o[1]), fit(y, t), t)
+
+    def clip(scaled: np.ndarray) -> np.ndarray:
+        y = np.minimum(np.maximum(np.minimum(np.maximum(scaled, low), high), lo), hi)
+        return saturate(y, t)  # i32: lo, hi are i32, so storing y wraps nothing
+
+    edge = np.iinfo(np.int64)
+    return (mult, requant.rounding_shifter(shift), zp,
+            clip(np.full(mult.shape, edge.min)), clip(np.full(mult.shape, edge.max)))
 
 
 @semantic("vlut", "dst src n table")
