@@ -128,3 +128,29 @@ def test_any_slicing_and_dac_width_gives_the_exact_product(
     digits = program_group(w, weight_bits, cell_bits)
     np.testing.assert_array_equal(_bit_level(x, digits, weight_bits, cell_bits, dac_bits),
                                   x.astype(np.int64) @ w)
+
+
+@pytest.mark.parametrize(("sigma", "adc_bits", "dac_bits", "signed"),
+                         [(0.3, 6, 1, True), (0.1, None, 2, False), (0.0, 5, 3, True)])
+def test_bit_level_path_is_each_partial_sum_digitized_then_shifted_and_added(
+        sigma: float, adc_bits: int | None, dac_bits: int, signed: bool) -> None:
+    """The one-product implementation against the definition spelled out one (step, slice)
+    at a time: round, clip, shift, add, minus the offset-binary bias."""
+    rng = np.random.default_rng(11)
+    w = rng.integers(-128, 128, size=(96, 24))
+    digits = program_group(w, 8, 2)
+    planes = conductance(digits, Analog(noise_sigma=sigma, seed=3), core=0)
+    x = _inputs(rng, signed, (7, 96))
+    steps = input_digits(x, 8, signed, dac_bits)
+    expected = np.zeros((7, 24), dtype=np.int64)
+    for t in range(len(steps)):
+        for s in range(len(planes)):
+            partial = np.rint(steps[t].astype(np.float64) @ planes[s])
+            if adc_bits is not None:
+                top = (1 << adc_bits) - 1
+                low = -top if signed and t == len(steps) - 1 else 0
+                partial = np.clip(partial, low, top)
+            expected += partial.astype(np.int64) << (t * dac_bits + 2 * s)
+    expected -= x.astype(np.int64).sum(axis=1, keepdims=True) << 7
+    np.testing.assert_array_equal(
+        _bit_level(x, digits, 8, 2, dac_bits, adc_bits=adc_bits, planes=planes), expected)

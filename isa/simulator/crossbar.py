@@ -48,15 +48,23 @@ def input_steps(input_bits: int, dac_bits: int) -> int:
     return -(-input_bits // dac_bits)
 
 
-def input_digits(x: np.ndarray, input_bits: int, signed: bool, dac_bits: int) -> np.ndarray:
-    """DAC digits of x [batch, rows]: int64 [steps, batch, rows]; step t weighs 2^(t*dac_bits)."""
-    x = np.asarray(x, dtype=np.int64)
+def input_digits(x: np.ndarray, input_bits: int, signed: bool, dac_bits: int,
+                 dtype: np.dtype | type = np.int64) -> np.ndarray:
+    """DAC digits of x [batch, rows]: [steps, batch, rows] in `dtype` (int64 unless asked);
+    step t weighs 2^(t*dac_bits)."""
+    x = np.asarray(x)
+    # 8-bit codes shift in int16, 8x less memory traffic than int64; each step's digits are
+    # written straight into the output (in the matrix product's float type for the MVM).
+    x = x.astype(np.int16 if x.dtype.itemsize == 1 else np.int64)
     steps = input_steps(input_bits, dac_bits)
     mask = (1 << dac_bits) - 1
-    digits = [(x >> (t * dac_bits)) & mask for t in range(steps)]
-    if signed:
-        digits[-1] = x >> ((steps - 1) * dac_bits)  # signed top digit
-    return np.stack(digits)
+    digits = np.empty((steps, *x.shape), dtype=dtype)
+    for t in range(steps):
+        if signed and t == steps - 1:
+            np.right_shift(x, t * dac_bits, out=digits[t], casting="unsafe")  # signed top digit
+        else:
+            np.bitwise_and(x >> (t * dac_bits), mask, out=digits[t], casting="unsafe")
+    return digits
 
 
 def conductance(cells: np.ndarray, analog: Analog, core: int) -> np.ndarray:
@@ -102,24 +110,26 @@ def mvm_bit_level(
     plus any noise). All (step, slice, column) partial sums come from one
     matrix product; the ADC rounds and clips each.
     """
-    digits = input_digits(x, input_bits, signed, dac_bits)
-    steps, batch, rows = digits.shape
-    slices, _, cols = planes.shape
+    steps = input_steps(input_bits, dac_bits)
+    slices, rows, cols = planes.shape
     # float32 is exact for integer sums below 2^24 (and rounds noisy ones well enough);
     # larger arrays or digits need float64.
     largest = rows * ((1 << dac_bits) - 1) * (float(planes.max(initial=0)) + 1)
     exact = np.dtype(np.float32 if largest * (1 << input_bits) < 2.0**24 else np.float64)
+    digits = input_digits(x, input_bits, signed, dac_bits, exact)
+    batch = digits.shape[1]
     matrix = planes.transpose(1, 0, 2).reshape(rows, slices * cols).astype(exact)
-    sums = digits.reshape(steps * batch, rows).astype(exact) @ matrix
-    partial = np.rint(sums, out=sums).reshape(steps, batch, slices, cols)
+    sums = digits.reshape(steps * batch, rows) @ matrix
+    partial = np.rint(sums, out=sums).reshape(steps, batch * slices * cols)
     if adc_bits is not None:
         top = float((1 << adc_bits) - 1)
         np.clip(partial[:-1], 0.0, top, out=partial[:-1])
         np.clip(partial[-1], -top if signed else 0.0, top, out=partial[-1])
     # Shift-and-add: over steps in the same precision (bounded above), over slices in float64.
     step_weight = np.exp2(dac_bits * np.arange(steps)).astype(exact)
-    per_slice = np.tensordot(step_weight, partial, axes=(0, 0)).astype(np.float64)
-    slice_weight = np.exp2(cell_bits * np.arange(slices))
-    y = np.tensordot(per_slice, slice_weight, axes=(1, 0)).astype(np.int64)
+    per_slice = (step_weight @ partial).reshape(batch, slices, cols)
+    y = per_slice[:, 0, :].astype(np.float64)
+    for s in range(1, slices):  # whole-array adds, no transposed copy; x 2^k is exact
+        y += per_slice[:, s, :] * float(1 << (cell_bits * s))
     offset = np.asarray(x, dtype=np.int64).sum(axis=1, keepdims=True) << (weight_bits - 1)
-    return y - offset
+    return y.astype(np.int64) - offset
