@@ -44,7 +44,8 @@ class GroupState:
         """multiply() as the i32 the mvm stores (wrapped modulo 2^32, like vector.fit)."""
         if self.exact:
             weights = self.weights
-            product = x.astype(weights.dtype) @ weights
+            # np.dot: a third less overhead than @ on one input vector; exact either way
+            product = np.dot(x.astype(weights.dtype), weights)
             if weights.dtype == np.float32:  # |product| < 2^24 (exact_weights): fits
                 return product.astype(_I32)
             return product.astype(np.int64).astype(_I32)
@@ -75,11 +76,7 @@ def _mvm(core: Any, o: tuple[int, ...], t: str, accumulate: bool) -> None:
     x = memory.elements(regs[o[3]] + o[4], state.rows, t)  # may wait for an input
     y = state.multiply_i32(x, t == "i8")
     dst = regs[o[1]] + o[2]
-    # Accumulating into a result in flight is the crossbar's adder's business: no wait.
-    pending, memory.pending = memory.pending, []
-    if accumulate:  # i32 addition wraps modulo 2^32 as the int64 sum cast to i32 would
-        y += memory.elements(dst, state.cols, "i32")
-    memory.put(dst, y, "i32")
+    memory.put_result(dst, y, accumulate)
     free = core.crossbar_free
     start = core.clock
     if memory.stall > start:
@@ -92,11 +89,7 @@ def _mvm(core: Any, o: tuple[int, ...], t: str, accumulate: bool) -> None:
     ready = start + core.costs[core.pc].cycles
     for xbar in xbars:
         free[xbar] = ready
-    # Results written by `start` concern nobody: the core's clock never goes back before it.
-    if pending and pending[0][2] <= start:
-        pending = [p for p in pending if p[2] > start]
-    pending.append((dst, dst + 4 * state.cols, ready))
-    memory.pending = pending
+    memory.hold(dst, dst + 4 * state.cols, ready, start)
     memory.stall = start  # the core issues in order: it waits until the MVM can start
 
 
