@@ -75,11 +75,14 @@ class Core:
         image = machine.image
         if image is not None and number in image.cores:
             cells = image.cores[number].cells
-            planes = conductance(cells, machine.analog, number)
+            # Conductances only for the bit-level path: as float64 they are 8x the cells
+            # (8 MB a pimcomp core), whose allocation cost more than the exact path's MVMs.
+            exact = machine.analog.ideal and not machine.bit_level
+            planes = None if exact else conductance(cells, machine.analog, number)
             for gid, group in sorted(image.cores[number].groups.items()):
                 self.groups[gid] = GroupState(
-                    group, group.digits(cells), group.digits(planes), image.cell_bits,
-                    target.dac_bits, machine.analog, machine.bit_level)
+                    group, group.digits(cells), None if planes is None else group.digits(planes),
+                    image.cell_bits, target.dac_bits, machine.analog, machine.bit_level)
         # An implicit halt ends every stream, so running off the end stops the core.
         self.instructions = [*instructions, Instruction("halt", ())]
         self.has_code = bool(instructions)  # a section with only .data takes no part in sync
@@ -89,6 +92,7 @@ class Core:
         self.elements: list[str | None] = []
         self.ordered: list[bool] = []
         self.costs: list[Cost] = []
+        self._image_groups = {gid: state.group for gid, state in self.groups.items()}
         for instruction in self.instructions:
             self._decode(instruction)
         # An mvm occupies the core only to issue it; its crossbars stay busy for the MVM
@@ -127,14 +131,13 @@ class Core:
             known = ", ".join(map(str, sorted(self.groups))) or "none"
             raise self.error(f"crossbar group {fields['g']} is not in the image for core "
                              f"{self.number} (its groups: {known})", instruction)
-        image_groups = {gid: state.group for gid, state in self.groups.items()}
         self.handlers.append(lookup(spec))
         self.names.append(base_name(spec.mnemonic))
         self.operands.append(instruction.operands)
         self.elements.append(spec.suffix)
         self.ordered.append(spec.cost in ORDERED)
         self.costs.append(instruction_cost(spec, instruction.operands, self.machine.target,
-                                           image_groups, self.number))
+                                           self._image_groups, self.number))
 
     def error(self, message: str, instruction: Instruction) -> CimcError:
         """A CimcError about `instruction` of this core, located at its source line."""

@@ -21,7 +21,8 @@ class GroupState:
 
     group: CrossbarGroup
     digits: np.ndarray  # uint8 [S, rows_used, cols_used], the stored cell levels
-    planes: np.ndarray  # float64 conductances of the same cells (levels + noise)
+    planes: np.ndarray | None  # float64 conductances of those cells (levels + noise); None:
+    # the exact path (ideal crossbars, bit_level off) never reads them
     cell_bits: int
     dac_bits: int
     analog: Analog
@@ -55,6 +56,7 @@ class GroupState:
         """x [batch, rows_used] . W -> int64 [batch, cols_used] as the crossbar computes it."""
         if self.analog.ideal and not self.bit_level:
             return mvm_exact(x, self.weights)
+        assert self.planes is not None, "conductances are kept for the bit-level path"
         return mvm_bit_level(
             x,
             self.planes,
