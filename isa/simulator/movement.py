@@ -33,17 +33,18 @@ def copy(core: Any, o: Ops, t: Any) -> None:
     length, reps, dst_stride, src_stride = o[4], o[5], o[6], o[7]
     if not length or not reps:
         return
+    # Byte views of the pages where they hold the range (Memory.elements), as for vectors.
     if src_stride == length or reps == 1:
-        data = memory.read(src, length * reps)
+        data = memory.elements(src, length * reps, "u8")
     else:
-        span = memory.read(src, (reps - 1) * src_stride + length)
+        span = memory.elements(src, (reps - 1) * src_stride + length, "u8")
         data = span[:, _blocks(reps, length, src_stride)]
     if dst_stride == length or reps == 1:
-        memory.write(dst, data)
+        memory.put(dst, data, "u8")
     else:
-        region = memory.read(dst, (reps - 1) * dst_stride + length).copy()
+        region = memory.elements(dst, (reps - 1) * dst_stride + length, "u8").copy()
         region[:, _blocks(reps, length, dst_stride)] = data
-        memory.write(dst, region)
+        memory.put(dst, region, "u8")
 
 
 @semantic("fill", "dst value len")
