@@ -3,15 +3,27 @@
 Every memory holds one byte array per batch element (the simulator runs a
 batch of inputs in lockstep), so a read of n bytes returns uint8 [batch, n].
 Pages are allocated when touched, so a large global memory, or a local memory
-used only at high addresses, costs only what the program touches. Multi-byte
-elements are little-endian.
+used only at high addresses, costs only what the program touches. A page is
+64 KiB for a small batch (a strided window of a feature map then seldom spans
+two pages, which costs a gathered copy) and shrinks to 4 KiB as the batch grows
+to keep a page near 1 MiB. Multi-byte elements are little-endian.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-PAGE_BYTES = 4096
+PAGE_BYTES = 4096  # the smallest page
+_PAGE_BATCH_BYTES = 1 << 20  # pages grow to this many bytes over the whole batch...
+_LARGEST_PAGE = 1 << 16  # ...up to this: a small batch's vectors and windows seldom cross one
+
+
+def page_bytes(batch: int) -> int:
+    """The page size for `batch` elements: 64 KiB for a few, 4 KiB for a thousand."""
+    size = PAGE_BYTES
+    while size < _LARGEST_PAGE and 2 * size * batch <= _PAGE_BATCH_BYTES:
+        size *= 2
+    return size
 
 # Element type suffix -> little-endian numpy dtype.
 ELEMENT_DTYPES: dict[str, np.dtype] = {
@@ -28,10 +40,11 @@ class MemoryFault(Exception):
 class Memory:
     """`size` bytes per batch element, zero-initialised."""
 
-    def __init__(self, name: str, size: int, batch: int):
+    def __init__(self, name: str, size: int, batch: int, page: int | None = None):
         self.name = name
         self.size = size
         self.batch = batch
+        self.page = page or page_bytes(batch)
         self.pages: dict[int, np.ndarray] = {}
         # Results still in flight (lo, hi, ready cycle): an access overlapping one raises
         # `stall` to its ready cycle, the time the accessing instruction must wait for.
@@ -95,7 +108,7 @@ class Memory:
     def _page(self, index: int) -> np.ndarray:
         page = self.pages.get(index)
         if page is None:
-            page = np.zeros((self.batch, PAGE_BYTES), dtype=np.uint8)
+            page = np.zeros((self.batch, self.page), dtype=np.uint8)
             self.pages[index] = page
         return page
 
@@ -111,12 +124,13 @@ class Memory:
 
         Within one page this is a view; callers must not keep it across writes.
         """
+        unit = self.page  # page size
         if addr < 0 or nbytes < 0 or addr + nbytes > self.size:
             self._check(addr, nbytes)
         if addr < self.pending_high and self.pending_low < addr + nbytes:
             self._wait(addr, nbytes)
-        index, start = divmod(addr, PAGE_BYTES)
-        if start + nbytes <= PAGE_BYTES:  # the common case, kept short: one view
+        index, start = divmod(addr, unit)
+        if start + nbytes <= unit:  # the common case, kept short: one view
             page = self.pages.get(index)
             if page is None:
                 page = self._page(index)
@@ -124,32 +138,33 @@ class Memory:
         out = np.empty((self.batch, nbytes), dtype=np.uint8)
         done = 0
         while done < nbytes:
-            index, start = divmod(addr + done, PAGE_BYTES)
-            take = min(PAGE_BYTES - start, nbytes - done)
+            index, start = divmod(addr + done, unit)
+            take = min(unit - start, nbytes - done)
             out[:, done : done + take] = self._page(index)[:, start : start + take]
             done += take
         return out
 
     def write(self, addr: int, data: np.ndarray) -> None:
         """Store uint8 [batch, n] (or [n], the same for every batch element) at addr."""
+        unit = self.page  # page size
         nbytes = data.shape[-1]
         if addr < 0 or nbytes < 0 or addr + nbytes > self.size:
             self._check(addr, nbytes)
         if addr < self.pending_high and self.pending_low < addr + nbytes:
             self._wait(addr, nbytes)
-        index, start = divmod(addr, PAGE_BYTES)
-        if start + nbytes <= PAGE_BYTES:  # the common case: one slice of one page
+        index, start = divmod(addr, unit)
+        if start + nbytes <= unit:  # the common case: one slice of one page
             page = self.pages.get(index)
             if page is None:
                 page = self._page(index)
             page[:, start : start + nbytes] = data
             return
-        if addr % PAGE_BYTES + nbytes > PAGE_BYTES and data.base is not None:
+        if addr % unit + nbytes > unit and data.base is not None:
             data = data.copy()  # it may view a page this write changes part way through
         done = 0
         while done < nbytes:
-            index, start = divmod(addr + done, PAGE_BYTES)
-            take = min(PAGE_BYTES - start, nbytes - done)
+            index, start = divmod(addr + done, unit)
+            take = min(unit - start, nbytes - done)
             self._page(index)[:, start : start + take] = data[..., done : done + take]
             done += take
 
@@ -189,12 +204,13 @@ class Memory:
 
     def _view(self, addr: int, count: int, element: str) -> np.ndarray | None:
         """The cached view of `count` elements at addr, or None when they cross a page."""
+        unit = self.page  # page size
         dtype = ELEMENT_DTYPES[element]
         nbytes = count * dtype.itemsize
         if addr < 0 or count < 0 or addr + nbytes > self.size:
             self._check(addr, nbytes)
-        index, start = divmod(addr, PAGE_BYTES)
-        if start + nbytes > PAGE_BYTES:
+        index, start = divmod(addr, unit)
+        if start + nbytes > unit:
             return None
         view = self._page(index)[:, start : start + nbytes].view(dtype)
         if len(self.views) >= _MAX_VIEWS:  # addresses from registers may vary without end
