@@ -33,6 +33,7 @@ class GroupState:
     rows: int = field(init=False)  # rows_used, cols_used: read by every mvm
     cols: int = field(init=False)
     exact: bool = field(init=False)  # one matrix product gives the crossbars' result
+    exact32: bool = field(init=False)  # ... in float32
 
     def __post_init__(self) -> None:
         self.crossbars = self.group.crossbars()
@@ -40,6 +41,7 @@ class GroupState:
         self.weights = exact_weights(signed, INPUT_BITS)
         self.rows, self.cols = self.group.rows_used, self.group.cols_used
         self.exact = self.analog.ideal and not self.bit_level
+        self.exact32 = self.exact and self.weights.dtype == np.float32
 
     def multiply_i32(self, x: np.ndarray, signed: bool) -> np.ndarray:
         """multiply() as the i32 the mvm stores (wrapped modulo 2^32, like vector.fit)."""
@@ -69,37 +71,40 @@ class GroupState:
         )
 
 
-def _mvm(core: Any, o: tuple[int, ...], t: str, accumulate: bool) -> None:
-    """The product now (values are exact at once); its time: the MVM starts when the core
+def _mvm(accumulate: bool) -> Any:
+    """The semantics of mvm (accumulate: mvm.acc), one function each (one call less per MVM).
+
+    The product now (values are exact at once); its time: the MVM starts when the core
     issues it, its input is ready and its crossbars are free; it keeps them busy for the
     MVM time, and its result counts as in flight until then (docs/simulator.md)."""
-    state: GroupState = core.groups[o[0]]
-    regs, memory = core.regs, core.memory
-    x = memory.elements(regs[o[3]] + o[4], state.rows, t)  # may wait for an input
-    y = state.multiply_i32(x, t == "i8")
-    dst = regs[o[1]] + o[2]
-    memory.put_result(dst, y, accumulate)
-    free = core.crossbar_free
-    start = core.clock
-    if memory.stall > start:
-        start = memory.stall
-    xbars = state.crossbars
-    for xbar in xbars:
-        busy = free.get(xbar, 0)
-        if busy > start:
-            start = busy
-    ready = start + core.costs[core.pc].cycles
-    for xbar in xbars:
-        free[xbar] = ready
-    memory.hold(dst, dst + 4 * state.cols, ready, start)
-    memory.stall = start  # the core issues in order: it waits until the MVM can start
+
+    def run(core: Any, o: tuple[int, ...], t: str) -> None:
+        state: GroupState = core.groups[o[0]]
+        regs, memory = core.regs, core.memory
+        x = memory.elements(regs[o[3]] + o[4], state.rows, t)  # may wait for an input
+        if state.exact32:  # multiply_i32, written out for the common case
+            y = np.dot(x.astype(np.float32), state.weights).astype(_I32)
+        else:
+            y = state.multiply_i32(x, t == "i8")
+        dst = regs[o[1]] + o[2]
+        memory.put_result(dst, y, accumulate)
+        free = core.crossbar_free
+        start = core.clock
+        if memory.stall > start:
+            start = memory.stall
+        xbars = state.crossbars
+        for xbar in xbars:
+            busy = free.get(xbar, 0)
+            if busy > start:
+                start = busy
+        ready = start + core.costs[core.pc].cycles
+        for xbar in xbars:
+            free[xbar] = ready
+        memory.hold(dst, dst + 4 * state.cols, ready, start)
+        memory.stall = start  # the core issues in order: it waits until the MVM can start
+
+    return run
 
 
-@semantic("mvm", "g dst src")
-def mvm(core: Any, o: tuple[int, ...], t: str) -> None:
-    _mvm(core, o, t, accumulate=False)
-
-
-@semantic("mvm.acc", "g dst src")
-def mvm_acc(core: Any, o: tuple[int, ...], t: str) -> None:
-    _mvm(core, o, t, accumulate=True)
+semantic("mvm", "g dst src")(_mvm(accumulate=False))
+semantic("mvm.acc", "g dst src")(_mvm(accumulate=True))
