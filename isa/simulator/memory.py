@@ -219,5 +219,5 @@ class Memory:
         return view
 
 
-_MAX_VIEWS = 1 << 16
+_MAX_VIEWS = 1 << 13  # a few MB of views at most; ResNet-18 keeps < 400 a core
 _ITEMSIZE = {name: dtype.itemsize for name, dtype in ELEMENT_DTYPES.items()}
