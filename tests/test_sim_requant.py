@@ -24,7 +24,7 @@ def _words(rows: np.ndarray) -> str:
 def _expected(acc: np.ndarray, table: np.ndarray, element: str) -> np.ndarray:
     mult, shift, zp, lo, hi = table.T
     scaled = requant.apply(acc, mult, shift) + zp
-    dtype = {"i8": np.int8, "u8": np.uint8, "i32": np.int32}[element]
+    dtype = np.dtype(np.int8 if element == "i8" else np.uint8)
     info = np.iinfo(dtype)
     return np.minimum(np.maximum(np.clip(scaled, info.min, info.max), lo), hi).astype(dtype)
 
