@@ -17,7 +17,7 @@ import math
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -113,10 +113,9 @@ class Annealer:
         hops = problem.hops
         # The whole hop table of a small mesh as lists (a C-level index per hop); the
         # row cache of CoreHops for a big one.
+        self.row: Callable[[int], Sequence[int]] = hops.row
         if hops.size * hops.size <= FULL_HOP_TABLE:
             self.row = [hops.row(a) for a in range(hops.size)].__getitem__
-        else:
-            self.row = hops.row
         payloads = problem.payloads
         self.center = [pl.center for pl in payloads]
         self.bytes = [pl.bytes for pl in payloads]
@@ -158,9 +157,9 @@ class Annealer:
         self.load = [0] * problem.tiles
         for u, t in enumerate(self.tile):
             self._hold(u, t, 1)
-        t = problem.target
-        self.mesh_x, self.mesh_y, self.per_tile = t.mesh_x, t.mesh_y, t.cores_per_tile
-        self.cores = t.cores
+        target = problem.target
+        self.mesh_x, self.mesh_y = target.mesh_x, target.mesh_y
+        self.per_tile, self.cores = target.cores_per_tile, target.cores
 
     def on(self, core: int) -> list[int]:
         """The units on `core`."""
