@@ -134,6 +134,7 @@ class Annealer:
             for v in self.others[k]:
                 self.reached[v].append(k)
         self.incident = problem.incident
+        self.incident_sets = [frozenset(k) for k in problem.incident]
         self.cols = np.bincount(tile_of, weights=problem.demand,
                                 minlength=problem.tiles).astype(np.int64).tolist()
         self.tabs = np.bincount(tile_of, weights=problem.tables,
@@ -215,9 +216,20 @@ class Annealer:
         there = self.members[b, d]
         slot[u] = len(there)
         there.append(u)
-        if self.group[u] >= 0:
-            self._hold(u, a, -1)
-            self._hold(u, b, 1)
+        g = self.group[u]
+        if g >= 0:  # the group leaves core a with its last block, arrives on b with its first
+            held = self.held[a]
+            count = held[g] - 1
+            if count:
+                held[g] = count
+            else:
+                del held[g]
+                self.load[a] -= self.group_load[g]
+            held = self.held[b]
+            count = held.get(g, 0)
+            if not count:
+                self.load[b] += self.group_load[g]
+            held[g] = count + 1
 
     def _hold(self, u: int, core: int, step: int) -> None:
         g = self.group[u]
@@ -354,12 +366,18 @@ def _step(state: Annealer, draw: Callable[[], float], n: int, exchanges: float,
     v = same[int(draw() * len(same))]
     if not (state.room(u, b, v) and state.room(v, a, u)):
         return None
-    delta = state.delta(u, b)
-    state.move(u, b)
-    delta += state.delta(v, a)
-    if delta > limit:
-        state.move(u, a)
-        return delta, 1, []
+    if state.incident_sets[u].isdisjoint(state.incident[v]):
+        delta = state.delta(u, b) + state.delta(v, a)  # independent moves: changes add
+        if delta > limit:
+            return delta, 1, []
+        state.move(u, b)
+    else:  # a payload of both: v's change depends on where u is
+        delta = state.delta(u, b)
+        state.move(u, b)
+        delta += state.delta(v, a)
+        if delta > limit:
+            state.move(u, a)
+            return delta, 1, []
     state.move(v, a)
     return delta, 1, [(u, a), (v, b)]
 
