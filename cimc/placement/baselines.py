@@ -219,17 +219,17 @@ class Annealer:
         g = self.group[u]
         if g >= 0:  # the group leaves core a with its last block, arrives on b with its first
             held = self.held[a]
-            count = held[g] - 1
-            if count:
-                held[g] = count
+            blocks = held[g] - 1
+            if blocks:
+                held[g] = blocks
             else:
                 del held[g]
                 self.load[a] -= self.group_load[g]
             held = self.held[b]
-            count = held.get(g, 0)
-            if not count:
+            blocks = held.get(g, 0)
+            if not blocks:
                 self.load[b] += self.group_load[g]
-            held[g] = count + 1
+            held[g] = blocks + 1
 
     def _hold(self, u: int, core: int, step: int) -> None:
         g = self.group[u]
