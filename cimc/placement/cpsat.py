@@ -44,7 +44,7 @@ from cimc.placement.problem import Problem, payload_cost
 # OR-Tools takes half a second); and the deterministic time CP-SAT may spend on one
 # window (its units of work are about a second of one core).
 WINDOWS = 30
-UNITS_PER_WINDOW = 96
+UNITS_PER_WINDOW = 64
 WINDOW_DETERMINISTIC_TIME = 0.05
 # Units freed per window at most (tiles are added while the bound holds).
 WINDOW_UNITS = 48
