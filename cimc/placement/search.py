@@ -1,5 +1,9 @@
 """The `cpsat` placer's search: annealing and CP-SAT windows in turn, the whole budget.
 
+The budget grows with the problem: the annealing moves of the `anneal` placer
+(`anneal_moves`, per unit) and one window per UNITS_PER_WINDOW units
+(`window_budget`), times the effort.
+
 1. Anneal from each of two layer-order fills, along a generalized Hilbert curve
    (compact patches) and along the snake (rows), a quarter of the moves each
    (two independent runs: annealing's outcome varies a lot from run to run),
@@ -9,7 +13,9 @@
    cycle's windows are spent or a round of windows finds nothing better; then
    a reheated annealing run from the incumbent (a perturbation that escapes
    the windows' local optimum, keeping the best placement seen). Windows a
-   cycle did not use go to the next.
+   cycle did not use go to the next. The search ends at the lower bound (the
+   placement is optimal) or after a cycle that improved nothing; a network
+   too small for one window anneals on instead (and never imports OR-Tools).
 
 Its annealing does as many moves as the `anneal` placer's, and on targets with
 several cores a tile also exchanges the whole contents of two cores of
