@@ -285,6 +285,24 @@ def test_load_cap_keeps_core_loads_and_spreads_replicas() -> None:
         assert not set(cores[:8].tolist()) & set(cores[8:16].tolist())
 
 
+def test_a_shared_core_keeps_the_cap_and_a_lone_group_may_exceed_it() -> None:
+    """Groups sharing a core run at once in the pipeline: their load stays under the cap,
+    while the slowest group, alone on its cores, is the stage and may exceed it."""
+    p = chain_problem(4, 8)
+    p.groups = np.repeat(np.arange(4), 8)
+    p.group_load = np.array([100, 30, 30, 30])
+    p.load_cap = 50
+    from cimc.passes.place import run_placer
+    for placer in PLACERS:
+        cores, _ = run_placer(p, placer, 0.05, seed=1)
+        assert p.fits(cores), placer
+        loads, counts = p.loads(cores), p.group_counts(cores)
+        assert ((loads <= 50) | (counts == 1)).all(), placer
+        assert int(counts[cores[:8]].max()) == 1  # the 100-window group shares no core
+    assert not p.loads_fit(np.array([0] * 8 + [1] * 16 + [2] * 8))  # 30 + 30 > 50
+    assert p.loads_fit(np.array([0] * 8 + [1] * 8 + [2] * 8 + [3] * 8))
+
+
 def test_cpsat_beats_anneal_and_snake_given_the_same_effort() -> None:
     from cimc.passes.place import run_placer
     p = chain_problem(12, 40)

@@ -69,7 +69,7 @@ def fill(problem: Problem, order: list[int]) -> np.ndarray:
         extra = int(problem.group_load[group]) if group >= 0 and group not in held else 0
         while (cols + problem.demand[u] > problem.capacity
                or tables + problem.tables[u] > problem.table_budget
-               or (problem.load_cap and load + extra > problem.load_cap)):
+               or (problem.load_cap and held and load + extra > problem.load_cap)):
             position, cols, tables, load = position + 1, 0, 0, 0
             held = set()
             extra = int(problem.group_load[group]) if group >= 0 else 0
@@ -92,7 +92,7 @@ def fill(problem: Problem, order: list[int]) -> np.ndarray:
 
 def fit_load_cap(problem: Problem) -> None:
     """Double `load_cap` until the layer-order fill fits the cores (a model that fills
-    the chip cannot keep every core under the slowest layer's load); 0 if even
+    the chip cannot keep every shared core under the cap); 0 if even
     the uncapped fill needs the spread."""
     while problem.load_cap:
         try:
@@ -245,17 +245,19 @@ class Annealer:
             del held[g]
 
     def load_fits(self, u: int, b: int, leaving: int = -1) -> bool:
-        """Whether core b's compute load stays under the cap with u (for `leaving`)."""
+        """Whether core b's compute load stays under the cap with u (for `leaving`), or b
+        holds u's group alone."""
         g = self.group[u]
         if not self.cap or g < 0:
             return True
         held = self.held[b]
         if held.get(g, 0) > (leaving >= 0 and self.group[leaving] == g):
             return True
-        load = self.load[b] + self.group_load[g]
+        load, groups = self.load[b] + self.group_load[g], len(held) + 1
         if leaving >= 0 and self.group[leaving] >= 0 and held.get(self.group[leaving], 0) == 1:
             load -= self.group_load[self.group[leaving]]
-        return load <= self.cap
+            groups -= 1
+        return load <= self.cap or groups <= 1
 
     def room(self, u: int, b: int, leaving: int = -1) -> bool:
         """Whether core b takes unit u (after unit `leaving` left it)."""

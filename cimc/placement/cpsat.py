@@ -111,7 +111,13 @@ def solve_window(problem: Problem, tile_of: np.ndarray, window: list[int], seed:
                 for u in members:
                     model.add_implication(x[u, t], var)
                 present.append((int(problem.group_load[g]), var))
-            model.add(sum(w * v for w, v in present) <= problem.load_cap)
+            if not present:
+                continue
+            # A core shared by several groups keeps the cap; one group alone may exceed it.
+            shared = model.new_bool_var(f"shared_{t}")
+            hint[shared] = int(sum(hint[v] for _, v in present) > 1)
+            model.add(sum(w * v for w, v in present) <= problem.load_cap).only_enforce_if(shared)
+            model.add(sum(v for _, v in present) <= 1).only_enforce_if(shared.Not())
     for t in window:
         if any(problem.demand[u] for u in free):
             model.add(sum(int(problem.demand[u]) * x[u, t] for u in free)
