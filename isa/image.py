@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +47,8 @@ from cimc.outputs import write_atomic
 MAGIC = b"CIMCIMG2"
 # Magics of earlier formats, refused with a request to regenerate the image.
 OLD_MAGICS = (b"CIMCIMG1",)
-# Cell values packed (or unpacked) per step where cell_bits does not divide 8:
-# bounds the bit arrays numpy makes (8 bytes a value) to this many values.
+# Cell values packed per step (and unpacked per step where cell_bits does not divide
+# 8): bounds the copies, and the bit arrays numpy makes (8 bytes a value), to this many.
 PACK_CHUNK = 1 << 20
 
 
@@ -199,10 +200,26 @@ def _overlaps(taken: dict[int, list[tuple[int, int, int, int]]], pending: list[S
     return any(r0 < b1 and b0 < r1 and c0 < d1 and d0 < c1 for b0, b1, d0, d1 in others)
 
 
-def pack_cells(values: np.ndarray, cell_bits: int) -> bytes:
-    """uint8 cell `values` (each < 2^cell_bits) packed cell_bits bits a value into bytes,
-    least significant bits first, the last byte padded with zero bits."""
-    values = np.ascontiguousarray(values, dtype=np.uint8).reshape(-1)
+def pack_cells(blocks: Iterable[np.ndarray], cell_bits: int) -> bytes:
+    """The uint8 cell values of `blocks` (each < 2^cell_bits, blocks in order, each in C
+    order) packed cell_bits bits a value into bytes, least significant bits first, the
+    last byte padded with zero bits. Packed PACK_CHUNK values at a time, so that no copy
+    of all the values is made."""
+    parts, pending, size = [], [], 0
+    for block in blocks:
+        pending.append(np.asarray(block, dtype=np.uint8).reshape(-1))
+        size += pending[-1].size
+        if size >= PACK_CHUNK:
+            values = np.concatenate(pending)
+            whole = size // 8 * 8  # 8 values fill cell_bits whole bytes
+            parts.append(_pack(values[:whole], cell_bits))
+            pending, size = [values[whole:]], size - whole
+    parts.append(_pack(np.concatenate(pending) if pending else np.zeros(0, np.uint8),
+                       cell_bits))
+    return b"".join(parts)
+
+
+def _pack(values: np.ndarray, cell_bits: int) -> bytes:
     if 8 % cell_bits == 0:  # whole values a byte: shift and add, no bit arrays
         per = 8 // cell_bits
         padded = np.zeros(-(-values.size // per) * per, dtype=np.uint8)
@@ -212,12 +229,8 @@ def pack_cells(values: np.ndarray, cell_bits: int) -> bytes:
         for lane in range(per):
             packed |= lanes[:, lane] << np.uint8(lane * cell_bits)
         return packed.tobytes()
-    parts = []
-    for start in range(0, values.size, PACK_CHUNK):  # PACK_CHUNK % 8 == 0: whole bytes
-        bits = np.unpackbits(values[start : start + PACK_CHUNK, None], axis=1,
-                             bitorder="little")[:, :cell_bits]
-        parts.append(np.packbits(bits.reshape(-1), bitorder="little").tobytes())
-    return b"".join(parts)
+    bits = np.unpackbits(values[:, None], axis=1, bitorder="little")[:, :cell_bits]
+    return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
 
 
 def unpack_cells(data: bytes | memoryview, count: int, cell_bits: int) -> np.ndarray:
@@ -285,19 +298,23 @@ class Image:
             ],
         }
         text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        blocks = []
+        return b"".join([MAGIC, struct.pack("<I", len(text)), text,
+                         pack_cells(self._stored_cells(), self.cell_bits)])
+
+    def _stored_cells(self) -> Iterator[np.ndarray]:
+        """The cells the file stores, slice by slice in header order; ValueError if a cell
+        outside every group holds a value."""
         for number in sorted(self.cores):
             core = self.cores[number]
-            stored = [cells.reshape(-1) for _, cells in _slice_cells(core)]
+            stored = 0
+            for _, cells in _slice_cells(core):
+                stored += np.count_nonzero(cells)
+                yield cells
             # Groups never overlap (add_group and the loader refuse it), so every value
             # the cells hold is stored when the stored cells count all of them.
-            if sum(np.count_nonzero(c) for c in stored) != np.count_nonzero(core.cells):
+            if stored != np.count_nonzero(core.cells):
                 raise ValueError(f"core {number}: a cell outside every crossbar group holds "
                                  "a value; the image stores the cells of groups only")
-            blocks += stored
-        cells = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.uint8)
-        return b"".join([MAGIC, struct.pack("<I", len(text)), text,
-                         pack_cells(cells, self.cell_bits)])
 
     @classmethod
     def from_bytes(cls, content: bytes, name: str = "<image>") -> Image:
