@@ -53,11 +53,12 @@ def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = Non
     `target`, weights too big for its crossbars are refused first (cimc/frontend/capacity.py).
     """
     model = load_model(path, target)
+    aside = set_weights_aside(model, path)
     name_nodes(model)
-    pin_input_shapes(model, path, input_shapes or {})
+    pin_input_shapes(model, path, input_shapes or {}, set(aside))
     model = convert_opset(model, path)
     model = infer_shapes(model, path)
-    model, weights = fold_constants(model, path)
+    model, weights = fold_constants(model, path, aside)
     model = infer_shapes(model, path)
     module = ModuleBuilder(model, path, module_name(path), weights).build(
         {**CONVERTERS, **QUANT_CONVERTERS}, record_quants)
@@ -103,7 +104,9 @@ def load_model(path: str, target: Target | None = None) -> onnx.ModelProto:
     if target is not None:  # seconds, where checking and importing a huge model take minutes
         check_capacity(model, target, path)
     try:
-        onnx.checker.check_model(model)
+        # The file, not `model`: serializing a model of 25 M weights for the checker took
+        # longer than the checker itself.
+        onnx.checker.check_model(path)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise CimcError(
             f"{path}: the ONNX checker rejects this model: {_one_line(exc)}"
@@ -121,11 +124,42 @@ def load_model(path: str, target: Target | None = None) -> onnx.ModelProto:
     return model
 
 
+def set_weights_aside(model: onnx.ModelProto, path: str) -> dict[str, np.ndarray[Any, Any]]:
+    """The initializers of more than LARGE_CONSTANT elements taken out of the checked
+    `model` as arrays, each declared a typed graph input in its place: converting the
+    opset and inferring shapes serialize the model and parse it back, which for
+    ResNet-50's 25 M weights took more time than all the rest (fold_constants takes
+    them back)."""
+    from onnx import numpy_helper
+
+    inputs = {value.name for value in model.graph.input}
+    aside: dict[str, np.ndarray[Any, Any]] = {}
+    kept = []
+    for init in model.graph.initializer:
+        if np.prod(init.dims, dtype=np.int64) <= LARGE_CONSTANT or init.name in aside:
+            kept.append(init)
+            continue
+        try:
+            aside[init.name] = numpy_helper.to_array(init, base_dir=str(Path(path).parent))
+        except Exception as exc:
+            raise CimcError(f"{path}: initializer {init.name!r} cannot be read: "
+                            f"{_first_line(exc)}; check the model's weights") from None
+        if init.name not in inputs:  # IR version 3 lists initializers as inputs already
+            model.graph.input.append(onnx.helper.make_tensor_value_info(
+                init.name, init.data_type, list(init.dims)))
+    if aside:
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+    return aside
+
+
 def pin_input_shapes(
-    model: onnx.ModelProto, path: str, input_shapes: dict[str, tuple[int, ...]]
+    model: onnx.ModelProto, path: str, input_shapes: dict[str, tuple[int, ...]],
+    aside: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> None:
-    """Set the dimensions given by --input-shape and insist that none stay dynamic."""
-    initializers = {init.name for init in model.graph.initializer}
+    """Set the dimensions given by --input-shape and insist that none stay dynamic
+    (initializers, and those `aside`, are no inputs)."""
+    initializers = {init.name for init in model.graph.initializer} | aside
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     names = [i.name for i in graph_inputs]
     if not graph_inputs and model.graph.input:
@@ -213,9 +247,10 @@ def infer_shapes(model: onnx.ModelProto, path: str) -> onnx.ModelProto:
 
 
 def fold_constants(
-    model: onnx.ModelProto, path: str
+    model: onnx.ModelProto, path: str, aside: dict[str, np.ndarray[Any, Any]] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray[Any, Any]]]:
-    """Fold constant subgraphs and remove dead nodes with onnx-graphsurgeon.
+    """Fold constant subgraphs and remove dead nodes with onnx-graphsurgeon; the
+    initializers set `aside` (declared as graph inputs) are constants again first.
 
     Large constants come back as numpy arrays beside a model that declares
     them as typed graph inputs: serializing them only to parse them back would
@@ -231,6 +266,11 @@ def fold_constants(
     onnxruntime.set_default_logger_severity(4)
     try:
         graph = gs.import_onnx(model)
+        aside = aside or {}
+        tensors = graph.tensors()
+        for name, values in aside.items():
+            tensors[name].to_constant(values)
+        graph.inputs = [t for t in graph.inputs if t.name not in aside]
         graph.cleanup().toposort()
         graph.fold_constants(should_exclude_node=lambda node: node.op in KEEP_UNFOLDED)
         graph.cleanup().toposort()
