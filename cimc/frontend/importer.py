@@ -1,10 +1,11 @@
 """import-onnx: read an ONNX model into the tensor IR.
 
-The steps, in order: load and check the model, pin dynamic input dimensions
-(`--input-shape NAME=1,3,224,224`), convert to one canonical opset, infer
-shapes, let onnx-graphsurgeon fold constants (shape computations, the
-ConstantOfShape weights of structure-only graphs) and drop dead nodes, then
-build one IR op per ONNX node with the conversion table of
+The steps, in order: load and check the model, set its large weights aside as
+numpy arrays (held once, in their own dtype: int8 weights stay int8), pin
+dynamic input dimensions (`--input-shape NAME=1,3,224,224`), convert to one
+canonical opset, infer shapes, let onnx-graphsurgeon fold constants (shape
+computations, the ConstantOfShape weights of structure-only graphs) and drop
+dead nodes, then build one IR op per ONNX node with the conversion table of
 cimc/frontend/ops.py (float ops) and cimc/frontend/quant.py (QDQ and
 QLinear/Integer ops).
 """
