@@ -258,16 +258,19 @@ def fold_constants(
     dominate the import time of big models.
     """
     import onnx_graphsurgeon as gs
-    import onnxruntime
     from onnx_graphsurgeon.logger import G_LOGGER
 
     G_LOGGER.severity = G_LOGGER.ERROR
-    # The folding sessions' optimizer is chatty, and a node onnxruntime cannot run is
-    # left unfolded for the checks after this step: its error log is not the user's.
-    onnxruntime.set_default_logger_severity(4)
+    aside = aside or {}
+    # graphsurgeon runs onnxruntime only on nodes it can fold; without any (a QDQ model
+    # from onnxruntime's quantizer) onnxruntime is not even imported (50 ms, 20 MB).
+    onnxruntime = _folding_runtime(model, set(aside))
+    if onnxruntime is not None:
+        # The folding sessions' optimizer is chatty, and a node onnxruntime cannot run is
+        # left unfolded for the checks after this step: its error log is not the user's.
+        onnxruntime.set_default_logger_severity(4)
     try:
         graph = gs.import_onnx(model)
-        aside = aside or {}
         tensors = graph.tensors()
         for name, values in aside.items():
             tensors[name].to_constant(values)
@@ -291,11 +294,29 @@ def fold_constants(
     except Exception as exc:
         raise CimcError(f"{path}: constant folding failed: {_first_line(exc)}") from None
     finally:
-        onnxruntime.set_default_logger_severity(2)
+        if onnxruntime is not None:
+            onnxruntime.set_default_logger_severity(2)
     folded.ir_version = model.ir_version
     del folded.opset_import[:]
     folded.opset_import.extend(model.opset_import)
     return folded, weights
+
+
+def _folding_runtime(model: onnx.ModelProto, aside: set[str]) -> Any:
+    """onnxruntime, imported, if graphsurgeon may fold a node of `model` (one whose inputs
+    are all constant, a Shape or Size, or one with subgraphs); else None. `aside` names
+    constant inputs."""
+    constant = {init.name for init in model.graph.initializer} | aside | {""}
+    for node in model.graph.node:  # in topological order (the checker insists)
+        if node.op_type == "Constant":
+            constant.update(node.output)
+        elif node.op_type in ("Shape", "Size") or any(a.g.node or a.graphs for a in
+                                                      node.attribute) or (
+                node.op_type not in KEEP_UNFOLDED and set(node.input) <= constant):
+            import onnxruntime
+
+            return onnxruntime
+    return None
 
 
 def name_nodes(model: onnx.ModelProto) -> None:
