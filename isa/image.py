@@ -308,7 +308,7 @@ class Image:
             core = self.cores[number]
             stored = 0
             for _, cells in _slice_cells(core):
-                stored += np.count_nonzero(cells)
+                stored += int(np.count_nonzero(cells))
                 yield cells
             # Groups never overlap (add_group and the loader refuse it), so every value
             # the cells hold is stored when the stored cells count all of them.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,7 @@ def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = Non
     model = load_model(path, target)
     aside = set_weights_aside(model, path)
     name_nodes(model)
-    pin_input_shapes(model, path, input_shapes or {}, set(aside))
+    pin_input_shapes(model, path, input_shapes or {}, aside)
     model = convert_opset(model, path)
     model = infer_shapes(model, path)
     model, weights = fold_constants(model, path, aside)
@@ -157,11 +158,11 @@ def set_weights_aside(model: onnx.ModelProto, path: str) -> dict[str, np.ndarray
 
 def pin_input_shapes(
     model: onnx.ModelProto, path: str, input_shapes: dict[str, tuple[int, ...]],
-    aside: set[str] = frozenset(),  # type: ignore[assignment]
+    aside: Iterable[str] = (),
 ) -> None:
     """Set the dimensions given by --input-shape and insist that none stay dynamic
     (initializers, and those `aside`, are no inputs)."""
-    initializers = {init.name for init in model.graph.initializer} | aside
+    initializers = {init.name for init in model.graph.initializer} | set(aside)
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     names = [i.name for i in graph_inputs]
     if not graph_inputs and model.graph.input:
