@@ -8,7 +8,8 @@ to watch: its import + canonicalize should stay under 5 s.
 Then, per QDQ model of tests/backend_models.py (ResNet-18, ResNet-50,
 MobileNetV2 at 224x224; CIMC_BENCH_MODEL_DIR=DIR takes DIR/NAME.onnx instead
 of exporting and quantizing them), each figure from a fresh process:
-`prepare_s` (import + frontend passes, `cimc.prepare`; median of RUNS),
+`prepare_s` (import + frontend passes, `cimc.prepare`, with the libraries it
+imports on first use; median of RUNS),
 `prepare_rss_mb` (the process's peak RSS, libraries included), `traced_mb`
 (the peak of Python and numpy allocations during `prepare`, tracemalloc),
 and of a whole `cimc.compile` for pimcomp: `compile_s`, `compile_rss_mb` and
