@@ -10,7 +10,8 @@ import sys
 import time
 
 # In the order they print; a module not written yet is skipped with a note.
-BENCHMARKS = ["frontend", "simulator", "compile", "backend", "capacity", "placement", "schedule"]
+BENCHMARKS = ["frontend", "simulator", "compile", "timing", "compile224", "backend", "capacity",
+              "placement", "schedule"]
 
 
 def main(names: list[str]) -> int:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from cimc.codegen.generate import CoreCode
     from cimc.ir.module import Module
     from cimc.isa.image import Image
+    from cimc.isa.program import Program as IsaProgram
     from cimc.pass_manager import PassTiming
     from cimc.pipeline import BackendOptions
     from cimc.targets import Target
@@ -100,8 +101,22 @@ class Program:
     @functools.cached_property
     def report(self) -> dict[str, Any]:
         """The compile report (`cimc compile --report`): crossbars, cores, hop-bytes, and the
-        cycles and energy of one simulated inference on an all-zero-point input."""
+        cycles, throughput and energy of one inference by the timing model."""
         return program_report(self)
+
+    @functools.cached_property
+    def isa_program(self) -> IsaProgram:
+        """The program as the assembler would read `assembly` (cimc.isa.program), built
+        from the generated code without reading the text back: what the simulator runs."""
+        from cimc.emit.program import program_of
+
+        return program_of(self.module, self.target, self.cores, self.path)
+
+    @functools.cached_property
+    def simulated_report(self) -> dict[str, Any]:
+        """The compile report with the cycles and energy of one simulated inference on an
+        all-zero-point input (`cimc compile --report --simulate`)."""
+        return program_report(self, simulate=True)
 
     def simulate(self, inputs: np.ndarray | dict[str, np.ndarray]) -> Simulation:
         """Run the program on the simulator: float `inputs` (as the ONNX model takes them,
@@ -112,8 +127,8 @@ class Program:
         feeds = model_inputs(self.integer, inputs)
         figures: dict[str, Any] = {}
         outputs = simulate_program(self.integer, self.module, self.target, self.cores,
-                                   self.assembly, self.image, _whole_batches(self.integer, feeds),
-                                   figures)
+                                   self.isa_program, self.image,
+                                   _whole_batches(self.integer, feeds), figures)
         return Simulation({name: outputs[name] for name in self.integer.outputs}, figures)
 
     def text_for(self, path: str | Path) -> str:
@@ -187,7 +202,7 @@ def _backend(module: Module, target: Target, options: BackendOptions, path: str,
     from cimc.pass_manager import PassTiming, backend_passes, run_pipeline
     from cimc.passes.place import Place
 
-    integer = copy.deepcopy(module)
+    integer = module.copy_sharing_constants()
     backend = backend_passes(options, target)
     timings = timings + run_pipeline(module, backend, print_after_all=print_after_all,
                                      time_passes=time_passes)
@@ -258,18 +273,48 @@ def model_inputs(module: Module, inputs: np.ndarray | dict[str, np.ndarray],
                         {name: module.values[name] for name in names})
 
 
-def program_report(program: Program,
-                   input_codes: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """The compile report: static figures plus cycles/throughput/energy from one simulated
-    inference (on the first of `input_codes`, the quantized test inputs by program port,
-    else on an all-zero-point input)."""
+def program_report(program: Program, input_codes: dict[str, np.ndarray] | None = None,
+                   simulate: bool = False) -> dict[str, Any]:
+    """The compile report: static figures and bounds, and cycles/throughput/energy from
+    the timing model (cimc/analysis/timing.py); with `simulate`, those from one simulated
+    inference instead (on the first of `input_codes`, the quantized test inputs by
+    program port, else on an all-zero-point input). `figures_from` says which."""
+    from cimc.analysis.timing import model
+    from cimc.codegen.generate import plan_and_code
+    from cimc.emit.program import encoded_bytes, instruction_count
+    from cimc.emit.report import modelled_figures, schedule_bounds, static_figures
+
+    if simulate:
+        report = _simulated_report(program, input_codes)
+    else:
+        timing = model(program.module, program.target,
+                       plan_and_code(program.module, program.target).plan)
+        report = static_figures(program.module, program.target, program.cores)
+        report.update(schedule_bounds(program.module, program.target, timing))
+        report.update(modelled_figures(program.module, program.target, timing))
+        report.update(
+            instructions=instruction_count(program.cores),
+            program_bytes=encoded_bytes(program.module, program.target, program.cores,
+                                        program.path),
+            figures_from="timing model (cimc/analysis/timing.py: the plan's tasks with the "
+                         "simulator's instruction costs; within 5% of the simulator on the "
+                         "bench models); --simulate for the simulated figures")
+    report["pass_seconds"] = {t.name: round(t.seconds, 6) for t in program.timings}
+    if program.placement:  # docs/placement.md: the placer, its bound and gap, time-out
+        report["placement"] = program.placement
+        report["hop_bytes_bound"] = program.placement["hop_bytes_bound"]
+        report.setdefault("max_link_bytes", program.placement["max_link_bytes"])
+    return report
+
+
+def _simulated_report(program: Program,
+                      input_codes: dict[str, np.ndarray] | None) -> dict[str, Any]:
     import numpy as np
 
     from cimc.emit.report import program_figures
-    from cimc.isa.assembler import assemble_text
     from cimc.isa.simulator import run_program
 
-    assembled = assemble_text(program.assembly, program.path)
+    assembled = program.isa_program
     if input_codes is not None:
         feeds = {name: codes[:1] for name, codes in input_codes.items()}
         source = "simulation of one inference on the first of --inputs"
@@ -280,10 +325,5 @@ def program_report(program: Program,
                   "this time and nearly this energy")
     _, sim = run_program(assembled, program.image, program.target, feeds)
     report = program_figures(program.module, program.target, program.cores, assembled, sim)
-    report.update(figures_from=source,
-                  pass_seconds={t.name: round(t.seconds, 6) for t in program.timings})
-    if program.placement:  # docs/placement.md: the placer, its bound and gap, time-out
-        report["placement"] = program.placement
-        report["hop_bytes_bound"] = program.placement["hop_bytes_bound"]
-        report.setdefault("max_link_bytes", program.placement["max_link_bytes"])
+    report["figures_from"] = source
     return report

@@ -41,6 +41,23 @@ def test_program_assembles_and_disassembles_back(model: Path, tmp_path: Path) ->
     assert program.image == "prog.img" and (tmp_path / "prog.img").is_file()
 
 
+@pytest.mark.parametrize(("name", "target", "pipeline"), [
+    ("mnist_cnn", "isaac", "latency"), ("residual", "isaac", "throughput"),
+    ("separable", "tiny", "latency")])
+def test_in_memory_program_is_the_assembled_text(name: str, target: str,
+                                                 pipeline: str) -> None:
+    """What the simulator runs within a command (built from the generated code) is what
+    assembling the written program gives."""
+    import cimc
+
+    program = cimc.compile(models.quantized_model(name), target, pipeline=pipeline,
+                           path="out/prog.s")
+    assembled = assemble_text(program.assembly, program.path)
+    assert program.isa_program == assembled
+    assert encode_program(program.isa_program) == encode_program(assembled)
+    assert program.report["program_bytes"] == len(encode_program(assembled))
+
+
 def test_data_header_compiles_and_holds_reference_outputs(model: Path, tmp_path: Path) -> None:
     cc = shutil.which("cc")
     if cc is None:
@@ -76,11 +93,30 @@ def test_data_header_compiles_and_holds_reference_outputs(model: Path, tmp_path:
     assert [int(v) for v in first.split(",")] == outputs["logits"][0].tolist()
 
 
+def test_report_figures_come_from_the_timing_model(model: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "r.json"
+    assert main([str(model), "-o", str(tmp_path / "prog.s"), "--target", "pimcomp",
+                 "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert REPORT_KEYS <= report.keys()
+    assert report["figures_from"].startswith("timing model")
+    assert "instructions_executed" not in report  # only a simulation counts them
+    simulated = tmp_path / "s.json"
+    assert main([str(model), "-o", str(tmp_path / "prog.s"), "--target", "pimcomp",
+                 "--report", str(simulated), "--simulate"]) == 0
+    exact = json.loads(simulated.read_text())
+    for key in ("instructions", "program_bytes", "hop_bytes", "crossbars_used"):
+        assert report[key] == exact[key], key
+    for key in ("cycles", "throughput", "energy_nj"):
+        assert abs(report[key] / exact[key] - 1) < 0.05, key
+
+
 def test_report_figures(model: Path, tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", models.sample_inputs("mnist_cnn", 2, seed=1))
     report_path = tmp_path / "r.json"
     assert main([str(model), "-o", str(tmp_path / "prog.s"), "--target", "pimcomp",
-                 "--inputs", str(tmp_path / "x.npy"), "--report", str(report_path)]) == 0
+                 "--inputs", str(tmp_path / "x.npy"), "--report", str(report_path),
+                 "--simulate"]) == 0
     report = json.loads(report_path.read_text())
     assert REPORT_KEYS <= report.keys()
     assert report["target"] == "pimcomp"
@@ -95,7 +131,8 @@ def test_report_figures(model: Path, tmp_path: Path) -> None:
 
 def test_report_without_inputs_says_where_figures_come_from(model: Path, tmp_path: Path) -> None:
     report_path = tmp_path / "r.json"
-    assert main([str(model), "-o", str(tmp_path / "prog.s"), "--report", str(report_path)]) == 0
+    assert main([str(model), "-o", str(tmp_path / "prog.s"), "--report", str(report_path),
+                 "--simulate"]) == 0
     assert "zero-point input" in json.loads(report_path.read_text())["figures_from"]
 
 

@@ -318,7 +318,8 @@ def test_network_figures_fall_with_hop_bytes() -> None:
     import cimc
 
     model = backend_models.quantized_model("mnist_tiny")
-    reports = {placer: cimc.compile(model, "tiny", placer=placer, place_effort=0.1).report
+    reports = {placer: cimc.compile(model, "tiny", placer=placer,
+                                    place_effort=0.1).simulated_report
                for placer in ("sequential", "cpsat")}
     seq, opt = reports["sequential"], reports["cpsat"]
     for report in (seq, opt):

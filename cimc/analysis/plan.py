@@ -247,18 +247,22 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
              for core, items in sorted(order.items())}
     # The latency bound: critical path and per-core bounds counting only MVMs (and main
     # vector work) (cimc/analysis/bounds.py).
-    def part(g: Group, core: int) -> float:
-        if g.op.kind != "matvec":
-            return g.bound
-        ow = image_dims(module.values[g.op.outputs[0]])[1]
-        return ow * mvm_depth(g.op, g.replica)[core] * target.mvm_cycles
-
-    latency_bound = bounds.latency_bound(groups, preds, succs, part)
+    latency_bound = bounds.latency_bound(
+        groups, preds, succs, lambda g, core: row_bound(module, target, g, core))
     for g in groups:  # keep the estimated starts for reports
         for oy in g.rows:
             g.start[oy] = starts[(index[id(g)], oy)]
     return Plan(groups, final, period, latency_bound, dict(sorted(core_bound.items())), tag,
                 max(crossbar_busy.values(), default=0.0))
+
+
+def row_bound(module: Module, target: Target, g: Group, core: int) -> float:
+    """Cycles `core` needs at least for one row of `g`, counting only MVMs (the windows
+    one after the other, blocks sharing a crossbar in turn) or a vector op's main work."""
+    if g.op.kind != "matvec":
+        return g.bound
+    ow = image_dims(module.values[g.op.outputs[0]])[1]
+    return ow * mvm_depth(g.op, g.replica)[core] * target.mvm_cycles
 
 
 def _senders(module: Module, src: Op, groups: list[Group]

@@ -110,6 +110,26 @@ class Window:
                 f"{cg}, {last - first}, {taps * cg}, {cg}"
                 for ky in range(self.kh) for kx in range(self.kw)]
 
+    def gather_sizes(self, rows: tuple[int, int] | None = None) -> list[int]:
+        """Bytes of each copy `gather` writes (len x reps), in order."""
+        c = self.c
+        if self.contiguous:
+            return []
+        lo, hi = rows if rows is not None else (0, self.window_bytes)
+        if self.groups == 1 and self.dw == 1:
+            if (lo, hi) == (0, self.window_bytes):
+                return [self.kw * c * self.kh]
+            row = self.kw * c
+            return [b - a for ky in range(self.kh)
+                    for a, b in [(max(lo, ky * row), min(hi, (ky + 1) * row))] if a < b]
+        if self.groups == 1:
+            return [c * self.kw for ky in range(self.kh)
+                    if ky * self.kw * c < hi and (ky + 1) * self.kw * c > lo]
+        cg = c // self.groups
+        taps = self.kh * self.kw
+        first, last = lo // (taps * cg), -(-hi // (taps * cg))
+        return [cg * (last - first)] * taps
+
     def gathered_bytes(self, rows: tuple[int, int] | None = None) -> int:
         """Bytes `gather` copies for window rows [lo, hi) (all rows when None)."""
         if self.contiguous:

@@ -78,6 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-name", metavar="NAME",
                         help="prefix of the header's names (default: from the header file name)")
     parser.add_argument("--report", metavar="R.json", help="write the compile report (JSON)")
+    parser.add_argument("--simulate", action="store_true",
+                        help="the report's cycles, throughput and energy from simulating one "
+                        "inference (on the first of --inputs) instead of the timing model")
     add_backend_options(parser)
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                         help="pin an ONNX input's shape, e.g. data=1,3,32,32 (repeatable)")
@@ -123,8 +126,8 @@ def compile_command(args: argparse.Namespace) -> int:
             time_passes=args.time_passes)
         codes = _test_codes(args, compiled) if args.inputs else None
         header = _header(args, compiled, codes) if args.emit_data else None
-        report = build_report(compiled, str(output), codes[0] if codes else None) \
-            if args.report else None
+        report = build_report(compiled, str(output), codes[0] if codes else None,
+                              args.simulate) if args.report else None
         out.write(output, compiled.assembly)
         out.write(image, compiled.image.to_bytes())
         if header is not None:
@@ -188,7 +191,8 @@ def _load_array(path: str) -> np.ndarray:
 
 
 def build_report(compiled: Program, program_path: str,
-                 input_codes: dict[str, np.ndarray] | None) -> dict[str, Any]:
+                 input_codes: dict[str, np.ndarray] | None,
+                 simulate: bool = False) -> dict[str, Any]:
     """The report (cimc.api.program_report) of the program compiled for `program_path`."""
     import dataclasses
 
@@ -197,4 +201,4 @@ def build_report(compiled: Program, program_path: str,
     if program_path != compiled.path:
         compiled = dataclasses.replace(compiled, assembly=compiled.text_for(program_path),
                                        path=program_path)
-    return program_report(compiled, input_codes)
+    return program_report(compiled, input_codes, simulate)

@@ -54,27 +54,43 @@ class Shape:
     kind: int = 0  # equal for equal templates (set by _reroll, for fast comparison)
 
 
-def _shape(lines: list[str]) -> Shape:
+def _shape(lines: list[str], seen: dict[str, tuple[str, list[int], list[bool]]]) -> Shape:
+    """The task's code up to its numbers; `seen` caches each distinct line's split (tasks
+    repeat most of their lines)."""
     labels: dict[str, str] = {}
     for line in lines:
-        found = _LABEL_DEF.match(line)
-        if found:
-            labels[found.group(1)] = f"@L{len(labels)}"
-    templates, numbers, addresses = [], [], []
+        if line[-1:] == ":":
+            found = _LABEL_DEF.match(line)
+            if found:
+                labels[found.group(1)] = f"@L{len(labels)}"
+    templates: list[str] = []
+    numbers: list[int] = []
+    addresses: list[bool] = []
     for line in lines:
-        if line.startswith("#"):
+        if line[:1] == "#":
             continue
-        for name, placeholder in labels.items():
-            line = re.sub(rf"\b{re.escape(name)}\b", placeholder, line)
-        parts = []
-        last = 0
-        for match in _NUMBER.finditer(line):
-            parts.append(line[last:match.start()])
-            numbers.append(int(match.group()))
-            addresses.append(line.startswith("(r0)", match.end()))
-            last = match.end()
-        parts.append(line[last:])
-        templates.append("{}".join(p.replace("{", "{{").replace("}", "}}") for p in parts))
+        if labels:  # a label stands alone before `:` or ends a branch (its last operand)
+            if line.endswith(":"):
+                line = labels.get(line[:-1], line[:-1]) + ":"
+            else:
+                cut = max(line.rfind(" "), line.rfind(","))
+                if line[cut + 1:] in labels:
+                    line = line[:cut + 1] + labels[line[cut + 1:]]
+        split = seen.get(line)
+        if split is None:
+            parts, found_numbers, found_addresses = [], [], []
+            last = 0
+            for match in _NUMBER.finditer(line):
+                parts.append(line[last:match.start()])
+                found_numbers.append(int(match.group()))
+                found_addresses.append(line.startswith("(r0)", match.end()))
+                last = match.end()
+            parts.append(line[last:])
+            template = "{}".join(p.replace("{", "{{").replace("}", "}}") for p in parts)
+            split = seen[line] = (template, found_numbers, found_addresses)
+        templates.append(split[0])
+        numbers += split[1]
+        addresses += split[2]
     return Shape(tuple(templates), tuple(numbers), tuple(addresses))
 
 
@@ -122,8 +138,9 @@ def reroll(tasks: list[list[str]], name: str) -> list[str]:
 def _reroll(tasks: list[list[str]], name: str, registers: Registers) -> list[list[str]]:
     kinds: dict[tuple[str, ...], int] = {}
     shapes = []
+    seen: dict[str, tuple[str, list[int], list[bool]]] = {}
     for task in tasks:
-        shape = _shape(task)
+        shape = _shape(task, seen)
         shapes.append(Shape(shape.templates, shape.numbers, shape.addresses,
                             kinds.setdefault(shape.templates, len(kinds))))
     blocks: list[list[str]] = []

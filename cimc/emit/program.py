@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from cimc.codegen.generate import CoreCode, addr
 from cimc.dialect.host import ports
 from cimc.ir.module import Module, TensorType
 from cimc.isa.asm_quote import comment_text, quoted
+from cimc.isa.encoding import encode_program
+from cimc.isa.program import CoreStream, DataSegment, Instruction, IODecl, Program
+from cimc.isa.table import BY_MNEMONIC, WORD_BYTES
 from cimc.targets import Target, is_target_name, target_reference
 
 WORDS_PER_LINE = 10
@@ -65,3 +70,86 @@ def program_at(module: Module, target: Target, cores: dict[int, CoreCode],
     path = Path(program_path)
     return program_text(module, target, cores, path.with_suffix(".img").name, module.name,
                         target_reference(target, path))
+
+
+def instruction_count(cores: dict[int, CoreCode]) -> int:
+    """Instructions of the program text (its lines that are not comments or labels)."""
+    return sum(1 for code in cores.values() for line in code.lines
+               if not line.startswith("#") and not line.endswith(":"))
+
+
+def _ports(module: Module) -> tuple[list[IODecl], list[IODecl]]:
+    inputs, outputs = ports(module)
+    decls = []
+    for group in (inputs, outputs):
+        found = []
+        for port in group:
+            ty = module.values[port.value]
+            assert ty.quant is not None
+            found.append(IODecl(port.name, addr(module, port.value), ty.dtype,
+                                tuple(storage_shape(ty)), float(ty.quant.scale[0]),
+                                int(ty.quant.zero_point[0])))
+        decls.append(found)
+    return decls[0], decls[1]
+
+
+def _data(code: CoreCode) -> list[DataSegment]:
+    """The `.data` tables as the assembler lays them out: little-endian 32-bit words."""
+    return [DataSegment(address, np.asarray(words, dtype=np.int64).astype("<u4").tobytes())
+            for address, words in sorted(code.data)]
+
+
+def _instructions(code: CoreCode) -> list[Instruction]:
+    """The core's instruction lines as the assembler reads them, without a parser: the
+    code generator writes each line as `mnemonic a, b, offset(rN), ...` and labels as
+    `name:`, operands in the table's order (branch targets become instruction indices)."""
+    labels: dict[str, int] = {}
+    lines: list[str] = []
+    for line in code.lines:
+        if line.endswith(":"):
+            labels[line[:-1]] = len(lines)
+        elif not line.startswith("#"):
+            lines.append(line)
+    found = []
+    for line in lines:
+        mnemonic, _, rest = line.partition(" ")
+        spec = BY_MNEMONIC[mnemonic]
+        values: list[int] = []
+        for operand, arg in zip(spec.operands, rest.split(", ") if rest else (), strict=True):
+            if operand.kind in ("mem", "gmem"):
+                offset, _, base = arg.partition("(")
+                values += [int(base[1:-1]), int(offset)]
+            elif operand.kind == "reg":
+                values.append(int(arg[1:]))
+            elif operand.kind == "label":
+                values.append(labels[arg])
+            else:
+                values.append(int(arg))
+        found.append(Instruction(mnemonic, tuple(values)))
+    return found
+
+
+def program_of(module: Module, target: Target, cores: dict[int, CoreCode],
+               program_path: str | Path) -> Program:
+    """The in-memory program (cimc.isa.program) that assembling the text of `program_at`
+    gives, built from the generated code directly: what the simulator runs within one
+    command, so a compile never reads back the text it wrote."""
+    path = Path(program_path)
+    inputs, outputs = _ports(module)
+    return Program(target_reference(target, path), path.with_suffix(".img").name,
+                   inputs, outputs,
+                   {n: CoreStream(n, _instructions(code)) for n, code in cores.items()},
+                   {n: _data(code) for n, code in cores.items() if code.data})
+
+
+def encoded_bytes(module: Module, target: Target, cores: dict[int, CoreCode],
+                  program_path: str | Path) -> int:
+    """The size of the program's binary encoding (cimc/isa/encoding.py) without
+    encoding its instructions: the header, ports and `.data` encoded, plus one word per
+    instruction."""
+    path = Path(program_path)
+    inputs, outputs = _ports(module)
+    skeleton = Program(target_reference(target, path), path.with_suffix(".img").name,
+                       inputs, outputs, {n: CoreStream(n) for n in cores},
+                       {n: _data(code) for n, code in cores.items() if code.data})
+    return len(encode_program(skeleton)) + WORD_BYTES * instruction_count(cores)

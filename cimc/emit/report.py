@@ -1,19 +1,22 @@
 """The compile report: what the program uses of the target and what it costs.
 
 Static figures come from the scheduled module (crossbars, cores, utilization,
-network traffic); cycles, throughput and energy from the simulator running
-one inference (docs/backend.md, "Report").
+network traffic); cycles, throughput and energy from the timing model
+(cimc/analysis/timing.py) by default, or from the simulator running the
+program (`--simulate`, `cimc run`) (docs/backend.md, "Report").
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from cimc.analysis.plan import Plan, build
+from cimc.analysis.plan import Plan, build, row_bound
+from cimc.analysis.timing import Timing, model
 from cimc.analysis.traffic import global_bytes, max_link_bytes, unit_cores, unit_edges, units
 from cimc.analysis.traffic import hop_bytes as traffic_hop_bytes
-from cimc.codegen.generate import CoreCode, Generated, mode_of
+from cimc.codegen.generate import CoreCode, Generated, mode_of, plan_and_code
 from cimc.dialect.chip import CHIP_KINDS, block_shape, blocks_of
 from cimc.ir.module import Module
 from cimc.isa.encoding import encode_program
@@ -66,9 +69,24 @@ class LatencyPlan:
     plan: Plan
 
 
-def schedule_bounds(module: Module, target: Target) -> dict[str, Any]:
+def core_work(module: Module, target: Target, plan: Plan, timing: Timing) -> float:
+    """The busiest core's work per inference: per group it works for, its rows' MVM time
+    (`row_bound`) or the time its own instructions take (the timing model's `work`,
+    waiting left out), whichever is longer, since a core runs one row task at a time."""
+    stream = stream_of(module)
+    total: dict[int, float] = defaultdict(float)
+    for gi, g in enumerate(plan.groups):
+        for core in g.cores:
+            own = timing.work.get((core, gi), 0) / stream
+            total[core] += max(len(g.rows) * row_bound(module, target, g, core), own)
+    return max(total.values(), default=0.0)
+
+
+def schedule_bounds(module: Module, target: Target, timing: Timing | None = None
+                    ) -> dict[str, Any]:
     """What the mapping allows: the slowest stage and the critical path (docs/backend.md,
-    "Bounds"), in cycles, ns and inferences per second."""
+    "Bounds"), in cycles, ns and inferences per second. `timing` is the timing model's
+    run of the program (made here when not given)."""
 
     # The bounds are those of one inference in latency mode: the plan `schedule` kept
     # when it is that one, else one made (once) and kept beside it.
@@ -81,8 +99,12 @@ def schedule_bounds(module: Module, target: Target) -> dict[str, Any]:
         plan = build(module, target)
         module.keep_analysis(LatencyPlan(target, plan))
     edges, cores = unit_edges(module, target), unit_cores(module)
+    code = plan_and_code(module, target)
+    if timing is None:
+        timing = model(module, target, code.plan)
     stages = {
         "core_mvm": max(plan.core_bound.values(), default=0.0),
+        "core_work": core_work(module, target, code.plan, timing),
         "global_memory": global_bytes(edges, cores) / target.global_bytes_per_cycle,
         "network_link": max_link_bytes(edges, cores, target) / target.link_bytes_per_cycle,
     }
@@ -133,6 +155,24 @@ def simulated_figures(module: Module, program: Any, sim: dict[str, Any]) -> dict
         "instructions_executed": sim["instructions"],
         "program_bytes": len(encode_program(program)),
         "simulated_hop_bytes": sim["hop_bytes"],
+        "host_work": host_work(module),
+    }
+
+
+def modelled_figures(module: Module, target: Target, timing: Timing) -> dict[str, Any]:
+    """The report's keys that the timing model's run gives (the simulator's keys of
+    `simulated_figures`, without the executed-instruction count)."""
+    stream = stream_of(module)
+    energy = timing.energy_nj(target)
+    latency_us = timing.cycles / target.clock_mhz
+    return {
+        "cycles": timing.cycles,
+        "latency_us": latency_us,
+        "latency_ns": latency_us * 1e3,
+        "stream": stream,
+        "throughput": stream * 1e6 / latency_us if latency_us else 0.0,
+        "energy_nj": energy["total"] / stream,
+        "energy_breakdown_nj": energy,
         "host_work": host_work(module),
     }
 

@@ -5,7 +5,6 @@ float tails such as Softmax)."""
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,13 +13,13 @@ from cimc.dialect.host import host_float_ops, ports
 from cimc.emit.report import program_figures
 from cimc.host.ports import to_storage
 from cimc.ir.module import Module
-from cimc.isa.assembler import assemble_text
 from cimc.isa.simulator import run_program
 from cimc.reference import run_module
 
 if TYPE_CHECKING:
     from cimc.codegen.generate import CoreCode
     from cimc.isa.image import Image
+    from cimc.isa.program import Program
     from cimc.targets import Target
 
 
@@ -48,7 +47,7 @@ def _host_tail(module: Module) -> Module:
 def _quantized_inputs(module: Module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Codes of the program inputs, from the model's own quantize ops (reference semantics)."""
     inputs, _ = ports(module)
-    probe = copy.deepcopy(module)
+    probe = module.copy_sharing_constants()
     probe.outputs = [p.value for p in inputs]
     probe.remove_dead()
     values = run_module(probe, feeds)
@@ -56,18 +55,17 @@ def _quantized_inputs(module: Module, feeds: dict[str, np.ndarray]) -> dict[str,
 
 
 def simulate_program(module: Module, backend: Module, target: Target,
-                     cores: dict[int, CoreCode], text: str, image: Image,
+                     cores: dict[int, CoreCode], program: Program, image: Image,
                      feeds: dict[str, np.ndarray],
                      report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Outputs of `module` (after the frontend) on `feeds`, computed by the program `text`
-    (+ `image`) compiled from it as `backend` with `cores` for `target`.
+    """Outputs of `module` (after the frontend) on `feeds`, computed by `program` (the
+    in-memory program, + `image`) compiled from it as `backend` with `cores` for `target`.
 
     When `report` is given it is filled with the compile figures and the
     simulator's (cycles, energy... per inference; see docs/backend.md).
     """
     from cimc.reference import run_module
 
-    program = assemble_text(text, "<program>")
     codes, simulated = run_program(program, image, target, _quantized_inputs(module, feeds))
     if report is not None:
         report.update(program_figures(backend, target, cores, program, simulated))

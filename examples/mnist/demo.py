@@ -80,6 +80,8 @@ def main() -> int:
                 "throughput", "energy_nj"):
         value = report.get(key)
         print(f"{key:<28}{value:.4g}" if isinstance(value, float) else f"{key:<28}{value}")
+    print(f"(cycles, latency, throughput and energy above: {report['figures_from'][:12]}; "
+          f"simulated: {sim_report['cycles']} cycles)")
     print(f"simulated batch             {sim_report['batch']} digits, "
           f"{sim_report['instructions']} instructions per inference")
     print(f"\nwrote {out / 'prog.s'}, {out / 'mnist_data.h'}; demo took "

@@ -22,8 +22,11 @@ leave a choice, the simulator does this:
 Modules: crossbar (bit-sliced MVM, ADC, noise), memory (batched byte
 memories), registry + control/vector/matrix/movement (one semantic function
 per instruction), timing (static cost per instruction), network (routes,
-links), core (a core's state and decoded stream), machine (the discrete-event
-scheduler and cross-core instructions), report, trace, run (the API).
+links), core (a core's state and decoded stream), blocks (straight-line code and
+counted loops translated once into Python functions, same effect as interpreting
+them), machine (the discrete-event
+scheduler, the interpreter loop and cross-core instructions), report, trace, run
+(the API).
 """
 
 from cimc.isa.simulator import control, matrix, movement, vector  # noqa: F401  (fill the registry)

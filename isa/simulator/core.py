@@ -7,11 +7,12 @@ semantic function and static cost, so the interpreter loop only dispatches.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from cimc.diagnostics import CimcError
 from cimc.isa.image import Image
 from cimc.isa.program import Instruction
+from cimc.isa.simulator.blocks import UNSEEN
 from cimc.isa.simulator.crossbar import Analog, conductance
 from cimc.isa.simulator.matrix import GroupState
 from cimc.isa.simulator.memory import Memory
@@ -98,6 +99,8 @@ class Core:
         # positions (base register, offset, length), to wait for MVM results in flight.
         self.local_operand = [_LOCAL_OPERAND.get(i.mnemonic) for i in self.instructions]
         self.counts = [0] * len(self.instructions)
+        # The translated block starting at each pc (blocks.py), translated on first entry.
+        self.blocks: list[Any] = [UNSEEN] * len(self.instructions)
 
     def _decode(self, instruction: Instruction) -> None:
         spec = BY_MNEMONIC.get(instruction.mnemonic)

@@ -16,14 +16,18 @@ loops (more than `max_steps` instructions) end the run with a CimcError.
 from __future__ import annotations
 
 import heapq
+import os
 from collections import deque
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from cimc.diagnostics import CimcError
 from cimc.isa.image import Image
 from cimc.isa.program import Instruction, Program
+from cimc.isa.simulator.blocks import enter
 from cimc.isa.simulator.core import Core, where
 from cimc.isa.simulator.crossbar import Analog
 from cimc.isa.simulator.memory import Memory, MemoryFault
@@ -40,12 +44,23 @@ class Message:
     sent_at: Instruction
 
 
+def one_blas_thread() -> AbstractContextManager[object]:
+    """BLAS on one thread while the machine runs, unless the user set
+    OPENBLAS_NUM_THREADS. Its matrix products are small (a batch of inputs times one
+    crossbar group) and issued one at a time; OpenBLAS splits them over all cores and
+    spin-waits between them, 10-50x slower on busy cores (measured: 1000x128 by 128x128
+    float32, 16 ms on 2 busy cores, 0.28 ms on one). threadpoolctl sets and restores it."""
+    if "OPENBLAS_NUM_THREADS" in os.environ:
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 class Machine:
     """The chip running one program over a batch of inputs."""
 
     def __init__(self, program: Program, image: Image | None, target: Target, batch: int,
                  analog: Analog, bit_level: bool = False, max_steps: int = 50_000_000,
-                 trace: Trace | None = None):
+                 trace: Trace | None = None, blocks: bool = True):
         self.target = target
         self.image = image
         self.batch = batch
@@ -54,6 +69,9 @@ class Machine:
         self.max_steps = max_steps
         self.steps = 0
         self.trace = trace
+        # Straight-line code runs as translated blocks (blocks.py) unless every instruction
+        # is traced, or the caller asks for the plain interpreter (the same results).
+        self.blocks = blocks and trace is None
         self.global_memory = Memory("global memory", target.global_memory_bytes, batch)
         self.global_free = 0  # the shared global-memory channel is busy until then
         self.network = Network(target)
@@ -82,9 +100,10 @@ class Machine:
         """Run every core to its halt (or raise deadlock / step-limit errors)."""
         ready = self.ready
         heapq.heapify(ready)
-        while ready:
-            _, number = heapq.heappop(ready)
-            self._run_core(self.cores[number])
+        with one_blas_thread():
+            while ready:
+                _, number = heapq.heappop(ready)
+                self._run_core(self.cores[number])
         stuck = [c for c in self.cores.values() if not c.halted]
         if stuck:
             raise self._deadlock(stuck)
@@ -106,8 +125,20 @@ class Machine:
         pc, clock = core.pc, core.clock
         budget = self.max_steps - self.steps
         start_budget = budget
+        blocks = core.blocks if self.blocks else None
         try:
             while True:
+                if blocks is not None and blocks[pc] is not False:
+                    block = blocks[pc]
+                    if block.__class__ is not tuple:
+                        block = blocks[pc] = enter(core, pc, block)
+                    if block.__class__ is tuple and budget > block[1]:
+                        try:
+                            pc, clock, budget = block[0](core, clock, budget)
+                        except MemoryFault:
+                            pc = core.pc  # the faulting instruction
+                            raise
+                        continue
                 start = clock
                 if ordered[pc]:
                     if memory.pending or core.local_operand[pc] is None:

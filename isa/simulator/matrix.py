@@ -10,9 +10,9 @@ import numpy as np
 from cimc.isa.image import CrossbarGroup, group_weights
 from cimc.isa.simulator.crossbar import Analog, exact_weights, mvm_bit_level, mvm_exact
 from cimc.isa.simulator.registry import semantic
-from cimc.isa.simulator.vector import fit
 
 INPUT_BITS = 8  # mvm inputs are i8 or u8 codes
+_I32 = np.dtype("<i4")  # results as memory holds them (memory.ELEMENT_DTYPES["i32"])
 
 
 @dataclass
@@ -33,6 +33,15 @@ class GroupState:
         self.crossbars = self.group.crossbars()
         signed = group_weights(self.digits, self.group.weight_bits, self.cell_bits)
         self.weights = exact_weights(signed, INPUT_BITS)
+
+    def multiply_i32(self, x: np.ndarray, signed: bool) -> np.ndarray:
+        """multiply() as the i32 the mvm stores (wrapped modulo 2^32, like vector.fit)."""
+        if self.analog.ideal and not self.bit_level:
+            product = x.astype(self.weights.dtype) @ self.weights
+            if self.weights.dtype == np.float32:  # |product| < 2^24 (exact_weights): fits
+                return product.astype(_I32)
+            return product.astype(np.int64).astype(_I32)
+        return self.multiply(x, signed).astype(_I32)
 
     def multiply(self, x: np.ndarray, signed: bool) -> np.ndarray:
         """x [batch, rows_used] . W -> int64 [batch, cols_used] as the crossbar computes it."""
@@ -57,17 +66,23 @@ def _mvm(core: Any, o: tuple[int, ...], t: str, accumulate: bool) -> None:
     state: GroupState = core.groups[o[0]]
     regs, memory = core.regs, core.memory
     x = memory.load(regs[o[3]] + o[4], state.group.rows_used, t)  # may wait for an input
-    y = state.multiply(x, t == "i8")
+    y = state.multiply_i32(x, t == "i8")
     dst = regs[o[1]] + o[2]
     nbytes = 4 * state.group.cols_used
     # Accumulating into a result in flight is the crossbar's adder's business: no wait.
     pending, memory.pending = memory.pending, []
-    if accumulate:
-        y = y + memory.load(dst, state.group.cols_used, "i32")
-    memory.store(dst, fit(y, "i32"), "i32")
+    if accumulate:  # i32 addition wraps modulo 2^32 as the int64 sum cast to i32 would
+        y += memory.load(dst, state.group.cols_used, "i32")
+    memory.write(dst, y.view(np.uint8))
     free = core.crossbar_free
+    start = core.clock
+    if memory.stall > start:
+        start = memory.stall
+    for xbar in state.crossbars:
+        busy = free.get(xbar, 0)
+        if busy > start:
+            start = busy
     xbars = state.crossbars
-    start = max(core.clock, memory.stall, *(free.get(x, 0) for x in xbars))
     ready = start + core.costs[core.pc].cycles
     for xbar in xbars:
         free[xbar] = ready

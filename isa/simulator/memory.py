@@ -68,12 +68,16 @@ class Memory:
 
         Within one page this is a view; callers must not keep it across writes.
         """
-        self._check(addr, nbytes)
+        if addr < 0 or nbytes < 0 or addr + nbytes > self.size:
+            self._check(addr, nbytes)
         if self.pending:
             self._wait(addr, nbytes)
         index, start = divmod(addr, PAGE_BYTES)
-        if start + nbytes <= PAGE_BYTES:
-            return self._page(index)[:, start : start + nbytes]
+        if start + nbytes <= PAGE_BYTES:  # the common case, kept short: one view
+            page = self.pages.get(index)
+            if page is None:
+                page = self._page(index)
+            return page[:, start : start + nbytes]
         out = np.empty((self.batch, nbytes), dtype=np.uint8)
         done = 0
         while done < nbytes:
@@ -86,9 +90,17 @@ class Memory:
     def write(self, addr: int, data: np.ndarray) -> None:
         """Store uint8 [batch, n] (or [n], the same for every batch element) at addr."""
         nbytes = data.shape[-1]
-        self._check(addr, nbytes)
+        if addr < 0 or nbytes < 0 or addr + nbytes > self.size:
+            self._check(addr, nbytes)
         if self.pending:
             self._wait(addr, nbytes)
+        index, start = divmod(addr, PAGE_BYTES)
+        if start + nbytes <= PAGE_BYTES:  # the common case: one slice of one page
+            page = self.pages.get(index)
+            if page is None:
+                page = self._page(index)
+            page[:, start : start + nbytes] = data
+            return
         if addr % PAGE_BYTES + nbytes > PAGE_BYTES and data.base is not None:
             data = data.copy()  # it may view a page this write changes part way through
         done = 0

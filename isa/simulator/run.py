@@ -35,6 +35,9 @@ class SimOptions:
     trace: bool = False
     trace_detail: int = 2000  # instructions per core traced one by one
     trace_max_events: int = 200_000
+    # Run straight-line code as translated blocks (blocks.py); False interprets every
+    # instruction one by one, with the same results (to check the translation).
+    blocks: bool = True
 
 
 @dataclass
@@ -111,7 +114,7 @@ def simulate(program: Program, image: Image | None, target: Target,
         trace = Trace(streams, target.clock_mhz, options.trace_detail, options.trace_max_events)
     analog = Analog(options.adc_bits, options.noise_sigma, options.seed)
     machine = Machine(program, image, target, batch, analog, options.bit_level,
-                      options.max_steps, trace)
+                      options.max_steps, trace, options.blocks)
     if trace is not None:  # the machine appends an implicit halt to each stream
         trace.streams = {n: core.instructions for n, core in machine.cores.items()}
     for decl in program.inputs:

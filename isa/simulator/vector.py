@@ -21,7 +21,12 @@ def fit(values: np.ndarray, element: str) -> np.ndarray:
     """int64 values as `element`: saturated for i8/u8, wrapped for i32."""
     if element == "i32":
         return values.astype(np.int32)
-    return requant.saturate(values, ELEMENT_DTYPES[element])
+    lo, hi = _BOUNDS[element]  # requant.saturate, without looking the bounds up each time
+    return np.minimum(np.maximum(values, lo), hi).astype(ELEMENT_DTYPES[element])
+
+
+_BOUNDS = {name: (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+           for name, dtype in ELEMENT_DTYPES.items()}
 
 
 def _operand(core: Any, base: int, offset: int) -> int:
@@ -76,11 +81,11 @@ def requantize(core: Any, o: Ops, t: str) -> None:
     acc = _load(core, o[2], o[3], n, "i32")
     table = _load(core, o[5], o[6], 5 * n, "i32").reshape(-1, n, 5)
     mult, shift, zp, lo, hi = (table[..., k] for k in range(5))
-    if (shift < 0).any() or (shift > requant.MAX_SHIFT).any():
+    if shift.min() < 0 or shift.max() > requant.MAX_SHIFT:
         raise MemoryFault(f"requantization table holds a shift outside 0..{requant.MAX_SHIFT}")
-    scaled = requant.apply(acc, mult, shift) + zp
-    info = np.iinfo(ELEMENT_DTYPES[t])
-    y = np.minimum(np.maximum(np.clip(scaled, info.min, info.max), lo), hi)
+    scaled = requant.rounding_shift(acc * mult, shift) + zp  # requant.apply on int64 arrays
+    low, high = _BOUNDS[t]
+    y = np.minimum(np.maximum(np.minimum(np.maximum(scaled, low), high), lo), hi)
     core.memory.store(_operand(core, o[0], o[1]), fit(y, t), t)
 
 

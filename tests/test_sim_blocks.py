@@ -1,0 +1,183 @@
+"""Translated blocks (isa/simulator/blocks.py) against the plain interpreter.
+
+SimOptions(blocks=False) interprets every instruction one by one; the default
+runs straight-line code and counted loops as translated Python. Both must
+give the same outputs and the same report (cycles, energy, counters) on
+programs where they could differ: loops whose MVM results are read while in
+flight, branches of every kind, cores talking inside loops, step limits and
+faults inside a translated loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cimc.cli import main
+from cimc.diagnostics import CimcError
+from cimc.isa.assembler import assemble_text
+from cimc.isa.image import Image, load_image
+from cimc.isa.simulator import SimOptions, simulate
+from cimc.targets import load_target
+
+TINY = load_target("tiny")
+RNG = np.random.default_rng(7)
+W = RNG.integers(-128, 128, size=(16, 8))
+W2 = RNG.integers(-128, 128, size=(16, 8))
+MNIST = Path(__file__).resolve().parents[1] / "examples" / "mnist"
+
+
+def both(source: str, inputs: dict[str, np.ndarray], image: Image | None,
+         **options: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Run translated and interpreted; assert they agree; the translated result."""
+    program = assemble_text(source, "prog.s")
+    fast = simulate(program, image, TINY, inputs, SimOptions(**options))
+    slow = simulate(program, image, TINY, inputs, SimOptions(blocks=False, **options))
+    assert fast.outputs.keys() == slow.outputs.keys()
+    for name in fast.outputs:
+        np.testing.assert_array_equal(fast.outputs[name], slow.outputs[name])
+    assert fast.report == slow.report
+    return fast.outputs, fast.report
+
+
+def image_of(*groups: np.ndarray) -> Image:
+    image = Image(TINY.cell_bits, TINY.rows, TINY.cols)
+    for core in (0, 1):
+        for gid, w in enumerate(groups):
+            image.core(core, crossbars=TINY.crossbars_per_core).add_group(gid, w, 8,
+                                                                          TINY.cell_bits)
+    return image
+
+
+# A loop that reads MVM results in flight (vadd, requant-free sums), accumulates into
+# one in flight, branches with blt, bne and jmp, and whose body also has a copy and fill.
+LOOP = """
+.input x, 0, i8, [6, 16], 1.0, 0
+.output y, 0x400, i32, [6, 8], 1.0, 0
+.core 0
+    ld 0(r0), 0(r0), 96
+    li r1, 0            # input offset
+    li r2, 0x400        # output address
+    li r3, 96
+    li r4, 0
+loop:
+    copy 128(r0), 0(r1), 16, 1, 16, 16
+    mvm.i8 0, 160(r0), 128(r0)
+    mvm.acc.i8 1, 160(r0), 128(r0)
+    vadd.i32 192(r0), 160(r0), 160(r0), 8
+    vsub.i32 192(r0), 192(r0), 160(r0), 8
+    fill 224(r0), 0, 4
+    addi r1, r1, 16
+    addi r4, r4, 1
+    st 0(r2), 192(r0), 32
+    addi r2, r2, 32
+    blt r1, r3, loop
+    li r5, 3
+count:
+    addi r5, r5, -1
+    mul r6, r5, r5
+    sub r7, r6, r5
+    bne r5, r0, count
+    jmp done
+    li r8, 99
+done:
+    halt
+"""
+
+
+@pytest.mark.parametrize("bit_level", [False, True], ids=["exact", "bit-level"])
+def test_a_loop_reading_mvm_results_in_flight_matches_the_interpreter(bit_level: bool) -> None:
+    x = RNG.integers(-128, 128, size=(5, 6, 16)).astype(np.int8)
+    out, report = both(LOOP, {"x": x}, image_of(W, W2), bit_level=bit_level)
+    np.testing.assert_array_equal(out["y"], x.astype(np.int64) @ (W + W2))
+    assert report["mvm_instructions"] == 12
+
+
+def test_cores_exchanging_messages_inside_loops_match_the_interpreter() -> None:
+    source = """
+.input x, 0, i8, [4, 16], 1.0, 0
+.output y, 0x400, i32, [4, 8], 1.0, 0
+.core 0
+    li r1, 0
+    li r3, 64
+send_loop:
+    ld 0(r0), 0(r1), 16
+    mvm.i8 0, 32(r0), 0(r0)
+    send 1, 32(r0), 32, 5
+    addi r1, r1, 16
+    blt r1, r3, send_loop
+.core 1
+    li r1, 0x400
+    li r3, 0x480
+recv_loop:
+    recv 0, 64(r0), 32, 5
+    vadd.i32 96(r0), 64(r0), 64(r0), 8
+    vsub.i32 96(r0), 96(r0), 64(r0), 8
+    st 0(r1), 96(r0), 32
+    addi r1, r1, 32
+    blt r1, r3, recv_loop
+"""
+    x = RNG.integers(-128, 128, size=(3, 4, 16)).astype(np.int8)
+    out, _ = both(source, {"x": x}, image_of(W))
+    np.testing.assert_array_equal(out["y"], x.astype(np.int64) @ W)
+
+
+SPIN = """
+.core 0
+    li r1, 0
+spin:
+    addi r1, r1, 1
+    addi r2, r2, 3
+    jmp spin
+"""
+
+
+@pytest.mark.parametrize("steps", [50, 51, 52, 53])
+def test_the_step_limit_stops_at_the_same_instruction(steps: int) -> None:
+    program = assemble_text(SPIN, "prog.s")
+    messages = []
+    for blocks in (True, False):
+        with pytest.raises(CimcError, match="step limit") as caught:
+            simulate(program, None, TINY, {}, SimOptions(max_steps=steps, blocks=blocks))
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+
+
+def test_a_fault_inside_a_translated_loop_names_the_same_line() -> None:
+    source = """
+.core 0
+    li r1, 0
+    li r2, 1000000
+walk:
+    fill 0(r1), 1, 16
+    add r1, r1, r2
+    jmp walk
+"""
+    program = assemble_text(source, "prog.s")
+    messages = []
+    for blocks in (True, False):
+        with pytest.raises(CimcError, match=r"prog.s:6") as caught:
+            simulate(program, None, TINY, {}, SimOptions(blocks=blocks))
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+    assert "`fill`" in messages[0] and "outside" in messages[0]
+
+
+def test_a_compiled_model_matches_the_interpreter_bit_for_bit(tmp_path: Path) -> None:
+    prog = tmp_path / "prog.s"
+    assert main([str(MNIST / "mnist_cnn_qdq.onnx"), "-o", str(prog), "--target", "isaac"]) == 0
+    program = assemble_text(prog.read_text(), str(prog))
+    image = load_image(tmp_path / "prog.img")
+    target = load_target("isaac")
+    decl = program.inputs[0]
+    info = np.iinfo(np.dtype(np.uint8 if decl.dtype == "u8" else np.int8))
+    x = RNG.integers(info.min, info.max + 1, size=(3, *decl.shape)).astype(info.dtype)
+    fast = simulate(program, image, target, {decl.name: x})
+    slow = simulate(program, image, target, {decl.name: x}, SimOptions(blocks=False))
+    for name in fast.outputs:
+        np.testing.assert_array_equal(fast.outputs[name], slow.outputs[name])
+    assert fast.report == slow.report
+    assert fast.report["mvm_instructions"] > 0
