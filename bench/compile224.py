@@ -5,7 +5,8 @@ random weights, int8 QDQ by onnxruntime's quantize_static).
     python -m bench compile224   (CIMC_BENCH_REPEAT=N runs per figure, default 3;
                                   CIMC_BENCH_SIMULATE=0 skips the simulations;
                                   CIMC_BENCH_BESIDE='COMMAND {model}' also times another
-                                  compiler on each model, given as {model} = the name)
+                                  compiler on each model, {model} = resnet18, resnet50 or
+                                  mobilenetv2)
 
 First table, `cimc MODEL -o prog.s --target pimcomp --report r.json` as a user runs
 it, in a child process: median wall time and peak resident memory, and the same
@@ -88,7 +89,8 @@ def main() -> None:
                                                    "throughput")[0] for _ in range(REPEAT))
             values = [name, f"{wall:.2f}", f"{rss:.0f}", f"{thru:.2f}", f"{thru / wall:.2f}"]
             if BESIDE:
-                other = [timed_command(BESIDE.format(model=name)) for _ in range(REPEAT)]
+                command = BESIDE.format(model=name.removesuffix("_224"))
+                other = [timed_command(command) for _ in range(REPEAT)]
                 beside = statistics.median(w for w, _ in other)
                 values += [f"{beside:.2f}", f"{max(r for _, r in other):.0f}",
                            f"{wall / beside:.2f}"]

@@ -1,10 +1,10 @@
-"""Placement benchmark: model x target x placer -> hop_bytes, the most loaded link,
-the lower bound, the gap and the placement time.
+"""Placement benchmark: model x target x placer -> the placer's time, hop_bytes and its
+ratio to sequential's, the most loaded link, the lower bound and the gap.
 
     python -m bench placement    (CIMC_PLACE_EFFORT=E sets the placers' effort,
                                   CIMC_PLACE_MODELS=a,b picks models)
 
-Models: ResNet-18 (224x224, tests/models.py), MobileNetV2 (32x32,
+Models: ResNet-18 (224x224, tests/models.py), MobileNetV2 (32x32 and 224x224,
 tests/backend_models.py), and ResNet-50, VGG-19 and DenseNet-121 from the
 structure-only graphs onnx ships (onnx/backend/test/data/light): their
 weights are ConstantOfShape fills, replaced here by seeded random weights,
@@ -13,8 +13,11 @@ DenseNet-121's pre-activation batch norms (BatchNormalization, Mul, Add on
 the concatenated features before each ReLU) are dropped: the backend has no
 per-channel affine op, and they do not change which bytes move where.
 Every placer runs on the same tiled, replicated module and the same problem.
-Each row says whether the criteria hold: `cpsat` <= 0.7x `sequential` and
-below `snake` and `anneal` at the same limit. The last lines time the whole
+`place_s` is the placer's own time (the report's `place_seconds`: the search,
+not building the problem or the bound). After each model and target a line
+says whether the criteria hold: `cpsat` <= 0.5x `sequential` and below
+`snake` and `anneal` at the same effort, and how long `cpsat` took (the goal:
+about a second for a 224x224 network; printed, never asserted). The last lines time the whole
 compile of ResNet-50 on pimcomp (`cimc resnet50.onnx -o r50.s --target
 pimcomp` in a child process: wall time and peak resident memory).
 """
@@ -30,7 +33,9 @@ from pathlib import Path
 
 TARGETS = ("pimcomp", "isaac")
 PLACERS = ("sequential", "snake", "anneal", "cpsat")
-ALL_MODELS = "resnet18,resnet50,vgg19,densenet121,mobilenetv2"
+ALL_MODELS = "resnet18,resnet50,vgg19,densenet121,mobilenetv2,mobilenetv2_224"
+# The criterion on hop_bytes: at most this fraction of sequential's.
+RATIO_GOAL = 0.5
 MODELS = tuple(os.environ.get("CIMC_PLACE_MODELS", ALL_MODELS).split(","))
 
 
@@ -99,10 +104,10 @@ def model_path(name: str, workdir: Path) -> Path:
         import models
 
         return models.quantized_model("resnet18")
-    if name == "mobilenetv2":
+    if name in ("mobilenetv2", "mobilenetv2_224"):
         import backend_models
 
-        return backend_models.quantized_model("mobilenetv2")
+        return backend_models.quantized_model(name)
     import onnx
 
     from cimc.frontend.quantize import quantize_onnx
@@ -146,8 +151,8 @@ def main() -> None:
     effort = float(os.environ.get("CIMC_PLACE_EFFORT", DEFAULT_EFFORT))
     print(f"   effort {effort:g}; gap = 1 - bound / hop_bytes; ratio = hop_bytes / "
           "sequential's")
-    header = ("model", "target", "placer", "hop_bytes", "ratio", "max_link_B", "bound", "gap",
-              "seconds")
+    header = ("model", "target", "placer", "place_s", "hop_bytes", "ratio", "max_link_B",
+              "bound", "gap")
     print("   " + " ".join(f"{h:>12}" for h in header))
     with tempfile.TemporaryDirectory(prefix="cimc-bench-place-") as tmp:
         for name in MODELS:
@@ -160,29 +165,29 @@ def main() -> None:
                     continue
                 sequential = None
                 costs: dict[str, int] = {}
+                seconds: dict[str, float] = {}
                 for placer in PLACERS:
                     run = Place(placer=placer, effort=effort)
                     run.target = load_target(target)
-                    start = time.perf_counter()
                     try:
                         run.apply(copy.deepcopy(module))
                     except CimcError as exc:
                         print(f"   {name:>12} {target:>12}  does not fit: {exc.message}")
                         break
-                    seconds = time.perf_counter() - start
                     s = run.summary
                     assert s is not None
                     sequential = sequential or s.hop_bytes
-                    costs[placer] = s.hop_bytes
+                    costs[placer], seconds[placer] = s.hop_bytes, s.seconds
                     ratio = s.hop_bytes / sequential if sequential else 1.0
-                    row = (name, target, placer, s.hop_bytes, f"{ratio:.3f}", s.max_link_bytes,
-                           s.hop_bytes_bound, f"{s.gap:.3f}", f"{seconds:.2f}")
+                    row = (name, target, placer, f"{s.seconds:.2f}", s.hop_bytes, f"{ratio:.3f}",
+                           s.max_link_bytes, s.hop_bytes_bound, f"{s.gap:.3f}")
                     print("   " + " ".join(f"{v!s:>12}" for v in row), flush=True)
                 if len(costs) == len(PLACERS):
-                    ok = (costs["cpsat"] <= 0.7 * costs["sequential"]
+                    ok = (costs["cpsat"] <= RATIO_GOAL * costs["sequential"]
                           and costs["cpsat"] < min(costs["snake"], costs["anneal"]))
-                    print(f"   {name:>12} {target:>12}  cpsat <= 0.7x sequential and below "
-                          f"snake and anneal: {'yes' if ok else 'NO'}", flush=True)
+                    print(f"   {name:>12} {target:>12}  cpsat <= {RATIO_GOAL}x sequential and "
+                          f"below snake and anneal: {'yes' if ok else 'NO'}; cpsat placed in "
+                          f"{seconds['cpsat']:.2f} s", flush=True)
             if name == "resnet50":
                 whole_compile(path, Path(tmp))
 

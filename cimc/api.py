@@ -202,7 +202,7 @@ def _backend(module: Module, target: Target, options: BackendOptions, path: str,
     from cimc.pass_manager import PassTiming, backend_passes, run_pipeline
     from cimc.passes.place import Place
 
-    integer = copy.deepcopy(module)
+    integer = module.copy_sharing_constants()
     backend = backend_passes(options, target)
     timings = timings + run_pipeline(module, backend, print_after_all=print_after_all,
                                      time_passes=time_passes)

@@ -10,9 +10,11 @@ A core's cell array may hold fewer crossbars than the target has (the rest are
 unprogrammed, all zero).
 
 File format (`.img`), all integers little-endian, byte-identical for equal
-content:
+content; only the cells of groups are stored (the others are unprogrammed, zero):
 
-    magic     8 bytes  b"CIMCIMG1"
+    magic     8 bytes  b"CIMCIMG2" (format 2; format 1, which stored every cell
+                       of the array as a byte, is refused with a request to
+                       recompile)
     length    uint32   byte length of the header that follows
     header    UTF-8 JSON, keys sorted, no spaces:
               {"cell_bits": b, "rows": R, "cols": C,
@@ -22,14 +24,18 @@ content:
                                       "slices": [[crossbar, row, col], ...]}, ...]},
                          ...]}
               cores ascending by number, groups ascending by id
-    cells     for each core in header order: k*R*C bytes, the uint8 cell
-              array [crossbars, rows, cols] in C order
+    cells     the cell values of every slice (cores, groups and slices in header
+              order; a slice's rows_used x cols_used cells in C order), packed b
+              bits a value into bytes, least significant bits first, the last
+              byte padded with zero bits: one byte per 8-bit weight when b
+              divides 8
 """
 
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +44,12 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.outputs import write_atomic
 
-MAGIC = b"CIMCIMG1"
+MAGIC = b"CIMCIMG2"
+# Magics of earlier formats, refused with a request to regenerate the image.
+OLD_MAGICS = (b"CIMCIMG1",)
+# Cell values packed per step (and unpacked per step where cell_bits does not divide
+# 8): bounds the copies, and the bit arrays numpy makes (8 bytes a value), to this many.
+PACK_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -109,8 +120,11 @@ class CoreImage:
 
     cells: np.ndarray
     groups: dict[int, CrossbarGroup] = field(default_factory=dict)
-    # Cells taken by groups, for first-fit placement; rebuilt when absent.
-    _occupied: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # Cell rectangles (row0, row1, col0, col1) taken by groups, by crossbar; rebuilt when
+    # absent. Rectangles, not a cell mask: a mask as large as the cells, copied per group,
+    # made building a ResNet-50 image slow and doubled its memory.
+    _taken: dict[int, list[tuple[int, int, int, int]]] | None = field(
+        default=None, repr=False, compare=False)
 
     def add_group(
         self,
@@ -130,41 +144,42 @@ class CoreImage:
         rows_used, cols_used = digits.shape[1:]
         if slices is not None and len(slices) != digits.shape[0]:
             raise ValueError(f"group {group} needs {digits.shape[0]} slices, got {len(slices)}")
-        used = self._used().copy()
-        places = []
+        taken = self._taken_rectangles()
+        places: list[Slice] = []
         for index in range(digits.shape[0]):
-            where = slices[index] if slices is not None else self._free_place(used, rows_used,
+            where = slices[index] if slices is not None else self._free_place(places, rows_used,
                                                                              cols_used)
             self._check_fits(group, rows_used, cols_used, where)
-            block = used[where.crossbar, where.row : where.row + rows_used,
-                         where.col : where.col + cols_used]
-            if block.any():
+            if _overlaps(taken, places, rows_used, cols_used, where):
                 raise ValueError(f"group {group}: slice {where} overlaps cells already in use")
-            block[...] = True
             places.append(where)
         for plane, where in zip(digits, places, strict=True):
             self.cells[where.crossbar, where.row : where.row + rows_used,
                        where.col : where.col + cols_used] = plane
-        self._occupied = used
+            taken.setdefault(where.crossbar, []).append(
+                (where.row, where.row + rows_used, where.col, where.col + cols_used))
         entry = CrossbarGroup(weight_bits, rows_used, cols_used, tuple(places))
         self.groups[group] = entry
         return entry
 
-    def _used(self) -> np.ndarray:
-        if self._occupied is None or self._occupied.shape != self.cells.shape:
-            used = np.zeros(self.cells.shape, dtype=bool)
+    def _taken_rectangles(self) -> dict[int, list[tuple[int, int, int, int]]]:
+        if self._taken is None:
+            taken: dict[int, list[tuple[int, int, int, int]]] = {}
             for g in self.groups.values():
                 for s in g.slices:
-                    used[s.crossbar, s.row : s.row + g.rows_used, s.col : s.col + g.cols_used] = 1
-            self._occupied = used
-        return self._occupied
+                    taken.setdefault(s.crossbar, []).append(
+                        (s.row, s.row + g.rows_used, s.col, s.col + g.cols_used))
+            self._taken = taken
+        return self._taken
 
-    def _free_place(self, used: np.ndarray, rows_used: int, cols_used: int) -> Slice:
-        crossbars, _, cols = used.shape
+    def _free_place(self, pending: list[Slice], rows_used: int, cols_used: int) -> Slice:
+        crossbars, _, cols = self.cells.shape
+        taken = self._taken_rectangles()
         for xbar in range(crossbars):
             for col in range(cols - cols_used + 1):
-                if not used[xbar, :rows_used, col : col + cols_used].any():
-                    return Slice(xbar, 0, col)
+                where = Slice(xbar, 0, col)
+                if not _overlaps(taken, pending, rows_used, cols_used, where):
+                    return where
         raise ValueError(f"no free {rows_used}x{cols_used} cell block left on this core")
 
     def _check_fits(self, group: int, rows_used: int, cols_used: int, where: Slice) -> None:
@@ -172,6 +187,71 @@ class CoreImage:
         if not (0 <= where.crossbar < crossbars and where.row >= 0 and where.col >= 0
                 and where.row + rows_used <= rows and where.col + cols_used <= cols):
             raise ValueError(f"group {group}: slice {where} does not fit {crossbars}x{rows}x{cols}")
+
+
+def _overlaps(taken: dict[int, list[tuple[int, int, int, int]]], pending: list[Slice],
+              rows_used: int, cols_used: int, where: Slice) -> bool:
+    """Whether a rows_used x cols_used slice at `where` shares a cell with a taken rectangle
+    or with a `pending` slice of the same size (an empty slice shares none)."""
+    r0, r1, c0, c1 = where.row, where.row + rows_used, where.col, where.col + cols_used
+    others = taken.get(where.crossbar, []) + [
+        (p.row, p.row + rows_used, p.col, p.col + cols_used)
+        for p in pending if p.crossbar == where.crossbar]
+    return any(r0 < b1 and b0 < r1 and c0 < d1 and d0 < c1 for b0, b1, d0, d1 in others)
+
+
+def pack_cells(blocks: Iterable[np.ndarray], cell_bits: int) -> bytes:
+    """The uint8 cell values of `blocks` (each < 2^cell_bits, blocks in order, each in C
+    order) packed cell_bits bits a value into bytes, least significant bits first, the
+    last byte padded with zero bits. Packed PACK_CHUNK values at a time, so that no copy
+    of all the values is made."""
+    parts, pending, size = [], [], 0
+    for block in blocks:
+        pending.append(np.asarray(block, dtype=np.uint8).reshape(-1))
+        size += pending[-1].size
+        if size >= PACK_CHUNK:
+            values = np.concatenate(pending)
+            whole = size // 8 * 8  # 8 values fill cell_bits whole bytes
+            parts.append(_pack(values[:whole], cell_bits))
+            pending, size = [values[whole:]], size - whole
+    parts.append(_pack(np.concatenate(pending) if pending else np.zeros(0, np.uint8),
+                       cell_bits))
+    return b"".join(parts)
+
+
+def _pack(values: np.ndarray, cell_bits: int) -> bytes:
+    if 8 % cell_bits == 0:  # whole values a byte: shift and add, no bit arrays
+        per = 8 // cell_bits
+        padded = np.zeros(-(-values.size // per) * per, dtype=np.uint8)
+        padded[: values.size] = values
+        lanes = padded.reshape(-1, per)
+        packed = np.zeros(lanes.shape[0], dtype=np.uint8)
+        for lane in range(per):
+            packed |= lanes[:, lane] << np.uint8(lane * cell_bits)
+        return packed.tobytes()
+    bits = np.unpackbits(values[:, None], axis=1, bitorder="little")[:, :cell_bits]
+    return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_cells(data: bytes | memoryview, count: int, cell_bits: int) -> np.ndarray:
+    """The first `count` cell values (uint8) of `data` as pack_cells packed them."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if 8 % cell_bits == 0:
+        per = 8 // cell_bits
+        # Each byte value's `per` cells side by side in one little-endian word: unpacking
+        # is one gather (a third faster than shifting lane by lane).
+        lanes = np.arange(256, dtype=np.uint8)[:, None] >> (
+            np.arange(per, dtype=np.uint8) * np.uint8(cell_bits))
+        words = (lanes & np.uint8((1 << cell_bits) - 1)).view(f"<u{per}").reshape(-1)
+        return words[raw].view(np.uint8)[:count]
+    parts = []
+    step = PACK_CHUNK * cell_bits // 8  # bytes of PACK_CHUNK values
+    for start in range(0, raw.size, step):
+        bits = np.unpackbits(raw[start : start + step], bitorder="little")
+        whole = bits.size // cell_bits * cell_bits
+        parts.append(np.packbits(bits[:whole].reshape(-1, cell_bits), axis=1,
+                                 bitorder="little").reshape(-1))
+    return np.concatenate(parts)[:count] if parts else np.zeros(0, dtype=np.uint8)
 
 
 @dataclass
@@ -191,7 +271,11 @@ class Image:
         return self.cores[number]
 
     def to_bytes(self) -> bytes:
-        """The `.img` file content (see the module docstring)."""
+        """The `.img` file content (see the module docstring).
+
+        ValueError if a cell outside every group holds a value: the format stores the
+        cells of groups only.
+        """
         header = {
             "cell_bits": self.cell_bits,
             "rows": self.rows,
@@ -215,19 +299,36 @@ class Image:
             ],
         }
         text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        parts = [MAGIC, struct.pack("<I", len(text)), text]
+        return b"".join([MAGIC, struct.pack("<I", len(text)), text,
+                         pack_cells(self._stored_cells(), self.cell_bits)])
+
+    def _stored_cells(self) -> Iterator[np.ndarray]:
+        """The cells the file stores, slice by slice in header order; ValueError if a cell
+        outside every group holds a value."""
         for number in sorted(self.cores):
-            cells = self.cores[number].cells
-            parts.append(np.ascontiguousarray(cells, dtype=np.uint8).tobytes())
-        return b"".join(parts)
+            core = self.cores[number]
+            stored = 0
+            for _, cells in _slice_cells(core):
+                stored += int(np.count_nonzero(cells))
+                yield cells
+            # Groups never overlap (add_group and the loader refuse it), so every value
+            # the cells hold is stored when the stored cells count all of them.
+            if stored != np.count_nonzero(core.cells):
+                raise ValueError(f"core {number}: a cell outside every crossbar group holds "
+                                 "a value; the image stores the cells of groups only")
 
     @classmethod
     def from_bytes(cls, content: bytes, name: str = "<image>") -> Image:
-        """Parse `.img` content; a CimcError naming `name` if it is corrupt."""
+        """Parse `.img` content; a CimcError naming `name` if it is corrupt or of an
+        older format."""
 
         def corrupt(why: str) -> CimcError:
             return CimcError(f"{name}: not a valid crossbar image ({why}); regenerate it")
 
+        if content[: len(MAGIC)] in OLD_MAGICS:
+            raise CimcError(f"{name}: a crossbar image of an older format "
+                            f"({content[:len(MAGIC)].decode()}; this cimc reads "
+                            f"{MAGIC.decode()}); recompile the model to regenerate it")
         if content[: len(MAGIC)] != MAGIC or len(content) < len(MAGIC) + 4:
             raise corrupt("bad magic")
         (length,) = struct.unpack_from("<I", content, len(MAGIC))
@@ -235,36 +336,65 @@ class Image:
         try:
             header = json.loads(content[start : start + length].decode())
             image = cls(int(header["cell_bits"]), int(header["rows"]), int(header["cols"]))
-            offset = start + length
+            if not 1 <= image.cell_bits <= 8:
+                raise corrupt(f"cell_bits {image.cell_bits} is not within 1..8")
             for entry in header["cores"]:
                 shape = (int(entry["crossbars"]), image.rows, image.cols)
-                size = shape[0] * shape[1] * shape[2]
-                if offset + size > len(content):
-                    raise corrupt(f"cell data of core {entry['core']} is truncated")
-                cells = np.frombuffer(content, np.uint8, size, offset).reshape(shape).copy()
-                offset += size
-                core = CoreImage(cells)
+                if min(shape) < 0:
+                    raise corrupt(f"core {entry['core']} has a negative size")
+                core = CoreImage(np.zeros(shape, dtype=np.uint8))
                 for g in entry["groups"]:
                     slices = tuple(Slice(*map(int, s)) for s in g["slices"])
                     group = CrossbarGroup(
                         int(g["weight_bits"]), int(g["rows_used"]), int(g["cols_used"]), slices
                     )
-                    for s in slices:
-                        core._check_fits(int(g["id"]), group.rows_used, group.cols_used, s)
+                    if group.rows_used < 0 or group.cols_used < 0:
+                        raise corrupt(f"group {g['id']} of core {entry['core']} has a "
+                                      "negative size")
                     if len(slices) != slice_count(group.weight_bits, image.cell_bits):
                         raise corrupt(f"group {g['id']} of core {entry['core']} has "
                                       f"{len(slices)} slices")
+                    taken = core._taken_rectangles()
+                    for index, s in enumerate(slices):
+                        core._check_fits(int(g["id"]), group.rows_used, group.cols_used, s)
+                        if _overlaps(taken, list(slices[:index]), group.rows_used,
+                                     group.cols_used, s):
+                            raise corrupt(f"group {g['id']} of core {entry['core']} overlaps "
+                                          "cells of another slice")
+                    for s in slices:
+                        taken.setdefault(s.crossbar, []).append(
+                            (s.row, s.row + group.rows_used, s.col, s.col + group.cols_used))
                     core.groups[int(g["id"])] = group
                 image.cores[int(entry["core"])] = core
         except CimcError:
             raise
         except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
             raise corrupt(f"bad header: {exc}") from None
-        if offset != len(content):
-            raise corrupt(f"{len(content) - offset} unexpected trailing bytes")
-        if any(int(c.cells.max(initial=0)) >> image.cell_bits for c in image.cores.values()):
-            raise corrupt(f"a cell value does not fit {image.cell_bits} bits")
+        offset = start + length
+        places = [cells for number in sorted(image.cores)
+                  for _, cells in _slice_cells(image.cores[number])]
+        count = sum(cells.size for cells in places)
+        size = -(-count * image.cell_bits // 8)
+        if offset + size > len(content):
+            raise corrupt("the cell data is truncated")
+        if offset + size != len(content):
+            raise corrupt(f"{len(content) - offset - size} unexpected trailing bytes")
+        values = unpack_cells(memoryview(content)[offset:], count, image.cell_bits)
+        if count * image.cell_bits % 8 and content[-1] >> (count * image.cell_bits % 8):
+            raise corrupt("the padding bits after the last cell are not zero")
+        at = 0
+        for cells in places:  # views into the cores' cell arrays
+            cells[...] = values[at : at + cells.size].reshape(cells.shape)
+            at += cells.size
         return image
+
+
+def _slice_cells(core: CoreImage) -> list[tuple[tuple[CrossbarGroup, Slice], np.ndarray]]:
+    """Every slice of `core`'s groups (groups ascending by id, slices in order) with the
+    view of its cells."""
+    return [((g, s), core.cells[s.crossbar, s.row : s.row + g.rows_used,
+                                s.col : s.col + g.cols_used])
+            for _, g in sorted(core.groups.items()) for s in g.slices]
 
 
 def save_image(image: Image, path: str | Path) -> None:

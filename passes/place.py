@@ -11,11 +11,13 @@ placer (`placer` option, docs/placement.md) minimises hop_bytes:
 * `sequential`: units in layer order fill cores 0, 1, 2, ... (row-major);
 * `snake`: the same fill along a boustrophedon path over the tiles.
 Every placer keeps each core's MVM load (the windows of the distinct matvec
-replicas it holds blocks of) under the slowest replica's (cimc/placement/problem.py),
-so replicas land on different cores and the pipeline stays balanced.
-`effort` sets the search's work in counted annealing moves and CP-SAT windows
-(1 = the default budget), so the placement depends only on the module, the
-target, the effort and the seed, never on the machine's speed or load.
+replicas it holds blocks of) under the slowest replica's, and a core shared by
+several replicas under half of it (cimc/placement/problem.py), so replicas land
+on different cores and no shared core becomes a second bottleneck.
+`effort` sets the search's work in counted annealing moves and CP-SAT windows,
+both proportional to the problem's units (1 = the default budget), so the
+placement depends only on the module, the target, the effort and the seed,
+never on the machine's speed or load.
 `time_limit` (seconds, 0 = none) is a wall-clock safety net only: if it stops
 the search, a warning says the placement now depends on the machine, and
 `summary.timed_out` is set.

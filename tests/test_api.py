@@ -157,3 +157,25 @@ def test_a_compile_plans_and_generates_code_once(
     assert len(generated) == 1
     # Throughput mode plans once more (kept too) for the bounds, those of latency mode.
     assert len(planned) == (1 if pipeline == "latency" else 2)
+
+
+def test_a_copy_sharing_constants_holds_the_weights_once_and_read_only() -> None:
+    """What compile keeps as the integer module: a copy of the graph, the same weights."""
+    module = cimc.prepare(MNIST)
+    copy = module.copy_sharing_constants()
+    assert copy.constants.keys() == module.constants.keys()
+    for name, data in module.constants.items():
+        assert copy.constants[name] is data
+        with pytest.raises(ValueError, match="read-only"):
+            data[...] = 0
+    copy.outputs.clear()
+    copy.graph.clear()
+    assert module.outputs and module.graph.number_of_nodes()  # the graph is not shared
+
+
+def test_compile_leaves_the_integer_module_computing_what_prepare_gave() -> None:
+    images = np.load(ROOT / "examples" / "mnist" / "test_digits.npz")["images"][:2, None] / 255
+    program = cimc.compile(MNIST, target="isaac")
+    want = cimc.run_reference(cimc.prepare(MNIST), images)
+    got = cimc.run_reference(program.integer, images)
+    np.testing.assert_array_equal(got["logits"], want["logits"])

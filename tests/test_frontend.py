@@ -471,3 +471,60 @@ def test_torch_export_with_dynamic_batch_imports_once_pinned(tmp_path: Path) -> 
     module = import_onnx(path, {"input": (3, 3, 8, 8)})
     assert kinds(module) == ["conv", "relu", "reshape", "gemm"]
     check_against_onnxruntime(path, module, {"input": f32(3, 3, 8, 8)})
+
+
+def test_large_int8_weights_come_through_import_unchanged_and_int8() -> None:
+    """Weights of more than LARGE_CONSTANT elements are set aside from the protobuf while
+    the opset is converted and shapes inferred, and come back with their values, int8."""
+    from cimc.frontend.importer import LARGE_CONSTANT
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "mnist" / "mnist_cnn_qdq.onnx"
+    large = [i for i in onnx.load(path).graph.initializer if np.prod(i.dims) > LARGE_CONSTANT]
+    assert large  # the classifier's 10 x 784 weights
+    module = import_onnx(str(path))
+    for init in large:
+        assert module.constants[init.name].dtype == np.int8
+        np.testing.assert_array_equal(module.constants[init.name], numpy_helper.to_array(init))
+    assert not set(module.inputs) & {i.name for i in large}
+
+
+@pytest.mark.parametrize("listed_as_input", [False, True])
+def test_large_float_weights_import_and_compute_as_onnxruntime(
+        tmp_path: Path, listed_as_input: bool) -> None:
+    """A float MatMul over 100 x 60 weights (set aside at import), also when the model
+    lists its initializers as graph inputs as IR version 3 does."""
+    rng = np.random.default_rng(3)
+    weights = numpy_helper.from_array(rng.standard_normal((100, 60)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.standard_normal(60).astype(np.float32), "b")
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 100])]
+    if listed_as_input:
+        inputs += [helper.make_tensor_value_info("w", TensorProto.FLOAT, [100, 60]),
+                   helper.make_tensor_value_info("b", TensorProto.FLOAT, [60])]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+         helper.make_node("Add", ["m", "b"], ["y"], name="add")], "g", inputs,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 60])], [weights, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    if listed_as_input:
+        model.ir_version = 3
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    module = import_onnx(str(path))
+    assert module.inputs == ["x"]
+    x = rng.standard_normal((1, 100)).astype(np.float32)
+    got = run_module(module, {"x": x})["y"]
+    np.testing.assert_allclose(got, exact_outputs(path, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_qdq_model_imports_without_loading_onnxruntime() -> None:
+    """Nothing of an int8 QDQ model is for graphsurgeon to fold (DequantizeLinear of the
+    weights stays), so onnxruntime is not imported: 50 ms and 20 MB less."""
+    import subprocess
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "mnist" / "mnist_cnn_qdq.onnx"
+    code = ("import sys, cimc; cimc.prepare(sys.argv[1]); "
+            "print('onnxruntime' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -206,13 +206,14 @@ def test_sigterm_during_a_compile_leaves_no_output(tmp_path: Path) -> None:
     import backend_models
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # A model whose placement on tiny really searches, with a budget of minutes of
-    # work (effort 1 is about a second), so the signal lands mid-compile on any
-    # machine, most likely inside the native CP-SAT solver.
-    model = backend_models.quantized_model("mnist_tiny")
+    # A model whose placement really searches, with a budget of minutes of work (the
+    # budget grows with the model: ResNet-18 at 32x32 on pimcomp, 707 units, places
+    # in about a second at effort 1; MNIST on tiny at effort 100 in half a second),
+    # so the signal lands mid-compile on any machine.
+    model = backend_models.quantized_model("resnet18")
     process = subprocess.Popen(
         [sys.executable, "-m", "cimc", str(model), "-o", str(tmp_path / "prog.s"), "--report",
-         str(tmp_path / "r.json"), "--target", "tiny", "--place-effort", "100"],
+         str(tmp_path / "r.json"), "--target", "pimcomp", "--place-effort", "100"],
         env=env, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(4)

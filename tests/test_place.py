@@ -112,6 +112,59 @@ def test_core_exchanges_move_whole_cores_and_keep_capacity() -> None:
     assert len(pairs) == len(set(scattered.tolist()))
 
 
+@pytest.mark.parametrize("target", ["pimcomp", "isaac"])
+def test_annealer_changes_are_the_recomputed_cost(target: str) -> None:
+    """Every proposal's change (made or refused, moves, swaps and core exchanges) equals
+    the difference of hop_bytes recomputed from scratch, and loads stay tracked."""
+    import random
+
+    from cimc.placement.baselines import Annealer, _step
+
+    p = chain_problem(8, 40, target)
+    p.groups = np.repeat(np.arange(8), 40)
+    p.group_load = np.full(8, 10, dtype=np.int64)
+    p.load_cap = 30
+    state = Annealer(p, fill(p, core_order(p, snake=True)))
+    draw = random.Random(5).random
+    cost = p.cost(np.array(state.tile))
+    made = 0
+    for step in range(3000):
+        # Every third proposal is refused (a limit below any change), the others made.
+        outcome = _step(state, draw, len(p.names), 0.3, -np.inf if step % 3 == 0 else np.inf)
+        if outcome is not None and outcome[2]:
+            cost += outcome[0]
+            made += 1
+        if step % 100 == 0:
+            tiles = np.array(state.tile)
+            assert cost == p.cost(tiles)
+            assert p.fits(tiles)
+            assert state.load == p.loads(tiles).tolist()
+    assert made > 1000
+
+
+def test_budget_grows_with_the_problem() -> None:
+    from cimc.placement.baselines import MIN_MOVES, anneal_moves
+    from cimc.placement.cpsat import window_budget
+
+    small, large = chain_problem(1, 12), chain_problem(12, 40)
+    assert anneal_moves(small, 1.0) == MIN_MOVES
+    assert anneal_moves(large, 1.0) == 80 * 480
+    assert anneal_moves(large, 2.0) == 2 * anneal_moves(large, 1.0)
+    assert window_budget(small, 1.0) == 0 and window_budget(large, 1.0) == 7
+
+
+def test_small_network_anneals_without_windows_and_large_one_gets_them() -> None:
+    from cimc.placement.search import improve
+
+    small = chain_problem(2, 20)  # 40 units: below one window's share
+    _, log = improve(small, 1.0, seed=0)
+    assert log.windows == 0
+    large = chain_problem(12, 40)
+    placed, log = improve(large, 1.0, seed=0)
+    assert 0 < log.windows <= 7
+    assert large.fits(placed)
+
+
 def test_window_solve_is_optimal_on_a_two_tile_swap() -> None:
     p = chain_problem(2, 16)
     # Layers interleaved over tiles 0 and 1: the optimum puts each layer on one tile.
@@ -230,6 +283,24 @@ def test_load_cap_keeps_core_loads_and_spreads_replicas() -> None:
         assert p.fits(cores), placer
         assert int(p.loads(cores).max()) <= 100
         assert not set(cores[:8].tolist()) & set(cores[8:16].tolist())
+
+
+def test_a_shared_core_keeps_the_cap_and_a_lone_group_may_exceed_it() -> None:
+    """Groups sharing a core run at once in the pipeline: their load stays under the cap,
+    while the slowest group, alone on its cores, is the stage and may exceed it."""
+    p = chain_problem(4, 8)
+    p.groups = np.repeat(np.arange(4), 8)
+    p.group_load = np.array([100, 30, 30, 30])
+    p.load_cap = 50
+    from cimc.passes.place import run_placer
+    for placer in PLACERS:
+        cores, _ = run_placer(p, placer, 0.05, seed=1)
+        assert p.fits(cores), placer
+        loads, counts = p.loads(cores), p.group_counts(cores)
+        assert ((loads <= 50) | (counts == 1)).all(), placer
+        assert int(counts[cores[:8]].max()) == 1  # the 100-window group shares no core
+    assert not p.loads_fit(np.array([0] * 8 + [1] * 16 + [2] * 8))  # 30 + 30 > 50
+    assert p.loads_fit(np.array([0] * 8 + [1] * 8 + [2] * 8 + [3] * 8))
 
 
 def test_cpsat_beats_anneal_and_snake_given_the_same_effort() -> None:

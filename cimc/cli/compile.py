@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(needs --inputs)")
     parser.add_argument("--inputs", metavar="X.npy",
                         help="float test inputs, samples on axis 0 (for --emit-data and the "
-                        "report's simulation)")
+                        "report's simulation with --simulate)")
     parser.add_argument("--count", type=whole(1), metavar="N",
                         help="use the first N inputs only")
     parser.add_argument("--labels", metavar="Y.npy", help="labels of the inputs, for the header")

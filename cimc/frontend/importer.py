@@ -1,17 +1,20 @@
 """import-onnx: read an ONNX model into the tensor IR.
 
-The steps, in order: load and check the model, pin dynamic input dimensions
-(`--input-shape NAME=1,3,224,224`), convert to one canonical opset, infer
-shapes, let onnx-graphsurgeon fold constants (shape computations, the
-ConstantOfShape weights of structure-only graphs) and drop dead nodes, then
-build one IR op per ONNX node with the conversion table of
+The steps, in order: load and check the model, set its large weights aside as
+numpy arrays (held once, in their own dtype: int8 weights stay int8), pin
+dynamic input dimensions (`--input-shape NAME=1,3,224,224`), convert to one
+canonical opset, infer shapes, let onnx-graphsurgeon fold constants (shape
+computations, the ConstantOfShape weights of structure-only graphs) and drop
+dead nodes, then build one IR op per ONNX node with the conversion table of
 cimc/frontend/ops.py (float ops) and cimc/frontend/quant.py (QDQ and
 QLinear/Integer ops).
 """
 
 from __future__ import annotations
 
+import importlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,11 +56,12 @@ def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = Non
     `target`, weights too big for its crossbars are refused first (cimc/frontend/capacity.py).
     """
     model = load_model(path, target)
+    aside = set_weights_aside(model, path)
     name_nodes(model)
-    pin_input_shapes(model, path, input_shapes or {})
+    pin_input_shapes(model, path, input_shapes or {}, aside)
     model = convert_opset(model, path)
     model = infer_shapes(model, path)
-    model, weights = fold_constants(model, path)
+    model, weights = fold_constants(model, path, aside)
     model = infer_shapes(model, path)
     module = ModuleBuilder(model, path, module_name(path), weights).build(
         {**CONVERTERS, **QUANT_CONVERTERS}, record_quants)
@@ -103,7 +107,9 @@ def load_model(path: str, target: Target | None = None) -> onnx.ModelProto:
     if target is not None:  # seconds, where checking and importing a huge model take minutes
         check_capacity(model, target, path)
     try:
-        onnx.checker.check_model(model)
+        # The file, not `model`: serializing a model of 25 M weights for the checker took
+        # longer than the checker itself.
+        onnx.checker.check_model(path)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise CimcError(
             f"{path}: the ONNX checker rejects this model: {_one_line(exc)}"
@@ -121,11 +127,42 @@ def load_model(path: str, target: Target | None = None) -> onnx.ModelProto:
     return model
 
 
+def set_weights_aside(model: onnx.ModelProto, path: str) -> dict[str, np.ndarray[Any, Any]]:
+    """The initializers of more than LARGE_CONSTANT elements taken out of the checked
+    `model` as arrays, each declared a typed graph input in its place: converting the
+    opset and inferring shapes serialize the model and parse it back, which for
+    ResNet-50's 25 M weights took more time than all the rest (fold_constants takes
+    them back)."""
+    from onnx import numpy_helper
+
+    inputs = {value.name for value in model.graph.input}
+    aside: dict[str, np.ndarray[Any, Any]] = {}
+    kept = []
+    for init in model.graph.initializer:
+        if np.prod(init.dims, dtype=np.int64) <= LARGE_CONSTANT or init.name in aside:
+            kept.append(init)
+            continue
+        try:
+            aside[init.name] = numpy_helper.to_array(init, base_dir=str(Path(path).parent))
+        except Exception as exc:
+            raise CimcError(f"{path}: initializer {init.name!r} cannot be read: "
+                            f"{_first_line(exc)}; check the model's weights") from None
+        if init.name not in inputs:  # IR version 3 lists initializers as inputs already
+            model.graph.input.append(onnx.helper.make_tensor_value_info(
+                init.name, init.data_type, list(init.dims)))
+    if aside:
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+    return aside
+
+
 def pin_input_shapes(
-    model: onnx.ModelProto, path: str, input_shapes: dict[str, tuple[int, ...]]
+    model: onnx.ModelProto, path: str, input_shapes: dict[str, tuple[int, ...]],
+    aside: Iterable[str] = (),
 ) -> None:
-    """Set the dimensions given by --input-shape and insist that none stay dynamic."""
-    initializers = {init.name for init in model.graph.initializer}
+    """Set the dimensions given by --input-shape and insist that none stay dynamic
+    (initializers, and those `aside`, are no inputs)."""
+    initializers = {init.name for init in model.graph.initializer} | set(aside)
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     names = [i.name for i in graph_inputs]
     if not graph_inputs and model.graph.input:
@@ -213,27 +250,39 @@ def infer_shapes(model: onnx.ModelProto, path: str) -> onnx.ModelProto:
 
 
 def fold_constants(
-    model: onnx.ModelProto, path: str
+    model: onnx.ModelProto, path: str, aside: dict[str, np.ndarray[Any, Any]] | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray[Any, Any]]]:
-    """Fold constant subgraphs and remove dead nodes with onnx-graphsurgeon.
+    """Fold constant subgraphs and remove dead nodes with onnx-graphsurgeon; the
+    initializers set `aside` (declared as graph inputs) are constants again first.
 
     Large constants come back as numpy arrays beside a model that declares
     them as typed graph inputs: serializing them only to parse them back would
     dominate the import time of big models.
     """
     import onnx_graphsurgeon as gs
-    import onnxruntime
     from onnx_graphsurgeon.logger import G_LOGGER
 
     G_LOGGER.severity = G_LOGGER.ERROR
-    # The folding sessions' optimizer is chatty, and a node onnxruntime cannot run is
-    # left unfolded for the checks after this step: its error log is not the user's.
-    onnxruntime.set_default_logger_severity(4)
+    aside = aside or {}
+    # graphsurgeon runs onnxruntime only on nodes it can fold; without any (a QDQ model
+    # from onnxruntime's quantizer) onnxruntime is not even imported (50 ms, 20 MB) nor
+    # graphsurgeon's folding run (150 ms for ResNet-50, to fold nothing).
+    fold, run = _folding(model, set(aside))
+    onnxruntime = importlib.import_module("onnxruntime") if run else None
+    if onnxruntime is not None:
+        # The folding sessions' optimizer is chatty, and a node onnxruntime cannot run is
+        # left unfolded for the checks after this step: its error log is not the user's.
+        onnxruntime.set_default_logger_severity(4)
     try:
         graph = gs.import_onnx(model)
+        tensors = graph.tensors()
+        for name, values in aside.items():
+            tensors[name].to_constant(values)
+        graph.inputs = [t for t in graph.inputs if t.name not in aside]
         graph.cleanup().toposort()
-        graph.fold_constants(should_exclude_node=lambda node: node.op in KEEP_UNFOLDED)
-        graph.cleanup().toposort()
+        if fold:
+            graph.fold_constants(should_exclude_node=lambda node: node.op in KEEP_UNFOLDED)
+            graph.cleanup().toposort()
         weights: dict[str, np.ndarray[Any, Any]] = {}
         stand_ins: dict[str, gs.Variable] = {}
         for node in graph.nodes:
@@ -250,11 +299,30 @@ def fold_constants(
     except Exception as exc:
         raise CimcError(f"{path}: constant folding failed: {_first_line(exc)}") from None
     finally:
-        onnxruntime.set_default_logger_severity(2)
+        if onnxruntime is not None:
+            onnxruntime.set_default_logger_severity(2)
     folded.ir_version = model.ir_version
     del folded.opset_import[:]
     folded.opset_import.extend(model.opset_import)
     return folded, weights
+
+
+def _folding(model: onnx.ModelProto, aside: set[str]) -> tuple[bool, bool]:
+    """Whether graphsurgeon has anything to fold in `model` (Constant nodes to make
+    constants, or foldable nodes), and whether onnxruntime may run for it (a foldable
+    node: one whose inputs are all constant, a Shape or Size, or one with subgraphs).
+    `aside` names constant inputs."""
+    constant = {init.name for init in model.graph.initializer} | aside | {""}
+    constant_nodes = False
+    for node in model.graph.node:  # in topological order (the checker insists)
+        if node.op_type == "Constant":
+            constant.update(node.output)
+            constant_nodes = True
+        elif node.op_type in ("Shape", "Size") or any(a.g.node or a.graphs for a in
+                                                      node.attribute) or (
+                node.op_type not in KEEP_UNFOLDED and set(node.input) <= constant):
+            return True, True
+    return constant_nodes, False
 
 
 def name_nodes(model: onnx.ModelProto) -> None:

@@ -101,11 +101,12 @@ def _make_quant(
     ctx: NodeImport, scale: np.ndarray[Any, Any], zero_point: np.ndarray[Any, Any] | None,
     axis: int | None, rank: int,
 ) -> Quant:
-    scales = [float(s) for s in scale.astype(np.float32).reshape(-1)]
+    scale32 = scale.astype(np.float32).reshape(-1)
+    scales = scale32.tolist()
     zps = [0] * len(scales) if zero_point is None else [int(z) for z in zero_point.reshape(-1)]
     if len(zps) != len(scales):
         raise ctx.error(f"its scale has {len(scales)} elements but its zero point {len(zps)}")
-    if not all(np.isfinite(s) and s > 0 for s in scales):
+    if not (np.isfinite(scale32).all() and (scale32 > 0).all()):
         raise ctx.error(f"its quantization scale {scales if len(scales) > 1 else scales[0]} is "
                         "not a positive finite number; re-quantize the model")
     if len(scales) == 1:

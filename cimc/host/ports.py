@@ -10,8 +10,6 @@ memory layout (NHWC for images). `reference_codes` runs the integer module
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from cimc.diagnostics import CimcError
@@ -40,7 +38,7 @@ def reference_codes(integer: Module, feeds: dict[str, np.ndarray]
                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(input codes, output codes) by program port name, for float `feeds` by input name."""
     inputs, outputs = ports(integer)
-    probe = copy.deepcopy(integer)
+    probe = integer.copy_sharing_constants()
     probe.outputs = [p.value for p in inputs + outputs]
     values = run_module(probe, {k: fit_inputs(integer, k, v) for k, v in feeds.items()})
     return ({p.name: to_storage(values[p.value]) for p in inputs},

@@ -5,7 +5,6 @@ float tails such as Softmax)."""
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,7 +47,7 @@ def _host_tail(module: Module) -> Module:
 def _quantized_inputs(module: Module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Codes of the program inputs, from the model's own quantize ops (reference semantics)."""
     inputs, _ = ports(module)
-    probe = copy.deepcopy(module)
+    probe = module.copy_sharing_constants()
     probe.outputs = [p.value for p in inputs]
     probe.remove_dead()
     values = run_module(probe, feeds)

@@ -23,6 +23,7 @@ The op kinds and their semantics are listed in docs/ir.md.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -165,6 +166,13 @@ class Module:
         self.values[name] = TensorType(tuple(data.shape), NUMPY_TO_DTYPE[data.dtype], quant)
         self.constants[name] = data
         return name
+
+    def copy_sharing_constants(self) -> Module:
+        """A deep copy of the module whose constants are the same arrays, made read-only
+        in both: the weights are held once, and a write into a shared array fails."""
+        for data in self.constants.values():
+            data.flags.writeable = False
+        return copy.deepcopy(self, {id(data): data for data in self.constants.values()})
 
     def is_constant(self, name: str) -> bool:
         return name in self.constants

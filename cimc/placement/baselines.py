@@ -17,26 +17,32 @@ import math
 import random
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from cimc.diagnostics import CimcError
 from cimc.placement.problem import Problem
 
-# Moves at effort 1 (the default): counted work, never measured time, so the
-# placement is the same on any machine and under any load.
+# Moves at effort 1 (the default) per unit of the problem, and at most: counted work,
+# never measured time, so the placement is the same on any machine and under any
+# load. The budget grows with the problem (ResNet-50 at 224x224: 1594 units, 128 k
+# moves), so a small network places in a fraction of a second.
+MOVES_PER_UNIT = 80
 ANNEAL_MOVES = 300_000
-# A small network needs no more than this many moves per unit: beyond it the
-# search only re-visits placements (and would spend the whole budget on MNIST).
-MOVES_PER_UNIT = 2_000
+# Fewer moves than this do not settle even a small network.
+MIN_MOVES = 2_000
 
 
 def anneal_moves(problem: Problem, effort: float) -> int:
-    """The annealing moves an effort buys, capped by the problem size."""
-    return min(int(effort * ANNEAL_MOVES), MOVES_PER_UNIT * len(problem.names))
+    """The annealing moves an effort buys: proportional to the problem's units."""
+    per_problem = min(ANNEAL_MOVES, max(MIN_MOVES, MOVES_PER_UNIT * len(problem.names)))
+    return int(effort * per_problem)
 # Start temperature as a fraction of the median cost change of a random move: low,
 # since annealing refines a good start rather than exploring from scratch.
 START_TEMPERATURE = 0.01
+# Hops the annealer tabulates for all pairs of cores at most (a 2048-core mesh).
+FULL_HOP_TABLE = 1 << 22
 
 
 def core_order(problem: Problem, snake: bool) -> list[int]:
@@ -63,7 +69,7 @@ def fill(problem: Problem, order: list[int]) -> np.ndarray:
         extra = int(problem.group_load[group]) if group >= 0 and group not in held else 0
         while (cols + problem.demand[u] > problem.capacity
                or tables + problem.tables[u] > problem.table_budget
-               or (problem.load_cap and load + extra > problem.load_cap)):
+               or (problem.load_cap and held and load + extra > problem.load_cap)):
             position, cols, tables, load = position + 1, 0, 0, 0
             held = set()
             extra = int(problem.group_load[group]) if group >= 0 else 0
@@ -86,7 +92,7 @@ def fill(problem: Problem, order: list[int]) -> np.ndarray:
 
 def fit_load_cap(problem: Problem) -> None:
     """Double `load_cap` until the layer-order fill fits the cores (a model that fills
-    the chip cannot keep every core under the slowest layer's load); 0 if even
+    the chip cannot keep every shared core under the cap); 0 if even
     the uncapped fill needs the spread."""
     while problem.load_cap:
         try:
@@ -98,31 +104,56 @@ def fit_load_cap(problem: Problem) -> None:
 
 
 class Annealer:
-    """Tile assignment with incremental hop_bytes under moves of one unit."""
+    """Core assignment with incremental hop_bytes: the change of a move is computed
+    without making it, so a rejected proposal costs no update and no undo.
+
+    Python lists throughout, not numpy arrays: the moves index single elements, which
+    numpy does several times slower."""
 
     def __init__(self, problem: Problem, tile_of: np.ndarray) -> None:
         self.p = problem
         self.tile = [int(t) for t in tile_of]
-        self.row = problem.hops.row
-        # Plain dicts, not Counters: Counter's deletion and missing keys run Python code.
-        self.counts: list[dict[int, int]] = [dict(Counter(self.tile[int(v)] for v in pl.others))
-                                             for pl in problem.payloads]
+        hops = problem.hops
+        # The whole hop table of a small mesh as lists (a C-level index per hop); the
+        # row cache of CoreHops for a big one.
+        self.row: Callable[[int], Sequence[int]] = hops.row
+        if hops.size * hops.size <= FULL_HOP_TABLE:
+            self.row = [hops.row(a) for a in range(hops.size)].__getitem__
+        payloads = problem.payloads
+        self.center = [pl.center for pl in payloads]
+        self.bytes = [pl.bytes for pl in payloads]
+        self.others: list[list[int]] = [pl.others.tolist() for pl in payloads]
+        # Per payload: the cores its other units are on, with how many of them.
+        self.counts: list[dict[int, int]] = [dict(Counter(self.tile[v] for v in others))
+                                             for others in self.others]
+        # Per unit: the payloads it is the center of, and those it is another unit of.
+        self.centered: list[list[int]] = [[] for _ in self.tile]
+        self.reached: list[list[int]] = [[] for _ in self.tile]
+        for k, pl in enumerate(payloads):
+            self.centered[pl.center].append(k)
+            for v in self.others[k]:
+                self.reached[v].append(k)
+        self.incident = problem.incident
+        self.incident_sets = [frozenset(k) for k in problem.incident]
         self.cols = np.bincount(tile_of, weights=problem.demand,
                                 minlength=problem.tiles).astype(np.int64).tolist()
         self.tabs = np.bincount(tile_of, weights=problem.tables,
                                 minlength=problem.tiles).astype(np.int64).tolist()
-        # Python lists, not numpy arrays: the moves index single elements, which
-        # numpy does several times slower.
         self.demand: list[int] = problem.demand.tolist()
         self.tables: list[int] = problem.tables.tolist()
         self.tile_capacity: list[int] = problem.tile_capacity.tolist()
         self.tile_tables: list[int] = problem.tile_tables.tolist()
-        # Per core, created when touched: a big mesh has far more cores than units.
-        self.members: defaultdict[int, list[int]] = defaultdict(list)
+        # Units per (core, demand), created when touched (a big mesh has far more cores
+        # than units): a swap partner of the same size is one index away, and a unit
+        # leaves its list by trading places with the last (its position in `slot`).
+        self.sizes = sorted(set(self.demand))
+        self.members: defaultdict[tuple[int, int], list[int]] = defaultdict(list)
+        self.slot = [0] * len(self.tile)
         for u, t in enumerate(self.tile):
-            self.members[t].append(u)
+            same = self.members[t, self.demand[u]]
+            self.slot[u] = len(same)
+            same.append(u)
         self.group = problem.groups.tolist()
-        self.others: list[list[int]] = [pl.others.tolist() for pl in problem.payloads]
         self.group_load = problem.group_load.tolist()
         self.cap = problem.load_cap
         # Per core: blocks of each group it holds, and the sum of those groups' loads.
@@ -130,40 +161,75 @@ class Annealer:
         self.load = [0] * problem.tiles
         for u, t in enumerate(self.tile):
             self._hold(u, t, 1)
+        target = problem.target
+        self.mesh_x, self.mesh_y = target.mesh_x, target.mesh_y
+        self.per_tile, self.cores = target.cores_per_tile, target.cores
 
-    def move(self, u: int, b: int) -> int:
-        """Move unit u to tile b; the change of hop_bytes."""
-        tile, row, payloads, counts = self.tile, self.row, self.p.payloads, self.counts
+    def on(self, core: int) -> list[int]:
+        """The units on `core`."""
+        return [u for d in self.sizes for u in self.members.get((core, d), ())]
+
+    def delta(self, u: int, b: int) -> int:
+        """The change of hop_bytes if unit u moved to core b (nothing changes)."""
+        tile, row, counts, size = self.tile, self.row, self.counts, self.bytes
         a = tile[u]
-        delta = 0
-        for k in self.p.incident[u]:
-            pl = payloads[k]
+        change = 0
+        centered = self.centered[u]
+        if centered:
+            ha, hb = row(a), row(b)
+            for k in centered:
+                change += size[k] * sum([hb[c] - ha[c] for c in counts[k]])
+        center = self.center
+        for k in self.reached[u]:
             count = counts[k]
-            if pl.center == u:
-                ha, hb = row(a), row(b)
-                delta += pl.bytes * sum(hb[c] - ha[c] for c in count)
+            if count[a] == 1 or b not in count:
+                centre = row(tile[center[k]])
+                if count[a] == 1:
+                    change -= size[k] * centre[a]
+                if b not in count:
+                    change += size[k] * centre[b]
+        return change
+
+    def move(self, u: int, b: int) -> None:
+        """Move unit u to core b."""
+        a = self.tile[u]
+        counts = self.counts
+        for k in self.reached[u]:
+            count = counts[k]
+            left = count[a] - 1
+            if left:
+                count[a] = left
             else:
-                centre = row(tile[pl.center])
-                left = count[a] - 1
-                if left:
-                    count[a] = left
-                else:
-                    del count[a]
-                    delta -= pl.bytes * centre[a]
-                there = count.get(b, 0)
-                if not there:
-                    delta += pl.bytes * centre[b]
-                count[b] = there + 1
-        tile[u] = b
-        self.cols[a] -= self.demand[u]
-        self.cols[b] += self.demand[u]
-        self.tabs[a] -= self.tables[u]
-        self.tabs[b] += self.tables[u]
-        self.members[a].remove(u)
-        self.members[b].append(u)
-        self._hold(u, a, -1)
-        self._hold(u, b, 1)
-        return delta
+                del count[a]
+            count[b] = count.get(b, 0) + 1
+        self.tile[u] = b
+        d, t = self.demand[u], self.tables[u]
+        self.cols[a] -= d
+        self.cols[b] += d
+        self.tabs[a] -= t
+        self.tabs[b] += t
+        same, slot = self.members[a, d], self.slot
+        last = same.pop()
+        if last != u:
+            same[slot[u]] = last
+            slot[last] = slot[u]
+        there = self.members[b, d]
+        slot[u] = len(there)
+        there.append(u)
+        g = self.group[u]
+        if g >= 0:  # the group leaves core a with its last block, arrives on b with its first
+            held = self.held[a]
+            blocks = held[g] - 1
+            if blocks:
+                held[g] = blocks
+            else:
+                del held[g]
+                self.load[a] -= self.group_load[g]
+            held = self.held[b]
+            blocks = held.get(g, 0)
+            if not blocks:
+                self.load[b] += self.group_load[g]
+            held[g] = blocks + 1
 
     def _hold(self, u: int, core: int, step: int) -> None:
         g = self.group[u]
@@ -179,42 +245,47 @@ class Annealer:
             del held[g]
 
     def load_fits(self, u: int, b: int, leaving: int = -1) -> bool:
-        """Whether core b's compute load stays under the cap with u (for `leaving`)."""
+        """Whether core b's compute load stays under the cap with u (for `leaving`), or b
+        holds u's group alone."""
         g = self.group[u]
-        held = self.held[b]
-        if not self.cap or g < 0 or held.get(g, 0) > (leaving >= 0 and self.group[leaving] == g):
+        if not self.cap or g < 0:
             return True
-        load = self.load[b] + self.group_load[g]
+        held = self.held[b]
+        if held.get(g, 0) > (leaving >= 0 and self.group[leaving] == g):
+            return True
+        load, groups = self.load[b] + self.group_load[g], len(held) + 1
         if leaving >= 0 and self.group[leaving] >= 0 and held.get(self.group[leaving], 0) == 1:
             load -= self.group_load[self.group[leaving]]
-        return load <= self.cap
+            groups -= 1
+        return load <= self.cap or groups <= 1
 
     def room(self, u: int, b: int, leaving: int = -1) -> bool:
-        """Whether tile b takes unit u (after unit `leaving` left it)."""
+        """Whether core b takes unit u (after unit `leaving` left it)."""
         d = self.demand[u] - (self.demand[leaving] if leaving >= 0 else 0)
         t = self.tables[u] - (self.tables[leaving] if leaving >= 0 else 0)
         return (self.cols[b] + d <= self.tile_capacity[b]
                 and self.tabs[b] + t <= self.tile_tables[b] and self.load_fits(u, b, leaving))
 
-    def partner_tile(self, u: int, rng: random.Random) -> int:
-        """A core near one of u's partners (where moving u may pay off)."""
-        incident = self.p.incident[u]
-        if not incident or rng.random() < 0.3:
+    def partner_tile(self, u: int, draw: Callable[[], float]) -> int:
+        """A core near one of u's partners (where moving u may pay off); `draw` gives
+        uniform numbers in [0, 1)."""
+        incident = self.incident[u]
+        if not incident or draw() < 0.3:
             base = self.tile[u]
         else:
-            k = rng.choice(incident)
-            pl = self.p.payloads[k]
-            others = self.others[k]
-            v = pl.center if pl.center != u else others[rng.randrange(len(others))]
+            k = incident[int(draw() * len(incident))]
+            v = self.center[k]
+            if v == u:
+                others = self.others[k]
+                v = others[int(draw() * len(others))]
             base = self.tile[v]
-        if rng.random() < 0.5:
+        if draw() < 0.5:
             return base
-        t = self.p.target
-        tile = base // t.cores_per_tile
-        x = min(max(tile % t.mesh_x + rng.randint(-2, 2), 0), t.mesh_x - 1)
-        y = min(max(tile // t.mesh_x + rng.randint(-2, 2), 0), t.mesh_y - 1)
-        core = (y * t.mesh_x + x) * t.cores_per_tile + rng.randrange(t.cores_per_tile)
-        return min(core, t.cores - 1)
+        tile = base // self.per_tile
+        x = min(max(tile % self.mesh_x + int(draw() * 5) - 2, 0), self.mesh_x - 1)
+        y = min(max(tile // self.mesh_x + int(draw() * 5) - 2, 0), self.mesh_y - 1)
+        core = (y * self.mesh_x + x) * self.per_tile + int(draw() * self.per_tile)
+        return min(core, self.cores - 1)
 
 
 def anneal(problem: Problem, start: np.ndarray, moves: int, seed: int,
@@ -224,82 +295,113 @@ def anneal(problem: Problem, start: np.ndarray, moves: int, seed: int,
     whether the wall-clock safety `deadline` cut the `moves` short. `heat` scales the start
     temperature; `exchanges` is the share of moves that swap the whole contents of
     two cores (off for the `anneal` placer)."""
-    rng = random.Random(seed)
+    draw = random.Random(seed).random
     state = Annealer(problem, start)
     n = len(problem.names)
     cost = problem.cost(start)
     best, best_cost = list(state.tile), cost
     if n < 2 or moves <= 0:
         return np.array(best, dtype=np.int64), False
+    # Proposals that are never made (a limit below any change) sample the changes.
     deltas: list[int] = []
     for _ in range(200):
-        sample = _propose(state, rng, n, exchanges)
+        sample = _step(state, draw, n, exchanges, -math.inf)
         if sample is not None:
             deltas.append(abs(sample[0]))
-            _undo(state, sample[1])
     t0 = heat * START_TEMPERATURE * float(np.median([d for d in deltas if d] or [1]))
-    t_end = t0 / 1000
+    # Geometric cooling from t0 to t0 / 1000 over the moves.
+    cooling = 1000.0 ** (-1.0 / moves)
     step, checked = 0, 0
+    temperature = t0
+    at_best = True  # the current placement is the best seen (`best` copied when left)
     while step < moves:
         if deadline is not None and step >= checked:
             checked = step + 1000
             if time.perf_counter() > deadline:
-                return np.array(best, dtype=np.int64), True
-        temperature = t0 * (t_end / t0) ** (step / moves)
-        proposal = _propose(state, rng, n, exchanges)
-        if proposal is None:
-            step += 1
-            continue
-        delta, undo, work = proposal
+                break
+        # Metropolis: accept a change d with probability exp(-d / T), i.e. when
+        # d <= -T ln(r): the limit is drawn first, so a rejected move is never made.
+        outcome = _step(state, draw, n, exchanges, -temperature * math.log(1.0 - draw()))
+        work = 1
+        if outcome is not None:
+            delta, work, made = outcome
+            if made:
+                if delta > 0 and at_best:  # leaving the best: keep it (as before the move)
+                    best = list(state.tile)
+                    for u, a in reversed(made):
+                        best[u] = a
+                    at_best = False
+                cost += delta
+                if cost < best_cost:
+                    best_cost, at_best = cost, True
+        temperature *= cooling if work == 1 else cooling ** work
         step += work
-        if delta <= 0 or rng.random() < math.exp(-delta / temperature):
-            cost += delta
-            if cost < best_cost:
-                best, best_cost = list(state.tile), cost
-        else:
-            _undo(state, undo)
-    return np.array(best, dtype=np.int64), False
+    if at_best:
+        best = list(state.tile)
+    return np.array(best, dtype=np.int64), step < moves
 
 
-def _propose(state: Annealer, rng: random.Random, n: int, exchanges: float = 0.0
-             ) -> tuple[int, list[tuple[int, int]], int] | None:
-    """Apply a random move, swap or exchange; (delta, undo list, moves it counts for:
-    one, or one per unit an exchange moves) or None if nothing was done."""
-    u = rng.randrange(n)
+def _step(state: Annealer, draw: Callable[[], float], n: int, exchanges: float,
+          limit: float) -> tuple[int, int, list[tuple[int, int]]] | None:
+    """Propose a random move, swap or exchange and make it if its change of hop_bytes is
+    at most `limit`: (change, moves it counts for: one, or one per unit an exchange
+    moves, and the (unit, previous core) of every unit moved, empty if not made), or
+    None if nothing was proposed."""
+    u = int(draw() * n)
     a = state.tile[u]
-    b = state.partner_tile(u, rng)
+    b = state.partner_tile(u, draw)
     if b == a:
         return None
-    if exchanges and rng.random() < exchanges:
-        per_tile = state.p.target.cores_per_tile
+    if exchanges and draw() < exchanges:
         # Cores of one tile are alike: exchanging them changes nothing.
-        return _exchange(state, a, b) if a // per_tile != b // per_tile else None
+        return _exchange(state, a, b, limit) if a // state.per_tile != b // state.per_tile \
+            else None
     if state.room(u, b):
-        return state.move(u, b), [(u, a)], 1
-    demand = state.demand
-    same = [v for v in state.members[b] if demand[v] == demand[u]]
+        delta = state.delta(u, b)
+        if delta > limit:
+            return delta, 1, []
+        state.move(u, b)
+        return delta, 1, [(u, a)]
+    same = state.members.get((b, state.demand[u]))
     if not same:
         return None
-    v = same[rng.randrange(len(same))]
+    v = same[int(draw() * len(same))]
     if not (state.room(u, b, v) and state.room(v, a, u)):
         return None
-    delta = state.move(u, b)
-    delta += state.move(v, a)
-    return delta, [(v, b), (u, a)], 1
+    if state.incident_sets[u].isdisjoint(state.incident[v]):
+        delta = state.delta(u, b) + state.delta(v, a)  # independent moves: changes add
+        if delta > limit:
+            return delta, 1, []
+        state.move(u, b)
+    else:  # a payload of both: v's change depends on where u is
+        delta = state.delta(u, b)
+        state.move(u, b)
+        delta += state.delta(v, a)
+        if delta > limit:
+            state.move(u, a)
+            return delta, 1, []
+    state.move(v, a)
+    return delta, 1, [(u, a), (v, b)]
 
 
-def _exchange(state: Annealer, a: int, b: int) -> tuple[int, list[tuple[int, int]], int]:
-    """Swap the units of cores a and b (cores are alike, so capacity and load hold):
-    a layer's blocks move together."""
-    here, there = list(state.members[a]), list(state.members[b])
-    delta = sum(state.move(u, b) for u in here) + sum(state.move(v, a) for v in there)
-    undo = [(v, b) for v in reversed(there)] + [(u, a) for u in reversed(here)]
-    return delta, undo, max(1, len(undo))
-
-
-def _undo(state: Annealer, undo: list[tuple[int, int]]) -> None:
-    for u, t in undo:
-        state.move(u, t)
+def _exchange(state: Annealer, a: int, b: int, limit: float
+              ) -> tuple[int, int, list[tuple[int, int]]]:
+    """Swap the units of cores a and b (cores are alike, so capacity and load hold): a
+    layer's blocks move together. Undone if the change exceeds `limit`."""
+    here, there = state.on(a), state.on(b)
+    delta = 0
+    for u in here:
+        delta += state.delta(u, b)
+        state.move(u, b)
+    for v in there:
+        delta += state.delta(v, a)
+        state.move(v, a)
+    made = [(u, a) for u in here] + [(v, b) for v in there]
+    if delta > limit:
+        for u, c in reversed(made):
+            state.move(u, c)
+        made = []
+    return delta, max(1, len(here) + len(there)), made
 
 
 def curve_order(problem: Problem) -> list[int]:

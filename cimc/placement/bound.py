@@ -76,7 +76,9 @@ def nearest_cost(ring: list[int], cores: int) -> int:
 def center_star(problem: Problem, star: list[Payload], ring: list[int], capacity: int) -> int:
     """Least cost of payloads sharing a center (module docstring)."""
     center = star[0].center
-    cap = problem.load_cap
+    # A core holds at most load_cap when shared, one group of any load alone: at most
+    # the larger of the two.
+    cap = max(problem.load_cap, int(problem.group_load.max())) if problem.load_cap else 0
     free = ring[0] * capacity - int(problem.columns[center])
     counted = {int(problem.groups[center])}  # groups whose load the tile already holds
     free_load = ring[0] * cap - (int(problem.group_load[problem.groups[center]])

@@ -38,9 +38,13 @@ import numpy as np
 
 from cimc.placement.problem import Problem, payload_cost
 
-# Windows at effort 1 (the default), and the deterministic time CP-SAT may
-# spend on one window (its units of work are about a second of one core).
+# Windows at effort 1 (the default): one per UNITS_PER_WINDOW units (twice what a
+# window frees), at most WINDOWS: none for a network of fewer units, which annealing
+# alone settles (windows improved none of the small test networks, and importing
+# OR-Tools takes half a second); and the deterministic time CP-SAT may spend on one
+# window (its units of work are about a second of one core).
 WINDOWS = 30
+UNITS_PER_WINDOW = 64
 WINDOW_DETERMINISTIC_TIME = 0.05
 # Units freed per window at most (tiles are added while the bound holds).
 WINDOW_UNITS = 48
@@ -107,7 +111,13 @@ def solve_window(problem: Problem, tile_of: np.ndarray, window: list[int], seed:
                 for u in members:
                     model.add_implication(x[u, t], var)
                 present.append((int(problem.group_load[g]), var))
-            model.add(sum(w * v for w, v in present) <= problem.load_cap)
+            if not present:
+                continue
+            # A core shared by several groups keeps the cap; one group alone may exceed it.
+            shared = model.new_bool_var(f"shared_{t}")
+            hint[shared] = int(sum(hint[v] for _, v in present) > 1)
+            model.add(sum(w * v for w, v in present) <= problem.load_cap).only_enforce_if(shared)
+            model.add(sum(v for _, v in present) <= 1).only_enforce_if(shared.Not())
     for t in window:
         if any(problem.demand[u] for u in free):
             model.add(sum(int(problem.demand[u]) * x[u, t] for u in free)
@@ -228,10 +238,16 @@ def lns(problem: Problem, tile_of: np.ndarray, windows: int, rng: random.Random,
     return tile_of, windows
 
 
+def window_budget(problem: Problem, effort: float) -> int:
+    """The CP-SAT windows an effort buys: one per UNITS_PER_WINDOW units, at most
+    WINDOWS."""
+    return int(effort * min(WINDOWS, len(problem.names) // UNITS_PER_WINDOW))
+
+
 def search(problem: Problem, start: np.ndarray, effort: float, seed: int,
            deadline: float | None = None) -> tuple[np.ndarray, SearchLog]:
-    """CP-SAT windows alone from `start` (WINDOWS x `effort` at most)."""
+    """CP-SAT windows alone from `start` (`window_budget` of them at most, at least one)."""
     log = SearchLog()
-    tile_of, _ = lns(problem, start.copy(), max(1, int(effort * WINDOWS)),
+    tile_of, _ = lns(problem, start.copy(), max(1, window_budget(problem, effort)),
                      random.Random(seed), log, deadline)
     return tile_of, log

@@ -1,5 +1,9 @@
 """The `cpsat` placer's search: annealing and CP-SAT windows in turn, the whole budget.
 
+The budget grows with the problem: the annealing moves of the `anneal` placer
+(`anneal_moves`, per unit) and one window per UNITS_PER_WINDOW units
+(`window_budget`), times the effort.
+
 1. Anneal from each of two layer-order fills, along a generalized Hilbert curve
    (compact patches) and along the snake (rows), a quarter of the moves each
    (two independent runs: annealing's outcome varies a lot from run to run),
@@ -9,7 +13,9 @@
    cycle's windows are spent or a round of windows finds nothing better; then
    a reheated annealing run from the incumbent (a perturbation that escapes
    the windows' local optimum, keeping the best placement seen). Windows a
-   cycle did not use go to the next.
+   cycle did not use go to the next. The search ends at the lower bound (the
+   placement is optimal) or after a cycle that improved nothing; a network
+   too small for one window anneals on instead (and never imports OR-Tools).
 
 Its annealing does as many moves as the `anneal` placer's, and on targets with
 several cores a tile also exchanges the whole contents of two cores of
@@ -35,7 +41,8 @@ from cimc.placement.baselines import (
     curve_order,
     fill,
 )
-from cimc.placement.cpsat import WINDOWS, SearchLog, lns
+from cimc.placement.bound import hop_bytes_bound
+from cimc.placement.cpsat import SearchLog, lns, window_budget
 from cimc.placement.problem import Problem
 
 CYCLES = 8
@@ -49,13 +56,15 @@ EXCHANGES = 0.3
 
 @dataclass
 class Budget:
+    """The search's counted work, from the problem's size (units, occupied cores)."""
+
     moves: int
     windows: int
 
     @classmethod
     def of(cls, problem: Problem, effort: float) -> Budget:
         return cls(int(anneal_moves(problem, effort) * ANNEAL_SHARE),
-                   max(1, int(effort * WINDOWS)))
+                   window_budget(problem, effort))
 
 
 def improve(problem: Problem, effort: float, seed: int, deadline: float | None = None
@@ -63,11 +72,16 @@ def improve(problem: Problem, effort: float, seed: int, deadline: float | None =
     """The cpsat placer's placement (module docstring) and what the search did."""
     rng = random.Random(seed)
     log = SearchLog()
-    budget = Budget.of(problem, effort)
     starts = [fill(problem, curve_order(problem)), fill(problem, core_order(problem, True))]
+    budget = Budget.of(problem, effort)
+    # A placement at the lower bound is optimal: nothing left to search.
+    floor = hop_bytes_bound(problem)
     # Exchanges pay off where a tile has several cores (a core's blocks move across
     # the mesh at once); on one-core tiles they did worse on the bench.
     exchanges = EXCHANGES if problem.target.cores_per_tile > 1 else 0.0
+    fitted = min(starts, key=problem.cost)
+    if problem.cost(fitted) <= floor:
+        return fitted, log
     runs = []
     for start in starts:
         run, cut = anneal(problem, start, budget.moves // 2 // len(starts),
@@ -75,14 +89,27 @@ def improve(problem: Problem, effort: float, seed: int, deadline: float | None =
         log.timed_out |= cut
         runs.append(run)
     best = min(runs, key=problem.cost)
-    perturb = (budget.moves - budget.moves // 2) // (CYCLES - 1)
+    cycles = min(CYCLES, budget.windows)
+    if not cycles:  # annealing alone: the other half of the moves from the better run
+        best, cut = anneal(problem, best, budget.moves - budget.moves // 2,
+                           rng.randrange(1 << 30), deadline, REHEAT, exchanges)
+        log.timed_out |= cut
+        return best, log
+    perturb = (budget.moves - budget.moves // 2) // max(1, cycles - 1)
     windows = 0
-    for cycle in range(CYCLES):
-        windows += budget.windows // CYCLES + (budget.windows % CYCLES if cycle == 0 else 0)
+    cost = problem.cost(best)
+    for cycle in range(cycles):
+        if cost <= floor:
+            break
+        windows += budget.windows // cycles + (budget.windows % cycles if cycle == 0 else 0)
         best, windows = lns(problem, best, windows, rng, log, deadline)
-        if log.timed_out or cycle == CYCLES - 1:
+        if log.timed_out or cycle == cycles - 1:
             break
         best, cut = anneal(problem, best, perturb, rng.randrange(1 << 30), deadline, REHEAT,
-                       exchanges)
+                           exchanges)
         log.timed_out |= cut
+        # A cycle that improved nothing leaves the next at the same placement: stop.
+        before, cost = cost, problem.cost(best)
+        if cost >= before:
+            break
     return best, log
