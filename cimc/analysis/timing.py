@@ -4,9 +4,9 @@ running its program.
 The simulator interprets every instruction of every core (hundreds of thousands
 for a 224x224 ResNet); this model walks the plan's tasks instead (one output row
 of one group, cimc/analysis/plan.py) in the order every core runs them, and the
-output pixels within a matvec row, with the costs the simulator gives each
-instruction (cimc.isa.simulator.timing, the same latency table) and the waits
-that decide the time on a chip:
+output pixels within a matvec row, charging each instruction the code generator
+writes what the simulator charges it (cimc.isa.simulator.timing
+`instruction_cost`), and modelling the waits that decide the time on a chip:
 
 * a core runs its tasks in the plan's order, one at a time;
 * a task's band refresh waits for the input rows it receives (the producer's
@@ -46,7 +46,11 @@ from cimc.analysis.plan import Group, Plan, Recv
 from cimc.analysis.traffic import column_ranges
 from cimc.analysis.window import BandStep, Window, band_plan
 from cimc.dialect.chip import CHUNK, block_shape, blocks_of, image_dims
+from cimc.dialect.host import chip_stores
 from cimc.ir.module import Module
+from cimc.isa.image import CrossbarGroup, Slice
+from cimc.isa.simulator.timing import Cost, instruction_cost
+from cimc.isa.table import BY_MNEMONIC
 from cimc.targets import Target
 
 
@@ -84,14 +88,11 @@ class Timing:
 
 @dataclass(frozen=True)
 class _Mvm:
-    """One MVM a part issues per pixel: its column block, crossbars and counts."""
+    """One MVM a part issues per pixel: its column block and what the simulator charges
+    it (its crossbars, events and MVM time)."""
 
     column: int
-    crossbars: tuple[int, ...]
-    rows: int
-    cols: int
-    slices: int
-    accumulate: bool
+    cost: Cost
 
 
 @dataclass
@@ -108,7 +109,7 @@ class _Part:
 
     def __post_init__(self) -> None:
         self.crossbar_keys = sorted({(self.core, x) for mvm in self.mvms
-                                     for x in mvm.crossbars})
+                                     for x in mvm.cost.crossbars})
 
 
 @dataclass
@@ -137,72 +138,67 @@ class _Model:
         self.events: dict[str, int] = defaultdict(int)
         self.arrival: dict[tuple[int, int, int], int] = {}  # (tag, image, row) -> cycle
         self.started: set[tuple[int, int]] = set()  # (group, core) whose band is filled
-        self.steps = math.ceil(8 / target.dac_bits)
         self.parts: dict[int, list[_Part]] = {}
         self.bands: dict[int, dict[int, BandStep]] = {}
         self.rows: dict[tuple, _RowOutcome] = {}  # matvec rows by `_row_key`
+        self.costs: dict[tuple[str, int, tuple[tuple[str, int], ...]], Cost] = {}
 
-    # -- costs of single instructions (cimc.isa.simulator.timing) -----------------------
+    # -- single instructions, at the simulator's own cost (cimc.isa.simulator.timing) ------
 
-    def _cycles(self, amount: float) -> int:
-        return max(1, math.ceil(amount))
+    def cost(self, mnemonic: str, on: int = 0, **fields: int) -> Cost:
+        """What the simulator charges one `mnemonic` with these operand fields (the others
+        do not change its cost) on core `on`; i8 and u8 forms cost the same."""
+        key = (mnemonic, on, tuple(sorted(fields.items())))
+        found = self.costs.get(key)
+        if found is None:
+            spec = BY_MNEMONIC[mnemonic]
+            operands = tuple(fields.get(f.name, 0) for f in spec.fields)
+            found = self.costs[key] = instruction_cost(spec, operands, self.target, {}, on)
+        return found
+
+    def charge(self, core: int, cost: Cost, count: int = 1) -> None:
+        """`count` instructions of `cost` on `core`, one after the other, without waiting."""
+        self.clock[core] += count * cost.cycles
+        self.busy[core] += count * cost.cycles
+        for name, amount in cost.events.items():
+            self.events[name] += count * amount
 
     def scalars(self, core: int, count: int) -> None:
-        self.clock[core] += count * self.scalar
-        self.busy[core] += count * self.scalar
-        self.events["scalar_ops"] += count
+        self.charge(core, self.cost("addi"), count)
 
-    def copy(self, core: int, nbytes: int, moved: int | None = None) -> None:
-        cycles = self._cycles(nbytes * self.target.latency.copy_per_byte)
-        self.clock[core] += cycles
-        self.busy[core] += cycles
-        self.events["local_bytes"] += 2 * nbytes if moved is None else moved
+    def copy(self, core: int, nbytes: int) -> None:
+        self.charge(core, self.cost("copy", len=nbytes, reps=1))
 
-    def vector(self, core: int, elements: int, traffic: int, requant: bool = False) -> None:
-        lat = self.target.latency
-        per = lat.requant_per_element if requant else lat.vector_per_element
-        cycles = self._cycles(elements * per)
-        self.clock[core] += cycles
-        self.busy[core] += cycles
-        self.events["requant_elements" if requant else "vector_elements"] += elements
-        self.events["local_bytes"] += traffic
-
-    def requant(self, core: int, n: int, size: int = 1) -> None:
-        self.vector(core, n, 4 * n + 20 * n + size * n, requant=True)
+    def fill(self, core: int, nbytes: int) -> None:
+        self.charge(core, self.cost("fill", len=nbytes))
 
     def global_access(self, core: int, nbytes: int) -> None:
         """ld / st: the chip's one global-memory channel."""
-        duration = self._cycles(nbytes / self.target.global_bytes_per_cycle)
+        cost = self.cost("ld", len=nbytes)
         busy = self.global_busy
         start = self.clock[core]
         k = bisect.bisect_right(busy, (start, math.inf))
         if k and busy[k - 1][1] > start:
             start = busy[k - 1][1]
-        while k < len(busy) and busy[k][0] < start + duration:
+        while k < len(busy) and busy[k][0] < start + cost.cycles:
             start = max(start, busy[k][1])
             k += 1
-        busy.insert(k, (start, start + duration))
-        self.clock[core] = start + duration
-        self.busy[core] += duration
-        self.events["global_bytes"] += nbytes
-        self.events["local_bytes"] += nbytes
+        busy.insert(k, (start, start + cost.cycles))
+        self.clock[core] = start
+        self.charge(core, cost)
 
     def send(self, core: int, dest: int, nbytes: int, ready: int = 0) -> int:
-        """A send once its data is `ready`; the message's arrival cycle."""
+        """A send once its data is `ready`; the message's arrival cycle, uncontended
+        (cimc/isa/simulator/network.py: the hops, then serialization)."""
+        self.clock[core] = max(self.clock[core], ready)
+        self.charge(core, self.cost("send", on=core, core=dest, len=nbytes))
         target = self.target
-        self.clock[core] = max(self.clock[core], ready) + max(1, target.latency.send_setup)
-        self.busy[core] += max(1, target.latency.send_setup)
-        hops = target.hops(core, dest)
-        self.events["local_bytes"] += nbytes
-        self.events["network_bytes"] += nbytes
-        self.events["hop_bytes"] += nbytes * hops
-        serial = math.ceil(nbytes / target.link_bytes_per_cycle) if hops else 0
-        return self.clock[core] + hops * target.hop_latency + serial
+        return (self.clock[core] + target.hops(core, dest) * target.hop_latency
+                + math.ceil(nbytes / target.link_bytes_per_cycle))
 
     def recv(self, core: int, arrival: int, nbytes: int) -> None:
-        self.clock[core] = max(self.clock[core], arrival) + max(1, self.target.latency.recv_setup)
-        self.busy[core] += max(1, self.target.latency.recv_setup)
-        self.events["local_bytes"] += nbytes
+        self.clock[core] = max(self.clock[core], arrival)
+        self.charge(core, self.cost("recv", len=nbytes))
 
     # -- receiving rows ------------------------------------------------------------------
 
@@ -225,9 +221,9 @@ class _Model:
              ) -> None:
         if (id(g), core) not in self.started:  # the band's padding, once per program
             self.started.add((id(g), core))
-            self.copy(core, win.band_bytes, win.band_bytes)
+            self.fill(core, win.band_bytes)
             # Not the work of an inference: a core's `work` is per streamed image.
-            self.busy[core] -= self._cycles(win.band_bytes * self.target.latency.copy_per_byte)
+            self.busy[core] -= self.cost("fill", len=win.band_bytes).cycles
         rb = win.wp * win.c
         if step.kept and step.moved:
             received = [(p.lo, p.hi) for rows in g.recvs[core][0] for p in rows]
@@ -238,7 +234,7 @@ class _Model:
         pieces = g.recvs[core][0][t]
         for _, iy in step.fills:
             if iy is None:
-                self.copy(core, win.w * win.c, win.w * win.c)
+                self.fill(core, win.w * win.c)
             else:
                 self.receive(core, image, g.op.inputs[0], [p for p in pieces if p.iy == iy],
                              win.c, 0)
@@ -248,7 +244,7 @@ class _Model:
         module = self.module
         _, ow, n = image_dims(module.values[g.op.outputs[0]])
         ranges = column_ranges(module, g.op)
-        output = _is_output(module, g.op.outputs[0])
+        output = chip_stores(module, g.op.outputs[0])
         for j in columns:
             lo, hi = ranges[j]
             whole = hi - lo == n
@@ -307,9 +303,14 @@ class _Model:
                     if jj != j:
                         continue
                     r, c = block_shape(module, op, i, j)
-                    xbars = tuple(sorted({int(flat[2 * (k * s + d)]) for d in range(s)}))
-                    mvms.append(_Mvm(j, xbars, r.stop - r.start, c.stop - c.start, s,
-                                     j in seen))
+                    group = CrossbarGroup(self.target.weight_bits, r.stop - r.start,
+                                          c.stop - c.start,
+                                          tuple(Slice(int(flat[2 * (k * s + d)]), 0,
+                                                      int(flat[2 * (k * s + d) + 1]))
+                                                for d in range(s)))
+                    spec = BY_MNEMONIC["mvm.acc.i8" if j in seen else "mvm.i8"]
+                    mvms.append(_Mvm(j, instruction_cost(spec, (0,) * len(spec.fields),
+                                                         self.target, {0: group}, core)))
                     seen.add(j)
             needed = (min(i * rows for i, _, _ in mine),
                       max(min(k_rows, (i + 1) * rows) for i, _, _ in mine))
@@ -357,7 +358,7 @@ class _Model:
         cores' clocks, their crossbars' busy time left, how long each received row is
         still to come, the band step and the messages it ends with. None for a row that
         loads or stores global memory (the shared channel is not relative)."""
-        if _is_output(self.module, g.op.outputs[0]):
+        if chip_stores(self.module, g.op.outputs[0]):
             return None
         win, steps = self._window(g)
         step = steps[oy]
@@ -402,7 +403,6 @@ class _Model:
         parts = self._parts(gi, g)
         ow = win.ow
         ranges = column_ranges(self.module, g.op)
-        mvm_cycles = self.target.mvm_cycles
         # ready[core][column]: when the partial sums of the last issued pixel are done.
         previous: dict[int, dict[int, int]] = {}
         psums: dict[tuple[int, int], int] = {}  # (column, sender) -> arrival, last pixel
@@ -414,7 +414,7 @@ class _Model:
                 core = part.core
                 if k < ow:
                     self.scalars(core, 4 if k == 0 else 3)
-                    ready = self._issue(part, mvm_cycles)
+                    ready = self._issue(part)
                     current[core] = ready
                     if k == 0 and ow > 1:
                         self.scalars(core, 2)
@@ -432,10 +432,10 @@ class _Model:
                         for other in senders:
                             self.recv(core, psums[(j, other)], 4 * n)
                             self.clock[core] = max(self.clock[core], own)
-                            self.vector(core, n, 12 * n)
+                            self.charge(core, self.cost("vadd.i32", n=n))
                         self.clock[core] = max(self.clock[core], own)
-                        self.vector(core, n, 12 * n)
-                        self.requant(core, n)
+                        self.charge(core, self.cost("vadd.i32", n=n))
+                        self.charge(core, self.cost("requant.i8", n=n))
                 if 0 < k < ow:
                     self.scalars(core, 3)
             previous = current
@@ -484,7 +484,7 @@ class _Model:
         for name, count in list(self.events.items()):
             self.events[name] = count + pixels * (count - events_before.get(name, 0))
 
-    def _issue(self, part: _Part, mvm_cycles: int) -> dict[int, int]:
+    def _issue(self, part: _Part) -> dict[int, int]:
         """Gather the window and issue the MVMs of one pixel; when each column's partial
         sums are ready. (The hottest loop of the model: the work of a pixel is fixed, so
         its costs and events are summed once per part, in `_pixel_costs`.)"""
@@ -493,12 +493,12 @@ class _Model:
         free = self.crossbar_free
         scalar = self.scalar
         ready: dict[int, int] = {}
-        for column, keys in mvms:
+        for column, keys, cycles in mvms:
             start = clock
             for key in keys:
                 if free[key] > start:
                     start = free[key]
-            end = start + mvm_cycles
+            end = start + cycles
             for key in keys:
                 free[key] = end
             ready[column] = end
@@ -509,24 +509,20 @@ class _Model:
             self.events[name] += count
         return ready
 
-    def _pixel_costs(self, part: _Part) -> tuple[int, list[tuple[int, list[tuple[int, int]]]],
-                                                 list[tuple[str, int]]]:
-        """(gather cycles, per MVM its column and (core, crossbar) keys, the events of
-        one pixel's gather and MVMs) of a part."""
+    def _pixel_costs(self, part: _Part) -> tuple[
+            int, list[tuple[int, list[tuple[int, int]], int]], list[tuple[str, int]]]:
+        """(gather cycles, per MVM its column, (core, crossbar) keys and MVM time, the
+        events of one pixel's gather and MVMs) of a part."""
         if part.costs is None:
-            copy = self.target.latency.copy_per_byte
-            gather = sum(self._cycles(nbytes * copy) for nbytes in part.gather)
+            copies = [self.cost("copy", len=nbytes, reps=1) for nbytes in part.gather]
             events: dict[str, int] = defaultdict(int)
-            events["local_bytes"] += 2 * sum(part.gather)
-            for mvm in part.mvms:
-                events["mvm_instructions"] += 1
-                events["crossbar_activations"] += len(mvm.crossbars)
-                events["crossbar_steps"] += self.steps * len(mvm.crossbars)
-                events["adc_conversions"] += self.steps * mvm.slices * mvm.cols
-                events["local_bytes"] += mvm.rows + 4 * mvm.cols * (2 if mvm.accumulate
-                                                                    else 1)
-            part.costs = (gather, [(mvm.column, [(part.core, x) for x in mvm.crossbars])
-                                   for mvm in part.mvms], sorted(events.items()))
+            for cost in [*copies, *(mvm.cost for mvm in part.mvms)]:
+                for name, amount in cost.events.items():
+                    events[name] += amount
+            part.costs = (sum(cost.cycles for cost in copies),
+                          [(mvm.column, [(part.core, x) for x in mvm.cost.crossbars],
+                            mvm.cost.cycles) for mvm in part.mvms],
+                          sorted(events.items()))
         return part.costs
 
     def pool_row(self, g: Group, image: int, t: int, oy: int) -> None:
@@ -543,15 +539,15 @@ class _Model:
             for nbytes in gather:
                 self.copy(core, nbytes)
             if a["mode"] == "max":
-                self.vector(core, c * count, c * count + c)
+                self.charge(core, self.cost("vredmax.i8", n=c, count=count))
                 if a["lo"] > info.min:
-                    self.vector(core, c, 2 * c)
+                    self.charge(core, self.cost("vmaxi.i8", n=c))
                 if a["hi"] < info.max:
-                    self.vector(core, c, 2 * c)
+                    self.charge(core, self.cost("vmini.i8", n=c))
             else:
-                self.vector(core, c * count, c * count + 4 * c)
-                self.vector(core, c, 8 * c)
-                self.requant(core, c)
+                self.charge(core, self.cost("vredsum.i8", n=c, count=count))
+                self.charge(core, self.cost("vaddi.i32", n=c))
+                self.charge(core, self.cost("requant.i8", n=c))
             self.scalars(core, 4)
         self.finish(g, core, image, oy, [0])
 
@@ -576,25 +572,18 @@ class _Model:
                 self.scalars(core, 2)
             for size in [CHUNK] * full + ([rest] if rest else []):
                 if op.kind == "eltwise":
-                    self.vector(core, size, 5 * size)
-                    self.vector(core, size, 5 * size)
-                    self.vector(core, size, 12 * size)
-                    self.requant(core, size)
+                    self.charge(core, self.cost("vscale.i8", n=size), 2)
+                    self.charge(core, self.cost("vadd.i32", n=size))
+                    self.charge(core, self.cost("requant.i8", n=size))
                 elif op.attrs["M"]:
-                    self.vector(core, size, 5 * size)
-                    self.requant(core, size)
+                    self.charge(core, self.cost("vscale.i8", n=size))
+                    self.charge(core, self.cost("requant.i8", n=size))
                 else:
-                    self.vector(core, size, 2 * size)
-                    self.vector(core, size, 2 * size)
+                    self.charge(core, self.cost("vmaxi.i8", n=size))
+                    self.charge(core, self.cost("vmini.i8", n=size))
                 if size == CHUNK and full:
                     self.scalars(core, pointers + (2 if full > 1 else 0))
         self.finish(g, core, image, oy, [0])
-
-
-def _is_output(module: Module, value: str) -> bool:
-    """A model output: dequantized by the host (directly or through a view)."""
-    values = [value] + [c.outputs[0] for c in module.consumers(value) if c.kind == "view"]
-    return any(c.kind == "dequantize" for v in values for c in module.consumers(v))
 
 
 def model(module: Module, target: Target, plan: Plan) -> Timing:

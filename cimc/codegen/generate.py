@@ -35,6 +35,7 @@ from cimc.analysis.window import Window, band_plan
 from cimc.codegen.loops import reroll
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import CHUNK, blocks_of, image_dims
+from cimc.dialect.host import chip_stores
 from cimc.ir.module import Module, Op
 from cimc.isa.asm_quote import comment_text
 from cimc.targets import Target
@@ -143,11 +144,6 @@ def _dtype(module: Module, value: str) -> str:
     return module.values[value].dtype
 
 
-def _is_output(module: Module, value: str) -> bool:
-    values = [value] + [c.outputs[0] for c in module.consumers(value) if c.kind == "view"]
-    return any(c.kind == "dequantize" for v in values for c in module.consumers(v))
-
-
 class Part:
     """The code of one group on one core, row by row, with its buffers."""
 
@@ -159,7 +155,7 @@ class Part:
         self.label = f"g{group.layer}r{group.replica}"
         self.oh, self.ow, self.n = image_dims(module.values[op.outputs[0]])
         self.out_type = _dtype(module, op.outputs[0])
-        self.output = _is_output(module, op.outputs[0])
+        self.output = chip_stores(module, op.outputs[0])
         self.count = 0  # labels
         core = code.core
         code.begin_part()

@@ -47,6 +47,13 @@ def host_float_ops(module: Module) -> set[str]:
     return found
 
 
+def chip_stores(module: Module, value: str) -> bool:
+    """Whether the chip stores `value` in global memory for the host: a `dequantize`
+    reads it, directly or through a view (a program output)."""
+    values = [value] + [c.outputs[0] for c in module.consumers(value) if c.kind == "view"]
+    return any(c.kind == "dequantize" for v in values for c in module.consumers(v))
+
+
 @dataclass(frozen=True)
 class Port:
     """A quantized tensor the host writes or reads: program name and IR value."""
