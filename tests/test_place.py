@@ -15,7 +15,7 @@ from cimc.ir.module import Module
 from cimc.pass_manager import parse_pipeline, run_pipeline
 from cimc.passes.place import PLACERS, Place
 from cimc.pipeline import FRONTEND
-from cimc.placement.baselines import anneal, core_order, curve_order, fill
+from cimc.placement.baselines import anneal, core_order, curve_order, fill, fit_load_cap
 from cimc.placement.bound import hop_bytes_bound
 from cimc.placement.cpsat import search, solve_window
 from cimc.placement.problem import Payload, Problem, build_problem, distribute, pack, rounded_width
@@ -193,6 +193,7 @@ def test_a_payload_goes_once_to_each_core_even_within_a_tile() -> None:
 def test_packing_puts_slices_in_distinct_aligned_places(mnist: Module) -> None:
     target = load_target("tiny")
     problem, found = build_problem(mnist, target)
+    fit_load_cap(problem)
     cores = fill(problem, core_order(problem, snake=False))
     places = pack(problem, cores, [u.slices for u in found])
     seen = set()
@@ -399,3 +400,40 @@ def test_a_256x256_mesh_compiles_without_tables_of_all_core_pairs(tmp_path) -> N
                             place_effort=0.1)
     assert compiled.target.cores == 131072
     assert compiled.placement["hop_bytes"] >= compiled.placement["hop_bytes_bound"] >= 0
+
+
+def test_packing_spreads_a_groups_blocks_over_crossbars() -> None:
+    """Blocks of one group sharing a crossbar take turns at every window, so the packing
+    gives each its own crossbar while the core has one with room: eight 32-wide blocks
+    of one group on a core of 64 crossbars take eight crossbars, not two."""
+    t = load_target("pimcomp")
+    p = chain_problem(1, 8)
+    p.demand = np.full(8, 32, dtype=np.int64)
+    p.groups = np.zeros(8, dtype=np.int64)
+    places = pack(p, np.zeros(8, dtype=np.int64), [1] * 8)
+    assert len({xbar for spots in places.values() for xbar, _ in spots}) == 8
+    # A full core still packs: 4 groups of 64 blocks of 32 columns fill 64 crossbars,
+    # each crossbar holding one block of every group.
+    p = chain_problem(1, 256)
+    p.demand = np.full(256, 32, dtype=np.int64)
+    p.groups = np.repeat(np.arange(4), 64)
+    places = pack(p, np.zeros(256, dtype=np.int64), [1] * 256)
+    spots = [(u, spot) for u, found in places.items() for spot in found]
+    assert len({spot for _, spot in spots}) == 256
+    assert len({(int(p.groups[u]), x) for u, (x, _) in spots}) == 256
+    assert {x for _, (x, _) in spots} == set(range(t.crossbars_per_core))
+
+
+@pytest.mark.parametrize("placer", PLACERS)
+def test_vector_ops_keep_a_core_to_themselves(placer: str) -> None:
+    """A vector op beside a layer would delay that layer's rows: every placer puts each
+    vector op on a core holding nothing else."""
+    module = tiled("mnist_tiny", "pimcomp")
+    run = _place("pimcomp", placer=placer, effort=0.2)
+    run.apply(module)
+    cores = unit_cores(module)
+    vectors = [op.name for op in module.ops() if op.kind in ("pool", "eltwise", "rescale",
+                                                            "concat")]
+    assert vectors
+    for name in vectors:
+        assert [u for u, c in cores.items() if c == cores[name]] == [name]

@@ -131,12 +131,22 @@ def _estimates(module: Module, group: Group, target: Target,
         over = ow * (win.window_bytes * lat.copy_per_byte + n * (1.5 + lat.requant_per_element)
                      + 2 * lat.send_setup + 8)
         return mvm + over, mvm
+    work = vector_row_work(module, op, target)
     if op.kind == "pool":
         win = Window.of(module, op)
-        work = ow * n * win.kh * win.kw * lat.vector_per_element
         return work + ow * (win.window_bytes * lat.copy_per_byte + 8), work
-    work = ow * n * (3 * lat.vector_per_element + lat.requant_per_element)
     return work + 2 * lat.send_setup, work
+
+
+def vector_row_work(module: Module, op: Op, target: Target) -> float:
+    """Cycles of a vector op's main work (its vector instructions) for one output row: a
+    lower bound of the row's time on its core."""
+    _, ow, n = image_dims(module.values[op.outputs[0]])
+    lat = target.latency
+    if op.kind == "pool":
+        win = Window.of(module, op)
+        return ow * n * win.kh * win.kw * lat.vector_per_element
+    return ow * n * (3 * lat.vector_per_element + lat.requant_per_element)
 
 
 def build(module: Module, target: Target, stream: int = 1, throughput: bool = False) -> Plan:

@@ -37,6 +37,7 @@ different cores.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from cimc.analysis.plan import vector_row_work
 from cimc.analysis.traffic import GLOBAL, TrafficEdge, Unit, unit_edges, units
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import CHUNK, image_dims
@@ -255,21 +257,33 @@ def build_problem(module: Module, target: Target,
     payloads = [Payload(index[c], np.array(sorted(index[o] for o in others), dtype=np.int64),
                         size, kind)
                 for c, others, size, kind in grouped.values() if size > 0]
+    # A group per matvec replica and per vector op; its load is the cycles its main work
+    # takes a core per inference (the plan's `core_bound`): MVMs one window after the
+    # other, or a vector op's vector instructions.
     group_index: dict[tuple[str, int], int] = {}
     for u in found:
-        if u.kind == "block":
-            group_index.setdefault((u.op, u.replica), len(group_index))
-    groups = np.array([group_index[u.op, u.replica] if u.kind == "block" else -1
-                       for u in found], dtype=np.int64)
+        group_index.setdefault((u.op, u.replica), len(group_index))
+    groups = np.array([group_index[u.op, u.replica] for u in found], dtype=np.int64)
     group_load = np.zeros(len(group_index), dtype=np.int64)
     for u, g in zip(found, groups, strict=True):
-        if g >= 0:
-            group_load[g] = u.windows
+        if u.kind == "block":
+            group_load[g] = u.windows * target.mvm_cycles
+        else:
+            op = module.op(u.op)
+            oh = image_dims(module.values[op.outputs[0]])[0]
+            group_load[g] = math.ceil(oh * vector_row_work(module, op, target))
     problem = Problem([u.name for u in found], demand, tables, payloads, target,
                       target.crossbars_per_core * target.cols, target.local_memory_bytes // 2,
                       np.array([u.crossbar_columns_needed for u in found], dtype=np.int64),
                       groups=groups, group_load=group_load,
                       load_cap=int(group_load.max() * SHARED_LOAD) if len(group_load) else 0)
+    # A vector op keeps its core to itself: counted as more than a shared core may carry.
+    # Beside a matvec it would delay that layer's rows, and so the whole pipeline, by its
+    # own (MobileNetV2 at 32x32 on pimcomp, layer-order fill: 1.83 M modelled cycles with
+    # vector ops sharing cores, 1.76 M without).
+    for u, g in zip(found, groups, strict=True):
+        if u.kind != "block" and problem.load_cap:
+            problem.group_load[g] = max(problem.group_load[g], problem.load_cap + 1)
     check_fits(problem, found)
     return problem, found
 
@@ -301,9 +315,14 @@ def pack(problem: Problem, core_of: np.ndarray, slices: list[int]
          ) -> dict[int, list[tuple[int, int]]]:
     """Crossbar and first column of every slice of every block, per unit index.
 
-    Per core, blocks go largest rounded width first (then in layer order) into
-    the first crossbar with room, at offsets that are multiples of their
-    rounded width; since the widths divide each other nothing is wasted.
+    Per core, blocks go largest rounded width first (then in layer order) into a
+    crossbar with room, at offsets that are multiples of their rounded width;
+    since the widths divide each other every crossbar's fill is a multiple of
+    the width being placed, so any crossbar not full has room and nothing is
+    wasted. Of those, a block takes the one holding the fewest other blocks of
+    its group (then the first): blocks of one group sharing a crossbar take
+    turns at every window (`cimc.analysis.plan.mvm_depth`), so packed together
+    they would multiply the group's MVM time on that core.
     """
     target = problem.target
     per_core: dict[int, list[int]] = defaultdict(list)
@@ -312,15 +331,20 @@ def pack(problem: Problem, core_of: np.ndarray, slices: list[int]
     places: dict[int, list[tuple[int, int]]] = {}
     for core in sorted(per_core):
         fill = [0] * target.crossbars_per_core
+        users: dict[tuple[int, int], int] = defaultdict(int)  # (crossbar, group) -> blocks
         width_of = {u: int(problem.demand[u]) // slices[u] for u in per_core[core]}
         for u in sorted(per_core[core], key=lambda u: (-width_of[u], u)):
+            group = int(problem.groups[u])
             spots = []
             for _ in range(slices[u]):
-                xbar = next((x for x, f in enumerate(fill) if f + width_of[u] <= target.cols),
-                            None)
-                if xbar is None:
+                mine = {x for x, _ in spots}
+                room = [x for x, f in enumerate(fill) if f + width_of[u] <= target.cols]
+                if not room:
                     raise CimcError(f"internal: core {core} overfull in placement packing")
+                xbar = min(room, key=lambda x: (0 if x in mine else users[x, group], x))
                 spots.append((xbar, fill[xbar]))
                 fill[xbar] += width_of[u]
+            for x in {x for x, _ in spots}:
+                users[x, group] += 1
             places[u] = spots
     return places
