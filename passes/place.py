@@ -47,6 +47,7 @@ from cimc.pass_base import BackendPass
 from cimc.placement.baselines import anneal, anneal_moves, core_order, fill, fit_load_cap
 from cimc.placement.bound import hop_bytes_bound
 from cimc.placement.problem import Problem, build_problem, distribute, pack
+from cimc.placement.stages import Stages
 
 PLACERS = ("cpsat", "anneal", "sequential", "snake")
 DEFAULT_EFFORT = 1.0
@@ -65,6 +66,7 @@ class PlacementSummary:
     timed_out: bool
     windows: int = 0  # CP-SAT windows solved
     improved: int = 0  # of which improved the placement
+    repaired: int = 0  # groups the repair moved off shared cores
 
     @property
     def gap(self) -> float:
@@ -76,13 +78,16 @@ class PlacementSummary:
                 "hop_bytes": self.hop_bytes, "max_link_bytes": self.max_link_bytes,
                 "hop_bytes_bound": self.hop_bytes_bound, "gap": round(self.gap, 4),
                 "start_hop_bytes": self.start_hop_bytes, "timed_out": self.timed_out,
-                "windows": self.windows, "improved": self.improved}
+                "windows": self.windows, "improved": self.improved,
+                "repaired": self.repaired}
 
 
 def run_placer(problem: Problem, placer: str, effort: float, seed: int,
-               time_limit: float = 0.0) -> tuple[np.ndarray, dict[str, int | bool]]:
+               time_limit: float = 0.0, stages: Stages | None = None
+               ) -> tuple[np.ndarray, dict[str, int | bool]]:
     """Cores of all units and what the search did; `effort` counts the work,
-    `time_limit` (0: none) is the wall-clock safety net."""
+    `time_limit` (0: none) is the wall-clock safety net; `stages` (the row tasks of
+    the module) lets the cpsat placer repair cores whose groups delay each other."""
     if placer not in PLACERS:
         raise CimcError(f"unknown placer {placer!r}; choose one of {', '.join(PLACERS)}")
     fit_load_cap(problem)
@@ -101,8 +106,9 @@ def run_placer(problem: Problem, placer: str, effort: float, seed: int,
     else:
         from cimc.placement.search import improve
 
-        tiles, log = improve(problem, effort, seed, deadline)
-        info.update(timed_out=log.timed_out, windows=log.windows, improved=log.improved)
+        tiles, log = improve(problem, effort, seed, deadline, stages)
+        info.update(timed_out=log.timed_out, windows=log.windows, improved=log.improved,
+                    repaired=log.repaired)
     cores = distribute(problem, tiles)
     return (snake if cores is None else cores), info
 
@@ -138,7 +144,9 @@ class Place(BackendPass):
         edges = unit_edges(module, target)
         problem, found = build_problem(module, target, edges)
         start = time.perf_counter()
-        cores, info = run_placer(problem, self.placer, self.effort, self.seed, self.time_limit)
+        stages = Stages(module, target) if self.placer == "cpsat" else None
+        cores, info = run_placer(problem, self.placer, self.effort, self.seed, self.time_limit,
+                                 stages)
         seconds = time.perf_counter() - start
         if info.get("timed_out"):
             warn(f"place: the wall-clock limit of {self.time_limit:g} s stopped the placer "
@@ -150,7 +158,8 @@ class Place(BackendPass):
             self.placer, seconds, problem.cost(cores),
             max_link_bytes(edges, unit_core, target), hop_bytes_bound(problem),
             problem.cost(snake), bool(info.get("timed_out", False)),
-            int(info.get("windows", 0)), int(info.get("improved", 0)))
+            int(info.get("windows", 0)), int(info.get("improved", 0)),
+            int(info.get("repaired", 0)))
         write_attributes(module, problem, cores, [u.slices for u in found])
 
 

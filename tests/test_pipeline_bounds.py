@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cimc
-from cimc.analysis.bounds import _jackson
+from cimc.analysis.bounds import jackson
 from cimc.analysis.window import Window
 from cimc.emit.report import schedule_bounds
 from cimc.isa.assembler import assemble_file
@@ -22,12 +22,12 @@ from cimc.isa.simulator import run_program
 from cimc.targets import Target
 
 
-def test_jackson_preempts_for_the_longer_tail() -> None:
+def testjackson_preempts_for_the_longer_tail() -> None:
     # (release, duration, tail): the second job arrives at 1 and preempts the first.
-    assert _jackson([(0.0, 10.0, 0.0), (1.0, 2.0, 100.0)]) == 103.0
+    assert jackson([(0.0, 10.0, 0.0), (1.0, 2.0, 100.0)]) == 103.0
     # No tails: the core's work after its first release, gaps included.
-    assert _jackson([(0.0, 5.0, 0.0), (20.0, 5.0, 0.0), (21.0, 1.0, 0.0)]) == 26.0
-    assert _jackson([]) == 0.0
+    assert jackson([(0.0, 5.0, 0.0), (20.0, 5.0, 0.0), (21.0, 1.0, 0.0)]) == 26.0
+    assert jackson([]) == 0.0
 
 
 def _cycles(prog: Path, target: Target) -> int:

@@ -150,7 +150,7 @@ def test_budget_grows_with_the_problem() -> None:
     assert anneal_moves(small, 1.0) == MIN_MOVES
     assert anneal_moves(large, 1.0) == 80 * 480
     assert anneal_moves(large, 2.0) == 2 * anneal_moves(large, 1.0)
-    assert window_budget(small, 1.0) == 0 and window_budget(large, 1.0) == 7
+    assert window_budget(small, 1.0) == 0 and window_budget(large, 1.0) == 3
 
 
 def test_small_network_anneals_without_windows_and_large_one_gets_them() -> None:
@@ -161,7 +161,7 @@ def test_small_network_anneals_without_windows_and_large_one_gets_them() -> None
     assert log.windows == 0
     large = chain_problem(12, 40)
     placed, log = improve(large, 1.0, seed=0)
-    assert 0 < log.windows <= 7
+    assert 0 < log.windows <= 3
     assert large.fits(placed)
 
 
@@ -437,3 +437,35 @@ def test_vector_ops_keep_a_core_to_themselves(placer: str) -> None:
     assert vectors
     for name in vectors:
         assert [u for u, c in cores.items() if c == cores[name]] == [name]
+
+
+def test_repair_unshares_cores_whose_groups_delay_each_other() -> None:
+    """hop_bytes puts consecutive layers on one core, where their rows take turns: the
+    repair moves groups off the shared cores whose latency bound exceeds the critical
+    path, so the placement's bound (the largest of the path and the shared cores')
+    falls, and capacity and loads still hold."""
+    from cimc.placement.baselines import fit_load_cap
+    from cimc.placement.cpsat import SearchLog
+    from cimc.placement.search import improve, repair
+    from cimc.placement.stages import Stages
+
+    target = load_target("pimcomp")
+    module = tiled("mobilenetv2", "pimcomp")
+    problem, _ = build_problem(module, target)
+    fit_load_cap(problem)
+    stages = Stages(module, target)
+
+    def bound(cores: np.ndarray) -> float:
+        on: dict[int, set[int]] = {}
+        for u, c in enumerate(cores.tolist()):
+            on.setdefault(c, set()).add(int(problem.groups[u]))
+        return max([stages.path, *(stages.core(sorted(g)) for g in on.values())])
+
+    searched, _ = improve(problem, 0.3, seed=0)
+    log = SearchLog()
+    repaired = repair(problem, stages, searched, log)
+    assert log.repaired > 0
+    assert problem.fits(repaired)
+    assert bound(repaired) < bound(searched)
+    # The critical path bounds every placement from below.
+    assert bound(repaired) >= stages.path

@@ -101,10 +101,10 @@ def latency_bound(groups: Sequence[G], preds: dict[Task, list[Task]],
     for gi, t in sorted(preds):
         for core in groups[gi].cores:
             jobs[core].append((release[(gi, t)], part(groups[gi], core), tail[(gi, t)]))
-    return max([path, *(_jackson(sorted(j)) for _, j in sorted(jobs.items()))])
+    return max([path, *(jackson(sorted(j)) for _, j in sorted(jobs.items()))])
 
 
-def _jackson(jobs: list[tuple[float, float, float]]) -> float:
+def jackson(jobs: list[tuple[float, float, float]]) -> float:
     """max(completion + tail) of the preemptive longest-tail-first schedule of jobs
     (release, duration, tail) sorted by release."""
     now, k, best = 0.0, 0, 0.0

@@ -186,7 +186,7 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
             senders = [] if src is None else _senders(module, src, by_op[src.name])
             for core in group.cores:
                 need = _needed_channels(module, group, core, cores, c)
-                rows = _input_rows_per_task(module, op, group.rows)
+                rows = input_rows_per_task(module, op, group.rows)
                 # Messages of one tag arrive in the order they were sent, the producer's
                 # row order, so a tag per edge needs the rows received in increasing order.
                 # A dilated window receives them out of order (0, 2, 4 then 1, 3, 5):
@@ -213,7 +213,7 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
                                 (core, tags[key]))
                     lists.append(pieces)
                 group.recvs.setdefault(core, {})[k] = lists
-    preds, succs = task_graph(groups, module, _input_rows_per_task)
+    preds, succs = task_graph(groups, module, input_rows_per_task)
     _list_schedule(groups, preds, succs)
     starts = {(index[id(g)], oy): g.start[oy] for g in groups for oy in g.rows}
     # A core runs its tasks one after the other, and within a task the windows one after
@@ -302,7 +302,7 @@ def _needed_channels(module: Module, group: Group, core: int, cores: dict[str, i
     return need
 
 
-def _input_rows_per_task(module: Module, op: Op, rows: list[int]) -> list[list[int]]:
+def input_rows_per_task(module: Module, op: Op, rows: list[int]) -> list[list[int]]:
     """For each output row, the input rows its task receives (in order)."""
     if op.kind in ("matvec", "pool"):
         return [[iy for _, iy in step.fills if iy is not None]

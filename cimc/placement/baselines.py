@@ -64,14 +64,17 @@ def fill(problem: Problem, order: list[int]) -> np.ndarray:
     core_of = np.zeros(len(problem.names), dtype=np.int64)
     position, cols, tables, load = 0, 0, 0, 0
     held: set[int] = set()
+    xbars: dict[int, int] = {}  # crossbars each group's blocks fill on the current core
     for u in range(len(problem.names)):
         group = int(problem.groups[u])
         extra = int(problem.group_load[group]) if group >= 0 and group not in held else 0
         while (cols + problem.demand[u] > problem.capacity
                or tables + problem.tables[u] > problem.table_budget
-               or (problem.load_cap and held and load + extra > problem.load_cap)):
+               or (problem.load_cap and held and load + extra > problem.load_cap)
+               or xbars.get(group, 0) + problem.xbars[u] > problem.group_xbars):
             position, cols, tables, load = position + 1, 0, 0, 0
             held = set()
+            xbars = {}
             extra = int(problem.group_load[group]) if group >= 0 else 0
             if position >= len(order):
                 needed = int(-(-problem.demand.sum() // problem.target.cols))
@@ -87,6 +90,7 @@ def fill(problem: Problem, order: list[int]) -> np.ndarray:
         load += extra
         if group >= 0:
             held.add(group)
+            xbars[group] = xbars.get(group, 0) + int(problem.xbars[u])
     return core_of
 
 
@@ -156,6 +160,12 @@ class Annealer:
         self.group = problem.groups.tolist()
         self.group_load = problem.group_load.tolist()
         self.cap = problem.load_cap
+        self.xbars: list[int] = problem.xbars.tolist()
+        self.group_xbars = problem.group_xbars
+        # Crossbars of each (core, group) its blocks fill.
+        self.filled: defaultdict[tuple[int, int], int] = defaultdict(int)
+        for u, t in enumerate(self.tile):
+            self.filled[t, self.group[u]] += self.xbars[u]
         # Per core: blocks of each group it holds, and the sum of those groups' loads.
         self.held: defaultdict[int, dict[int, int]] = defaultdict(dict)
         self.load = [0] * problem.tiles
@@ -217,6 +227,8 @@ class Annealer:
         slot[u] = len(there)
         there.append(u)
         g = self.group[u]
+        self.filled[a, g] -= self.xbars[u]
+        self.filled[b, g] += self.xbars[u]
         if g >= 0:  # the group leaves core a with its last block, arrives on b with its first
             held = self.held[a]
             blocks = held[g] - 1
@@ -263,8 +275,12 @@ class Annealer:
         """Whether core b takes unit u (after unit `leaving` left it)."""
         d = self.demand[u] - (self.demand[leaving] if leaving >= 0 else 0)
         t = self.tables[u] - (self.tables[leaving] if leaving >= 0 else 0)
+        g = self.group[u]
+        x = self.filled[b, g] + self.xbars[u] - (
+            self.xbars[leaving] if leaving >= 0 and self.group[leaving] == g else 0)
         return (self.cols[b] + d <= self.tile_capacity[b]
-                and self.tabs[b] + t <= self.tile_tables[b] and self.load_fits(u, b, leaving))
+                and self.tabs[b] + t <= self.tile_tables[b] and x <= self.group_xbars
+                and self.load_fits(u, b, leaving))
 
     def partner_tile(self, u: int, draw: Callable[[], float]) -> int:
         """A core near one of u's partners (where moving u may pay off); `draw` gives

@@ -38,14 +38,16 @@ import numpy as np
 
 from cimc.placement.problem import Problem, payload_cost
 
-# Windows at effort 1 (the default): one per UNITS_PER_WINDOW units (twice what a
-# window frees), at most WINDOWS: none for a network of fewer units, which annealing
-# alone settles (windows improved none of the small test networks, and importing
-# OR-Tools takes half a second); and the deterministic time CP-SAT may spend on one
-# window (its units of work are about a second of one core).
+# Windows at effort 1 (the default): one per UNITS_PER_WINDOW units (nearly three
+# times what a window frees), at most WINDOWS: none for a network of fewer units,
+# which annealing alone settles (windows improved none of the small test networks,
+# and importing OR-Tools takes half a second); and the deterministic time CP-SAT may
+# spend on one window (its units of work are about a second of one core; most
+# windows end sooner, at their optimum, and 0.02 instead of 0.05 cut ResNet-50's
+# windows at 224x224 from ~90 to ~40 ms each, hop_bytes within 1%).
 WINDOWS = 30
-UNITS_PER_WINDOW = 64
-WINDOW_DETERMINISTIC_TIME = 0.05
+UNITS_PER_WINDOW = 128
+WINDOW_DETERMINISTIC_TIME = 0.02
 # Units freed per window at most (tiles are added while the bound holds).
 WINDOW_UNITS = 48
 WINDOW_TILES = 6
@@ -57,6 +59,7 @@ class SearchLog:
 
     windows: int = 0
     improved: int = 0
+    repaired: int = 0  # groups moved off shared cores (search.repair)
     timed_out: bool = False
 
 
@@ -118,6 +121,16 @@ def solve_window(problem: Problem, tile_of: np.ndarray, window: list[int], seed:
             hint[shared] = int(sum(hint[v] for _, v in present) > 1)
             model.add(sum(w * v for w, v in present) <= problem.load_cap).only_enforce_if(shared)
             model.add(sum(v for _, v in present) <= 1).only_enforce_if(shared.Not())
+    # The blocks of one group on one core fill at most a core's crossbars.
+    crossbars: dict[int, list[int]] = {}
+    for u in free:
+        if problem.groups[u] >= 0 and problem.xbars[u]:
+            crossbars.setdefault(int(problem.groups[u]), []).append(u)
+    for members in crossbars.values():
+        if sum(int(problem.xbars[u]) for u in members) > problem.group_xbars:
+            for t in window:
+                model.add(sum(int(problem.xbars[u]) * x[u, t] for u in members)
+                          <= problem.group_xbars)
     for t in window:
         if any(problem.demand[u] for u in free):
             model.add(sum(int(problem.demand[u]) * x[u, t] for u in free)

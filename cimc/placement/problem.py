@@ -110,6 +110,11 @@ class Problem:
         self.hops = CoreHops(t)
         self.tile_capacity = np.array(self.tile_cores, dtype=np.int64) * self.capacity
         self.tile_tables = np.array(self.tile_cores, dtype=np.int64) * self.table_budget
+        # Crossbars a unit fills at least (its rounded columns over a crossbar's); the
+        # blocks of one group on one core need at most a core's crossbars, so `pack` can
+        # give each its own and the group's windows never wait for a shared crossbar.
+        self.xbars = -(-self.demand // t.cols)
+        self.group_xbars = t.crossbars_per_core
 
     @property
     def tiles(self) -> int:
@@ -124,7 +129,15 @@ class Problem:
         cols = np.bincount(tile_of, weights=self.demand, minlength=self.tiles)
         tables = np.bincount(tile_of, weights=self.tables, minlength=self.tiles)
         return bool((cols <= self.tile_capacity).all() and (tables <= self.tile_tables).all()
-                    and self.loads_fit(tile_of))
+                    and self.loads_fit(tile_of) and self.group_crossbars_fit(tile_of))
+
+    def group_crossbars_fit(self, core_of: np.ndarray) -> bool:
+        """The blocks of every group on every core fill at most a core's crossbars."""
+        mask = self.groups >= 0
+        if not mask.any():
+            return True
+        key = core_of[mask] * (int(self.groups.max()) + 1) + self.groups[mask]
+        return bool((np.bincount(key, weights=self.xbars[mask]) <= self.group_xbars).all())
 
     def loads_fit(self, core_of: np.ndarray) -> bool:
         """Every core holding several groups keeps its load at most `load_cap`."""

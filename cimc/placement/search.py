@@ -1,8 +1,8 @@
 """The `cpsat` placer's search: annealing and CP-SAT windows in turn, the whole budget.
 
-The budget grows with the problem: the annealing moves of the `anneal` placer
-(`anneal_moves`, per unit) and one window per UNITS_PER_WINDOW units
-(`window_budget`), times the effort.
+The budget grows with the problem: ANNEAL_SHARE of the annealing moves of the
+`anneal` placer (`anneal_moves`, per unit; at least MIN_MOVES) and one window
+per UNITS_PER_WINDOW units (`window_budget`), times the effort.
 
 1. Anneal from each of two layer-order fills, along a generalized Hilbert curve
    (compact patches) and along the snake (rows), a quarter of the moves each
@@ -17,7 +17,7 @@ The budget grows with the problem: the annealing moves of the `anneal` placer
    placement is optimal) or after a cycle that improved nothing; a network
    too small for one window anneals on instead (and never imports OR-Tools).
 
-Its annealing does as many moves as the `anneal` placer's, and on targets with
+Its annealing does half the `anneal` placer's moves, and on targets with
 several cores a tile also exchanges the whole contents of two cores of
 different tiles (a layer's blocks move together, or to an empty part of the
 mesh), each counted as one move per unit it moves.
@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cimc.placement.baselines import (
+    MIN_MOVES,
+    Annealer,
     anneal,
     anneal_moves,
     core_order,
@@ -44,14 +46,19 @@ from cimc.placement.baselines import (
 from cimc.placement.bound import hop_bytes_bound
 from cimc.placement.cpsat import SearchLog, lns, window_budget
 from cimc.placement.problem import Problem
+from cimc.placement.stages import Stages
 
 CYCLES = 8
-# Share of the anneal placer's moves the cpsat placer does, the reheated
+# Share of the anneal placer's moves the cpsat placer does (half: ResNet-50 at
+# 224x224 on pimcomp places in about a second, not three, at hop_bytes 0.48x
+# sequential's instead of 0.45x), the reheated
 # temperature of the perturbations, and the share of proposals that exchange
 # two cores' contents.
-ANNEAL_SHARE = 1.0
+ANNEAL_SHARE = 0.5
 REHEAT = 0.3
 EXCHANGES = 0.3
+# Cores, nearest first, a repair tries for a group it moves off a shared core.
+REPAIR_CORES = 24
 
 
 @dataclass
@@ -63,15 +70,24 @@ class Budget:
 
     @classmethod
     def of(cls, problem: Problem, effort: float) -> Budget:
-        return cls(int(anneal_moves(problem, effort) * ANNEAL_SHARE),
+        return cls(max(int(effort * MIN_MOVES), int(anneal_moves(problem, effort) * ANNEAL_SHARE)),
                    window_budget(problem, effort))
 
 
-def improve(problem: Problem, effort: float, seed: int, deadline: float | None = None
-            ) -> tuple[np.ndarray, SearchLog]:
-    """The cpsat placer's placement (module docstring) and what the search did."""
-    rng = random.Random(seed)
+def improve(problem: Problem, effort: float, seed: int, deadline: float | None = None,
+            stages: Stages | None = None) -> tuple[np.ndarray, SearchLog]:
+    """The cpsat placer's placement (module docstring), repaired against `stages` when
+    given, and what the search did."""
     log = SearchLog()
+    best = _search(problem, effort, seed, deadline, log)
+    if stages is not None and not log.timed_out:
+        best = repair(problem, stages, best, log)
+    return best, log
+
+
+def _search(problem: Problem, effort: float, seed: int, deadline: float | None,
+            log: SearchLog) -> np.ndarray:
+    rng = random.Random(seed)
     starts = [fill(problem, curve_order(problem)), fill(problem, core_order(problem, True))]
     budget = Budget.of(problem, effort)
     # A placement at the lower bound is optimal: nothing left to search.
@@ -81,7 +97,7 @@ def improve(problem: Problem, effort: float, seed: int, deadline: float | None =
     exchanges = EXCHANGES if problem.target.cores_per_tile > 1 else 0.0
     fitted = min(starts, key=problem.cost)
     if problem.cost(fitted) <= floor:
-        return fitted, log
+        return fitted
     runs = []
     for start in starts:
         run, cut = anneal(problem, start, budget.moves // 2 // len(starts),
@@ -94,7 +110,7 @@ def improve(problem: Problem, effort: float, seed: int, deadline: float | None =
         best, cut = anneal(problem, best, budget.moves - budget.moves // 2,
                            rng.randrange(1 << 30), deadline, REHEAT, exchanges)
         log.timed_out |= cut
-        return best, log
+        return best
     perturb = (budget.moves - budget.moves // 2) // max(1, cycles - 1)
     windows = 0
     cost = problem.cost(best)
@@ -112,4 +128,50 @@ def improve(problem: Problem, effort: float, seed: int, deadline: float | None =
         before, cost = cost, problem.cost(best)
         if cost >= before:
             break
-    return best, log
+    return best
+
+
+def repair(problem: Problem, stages: Stages, core_of: np.ndarray, log: SearchLog
+           ) -> np.ndarray:
+    """Unshare the cores whose groups delay each other (cimc/placement/stages.py): while
+    some shared core's latency bound exceeds the critical path, move one of its groups'
+    blocks there to the core, among the REPAIR_CORES nearest, where the bound of
+    neither core reaches the old one and hop_bytes grows least. Ends when no shared core
+    exceeds the path or the worst one cannot be helped; at most one move per core."""
+    state = Annealer(problem, core_of)
+    hops = problem.hops
+    for _ in range(problem.tiles):
+        bounds = {c: stages.core(sorted(held)) for c, held in state.held.items()
+                  if len(held) > 1}
+        worst_core = min(bounds, key=lambda c: (-bounds[c], c), default=None)
+        if worst_core is None or bounds[worst_core] <= stages.path:
+            break
+        worst = bounds[worst_core]
+        near = np.argsort(hops[worst_core, :], kind="stable")[1:REPAIR_CORES + 1].tolist()
+        best: tuple[int, int, int] | None = None  # (hop_bytes change, group, core)
+        for g in sorted(state.held[worst_core]):
+            rest = sorted(set(state.held[worst_core]) - {g})
+            if stages.core(rest) >= worst:
+                continue
+            moving = [u for u in state.on(worst_core) if state.group[u] == g]
+            for d in near:
+                if stages.core(sorted(set(state.held.get(d, {})) | {g})) >= worst:
+                    continue
+                change, made = 0, []
+                for u in moving:
+                    if not state.room(u, d):
+                        break
+                    change += state.delta(u, d)
+                    state.move(u, d)
+                    made.append(u)
+                for u in reversed(made):
+                    state.move(u, worst_core)
+                if len(made) == len(moving) and (best is None or change < best[0]):
+                    best = (change, g, d)
+        if best is None:
+            break
+        _, g, d = best
+        for u in [u for u in state.on(worst_core) if state.group[u] == g]:
+            state.move(u, d)
+        log.repaired += 1
+    return np.array(state.tile, dtype=np.int64)
