@@ -1,8 +1,8 @@
 """The `cpsat` placer's search: annealing and CP-SAT windows in turn, the whole budget.
 
-The budget grows with the problem: ANNEAL_SHARE of the annealing moves of the
-`anneal` placer (`anneal_moves`, per unit; at least MIN_MOVES) and one window
-per UNITS_PER_WINDOW units (`window_budget`), times the effort.
+The budget grows with the problem: the annealing moves of the `anneal` placer
+(`anneal_moves`, per unit) and one window per UNITS_PER_WINDOW units
+(`window_budget`), times the effort.
 
 1. Anneal from each of two layer-order fills, along a generalized Hilbert curve
    (compact patches) and along the snake (rows), a quarter of the moves each
@@ -17,7 +17,7 @@ per UNITS_PER_WINDOW units (`window_budget`), times the effort.
    placement is optimal) or after a cycle that improved nothing; a network
    too small for one window anneals on instead (and never imports OR-Tools).
 
-Its annealing does half the `anneal` placer's moves, and on targets with
+Its annealing does as many moves as the `anneal` placer's, and on targets with
 several cores a tile also exchanges the whole contents of two cores of
 different tiles (a layer's blocks move together, or to an empty part of the
 mesh), each counted as one move per unit it moves.
@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from cimc.placement.baselines import (
-    MIN_MOVES,
     Annealer,
     anneal,
     anneal_moves,
@@ -49,12 +48,10 @@ from cimc.placement.problem import Problem
 from cimc.placement.stages import Stages
 
 CYCLES = 8
-# Share of the anneal placer's moves the cpsat placer does (half: ResNet-50 at
-# 224x224 on pimcomp places in about a second, not three, at hop_bytes 0.48x
-# sequential's instead of 0.45x), the reheated
+# Share of the anneal placer's moves the cpsat placer does, the reheated
 # temperature of the perturbations, and the share of proposals that exchange
 # two cores' contents.
-ANNEAL_SHARE = 0.5
+ANNEAL_SHARE = 1.0
 REHEAT = 0.3
 EXCHANGES = 0.3
 # Cores, nearest first, a repair tries for a group it moves off a shared core.
@@ -70,7 +67,7 @@ class Budget:
 
     @classmethod
     def of(cls, problem: Problem, effort: float) -> Budget:
-        return cls(max(int(effort * MIN_MOVES), int(anneal_moves(problem, effort) * ANNEAL_SHARE)),
+        return cls(int(anneal_moves(problem, effort) * ANNEAL_SHARE),
                    window_budget(problem, effort))
 
 
