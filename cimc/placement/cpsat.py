@@ -38,7 +38,7 @@ import numpy as np
 
 from cimc.placement.problem import Problem, payload_cost
 
-# Windows at effort 1 (the default): one per UNITS_PER_WINDOW units (nearly three
+# Windows at effort 1 (the default): one per UNITS_PER_WINDOW units (over five
 # times what a window frees), at most WINDOWS: none for a network of fewer units,
 # which annealing alone settles (windows improved none of the small test networks,
 # and importing OR-Tools takes half a second); and the deterministic time CP-SAT may
@@ -46,7 +46,7 @@ from cimc.placement.problem import Problem, payload_cost
 # windows end sooner, at their optimum, and 0.02 instead of 0.05 cut ResNet-50's
 # windows at 224x224 from ~90 to ~40 ms each, hop_bytes within 1%).
 WINDOWS = 30
-UNITS_PER_WINDOW = 128
+UNITS_PER_WINDOW = 256
 WINDOW_DETERMINISTIC_TIME = 0.02
 # Units freed per window at most (tiles are added while the bound holds).
 WINDOW_UNITS = 48
