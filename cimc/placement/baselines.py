@@ -162,6 +162,12 @@ class Annealer:
         self.cap = problem.load_cap
         self.xbars: list[int] = problem.xbars.tolist()
         self.group_xbars = problem.group_xbars
+        # Groups whose blocks could fill more than a core's crossbars: only their moves
+        # need the check (few on pimcomp's 64 crossbars a core).
+        totals = np.bincount(problem.groups[problem.groups >= 0],
+                             weights=problem.xbars[problem.groups >= 0])
+        limited = set(np.flatnonzero(totals > problem.group_xbars).tolist())
+        self.limited = [g in limited for g in self.group]
         # Crossbars of each (core, group) its blocks fill.
         self.filled: defaultdict[tuple[int, int], int] = defaultdict(int)
         for u, t in enumerate(self.tile):
@@ -275,12 +281,14 @@ class Annealer:
         """Whether core b takes unit u (after unit `leaving` left it)."""
         d = self.demand[u] - (self.demand[leaving] if leaving >= 0 else 0)
         t = self.tables[u] - (self.tables[leaving] if leaving >= 0 else 0)
-        g = self.group[u]
-        x = self.filled[b, g] + self.xbars[u] - (
-            self.xbars[leaving] if leaving >= 0 and self.group[leaving] == g else 0)
+        if self.limited[u]:
+            g = self.group[u]
+            x = self.filled[b, g] + self.xbars[u] - (
+                self.xbars[leaving] if leaving >= 0 and self.group[leaving] == g else 0)
+            if x > self.group_xbars:
+                return False
         return (self.cols[b] + d <= self.tile_capacity[b]
-                and self.tabs[b] + t <= self.tile_tables[b] and x <= self.group_xbars
-                and self.load_fits(u, b, leaving))
+                and self.tabs[b] + t <= self.tile_tables[b] and self.load_fits(u, b, leaving))
 
     def partner_tile(self, u: int, draw: Callable[[], float]) -> int:
         """A core near one of u's partners (where moving u may pay off); `draw` gives
