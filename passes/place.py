@@ -5,15 +5,19 @@ crossbar-column and table demands, payloads between them, the mesh. The
 placer (`placer` option, docs/placement.md) minimises hop_bytes:
 * `cpsat` (default): annealing (with exchanges of whole cores) from the
   Hilbert-curve and the snake fills, then large-neighbourhood search with
-  OR-Tools CP-SAT windows and reheated annealing in turn over the whole budget
-  (cimc/placement/search.py, cpsat.py);
+  OR-Tools CP-SAT windows and reheated annealing in turn over the whole budget,
+  then a repair that moves groups off the shared cores whose rows delay the
+  pipeline (the latency bound of the module's row tasks, built here as
+  `Stages`) (cimc/placement/search.py, cpsat.py, stages.py);
 * `anneal`: simulated annealing from the snake fill, the whole budget;
 * `sequential`: units in layer order fill cores 0, 1, 2, ... (row-major);
 * `snake`: the same fill along a boustrophedon path over the tiles.
-Every placer keeps each core's MVM load (the windows of the distinct matvec
-replicas it holds blocks of) under the slowest replica's, and a core shared by
-several replicas under half of it (cimc/placement/problem.py), so replicas land
-on different cores and no shared core becomes a second bottleneck.
+Every placer keeps each core's load (the cycles of the MVMs of the distinct
+matvec replicas it holds blocks of, and of its vector ops' vector work) under
+the slowest replica's, and a core shared by several replicas under half of it
+(cimc/placement/problem.py), so replicas land on different cores and no shared
+core becomes a second bottleneck; a vector op has a core to itself, and one
+replica's blocks on a core fill at most the core's crossbars.
 `effort` sets the search's work in counted annealing moves and CP-SAT windows,
 both proportional to the problem's units (1 = the default budget), so the
 placement depends only on the module, the target, the effort and the seed,

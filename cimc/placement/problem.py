@@ -22,12 +22,15 @@ and a vector op for its requant table; these must stay under half the core's
 local memory, as before (the rest is for buffers).
 
 Compute load: a core runs its MVMs one after another, and the blocks of one
-*group* (one replica of a matvec) on one core fire together once per window.
-A core's MVM load per inference is the sum, over the distinct groups it holds
-blocks of, of the group's windows (`traffic.Unit.windows`). The pipeline's stage
-target is the most windows of any group: a core holding one group's blocks
-only may take that much, but a core *shared* by several groups at most
-`load_cap`, SHARED_LOAD of it. Groups sharing a core run at the same time in
+*group* (one replica of a matvec; each vector op is a group too) on one core
+fire together once per window. A core's load per inference, in cycles, is the
+sum over the distinct groups it holds of the group's load: its windows
+(`traffic.Unit.windows`) x the MVM time, or a vector op's vector work. The
+pipeline's stage target is the largest load of any group: a core holding one
+group only may take that much, but a core *shared* by several groups at most
+`load_cap`, SHARED_LOAD of it; a vector op counts as more than `load_cap`, so it
+has its core to itself. One group's blocks on one core fill at most the core's
+crossbars (`xbars`), so `pack` can give each its own. Groups sharing a core run at the same time in
 the pipeline, so a shared core at the stage target is a second bottleneck that
 lags the first (ResNet-50 at 224x224 on pimcomp, layer-order fill: 14.99 M
 simulated cycles with four 56x56 layers a core, 12.83 M with two). The

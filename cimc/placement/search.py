@@ -16,6 +16,8 @@ The budget grows with the problem: the annealing moves of the `anneal` placer
    cycle did not use go to the next. The search ends at the lower bound (the
    placement is optimal) or after a cycle that improved nothing; a network
    too small for one window anneals on instead (and never imports OR-Tools).
+3. Repair against the pipeline's latency bound (`repair`, cimc/placement/stages.py):
+   groups leave the shared cores where their rows delay each other.
 
 Its annealing does as many moves as the `anneal` placer's, and on targets with
 several cores a tile also exchanges the whole contents of two cores of
