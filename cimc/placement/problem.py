@@ -351,7 +351,7 @@ def pack(problem: Problem, core_of: np.ndarray, slices: list[int]
         width_of = {u: int(problem.demand[u]) // slices[u] for u in per_core[core]}
         for u in sorted(per_core[core], key=lambda u: (-width_of[u], u)):
             group = int(problem.groups[u])
-            spots = []
+            spots: list[tuple[int, int]] = []
             for _ in range(slices[u]):
                 mine = {x for x, _ in spots}
                 room = [x for x, f in enumerate(fill) if f + width_of[u] <= target.cols]
