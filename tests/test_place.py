@@ -469,15 +469,3 @@ def test_repair_unshares_cores_whose_groups_delay_each_other() -> None:
     assert bound(repaired) < bound(searched)
     # The critical path bounds every placement from below.
     assert bound(repaired) >= stages.path
-
-
-def test_fill_keeps_a_group_above_the_cap_on_one_core() -> None:
-    """A core holding one group alone may exceed the shared-core cap: the fill gives a
-    layer at the stage target as few cores as its columns need, not one per block."""
-    p = chain_problem(3, 4)
-    p.demand = np.full(12, 256, dtype=np.int64)
-    p.groups = np.repeat(np.arange(3), 4)
-    p.group_load = np.array([800, 800, 800])
-    p.load_cap = 400
-    cores = fill(p, core_order(p, snake=False))
-    assert cores.tolist() == [0] * 4 + [1] * 4 + [2] * 4
