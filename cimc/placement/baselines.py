@@ -70,9 +70,7 @@ def fill(problem: Problem, order: list[int]) -> np.ndarray:
         extra = int(problem.group_load[group]) if group >= 0 and group not in held else 0
         while (cols + problem.demand[u] > problem.capacity
                or tables + problem.tables[u] > problem.table_budget
-               # A core shared by several groups keeps the cap; one group alone may
-               # exceed it (its own blocks never count as sharing).
-               or (problem.load_cap and held - {group} and load + extra > problem.load_cap)
+               or (problem.load_cap and held and load + extra > problem.load_cap)
                or xbars.get(group, 0) + problem.xbars[u] > problem.group_xbars):
             position, cols, tables, load = position + 1, 0, 0, 0
             held = set()
