@@ -49,7 +49,7 @@ from cimc.dialect.chip import CHUNK, block_shape, blocks_of, image_dims
 from cimc.dialect.host import chip_stores
 from cimc.ir.module import Module
 from cimc.isa.image import CrossbarGroup, Slice
-from cimc.isa.simulator.timing import Cost, instruction_cost
+from cimc.isa.simulator.timing import Cost, energy_pj, instruction_cost
 from cimc.isa.table import BY_MNEMONIC
 from cimc.targets import Target
 
@@ -71,16 +71,7 @@ class Timing:
 
     def energy_nj(self, target: Target) -> dict[str, float]:
         """Energy by component and in total, nJ, as the simulator's report computes it."""
-        e, energy = self.events, target.energy
-        pj = {
-            "mvm": e["crossbar_steps"] * energy.mvm_per_crossbar_step,
-            "adc": e["adc_conversions"] * energy.adc_per_conversion,
-            "vector": (e["vector_elements"] + e["requant_elements"]) * energy.vector_per_element,
-            "local": e["local_bytes"] * energy.local_per_byte,
-            "global": e["global_bytes"] * energy.global_per_byte,
-            "network": e["hop_bytes"] * energy.network_per_byte_hop,
-            "scalar": e["scalar_ops"] * energy.scalar,
-        }
+        pj = energy_pj(self.events, target)
         nj = {name: value / 1000.0 for name, value in pj.items()}
         nj["total"] = sum(pj.values()) / 1000.0
         return nj

@@ -74,6 +74,7 @@ class Machine:
         self.blocks = blocks and trace is None
         self.global_memory = Memory("global memory", target.global_memory_bytes, batch)
         self.global_free = 0  # the shared global-memory channel is busy until then
+        self.weight_free = 0  # the shared weight channel (wprog, reprogram.py) likewise
         self.network = Network(target)
         self.mailbox: dict[tuple[int, int, int], deque[Message]] = {}
         self.barrier: list[Core] = []

@@ -10,6 +10,7 @@ import numpy as np
 from cimc.isa.image import CrossbarGroup, group_weights
 from cimc.isa.simulator.crossbar import Analog, exact_weights, mvm_bit_level, mvm_exact
 from cimc.isa.simulator.registry import semantic
+from cimc.isa.simulator.reprogram import not_programmed
 
 INPUT_BITS = 8  # mvm inputs are i8 or u8 codes
 _I32 = np.dtype("<i4")  # results as memory holds them (memory.ELEMENT_DTYPES["i32"])
@@ -27,6 +28,7 @@ class GroupState:
     dac_bits: int
     analog: Analog
     bit_level: bool  # use the bit-level path even when the ADC is ideal
+    programmed: bool = True  # its crossbars hold its cells (reprogram.py)
     weights: np.ndarray = field(init=False)  # W [rows_used, cols_used], exact_weights dtype
     crossbars: tuple[int, ...] = field(init=False)  # the crossbars an MVM keeps busy
 
@@ -80,6 +82,8 @@ def _mvm(accumulate: bool) -> Any:
 
     def run(core: Any, o: tuple[int, ...], t: str) -> None:
         state: GroupState = core.groups[o[0]]
+        if not state.programmed:
+            raise not_programmed(core, o[0])
         regs, memory = core.regs, core.memory
         x = memory.elements(regs[o[3]] + o[4], state.rows, t)  # may wait for an input
         if state.exact32:  # multiply_i32, written out for the common case
