@@ -4,7 +4,7 @@ The interpreter loop (machine.py `_run_core`) pays for every instruction a
 dispatch, a call, counters and clock bookkeeping; for a loop of scalar
 instructions that is most of the time. A block is the run of instructions
 from some pc up to and including the first branch, stopping before any
-ordered instruction (send, recv, sync, ld, st: they run in global time order)
+ordered instruction (send, recv, sync, ld, st, wprog: they run in global time order)
 or halt. It is translated on first entry into one Python function with the
 same effect as interpreting it one instruction at a time:
 

@@ -5,8 +5,9 @@ data-independent, so one interpretation serves the whole batch. The
 scheduler always advances the runnable core with the smallest clock (ties by
 core number). Instructions that only touch a core's own state run ahead
 freely; those whose timing or data involve other cores (send, recv, sync,
-ld, st) run only when their core is the earliest, so messages, link
-bookings and global-memory accesses happen in time order, deterministically.
+ld, st, wprog) run only when their core is the earliest, so messages, link
+bookings and global-memory and weight-channel accesses happen in time order,
+deterministically.
 
 Deadlock (every live core waits and nothing can wake it), messages left
 unreceived when every core has halted (a send without its recv), and runaway
