@@ -4,6 +4,7 @@ energy, and the target keys that price it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -167,6 +168,18 @@ def test_reprogramming_an_overwritten_group_makes_it_usable_again() -> None:
 """
     outputs, _ = run(source, phased_image(), {"x": X})
     np.testing.assert_array_equal(outputs["y"], X.astype(np.int64) @ W0)
+
+
+def test_a_target_that_cannot_rewrite_its_crossbars_refuses_phases_and_wprog() -> None:
+    fixed = dataclasses.replace(TINY, reprogrammable=False)
+    program = assemble_text(".core 0\n    wprog 0\n", "prog.s")
+    with pytest.raises(CimcError, match=r"image has 2 phases but target 'tiny' cannot rewrite "
+                       r"its crossbars between them \(crossbar.reprogrammable = false\)"):
+        run_program(program, phased_image(), fixed, {}, SimOptions())
+    one_phase = Image(TINY.cell_bits, TINY.rows, TINY.cols)
+    one_phase.core(0, crossbars=4).add_group(0, W0, 8, TINY.cell_bits)
+    with pytest.raises(CimcError, match=r"`wprog` at prog.s:2:5: target 'tiny' cannot rewrite"):
+        run_program(program, one_phase, fixed, {}, SimOptions())
 
 
 # --- (c) time and energy ------------------------------------------------------------------

@@ -145,6 +145,9 @@ class Core:
             known = ", ".join(map(str, sorted(self.groups))) or "none"
             raise self.error(f"crossbar group {fields['g']} is not in the image for core "
                              f"{self.number} (its groups: {known})", instruction)
+        if spec.cost == "program" and not self.machine.target.reprogrammable:
+            raise self.error(f"target '{self.machine.target.name}' cannot rewrite its crossbars "
+                             "(crossbar.reprogrammable = false)", instruction)
         self.handlers.append(lookup(spec))
         self.names.append(base_name(spec.mnemonic))
         self.operands.append(instruction.operands)
