@@ -181,3 +181,52 @@ def test_a_compiled_model_matches_the_interpreter_bit_for_bit(tmp_path: Path) ->
         np.testing.assert_array_equal(fast.outputs[name], slow.outputs[name])
     assert fast.report == slow.report
     assert fast.report["mvm_instructions"] > 0
+
+
+# Register arithmetic at the edges of 64 bits, inside translated loops: an immediate add
+# that wraps up or down (blocks test one side per sign), add, sub and mul that wrap. Each
+# result is used as an address, so a wrong wrap moves a byte or never leaves a loop.
+WRAP = """
+.output y, 0, i8, [16], 1.0, 0
+.core 0
+    li r1, 9223372036854775805
+    li r4, 0
+up:
+    addi r1, r1, 1
+    addi r4, r4, 1
+    blt r0, r1, up          # three times: 2^63 - 1 + 1 wraps to -2^63
+    li r2, -9223372036854775806
+down:
+    addi r2, r2, -1
+    addi r4, r4, 1
+    blt r2, r0, down        # three times: -2^63 - 1 wraps to 2^63 - 1
+    fill 0(r4), 1, 1
+    li r3, 2
+    li r5, 4611686018427387904
+    li r7, 3
+    li r11, 9223372036854775807
+    li r13, -9223372036854775808
+checks:
+    mul r6, r5, r5          # 2^124 wraps to 0
+    fill 8(r6), 2, 1
+    mul r8, r5, r7          # 3 * 2^62 wraps to -2^62
+    add r9, r8, r5
+    fill 9(r9), 3, 1
+    add r12, r11, r11       # wraps to -2
+    fill 12(r12), 4, 1
+    sub r14, r0, r13        # 2^63 wraps to -2^63
+    sub r15, r14, r13
+    fill 11(r15), 5, 1
+    addi r3, r3, -1
+    bne r3, r0, checks
+    st 0(r0), 0(r0), 16
+    halt
+"""
+
+
+def test_register_arithmetic_wraps_at_64_bits_as_in_the_interpreter() -> None:
+    out, report = both(WRAP, {}, None)
+    expected = np.zeros(16, np.int8)
+    expected[[6, 8, 9, 10, 11]] = [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(out["y"][0], expected)
+    assert report["instructions"] == 53
