@@ -129,6 +129,7 @@ def test_vector_arithmetic_saturates_i8_u8_and_wraps_i32() -> None:
 .output shr, 0x110, i8, [8], 1.0, 0
 .output scale, 0x120, i32, [8], 1.0, 0
 .output mul, 0x140, i32, [8], 1.0, 0
+.output wrapped, 0x160, i32, [32], 1.0, 0
 .core 0
     ld 0(r0), 0(r0), 16
     vadd.i8 32(r0), 0(r0), 8(r0), 8
@@ -137,7 +138,12 @@ def test_vector_arithmetic_saturates_i8_u8_and_wraps_i32() -> None:
     vscale.i8 64(r0), 0(r0), 8, -5, 1000
     vmul.i32 96(r0), 64(r0), 64(r0), 8
     st 0x100(r0), 32(r0), 24
+    vadd.i32 128(r0), 96(r0), 96(r0), 8
+    vsub.i32 160(r0), 128(r0), 96(r0), 8
+    vmax.i32 192(r0), 96(r0), 64(r0), 8
+    vmul.i32 224(r0), 128(r0), 64(r0), 8
     st 0x120(r0), 64(r0), 64
+    st 0x160(r0), 128(r0), 128
 """
     a = RNG.integers(-128, 128, size=(20, 8)).astype(np.int8)
     b = RNG.integers(-128, 128, size=(20, 8)).astype(np.int8)
@@ -149,7 +155,15 @@ def test_vector_arithmetic_saturates_i8_u8_and_wraps_i32() -> None:
     np.testing.assert_array_equal(out["shr"], a64 >> 2)
     scaled = (a64 + 5) * 1000
     np.testing.assert_array_equal(out["scale"], scaled)
-    np.testing.assert_array_equal(out["mul"], (scaled * scaled).astype(np.int32))  # wraps
+    product = (scaled * scaled).astype(np.int32)  # wraps
+    np.testing.assert_array_equal(out["mul"], product)
+    doubled = (2 * product.astype(np.int64)).astype(np.int32)  # wraps again
+    wide = doubled.astype(np.int64)
+    wrapped = out["wrapped"].reshape(20, 4, 8)
+    np.testing.assert_array_equal(wrapped[:, 0], doubled)
+    np.testing.assert_array_equal(wrapped[:, 1], (wide - product).astype(np.int32))
+    np.testing.assert_array_equal(wrapped[:, 2], np.maximum(product, scaled))
+    np.testing.assert_array_equal(wrapped[:, 3], (wide * scaled).astype(np.int32))
 
 
 def test_strided_copy_gathers_a_window_and_fill_pads() -> None:

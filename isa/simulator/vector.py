@@ -48,15 +48,19 @@ def _load(core: Any, base: int, offset: int, n: int, element: str) -> np.ndarray
 
 
 def _binary(fn: Any) -> Any:
-    # saturate() written out: at 16 elements a call costs as much as a ufunc.
+    # i32 arithmetic in int32 wraps modulo 2^32 as the stored int64 result would (two
+    # conversions less); i8/u8 results are worked out in int64 and saturated (saturate()
+    # written out: at 16 elements a call costs as much as a ufunc).
     def run(core: Any, o: Ops, t: str) -> None:
         memory, regs = core.memory, core.regs
-        a = memory.elements(regs[o[2]] + o[3], o[6], t).astype(np.int64)
-        y = fn(a, memory.elements(regs[o[4]] + o[5], o[6], t).astype(np.int64))
-        if t != "i32":
-            lo, hi = _BOUND_ARRAYS[t]
-            y = np.minimum(np.maximum(y, lo), hi)
-        memory.put(regs[o[0]] + o[1], y, t)
+        a = memory.elements(regs[o[2]] + o[3], o[6], t)
+        b = memory.elements(regs[o[4]] + o[5], o[6], t)
+        if t == "i32":
+            memory.put(regs[o[0]] + o[1], fn(a, b), t)
+            return
+        y = fn(a.astype(np.int64), b.astype(np.int64))
+        lo, hi = _BOUND_ARRAYS[t]
+        memory.put(regs[o[0]] + o[1], np.minimum(np.maximum(y, lo), hi), t)
 
     return run
 
