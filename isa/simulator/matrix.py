@@ -72,6 +72,7 @@ class GroupState:
             signed=signed,
             dac_bits=self.dac_bits,
             adc_bits=self.analog.adc_bits,
+            integral=self.analog.noise_sigma == 0.0,  # conductances are the levels
         )
 
 
