@@ -32,7 +32,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from cimc.isa.simulator.batch import run_loop
 from cimc.isa.simulator.control import _MASK, _SIGN
+from cimc.isa.simulator.vector import ELEMENTWISE
 
 # fn(core, clock, budget) -> (next pc, clock, budget left)
 BlockFunction = Callable[[Any, int, int], tuple[int, int, int]]
@@ -118,6 +120,9 @@ def translate(core: Any, start: int) -> tuple[BlockFunction, int] | None:
     # so that blocks of the same shape (a loop repeated over rows...) share one compilation.
     names: dict[str, Any] = {"S": start, "E": end}
     lines: list[str] = []
+    scan_lines: list[str] = []  # the scalar part alone, recording vector operand addresses
+    elementwise: list[Any] | None = []  # vector instructions for batch.run_loop (None: not all
+    # are elementwise)
     calls: list[int] = []  # line index of each semantic call, to store registers before it
     stored: list[set[int]] = []  # registers written since the previous call, per call
     written: set[int] = set()  # ... since the last call so far
@@ -143,6 +148,7 @@ def translate(core: Any, start: int) -> tuple[BlockFunction, int] | None:
             pending += core.cycles[pc]
         elif name in _SCALAR_NAMES:
             lines += _scalar(name, o)
+            scan_lines += _scalar(name, o)
             if o[0]:
                 used.update(() if name == "li" else o[1:2] if name == "addi" else o[1:3])
                 used.add(o[0])
@@ -152,6 +158,17 @@ def translate(core: Any, start: int) -> tuple[BlockFunction, int] | None:
             flush()
             names[f"h{i}"], names[f"o{i}"], names[f"t{i}"] = (
                 core.handlers[pc], o, core.elements[pc])
+            if name in ELEMENTWISE and elementwise is not None:
+                layout, fn = ELEMENTWISE[name]
+                places = (0, 2, 4) if layout == "dst a b n" else (0, 2)
+                k = len(elementwise)
+                elementwise.append((layout, fn, core.elements[pc], o[-1],
+                                    0 if len(places) == 3 else o[4]))
+                for j, at in enumerate(places):
+                    used.add(o[at])
+                    scan_lines.append(f"A{k}_{j}.append({_reg(o[at])} + {o[at + 1]})")
+            else:
+                elementwise = None
             calls.append(len(lines))
             stored.append(written)
             written = set()
@@ -203,9 +220,53 @@ def translate(core: Any, start: int) -> tuple[BlockFunction, int] | None:
              f"return nxt, clock, budget - {length} * {steps}"]
     source = "\n".join(["def block(core, clock, budget):",
                         *("    " + line for line in head + body + tail)])
+    if loops and elementwise:  # its vector instructions all elementwise: try them batched
+        cycles = sum(core.cycles[start:end])
+        source = _batched(source, elementwise, scan_lines, sorted(used), sorted(all_written),
+                          branch, compared, length, cycles, names)
     code = _COMPILED.get(source)
     if code is None:
         code = _COMPILED[source] = compile(source, "<translated block>", "exec")
     exec(code, names)  # noqa: S102  (source generated above from the decoded stream)
     return names["block"], length
 
+
+
+# Iterations batched at most at once (a longer loop runs as several batches), which bounds
+# the addresses a scan records.
+_BATCH = 1 << 16
+
+
+def _batched(source: str, steps: list[Any], scan_lines: list[str], used: list[int],
+             written: list[int], branch: Any, compared: str, length: int, cycles: int,
+             names: dict[str, Any]) -> str:
+    """The block's source, first trying the whole loop at once (batch.run_loop) with a
+    `scan` of its scalar part that records each vector operand's address per iteration."""
+    kind = branch[0]
+    lists = [f"A{k}_{j}" for k, step in enumerate(steps)
+             for j in range(3 if step[0] == "dst a b n" else 2)]
+    scan = ["r = core.regs", *(f"r{n} = r[{n}]" for n in used if n),
+            *(f"{name} = []" for name in lists),
+            "nxt = T", f"for it in range(1, min((budget - 1) // {length}, {_BATCH}) + 1):",
+            *("    " + line for line in scan_lines)]
+    if kind != "jmp":
+        scan += [f"    if {_NEGATED[kind].format(*compared.split(', '))}:",
+                 "        nxt = E", "        break"]
+    grouped = ", ".join(
+        "(" + ", ".join(f"A{k}_{j}" for j in range(3 if step[0] == "dst a b n" else 2)) + ",)"
+        for k, step in enumerate(steps))
+    values = "".join(f"r{n}, " for n in written)
+    scan.append(f"return it, nxt, ({values}), ({grouped},)")
+    names["STEPS"], names["WRITTEN"], names["TRY"] = tuple(steps), tuple(written), [True]
+    names["run_loop"] = run_loop
+    # Tried until it is refused once (a loop whose iterations depend on each other would
+    # pay the scan at every entry).
+    attempt = ["    if TRY[0]:",
+               "        done = run_loop(core, clock, budget, scan, STEPS, WRITTEN, S, E, "
+               f"{cycles})",
+               "        if done is not None:",
+               "            return done",
+               "        TRY[0] = False"]
+    head, rest = source.split("\n", 1)
+    return "\n".join(["def scan(core, budget):", *("    " + line for line in scan),
+                      head, *attempt, rest])
