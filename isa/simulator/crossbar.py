@@ -158,6 +158,7 @@ def mvm_bit_level(
         shape = (steps * n, width)
         sums = np.matmul(digits.reshape(steps * n, rows), matrix,
                          out=sums_buffer[: steps * n * width].reshape(shape))
+        sums_of_parts: tuple[np.ndarray, ...]
         if base:  # the digits are used: their buffer takes the even slices
             sums_of_parts = _paired_partial_sums(
                 sums, base, digits_buffer[: sums.size].reshape(shape),
