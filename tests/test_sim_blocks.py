@@ -20,7 +20,7 @@ from cimc.cli import main
 from cimc.diagnostics import CimcError
 from cimc.isa.assembler import assemble_text
 from cimc.isa.image import Image, load_image
-from cimc.isa.simulator import SimOptions, simulate
+from cimc.isa.simulator import SimOptions, batch, simulate
 from cimc.isa.simulator import blocks as translation
 from cimc.isa.simulator.batch import run_loop
 from cimc.targets import load_target
@@ -283,13 +283,16 @@ loop:
 """
 
 
+@pytest.mark.parametrize("elements", [None, 100], ids=["whole", "in-pieces"])
 def test_a_loop_of_elementwise_instructions_runs_whole_as_interpreted(
-        batched: list[bool]) -> None:
+        elements: int | None, batched: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    if elements is not None:  # room for two iterations a batch: the loop in two batches
+        monkeypatch.setattr(batch, "_ELEMENTS", elements)
     x = RNG.integers(-128, 128, size=(3, 64)).astype(np.int8)
     u = RNG.integers(0, 256, size=(3, 64)).astype(np.uint8)
     w = RNG.integers(-2**31, 2**31, size=(3, 16)).astype(np.int32)
     out, _ = both(ELEMENTWISE_LOOP, {"x": x, "u": u, "w": w}, None)
-    assert batched == [True]
+    assert batched == ([True] if elements is None else [True, True])
     x64, u64, w64 = x.astype(np.int64), u.astype(np.int64), w.astype(np.int64)
     windows = x64.reshape(3, 4, 16)
     np.testing.assert_array_equal(out["y"], np.clip(windows + x64[:, None, 16:32], -128, 127)

@@ -37,9 +37,14 @@ from cimc.isa.simulator.vector import binary_values, immediate_values
 # One vector instruction of the loop: (layout, function, element type, count, immediate),
 # layout as in vector.ELEMENTWISE ("dst a b n" or "dst src imm n").
 Step = tuple[str, Any, str, int, int]
-# scan(core, budget) -> (iterations, next pc, written registers' values, each instruction's
-# operand addresses [dst, sources...] per iteration)
-Scan = Callable[[Any, int], tuple[int, int, tuple[int, ...], tuple[tuple[list[int], ...], ...]]]
+# scan(core, budget, most iterations) -> (iterations, next pc, written registers' values,
+# each instruction's operand addresses [dst, sources...] per iteration)
+Scan = Callable[[Any, int, int],
+                tuple[int, int, tuple[int, ...], tuple[tuple[list[int], ...], ...]]]
+
+# Elements of one [batch, iterations, n] operand at most: a longer loop runs as several
+# batches (the machine enters it again), so its arrays stay a few MB at any batch.
+_ELEMENTS = 1 << 19
 
 
 def run_loop(core: Any, clock: int, budget: int, scan: Scan, steps: tuple[Step, ...],
@@ -51,7 +56,9 @@ def run_loop(core: Any, clock: int, budget: int, scan: Scan, steps: tuple[Step, 
     for _, _, ready in memory.pending:
         if ready > clock:
             return None  # an iteration might wait for it
-    iterations, nxt, values, addresses = scan(core, budget)
+    widest = max(count for _, _, _, count, _ in steps)
+    most = max(1, _ELEMENTS // (memory.batch * max(widest, 1)))
+    iterations, nxt, values, addresses = scan(core, budget, most)
     page = memory.page
     index = -1  # the one page every access falls in
     plans = []

@@ -232,11 +232,6 @@ def translate(core: Any, start: int) -> tuple[BlockFunction, int] | None:
 
 
 
-# Iterations batched at most at once (a longer loop runs as several batches), which bounds
-# the addresses a scan records.
-_BATCH = 1 << 16
-
-
 def _batched(source: str, steps: list[Any], scan_lines: list[str], used: list[int],
              written: list[int], branch: Any, compared: str, length: int, cycles: int,
              names: dict[str, Any]) -> str:
@@ -247,7 +242,7 @@ def _batched(source: str, steps: list[Any], scan_lines: list[str], used: list[in
              for j in range(3 if step[0] == "dst a b n" else 2)]
     scan = ["r = core.regs", *(f"r{n} = r[{n}]" for n in used if n),
             *(f"{name} = []" for name in lists),
-            "nxt = T", f"for it in range(1, min((budget - 1) // {length}, {_BATCH}) + 1):",
+            "nxt = T", f"for it in range(1, min((budget - 1) // {length}, most) + 1):",
             *("    " + line for line in scan_lines)]
     if kind != "jmp":
         scan += [f"    if {_NEGATED[kind].format(*compared.split(', '))}:",
@@ -268,5 +263,5 @@ def _batched(source: str, steps: list[Any], scan_lines: list[str], used: list[in
                "            return done",
                "        TRY[0] = False"]
     head, rest = source.split("\n", 1)
-    return "\n".join(["def scan(core, budget):", *("    " + line for line in scan),
+    return "\n".join(["def scan(core, budget, most):", *("    " + line for line in scan),
                       head, *attempt, rest])
