@@ -49,8 +49,8 @@ UNSEEN, SEEN = object(), object()
 # range on one side, so it costs one comparison instead of three operations.
 _WRAP = f"(({{}} + {_SIGN}) & {_MASK}) - {_SIGN}"
 _TOP, _BOTTOM, _SPAN = _SIGN - 1, -_SIGN, _MASK + 1
-# Branch condition (None: always taken) over operand texts.
 _SCALAR_NAMES = ("li", "addi", "add", "sub", "mul")
+# Branch condition (None: always taken) over operand texts, and its negation.
 _BRANCH = {"jmp": None, "bne": "{0} != {1}", "blt": "{0} < {1}"}
 _NEGATED = {"bne": "{0} == {1}", "blt": "{0} >= {1}"}
 
@@ -136,14 +136,14 @@ def translate(core: Any, start: int) -> tuple[BlockFunction, int] | None:
             pending = 0
 
     branch: tuple[str, int] | None = None
-    compared = ""  # the branch's register operands as Python
+    compared: list[str] = []  # the branch's register operands as Python
     for i, pc in enumerate(range(start, end)):
         name = core.names[pc]
         o = core.operands[pc]
         if name in _BRANCH:
             used.update(o[:-1])
             branch = (name, o[-1])
-            compared = ", ".join(_reg(n) for n in o[:-1])
+            compared = [_reg(n) for n in o[:-1]]
             names["T"] = o[-1]
             pending += core.cycles[pc]
         elif name in _SCALAR_NAMES:
@@ -200,7 +200,7 @@ def translate(core: Any, start: int) -> tuple[BlockFunction, int] | None:
         if condition is None:
             body = lines + ["nxt = T"]
         else:
-            test = condition.format(*compared.split(", "))
+            test = condition.format(*compared)
             body = lines + [f"nxt = T if {test} else E"]
         steps = "1"
     else:
@@ -210,7 +210,7 @@ def translate(core: Any, start: int) -> tuple[BlockFunction, int] | None:
         body = ["nxt = T", f"for it in range(1, (budget - 1) // {length} + 1):"]
         body += ["    " + line for line in lines or ["pass"]]
         if kind != "jmp":
-            exit_test = _NEGATED[kind].format(*compared.split(", "))
+            exit_test = _NEGATED[kind].format(*compared)
             body += [f"    if {exit_test}:", "        nxt = E", "        break"]
         steps = "it"
     if not calls and pending:
@@ -231,25 +231,23 @@ def translate(core: Any, start: int) -> tuple[BlockFunction, int] | None:
     return names["block"], length
 
 
-
 def _batched(source: str, steps: list[Any], scan_lines: list[str], used: list[int],
-             written: list[int], branch: Any, compared: str, length: int, cycles: int,
+             written: list[int], branch: Any, compared: list[str], length: int, cycles: int,
              names: dict[str, Any]) -> str:
     """The block's source, first trying the whole loop at once (batch.run_loop) with a
-    `scan` of its scalar part that records each vector operand's address per iteration."""
+    `scan` of its scalar part that records each vector operand's address per iteration
+    (in lists A<instruction>_<operand>, as the lines in scan_lines append to them)."""
     kind = branch[0]
-    lists = [f"A{k}_{j}" for k, step in enumerate(steps)
-             for j in range(3 if step[0] == "dst a b n" else 2)]
+    lists = [[f"A{k}_{j}" for j in range(3 if step[0] == "dst a b n" else 2)]
+             for k, step in enumerate(steps)]
     scan = ["r = core.regs", *(f"r{n} = r[{n}]" for n in used if n),
-            *(f"{name} = []" for name in lists),
+            *(f"{name} = []" for operands in lists for name in operands),
             "nxt = T", f"for it in range(1, min((budget - 1) // {length}, most) + 1):",
             *("    " + line for line in scan_lines)]
     if kind != "jmp":
-        scan += [f"    if {_NEGATED[kind].format(*compared.split(', '))}:",
+        scan += [f"    if {_NEGATED[kind].format(*compared)}:",
                  "        nxt = E", "        break"]
-    grouped = ", ".join(
-        "(" + ", ".join(f"A{k}_{j}" for j in range(3 if step[0] == "dst a b n" else 2)) + ",)"
-        for k, step in enumerate(steps))
+    grouped = ", ".join("(" + ", ".join(operands) + ",)" for operands in lists)
     values = "".join(f"r{n}, " for n in written)
     scan.append(f"return it, nxt, ({values}), ({grouped},)")
     names["STEPS"], names["WRITTEN"], names["TRY"] = tuple(steps), tuple(written), [True]
