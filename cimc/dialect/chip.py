@@ -83,3 +83,11 @@ def check_columns(columns: int, target: Target, subject: str = "the model") -> N
                         f"target {target.name!r} has {target.total_crossbars} crossbars on "
                         f"{target.cores} cores; choose a bigger target (weights are not "
                         "time-multiplexed)")
+
+
+def rounded_width(width: int, cols: int) -> int:
+    """The smallest cols / 2^k that holds `width` columns."""
+    size = cols
+    while size % 2 == 0 and size // 2 >= width:
+        size //= 2
+    return size
