@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cimc.analysis.phases import choose_copies
+from cimc.diagnostics import CimcError
 from cimc.dialect.chip import block_columns, block_shape, blocks_of, check_columns, image_dims
 from cimc.ir.module import Module, Op
 from cimc.pass_base import BackendPass
@@ -55,6 +56,11 @@ class Replicate(BackendPass):
     def apply(self, module: Module) -> None:
         target = self.target
         matvecs = [op for op in module.ops() if op.kind == "matvec"]
+        phases = 1 + max((op.attrs.get("phase", 0) for op in module.ops()), default=0)
+        if phases > 1:
+            raise CimcError(f"the model's weights need {phases} phases on target "
+                            f"{target.name!r} (partition); running a model in phases is not "
+                            "implemented yet: choose a target with more crossbars")
         check_fits(module, matvecs, target)
         stages = [(*image_dims(module.values[op.outputs[0]])[:2],
                    copy_crossbars(module, op, target)) for op in matvecs]

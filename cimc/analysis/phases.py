@@ -81,7 +81,7 @@ class Phase:
 
 
 @dataclass(frozen=True)
-class Partition:
+class PhasePlan:
     """The phases of a module and their estimated run time at `batch` inferences."""
 
     method: str
@@ -154,7 +154,7 @@ def _layer(module: Module, op: Op, target: Target) -> Layer:
 
 
 def partition(module: Module, target: Target, method: str = "optimal", batch: int = 1,
-              budget: float = 0.0) -> Partition:
+              budget: float = 0.0) -> PhasePlan:
     """The phases of `module` (tiled) on `target`; one phase when its weights fit.
 
     `budget` is the replication policy's fraction of the crossbars copies may use
@@ -171,7 +171,7 @@ def partition(module: Module, target: Target, method: str = "optimal", batch: in
                         f"{target.name!r}, whose crossbars cannot be reprogrammed; choose "
                         "a target with more crossbars or reprogrammable ones")
     total = sum(p.cycles(batch, target.global_bytes_per_cycle) for p in phases)
-    return Partition(method, batch, phases, total, target.clock_mhz)
+    return PhasePlan(method, batch, phases, total, target.clock_mhz)
 
 
 class _Model:
