@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cimc.diagnostics import CimcError
-from cimc.dialect.chip import block_shape, blocks_of, image_dims, rounded_width
+from cimc.dialect.chip import CHIP_KINDS, block_shape, blocks_of, image_dims, rounded_width
 from cimc.ir.module import Module, Op
 from cimc.targets import Target
 
@@ -126,7 +126,7 @@ def choose_copies(stages: Sequence[tuple[int, int, int]], limit: float) -> list[
 
 def layers_of(module: Module, target: Target) -> list[Layer]:
     """The module's chip ops in program order, with what the phase model needs."""
-    return [_layer(module, op, target) for op in module.ops()]
+    return [_layer(module, op, target) for op in module.ops() if op.kind in CHIP_KINDS]
 
 
 def _layer(module: Module, op: Op, target: Target) -> Layer:
@@ -187,8 +187,10 @@ class _Model:
             for value in layer.reads:
                 last_use[value] = k
         self.last_use = last_use
-        outputs = set(module.outputs)
-        self.leaves = {layer.writes for layer in layers if layer.writes in outputs}
+        # Values the host reads (through `dequantize`) or the model outputs.
+        host_reads = {v for op in module.ops() if op.kind not in CHIP_KINDS for v in op.inputs}
+        self.leaves = {layer.writes for layer in layers
+                       if layer.writes in host_reads or layer.writes in module.outputs}
         self.bytes = {name: module.values[name].size * module.values[name].numpy_dtype.itemsize
                       for name in module.values}
         self.prefix = [0]
