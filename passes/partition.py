@@ -3,7 +3,9 @@
 A model whose crossbar blocks fit the target is one phase and is left exactly as it
 is. Otherwise every chip op gets `phase = p`: phases are contiguous ranges of the
 program order, each fitting the chip's crossbars, run one after another with the
-crossbars reprogrammed in between (docs/backend.md, "partition"; the cost model and
+crossbars reprogrammed in between. A matvec larger than the chip is split by output
+channels: `column_phases` gives the phase of each of its column blocks (`tile` made
+one column of blocks fit the chip) (docs/backend.md, "partition"; the cost model and
 both methods are cimc/analysis/phases.py). Options: `method` (`optimal`, the
 default: dynamic programming over the cut points minimising the estimated time of a
 batch; `greedy`: the next layer joins the current phase while it fits), `batch`
@@ -43,6 +45,13 @@ class Partition(BackendPass):
         self.plan = partition(module, self.target, self.method, self.batch, self.budget)
         if len(self.plan.phases) == 1:
             return  # fits: unchanged
+        column_phases: dict[str, list[int]] = {}
         for number, phase in enumerate(self.plan.phases):
-            for name in phase.layers:
-                module.op(name).attrs["phase"] = number
+            for layer in self.plan.layers[phase.start:phase.stop]:
+                if layer.parts == 1:
+                    module.op(layer.name).attrs["phase"] = number
+                else:
+                    column_phases.setdefault(layer.name, []).extend(
+                        [number] * len(layer.column_blocks))
+        for name, phases in column_phases.items():
+            module.op(name).attrs["column_phases"] = phases

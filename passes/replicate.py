@@ -43,7 +43,7 @@ def copy_crossbars(module: Module, op: Op, target: Target) -> int:
 def check_fits(module: Module, matvecs: list[Op], target: Target) -> None:
     """CimcError, before any costly work, when one copy of every block cannot fit the
     target's crossbars even packed perfectly (cell columns / crossbar columns)."""
-    check_columns(sum(block_columns(module.values[op.inputs[1]].shape[1], op.attrs["blocks"],
+    check_columns(sum(block_columns(*module.values[op.inputs[1]].shape, op.attrs["blocks"],
                                     target) for op in matvecs), target)
 
 
@@ -56,7 +56,8 @@ class Replicate(BackendPass):
     def apply(self, module: Module) -> None:
         target = self.target
         matvecs = [op for op in module.ops() if op.kind == "matvec"]
-        phases = 1 + max((op.attrs.get("phase", 0) for op in module.ops()), default=0)
+        phases = 1 + max((max([op.attrs.get("phase", 0), *op.attrs.get("column_phases", [])])
+                          for op in module.ops()), default=0)
         if phases > 1:
             raise CimcError(f"the model's weights need {phases} phases on target "
                             f"{target.name!r} (partition); running a model in phases is not "

@@ -112,10 +112,40 @@ def test_batch_amortizes_programming() -> None:
     assert many.throughput > one.throughput
 
 
-def test_a_layer_larger_than_the_chip_is_named() -> None:
-    module = tiled(chain([16, 256, 16]))  # fc0: 16 x 256 weights, 1024 columns > 512
-    with pytest.raises(CimcError, match=r"op 'fc0': its weights alone need 64 crossbars "
-                                        r"of 16x16 but target 'tiny' has 32"):
+def test_a_layer_larger_than_the_chip_is_split_by_output_channels() -> None:
+    # fc1: 64 x 256 weights, 4 row blocks of 16 columns (64 cell columns each) per
+    # column block: 4096 cell columns, eight times the chip; it is cut into pieces of
+    # whole column blocks in phases of their own, in order.
+    module = tiled(chain([16, 64, 256, 16]))
+    target = load_target("tiny")
+    passes = parse_pipeline("partition", target)
+    run_pipeline(module, passes)
+    plan = passes[0].plan  # type: ignore[attr-defined]
+    pieces = [layer for layer in plan.layers if layer.name == "fc1"]
+    assert len(pieces) == 8 and all(p.parts == 8 for p in pieces)
+    assert sorted(j for p in pieces for j in p.column_blocks) == list(range(16))
+    assert sum(p.share for p in pieces) == pytest.approx(1.0)
+    assert all(p.columns <= target.total_crossbars * target.cols for p in plan.phases)
+    order = []
+    for name in ("fc0", "fc1", "fc2"):
+        attrs = module.op(name).attrs
+        order += attrs["column_phases"] if "column_phases" in attrs else [attrs["phase"]]
+    assert order == sorted(order) and order[0] == 0 and order[-1] == len(plan.phases) - 1
+    assert len(set(module.op("fc1").attrs["column_phases"])) >= 8
+
+
+def test_tile_narrows_the_blocks_of_a_layer_larger_than_the_chip_only() -> None:
+    fits, big = tiled(chain([16, 16, 16])), tiled(chain([16, 256, 64]))
+    assert fits.op("fc0").attrs["block_cols"] == 16
+    # 16 row blocks x 4 slices x 16 columns = 1024 > 512: one column of blocks fits
+    # only at 8 weight columns.
+    assert big.op("fc1").attrs["block_cols"] == 8
+
+
+def test_a_layer_whose_one_output_channel_exceeds_the_chip_is_named() -> None:
+    module = tiled(chain([2080, 16]))  # 130 row blocks x 4 cell columns > 512
+    with pytest.raises(CimcError, match=r"op 'fc0': one output channel's weights \(130 "
+                                        r"blocks of 16 rows\) need 33 crossbars"):
         partition(module, load_target("tiny"))
 
 

@@ -43,7 +43,9 @@ METHODS = ("greedy", "optimal")
 
 @dataclass(frozen=True)
 class Layer:
-    """What the phase model needs of one chip op."""
+    """What the phase model needs of one chip op, or of one piece of a matvec too large
+    for the chip (a range of its column blocks: `part` of `parts`, `share` of its
+    output channels)."""
 
     name: str
     kind: str
@@ -58,6 +60,10 @@ class Layer:
     row_windows: int = 1  # windows (output pixels) per output row
     kernel_rows: int = 1  # input rows one output row needs
     vector_cycles: float = 0.0  # per inference, for ops on the vector unit
+    part: int = 0
+    parts: int = 1
+    column_blocks: tuple[int, ...] = ()  # of a piece: its column blocks
+    share: float = 1.0  # of a piece: the fraction of the output it writes
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class PhasePlan:
     method: str
     batch: int
     phases: tuple[Phase, ...]
+    layers: tuple[Layer, ...]  # the order the phases are ranges of
     cycles: float  # of the whole batch
     clock_mhz: float
 
@@ -125,11 +132,17 @@ def choose_copies(stages: Sequence[tuple[int, int, int]], limit: float) -> list[
 
 
 def layers_of(module: Module, target: Target) -> list[Layer]:
-    """The module's chip ops in program order, with what the phase model needs."""
-    return [_layer(module, op, target) for op in module.ops() if op.kind in CHIP_KINDS]
+    """The module's chip ops in program order, with what the phase model needs; a
+    matvec whose blocks exceed the chip's crossbars as consecutive pieces, each as many
+    of its column blocks as fit (`tile` made one column of blocks fit)."""
+    layers: list[Layer] = []
+    for op in module.ops():
+        if op.kind in CHIP_KINDS:
+            layers += _pieces(module, op, target)
+    return layers
 
 
-def _layer(module: Module, op: Op, target: Target) -> Layer:
+def _pieces(module: Module, op: Op, target: Target) -> list[Layer]:
     reads = tuple(v for v in op.inputs if not module.is_constant(v))
     out = module.values[op.outputs[0]]
     oh, ow, channels = image_dims(out)
@@ -138,19 +151,35 @@ def _layer(module: Module, op: Op, target: Target) -> Layer:
     if op.kind != "matvec":
         kernel = op.attrs.get("kernel", [1, 1])
         vector = oh * ow * channels * kernel[0] * kernel[1] * target.latency.vector_per_element
-        return Layer(**base, kernel_rows=kernel[0], vector_cycles=vector)
-    columns = crossbars = cells = rows = 0
+        return [Layer(**base, kernel_rows=kernel[0], vector_cycles=vector)]
     slices = op.attrs["slices"]
+    # Per column block: [columns, crossbars, cells, rows written, blocks, weight columns].
+    per_column: dict[int, list[int]] = {}
     for i, j in blocks_of(op):
         r, c = block_shape(module, op, i, j)
         width, height = c.stop - c.start, r.stop - r.start
-        columns += rounded_width(width, target.cols) * slices
-        crossbars += -(-width * slices // target.cols)
-        cells += height * width * slices
-        rows += height * slices
-    return Layer(**base, columns=columns, crossbars=crossbars,
-                 weight_bytes=-(-cells * target.cell_bits // 8), rows_written=rows,
-                 blocks=len(blocks_of(op)), kernel_rows=op.attrs["kernel"][0])
+        figures = per_column.setdefault(j, [0, 0, 0, 0, 0, width])
+        figures[0] += rounded_width(width, target.cols) * slices
+        figures[1] += -(-width * slices // target.cols)
+        figures[2] += height * width * slices
+        figures[3] += height * slices
+        figures[4] += 1
+    capacity = target.total_crossbars * target.cols
+    groups: list[list[int]] = [[]]
+    for j in sorted(per_column):
+        if groups[-1] and sum(per_column[g][0] for g in groups[-1]) + per_column[j][0] > capacity:
+            groups.append([])
+        groups[-1].append(j)
+    n = module.values[op.inputs[1]].shape[1]
+    pieces = []
+    for part, group in enumerate(groups):
+        total = [sum(per_column[j][f] for j in group) for f in range(6)]
+        pieces.append(Layer(
+            **base, columns=total[0], crossbars=total[1],
+            weight_bytes=-(-total[2] * target.cell_bits // 8), rows_written=total[3],
+            blocks=total[4], kernel_rows=op.attrs["kernel"][0], part=part, parts=len(groups),
+            column_blocks=tuple(group) if len(groups) > 1 else (), share=total[5] / n))
+    return pieces
 
 
 def partition(module: Module, target: Target, method: str = "optimal", batch: int = 1,
@@ -171,7 +200,7 @@ def partition(module: Module, target: Target, method: str = "optimal", batch: in
                         f"{target.name!r}, whose crossbars cannot be reprogrammed; choose "
                         "a target with more crossbars or reprogrammable ones")
     total = sum(p.cycles(batch, target.global_bytes_per_cycle) for p in phases)
-    return PhasePlan(method, batch, phases, total, target.clock_mhz)
+    return PhasePlan(method, batch, phases, tuple(layers), total, target.clock_mhz)
 
 
 class _Model:
@@ -181,7 +210,9 @@ class _Model:
                  budget: float) -> None:
         self.layers, self.target, self.batch, self.budget = layers, target, batch, budget
         self.capacity = target.total_crossbars * target.cols
-        self.producer = {layer.writes: k for k, layer in enumerate(layers)}
+        self.producers: dict[str, list[int]] = {}  # value -> the layers (pieces) writing it
+        for k, layer in enumerate(layers):
+            self.producers.setdefault(layer.writes, []).append(k)
         last_use: dict[str, int] = {}
         for k, layer in enumerate(layers):
             for value in layer.reads:
@@ -210,10 +241,12 @@ class _Model:
             if layer.columns > self.capacity:
                 needed = -(-layer.columns // t.cols)
                 raise CimcError(
-                    f"op {layer.name!r}: its weights alone need {needed} crossbars of "
-                    f"{t.rows}x{t.cols} but target {t.name!r} has {t.total_crossbars}; one "
-                    f"layer runs in one phase, so choose a target with at least {needed} "
-                    "crossbars (or more cells per crossbar, or fewer weight bits per cell)")
+                    f"op {layer.name!r}: one output channel's weights ({layer.blocks} "
+                    f"blocks of {t.rows} rows) need {needed} crossbars of {t.rows}x{t.cols} "
+                    f"but target {t.name!r} has {t.total_crossbars}; a layer is split over "
+                    "phases by output channels, not by input rows, so choose a target with "
+                    f"at least {needed} crossbars (or taller crossbars, or more bits per "
+                    "cell)")
 
     def greedy(self) -> list[int]:
         cuts = [0]
@@ -273,10 +306,19 @@ class _Model:
                      period)
 
     def spill_bytes(self, start: int, stop: int) -> int:
-        """Bytes the phase loads (values made before it, model inputs) and stores (values
-        read after it, model outputs), per inference."""
-        loaded = {v for layer in self.layers[start:stop] for v in layer.reads
-                  if self.producer.get(v, -1) < start}
-        stored = {layer.writes for layer in self.layers[start:stop]
-                  if self.last_use.get(layer.writes, -1) >= stop or layer.writes in self.leaves}
-        return sum(self.bytes[v] for v in loaded | stored)
+        """Bytes the phase loads (what earlier phases made of the values it reads, model
+        inputs) and stores (what it makes of values read after it, model outputs), per
+        inference."""
+        total = 0.0
+        loaded = {v for layer in self.layers[start:stop] for v in layer.reads}
+        for value in loaded:
+            makers = self.producers.get(value)
+            if makers is None:
+                total += self.bytes[value]  # a model input
+            else:
+                total += sum(self.bytes[value] * self.layers[k].share for k in makers
+                             if k < start)
+        for layer in self.layers[start:stop]:
+            if self.last_use.get(layer.writes, -1) >= stop or layer.writes in self.leaves:
+                total += self.bytes[layer.writes] * layer.share
+        return round(total)
