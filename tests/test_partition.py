@@ -114,15 +114,15 @@ def test_batch_amortizes_programming() -> None:
 
 def test_a_layer_larger_than_the_chip_is_split_by_output_channels() -> None:
     # fc1: 64 x 256 weights, 4 row blocks of 16 columns (64 cell columns each) per
-    # column block: 4096 cell columns, eight times the chip; it is cut into pieces of
-    # whole column blocks in phases of their own, in order.
+    # column block: 4096 cell columns, eight times the chip; it is cut into a piece per
+    # column block, spread over phases in order.
     module = tiled(chain([16, 64, 256, 16]))
     target = load_target("tiny")
     passes = parse_pipeline("partition", target)
     run_pipeline(module, passes)
     plan = passes[0].plan  # type: ignore[attr-defined]
     pieces = [layer for layer in plan.layers if layer.name == "fc1"]
-    assert len(pieces) == 8 and all(p.parts == 8 for p in pieces)
+    assert len(pieces) == 16 and all(p.parts == 16 for p in pieces)
     assert sorted(j for p in pieces for j in p.column_blocks) == list(range(16))
     assert sum(p.share for p in pieces) == pytest.approx(1.0)
     assert all(p.columns <= target.total_crossbars * target.cols for p in plan.phases)

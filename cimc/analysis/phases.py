@@ -133,8 +133,8 @@ def choose_copies(stages: Sequence[tuple[int, int, int]], limit: float) -> list[
 
 def layers_of(module: Module, target: Target) -> list[Layer]:
     """The module's chip ops in program order, with what the phase model needs; a
-    matvec whose blocks exceed the chip's crossbars as consecutive pieces, each as many
-    of its column blocks as fit (`tile` made one column of blocks fit)."""
+    matvec whose blocks exceed the chip's crossbars as consecutive pieces, one per
+    column block (`tile` made one column of blocks fit)."""
     layers: list[Layer] = []
     for op in module.ops():
         if op.kind in CHIP_KINDS:
@@ -164,12 +164,12 @@ def _pieces(module: Module, op: Op, target: Target) -> list[Layer]:
         figures[2] += height * width * slices
         figures[3] += height * slices
         figures[4] += 1
-    capacity = target.total_crossbars * target.cols
-    groups: list[list[int]] = [[]]
-    for j in sorted(per_column):
-        if groups[-1] and sum(per_column[g][0] for g in groups[-1]) + per_column[j][0] > capacity:
-            groups.append([])
-        groups[-1].append(j)
+    # A layer that fits is one piece; one larger than the chip a piece per column block,
+    # so that a phase can take as many of its output channels as it has room for.
+    whole = sum(figures[0] for figures in per_column.values())
+    columns = sorted(per_column)
+    groups = ([columns] if whole <= target.total_crossbars * target.cols
+              else [[j] for j in columns])
     n = module.values[op.inputs[1]].shape[1]
     pieces = []
     for part, group in enumerate(groups):
