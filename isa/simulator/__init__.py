@@ -27,7 +27,8 @@ memories), registry + control/vector/matrix/movement/reprogram (one semantic
 function per instruction), timing (static cost per instruction), network (routes,
 links), core (a core's state and decoded stream), blocks (straight-line code and
 counted loops translated once into Python functions, same effect as interpreting
-them), machine (the discrete-event
+them), batch (counted loops of elementwise vector instructions run whole when
+their iterations are independent), machine (the discrete-event
 scheduler, the interpreter loop and cross-core instructions), report, trace, run
 (the API).
 """

@@ -85,6 +85,8 @@ class Core:
             cells = core_image.cells
             # Conductances only for the bit-level path: as float64 they are 8x the cells
             # (8 MB a pimcomp core), whose allocation cost more than the exact path's MVMs.
+            # (An ADC that cannot clip also takes the exact path, group by group; its
+            # conductances are made all the same.)
             exact = machine.analog.ideal and not machine.bit_level
             planes = None if exact else conductance(cells, machine.analog, number)
             # The noise alone, for the groups of later phases (reprogram.group_planes).
