@@ -43,8 +43,11 @@ def copy_crossbars(module: Module, op: Op, target: Target) -> int:
 def check_fits(module: Module, matvecs: list[Op], target: Target) -> None:
     """CimcError, before any costly work, when one copy of every block cannot fit the
     target's crossbars even packed perfectly (cell columns / crossbar columns)."""
-    check_columns(sum(block_columns(*module.values[op.inputs[1]].shape, op.attrs["blocks"],
-                                    target) for op in matvecs), target)
+    total = 0
+    for op in matvecs:
+        k, n = module.values[op.inputs[1]].shape
+        total += block_columns(k, n, op.attrs["blocks"], target)
+    check_columns(total, target)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import CHIP_KINDS, block_shape, blocks_of, image_dims, rounded_width
@@ -146,12 +146,11 @@ def _pieces(module: Module, op: Op, target: Target) -> list[Layer]:
     reads = tuple(v for v in op.inputs if not module.is_constant(v))
     out = module.values[op.outputs[0]]
     oh, ow, channels = image_dims(out)
-    base = dict(name=op.name, kind=op.kind, reads=reads, writes=op.outputs[0],
-                out_rows=oh, row_windows=ow)
+    base = Layer(op.name, op.kind, reads, op.outputs[0], out_rows=oh, row_windows=ow)
     if op.kind != "matvec":
         kernel = op.attrs.get("kernel", [1, 1])
         vector = oh * ow * channels * kernel[0] * kernel[1] * target.latency.vector_per_element
-        return [Layer(**base, kernel_rows=kernel[0], vector_cycles=vector)]
+        return [replace(base, kernel_rows=kernel[0], vector_cycles=vector)]
     slices = op.attrs["slices"]
     # Per column block: [columns, crossbars, cells, rows written, blocks, weight columns].
     per_column: dict[int, list[int]] = {}
@@ -174,8 +173,8 @@ def _pieces(module: Module, op: Op, target: Target) -> list[Layer]:
     pieces = []
     for part, group in enumerate(groups):
         total = [sum(per_column[j][f] for j in group) for f in range(6)]
-        pieces.append(Layer(
-            **base, columns=total[0], crossbars=total[1],
+        pieces.append(replace(
+            base, columns=total[0], crossbars=total[1],
             weight_bytes=-(-total[2] * target.cell_bits // 8), rows_written=total[3],
             blocks=total[4], kernel_rows=op.attrs["kernel"][0], part=part, parts=len(groups),
             column_blocks=tuple(group) if len(groups) > 1 else (), share=total[5] / n))
@@ -282,7 +281,8 @@ class _Model:
         copies = (choose_copies(stages, self.budget * t.total_crossbars) if self.budget > 0
                   else [1] * len(matvecs))
         copy_of = {layer.name: c for layer, c in zip(matvecs, copies, strict=True)}
-        stage, work = {}, 0.0
+        stage: dict[str, float] = {}
+        work = 0.0
         for layer in members:
             if layer.kind == "matvec":
                 c = copy_of[layer.name]
