@@ -561,19 +561,23 @@ class _Model:
             self.scalars(core, pointers)
             if full > 1:
                 self.scalars(core, 2)
-            for size in [CHUNK] * full + ([rest] if rest else []):
+            # Whole chunks charged at once: charging waits for nothing, so the order and
+            # grouping of these integer sums do not change them.
+            for size, count in ((CHUNK, full), (rest, 1 if rest else 0)):
+                if not count:
+                    continue
                 if op.kind == "eltwise":
-                    self.charge(core, self.cost("vscale.i8", n=size), 2)
-                    self.charge(core, self.cost("vadd.i32", n=size))
-                    self.charge(core, self.cost("requant.i8", n=size))
+                    self.charge(core, self.cost("vscale.i8", n=size), 2 * count)
+                    self.charge(core, self.cost("vadd.i32", n=size), count)
+                    self.charge(core, self.cost("requant.i8", n=size), count)
                 elif op.attrs["M"]:
-                    self.charge(core, self.cost("vscale.i8", n=size))
-                    self.charge(core, self.cost("requant.i8", n=size))
+                    self.charge(core, self.cost("vscale.i8", n=size), count)
+                    self.charge(core, self.cost("requant.i8", n=size), count)
                 else:
-                    self.charge(core, self.cost("vmaxi.i8", n=size))
-                    self.charge(core, self.cost("vmini.i8", n=size))
-                if size == CHUNK and full:
-                    self.scalars(core, pointers + (2 if full > 1 else 0))
+                    self.charge(core, self.cost("vmaxi.i8", n=size), count)
+                    self.charge(core, self.cost("vmini.i8", n=size), count)
+                if size == CHUNK:
+                    self.scalars(core, (pointers + (2 if full > 1 else 0)) * count)
         self.finish(g, core, image, oy, [0])
 
 
