@@ -171,6 +171,7 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
     `place_effort` and `place_time_limit`. `path` is where the program will be written
     (its text names the image beside it). Nothing is written; `Program.save` does it.
     """
+    from cimc.diagnostics import warn
     from cimc.frontend.quantize import import_model
     from cimc.options import check_backend_options
     from cimc.pass_manager import PassTiming, parse_pipeline, run_pipeline
@@ -179,6 +180,10 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
     check_backend_options(activations, stream, replicate=replicate, place_effort=place_effort,
                           place_time_limit=place_time_limit)
     chosen = load_target(target)
+    if chosen.activation_bits > 8:  # allowed in a target file, but not what the program does
+        warn(f"target {chosen.name!r} gives precision.activation_bits = "
+             f"{chosen.activation_bits}, but the ISA's mvm reads 8-bit input elements: the "
+             "program computes with 8-bit activations")
     options = BackendOptions(pipeline, stream, replicate, placer, place_time_limit, place_effort)
     if not isinstance(model, (str, Path)):
         return _backend(copy.deepcopy(model), chosen, options, str(path), [],

@@ -338,6 +338,7 @@ def backend_passes(options: BackendOptions, target: Target) -> list[Pass]:
     }
     if options.replicate is not None:
         settings["replicate"]["budget"] = options.replicate
+        settings["partition"] = {"budget": options.replicate}
     if options.place_time_limit is not None:
         settings["place"]["time_limit"] = options.place_time_limit
     if options.place_effort is not None:

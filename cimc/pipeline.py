@@ -22,6 +22,7 @@ FRONTEND: list[str] = [
 BACKEND: list[str] = [
     "lower",
     "tile",
+    "partition",
     "replicate",
     "place",
     "schedule",

@@ -9,6 +9,16 @@ cell_bits-bit digits, slice s holding digit s (s = 0 least significant).
 A core's cell array may hold fewer crossbars than the target has (the rest are
 unprogrammed, all zero).
 
+Phases: a model larger than the chip runs in phases, with the crossbars
+reprogrammed (`wprog`) between them. Each group has a phase p >= 0 (default
+0). Groups of one phase never share a cell; groups of different phases may.
+An image has P phases, P = 1 + the largest phase of any group; with P > 1 it
+is *phased*: its crossbars start unprogrammed and only `wprog g` writes group
+g's cells into them. In memory, the cells of phase-0 groups are in the cell
+array (as in a one-phase image) and those of later phases' groups in
+`CoreImage.stored`, each group's own digit planes, since they may share cells
+with other groups; `CoreImage.group_digits` reads either.
+
 File format (`.img`), all integers little-endian, byte-identical for equal
 content; only the cells of groups are stored (the others are unprogrammed, zero):
 
@@ -20,10 +30,13 @@ content; only the cells of groups are stored (the others are unprogrammed, zero)
               {"cell_bits": b, "rows": R, "cols": C,
                "cores": [{"core": n, "crossbars": k,
                           "groups": [{"id": g, "weight_bits": w, "rows_used": r,
-                                      "cols_used": c,
+                                      "cols_used": c, "phase": p,
                                       "slices": [[crossbar, row, col], ...]}, ...]},
-                         ...]}
-              cores ascending by number, groups ascending by id
+                         ...],
+               "phases": P}
+              cores ascending by number, groups ascending by id; "phases" and
+              every group's "phase" only in a phased image (P > 1), so a
+              one-phase image is the same file as before phases existed
     cells     the cell values of every slice (cores, groups and slices in header
               order; a slice's rows_used x cols_used cells in C order), packed b
               bits a value into bytes, least significant bits first, the last
@@ -69,6 +82,7 @@ class CrossbarGroup:
     rows_used: int
     cols_used: int
     slices: tuple[Slice, ...]
+    phase: int = 0  # the phase whose weights it holds (module docstring)
 
     def digits(self, cells: np.ndarray) -> np.ndarray:
         """The group's digit planes, uint8 [S, rows_used, cols_used], from a cell array."""
@@ -82,6 +96,27 @@ class CrossbarGroup:
     def crossbars(self) -> tuple[int, ...]:
         """Distinct crossbars the group occupies, ascending."""
         return tuple(sorted({s.crossbar for s in self.slices}))
+
+    @property
+    def cells(self) -> int:
+        """Cells the group occupies: rows_used x cols_used x slices."""
+        return self.rows_used * self.cols_used * len(self.slices)
+
+    def stored_bytes(self, cell_bits: int) -> int:
+        """Bytes of its cells packed cell_bits bits a cell, as the image stores them and
+        `wprog` moves them: ceil(cells * cell_bits / 8)."""
+        return -(-self.cells * cell_bits // 8)
+
+    def rectangles(self) -> list[tuple[int, int, int, int, int]]:
+        """The cells of each slice as (crossbar, row0, row1, col0, col1), ends exclusive."""
+        return [(s.crossbar, s.row, s.row + self.rows_used, s.col, s.col + self.cols_used)
+                for s in self.slices]
+
+    def shares_cells(self, other: CrossbarGroup) -> bool:
+        """Whether the two groups have a cell in common (an empty group has none)."""
+        return any(x == y and r0 < s1 and s0 < r1 and c0 < d1 and d0 < c1
+                   for x, r0, r1, c0, c1 in self.rectangles()
+                   for y, s0, s1, d0, d1 in other.rectangles())
 
 
 def slice_count(weight_bits: int, cell_bits: int) -> int:
@@ -116,14 +151,18 @@ def group_weights(digits: np.ndarray, weight_bits: int, cell_bits: int) -> np.nd
 
 @dataclass
 class CoreImage:
-    """The crossbars of one core: cell array [crossbars, rows, cols] and groups by id."""
+    """The crossbars of one core: cell array [crossbars, rows, cols] (the cells of phase-0
+    groups), groups by id, and the digit planes of later phases' groups."""
 
     cells: np.ndarray
     groups: dict[int, CrossbarGroup] = field(default_factory=dict)
-    # Cell rectangles (row0, row1, col0, col1) taken by groups, by crossbar; rebuilt when
-    # absent. Rectangles, not a cell mask: a mask as large as the cells, copied per group,
-    # made building a ResNet-50 image slow and doubled its memory.
-    _taken: dict[int, list[tuple[int, int, int, int]]] | None = field(
+    # Group id -> uint8 digit planes [S, rows_used, cols_used] of each group of phase > 0:
+    # they may share cells with groups of other phases, so the cell array cannot hold them.
+    stored: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    # Cell rectangles (row0, row1, col0, col1) taken by groups, by phase and crossbar;
+    # rebuilt when absent. Rectangles, not a cell mask: a mask as large as the cells,
+    # copied per group, made building a ResNet-50 image slow and doubled its memory.
+    _taken: dict[int, dict[int, list[tuple[int, int, int, int]]]] | None = field(
         default=None, repr=False, compare=False)
 
     def add_group(
@@ -133,48 +172,74 @@ class CoreImage:
         weight_bits: int,
         cell_bits: int,
         slices: list[Slice] | None = None,
+        phase: int = 0,
     ) -> CrossbarGroup:
-        """Program W as group `group`; slices=None places each slice first-fit on free cells.
+        """Program W as group `group` of `phase`; slices=None places each slice first-fit
+        on cells free in that phase.
 
-        ValueError (nothing changed) if a slice does not fit or overlaps another group.
+        ValueError (nothing changed) if a slice does not fit or overlaps another group of
+        the same phase. Groups of other phases may share its cells (module docstring).
         """
         if group in self.groups:
             raise ValueError(f"crossbar group {group} is already defined")
+        if isinstance(phase, bool) or not isinstance(phase, int) or phase < 0:
+            raise ValueError(f"group {group}: phase must be an integer >= 0, got {phase!r}")
         digits = program_group(weights, weight_bits, cell_bits)
         rows_used, cols_used = digits.shape[1:]
         if slices is not None and len(slices) != digits.shape[0]:
             raise ValueError(f"group {group} needs {digits.shape[0]} slices, got {len(slices)}")
-        taken = self._taken_rectangles()
+        taken = self._taken_rectangles(phase)
         places: list[Slice] = []
         for index in range(digits.shape[0]):
-            where = slices[index] if slices is not None else self._free_place(places, rows_used,
-                                                                             cols_used)
+            where = (slices[index] if slices is not None
+                     else self._free_place(places, rows_used, cols_used, phase))
             self._check_fits(group, rows_used, cols_used, where)
             if _overlaps(taken, places, rows_used, cols_used, where):
-                raise ValueError(f"group {group}: slice {where} overlaps cells already in use")
+                raise ValueError(f"group {group}: slice {where} overlaps cells already in use"
+                                 + (f" in phase {phase}" if phase else ""))
             places.append(where)
         for plane, where in zip(digits, places, strict=True):
-            self.cells[where.crossbar, where.row : where.row + rows_used,
-                       where.col : where.col + cols_used] = plane
+            if phase == 0:
+                self.cells[where.crossbar, where.row : where.row + rows_used,
+                           where.col : where.col + cols_used] = plane
             taken.setdefault(where.crossbar, []).append(
                 (where.row, where.row + rows_used, where.col, where.col + cols_used))
-        entry = CrossbarGroup(weight_bits, rows_used, cols_used, tuple(places))
+        if phase:
+            self.stored[group] = digits
+        entry = CrossbarGroup(weight_bits, rows_used, cols_used, tuple(places), phase)
         self.groups[group] = entry
         return entry
 
-    def _taken_rectangles(self) -> dict[int, list[tuple[int, int, int, int]]]:
+    def group_digits(self, group: int) -> np.ndarray:
+        """The digit planes uint8 [S, rows_used, cols_used] group `group` stores: from the
+        cell array for a phase-0 group, from `stored` for a later phase's."""
+        if group in self.stored:
+            return self.stored[group]
+        return self.groups[group].digits(self.cells)
+
+    def overlapping(self, group: int) -> tuple[int, ...]:
+        """The other groups of this core that share a cell with `group` (all of other
+        phases), ascending: programming `group` overwrites them."""
+        mine = self.groups[group]
+        return tuple(gid for gid, other in sorted(self.groups.items())
+                     if gid != group and mine.shares_cells(other))
+
+    def _taken_rectangles(self, phase: int = 0) -> dict[int, list[tuple[int, int, int, int]]]:
+        """Cell rectangles taken by the groups of `phase`, by crossbar."""
         if self._taken is None:
-            taken: dict[int, list[tuple[int, int, int, int]]] = {}
+            by_phase: dict[int, dict[int, list[tuple[int, int, int, int]]]] = {}
             for g in self.groups.values():
+                taken = by_phase.setdefault(g.phase, {})
                 for s in g.slices:
                     taken.setdefault(s.crossbar, []).append(
                         (s.row, s.row + g.rows_used, s.col, s.col + g.cols_used))
-            self._taken = taken
-        return self._taken
+            self._taken = by_phase
+        return self._taken.setdefault(phase, {})
 
-    def _free_place(self, pending: list[Slice], rows_used: int, cols_used: int) -> Slice:
+    def _free_place(self, pending: list[Slice], rows_used: int, cols_used: int,
+                    phase: int = 0) -> Slice:
         crossbars, _, cols = self.cells.shape
-        taken = self._taken_rectangles()
+        taken = self._taken_rectangles(phase)
         for xbar in range(crossbars):
             for col in range(cols - cols_used + 1):
                 where = Slice(xbar, 0, col)
@@ -263,6 +328,13 @@ class Image:
     cols: int
     cores: dict[int, CoreImage] = field(default_factory=dict)
 
+    @property
+    def phases(self) -> int:
+        """1 + the largest phase of any group (1 without groups); > 1: a phased image,
+        whose crossbars start unprogrammed."""
+        return 1 + max((g.phase for core in self.cores.values() for g in core.groups.values()),
+                       default=0)
+
     def core(self, number: int, crossbars: int = 1) -> CoreImage:
         """The image of core `number`, created with `crossbars` empty crossbars if absent."""
         if number not in self.cores:
@@ -276,7 +348,8 @@ class Image:
         ValueError if a cell outside every group holds a value: the format stores the
         cells of groups only.
         """
-        header = {
+        phased = self.phases > 1
+        header: dict[str, object] = {
             "cell_bits": self.cell_bits,
             "rows": self.rows,
             "cols": self.cols,
@@ -291,6 +364,7 @@ class Image:
                             "rows_used": g.rows_used,
                             "cols_used": g.cols_used,
                             "slices": [[s.crossbar, s.row, s.col] for s in g.slices],
+                            **({"phase": g.phase} if phased else {}),
                         }
                         for gid, g in sorted(self.cores[number].groups.items())
                     ],
@@ -298,6 +372,8 @@ class Image:
                 for number in sorted(self.cores)
             ],
         }
+        if phased:
+            header["phases"] = self.phases
         text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
         return b"".join([MAGIC, struct.pack("<I", len(text)), text,
                          pack_cells(self._stored_cells(), self.cell_bits)])
@@ -308,11 +384,13 @@ class Image:
         for number in sorted(self.cores):
             core = self.cores[number]
             stored = 0
-            for _, cells in _slice_cells(core):
-                stored += int(np.count_nonzero(cells))
+            for (group, _), cells in _slice_cells(core):
+                if group.phase == 0:
+                    stored += int(np.count_nonzero(cells))
                 yield cells
-            # Groups never overlap (add_group and the loader refuse it), so every value
-            # the cells hold is stored when the stored cells count all of them.
+            # Phase-0 groups never overlap (add_group and the loader refuse it) and only
+            # they are in the cell array, so every value the cells hold is stored when the
+            # stored cells of phase-0 groups count all of them.
             if stored != np.count_nonzero(core.cells):
                 raise ValueError(f"core {number}: a cell outside every crossbar group holds "
                                  "a value; the image stores the cells of groups only")
@@ -336,6 +414,7 @@ class Image:
         try:
             header = json.loads(content[start : start + length].decode())
             image = cls(int(header["cell_bits"]), int(header["rows"]), int(header["cols"]))
+            phases = int(header.get("phases", 1))
             if not 1 <= image.cell_bits <= 8:
                 raise corrupt(f"cell_bits {image.cell_bits} is not within 1..8")
             for entry in header["cores"]:
@@ -346,15 +425,19 @@ class Image:
                 for g in entry["groups"]:
                     slices = tuple(Slice(*map(int, s)) for s in g["slices"])
                     group = CrossbarGroup(
-                        int(g["weight_bits"]), int(g["rows_used"]), int(g["cols_used"]), slices
+                        int(g["weight_bits"]), int(g["rows_used"]), int(g["cols_used"]), slices,
+                        int(g.get("phase", 0)),
                     )
                     if group.rows_used < 0 or group.cols_used < 0:
                         raise corrupt(f"group {g['id']} of core {entry['core']} has a "
                                       "negative size")
+                    if not 0 <= group.phase < phases:
+                        raise corrupt(f"group {g['id']} of core {entry['core']} has phase "
+                                      f"{group.phase}, outside 0..{phases - 1}")
                     if len(slices) != slice_count(group.weight_bits, image.cell_bits):
                         raise corrupt(f"group {g['id']} of core {entry['core']} has "
                                       f"{len(slices)} slices")
-                    taken = core._taken_rectangles()
+                    taken = core._taken_rectangles(group.phase)
                     for index, s in enumerate(slices):
                         core._check_fits(int(g["id"]), group.rows_used, group.cols_used, s)
                         if _overlaps(taken, list(slices[:index]), group.rows_used,
@@ -365,7 +448,15 @@ class Image:
                         taken.setdefault(s.crossbar, []).append(
                             (s.row, s.row + group.rows_used, s.col, s.col + group.cols_used))
                     core.groups[int(g["id"])] = group
+                    if group.phase:
+                        core.stored[int(g["id"])] = np.zeros(
+                            (len(slices), group.rows_used, group.cols_used), dtype=np.uint8)
                 image.cores[int(entry["core"])] = core
+            if "phases" in header and phases < 2:
+                raise corrupt(f'"phases" is {phases}; it is written only for more than one')
+            if image.phases != phases:
+                raise corrupt(f"it declares {phases} phase(s) but its groups have "
+                              f"{image.phases}")
         except CimcError:
             raise
         except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
@@ -391,10 +482,10 @@ class Image:
 
 def _slice_cells(core: CoreImage) -> list[tuple[tuple[CrossbarGroup, Slice], np.ndarray]]:
     """Every slice of `core`'s groups (groups ascending by id, slices in order) with the
-    view of its cells."""
-    return [((g, s), core.cells[s.crossbar, s.row : s.row + g.rows_used,
-                                s.col : s.col + g.cols_used])
-            for _, g in sorted(core.groups.items()) for s in g.slices]
+    view of its cells: in the cell array for phase 0, in `stored` for later phases."""
+    return [((g, s), core.stored[gid][index] if g.phase else
+             core.cells[s.crossbar, s.row : s.row + g.rows_used, s.col : s.col + g.cols_used])
+            for gid, g in sorted(core.groups.items()) for index, s in enumerate(g.slices)]
 
 
 def save_image(image: Image, path: str | Path) -> None:

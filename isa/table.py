@@ -36,7 +36,7 @@ ELEMENT_BYTES: dict[str, int] = {"i8": 1, "u8": 1, "i32": 4}
 # Latency/energy classes the simulator charges instructions to (the target's
 # latency and energy tables are keyed by these).
 COST_CLASSES: tuple[str, ...] = (
-    "scalar", "sync", "mvm", "vector", "requant", "copy", "global", "send", "recv",
+    "scalar", "sync", "mvm", "vector", "requant", "copy", "global", "send", "recv", "program",
 )
 
 # Each instruction: a head line (mnemonic, opcode, types, cost class, operands;
@@ -69,6 +69,9 @@ mvm.T       0x10  i8,u8      mvm      g:group dst:mem src:mem
 mvm.acc.T   0x12  i8,u8      mvm      g:group dst:mem src:mem
     dst_i32[j] += sum over i of src_{T}[i] * W_g[i, j],
     for i < rows_used(g), j < cols_used(g)
+wprog       0x14  -          program  g:group
+    program crossbar group g of this core with its cells from the off-chip weight store
+    (the image); every other group of the core sharing a cell with g loses its cells
 vadd.T      0x20  i8,u8,i32  vector   dst:mem a:mem b:mem n:u24
     dst_{T}[i] = a[i] + b[i] for i < n
 vsub.T      0x24  i8,u8,i32  vector   dst:mem a:mem b:mem n:u24

@@ -10,6 +10,7 @@ PASSES: dict[str, str] = {
     "fold-qdq": "cimc.passes.fold_qdq:FoldQdq",
     "lower": "cimc.passes.lower:Lower",
     "tile": "cimc.passes.tile:Tile",
+    "partition": "cimc.passes.partition:Partition",
     "replicate": "cimc.passes.replicate:Replicate",
     "place": "cimc.passes.place:Place",
     "schedule": "cimc.passes.schedule:Schedule",

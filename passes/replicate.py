@@ -20,10 +20,11 @@ budget keeps 10 % slack for the placer's packing.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 from typing import ClassVar
 
+from cimc.analysis.phases import choose_copies
+from cimc.diagnostics import CimcError
 from cimc.dialect.chip import block_columns, block_shape, blocks_of, check_columns, image_dims
 from cimc.ir.module import Module, Op
 from cimc.pass_base import BackendPass
@@ -42,13 +43,11 @@ def copy_crossbars(module: Module, op: Op, target: Target) -> int:
 def check_fits(module: Module, matvecs: list[Op], target: Target) -> None:
     """CimcError, before any costly work, when one copy of every block cannot fit the
     target's crossbars even packed perfectly (cell columns / crossbar columns)."""
-    check_columns(sum(block_columns(module.values[op.inputs[1]].shape[1], op.attrs["blocks"],
-                                    target) for op in matvecs), target)
-
-
-def windows_per_copy(module: Module, op: Op, copies: int) -> int:
-    oh, ow, _ = image_dims(module.values[op.outputs[0]])
-    return -(-oh // copies) * ow
+    total = 0
+    for op in matvecs:
+        k, n = module.values[op.inputs[1]].shape
+        total += block_columns(k, n, op.attrs["blocks"], target)
+    check_columns(total, target)
 
 
 @dataclass
@@ -60,25 +59,17 @@ class Replicate(BackendPass):
     def apply(self, module: Module) -> None:
         target = self.target
         matvecs = [op for op in module.ops() if op.kind == "matvec"]
-        copies = {op.name: 1 for op in matvecs}
+        phases = 1 + max((max([op.attrs.get("phase", 0), *op.attrs.get("column_phases", [])])
+                          for op in module.ops()), default=0)
+        if phases > 1:
+            raise CimcError(f"the model's weights need {phases} phases on target "
+                            f"{target.name!r} (partition); running a model in phases is not "
+                            "implemented yet: choose a target with more crossbars")
         check_fits(module, matvecs, target)
-        cost = {op.name: copy_crossbars(module, op, target) for op in matvecs}
-        used = sum(cost.values())
+        stages = [(*image_dims(module.values[op.outputs[0]])[:2],
+                   copy_crossbars(module, op, target)) for op in matvecs]
         limit = self.budget * target.total_crossbars
-        heap = [(-windows_per_copy(module, op, 1), k, op) for k, op in enumerate(matvecs)]
-        heapq.heapify(heap)
-        while heap and self.budget > 0:
-            slowest, k, op = heapq.heappop(heap)
-            oh = image_dims(module.values[op.outputs[0]])[0]
-            more = copies[op.name] + 1
-            # The smallest count that makes this stage faster.
-            while more <= oh and windows_per_copy(module, op, more) == -slowest:
-                more += 1
-            extra = (more - copies[op.name]) * cost[op.name]
-            if more > oh or used + extra > limit:
-                break  # the slowest stage cannot get faster
-            used += extra
-            copies[op.name] = more
-            heapq.heappush(heap, (-windows_per_copy(module, op, more), k, op))
+        chosen = choose_copies(stages, limit) if self.budget > 0 else [1] * len(matvecs)
+        copies = {op.name: c for op, c in zip(matvecs, chosen, strict=True)}
         for op in matvecs:
             op.attrs["replicas"] = copies[op.name]

@@ -52,7 +52,7 @@ class Tile(BackendPass):
                 raise CimcError(f"op {op.name!r}: weights need 8 bits but target "
                                 f"{target.name!r} stores {target.weight_bits}-bit weights; "
                                 "quantize the weights to that width")
-            rows, cols = block_size(n, target)
+            rows, cols = block_size(k, n, target)
             blocks = kept_blocks(k, n, target, nonzero_in(weights))
             op.attrs.update(block_rows=rows, block_cols=cols, blocks=blocks,
                             slices=target.slices, input_steps=target.input_steps)

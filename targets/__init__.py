@@ -17,7 +17,7 @@ from cimc.targets.loader import (
     target_reference,
 )
 from cimc.targets.target import Energy, Latency, Target
-from cimc.targets.validate import Problem, TargetError, target_warnings
+from cimc.targets.validate import Problem, TargetError, exact_adc_bits, target_warnings
 
 __all__ = [
     "Energy",
@@ -33,4 +33,5 @@ __all__ = [
     "target_path",
     "target_reference",
     "target_warnings",
+    "exact_adc_bits",
 ]

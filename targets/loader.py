@@ -124,6 +124,8 @@ def build_target(values: dict[str, Any], default_name: str, source: str = "") ->
     if resolved["chip.cores"] is None:
         resolved["chip.cores"] = (resolved["chip.mesh_x"] * resolved["chip.mesh_y"]
                                   * resolved["chip.cores_per_tile"])
+    if resolved["chip.weight_bytes_per_cycle"] is None:
+        resolved["chip.weight_bytes_per_cycle"] = resolved["chip.global_bytes_per_cycle"]
     flat = {key.name: resolved[key.path] for key in SCHEMA
             if key.section not in ("latency", "energy")}
     latency = Latency(**{key.name: resolved[key.path] for key in keys_of("latency")})

@@ -115,6 +115,9 @@ SCHEMA: tuple[Key, ...] = (
         "global (off-chip) memory holding inputs and outputs"),
     Key("chip", "global_bytes_per_cycle", float, "bytes/cycle", 0.001, 65536, 16.0,
         "bandwidth of ld/st between global memory and the cores, shared by all cores"),
+    Key("chip", "weight_bytes_per_cycle", float, "bytes/cycle", 0.001, 65536, None,
+        "bandwidth from the off-chip weight store into the crossbars (wprog), one channel "
+        "shared by all cores", derived="global_bytes_per_cycle"),
     Key("network", "hop_latency", int, "cycles", 0, 100_000, 2,
         "cycles for a message to cross one tile-to-tile link"),
     Key("network", "link_bytes_per_cycle", float, "bytes/cycle", 0.001, 65536, 8.0,
@@ -132,6 +135,9 @@ SCHEMA: tuple[Key, ...] = (
         "input bits applied per step (inputs stream bit-serially)"),
     Key("crossbar", "adc_bits", int, "bits", 1, 32, 8,
         "ADC resolution (the simulator's finite-ADC what-if clips to it)"),
+    Key("crossbar", "reprogrammable", bool, "", None, None, True,
+        "cells can be rewritten after manufacture (wprog); false: the model must fit the "
+        "chip in one phase"),
     Key("precision", "weight_bits", int, "bits", 1, 16, 8, "bits of a signed weight"),
     Key("precision", "activation_bits", int, "bits", 1, 16, 8, "bits of an MVM input element"),
     Key("precision", "activation_signed", bool, "", None, None, True,
@@ -149,6 +155,9 @@ SCHEMA: tuple[Key, ...] = (
         "fixed cost of a send before its bytes move"),
     Key("latency", "recv_setup", int, "cycles", 0, 10**9, 10,
         "fixed cost of a recv once its message has arrived"),
+    Key("latency", "program_per_row", float, "cycles", 0, 10**9, 1000.0,
+        "writing one crossbar row of cells (wprog); the columns and slices of a row are "
+        "written together"),
     Key("energy", "mvm_per_crossbar_step", float, "pJ", 0, 10**9, 10.0,
         "one crossbar for one input bit step (DACs and array read)"),
     Key("energy", "adc_per_conversion", float, "pJ", 0, 10**9, 1.0,
@@ -162,6 +171,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("energy", "network_per_byte_hop", float, "pJ", 0, 10**9, 4.0,
         "moving one byte across one mesh link"),
     Key("energy", "scalar", float, "pJ", 0, 10**9, 1.0, "one scalar or control instruction"),
+    Key("energy", "program_per_cell", float, "pJ", 0, 10**9, 10.0,
+        "writing one crossbar cell (wprog; its bytes also pay global_per_byte)"),
 )
 
 

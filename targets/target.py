@@ -21,6 +21,7 @@ class Latency:
     requant_per_element: float
     send_setup: int
     recv_setup: int
+    program_per_row: float  # writing one crossbar row (wprog)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Energy:
     global_per_byte: float
     network_per_byte_hop: float
     scalar: float
+    program_per_cell: float  # writing one crossbar cell (wprog)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Target:
     cores: int
     global_memory_bytes: int
     global_bytes_per_cycle: float
+    weight_bytes_per_cycle: float  # off-chip weight store -> crossbars (wprog), chip-wide
     hop_latency: int
     link_bytes_per_cycle: float
     crossbars_per_core: int
@@ -58,6 +61,7 @@ class Target:
     cell_bits: int
     dac_bits: int
     adc_bits: int
+    reprogrammable: bool  # crossbar cells can be rewritten after manufacture (wprog)
     weight_bits: int
     activation_bits: int
     activation_signed: bool

@@ -213,11 +213,17 @@ def check_target(target: Target, text: str) -> list[Problem]:
     return problems
 
 
+def exact_adc_bits(target: Target) -> tuple[int, int]:
+    """(bits, largest value) of the largest partial sum one ADC conversion digitizes: all
+    rows at the largest DAC step times the largest cell level."""
+    largest = target.rows * (2**target.dac_bits - 1) * (2**target.cell_bits - 1)
+    return largest.bit_length(), largest
+
+
 def target_warnings(target: Target) -> list[str]:
     """Things that are allowed but worth knowing about a target."""
     notes = []
-    largest = target.rows * (2**target.dac_bits - 1) * (2**target.cell_bits - 1)
-    needed = largest.bit_length()
+    needed, largest = exact_adc_bits(target)
     if target.adc_bits < needed:
         notes.append(f"crossbar.adc_bits = {target.adc_bits} is below the {needed} bits an exact "
                      f"partial sum needs ({target.rows} rows x {target.dac_bits}-bit inputs x "

@@ -35,7 +35,7 @@ def test_shape_count_equals_the_tile_pass(model, target: str) -> None:  # type: 
     module = import_onnx(path)
     run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
     run_pipeline(module, parse_pipeline("lower,tile", load_target(target)))
-    tiled = sum(block_columns(module.values[op.inputs[1]].shape[1], op.attrs["blocks"], chip)
+    tiled = sum(block_columns(*module.values[op.inputs[1]].shape, op.attrs["blocks"], chip)
                 for op in module.ops() if op.kind == "matvec")
     assert counted == tiled > 0
 

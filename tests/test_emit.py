@@ -72,13 +72,19 @@ def test_data_header_compiles_and_holds_reference_outputs(model: Path, tmp_path:
     assert status == 0
     text = header.read_text()
     assert "#define MNIST_CNT 3" in text
-    assert "static const uint8_t mnist_input[MNIST_CNT][784]" in text
-    assert "static const uint8_t mnist_output[MNIST_CNT][10]" in text
+    assert "#define MNIST_INPUT_SIZE 784" in text and "#define MNIST_OUTPUT_SIZE 10" in text
+    assert "static const uint8_t mnist_input[MNIST_CNT][MNIST_INPUT_SIZE]" in text
+    assert "static const uint8_t mnist_output[MNIST_CNT][MNIST_OUTPUT_SIZE]" in text
     assert "static const int32_t mnist_label[MNIST_CNT] = {0, 1, 2};" in text
     source = tmp_path / "use.c"
     source.write_text('#include "mnist_data.h"\n'
+                      "_Static_assert(sizeof mnist_input[0] == MNIST_INPUT_SIZE, \"size\");\n"
                       "int first_output(int i) { return mnist_output[i][0] + mnist_label[i]"
-                      " + mnist_input[i][0]; }\n")
+                      " + mnist_input[i][0]; }\n"
+                      "float logit(int i) { return MNIST_OUTPUT_SCALE * (mnist_output[i][0]"
+                      " - MNIST_OUTPUT_ZERO_POINT); }\n"
+                      "float pixel(int i) { return MNIST_INPUT_SCALE * (mnist_input[i][0]"
+                      " - MNIST_INPUT_ZERO_POINT); }\n")
     subprocess.run([cc, "-c", "-Wall", "-Werror", "-I", str(tmp_path), str(source), "-o",
                     str(tmp_path / "use.o")], check=True)
     from cimc.frontend.importer import import_onnx
@@ -89,8 +95,18 @@ def test_data_header_compiles_and_holds_reference_outputs(model: Path, tmp_path:
     integer = import_onnx(str(model))
     run_pipeline(integer, parse_pipeline(",".join(FRONTEND)))
     _, outputs = reference_codes(integer, {"input": x[:3]})
-    first = text.split("mnist_output[MNIST_CNT][10] = {")[1].split("}")[0].strip(" \n{")
-    assert [int(v) for v in first.split(",")] == outputs["logits"][0].tolist()
+    first = text.split("mnist_output[MNIST_CNT][MNIST_OUTPUT_SIZE] = {")[1].split("}")[0]
+    assert [int(v) for v in first.strip(" \n{").split(",")] == outputs["logits"][0].tolist()
+    defines = dict(line.split()[1:3] for line in text.splitlines()
+                   if line.startswith("#define MNIST_") and len(line.split()) > 2)
+    from cimc.dialect.host import ports
+
+    (program_input,), (program_output,) = ports(integer)
+    for port, value in (("INPUT", program_input.value), ("OUTPUT", program_output.value)):
+        q = integer.values[value].quant
+        assert q is not None
+        assert np.float32(defines[f"MNIST_{port}_SCALE"].rstrip("f")) == np.float32(q.scale[0])
+        assert int(defines[f"MNIST_{port}_ZERO_POINT"]) == int(q.zero_point[0])
 
 
 def test_report_figures_come_from_the_timing_model(model: Path, tmp_path: Path) -> None:

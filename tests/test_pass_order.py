@@ -29,7 +29,8 @@ FULL = (*FRONTEND, *BACKEND)
 # weights, so a placement made before it is stale.
 OPTIONS = {"place": "place{placer=sequential}", "replicate": "replicate{budget=0.9}"}
 # The stages a .cir input is saved at: after the passes FULL[:k].
-STAGES = {"folded": 2, "lowered": 3, "tiled": 4, "placed": 6, "scheduled": 7}
+STAGES = {"folded": 2, "lowered": 3, "tiled": 4, "placed": FULL.index("place") + 1,
+          "scheduled": len(FULL)}
 ERROR = re.compile(r"cimc: error: pass '([a-z-]+)' needs the results of '([a-z-]+)'")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cimc.analysis.traffic import hop_bytes, unit_cores, unit_edges
+from cimc.dialect.chip import rounded_width
 from cimc.frontend.importer import import_onnx
 from cimc.ir.module import Module
 from cimc.pass_manager import parse_pipeline, run_pipeline
@@ -18,7 +19,7 @@ from cimc.pipeline import FRONTEND
 from cimc.placement.baselines import anneal, core_order, curve_order, fill, fit_load_cap
 from cimc.placement.bound import hop_bytes_bound
 from cimc.placement.cpsat import search, solve_window
-from cimc.placement.problem import Payload, Problem, build_problem, distribute, pack, rounded_width
+from cimc.placement.problem import Payload, Problem, build_problem, distribute, pack
 from cimc.targets import load_target
 
 

@@ -8,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cimc.isa.image import group_weights, program_group
-from cimc.isa.simulator.crossbar import Analog, conductance, input_digits, mvm_bit_level, mvm_exact
+from cimc.isa.simulator.crossbar import (
+    Analog,
+    _pair_base,
+    _paired_partial_sums,
+    conductance,
+    input_digits,
+    mvm_bit_level,
+    mvm_exact,
+)
 
 
 def _inputs(rng: np.random.Generator, signed: bool, shape: tuple[int, int]) -> np.ndarray:
@@ -130,19 +138,28 @@ def test_any_slicing_and_dac_width_gives_the_exact_product(
                                   x.astype(np.int64) @ w)
 
 
+# Noise-free cases run with `integral` too: two slices then share a column of one matrix
+# product when their sums fit float32 (dac 1 and 3 here; dac 4 on 2-bit cells does not);
+# 700 inputs span three chunks of the batch. (Noisy sums are formed in float32, which
+# may round a sum near a half the other way from this float64 definition: few inputs.)
 @pytest.mark.parametrize(("sigma", "adc_bits", "dac_bits", "signed"),
-                         [(0.3, 6, 1, True), (0.1, None, 2, False), (0.0, 5, 3, True)])
+                         [(0.3, 6, 1, True), (0.1, None, 2, False), (0.0, 5, 3, True),
+                          (0.0, 8, 1, True), (0.0, None, 1, False), (0.0, 7, 4, True),
+                          (0.0, 4, 3, False)])
 def test_bit_level_path_is_each_partial_sum_digitized_then_shifted_and_added(
         sigma: float, adc_bits: int | None, dac_bits: int, signed: bool) -> None:
     """The one-product implementation against the definition spelled out one (step, slice)
     at a time: round, clip, shift, add, minus the offset-binary bias."""
     rng = np.random.default_rng(11)
     w = rng.integers(-128, 128, size=(96, 24))
+    w[:, 0] = 127  # a column of the largest levels: the largest partial sums
     digits = program_group(w, 8, 2)
     planes = conductance(digits, Analog(noise_sigma=sigma, seed=3), core=0)
-    x = _inputs(rng, signed, (7, 96))
+    batch = 700 if sigma == 0 else 7
+    x = _inputs(rng, signed, (batch, 96))
+    x[0] = -1 if signed else 255  # every digit its largest
     steps = input_digits(x, 8, signed, dac_bits)
-    expected = np.zeros((7, 24), dtype=np.int64)
+    expected = np.zeros((batch, 24), dtype=np.int64)
     for t in range(len(steps)):
         for s in range(len(planes)):
             partial = np.rint(steps[t].astype(np.float64) @ planes[s])
@@ -152,5 +169,36 @@ def test_bit_level_path_is_each_partial_sum_digitized_then_shifted_and_added(
                 partial = np.clip(partial, low, top)
             expected += partial.astype(np.int64) << (t * dac_bits + 2 * s)
     expected -= x.astype(np.int64).sum(axis=1, keepdims=True) << 7
-    np.testing.assert_array_equal(
-        _bit_level(x, digits, 8, 2, dac_bits, adc_bits=adc_bits, planes=planes), expected)
+    for integral in {False, sigma == 0}:
+        np.testing.assert_array_equal(
+            mvm_bit_level(x, planes, weight_bits=8, cell_bits=2, input_bits=8, signed=signed,
+                          dac_bits=dac_bits, adc_bits=adc_bits, integral=integral),
+            expected)
+
+
+@pytest.mark.parametrize("cell_bits", [1, 2, 4])
+@pytest.mark.parametrize("dac_bits", [1, 2, 3, 4])
+def test_paired_slices_come_apart_exactly_at_their_extremes(cell_bits: int,
+                                                            dac_bits: int) -> None:
+    """Two partial sums packed as s0 + B x s1 in float32 come apart exactly for every
+    pair of extremes (+-m, +-(m - 1), 0) whenever _pair_base offers a B."""
+    largest = (1 << cell_bits) - 1
+    offered = 0
+    for rows in (1, 16, 64, 128, 256, 512, 1024):
+        planes = np.full((2, rows, 1), float(largest))
+        base = _pair_base(planes, rows, dac_bits)
+        if not base:
+            continue
+        offered += 1
+        m = rows * ((1 << dac_bits) - 1) * largest
+        extremes = np.array([-m, 1 - m, 0, m - 1, m], np.float64)
+        s0, s1 = (a.ravel() for a in np.meshgrid(extremes, extremes))
+        packed64 = s0 + base * s1
+        packed = packed64.astype(np.float32)
+        assert np.array_equal(packed.astype(np.float64), packed64)  # exact in float32
+        packed = packed[None, :]
+        even, odd = _paired_partial_sums(packed, base, np.empty_like(packed),
+                                         np.empty_like(packed))
+        np.testing.assert_array_equal(even[0], s0)
+        np.testing.assert_array_equal(odd[0], s1)
+    assert offered  # at least the one-row crossbar pairs its slices

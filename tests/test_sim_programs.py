@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -13,6 +14,8 @@ from cimc.diagnostics import CimcError
 from cimc.isa.assembler import assemble_text
 from cimc.isa.image import Image
 from cimc.isa.simulator import SimOptions, run_float, run_program, simulate
+from cimc.isa.simulator.crossbar import Analog
+from cimc.isa.simulator.machine import Machine
 from cimc.reference import requant
 from cimc.targets import load_target
 
@@ -129,6 +132,7 @@ def test_vector_arithmetic_saturates_i8_u8_and_wraps_i32() -> None:
 .output shr, 0x110, i8, [8], 1.0, 0
 .output scale, 0x120, i32, [8], 1.0, 0
 .output mul, 0x140, i32, [8], 1.0, 0
+.output wrapped, 0x160, i32, [32], 1.0, 0
 .core 0
     ld 0(r0), 0(r0), 16
     vadd.i8 32(r0), 0(r0), 8(r0), 8
@@ -137,7 +141,12 @@ def test_vector_arithmetic_saturates_i8_u8_and_wraps_i32() -> None:
     vscale.i8 64(r0), 0(r0), 8, -5, 1000
     vmul.i32 96(r0), 64(r0), 64(r0), 8
     st 0x100(r0), 32(r0), 24
+    vadd.i32 128(r0), 96(r0), 96(r0), 8
+    vsub.i32 160(r0), 128(r0), 96(r0), 8
+    vmax.i32 192(r0), 96(r0), 64(r0), 8
+    vmul.i32 224(r0), 128(r0), 64(r0), 8
     st 0x120(r0), 64(r0), 64
+    st 0x160(r0), 128(r0), 128
 """
     a = RNG.integers(-128, 128, size=(20, 8)).astype(np.int8)
     b = RNG.integers(-128, 128, size=(20, 8)).astype(np.int8)
@@ -149,7 +158,15 @@ def test_vector_arithmetic_saturates_i8_u8_and_wraps_i32() -> None:
     np.testing.assert_array_equal(out["shr"], a64 >> 2)
     scaled = (a64 + 5) * 1000
     np.testing.assert_array_equal(out["scale"], scaled)
-    np.testing.assert_array_equal(out["mul"], (scaled * scaled).astype(np.int32))  # wraps
+    product = (scaled * scaled).astype(np.int32)  # wraps
+    np.testing.assert_array_equal(out["mul"], product)
+    doubled = (2 * product.astype(np.int64)).astype(np.int32)  # wraps again
+    wide = doubled.astype(np.int64)
+    wrapped = out["wrapped"].reshape(20, 4, 8)
+    np.testing.assert_array_equal(wrapped[:, 0], doubled)
+    np.testing.assert_array_equal(wrapped[:, 1], (wide - product).astype(np.int32))
+    np.testing.assert_array_equal(wrapped[:, 2], np.maximum(product, scaled))
+    np.testing.assert_array_equal(wrapped[:, 3], (wide * scaled).astype(np.int32))
 
 
 def test_strided_copy_gathers_a_window_and_fill_pads() -> None:
@@ -509,3 +526,47 @@ def test_cores_hand_over_through_global_memory_after_a_sync() -> None:
 def test_a_core_with_only_data_takes_no_part_in_sync() -> None:
     _, report = run(".core 0\n    sync\n.core 3\n.data 0\n.byte 1\n")
     assert report["cores"][0]["finish"] == 2 * TINY.latency.scalar
+
+
+MVM_ONE = """
+.input x, 0, i8, [16], 1.0, 0
+.output y, 0x100, i32, [8], 1.0, 0
+.core 0
+    ld 0(r0), 0(r0), 16
+    mvm.i8 0, 64(r0), 0(r0)
+    st 0x100(r0), 64(r0), 32
+"""
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.25])
+@pytest.mark.parametrize("largest", [15, 16])
+def test_an_adc_that_cannot_clip_takes_the_exact_path_and_one_bit_less_does_not(
+        largest: int, noise: float) -> None:
+    """The exact shortcut for an ADC what-if holds at the limit (the largest partial sum
+    is 2^adc - 1, or 2^adc with a bit more) and is refused one bit below it, where
+    clipping changes the result, and under noise (whose sums the ADC rounds)."""
+    # Offset binary on 2-bit cells: w + 128 = 192 stores level 3 in the top slice, 64
+    # level 1. Column 0 sums `largest` levels in its top slice; the others store 0 or 1
+    # in their bottom slice, at most 15 in all.
+    w = RNG.integers(-128, -126, size=(16, 8))
+    w[0] = -128
+    w[:, 0] = -128
+    w[: largest // 3, 0] = 64
+    w[largest // 3 : largest // 3 + largest % 3, 0] = -64
+    image = weights_image(w)
+    core = image.cores[0]
+    assert core.groups[0].digits(core.cells).sum(axis=1).max() == largest
+    fits = largest.bit_length()  # the fewest ADC bits holding `largest` (1-bit DAC)
+    x = RNG.integers(-128, 128, size=(40, 16)).astype(np.int8)
+    x[0] = -1  # every digit 1 (the sign step -1): the largest partial sums
+    program = assemble_text(MVM_ONE, "prog.s")
+    for adc_bits in (fits, fits - 1):
+        options = SimOptions(adc_bits=adc_bits, noise_sigma=noise)
+        machine = Machine(program, image, TINY, 40, Analog(adc_bits, noise), False)
+        assert machine.cores[0].groups[0].exact == (adc_bits == fits and noise == 0)
+        modelled = simulate(program, image, TINY, {"x": x},
+                            dataclasses.replace(options, bit_level=True)).outputs["y"]
+        out = simulate(program, image, TINY, {"x": x}, options).outputs["y"]
+        np.testing.assert_array_equal(out, modelled)
+        if noise == 0:
+            assert np.array_equal(out, x.astype(np.int64) @ w) == (adc_bits == fits)

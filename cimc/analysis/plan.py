@@ -220,13 +220,14 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
     # the other (each waits for its MVMs): per group, rows x pixels x the MVMs in turn.
     core_bound: dict[int, float] = defaultdict(float)
     crossbar_busy: dict[tuple[int, int], float] = defaultdict(float)
+    depths = {id(g): mvm_depth(g.op, g.replica) for g in groups if g.op.kind == "matvec"}
     for g in groups:
         if g.op.kind != "matvec":
             for core in g.cores:
                 core_bound[core] += g.bound * len(g.rows)
             continue
         ow = image_dims(module.values[g.op.outputs[0]])[1]
-        for core, depth in mvm_depth(g.op, g.replica).items():
+        for core, depth in depths[id(g)].items():
             core_bound[core] += len(g.rows) * ow * depth * target.mvm_cycles
         s, flat, count = g.op.attrs["slices"], g.op.attrs["block_slices"], len(blocks_of(g.op))
         for k in range(g.replica * count, (g.replica + 1) * count):
@@ -258,7 +259,8 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
     # The latency bound: critical path and per-core bounds counting only MVMs (and main
     # vector work) (cimc/analysis/bounds.py).
     latency_bound = bounds.latency_bound(
-        groups, preds, succs, lambda g, core: row_bound(module, target, g, core))
+        groups, preds, succs, lambda g, core: row_bound(module, target, g, core,
+                                                        depths.get(id(g))))
     for g in groups:  # keep the estimated starts for reports
         for oy in g.rows:
             g.start[oy] = starts[(index[id(g)], oy)]
@@ -266,13 +268,15 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
                 max(crossbar_busy.values(), default=0.0))
 
 
-def row_bound(module: Module, target: Target, g: Group, core: int) -> float:
+def row_bound(module: Module, target: Target, g: Group, core: int,
+              depth: dict[int, int] | None = None) -> float:
     """Cycles `core` needs at least for one row of `g`, counting only MVMs (the windows
-    one after the other, blocks sharing a crossbar in turn) or a vector op's main work."""
+    one after the other, blocks sharing a crossbar in turn) or a vector op's main work;
+    `depth` is `mvm_depth` of a matvec group when the caller has it."""
     if g.op.kind != "matvec":
         return g.bound
     ow = image_dims(module.values[g.op.outputs[0]])[1]
-    return ow * mvm_depth(g.op, g.replica)[core] * target.mvm_cycles
+    return ow * (depth or mvm_depth(g.op, g.replica))[core] * target.mvm_cycles
 
 
 def _senders(module: Module, src: Op, groups: list[Group]

@@ -49,7 +49,7 @@ from cimc.dialect.chip import CHUNK, block_shape, blocks_of, image_dims
 from cimc.dialect.host import chip_stores
 from cimc.ir.module import Module
 from cimc.isa.image import CrossbarGroup, Slice
-from cimc.isa.simulator.timing import Cost, instruction_cost
+from cimc.isa.simulator.timing import Cost, energy_pj, instruction_cost
 from cimc.isa.table import BY_MNEMONIC
 from cimc.targets import Target
 
@@ -71,16 +71,7 @@ class Timing:
 
     def energy_nj(self, target: Target) -> dict[str, float]:
         """Energy by component and in total, nJ, as the simulator's report computes it."""
-        e, energy = self.events, target.energy
-        pj = {
-            "mvm": e["crossbar_steps"] * energy.mvm_per_crossbar_step,
-            "adc": e["adc_conversions"] * energy.adc_per_conversion,
-            "vector": (e["vector_elements"] + e["requant_elements"]) * energy.vector_per_element,
-            "local": e["local_bytes"] * energy.local_per_byte,
-            "global": e["global_bytes"] * energy.global_per_byte,
-            "network": e["hop_bytes"] * energy.network_per_byte_hop,
-            "scalar": e["scalar_ops"] * energy.scalar,
-        }
+        pj = energy_pj(self.events, target)
         nj = {name: value / 1000.0 for name, value in pj.items()}
         nj["total"] = sum(pj.values()) / 1000.0
         return nj
@@ -570,19 +561,23 @@ class _Model:
             self.scalars(core, pointers)
             if full > 1:
                 self.scalars(core, 2)
-            for size in [CHUNK] * full + ([rest] if rest else []):
+            # Whole chunks charged at once: charging waits for nothing, so the order and
+            # grouping of these integer sums do not change them.
+            for size, count in ((CHUNK, full), (rest, 1 if rest else 0)):
+                if not count:
+                    continue
                 if op.kind == "eltwise":
-                    self.charge(core, self.cost("vscale.i8", n=size), 2)
-                    self.charge(core, self.cost("vadd.i32", n=size))
-                    self.charge(core, self.cost("requant.i8", n=size))
+                    self.charge(core, self.cost("vscale.i8", n=size), 2 * count)
+                    self.charge(core, self.cost("vadd.i32", n=size), count)
+                    self.charge(core, self.cost("requant.i8", n=size), count)
                 elif op.attrs["M"]:
-                    self.charge(core, self.cost("vscale.i8", n=size))
-                    self.charge(core, self.cost("requant.i8", n=size))
+                    self.charge(core, self.cost("vscale.i8", n=size), count)
+                    self.charge(core, self.cost("requant.i8", n=size), count)
                 else:
-                    self.charge(core, self.cost("vmaxi.i8", n=size))
-                    self.charge(core, self.cost("vmini.i8", n=size))
-                if size == CHUNK and full:
-                    self.scalars(core, pointers + (2 if full > 1 else 0))
+                    self.charge(core, self.cost("vmaxi.i8", n=size), count)
+                    self.charge(core, self.cost("vmini.i8", n=size), count)
+                if size == CHUNK:
+                    self.scalars(core, (pointers + (2 if full > 1 else 0)) * count)
         self.finish(g, core, image, oy, [0])
 
 

@@ -180,19 +180,28 @@ def _consumers(module: Module, value: str) -> list[Op]:
     return found
 
 
-def _receivers(module: Module, op: Op, lo: int, hi: int) -> list[tuple[int, list[str]]]:
-    """(replica, units) of consumer `op` that need input channels [lo, hi)."""
+def _receivers(module: Module, op: Op, lo: int, hi: int,
+               channels: dict[tuple[str, int], np.ndarray]) -> list[tuple[int, list[str]]]:
+    """(replica, units) of consumer `op` that need input channels [lo, hi); `channels`
+    keeps each row block's input channels (sorted) for the next sender."""
     if op.kind != "matvec":
         return [(0, [op.name])]
-    needing = [(i, j) for i, j in blocks_of(op)
-               if np.any((block_input_channels(module, op, i) >= lo)
-                         & (block_input_channels(module, op, i) < hi))]
+    needing = []
+    for i, j in blocks_of(op):
+        key = (op.name, i)
+        if key not in channels:
+            channels[key] = block_input_channels(module, op, i)
+        found = channels[key]
+        at = int(np.searchsorted(found, lo))  # the first channel >= lo
+        if at < len(found) and found[at] < hi:
+            needing.append((i, j))
     return [(r, [block_name(op, r, i, j) for i, j in needing]) for r in range(replicas(op))]
 
 
 def unit_edges(module: Module, target: Target) -> list[TrafficEdge]:
     """The traffic of one inference between units (see the module docstring)."""
     edges: list[TrafficEdge] = []
+    channels: dict[tuple[str, int], np.ndarray] = {}
     for op in module.ops():
         if op.kind == "matvec":
             oh, ow, _ = image_dims(module.values[op.outputs[0]])
@@ -210,7 +219,7 @@ def unit_edges(module: Module, target: Target) -> list[TrafficEdge]:
         if op.kind != "matvec" and op.kind not in VECTOR_KINDS:
             continue
         for value in op.inputs[:1] if op.kind == "matvec" else op.inputs:
-            edges += _input_edges(module, op, value)
+            edges += _input_edges(module, op, value, channels)
         edges += _output_edges(module, op)
     return edges
 
@@ -220,7 +229,8 @@ def _row_filter(rows: list[int], produced: list[int]) -> int:
     return sum(1 for iy in rows if iy in have)
 
 
-def _input_edges(module: Module, op: Op, value: str) -> list[TrafficEdge]:
+def _input_edges(module: Module, op: Op, value: str,
+                 channels: dict[tuple[str, int], np.ndarray]) -> list[TrafficEdge]:
     """Edges bringing `value` to the units of `op`."""
     edges = []
     src = source_op(module, value)
@@ -228,7 +238,7 @@ def _input_edges(module: Module, op: Op, value: str) -> list[TrafficEdge]:
     count = replicas(op) if op.kind == "matvec" else 1
     if src is None:
         h, w, c = image_dims(module.values[value])
-        for r, names in _receivers(module, op, 0, c):
+        for r, names in _receivers(module, op, 0, c, channels):
             rows = input_rows(module, op, replica_rows(oh, count, r))
             for name in names:
                 edges.append(TrafficEdge(GLOBAL, name, len(rows) * w * c, "input",
@@ -236,7 +246,7 @@ def _input_edges(module: Module, op: Op, value: str) -> list[TrafficEdge]:
         return edges
     w = image_dims(module.values[src.outputs[0]])[1]
     for sender, lo, hi, produced in sender_units(module, src):
-        for r, names in _receivers(module, op, lo, hi):
+        for r, names in _receivers(module, op, lo, hi, channels):
             rows = input_rows(module, op, replica_rows(oh, count, r))
             size = _row_filter(rows, produced) * w * (hi - lo)
             for name in names:

@@ -91,6 +91,8 @@ def sim_command(args: argparse.Namespace) -> int:
             raise CimcError(f"{args.program} has no .target directive; give --target NAME|FILE")
         image = load_image(image_path) if image_path is not None else None
         codes = read_inputs(args.inputs, program) if args.inputs else {}
+        if args.adc_bits is not None:
+            warn_inexact_adc(args.adc_bits, target)
         options = SimOptions(adc_bits=args.adc_bits, noise_sigma=args.noise, seed=args.seed,
                              max_steps=args.max_steps, trace=bool(args.trace))
         result = simulate(program, image, target, codes, options)
@@ -188,3 +190,15 @@ def encode_arrays(path: str, arrays: dict[str, np.ndarray]) -> bytes:
             zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
                         buffer.getvalue())
     return archive.getvalue()
+
+
+def warn_inexact_adc(adc_bits: int, target: Any) -> None:
+    """A warning when an ADC of `adc_bits` can clip a partial sum on `target`."""
+    from cimc.diagnostics import warn
+    from cimc.targets import exact_adc_bits
+
+    needed, largest = exact_adc_bits(target)
+    if adc_bits < needed:
+        warn(f"--adc-bits {adc_bits} is below the {needed} bits an exact partial sum needs on "
+             f"target {target.name!r} (up to {largest}): conversions that exceed "
+             f"{2**adc_bits - 1} clip, so results may differ from the exact model")

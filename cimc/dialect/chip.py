@@ -47,16 +47,24 @@ def block_shape(module: Module, op: Op, i: int, j: int) -> tuple[slice, slice]:
     return slice(i * r, min(k, (i + 1) * r)), slice(j * c, min(n, (j + 1) * c))
 
 
-def block_size(n: int, target: Target) -> tuple[int, int]:
-    """Weight rows and columns of one block of a matrix with `n` columns."""
-    return target.rows, min(n, target.cols)
+def block_size(k: int, n: int, target: Target) -> tuple[int, int]:
+    """Weight rows and columns of one block of a k x n matrix: a crossbar's rows and up
+    to its columns, narrower only where one column of blocks (all its row blocks) would
+    not fit the chip's crossbars at once, so that a layer larger than the chip can run
+    over several phases a column block at a time (passes/partition.py)."""
+    cols = min(n, target.cols)
+    row_blocks = -(-k // target.rows)
+    capacity = target.total_crossbars * target.cols
+    while cols > 1 and row_blocks * rounded_width(cols, target.cols) * target.slices > capacity:
+        cols = max(1, rounded_width(cols, target.cols) // 2)
+    return target.rows, cols
 
 
 def kept_blocks(k: int, n: int, target: Target,
                 nonzero: Callable[[slice, slice], bool]) -> list[int]:
     """Flat `[i, j, ...]` blocks of a k x n weight matrix: those whose row and column
     ranges `nonzero` says hold a weight, and at least the first of every column."""
-    rows, cols = block_size(n, target)
+    rows, cols = block_size(k, n, target)
     blocks: list[int] = []
     for j in range(-(-n // cols)):
         column = slice(j * cols, min(n, (j + 1) * cols))
@@ -67,9 +75,10 @@ def kept_blocks(k: int, n: int, target: Target,
     return blocks
 
 
-def block_columns(n: int, blocks: list[int], target: Target) -> int:
-    """Cell columns the blocks take: each block's weight columns times the slices."""
-    _, cols = block_size(n, target)
+def block_columns(k: int, n: int, blocks: list[int], target: Target) -> int:
+    """Cell columns the blocks of a k x n matrix take: each block's weight columns times
+    the slices."""
+    _, cols = block_size(k, n, target)
     return sum((min(n, (j + 1) * cols) - j * cols) * target.slices
                for j in blocks[1::2])
 
@@ -83,3 +92,11 @@ def check_columns(columns: int, target: Target, subject: str = "the model") -> N
                         f"target {target.name!r} has {target.total_crossbars} crossbars on "
                         f"{target.cores} cores; choose a bigger target (weights are not "
                         "time-multiplexed)")
+
+
+def rounded_width(width: int, cols: int) -> int:
+    """The smallest cols / 2^k that holds `width` columns."""
+    size = cols
+    while size % 2 == 0 and size // 2 >= width:
+        size //= 2
+    return size

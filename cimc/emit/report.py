@@ -14,13 +14,37 @@ from typing import Any
 
 from cimc.analysis.plan import Plan, build, row_bound
 from cimc.analysis.timing import Timing, model
-from cimc.analysis.traffic import global_bytes, max_link_bytes, unit_cores, unit_edges, units
+from cimc.analysis.traffic import (
+    TrafficEdge,
+    global_bytes,
+    max_link_bytes,
+    unit_cores,
+    unit_edges,
+    units,
+)
 from cimc.analysis.traffic import hop_bytes as traffic_hop_bytes
 from cimc.codegen.generate import CoreCode, Generated, mode_of, plan_and_code
 from cimc.dialect.chip import CHIP_KINDS, block_shape, blocks_of
 from cimc.ir.module import Module
 from cimc.isa.encoding import encode_program
 from cimc.targets import Target
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The unit edges of a scheduled module, kept with it for the report's figures."""
+
+    target: Target
+    edges: list[TrafficEdge]
+
+
+def traffic(module: Module, target: Target) -> list[TrafficEdge]:
+    """unit_edges, computed once per scheduled module (the report needs them twice)."""
+    kept = module.analysis(Traffic)
+    if kept is None or kept.target != target:
+        kept = Traffic(target, unit_edges(module, target))
+        module.keep_analysis(kept)
+    return kept.edges
 
 
 def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -> dict[str, Any]:
@@ -39,7 +63,7 @@ def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -
             for d in range(s):
                 crossbars.add((op.attrs["block_cores"][k], flat[2 * (k * s + d)]))
 
-    hop_bytes = traffic_hop_bytes(unit_edges(module, target), unit_cores(module), target)
+    hop_bytes = traffic_hop_bytes(traffic(module, target), unit_cores(module), target)
     allocated = len(crossbars) * target.rows * target.cols
     return {
         "target": target.name,
@@ -98,7 +122,7 @@ def schedule_bounds(module: Module, target: Target, timing: Timing | None = None
     else:
         plan = build(module, target)
         module.keep_analysis(LatencyPlan(target, plan))
-    edges, cores = unit_edges(module, target), unit_cores(module)
+    edges, cores = traffic(module, target), unit_cores(module)
     code = plan_and_code(module, target)
     if timing is None:
         timing = model(module, target, code.plan)

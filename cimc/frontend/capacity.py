@@ -110,7 +110,7 @@ def weight_columns(graph: onnx.GraphProto, target: Target) -> int:
             first, last = c.start // cols, (c.stop - 1) // cols
             return r.start < (last + 1) * rows and first * rows < r.stop
 
-        total += block_columns(n, kept_blocks(k, n, target, nonzero), target)
+        total += block_columns(k, n, kept_blocks(k, n, target, nonzero), target)
     return total
 
 

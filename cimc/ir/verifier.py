@@ -49,7 +49,9 @@ class OpSpec:
 # Fixed-point requantization to the result: y = clamp(round(acc * M / 2^shift) + zy, lo, hi).
 _REQUANT = {"M": INT, "shift": INT, "zy": INT, "lo": INT, "hi": INT}
 _ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP}, shape=shapes.broadcast)
-_PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stream": INT}
+# `phase` (partition) on every chip op of a model run in phases.
+_PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stream": INT,
+           "phase": INT}
 _UNARY = OpSpec((1, 1), shape=shapes.same)
 
 # The op kinds of docs/ir.md.
@@ -96,14 +98,15 @@ OP_KINDS: dict[str, OpSpec] = {
                       "input_steps": INT, "replicas": INT, "block_cores": INTS,
                       "block_groups": INTS, "block_slices": INTS, "reducers": INTS,
                       "tags": INTS, "messages": INTS, "addr": INT, "local_bytes": INTS,
-                      "pipeline": STR, "stream": INT}, shape=shapes.matvec),
+                      "pipeline": STR, "stream": INT, "phase": INT, "column_phases": INTS},
+                     shape=shapes.matvec),
     "pool": OpSpec((1, 1), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
                             "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED,
                    shape=shapes.backend_pool),
     "eltwise": OpSpec((2, 2), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
                       _PLACED, shape=shapes.broadcast),
     "rescale": OpSpec((1, 1), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
-    "view": OpSpec((1, 1), optional={"addr": INT}, shape=shapes.same_size),
+    "view": OpSpec((1, 1), optional={"addr": INT, "phase": INT}, shape=shapes.same_size),
 }
 # Placed and scheduled ops: core, global address of the result, local memory used.
 OP_KINDS["concat"] = OpSpec((1, None), {"axis": INT}, _PLACED, shape=shapes.concat)

@@ -51,7 +51,7 @@ import numpy as np
 from cimc.analysis.plan import vector_row_work
 from cimc.analysis.traffic import GLOBAL, TrafficEdge, Unit, unit_edges, units
 from cimc.diagnostics import CimcError
-from cimc.dialect.chip import CHUNK, image_dims
+from cimc.dialect.chip import CHUNK, image_dims, rounded_width
 from cimc.ir.module import Module
 from cimc.targets import Target
 
@@ -166,14 +166,6 @@ class Problem:
 
 def payload_cost(p: Payload, core_of: np.ndarray, hops: CoreHops) -> int:
     return p.bytes * int(hops[core_of[p.center], np.unique(core_of[p.others])].sum())
-
-
-def rounded_width(width: int, cols: int) -> int:
-    """The smallest cols / 2^k that holds `width` columns."""
-    size = cols
-    while size % 2 == 0 and size // 2 >= width:
-        size //= 2
-    return size
 
 
 class CoreHops:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import numpy as np
+
 from cimc.diagnostics import CimcError
 from cimc.isa.image import Image
 from cimc.isa.program import Instruction
@@ -17,6 +19,7 @@ from cimc.isa.simulator.crossbar import Analog, conductance
 from cimc.isa.simulator.matrix import GroupState
 from cimc.isa.simulator.memory import Memory
 from cimc.isa.simulator.registry import Semantic, base_name, lookup
+from cimc.isa.simulator.reprogram import group_planes
 from cimc.isa.simulator.timing import Cost, instruction_cost
 from cimc.isa.table import BY_MNEMONIC
 from cimc.targets import Target
@@ -40,7 +43,7 @@ class Chip(Protocol):
     def bit_level(self) -> bool: ...
 
 # Cost classes whose instructions must run in global time order.
-ORDERED = frozenset({"send", "recv", "sync", "global"})
+ORDERED = frozenset({"send", "recv", "sync", "global", "program"})
 
 # Operand positions (base register, offset, length) of the local memory an ordered
 # instruction reads or writes.
@@ -73,16 +76,29 @@ class Core:
         # requant tables' bytes and the arrays worked out from them (vector.py requantize).
         self.requant_tables: dict[tuple[int, int, str], tuple[Any, ...]] = {}
         image = machine.image
+        # Reprogramming (reprogram.py): the groups sharing cells with a group, found on its
+        # first wprog; group -> (group, pc) of the wprog that overwrote it, for the error.
+        self.overlaps: dict[int, tuple[int, ...]] = {}
+        self.overwritten: dict[int, tuple[int, int]] = {}
         if image is not None and number in image.cores:
-            cells = image.cores[number].cells
+            core_image = image.cores[number]
+            cells = core_image.cells
             # Conductances only for the bit-level path: as float64 they are 8x the cells
             # (8 MB a pimcomp core), whose allocation cost more than the exact path's MVMs.
+            # (An ADC that cannot clip also takes the exact path, group by group; its
+            # conductances are made all the same.)
             exact = machine.analog.ideal and not machine.bit_level
             planes = None if exact else conductance(cells, machine.analog, number)
-            for gid, group in sorted(image.cores[number].groups.items()):
+            # The noise alone, for the groups of later phases (reprogram.group_planes).
+            noise = (None if planes is None or not core_image.stored
+                     else conductance(np.zeros_like(cells), machine.analog, number))
+            phased = image.phases > 1  # crossbars start unprogrammed
+            for gid, group in sorted(core_image.groups.items()):
                 self.groups[gid] = GroupState(
-                    group, group.digits(cells), None if planes is None else group.digits(planes),
-                    image.cell_bits, target.dac_bits, machine.analog, machine.bit_level)
+                    group, core_image.group_digits(gid),
+                    None if planes is None else group_planes(core_image, gid, planes, noise),
+                    image.cell_bits, target.dac_bits, machine.analog, machine.bit_level,
+                    programmed=not phased)
         # An implicit halt ends every stream, so running off the end stops the core.
         self.instructions = [*instructions, Instruction("halt", ())]
         self.has_code = bool(instructions)  # a section with only .data takes no part in sync
@@ -131,6 +147,9 @@ class Core:
             known = ", ".join(map(str, sorted(self.groups))) or "none"
             raise self.error(f"crossbar group {fields['g']} is not in the image for core "
                              f"{self.number} (its groups: {known})", instruction)
+        if spec.cost == "program" and not self.machine.target.reprogrammable:
+            raise self.error(f"target '{self.machine.target.name}' cannot rewrite its crossbars "
+                             "(crossbar.reprogrammable = false)", instruction)
         self.handlers.append(lookup(spec))
         self.names.append(base_name(spec.mnemonic))
         self.operands.append(instruction.operands)

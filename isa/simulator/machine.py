@@ -5,8 +5,9 @@ data-independent, so one interpretation serves the whole batch. The
 scheduler always advances the runnable core with the smallest clock (ties by
 core number). Instructions that only touch a core's own state run ahead
 freely; those whose timing or data involve other cores (send, recv, sync,
-ld, st) run only when their core is the earliest, so messages, link
-bookings and global-memory accesses happen in time order, deterministically.
+ld, st, wprog) run only when their core is the earliest, so messages, link
+bookings and global-memory and weight-channel accesses happen in time order,
+deterministically.
 
 Deadlock (every live core waits and nothing can wake it), messages left
 unreceived when every core has halted (a send without its recv), and runaway
@@ -74,6 +75,7 @@ class Machine:
         self.blocks = blocks and trace is None
         self.global_memory = Memory("global memory", target.global_memory_bytes, batch)
         self.global_free = 0  # the shared global-memory channel is busy until then
+        self.weight_free = 0  # the shared weight channel (wprog, reprogram.py) likewise
         self.network = Network(target)
         self.mailbox: dict[tuple[int, int, int], deque[Message]] = {}
         self.barrier: list[Core] = []

@@ -10,6 +10,7 @@ import numpy as np
 from cimc.isa.image import CrossbarGroup, group_weights
 from cimc.isa.simulator.crossbar import Analog, exact_weights, mvm_bit_level, mvm_exact
 from cimc.isa.simulator.registry import semantic
+from cimc.isa.simulator.reprogram import not_programmed
 
 INPUT_BITS = 8  # mvm inputs are i8 or u8 codes
 _I32 = np.dtype("<i4")  # results as memory holds them (memory.ELEMENT_DTYPES["i32"])
@@ -27,12 +28,14 @@ class GroupState:
     dac_bits: int
     analog: Analog
     bit_level: bool  # use the bit-level path even when the ADC is ideal
+    programmed: bool = True  # its crossbars hold its cells (reprogram.py)
     weights: np.ndarray = field(init=False)  # W [rows_used, cols_used], exact_weights dtype
     crossbars: tuple[int, ...] = field(init=False)  # the crossbars an MVM keeps busy
 
     rows: int = field(init=False)  # rows_used, cols_used: read by every mvm
     cols: int = field(init=False)
-    exact: bool = field(init=False)  # one matrix product gives the crossbars' result
+    exact: bool = field(init=False)  # one matrix product gives the crossbars' result:
+    # the ADC is ideal, or cannot clip (adc_cannot_clip) and no noise makes sums non-integral
     exact32: bool = field(init=False)  # ... in float32
 
     def __post_init__(self) -> None:
@@ -40,7 +43,10 @@ class GroupState:
         signed = group_weights(self.digits, self.group.weight_bits, self.cell_bits)
         self.weights = exact_weights(signed, INPUT_BITS)
         self.rows, self.cols = self.group.rows_used, self.group.cols_used
-        self.exact = self.analog.ideal and not self.bit_level
+        analog = self.analog
+        self.exact = not self.bit_level and analog.noise_sigma == 0.0 and (
+            analog.adc_bits is None
+            or adc_cannot_clip(self.digits, self.dac_bits, analog.adc_bits))
         self.exact32 = self.exact and self.weights.dtype == np.float32
 
     def multiply_i32(self, x: np.ndarray, signed: bool) -> np.ndarray:
@@ -56,7 +62,7 @@ class GroupState:
 
     def multiply(self, x: np.ndarray, signed: bool) -> np.ndarray:
         """x [batch, rows_used] . W -> int64 [batch, cols_used] as the crossbar computes it."""
-        if self.analog.ideal and not self.bit_level:
+        if self.exact:
             return mvm_exact(x, self.weights)
         assert self.planes is not None, "conductances are kept for the bit-level path"
         return mvm_bit_level(
@@ -68,7 +74,20 @@ class GroupState:
             signed=signed,
             dac_bits=self.dac_bits,
             adc_bits=self.analog.adc_bits,
+            integral=self.analog.noise_sigma == 0.0,  # conductances are the levels
         )
+
+
+def adc_cannot_clip(digits: np.ndarray, dac_bits: int, adc_bits: int) -> bool:
+    """No partial sum of these cells can leave the ADC's range, for any input.
+
+    A (step, slice, column) partial sum is an input digit times each cell level, summed
+    over the rows: digits lie in [0, 2^dac - 1], or [-2^(dac-1), 2^(dac-1) - 1] on a
+    signed top step, so its magnitude is at most (2^dac - 1) x the column's level sum.
+    Within 2^adc - 1 nothing is clipped, and without noise every sum is an integer the
+    ADC rounds to itself: the bit-level result is then exactly x . W (crossbar.py)."""
+    largest = int(digits.sum(axis=1, dtype=np.int64).max(initial=0))
+    return ((1 << dac_bits) - 1) * largest <= (1 << adc_bits) - 1
 
 
 def _mvm(accumulate: bool) -> Any:
@@ -80,6 +99,8 @@ def _mvm(accumulate: bool) -> Any:
 
     def run(core: Any, o: tuple[int, ...], t: str) -> None:
         state: GroupState = core.groups[o[0]]
+        if not state.programmed:
+            raise not_programmed(core, o[0])
         regs, memory = core.regs, core.memory
         x = memory.elements(regs[o[3]] + o[4], state.rows, t)  # may wait for an input
         if state.exact32:  # multiply_i32, written out for the common case

@@ -112,6 +112,11 @@ class Memory:
             self.pages[index] = page
         return page
 
+    def page_at(self, index: int) -> np.ndarray:
+        """Page `index` (bytes [index * page, (index + 1) * page)): uint8 [batch, page],
+        allocated if untouched. Writes through it bypass the results-in-flight checks."""
+        return self._page(index)
+
     def _check(self, addr: int, nbytes: int) -> None:
         if addr < 0 or nbytes < 0 or addr + nbytes > self.size:
             raise MemoryFault(

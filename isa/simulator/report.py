@@ -14,8 +14,10 @@ batch is simulated in lockstep only to check many inputs at once. Keys:
     adc_conversions
     bytes                  {"local", "global", "network"} bytes moved
     hop_bytes              network bytes x hops travelled
+    programmed_cells       crossbar cells written by wprog
+    programmed_bytes       bytes wprog moved from the off-chip weight store
     energy_nj              {"mvm", "adc", "vector", "local", "global", "network",
-                            "scalar", "total"}
+                            "scalar", "program", "total"} (timing.energy_pj)
     crossbar_utilization   busy crossbar-cycles / (programmed crossbars x cycles)
     chip_crossbar_utilization   the same over every crossbar of the target
     options                the what-if options of the run (added by run.simulate)
@@ -29,6 +31,7 @@ from typing import Any
 
 from cimc.isa.simulator.machine import Machine
 from cimc.isa.simulator.timing import EVENTS
+from cimc.isa.simulator.timing import energy_pj as timing_energy
 
 
 def _events(machine: Machine) -> dict[str, int]:
@@ -54,16 +57,7 @@ def build_report(machine: Machine) -> dict[str, Any]:
     target = machine.target
     events = _events(machine)
     cycles = max((core.clock for core in machine.cores.values()), default=0)
-    energy_pj = {
-        "mvm": events["crossbar_steps"] * target.energy.mvm_per_crossbar_step,
-        "adc": events["adc_conversions"] * target.energy.adc_per_conversion,
-        "vector": (events["vector_elements"] + events["requant_elements"])
-        * target.energy.vector_per_element,
-        "local": events["local_bytes"] * target.energy.local_per_byte,
-        "global": events["global_bytes"] * target.energy.global_per_byte,
-        "network": events["hop_bytes"] * target.energy.network_per_byte_hop,
-        "scalar": events["scalar_ops"] * target.energy.scalar,
-    }
+    energy_pj = timing_energy(events, target)
     energy_nj = {name: value / 1000.0 for name, value in energy_pj.items()}
     energy_nj["total"] = sum(energy_pj.values()) / 1000.0
     cores = []
@@ -97,6 +91,8 @@ def build_report(machine: Machine) -> dict[str, Any]:
         "bytes": {"local": events["local_bytes"], "global": events["global_bytes"],
                   "network": events["network_bytes"]},
         "hop_bytes": events["hop_bytes"],
+        "programmed_cells": events["programmed_cells"],
+        "programmed_bytes": events["programmed_bytes"],
         "energy_nj": energy_nj,
         "crossbar_utilization": busy_total / (programmed_total * cycles)
         if programmed_total and cycles else 0.0,

@@ -50,12 +50,17 @@ class Simulation:
 
 
 def check_image(image: Image, target: Target) -> None:
-    """The image must fit the target's crossbars and cores."""
+    """The image must fit the target's crossbars and cores (and have one phase unless the
+    target's crossbars are reprogrammable)."""
     if (image.cell_bits, image.rows, image.cols) != (target.cell_bits, target.rows, target.cols):
         raise CimcError(
             f"the crossbar image is for {image.rows}x{image.cols} crossbars of "
             f"{image.cell_bits}-bit cells but target '{target.name}' has {target.rows}x"
             f"{target.cols} crossbars of {target.cell_bits}-bit cells; recompile for this target")
+    if image.phases > 1 and not target.reprogrammable:
+        raise CimcError(f"the crossbar image has {image.phases} phases but target "
+                        f"'{target.name}' cannot rewrite its crossbars between them "
+                        "(crossbar.reprogrammable = false)")
     for number, core in sorted(image.cores.items()):
         if number >= target.cores:
             raise CimcError(f"the crossbar image programs core {number} but target "

@@ -4,32 +4,38 @@ An instruction's latency follows from its cost class (cimc.isa.table) and the
 target's latency table: mvm takes ceil(8 / dac_bits) input steps of
 `latency.mvm`; vector and requant instructions a per-element time; copy/fill
 a per-byte time; ld/st len / global_bytes_per_cycle; send/recv their setup
-time; scalar, branch, halt and sync `latency.scalar`. Every instruction takes
-at least one cycle. Waiting (for a message, the barrier, the shared global
-memory channel or a network link) comes on top and is the machine's business.
+time; scalar, branch, halt and sync `latency.scalar`; wprog moving the group's
+packed cells over the weight channel, ceil(bytes / weight_bytes_per_cycle),
+then writing its rows, ceil(rows_used x program_per_row) (reprogram.py
+program_cycles).
+Every instruction takes at least one cycle. Waiting (for a message, the
+barrier, the shared global-memory or weight channel or a network link) comes
+on top and is the machine's business.
 
 The events an instruction causes (elements, bytes, crossbar steps, ADC
 conversions...) are fixed by its operands, so they are counted once per
 instruction and multiplied by how often it ran; energy is events x the
-target's energy table.
+target's energy table (energy_pj).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cimc.isa.image import CrossbarGroup
 from cimc.isa.simulator.crossbar import input_steps
 from cimc.isa.simulator.matrix import INPUT_BITS
 from cimc.isa.simulator.registry import base_name
+from cimc.isa.simulator.reprogram import program_cycles
 from cimc.isa.table import ELEMENT_BYTES, InstructionSpec
 from cimc.targets import Target
 
 EVENTS: tuple[str, ...] = (
     "scalar_ops", "vector_elements", "requant_elements", "local_bytes", "global_bytes",
     "network_bytes", "hop_bytes", "crossbar_steps", "adc_conversions", "mvm_instructions",
-    "crossbar_activations",
+    "crossbar_activations", "programmed_cells", "programmed_bytes",
 )  # fmt: skip
 
 # Bytes read + written per element, in units of the element size, by vector instruction.
@@ -50,6 +56,27 @@ class Cost:
 
 def _cycles(amount: float) -> int:
     return max(1, math.ceil(amount))
+
+
+def energy_pj(events: Mapping[str, int], target: Target) -> dict[str, float]:
+    """Energy by component, pJ, of the events counted (names as EVENTS; absent: 0)."""
+    e, energy = events, target.energy
+
+    def n(name: str) -> int:
+        return e.get(name, 0)
+
+    return {
+        "mvm": n("crossbar_steps") * energy.mvm_per_crossbar_step,
+        "adc": n("adc_conversions") * energy.adc_per_conversion,
+        "vector": (n("vector_elements") + n("requant_elements")) * energy.vector_per_element,
+        "local": n("local_bytes") * energy.local_per_byte,
+        "global": n("global_bytes") * energy.global_per_byte,
+        "network": n("hop_bytes") * energy.network_per_byte_hop,
+        "scalar": n("scalar_ops") * energy.scalar,
+        # the cells written, and their bytes leaving off-chip memory
+        "program": (n("programmed_cells") * energy.program_per_cell
+                    + n("programmed_bytes") * energy.global_per_byte),
+    }
 
 
 def instruction_cost(
@@ -104,6 +131,11 @@ def instruction_cost(
         nbytes = f["len"]
         return Cost(_cycles(nbytes / target.global_bytes_per_cycle),
                     {"global_bytes": nbytes, "local_bytes": nbytes})
+    if spec.cost == "program":
+        group = groups[f["g"]]
+        transfer, write = program_cycles(group, target)
+        return Cost(transfer + write, {"programmed_cells": group.cells,
+                                       "programmed_bytes": group.stored_bytes(target.cell_bits)})
     if spec.cost == "send":
         nbytes = f["len"]
         hops = target.hops(core, f["core"])

@@ -4,9 +4,10 @@ One track (thread) per core. The first `detail` instructions of each core
 are one event each; after that the trace is loop-compressed: straight-line
 runs of instructions become one block event, ending at a taken backward
 branch, and back-to-back iterations of the same block merge into one
-"loop" event with an iteration count. Network, barrier and global-memory
-instructions stay individual events (they explain the waiting). At most
-`max_events` events are kept in all; the rest are dropped and the trace says so.
+"loop" event with an iteration count. Network, barrier, global-memory and
+weight-channel (wprog) instructions stay individual events (they explain the
+waiting). At most `max_events` events are kept in all; the rest are dropped
+and the trace says so.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from cimc.isa.program import Instruction
 
 # Mnemonics kept as individual events even in compressed mode.
-_COMMUNICATION = ("send", "recv", "sync", "ld", "st")
+_COMMUNICATION = ("send", "recv", "sync", "ld", "st", "wprog")
 
 
 @dataclass

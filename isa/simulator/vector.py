@@ -47,16 +47,28 @@ def _load(core: Any, base: int, offset: int, n: int, element: str) -> np.ndarray
     return core.memory.elements(core.regs[base] + offset, n, element).astype(np.int64)
 
 
+def binary_values(fn: Any, a: np.ndarray, b: np.ndarray, t: str) -> np.ndarray:
+    """fn(a, b) as the element type `t` stores it (arrays of any leading shape): i32 in
+    int32, which wraps modulo 2^32 as the stored int64 result would; i8/u8 in int64,
+    saturated (saturate() written out: at 16 elements a call costs as much as a ufunc)."""
+    if t == "i32":
+        return fn(a, b)
+    y = fn(a.astype(np.int64), b.astype(np.int64))
+    lo, hi = _BOUND_ARRAYS[t]
+    return np.minimum(np.maximum(y, lo), hi)
+
+
+def immediate_values(fn: Any, src: np.ndarray, imm: int, t: str) -> np.ndarray:
+    """fn(src, imm) in int64, saturated to i8/u8 (i32: the store wraps it)."""
+    return saturate(fn(src.astype(np.int64), imm), t)
+
+
 def _binary(fn: Any) -> Any:
-    # saturate() written out: at 16 elements a call costs as much as a ufunc.
     def run(core: Any, o: Ops, t: str) -> None:
         memory, regs = core.memory, core.regs
-        a = memory.elements(regs[o[2]] + o[3], o[6], t).astype(np.int64)
-        y = fn(a, memory.elements(regs[o[4]] + o[5], o[6], t).astype(np.int64))
-        if t != "i32":
-            lo, hi = _BOUND_ARRAYS[t]
-            y = np.minimum(np.maximum(y, lo), hi)
-        memory.put(regs[o[0]] + o[1], y, t)
+        a = memory.elements(regs[o[2]] + o[3], o[6], t)
+        b = memory.elements(regs[o[4]] + o[5], o[6], t)
+        memory.put(regs[o[0]] + o[1], binary_values(fn, a, b, t), t)
 
     return run
 
@@ -64,25 +76,35 @@ def _binary(fn: Any) -> Any:
 def _immediate(fn: Any) -> Any:
     def run(core: Any, o: Ops, t: str) -> None:
         memory, regs = core.memory, core.regs
-        src = memory.elements(regs[o[2]] + o[3], o[5], t).astype(np.int64)
-        memory.put(regs[o[0]] + o[1], saturate(fn(src, o[4]), t), t)
+        src = memory.elements(regs[o[2]] + o[3], o[5], t)
+        memory.put(regs[o[0]] + o[1], immediate_values(fn, src, o[4], t), t)
 
     return run
 
 
+# Elementwise instructions, by name: operand layout ("dst a b n" or "dst src imm n") and
+# function. A counted loop of them may work all its iterations out at once (batch.py).
+ELEMENTWISE: dict[str, tuple[str, Any]] = {}
+
+
+def _elementwise(name: str, layout: str, fn: Any) -> None:
+    ELEMENTWISE[name] = (layout, fn)
+    semantic(name, layout)((_binary if layout == _BINARY else _immediate)(fn))
+
+
 _BINARY = "dst a b n"
 _IMMEDIATE = "dst src imm n"
-semantic("vadd", _BINARY)(_binary(np.add))
-semantic("vsub", _BINARY)(_binary(np.subtract))
-semantic("vmul", _BINARY)(_binary(np.multiply))
-semantic("vmax", _BINARY)(_binary(np.maximum))
-semantic("vmin", _BINARY)(_binary(np.minimum))
-semantic("vaddi", _IMMEDIATE)(_immediate(np.add))
-semantic("vmaxi", _IMMEDIATE)(_immediate(np.maximum))
-semantic("vmini", _IMMEDIATE)(_immediate(np.minimum))
+_elementwise("vadd", _BINARY, np.add)
+_elementwise("vsub", _BINARY, np.subtract)
+_elementwise("vmul", _BINARY, np.multiply)
+_elementwise("vmax", _BINARY, np.maximum)
+_elementwise("vmin", _BINARY, np.minimum)
+_elementwise("vaddi", _IMMEDIATE, np.add)
+_elementwise("vmaxi", _IMMEDIATE, np.maximum)
+_elementwise("vmini", _IMMEDIATE, np.minimum)
 # Shifting an int64 copy: << then saturate/wrap; >> is arithmetic (u8 values are >= 0).
-semantic("vshl", _IMMEDIATE)(_immediate(np.left_shift))
-semantic("vshr", _IMMEDIATE)(_immediate(np.right_shift))
+_elementwise("vshl", _IMMEDIATE, np.left_shift)
+_elementwise("vshr", _IMMEDIATE, np.right_shift)
 
 
 @semantic("vscale", "dst src n zp m")

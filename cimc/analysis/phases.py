@@ -1,0 +1,324 @@
+"""Phases for a model larger than the chip: the cost of running a range of layers as one
+phase, and the choice of phases (docs/backend.md, "partition").
+
+A *phase* is a contiguous range of the module's chip ops in program (topological)
+order whose weights fit the chip at once. A batch of B inferences runs phase by
+phase: the crossbars are programmed with the phase's weights (paid once per batch),
+the B inferences stream through the phase's pipeline, and the activations that cross
+into a later phase are spilled to global memory and loaded back there.
+
+Estimated time of a phase S at batch B, in cycles of the target's clock:
+
+    program(S)  = max(weight bytes(S) / weight_bytes_per_cycle,
+                      rows written(S) x program_per_row / cores used)
+    fill(S)     = sum over layers of stage(layer) x kernel rows / output rows
+                  (a layer starts once the rows it needs exist)
+    period(S)   = max(the slowest stage, the layers' MVM and vector work / cores)
+    spill(S)    = bytes S loads (inputs, earlier phases' results) and stores (outputs,
+                  results later phases read) / global_bytes_per_cycle
+    time(S, B)  = program(S) + fill(S) + B x (period(S) + spill(S))
+
+where stage(layer) is a matvec's windows per copy x the MVM time (copies chosen
+within the phase's spare crossbars by the replication policy, `choose_copies`) or a
+vector op's element work. The run's time is the sum over phases; throughput is
+B / time. `optimal` minimises it by dynamic programming over the cut points of the
+order (every phase a contiguous range that fits); `greedy` is the baseline: the next
+layer joins the current phase while the phase fits.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from cimc.diagnostics import CimcError
+from cimc.dialect.chip import CHIP_KINDS, block_shape, blocks_of, image_dims, rounded_width
+from cimc.ir.module import Module, Op
+from cimc.targets import Target
+
+METHODS = ("greedy", "optimal")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """What the phase model needs of one chip op, or of one piece of a matvec too large
+    for the chip (a range of its column blocks: `part` of `parts`, `share` of its
+    output channels)."""
+
+    name: str
+    kind: str
+    reads: tuple[str, ...]  # runtime values it reads
+    writes: str  # the value it produces
+    columns: int = 0  # rounded cell columns of one copy of its blocks (placement's demand)
+    crossbars: int = 0  # crossbars of one copy, as the replication policy counts them
+    weight_bytes: int = 0  # packed cells of one copy
+    rows_written: int = 0  # crossbar rows programmed for one copy (every slice's rows)
+    blocks: int = 0  # crossbar blocks (MVMs per window)
+    out_rows: int = 1  # output rows of the activation
+    row_windows: int = 1  # windows (output pixels) per output row
+    kernel_rows: int = 1  # input rows one output row needs
+    vector_cycles: float = 0.0  # per inference, for ops on the vector unit
+    part: int = 0
+    parts: int = 1
+    column_blocks: tuple[int, ...] = ()  # of a piece: its column blocks
+    share: float = 1.0  # of a piece: the fraction of the output it writes
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase: layers [start, stop) of the order and its estimated figures."""
+
+    start: int
+    stop: int
+    layers: tuple[str, ...]
+    columns: int
+    weight_bytes: int
+    spill_bytes: int  # per inference, loaded and stored through global memory
+    copies: dict[str, int] = field(hash=False, compare=False)
+    program_cycles: float = 0.0
+    fill_cycles: float = 0.0
+    period_cycles: float = 0.0
+
+    def cycles(self, batch: int, global_bytes_per_cycle: float) -> float:
+        spill = self.spill_bytes / global_bytes_per_cycle
+        return self.program_cycles + self.fill_cycles + batch * (self.period_cycles + spill)
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """The phases of a module and their estimated run time at `batch` inferences."""
+
+    method: str
+    batch: int
+    phases: tuple[Phase, ...]
+    layers: tuple[Layer, ...]  # the order the phases are ranges of
+    cycles: float  # of the whole batch
+    clock_mhz: float
+
+    @property
+    def throughput(self) -> float:
+        """Estimated inferences per second."""
+        return self.batch * self.clock_mhz * 1e6 / self.cycles if self.cycles else 0.0
+
+
+def choose_copies(stages: Sequence[tuple[int, int, int]], limit: float) -> list[int]:
+    """Copies per matvec given (output rows, windows per row, crossbars of one copy):
+    repeatedly one more copy for the stage with the most windows per copy (ties: the
+    earlier), while all copies fit `limit` crossbars, the layer has rows left to split
+    and the copy makes that stage faster (docs/backend.md, "replicate")."""
+    copies = [1] * len(stages)
+    used = sum(c for _, _, c in stages)
+
+    def windows(k: int, n: int) -> int:
+        return -(-stages[k][0] // n) * stages[k][1]
+
+    heap = [(-windows(k, 1), k) for k in range(len(stages))]
+    heapq.heapify(heap)
+    while heap:
+        slowest, k = heapq.heappop(heap)
+        oh, _, cost = stages[k]
+        more = copies[k] + 1
+        while more <= oh and windows(k, more) == -slowest:
+            more += 1  # the smallest count that makes this stage faster
+        extra = (more - copies[k]) * cost
+        if more > oh or used + extra > limit:
+            break  # the slowest stage cannot get faster
+        used += extra
+        copies[k] = more
+        heapq.heappush(heap, (-windows(k, more), k))
+    return copies
+
+
+def layers_of(module: Module, target: Target) -> list[Layer]:
+    """The module's chip ops in program order, with what the phase model needs; a
+    matvec whose blocks exceed the chip's crossbars as consecutive pieces, one per
+    column block (`tile` made one column of blocks fit)."""
+    layers: list[Layer] = []
+    for op in module.ops():
+        if op.kind in CHIP_KINDS:
+            layers += _pieces(module, op, target)
+    return layers
+
+
+def _pieces(module: Module, op: Op, target: Target) -> list[Layer]:
+    reads = tuple(v for v in op.inputs if not module.is_constant(v))
+    out = module.values[op.outputs[0]]
+    oh, ow, channels = image_dims(out)
+    base = Layer(op.name, op.kind, reads, op.outputs[0], out_rows=oh, row_windows=ow)
+    if op.kind != "matvec":
+        kernel = op.attrs.get("kernel", [1, 1])
+        vector = oh * ow * channels * kernel[0] * kernel[1] * target.latency.vector_per_element
+        return [replace(base, kernel_rows=kernel[0], vector_cycles=vector)]
+    slices = op.attrs["slices"]
+    # Per column block: [columns, crossbars, cells, rows written, blocks, weight columns].
+    per_column: dict[int, list[int]] = {}
+    for i, j in blocks_of(op):
+        r, c = block_shape(module, op, i, j)
+        width, height = c.stop - c.start, r.stop - r.start
+        figures = per_column.setdefault(j, [0, 0, 0, 0, 0, width])
+        figures[0] += rounded_width(width, target.cols) * slices
+        figures[1] += -(-width * slices // target.cols)
+        figures[2] += height * width * slices
+        figures[3] += height * slices
+        figures[4] += 1
+    # A layer that fits is one piece; one larger than the chip a piece per column block,
+    # so that a phase can take as many of its output channels as it has room for.
+    whole = sum(figures[0] for figures in per_column.values())
+    columns = sorted(per_column)
+    groups = ([columns] if whole <= target.total_crossbars * target.cols
+              else [[j] for j in columns])
+    n = module.values[op.inputs[1]].shape[1]
+    pieces = []
+    for part, group in enumerate(groups):
+        total = [sum(per_column[j][f] for j in group) for f in range(6)]
+        pieces.append(replace(
+            base, columns=total[0], crossbars=total[1],
+            weight_bytes=-(-total[2] * target.cell_bits // 8), rows_written=total[3],
+            blocks=total[4], kernel_rows=op.attrs["kernel"][0], part=part, parts=len(groups),
+            column_blocks=tuple(group) if len(groups) > 1 else (), share=total[5] / n))
+    return pieces
+
+
+def partition(module: Module, target: Target, method: str = "optimal", batch: int = 1,
+              budget: float = 0.0) -> PhasePlan:
+    """The phases of `module` (tiled) on `target`; one phase when its weights fit.
+
+    `budget` is the replication policy's fraction of the crossbars copies may use
+    inside each phase (0: one copy of every layer)."""
+    if method not in METHODS:
+        raise CimcError(f"partition method {method!r}: choose one of {', '.join(METHODS)}")
+    layers = layers_of(module, target)
+    model = _Model(module, layers, target, batch, budget)
+    model.check_layers()
+    cuts = model.greedy() if method == "greedy" else model.optimal()
+    phases = tuple(model.phase(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True))
+    if len(phases) > 1 and not target.reprogrammable:
+        raise CimcError(f"the model's weights need {len(phases)} phases on target "
+                        f"{target.name!r}, whose crossbars cannot be reprogrammed; choose "
+                        "a target with more crossbars or reprogrammable ones")
+    total = sum(p.cycles(batch, target.global_bytes_per_cycle) for p in phases)
+    return PhasePlan(method, batch, phases, tuple(layers), total, target.clock_mhz)
+
+
+class _Model:
+    """The cost of ranges of `layers` (contiguous phases) on one target."""
+
+    def __init__(self, module: Module, layers: list[Layer], target: Target, batch: int,
+                 budget: float) -> None:
+        self.layers, self.target, self.batch, self.budget = layers, target, batch, budget
+        self.capacity = target.total_crossbars * target.cols
+        self.producers: dict[str, list[int]] = {}  # value -> the layers (pieces) writing it
+        for k, layer in enumerate(layers):
+            self.producers.setdefault(layer.writes, []).append(k)
+        last_use: dict[str, int] = {}
+        for k, layer in enumerate(layers):
+            for value in layer.reads:
+                last_use[value] = k
+        self.last_use = last_use
+        # Values the host reads (through `dequantize`) or the model outputs.
+        host_reads = {v for op in module.ops() if op.kind not in CHIP_KINDS for v in op.inputs}
+        self.leaves = {layer.writes for layer in layers
+                       if layer.writes in host_reads or layer.writes in module.outputs}
+        self.bytes = {name: module.values[name].size * module.values[name].numpy_dtype.itemsize
+                      for name in module.values}
+        self.prefix = [0]
+        for layer in layers:
+            self.prefix.append(self.prefix[-1] + layer.columns)
+
+    def columns(self, start: int, stop: int) -> int:
+        return self.prefix[stop] - self.prefix[start]
+
+    def fits(self, start: int, stop: int) -> bool:
+        return self.columns(start, stop) <= self.capacity
+
+    def check_layers(self) -> None:
+        """CimcError naming the first layer whose weights alone exceed the chip."""
+        t = self.target
+        for layer in self.layers:
+            if layer.columns > self.capacity:
+                needed = -(-layer.columns // t.cols)
+                raise CimcError(
+                    f"op {layer.name!r}: one output channel's weights ({layer.blocks} "
+                    f"blocks of {t.rows} rows) need {needed} crossbars of {t.rows}x{t.cols} "
+                    f"but target {t.name!r} has {t.total_crossbars}; a layer is split over "
+                    "phases by output channels, not by input rows, so choose a target with "
+                    f"at least {needed} crossbars (or taller crossbars, or more bits per "
+                    "cell)")
+
+    def greedy(self) -> list[int]:
+        cuts = [0]
+        for k in range(1, len(self.layers) + 1):
+            if not self.fits(cuts[-1], k):
+                cuts.append(k - 1)
+        return [*cuts, len(self.layers)] if cuts[-1] != len(self.layers) else cuts
+
+    def optimal(self) -> list[int]:
+        n = len(self.layers)
+        if self.fits(0, n):
+            return [0, n]  # one phase: nothing to choose
+        best = [0.0] + [math.inf] * n
+        cut = [0] * (n + 1)
+        bw = self.target.global_bytes_per_cycle
+        for stop in range(1, n + 1):
+            for start in range(stop - 1, -1, -1):
+                if not self.fits(start, stop):
+                    break  # longer ranges ending here do not fit either
+                cost = best[start] + self.phase(start, stop).cycles(self.batch, bw)
+                if cost < best[stop]:  # strict: ties keep the longer last phase
+                    best[stop], cut[stop] = cost, start
+        cuts = [n]
+        while cuts[-1]:
+            cuts.append(cut[cuts[-1]])
+        return cuts[::-1]
+
+    def phase(self, start: int, stop: int) -> Phase:
+        t = self.target
+        members = self.layers[start:stop]
+        matvecs = [layer for layer in members if layer.kind == "matvec"]
+        stages = [(layer.out_rows, layer.row_windows, layer.crossbars) for layer in matvecs]
+        copies = (choose_copies(stages, self.budget * t.total_crossbars) if self.budget > 0
+                  else [1] * len(matvecs))
+        copy_of = {layer.name: c for layer, c in zip(matvecs, copies, strict=True)}
+        stage: dict[str, float] = {}
+        work = 0.0
+        for layer in members:
+            if layer.kind == "matvec":
+                c = copy_of[layer.name]
+                stage[layer.name] = -(-layer.out_rows // c) * layer.row_windows * t.mvm_cycles
+                # A core runs one window's MVMs at once only on distinct crossbars.
+                work += (layer.out_rows * layer.row_windows * t.mvm_cycles
+                         * -(-layer.blocks // t.crossbars_per_core))
+            else:
+                stage[layer.name] = layer.vector_cycles
+                work += layer.vector_cycles
+        period = max(max(stage.values(), default=0.0), work / t.cores)
+        fill = sum(stage[layer.name] * layer.kernel_rows / layer.out_rows for layer in members)
+        columns = self.columns(start, stop)
+        weight_bytes = sum(layer.weight_bytes * copy_of.get(layer.name, 1) for layer in members)
+        rows = sum(layer.rows_written * copy_of.get(layer.name, 1) for layer in members)
+        cores = max(1, min(t.cores, -(-columns // (t.crossbars_per_core * t.cols))))
+        program = max(weight_bytes / t.weight_bytes_per_cycle,
+                      rows * t.latency.program_per_row / cores)
+        return Phase(start, stop, tuple(layer.name for layer in members), columns,
+                     weight_bytes, self.spill_bytes(start, stop), copy_of, program, fill,
+                     period)
+
+    def spill_bytes(self, start: int, stop: int) -> int:
+        """Bytes the phase loads (what earlier phases made of the values it reads, model
+        inputs) and stores (what it makes of values read after it, model outputs), per
+        inference."""
+        total = 0.0
+        loaded = {v for layer in self.layers[start:stop] for v in layer.reads}
+        for value in loaded:
+            makers = self.producers.get(value)
+            if makers is None:
+                total += self.bytes[value]  # a model input
+            else:
+                total += sum(self.bytes[value] * self.layers[k].share for k in makers
+                             if k < start)
+        for layer in self.layers[start:stop]:
+            if self.last_use.get(layer.writes, -1) >= stop or layer.writes in self.leaves:
+                total += self.bytes[layer.writes] * layer.share
+        return round(total)
