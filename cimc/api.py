@@ -93,6 +93,7 @@ class Program:
     path: str = "prog.s"  # where `assembly` names its image (beside it) and a target file from
     timings: list[PassTiming] = field(default_factory=list)
     placement: dict[str, Any] = field(default_factory=dict)  # the place pass's summary
+    verify_seconds: float = 0.0  # verifying the IR after every pass
 
     def __repr__(self) -> str:
         return (f"<Program of {self.integer.name} for {self.target.name}: "
@@ -185,21 +186,23 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
              f"{chosen.activation_bits}, but the ISA's mvm reads 8-bit input elements: the "
              "program computes with 8-bit activations")
     options = BackendOptions(pipeline, stream, replicate, placer, place_time_limit, place_effort)
+    verified: list[float] = []
     if not isinstance(model, (str, Path)):
         return _backend(copy.deepcopy(model), chosen, options, str(path), [],
-                        print_ir_after_all, time_passes)
+                        print_ir_after_all, time_passes, verified)
     start = time.perf_counter()
     module = import_model(str(model), input_shapes, calibrate, activations, target=chosen)
     imported = time.perf_counter() - start
     timings = run_pipeline(module, parse_pipeline(",".join(FRONTEND)),
-                           print_after_all=print_ir_after_all)
+                           print_after_all=print_ir_after_all, verify_seconds=verified)
     return _backend(module, chosen, options, str(path),
                     [PassTiming("import-onnx", imported), *timings],
-                    print_ir_after_all, time_passes)
+                    print_ir_after_all, time_passes, verified)
 
 
 def _backend(module: Module, target: Target, options: BackendOptions, path: str,
-             timings: list[PassTiming], print_after_all: bool, time_passes: bool) -> Program:
+             timings: list[PassTiming], print_after_all: bool, time_passes: bool,
+             verified: list[float]) -> Program:
     """The backend pipeline on `module` (after the frontend; rewritten in place)."""
     from cimc.codegen.generate import plan_and_code
     from cimc.emit.image import build_image
@@ -210,7 +213,7 @@ def _backend(module: Module, target: Target, options: BackendOptions, path: str,
     integer = module.copy_sharing_constants()
     backend = backend_passes(options, target)
     timings = timings + run_pipeline(module, backend, print_after_all=print_after_all,
-                                     time_passes=time_passes)
+                                     time_passes=time_passes, verify_seconds=verified)
     placed = next((p.summary for p in backend if isinstance(p, Place)), None)
     # Emission translates the code `schedule` generated and kept; Program.save writes it.
     start = time.perf_counter()
@@ -218,7 +221,7 @@ def _backend(module: Module, target: Target, options: BackendOptions, path: str,
     text, image = program_at(module, target, cores, path), build_image(module, target)
     timings.append(PassTiming("emit", time.perf_counter() - start))
     return Program(integer, module, target, cores, text, image, path, timings,
-                   placed.as_dict() if placed is not None else {})
+                   placed.as_dict() if placed is not None else {}, sum(verified))
 
 
 def run_reference(model: str | Path | Module, inputs: np.ndarray | dict[str, np.ndarray], *,

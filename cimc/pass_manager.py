@@ -207,6 +207,7 @@ def run_pipeline(
     verify_each: bool = True,
     out: TextIO | None = None,
     callbacks: Sequence[Callback] = (),
+    verify_seconds: list[float] | None = None,
 ) -> list[PassTiming]:
     """Apply `passes` to `module` in order, verifying after each; return per-pass times.
 
@@ -215,7 +216,8 @@ def run_pipeline(
     `time_passes` a timing table follows at the end. `callbacks` run after
     each pass once it has been verified. The input is verified first, so a
     broken input is not blamed on the first pass. `verify_each=False` skips
-    all verification (for debugging a pass that breaks the IR).
+    all verification (for debugging a pass that breaks the IR). The time spent
+    verifying is appended to `verify_seconds` when given.
     """
     out = sys.stderr if out is None else out
     names = [p.name for p in passes]
@@ -244,6 +246,8 @@ def run_pipeline(
     if time_passes:
         out.write(timing_report(timer.timings, timer.verify_seconds))
         out.flush()
+    if verify_seconds is not None:
+        verify_seconds.append(timer.verify_seconds)
     return timer.timings
 
 

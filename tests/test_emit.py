@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -190,3 +191,20 @@ def test_data_header_arrays_of_ports_whose_c_names_collide_stay_distinct(tmp_pat
     source.write_text('#include "d_data.h"\nint f(void) { return d_output_y_1[0][0]; }\n')
     subprocess.run([cc, "-c", "-Wall", "-Werror", "-I", str(tmp_path), str(source), "-o",
                     str(tmp_path / "use.o")], check=True)
+
+
+def test_compile_time_passes_covers_the_whole_command(model: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from cimc.pipeline import BACKEND, FRONTEND
+
+    assert main([str(model), "-o", str(tmp_path / "prog.s"), "--report",
+                 str(tmp_path / "r.json"), "--time-passes"]) == 0
+    table = capsys.readouterr().err.split("---Name---\n", 1)[1]
+    rows = [re.fullmatch(r"\s*([\d.]+) \(\s*[\d.]+%\)  (.+)", line).groups()  # type: ignore[union-attr]
+            for line in table.splitlines() if line.strip()]
+    names = [name for _, name in rows]
+    assert names == ["command line", "import-onnx", *FRONTEND, *BACKEND, "emit", "report",
+                     "write files", "(other)", "(verify)", "Total"]
+    # Called with argv (not as the program), there is no process start-up to count.
+    seconds = [float(s) for s, _ in rows]
+    assert sum(seconds[:-1]) == pytest.approx(seconds[-1], abs=1e-3 * len(rows))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import time
 
 from cimc.diagnostics import CimcError
 
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()  # for `--time-passes`, which times the whole command
+    # As the program (no argv given), how long the process ran before this point.
+    startup = process_age() if argv is None else None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
         argv.insert(0, "compile")
@@ -58,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.started, args.startup = started, startup
     from cimc.outputs import abort_on_signals
 
     try:
@@ -79,6 +84,19 @@ def main(argv: list[str] | None = None) -> int:
         print("cimc: interrupted", file=sys.stderr)
         return 130
     return int(status or 0)
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: /proc/self/stat), else None."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return max(time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / ticks, 0.0)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 if __name__ == "__main__":

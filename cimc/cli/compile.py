@@ -85,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                         help="pin an ONNX input's shape, e.g. data=1,3,32,32 (repeatable)")
     parser.add_argument("--time-passes", action="store_true",
-                        help="print a table of pass times to stderr")
+                        help="print to stderr a table of where the command's time went: "
+                        "start-up, import, every pass, emission, report, writing")
     parser.add_argument("--print-ir-after-all", action="store_true",
                         help="print the IR to stderr after every pass")
     parser.set_defaults(func=compile_command)
@@ -95,11 +96,14 @@ def compile_command(args: argparse.Namespace) -> int:
     """Check every output, compile, then stage and commit the files together: a
     failure or a signal at any step leaves no output behind."""
     import json
+    import sys
+    import time
 
     from cimc.api import compile as compile_program
     from cimc.cli.opt import input_shapes
     from cimc.diagnostics import CimcError
     from cimc.outputs import OutputSet
+    from cimc.pass_manager import PassTiming, timing_report
     from cimc.targets import is_target_name
 
     if args.emit_data and not args.inputs:
@@ -116,18 +120,32 @@ def compile_command(args: argparse.Namespace) -> int:
               "--target": None if is_target_name(args.target) else args.target}
     outputs = {"-o": output, "the image beside -o": image,
                "--report": args.report, "--emit-data": args.emit_data}
+    entered = time.perf_counter()
+    started = getattr(args, "started", entered)  # main's start
+    startup = getattr(args, "startup", None)
+    stages = [PassTiming("command line", entered - started)]
+
+    def stage(name: str, since: float) -> float:
+        now = time.perf_counter()
+        stages.append(PassTiming(name, now - since))
+        return now
+
     with OutputSet(outputs, inputs) as out:
         compiled = compile_program(
             args.model, args.target, input_shapes=input_shapes(args.input_shape) or None,
             calibrate=args.calibrate, activations=args.activations, pipeline=args.pipeline,
             stream=args.stream, replicate=args.replicate, placer=args.placer,
             place_effort=args.place_effort, place_time_limit=args.place_time_limit,
-            path=str(output), print_ir_after_all=args.print_ir_after_all,
-            time_passes=args.time_passes)
+            path=str(output), print_ir_after_all=args.print_ir_after_all)
+        mark = time.perf_counter()
         codes = _test_codes(args, compiled) if args.inputs else None
         header = _header(args, compiled, codes) if args.emit_data else None
+        if args.inputs:
+            mark = stage("test data (reference)", mark)
         report = build_report(compiled, str(output), codes[0] if codes else None,
                               args.simulate) if args.report else None
+        if args.report:
+            mark = stage("report (simulation)" if args.simulate else "report", mark)
         out.write(output, compiled.assembly)
         out.write(image, compiled.image.to_bytes())
         if header is not None:
@@ -135,6 +153,20 @@ def compile_command(args: argparse.Namespace) -> int:
         if report is not None:
             out.write(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
         out.commit()
+        stage("write files", mark)
+    if args.time_passes:
+        # The whole command: Python's start, reading the command line (loading the
+        # commands' modules), import (and quantization), every pass, emission, what the
+        # options add, and the rest as (other); only the interpreter's exit after this
+        # table is left out.
+        listed = [stages[0], *compiled.timings, *stages[1:]]
+        accounted = sum(t.seconds for t in listed) + compiled.verify_seconds
+        wall = time.perf_counter() - started
+        listed.append(PassTiming("(other)", max(wall - accounted, 0.0)))
+        if startup is not None:
+            listed.insert(0, PassTiming("(startup)", startup))
+        sys.stderr.write(timing_report(listed, compiled.verify_seconds))
+        sys.stderr.flush()
     return 0
 
 
