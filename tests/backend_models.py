@@ -20,6 +20,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "mnist_tiny": (1, 1, 28, 28),
     "mlp_tiny": (1, 64),
     "mlp_softmax_tiny": (1, 64),
+    "mlp_softmax_reshape_tiny": (1, 64),
     "concat_tiny": (1, 3, 12, 12),
     "lrn_tiny": (1, 3, 4, 4),
     "resnet18": (1, 3, 32, 32),
@@ -65,6 +66,14 @@ def _torch_module(name: str):  # -> torch.nn.Module
             x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
             x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
             return self.fc(torch.flatten(x, 1))
+
+    class Reshape(nn.Module):  # a constant target shape (nn.Unflatten exports a computed one)
+        def __init__(self, shape: tuple[int, ...]) -> None:
+            super().__init__()
+            self.shape = shape
+
+        def forward(self, x):
+            return x.reshape(self.shape)
 
     class ConcatTiny(nn.Module):
         """An inception-style block: a 3x3 and a 1x1 conv of one input concatenated on
@@ -206,6 +215,11 @@ def _torch_module(name: str):  # -> torch.nn.Module
         # after the chip's last dequantize.
         "mlp_softmax_tiny": lambda: nn.Sequential(nn.Linear(64, 16), nn.ReLU(),
                                                   nn.Linear(16, 10), nn.Softmax(dim=1)),
+        # ... and then reshaped to [1, 10, 1, 1], as SqueezeNet's tail: a reshape of codes
+        # between the host's quantize and dequantize.
+        "mlp_softmax_reshape_tiny": lambda: nn.Sequential(
+            nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10), nn.Softmax(dim=1),
+            Reshape((1, 10, 1, 1))),
         "concat_tiny": ConcatTiny,
         "resnet18": ResNet18,
         "mobilenetv2": MobileNetV2,

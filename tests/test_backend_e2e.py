@@ -309,20 +309,24 @@ def test_dilated_windows_fed_by_a_chip_layer_get_their_rows(target: str, tmp_pat
     check_bit_exact(model, target, tmp_path, np.random.default_rng(1).standard_normal((3, 72)))
 
 
-def test_float_tail_after_a_quantized_softmax_stays_on_the_host(tmp_path: Path) -> None:
-    """Softmax -> quantize -> dequantize after the chip's output: one program output (the
-    logits' codes), the host finishes; sim equals reference."""
+@pytest.mark.parametrize(("name", "shape"), [("mlp_softmax_tiny", (3, 10)),
+                                             ("mlp_softmax_reshape_tiny", (3, 10, 1, 1))])
+def test_float_tail_after_a_quantized_softmax_stays_on_the_host(name: str, shape: tuple,
+                                                                 tmp_path: Path) -> None:
+    """Softmax -> quantize (-> reshape of the codes, as SqueezeNet ends) -> dequantize
+    after the chip's output: one program output (the logits' codes), the host finishes;
+    sim equals reference."""
     from cimc.cli import main
 
-    model = backend_models.quantized_model("mlp_softmax_tiny")
-    np.save(tmp_path / "x.npy", backend_models.sample_inputs("mlp_softmax_tiny", 3, seed=2))
+    model = backend_models.quantized_model(name)
+    np.save(tmp_path / "x.npy", backend_models.sample_inputs(name, 3, seed=2))
     for engine in ("sim", "reference"):
         assert main(["run", str(model), "--inputs", str(tmp_path / "x.npy"), "--outputs",
                      str(tmp_path / f"{engine}.npy"), "--engine", engine,
                      "--target", "tiny"]) == 0
     sim, reference = np.load(tmp_path / "sim.npy"), np.load(tmp_path / "reference.npy")
-    assert sim.shape == (3, 10)
-    np.testing.assert_allclose(sim.sum(axis=1), 1.0, atol=0.05)
+    assert sim.shape == shape
+    np.testing.assert_allclose(sim.reshape(3, 10).sum(axis=1), 1.0, atol=0.05)
     np.testing.assert_array_equal(sim, reference)
 
 
@@ -342,9 +346,11 @@ def test_float_op_between_integer_layers_is_an_error_not_host_work(target: str,
 def test_host_work_is_the_input_quantize_and_the_float_tail(tmp_path: Path) -> None:
     from cimc.emit.report import host_work
 
-    compiled = cimc.compile(backend_models.quantized_model("mlp_softmax_tiny"), "tiny")
-    kinds = [work.rsplit(" ", 1)[1] for work in host_work(compiled.module)]
-    assert kinds == ["(quantize)", "(dequantize)", "(softmax)", "(quantize)", "(dequantize)"]
+    tail = ["(quantize)", "(dequantize)", "(softmax)", "(quantize)"]
+    for name, rest in (("mlp_softmax_tiny", []), ("mlp_softmax_reshape_tiny", ["(reshape)"])):
+        compiled = cimc.compile(backend_models.quantized_model(name), "tiny")
+        kinds = [work.rsplit(" ", 1)[1] for work in host_work(compiled.module)]
+        assert kinds == [*tail, *rest, "(dequantize)"], name
 
 
 def test_cimc_run_engine_sim_equals_engine_reference(tmp_path: Path) -> None:
@@ -359,3 +365,21 @@ def test_cimc_run_engine_sim_equals_engine_reference(tmp_path: Path) -> None:
     sim, reference = np.load(tmp_path / "sim.npy"), np.load(tmp_path / "reference.npy")
     assert sim.shape == (3, 10)
     np.testing.assert_array_equal(sim, reference)
+
+
+@pytest.mark.slow
+def test_onnx_zoo_squeezenet_compiles_and_equals_reference(tmp_path: Path) -> None:
+    """The structure-only SqueezeNet the onnx package ships (opset 9, random weights,
+    quantized by cimc on random inputs): its Softmax and the Reshape after it run on the
+    host, the rest on the chip, bit-exact at the program's outputs and after the tail."""
+    import onnx
+
+    from cimc.reference import run_module
+
+    model = Path(onnx.__file__).parent / "backend/test/data/light/light_squeezenet.onnx"
+    x = np.random.default_rng(5).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    compiled, _ = check_bit_exact(model, "pimcomp", tmp_path, x)
+    expected = run_module(compiled.integer, {compiled.integer.inputs[0]: x})
+    simulated = compiled.simulate(x).outputs
+    for name, values in simulated.items():
+        np.testing.assert_array_equal(values, expected[name])

@@ -27,7 +27,7 @@ def input_quantize(module: Module, name: str) -> Op | None:
 def host_float_ops(module: Module) -> set[str]:
     """The float tail the host runs after the chip: ops fed (transitively) only by
     `dequantize` results whose results feed only each other or the module's outputs
-    (a Softmax, maybe quantized and dequantized again). A float op whose result goes
+    (a Softmax, maybe quantized, reshaped and dequantized again). A float op whose result goes
     back to integer ops is not host work: it sits between chip layers."""
     found: set[str] = set()
     for op in module.ops():
@@ -37,8 +37,13 @@ def host_float_ops(module: Module) -> set[str]:
                 found.add(op.name)
             continue
         integer = op.kind != "quantize" and module.values[op.outputs[0]].is_quantized
-        if not integer and ins and all(p is not None and (p.kind == "dequantize" or
-                                                          p.name in found) for p in ins):
+        # A reshape of codes the host made (a Softmax's result quantized, then put back to
+        # the model's output shape) moves no number: the host does it too.
+        tail = integer and op.kind == "reshape" and all(p is not None and p.name in found
+                                                        for p in ins)
+        if (tail or not integer) and ins and all(p is not None and (p.kind == "dequantize" or
+                                                                    p.name in found)
+                                                 for p in ins):
             found.add(op.name)
     for op in reversed(list(module.ops())):
         readers = [c for v in op.outputs for c in module.consumers(v)]
