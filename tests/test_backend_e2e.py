@@ -368,18 +368,46 @@ def test_cimc_run_engine_sim_equals_engine_reference(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_onnx_zoo_squeezenet_compiles_and_equals_reference(tmp_path: Path) -> None:
-    """The structure-only SqueezeNet the onnx package ships (opset 9, random weights,
-    quantized by cimc on random inputs): its Softmax and the Reshape after it run on the
-    host, the rest on the chip, bit-exact at the program's outputs and after the tail."""
+@pytest.mark.parametrize("name", ["squeezenet", pytest.param("resnet50", marks=HEAVY)])
+def test_onnx_zoo_graphs_compile_and_equal_reference(name: str, tmp_path: Path) -> None:
+    """Structure-only graphs the onnx package ships (opset 9, random weights, quantized
+    by cimc on random inputs): SqueezeNet's Softmax and the Reshape after it run on the
+    host; ResNet-50's residual Sums are quantized as Adds. Bit-exact at the program's
+    outputs and after the host's tail."""
     import onnx
 
     from cimc.reference import run_module
 
-    model = Path(onnx.__file__).parent / "backend/test/data/light/light_squeezenet.onnx"
+    model = Path(onnx.__file__).parent / f"backend/test/data/light/light_{name}.onnx"
     x = np.random.default_rng(5).standard_normal((1, 3, 224, 224)).astype(np.float32)
     compiled, _ = check_bit_exact(model, "pimcomp", tmp_path, x)
     expected = run_module(compiled.integer, {compiled.integer.inputs[0]: x})
     simulated = compiled.simulate(x).outputs
-    for name, values in simulated.items():
-        np.testing.assert_array_equal(values, expected[name])
+    for output, values in simulated.items():
+        np.testing.assert_array_equal(values, expected[output])
+
+
+def test_a_float_sum_of_three_is_quantized_as_adds(tmp_path: Path) -> None:
+    """Sum (as older exporters write residual adds) of three convs, float: cimc's
+    quantization turns it into two Adds, which run on the chip bit-exactly."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits, nodes = [], []
+    for k in range(3):
+        inits.append(numpy_helper.from_array(
+            (rng.standard_normal((4, 2, 3, 3)) * 0.3).astype(np.float32), f"w{k}"))
+        nodes.append(helper.make_node("Conv", ["x", f"w{k}"], [f"c{k}"], pads=[1, 1, 1, 1]))
+    nodes += [helper.make_node("Sum", ["c0", "c1", "c2"], ["s"]),
+              helper.make_node("Relu", ["s"], ["y"])]
+    graph = helper.make_graph(nodes, "sum3",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+                              inits)
+    model = tmp_path / "sum3.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    x = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    compiled, _ = check_bit_exact(model, "isaac", tmp_path, x)
+    kinds = [op.kind for op in compiled.integer.ops()]
+    assert kinds.count("add") == 2 and "sum" not in kinds

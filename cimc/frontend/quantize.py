@@ -101,11 +101,13 @@ def _loadable(path: str) -> str | bytes:
     # model is converted first, as import-onnx converts it.
     old = any(o.domain in ("", "ai.onnx") and o.version < PER_CHANNEL_OPSET
               for o in model.opset_import)
+    sums = any(node.op_type == "Sum" and len(node.input) > 1 for node in model.graph.node)
     if model.ir_version <= needed and not constant_inputs and not old \
-            and not _scalar_gemm_biases(model):
+            and not _scalar_gemm_biases(model) and not sums:
         return path
     model = onnx.load(path)
     _widen_gemm_biases(model)
+    _sums_to_adds(model)
     if constant_inputs:
         inputs = [i for i in model.graph.input if i.name not in initializers]
         del model.graph.input[:]
@@ -118,6 +120,28 @@ def _loadable(path: str) -> str | bytes:
                                                      ignore_unknown=True)
         model.ir_version = min(max(model.ir_version, 4), needed)
     return model.SerializeToString()
+
+
+def _sums_to_adds(model: onnx.ModelProto) -> None:
+    """Each Sum of n > 1 inputs (older exporters' residual adds, as in the onnx package's
+    ResNet-50) as n - 1 Adds, which onnxruntime's quantizer quantizes and Sum it does
+    not (the Sum would stay float between integer layers)."""
+    import onnx
+
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "Sum" or len(node.input) < 2:
+            nodes.append(node)
+            continue
+        total = node.input[0]
+        for k, addend in enumerate(node.input[1:], start=1):
+            last = k == len(node.input) - 1
+            out = node.output[0] if last else f"{node.output[0]}_partial{k}"
+            nodes.append(onnx.helper.make_node("Add", [total, addend], [out],
+                                               name=node.name if last else f"{node.name}_{k}"))
+            total = out
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 def _scalar_gemm_biases(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, int]]:
