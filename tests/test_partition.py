@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from cimc.analysis.phases import PhasePlan, _Model, layers_of, partition
+from cimc.analysis.phases import PhaseModel, PhasePlan, layers_of, partition
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module
 from cimc.ir.text import parse_module, print_module
@@ -69,7 +69,7 @@ def test_phases_fit_cover_the_order_and_are_written_on_the_ops() -> None:
         assert {module.op(n).attrs["phase"] for n in phase.layers} == {number}
 
 
-def brute_force(model: _Model, n: int, batch: int, bandwidth: float) -> float:
+def brute_force(model: PhaseModel, n: int, batch: int, bandwidth: float) -> float:
     best = float("inf")
     for count in range(n):
         for inner in itertools.combinations(range(1, n), count):
@@ -87,7 +87,7 @@ def test_the_optimal_partition_is_the_cheapest_of_all_cut_sets(seed: int, batch:
     widths = [16, *(int(w) for w in rng.choice([8, 16, 32], size=9))]
     module = tiled(chain(widths, seed))
     target = load_target("tiny")
-    model = _Model(module, layers_of(module, target), target, batch, 0.0)
+    model = PhaseModel(module, layers_of(module, target), target, batch, 0.0)
     n = len(model.layers)
     optimal = partition(module, target, "optimal", batch)
     greedy = partition(module, target, "greedy", batch)
@@ -100,7 +100,7 @@ def test_greedy_fills_each_phase_while_the_next_layer_fits() -> None:
     module = tiled(chain([16, 32, 16, 32, 16, 32, 16, 16, 16]))
     target = load_target("tiny")
     plan = partition(module, target, "greedy")
-    model = _Model(module, layers_of(module, target), target, 1, 0.0)
+    model = PhaseModel(module, layers_of(module, target), target, 1, 0.0)
     for phase in plan.phases[:-1]:
         assert not model.fits(phase.start, phase.stop + 1)
 

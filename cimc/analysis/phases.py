@@ -190,7 +190,7 @@ def partition(module: Module, target: Target, method: str = "optimal", batch: in
     if method not in METHODS:
         raise CimcError(f"partition method {method!r}: choose one of {', '.join(METHODS)}")
     layers = layers_of(module, target)
-    model = _Model(module, layers, target, batch, budget)
+    model = PhaseModel(module, layers, target, batch, budget)
     model.check_layers()
     cuts = model.greedy() if method == "greedy" else model.optimal()
     phases = tuple(model.phase(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True))
@@ -202,7 +202,7 @@ def partition(module: Module, target: Target, method: str = "optimal", batch: in
     return PhasePlan(method, batch, phases, tuple(layers), total, target.clock_mhz)
 
 
-class _Model:
+class PhaseModel:
     """The cost of ranges of `layers` (contiguous phases) on one target."""
 
     def __init__(self, module: Module, layers: list[Layer], target: Target, batch: int,
