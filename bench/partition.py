@@ -1,11 +1,13 @@
 """Partition benchmark: models larger than the chip, split into phases.
 
-    python -m bench partition    (CIMC_PARTITION_MODELS=a,b picks models)
+    python -m bench partition    (CIMC_PARTITION_MODELS=a,b picks models,
+                                  CIMC_PARTITION_BUDGETS=0,0.9 the replication budgets)
 
 Models: the CIFAR-shape ResNet-18, VGG-11 and MobileNetV2 of tests/backend_models.py
 (torch export, seeded random weights, int8 QDQ) on `edge`, and VGG-16 at 224x224
 (bench/capacity.py's float graph, quantized by cimc.frontend.quantize) on `pimcomp`.
-Per model, target, batch (1 and 16) and method (greedy, optimal): the phases, the
+Per model, target, replication budget inside the phases (0 and 0.9), batch (1 and 16)
+and method (greedy, optimal): the phases, the
 weight bytes programmed and the bytes spilled per batch, and the phase model's
 estimated throughput and its ratio to greedy's (cimc/analysis/phases.py). These are
 the model's estimates, not simulated figures: phases do not compile yet. The time
@@ -26,7 +28,8 @@ MODELS = tuple(os.environ.get("CIMC_PARTITION_MODELS", ",".join(m for m, _ in CA
                .split(","))
 BATCHES = (1, 16)
 METHODS = ("greedy", "optimal")
-BUDGET = float(os.environ.get("CIMC_PARTITION_BUDGET", "0"))
+# Replication inside each phase: off (replicate's default) and 0.9 (--replicate 0.9).
+BUDGETS = tuple(float(b) for b in os.environ.get("CIMC_PARTITION_BUDGETS", "0,0.9").split(","))
 
 
 def model_path(name: str, workdir: Path) -> Path:
@@ -59,8 +62,8 @@ def main() -> None:
 
     logging.getLogger().setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
-    header = ("model", "target", "batch", "method", "phases", "programmed_B", "spilled_B",
-              "est_inf/s", "vs_greedy")
+    header = ("model", "target", "replicate", "batch", "method", "phases", "programmed_B",
+              "spilled_B", "est_inf/s", "vs_greedy")
     print("   estimated by the phase model (phases do not compile yet)")
     print("   " + " ".join(f"{h:>12}" for h in header))
     with tempfile.TemporaryDirectory(prefix="cimc-bench-partition-") as tmp:
@@ -75,15 +78,15 @@ def main() -> None:
             run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
             run_pipeline(module, parse_pipeline("lower,tile", target))
             try:
-                plans = {(b, m): partition(module, target, m, b, BUDGET)
-                         for b in BATCHES for m in METHODS}
+                plans = {(r, b, m): partition(module, target, m, b, r)
+                         for r in BUDGETS for b in BATCHES for m in METHODS}
             except CimcError as exc:
                 print(f"   {name:>12} {target_name:>12}  refused: {exc.message}")
                 continue
             done = time.perf_counter()
-            for (batch, method), plan in plans.items():
-                greedy = plans[(batch, "greedy")]
-                row = (name, target_name, batch, method, len(plan.phases),
+            for (budget, batch, method), plan in plans.items():
+                greedy = plans[(budget, batch, "greedy")]
+                row = (name, target_name, budget, batch, method, len(plan.phases),
                        sum(p.weight_bytes for p in plan.phases),
                        batch * sum(p.spill_bytes for p in plan.phases),
                        f"{plan.throughput:.1f}", f"{plan.throughput / greedy.throughput:.3f}")
