@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +170,19 @@ def test_bad_options_are_refused() -> None:
                           ("partition{batch=0}", "batch 0")):
         with pytest.raises(CimcError, match=message):
             run_pipeline(module, parse_pipeline(spec, load_target("tiny")))
+
+
+def test_the_phases_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    source = tmp_path / "chain.cir"
+    source.write_text(chain([16, 64, 256, 32, 16, 32, 16]))
+    printed = set()
+    for seed in ("1", "2", "3"):
+        done = subprocess.run([sys.executable, "-m", "cimc", "opt", "--target", "tiny", "-p",
+                               "lower,tile,partition", str(source)], capture_output=True,
+                              text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        printed.add(done.stdout)
+    assert len(printed) == 1 and "column_phases" in printed.pop()

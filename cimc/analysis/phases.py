@@ -311,7 +311,7 @@ class PhaseModel:
         inference."""
         total = 0.0
         loaded = {v for layer in self.layers[start:stop] for v in layer.reads}
-        for value in loaded:
+        for value in sorted(loaded):  # a fixed order: float sums, whatever the hash seed
             makers = self.producers.get(value)
             if makers is None:
                 total += self.bytes[value]  # a model input
