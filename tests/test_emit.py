@@ -208,3 +208,23 @@ def test_compile_time_passes_covers_the_whole_command(model: Path, tmp_path: Pat
     # Called with argv (not as the program), there is no process start-up to count.
     seconds = [float(s) for s, _ in rows]
     assert sum(seconds[:-1]) == pytest.approx(seconds[-1], abs=1e-3 * len(rows))
+
+
+@pytest.mark.parametrize("target", ["pimcomp", "tiny"])
+def test_per_layer_figures_add_up_to_the_totals(target: str, tmp_path: Path) -> None:
+    import backend_models
+
+    import cimc
+
+    model = (backend_models.quantized_model("mnist_tiny") if target == "tiny"
+             else models.quantized_model("mnist_cnn"))
+    report = cimc.compile(model, target).report
+    layers = report["layers"]
+    assert [layer["kind"] for layer in layers].count("matvec") >= 2
+    assert sum(layer["mvms"] for layer in layers) == report["mvm_count"]
+    assert sum(layer["hop_bytes_out"] for layer in layers) == report["hop_bytes"] > 0
+    used = set(range(report["cores_available"]))
+    assert all(set(layer["cores"]) <= used for layer in layers)
+    assert len({c for layer in layers for c in layer["cores"]}) == report["cores_used"]
+    assert sum(layer["crossbars"] for layer in layers) >= report["crossbars_used"]
+    assert sum(layer["global_bytes_out"] for layer in layers) > 0

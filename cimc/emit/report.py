@@ -66,6 +66,7 @@ def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -
     hop_bytes = traffic_hop_bytes(traffic(module, target), unit_cores(module), target)
     allocated = len(crossbars) * target.rows * target.cols
     return {
+        "layers": layer_figures(module, target),
         "target": target.name,
         "crossbars_used": len(crossbars),
         "crossbars_available": target.cores * target.crossbars_per_core,
@@ -76,6 +77,45 @@ def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -
         "local_memory_peak": max((c.peak + target.local_memory_bytes - c.top
                                   for c in cores.values()), default=0),
     }
+
+
+def layer_figures(module: Module, target: Target) -> list[dict[str, Any]]:
+    """Per chip op, in program order: its cores, crossbars, weight cells, MVMs, the
+    hop_bytes of the messages it sends and the bytes it loads from and stores to global
+    memory. MVMs, weight cells and hop_bytes add up to the report's totals (a message is
+    the sender's); crossbars and cores do not where layers share them."""
+    edges, where = traffic(module, target), unit_cores(module)
+    of_unit = {u.name: u for u in _units(module, target)}
+    of_op: dict[str, list[Any]] = defaultdict(list)
+    for u in of_unit.values():
+        of_op[u.op].append(u)
+    sent: dict[str, list[TrafficEdge]] = defaultdict(list)
+    for edge in edges:
+        sender = edge.dst if edge.kind == "input" else edge.src
+        sent[of_unit[sender].op].append(edge)
+    layers = []
+    for op in module.ops():
+        units = of_op.get(op.name, [])
+        if not units:
+            continue
+        crossbars: set[tuple[int, int]] = set()
+        if op.kind == "matvec":
+            s, flat = op.attrs["slices"], op.attrs["block_slices"]
+            for k, core in enumerate(op.attrs["block_cores"]):
+                crossbars.update((core, flat[2 * (k * s + d)]) for d in range(s))
+        mine = sent.get(op.name, [])
+        layers.append({
+            "name": op.name,
+            "kind": op.kind,
+            "cores": sorted({where[u.name] for u in units}),
+            "crossbars": len(crossbars),
+            "weight_cells": sum(u.weight_rows * u.weight_cols * u.slices for u in units),
+            "mvms": sum(u.windows for u in units if u.kind == "block"),
+            "hop_bytes_out": traffic_hop_bytes(mine, where, target),
+            "global_bytes_in": global_bytes([e for e in mine if e.kind == "input"], where),
+            "global_bytes_out": global_bytes([e for e in mine if e.kind == "output"], where),
+        })
+    return layers
 
 
 def host_work(module: Module) -> list[str]:
