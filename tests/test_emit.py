@@ -228,3 +228,25 @@ def test_per_layer_figures_add_up_to_the_totals(target: str, tmp_path: Path) -> 
     assert len({c for layer in layers for c in layer["cores"]}) == report["cores_used"]
     assert sum(layer["crossbars"] for layer in layers) >= report["crossbars_used"]
     assert sum(layer["global_bytes_out"] for layer in layers) > 0
+
+
+def test_cimc_report_prints_the_summary_and_the_layer_table(
+        model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "r.json"
+    assert main([str(model), "-o", str(tmp_path / "prog.s"), "--report", str(path)]) == 0
+    report = json.loads(path.read_text())
+    capsys.readouterr()
+    assert main(["report", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["target", report["target"]]
+    heading = next(k for k, line in enumerate(lines) if line.startswith("layer "))
+    table = lines[heading + 1:]
+    assert [line.split()[0] for line in table] == [layer["name"] for layer in report["layers"]]
+    assert [int(line.split()[4].replace(",", "")) for line in table] == \
+        [layer["mvms"] for layer in report["layers"]]
+    (tmp_path / "old.json").write_text(json.dumps({"target": "isaac"}))
+    (tmp_path / "bad.json").write_text("{")
+    for name, message in (("old.json", "no per-layer figures"), ("bad.json", "not a JSON"),
+                          ("none.json", "cannot read report")):
+        assert main(["report", str(tmp_path / name)]) == 1
+        assert message in capsys.readouterr().err

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "asm": "cimc.cli.asm",
     "disasm": "cimc.cli.disasm",
     "targets": "cimc.cli.targets",
+    "report": "cimc.cli.report",
 }
 
 

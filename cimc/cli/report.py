@@ -1,0 +1,81 @@
+"""`cimc report r.json`: a compile report (`--report`) printed as text: its main
+figures, then the per-layer table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+# (report key, label, format) of the summary, in order; absent keys are skipped.
+SUMMARY = (
+    ("target", "target", "{}"),
+    ("figures_from", "figures from", "{}"),
+    ("cycles", "cycles per run", "{:,.0f}"),
+    ("latency_us", "latency (us)", "{:,.2f}"),
+    ("throughput", "throughput (inferences/s)", "{:,.1f}"),
+    ("throughput_bound", "throughput bound (inferences/s)", "{:,.1f}"),
+    ("energy_nj", "energy per inference (nJ)", "{:,.1f}"),
+    ("crossbars_used", "crossbars used", "{:,}"),
+    ("cores_used", "cores used", "{:,}"),
+    ("utilization", "cell utilization", "{:.3f}"),
+    ("mvm_count", "MVMs per inference", "{:,}"),
+    ("hop_bytes", "hop-bytes per inference", "{:,}"),
+    ("instructions", "instructions (static)", "{:,}"),
+)
+# Per-layer columns: (key, heading).
+COLUMNS = (("name", "layer"), ("kind", "kind"), ("cores", "cores"),
+           ("crossbars", "crossbars"), ("mvms", "MVMs"), ("weight_cells", "cells"),
+           ("hop_bytes_out", "hop-bytes out"), ("global_bytes_in", "loads B"),
+           ("global_bytes_out", "stores B"))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="print a compile report (--report r.json) as tables",
+        description="Print the main figures and the per-layer table of a compile report.")
+    parser.add_argument("report", metavar="R.json", help="report written by --report")
+    parser.set_defaults(func=report_command)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from cimc.diagnostics import CimcError
+
+    try:
+        with open(args.report) as file:
+            report = json.load(file)
+    except OSError as exc:
+        raise CimcError(f"cannot read report {args.report}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CimcError(f"{args.report} is not a JSON report ({exc}); give the file "
+                        "`cimc compile --report` wrote") from None
+    if not isinstance(report, dict) or "layers" not in report:
+        raise CimcError(f"{args.report} has no per-layer figures; give a report written by "
+                        "`cimc compile --report` (recompile if it is older)")
+    sys.stdout.write(report_text(report))
+    return 0
+
+
+def report_text(report: dict[str, Any]) -> str:
+    """The summary lines and the per-layer table of a compile report."""
+    width = max(len(label) for _, label, _ in SUMMARY)
+    lines = [f"{label:<{width}}  {form.format(report[key])}"
+             for key, label, form in SUMMARY if key in report]
+    rows = [[_cell(layer.get(key)) for key, _ in COLUMNS] for layer in report["layers"]]
+    headings = [heading for _, heading in COLUMNS]
+    widths = [max(len(text) for text in column) for column in zip(headings, *rows, strict=False)]
+    lines.append("")
+    for row in [headings, *rows]:
+        cells = [text.ljust(w) if k < 2 else text.rjust(w)
+                 for k, (text, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) if len(value) <= 4 else f"{len(value)} cores"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
