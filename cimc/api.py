@@ -172,7 +172,7 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
     `place_effort` and `place_time_limit`. `path` is where the program will be written
     (its text names the image beside it). Nothing is written; `Program.save` does it.
     """
-    from cimc.diagnostics import warn
+    from cimc.diagnostics import progress, warn
     from cimc.frontend.quantize import import_model
     from cimc.options import check_backend_options
     from cimc.pass_manager import PassTiming, parse_pipeline, run_pipeline
@@ -191,6 +191,7 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
         return _backend(copy.deepcopy(model), chosen, options, str(path), [],
                         print_ir_after_all, time_passes, verified)
     start = time.perf_counter()
+    progress(f"import {Path(model).name}")
     module = import_model(str(model), input_shapes, calibrate, activations, target=chosen)
     imported = time.perf_counter() - start
     timings = run_pipeline(module, parse_pipeline(",".join(FRONTEND)),
@@ -205,6 +206,7 @@ def _backend(module: Module, target: Target, options: BackendOptions, path: str,
              verified: list[float]) -> Program:
     """The backend pipeline on `module` (after the frontend; rewritten in place)."""
     from cimc.codegen.generate import plan_and_code
+    from cimc.diagnostics import progress
     from cimc.emit.image import build_image
     from cimc.emit.program import program_at
     from cimc.pass_manager import PassTiming, backend_passes, run_pipeline
@@ -217,6 +219,7 @@ def _backend(module: Module, target: Target, options: BackendOptions, path: str,
     placed = next((p.summary for p in backend if isinstance(p, Place)), None)
     # Emission translates the code `schedule` generated and kept; Program.save writes it.
     start = time.perf_counter()
+    progress("emit")
     cores = plan_and_code(module, target).cores
     text, image = program_at(module, target, cores, path), build_image(module, target)
     timings.append(PassTiming("emit", time.perf_counter() - start))

@@ -56,4 +56,33 @@ def located_error(
 
 def warn(message: str) -> None:
     """Print a warning to stderr; warnings never stop compilation."""
+    end_progress()
     print(f"cimc: warning: {message}", file=sys.stderr)
+
+
+class _Progress:
+    """The one status line a long command keeps on a terminal's stderr."""
+
+    enabled = False
+    shown = False
+
+
+def show_progress(enabled: bool) -> None:
+    """Turn the status line on (a command on a terminal without --quiet) or off."""
+    _Progress.enabled = enabled
+
+
+def progress(stage: str) -> None:
+    """Replace the status line with `stage` (nothing unless turned on)."""
+    if _Progress.enabled:
+        sys.stderr.write(f"\r\033[Kcimc: {stage}")
+        sys.stderr.flush()
+        _Progress.shown = True
+
+
+def end_progress() -> None:
+    """Clear the status line, before other output or at the end."""
+    if _Progress.shown:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+        _Progress.shown = False

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from cimc.diagnostics import CimcError
+from cimc.diagnostics import CimcError, end_progress, progress
 from cimc.ir.module import Module
 from cimc.ir.text import print_module
 from cimc.ir.verifier import verify
@@ -189,6 +189,7 @@ def _verify_after(timer: _Timer) -> Callback:
 def _print_after(names: Collection[str] | None, elide: bool, out: TextIO) -> Callback:
     def dump(pass_: Pass, module: Module) -> None:
         if names is None or pass_.name in names:
+            end_progress()
             out.write(f"// -----// IR Dump After {pass_.name} //----- //\n")
             out.write(print_module(module, elide_constants=elide))
             out.flush()
@@ -238,12 +239,14 @@ def run_pipeline(
     after.extend(callbacks)
     for index, pass_ in enumerate(passes):
         check_requirements(module, passes, index)
+        progress(pass_.name)
         module.forget_analyses()  # derived from the IR the pass may now change
         timer.before(pass_, module)
         pass_.apply(module)
         for callback in after:
             callback(pass_, module)
     if time_passes:
+        end_progress()
         out.write(timing_report(timer.timings, timer.verify_seconds))
         out.flush()
     if verify_seconds is not None:

@@ -64,26 +64,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.started, args.startup = started, startup
+    from cimc.diagnostics import end_progress, show_progress
     from cimc.outputs import abort_on_signals
 
+    # A status line of stages on a terminal, unless --quiet (commands that have it).
+    show_progress(sys.stderr.isatty() and not getattr(args, "quiet", False))
     try:
         with abort_on_signals():
             status = args.func(args)
     except CimcError as exc:
+        end_progress()
         print(f"cimc: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
+        end_progress()
         # A file problem a command did not anticipate: still the user's, never a traceback.
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"cimc: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except MemoryError:
+        end_progress()
         print("cimc: error: out of memory; the model or the inputs are too large for this "
               "machine", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        end_progress()
         print("cimc: interrupted", file=sys.stderr)
         return 130
+    finally:
+        show_progress(False)
+    end_progress()
     return int(status or 0)
 
 

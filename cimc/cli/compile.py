@@ -84,6 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_backend_options(parser)
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=DIMS",
                         help="pin an ONNX input's shape, e.g. data=1,3,32,32 (repeatable)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress line on a terminal (warnings and errors still show)")
     parser.add_argument("--time-passes", action="store_true",
                         help="print to stderr a table of where the command's time went: "
                         "start-up, import, every pass, emission, report, writing")
@@ -101,7 +103,7 @@ def compile_command(args: argparse.Namespace) -> int:
 
     from cimc.api import compile as compile_program
     from cimc.cli.opt import input_shapes
-    from cimc.diagnostics import CimcError
+    from cimc.diagnostics import CimcError, end_progress, progress
     from cimc.outputs import OutputSet
     from cimc.pass_manager import PassTiming, timing_report
     from cimc.targets import is_target_name
@@ -138,14 +140,19 @@ def compile_command(args: argparse.Namespace) -> int:
             place_effort=args.place_effort, place_time_limit=args.place_time_limit,
             path=str(output), print_ir_after_all=args.print_ir_after_all)
         mark = time.perf_counter()
+        if args.inputs:
+            progress("test data (reference interpreter)")
         codes = _test_codes(args, compiled) if args.inputs else None
         header = _header(args, compiled, codes) if args.emit_data else None
         if args.inputs:
             mark = stage("test data (reference)", mark)
+        if args.report:
+            progress("report (simulating)" if args.simulate else "report")
         report = build_report(compiled, str(output), codes[0] if codes else None,
                               args.simulate) if args.report else None
         if args.report:
             mark = stage("report (simulation)" if args.simulate else "report", mark)
+        progress("writing")
         out.write(output, compiled.assembly)
         out.write(image, compiled.image.to_bytes())
         if header is not None:
@@ -154,6 +161,7 @@ def compile_command(args: argparse.Namespace) -> int:
             out.write(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
         out.commit()
         stage("write files", mark)
+    end_progress()
     if args.time_passes:
         # The whole command: Python's start, reading the command line (loading the
         # commands' modules), import (and quantization), every pass, emission, what the

@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=".npy (single-input model) or .npz keyed by input name; batches stack on axis 0",
     )
     parser.add_argument("--outputs", required=True, metavar="Y", help=".npy or .npz to write")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress line on a terminal (warnings and errors still show)")
     parser.add_argument(
         "--engine", choices=ENGINES, default="sim",
         help="sim: compile for --target and simulate (default); reference: the IR interpreter",
