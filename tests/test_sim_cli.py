@@ -131,3 +131,30 @@ def test_inputs_may_omit_size_one_axes(workdir: Path) -> None:
     assert main(["sim", str(workdir / "prog.s"), "--inputs", str(workdir / "x.npy"),
                  "--outputs", str(workdir / "y.npy"), "--codes"]) == 0
     np.testing.assert_array_equal(np.load(workdir / "y.npy"), _expected(codes.reshape(3, 16)))
+
+
+def test_trace_of_an_mnist_inference_names_layers_and_draws_messages(tmp_path: Path) -> None:
+    """The Chrome trace-event format: every slice has name, ph, ts, dur, pid and tid;
+    every flow start has its finish with the same id and the reverse; slices are named
+    after the model's layers (the program's task comments); messages are flows."""
+    root = Path(__file__).resolve().parent.parent
+    model = root / "examples" / "mnist" / "mnist_cnn_qdq.onnx"
+    prog = tmp_path / "prog.s"
+    assert main([str(model), "-o", str(prog), "--target", "pimcomp"]) == 0
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 28, 28), np.float32))
+    assert main(["sim", str(prog), "--inputs", str(tmp_path / "x.npy"), "--trace",
+                 str(tmp_path / "t.json")]) == 0
+    events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    slices = [e for e in events if e["ph"] == "X"]
+    assert slices and all({"name", "ph", "ts", "dur", "pid", "tid"} <= e.keys() for e in slices)
+    starts = sorted(e["id"] for e in events if e["ph"] == "s")
+    assert starts and starts == sorted(e["id"] for e in events if e["ph"] == "f")
+    assert len(set(starts)) == len(starts)
+    sends = sum(1 for line in prog.read_text().splitlines() if line.split()[:1] == ["send"])
+    assert sends > 0
+    import cimc
+
+    layers = [op.name for op in cimc.compile(model, "pimcomp").module.ops()
+              if op.kind in ("matvec", "pool")]
+    for layer in layers:
+        assert any(e["name"].startswith(layer) for e in slices), layer

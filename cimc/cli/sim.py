@@ -93,8 +93,10 @@ def sim_command(args: argparse.Namespace) -> int:
         codes = read_inputs(args.inputs, program) if args.inputs else {}
         if args.adc_bits is not None:
             warn_inexact_adc(args.adc_bits, target)
+        labels = _task_labels(args.program) if args.trace else None
         options = SimOptions(adc_bits=args.adc_bits, noise_sigma=args.noise, seed=args.seed,
-                             max_steps=args.max_steps, trace=bool(args.trace))
+                             max_steps=args.max_steps, trace=bool(args.trace),
+                             trace_labels=labels)
         result = simulate(program, image, target, codes, options)
         if args.outputs:
             decls = {d.name: d for d in program.outputs}
@@ -202,3 +204,13 @@ def warn_inexact_adc(adc_bits: int, target: Any) -> None:
         warn(f"--adc-bits {adc_bits} is below the {needed} bits an exact partial sum needs on "
              f"target {target.name!r} (up to {largest}): conversions that exceed "
              f"{2**adc_bits - 1} clip, so results may differ from the exact model")
+
+
+def _task_labels(path: str) -> dict[int, str] | None:
+    """The task comments of a program text (None for a binary program: no comments)."""
+    from cimc.isa.simulator.trace import task_labels
+
+    try:
+        return task_labels(Path(path).read_text())
+    except (OSError, UnicodeDecodeError):
+        return None

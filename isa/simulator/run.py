@@ -35,6 +35,7 @@ class SimOptions:
     trace: bool = False
     trace_detail: int = 2000  # instructions per core traced one by one
     trace_max_events: int = 200_000
+    trace_labels: dict[int, str] | None = None  # line -> task name (trace.task_labels)
     # Run straight-line code as translated blocks (blocks.py); False interprets every
     # instruction one by one, with the same results (to check the translation).
     blocks: bool = True
@@ -116,7 +117,8 @@ def simulate(program: Program, image: Image | None, target: Target,
     trace = None
     if options.trace:
         streams = {n: [*s.instructions] for n, s in program.streams.items()}
-        trace = Trace(streams, target.clock_mhz, options.trace_detail, options.trace_max_events)
+        trace = Trace(streams, target.clock_mhz, options.trace_detail, options.trace_max_events,
+                      options.trace_labels)
     analog = Analog(options.adc_bits, options.noise_sigma, options.seed)
     machine = Machine(program, image, target, batch, analog, options.bit_level,
                       options.max_steps, trace, options.blocks)
