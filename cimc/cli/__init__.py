@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "disasm": "cimc.cli.disasm",
     "targets": "cimc.cli.targets",
     "report": "cimc.cli.report",
+    "plot": "cimc.cli.plot",
 }
 
 

@@ -40,21 +40,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def report_command(args: argparse.Namespace) -> int:
+    sys.stdout.write(report_text(read_report(args.report)))
+    return 0
+
+
+def read_report(path: str) -> dict[str, Any]:
+    """A compile report with per-layer figures, or a CimcError saying what is wrong."""
     from cimc.diagnostics import CimcError
 
     try:
-        with open(args.report) as file:
+        with open(path) as file:
             report = json.load(file)
     except OSError as exc:
-        raise CimcError(f"cannot read report {args.report}: {exc.strerror}") from None
+        raise CimcError(f"cannot read report {path}: {exc.strerror}") from None
     except ValueError as exc:
-        raise CimcError(f"{args.report} is not a JSON report ({exc}); give the file "
+        raise CimcError(f"{path} is not a JSON report ({exc}); give the file "
                         "`cimc compile --report` wrote") from None
     if not isinstance(report, dict) or "layers" not in report:
-        raise CimcError(f"{args.report} has no per-layer figures; give a report written by "
+        raise CimcError(f"{path} has no per-layer figures; give a report written by "
                         "`cimc compile --report` (recompile if it is older)")
-    sys.stdout.write(report_text(report))
-    return 0
+    return report
 
 
 def report_text(report: dict[str, Any]) -> str:
