@@ -1,5 +1,8 @@
 """The MNIST demo behind `make demo`: compile, emit the data header, simulate, compare.
 
+It also prints the compile report as tables (`cimc report`: figures and the per-layer
+table) and draws it (`cimc plot`: out/mnist/plots/mesh.png and layers.png).
+
 Uses only what is bundled here (no torch): the QDQ model and 200 held-out
 digits written by train.py. Prints how the simulated logits compare with the
 exact oracle on the same quantized model (onnxruntime with graph
@@ -54,6 +57,8 @@ def main() -> int:
          "--report", str(out / "compile.json"))
     cimc("sim", str(out / "prog.s"), "--inputs", str(out / "digits.npy"),
          "--outputs", str(out / "logits.npy"), "--report", str(out / "sim.json"))
+    cimc("report", str(out / "compile.json"))
+    cimc("plot", str(out / "compile.json"), str(out / "plots"))
 
     simulated = np.load(out / "logits.npy").reshape(len(images), -1)
     from cimc.reference.oracle import ExactOracle
@@ -84,7 +89,7 @@ def main() -> int:
           f"simulated: {sim_report['cycles']} cycles)")
     print(f"simulated batch             {sim_report['batch']} digits, "
           f"{sim_report['instructions']} instructions per inference")
-    print(f"\nwrote {out / 'prog.s'}, {out / 'mnist_data.h'}; demo took "
+    print(f"\nwrote {out / 'prog.s'}, {out / 'mnist_data.h'}, {out / 'plots'}; demo took "
           f"{time.perf_counter() - started:.1f} s")
     return 0
 
