@@ -76,7 +76,7 @@ class Phase:
     columns: int
     weight_bytes: int
     spill_bytes: int  # per inference, loaded and stored through global memory
-    copies: dict[str, int] = field(hash=False, compare=False)
+    copies: dict[int, int] = field(hash=False, compare=False)  # matvec position -> copies
     program_cycles: float = 0.0
     fill_cycles: float = 0.0
     period_cycles: float = 0.0
@@ -276,28 +276,32 @@ class PhaseModel:
     def phase(self, start: int, stop: int) -> Phase:
         t = self.target
         members = self.layers[start:stop]
-        matvecs = [layer for layer in members if layer.kind == "matvec"]
-        stages = [(layer.out_rows, layer.row_windows, layer.crossbars) for layer in matvecs]
+        # By position in the phase: the pieces of a split layer share its name.
+        matvecs = [k for k, layer in enumerate(members) if layer.kind == "matvec"]
+        stages = [(members[k].out_rows, members[k].row_windows, members[k].crossbars)
+                  for k in matvecs]
         copies = (choose_copies(stages, self.budget * t.total_crossbars) if self.budget > 0
                   else [1] * len(matvecs))
-        copy_of = {layer.name: c for layer, c in zip(matvecs, copies, strict=True)}
-        stage: dict[str, float] = {}
+        copy_of = dict(zip(matvecs, copies, strict=True))
+        stage: list[float] = []
         work = 0.0
-        for layer in members:
+        for k, layer in enumerate(members):
             if layer.kind == "matvec":
-                c = copy_of[layer.name]
-                stage[layer.name] = -(-layer.out_rows // c) * layer.row_windows * t.mvm_cycles
+                stage.append(-(-layer.out_rows // copy_of[k]) * layer.row_windows
+                             * t.mvm_cycles)
                 # A core runs one window's MVMs at once only on distinct crossbars.
                 work += (layer.out_rows * layer.row_windows * t.mvm_cycles
                          * -(-layer.blocks // t.crossbars_per_core))
             else:
-                stage[layer.name] = layer.vector_cycles
+                stage.append(layer.vector_cycles)
                 work += layer.vector_cycles
-        period = max(max(stage.values(), default=0.0), work / t.cores)
-        fill = sum(stage[layer.name] * layer.kernel_rows / layer.out_rows for layer in members)
+        period = max(max(stage, default=0.0), work / t.cores)
+        fill = sum(cycles * layer.kernel_rows / layer.out_rows
+                   for cycles, layer in zip(stage, members, strict=True))
         columns = self.columns(start, stop)
-        weight_bytes = sum(layer.weight_bytes * copy_of.get(layer.name, 1) for layer in members)
-        rows = sum(layer.rows_written * copy_of.get(layer.name, 1) for layer in members)
+        weight_bytes = sum(layer.weight_bytes * copy_of.get(k, 1)
+                           for k, layer in enumerate(members))
+        rows = sum(layer.rows_written * copy_of.get(k, 1) for k, layer in enumerate(members))
         cores = max(1, min(t.cores, -(-columns // (t.crossbars_per_core * t.cols))))
         program = max(weight_bytes / t.weight_bytes_per_cycle,
                       rows * t.latency.program_per_row / cores)
