@@ -39,7 +39,7 @@ class Traffic:
 
 
 def traffic(module: Module, target: Target) -> list[TrafficEdge]:
-    """unit_edges, computed once per scheduled module (the report needs them twice)."""
+    """unit_edges, computed once per scheduled module (the report reads them three times)."""
     kept = module.analysis(Traffic)
     if kept is None or kept.target != target:
         kept = Traffic(target, unit_edges(module, target))
