@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any
 
 import backend_models
@@ -470,3 +471,40 @@ def test_repair_unshares_cores_whose_groups_delay_each_other() -> None:
     assert bound(repaired) < bound(searched)
     # The critical path bounds every placement from below.
     assert bound(repaired) >= stages.path
+
+
+def _apart_problem() -> Problem:
+    """A block (its group above the shared-core cap), a vector op, a block of a light
+    group and a vector op, in a chain of activations; plus a psum into the first block
+    from a second block of its group. No two units of distinct groups may share a core."""
+    t = load_target("pimcomp")
+    payloads = [Payload(0, np.array([2]), 1000, "activation"),
+                Payload(2, np.array([3]), 300, "activation"),
+                Payload(3, np.array([4]), 200, "activation"),
+                Payload(0, np.array([1]), 700, "psum")]
+    demand = np.array([128, 128, 0, 128, 0], dtype=np.int64)
+    groups = np.array([0, 0, 1, 2, 3], dtype=np.int64)
+    load = np.array([200, 101, 5, 101], dtype=np.int64)
+    return Problem([f"u{k}" for k in range(5)], demand, np.zeros(5, dtype=np.int64), payloads,
+                   t, t.crossbars_per_core * t.cols, t.local_memory_bytes // 2, demand.copy(),
+                   groups=groups, group_load=load, load_cap=100)
+
+
+def test_bound_counts_units_that_cannot_share_a_core() -> None:
+    """Units whose groups cannot share a core are a hop apart at least: the bound is at
+    most the exhaustive optimum (units within 2 hops of unit 0 at the mesh's middle)
+    and here equal to it."""
+    p = _apart_problem()
+    middle = 6 * 12 + 6
+    near = [c for c in range(p.tiles) if p.hops[middle, c] <= 2]
+    best = None
+    for rest in itertools.product(near, repeat=len(p.names) - 1):
+        cores = np.array([middle, *rest])
+        if p.fits(cores):
+            cost = p.cost(cores)
+            best = cost if best is None else min(best, cost)
+    assert best is not None
+    bound = hop_bytes_bound(p)
+    assert bound <= best
+    # Every activation crosses a hop (its two ends cannot share), the psum does not.
+    assert bound == best == 1000 + 300 + 200

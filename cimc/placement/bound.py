@@ -23,6 +23,14 @@ bounded on its own (a partition, so the bounds add up):
   two-resource knapsack over the numbers of further cores each payload
   takes); competition for rings d >= 1 is ignored.
 
+Where a tile is one core (pimcomp), units of two groups whose loads add up to
+more than `load_cap` can never share it (a vector op shares with nobody, a
+group above the cap only with its own blocks): a receiver star's center that
+cannot share v's core is at least one hop away, and a center star's payload
+whose other units include such a unit takes at least one further core (as many
+as its columns need). Without this the bound was 0 for chains of layers that each
+fill a core, whose layer-order fill is optimal (mnist_cnn on pimcomp).
+
 It still ignores that different stars compete for the same cores, so the gap
 it leaves (1 - bound / hop_bytes) is an upper estimate of how far from optimal
 a placement is.
@@ -73,6 +81,17 @@ def nearest_cost(ring: list[int], cores: int) -> int:
     return total
 
 
+def apart(problem: Problem, u: int, v: int, ring: list[int]) -> bool:
+    """Whether units u and v can never be 0 hops apart: the tile is one core and their
+    groups (distinct) together exceed what a shared core may carry."""
+    if ring[0] != 1 or not problem.load_cap:
+        return False
+    g, h = int(problem.groups[u]), int(problem.groups[v])
+    if g == h or g < 0 or h < 0:
+        return False
+    return int(problem.group_load[g]) + int(problem.group_load[h]) > problem.load_cap
+
+
 def center_star(problem: Problem, star: list[Payload], ring: list[int], capacity: int) -> int:
     """Least cost of payloads sharing a center (module docstring)."""
     center = star[0].center
@@ -90,8 +109,11 @@ def center_star(problem: Problem, star: list[Payload], ring: list[int], capacity
         counted.update(groups)
         load = int(problem.group_load[groups].sum()) if cap and groups else 0
         most = max(-(-need // capacity), -(-load // cap) if cap else 0)
+        # Other units that cannot share the center's core need further cores of their own.
+        away = [int(v) for v in p.others if apart(problem, center, int(v), ring)]
+        least = max(1, -(-int(problem.columns[away].sum()) // capacity)) if away else 0
         options = [(max(0, need - n * capacity), max(0, load - n * cap),
-                    p.bytes * nearest_cost(ring, n)) for n in range(most + 1)]
+                    p.bytes * nearest_cost(ring, n)) for n in range(least, max(most, least) + 1)]
         merged: dict[tuple[int, int], int] = {}
         for (used, loaded), cost in front.items():
             for space, work, extra in options:
@@ -113,8 +135,23 @@ def receiver_star(problem: Problem, v: int, star: list[Payload], ring: list[int]
     for p in star:
         weight[p.center] += p.bytes
     room = [ring[0] * capacity - int(problem.columns[v])] + [r * capacity for r in ring[1:]]
-    sized = [c for c in weight if problem.columns[c] > 0]  # the others sit with v for free
-    cost, d = 0.0, 0
+    # Centers that can share v's core compete for the rings from 0, those that cannot
+    # (each at least one hop away) for the rings from 1, each set on its own rings (a
+    # relaxation: the sets' competition is ignored). A center without columns (a
+    # vector op) takes no room: with v for free if it may share its core, else 1 hop.
+    near = [c for c in weight if not apart(problem, c, v, ring)]
+    away = [c for c in weight if apart(problem, c, v, ring)]
+    cost = _rings_cost(problem, near, weight, list(room), 0)
+    cost += sum(weight[c] for c in away if not problem.columns[c])
+    return cost + _rings_cost(problem, away, weight, list(room), 1)
+
+
+def _rings_cost(problem: Problem, centers: list[int], weight: dict[int, int],
+                room: list[int], d: int) -> float:
+    """The fractional knapsack of `centers` (those with columns) into the rings' `room`
+    from ring d outwards, most bytes per column nearest."""
+    sized = [c for c in centers if problem.columns[c] > 0]
+    cost = 0.0
     for c in sorted(sized, key=lambda c: (-weight[c] / int(problem.columns[c]), c)):
         size = int(problem.columns[c])
         need = size
