@@ -17,7 +17,14 @@ from cimc.ir.module import Module
 from cimc.pass_manager import parse_pipeline, run_pipeline
 from cimc.passes.place import PLACERS, Place
 from cimc.pipeline import FRONTEND
-from cimc.placement.baselines import anneal, core_order, curve_order, fill, fit_load_cap
+from cimc.placement.baselines import (
+    anneal,
+    core_order,
+    curve_order,
+    fill,
+    fit_load_cap,
+    payload_order,
+)
 from cimc.placement.bound import hop_bytes_bound
 from cimc.placement.cpsat import search, solve_window
 from cimc.placement.problem import Payload, Problem, build_problem, distribute, pack
@@ -508,3 +515,50 @@ def test_bound_counts_units_that_cannot_share_a_core() -> None:
     assert bound <= best
     # Every activation crosses a hop (its two ends cannot share), the psum does not.
     assert bound == best == 1000 + 300 + 200
+
+
+def test_fill_keeps_a_group_above_the_cap_on_one_core() -> None:
+    """A core holding one group alone may exceed the shared-core cap (Problem.loads_fit):
+    the fill keeps that group's blocks together and opens a core for the next group."""
+    p = chain_problem(2, 4)  # two layers of 4 full blocks; pimcomp holds 16 a core
+    p.groups = np.array([0] * 4 + [1] * 4, dtype=np.int64)
+    p.group_load = np.array([200, 10], dtype=np.int64)
+    p.load_cap = 100
+    cores = fill(p, core_order(p, snake=False))
+    assert cores.tolist() == [0] * 4 + [1] * 4
+    assert p.fits(cores)
+
+
+def test_payload_order_groups_each_column_by_the_slice_its_blocks_read() -> None:
+    """One layer of 2 columns x 8 row blocks, row block i reading input slice i % 2 (as a
+    3x3 conv's rows interleave its input slices): the order runs down each column,
+    the blocks of one slice together, the column's reducer among them; a fill of 4
+    blocks a core then sends each slice to fewer cores than the layer order."""
+    t = load_target("pimcomp")
+    rows, columns = 8, 2
+    unit = {(i, j): j * rows + i for i in range(rows) for j in range(columns)}  # column-major
+    payloads = [Payload(unit[0, j], np.array([unit[i, j] for i in range(1, rows)]), 4096,
+                        "psum") for j in range(columns)]
+    senders = [rows * columns, rows * columns + 1]  # the previous layer's two reducers
+    payloads += [Payload(senders[s], np.array(sorted(unit[i, j] for i in range(s, rows, 2)
+                                                     for j in range(columns))), 4096,
+                         "activation") for s in range(2)]
+    n = rows * columns + 2
+    demand = np.array([2048] * (n - 2) + [0, 0], dtype=np.int64)  # 4 blocks fill a core
+    groups = np.array([0] * (n - 2) + [1, 2], dtype=np.int64)
+    p = Problem([f"u{k}" for k in range(n)], demand, np.zeros(n, dtype=np.int64), payloads, t,
+                t.crossbars_per_core * t.cols, t.local_memory_bytes // 2, demand.copy(),
+                groups=groups, group_load=np.array([10, 10, 10], dtype=np.int64))
+    order = payload_order(p)
+    assert sorted(order) == list(range(n))
+    column = [[u for u in order if u < n - 2 and u // rows == j] for j in range(columns)]
+    for j, members in enumerate(column):
+        assert order[j * rows:(j + 1) * rows] == members  # each column consecutive
+        others = [u for u in members if u != unit[0, j]]
+        assert [u % 2 for u in others] == sorted(u % 2 for u in others)  # slices together
+        assert members.index(unit[0, j]) == (rows - 1) // 2  # the reducer in the middle
+    # Each slice now reaches 2 cores per column, not all 4 cores of the layer.
+    for s, payload in enumerate(p.payloads[2:]):
+        by_order = fill(p, list(range(p.tiles)), order)[payload.others]
+        by_layer = fill(p, list(range(p.tiles)))[payload.others]
+        assert len(set(by_order.tolist())) < len(set(by_layer.tolist())) == 4, s

@@ -57,20 +57,22 @@ def core_order(problem: Problem, snake: bool) -> list[int]:
                                             min(t.cores, (k + 1) * t.cores_per_tile))]
 
 
-def fill(problem: Problem, order: list[int]) -> np.ndarray:
-    """Units in layer order into cores in `order`: a unit goes to the current core if
-    its columns, tables and compute load fit, else to the next core. Returns each
-    unit's core."""
+def fill(problem: Problem, order: list[int], units: list[int] | None = None) -> np.ndarray:
+    """Units in layer order (or in the order `units` gives) into cores in `order`: a unit
+    goes to the current core if its columns, tables and compute load fit, else to the
+    next core. Returns each unit's core."""
     core_of = np.zeros(len(problem.names), dtype=np.int64)
     position, cols, tables, load = 0, 0, 0, 0
     held: set[int] = set()
     xbars: dict[int, int] = {}  # crossbars each group's blocks fill on the current core
-    for u in range(len(problem.names)):
+    for u in (range(len(problem.names)) if units is None else units):
         group = int(problem.groups[u])
         extra = int(problem.group_load[group]) if group >= 0 and group not in held else 0
         while (cols + problem.demand[u] > problem.capacity
                or tables + problem.tables[u] > problem.table_budget
-               or (problem.load_cap and held and load + extra > problem.load_cap)
+               # A core shared by several groups keeps the cap; one group alone may
+               # exceed it (its own blocks never count as sharing: problem.loads_fit).
+               or (problem.load_cap and held - {group} and load + extra > problem.load_cap)
                or xbars.get(group, 0) + problem.xbars[u] > problem.group_xbars):
             position, cols, tables, load = position + 1, 0, 0, 0
             held = set()
@@ -92,6 +94,40 @@ def fill(problem: Problem, order: list[int]) -> np.ndarray:
             held.add(group)
             xbars[group] = xbars.get(group, 0) + int(problem.xbars[u])
     return core_of
+
+
+def payload_order(problem: Problem) -> list[int]:
+    """Units in layer order, but the blocks of each group (one replica of a matvec)
+    sorted by the partial-sum payload they add to (their column) and then by the
+    activation payloads they read (their input slice): a fill then puts the blocks of
+    one column that read one slice on one core, so both payloads reach fewer cores.
+    (The layer order of blocks runs down each column through every slice in turn:
+    VGG-11's 3x3 convs read slice i % 4 in row block i, so every core of a layer got
+    every slice, and every activation went to all the layer's cores.)"""
+    column = list(range(len(problem.names)))
+    read: list[tuple[int, ...]] = [() for _ in problem.names]
+    for p in problem.payloads:
+        if p.kind == "psum":
+            for v in p.others.tolist():
+                column[v] = p.center
+        else:
+            for v in p.others.tolist():
+                read[v] += (p.center,)
+    units: list[int] = []
+    start = 0
+    groups = problem.groups.tolist()
+    for u in range(1, len(groups) + 1):
+        if u == len(groups) or groups[u] != groups[start] or groups[u] < 0:
+            ordered = sorted(range(start, u), key=lambda v: (column[v], sorted(read[v]), v))
+            # Each column's reducer in the middle of its blocks: the partial sums come
+            # from both sides of it along the fill.
+            for c in dict.fromkeys(column[v] for v in ordered):
+                members = [v for v in ordered if column[v] == c and v != c]
+                if len(members) + 1 == sum(column[v] == c for v in ordered):
+                    members.insert(len(members) // 2, c)
+                units += members
+            start = u
+    return units
 
 
 def fit_load_cap(problem: Problem) -> None:

@@ -43,6 +43,7 @@ from cimc.placement.baselines import (
     core_order,
     curve_order,
     fill,
+    payload_order,
 )
 from cimc.placement.bound import hop_bytes_bound
 from cimc.placement.cpsat import SearchLog, lns, window_budget
@@ -87,7 +88,9 @@ def improve(problem: Problem, effort: float, seed: int, deadline: float | None =
 def _search(problem: Problem, effort: float, seed: int, deadline: float | None,
             log: SearchLog) -> np.ndarray:
     rng = random.Random(seed)
-    starts = [fill(problem, curve_order(problem)), fill(problem, core_order(problem, True))]
+    units = payload_order(problem)
+    starts = [fill(problem, curve_order(problem), units),
+              fill(problem, core_order(problem, True), units)]
     budget = Budget.of(problem, effort)
     # A placement at the lower bound is optimal: nothing left to search.
     floor = hop_bytes_bound(problem)
