@@ -7,6 +7,11 @@ data operands are all dequantized integers becomes that op on the integers:
     quantize(relu(gemm(dequantize(x), dequantize(w))))  -> gemm(x, w) {clamp} : q
     quantize(reshape(global_avg_pool(dequantize(x)))) -> reshape(global_avg_pool(x) : q) : q
     quantize(dequantize(x))                           -> requantize(x) (or x itself)
+    quantize(sigmoid(dequantize(x)))                  -> lut(x, table) : q
+
+An activation of cimc.reference.activation (sigmoid, tanh, hard_swish, gelu, ...)
+on an 8-bit per-tensor input becomes `lut`: its 256 result codes, one per input
+code, are a constant computed in float64 (`activation.table`).
 
 The result takes the quantize's type. A float bias is quantized to i32 with
 scale sx*sw[c]; an i32 bias in another scale is rescaled. Relu/clip, reshape
@@ -28,6 +33,7 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op, Quant, TensorType
 from cimc.pass_base import Pass
+from cimc.reference import activation
 from cimc.reference.integer import add_multipliers
 
 # Kinds that fold when all their data operands are dequantized integers.
@@ -47,6 +53,7 @@ FOLDABLE = frozenset(
         "transpose",
         "relu",
         "clip",
+        *activation.FUNCTIONS,
     }
 )
 # Kinds that commute with quantization, so may sit between the op and the quantize.
@@ -119,14 +126,29 @@ def fold(module: Module, quantize: Op, *, dry: bool = False) -> bool:
     if dry:
         return True
     attrs = dict(anchor.attrs)
+    kind = anchor.kind
+    if kind in activation.FUNCTIONS:
+        operands = [operands[0], _lut_table(module, anchor, operands[0], result)]
+        kind, attrs = "lut", {}
     rebuilt = [anchor, *chain]
     if anchor.kind in CLAMPED and chain and chain[0].kind in ACTIVATIONS:
         rebuilt.remove(chain[0])
         clamp = _clamp(chain[0], result)
         if clamp is not None:
             attrs["clamp"] = clamp
-    _replace(module, [anchor, *chain], rebuilt, quantize, operands, attrs)
+    _replace(module, [anchor, *chain], rebuilt, quantize, operands, attrs, kind)
     return True
+
+
+def _lut_table(module: Module, anchor: Op, x: str, result: TensorType) -> str:
+    """A constant of the 256 result codes of activation `anchor` on the codes of `x`."""
+    x_type = module.values[x]
+    assert x_type.quant is not None and result.quant is not None
+    codes = activation.table(
+        anchor.kind, anchor.attrs, x_type.numpy_dtype, x_type.quant.scale[0],
+        x_type.quant.zero_point[0], result.numpy_dtype, result.quant.scale[0],
+        result.quant.zero_point[0])
+    return module.add_constant(module.fresh_name(f"{anchor.name}_table"), codes)
 
 
 def _fold_requantize(module: Module, quantize: Op, source: str) -> bool:
@@ -149,6 +171,8 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType,
     if any(v is None for v in operands) or result.dtype not in EIGHT_BIT:
         return None
     integers = [v for v in operands if v is not None]
+    if anchor.kind in activation.FUNCTIONS and module.values[integers[0]].dtype not in EIGHT_BIT:
+        return None
     if anchor.kind in ("add", "sub"):
         scales = [module.values[v] for v in integers]
         if any(ty.dtype not in EIGHT_BIT for ty in scales):
@@ -239,6 +263,7 @@ def _replace(
     quantize: Op,
     operands: list[str],
     anchor_attrs: dict[str, Any],
+    anchor_kind: str,
 ) -> None:
     """Replace float `ops` (anchor first, each read only by the next) and `quantize` by
     integer versions of the `rebuilt` ones, of the same names, in the quantize's type."""
@@ -251,7 +276,7 @@ def _replace(
         (op.kind, op.name, op.outputs[0], module.values[op.outputs[0]].shape, dict(op.attrs))
         for op in rebuilt
     ]
-    plan[0] = (*plan[0][:4], anchor_attrs)
+    plan[0] = (anchor_kind, *plan[0][1:4], anchor_attrs)
     for op in [quantize, *reversed(ops)]:
         module.remove_op(op)
     inputs = operands

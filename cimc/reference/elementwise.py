@@ -1,5 +1,5 @@
-"""Element-wise ops and activations: float in float64, quantized add/sub/mul
-and relu/clip exactly in integers."""
+"""Element-wise ops: float in float64, quantized add/sub/mul and relu/clip exactly in
+integers (the other activations: cimc/reference/activation.py)."""
 
 from __future__ import annotations
 
@@ -111,14 +111,6 @@ def _float_only(call: Call) -> np.ndarray:
     return call.args[0].astype(np.float64)
 
 
-def sigmoid(call: Call) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-_float_only(call)))).astype(np.float32)
-
-
-def tanh(call: Call) -> np.ndarray:
-    return np.tanh(_float_only(call)).astype(np.float32)
-
-
 def softmax(call: Call) -> np.ndarray:
     x = _float_only(call)
     axis = int(call.attr("axis", -1))
@@ -151,8 +143,6 @@ KERNELS = {
     "mul": mul,
     "relu": relu,
     "clip": clip,
-    "sigmoid": sigmoid,
-    "tanh": tanh,
     "softmax": softmax,
     "lrn": lrn,
     "batch_norm": batch_norm,
