@@ -43,7 +43,7 @@ import numpy as np
 
 from cimc.analysis.window import Window, received_rows
 from cimc.diagnostics import CimcError
-from cimc.dialect.chip import block_shape, blocks_of, image_dims
+from cimc.dialect.chip import block_shape, blocks_of, image_dims, runtime_operands
 from cimc.ir.module import Module, Op
 from cimc.targets import Target
 
@@ -218,7 +218,7 @@ def unit_edges(module: Module, target: Target) -> list[TrafficEdge]:
                                                  ("psum", op.name, r, j)))
         if op.kind != "matvec" and op.kind not in VECTOR_KINDS:
             continue
-        for value in op.inputs[:1] if op.kind == "matvec" else op.inputs:
+        for value in runtime_operands(module, op):
             edges += _input_edges(module, op, value, channels)
         edges += _output_edges(module, op)
     return edges

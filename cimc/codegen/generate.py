@@ -11,6 +11,8 @@ of one group on one core:
   send partial sums to the column's reducer, or (reducer) receive and add
   them, add the bias, requantize into the output row buffer;
 * eltwise / rescale / concat: receive the operand rows, compute in chunks;
+* a matvec, pool or rescale with a lookup table (a quantized activation) passes its
+  result codes through `vlut` before they leave the core;
 * then send the row (the channels this core reduces) to every core that
   needs it, and `st` it when it is a model output.
 
@@ -34,7 +36,7 @@ from cimc.analysis.traffic import block_name, column_ranges, unit_cores
 from cimc.analysis.window import Window, band_plan
 from cimc.codegen.loops import reroll
 from cimc.diagnostics import CimcError
-from cimc.dialect.chip import CHUNK, blocks_of, image_dims
+from cimc.dialect.chip import CHUNK, blocks_of, image_dims, lut_table, rescale_clamps
 from cimc.dialect.host import chip_stores
 from cimc.ir.module import Module, Op
 from cimc.isa.asm_quote import comment_text
@@ -60,6 +62,13 @@ class CoreCode:
         self.top = (self.top - 4 * len(flat)) // ALIGN * ALIGN
         self.data.append((self.top, flat))
         return self.top
+
+    def byte_table(self, codes: np.ndarray) -> int:
+        """Place a table of bytes (a lookup table's 256 codes) among the constant tables
+        as little-endian words; return its address."""
+        raw = np.ascontiguousarray(codes).view(np.uint8).tobytes()
+        raw += bytes(-len(raw) % 4)
+        return self.table(np.frombuffer(raw, dtype="<i4"))
 
     def keep(self, size: int) -> int:
         """A buffer of `size` bytes for the whole run (a band)."""
@@ -338,6 +347,7 @@ class Part:
         tmp = code.take(4 * width)
         consts = {j: (code.table(bias[slice(*self.ranges[j])]),
                       code.table(table[slice(*self.ranges[j])])) for j in self.columns}
+        lut = self._lut()
         senders = {j: sorted({unit_core[block_name(op, group.replica, i, jj)]
                               for i, jj in blocks_of(op) if jj == j} - {core})
                    for j in self.columns}
@@ -367,6 +377,8 @@ class Part:
             b, t = consts[j]
             reduce += [f"vadd.i32 {acc}(r1), {acc}(r1), {b}(r0), {n}",
                        f"requant.{yt} {lo}(r3), {acc}(r1), {n}, {t}(r0)"]
+            if lut is not None:
+                reduce.append(f"vlut.{yt} {lo}(r3), {lo}(r3), {n}, {lut}(r0)")
 
         def body(m: int, oy: int) -> list[str]:
             return (self._band(m, oy) + self._pipelined(issue, reduce, bank)
@@ -395,6 +407,9 @@ class Part:
             step = [f"vredsum.{xt} {acc}(r0), {src}, {win.c}, {count}, {win.c}",
                     f"vaddi.i32 {acc}(r0), {acc}(r0), {a['offset']}, {win.c}",
                     f"requant.{yt} 0(r3), {acc}(r0), {win.c}, {table}(r0)"]
+        lut = self._lut()
+        if lut is not None:
+            step.append(f"vlut.{yt} 0(r3), 0(r3), {win.c}, {lut}(r0)")
         step = (win.gather(self.window) if self.window is not None else []) + step
 
         def body(m: int, oy: int) -> list[str]:
@@ -464,13 +479,20 @@ class Part:
         if a["M"]:
             table = code.table(np.tile(np.asarray([a["M"], a["shift"], a["zy"], a["lo"],
                                                    a["hi"]], dtype=np.int64), chunk))
+        lut = self._lut()
 
         def chunk_code(n: int) -> list[str]:
             if a["M"]:
-                return [f"vscale.{tx} {wide}(r0), 0(r1), {n}, {a['zx']}, 1",
-                        f"requant.{ty} 0(r2), {wide}(r0), {n}, {table}(r0)"]
-            return [f"vmaxi.{tx} 0(r2), 0(r1), {a['lo']}, {n}",
-                    f"vmini.{tx} 0(r2), 0(r2), {a['hi']}, {n}"]
+                lines = [f"vscale.{tx} {wide}(r0), 0(r1), {n}, {a['zx']}, 1",
+                         f"requant.{ty} 0(r2), {wide}(r0), {n}, {table}(r0)"]
+            elif lut is None or rescale_clamps(self.module, self.op):
+                lines = [f"vmaxi.{tx} 0(r2), 0(r1), {a['lo']}, {n}",
+                         f"vmini.{tx} 0(r2), 0(r2), {a['hi']}, {n}"]
+            else:  # only the lookup: it reads the operand's codes
+                return [f"vlut.{ty} 0(r2), 0(r1), {n}, {lut}(r0)"]
+            if lut is not None:
+                lines.append(f"vlut.{ty} 0(r2), 0(r2), {n}, {lut}(r0)")
+            return lines
 
         def body(m: int, oy: int) -> list[str]:
             lines = self._rows_in(0, m, oy, row_in, self.n, 0)
@@ -478,6 +500,11 @@ class Part:
             return lines + self._finish(m, oy)
 
         return body
+
+    def _lut(self) -> int | None:
+        """The address of the op's lookup table in this core's `.data`, if it has one."""
+        name = lut_table(self.module, self.op)
+        return None if name is None else self.code.byte_table(self.module.constants[name])
 
     def _concat_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
         channels = [image_dims(self.module.values[v])[2] for v in self.op.inputs]

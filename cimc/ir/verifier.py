@@ -102,7 +102,8 @@ OP_KINDS: dict[str, OpSpec] = {
     "sum": OpSpec((1, None), shape=shapes.broadcast),
     # The backend's kinds (passes/lower/), with what tile, replicate, place and
     # schedule add to them (docs/backend.md).
-    "matvec": OpSpec((4, 4), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
+    # matvec, pool and rescale may end with a lookup table (cimc.dialect.chip.LUT_KINDS).
+    "matvec": OpSpec((4, 5), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
                               "dilations": PAIR, "group": INT},
                      {"block_rows": INT, "block_cols": INT, "blocks": INTS, "slices": INT,
                       "input_steps": INT, "replicas": INT, "block_cores": INTS,
@@ -110,12 +111,12 @@ OP_KINDS: dict[str, OpSpec] = {
                       "tags": INTS, "messages": INTS, "addr": INT, "local_bytes": INTS,
                       "pipeline": STR, "stream": INT, "phase": INT, "column_phases": INTS},
                      shape=shapes.matvec),
-    "pool": OpSpec((1, 1), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
+    "pool": OpSpec((1, 2), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
                             "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED,
                    shape=shapes.backend_pool),
     "eltwise": OpSpec((2, 2), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
                       _PLACED, shape=shapes.broadcast),
-    "rescale": OpSpec((1, 1), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
+    "rescale": OpSpec((1, 2), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
     "view": OpSpec((1, 1), optional={"addr": INT, "phase": INT}, shape=shapes.same_size),
 }
 # Placed and scheduled ops: core, global address of the result, local memory used.

@@ -18,6 +18,9 @@ needs computed here once:
 * `eltwise(a, b)` {ma, mb, za, zb, M = 1, shift, zy, lo, hi} for add and sub.
 * `rescale(x)` {zx, M, shift, zy, lo, hi} for requantize, relu and clip
   (`M = 0` when only the clamp applies).
+* a `lut` (a quantized activation) becomes a last operand of the op computing its
+  operand (matvec, pool or rescale: its 256 codes in byte order, applied by `vlut`
+  to the result codes), or a `rescale(x, lut)` {M = 0} of its own.
 * `concat(xs...)` along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
@@ -36,7 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cimc.diagnostics import CimcError
-from cimc.dialect.chip import CHIP_KINDS, image_dims
+from cimc.dialect.chip import CHIP_KINDS, LUT_KINDS, image_dims, lut_table
 from cimc.dialect.host import HOST_KINDS, host_float_ops
 from cimc.ir.module import Module, Op, TensorType
 from cimc.pass_base import Pass
@@ -435,6 +438,41 @@ def lower_reshape(module: Module, op: Op) -> None:
     _replace(module, op, "view", [x], {})
 
 
+def lower_lut(module: Module, op: Op) -> None:
+    """A quantized activation: its table in the byte order `vlut` indexes (the unsigned
+    byte of a code), applied by the op that computes the operand when it can end with a
+    table (a matvec, pool or rescale whose result only this op reads, of the same element
+    type), else by a `rescale` of its own that only looks the codes up."""
+    x, table = op.inputs
+    x_type, y_type = module.values[x], module.values[op.outputs[0]]
+    _per_tensor(x_type, "input", op)
+    _per_tensor(y_type, "result", op)
+    codes = module.constants[table]
+    if codes.shape != (256,):
+        raise CimcError(f"op {op.name!r} (lut): the table has {codes.size} codes, not 256")
+    # Code c is looked up at its byte c mod 256; codes[k] belongs to lowest code + k.
+    lowest = int(np.iinfo(x_type.numpy_dtype).min)
+    by_byte = codes[(np.arange(256) - lowest) % 256 if lowest else np.arange(256)]
+    by_byte = by_byte.astype(y_type.numpy_dtype)
+    name = module.add_constant(module.fresh_name(f"{op.name}.lut"), by_byte)
+    producer = module.producer(x)
+    if (producer is not None and producer.kind in LUT_KINDS
+            and lut_table(module, producer) is None and x not in module.outputs
+            and [c.name for c in module.consumers(x)] == [op.name]
+            and x_type.dtype == y_type.dtype):
+        # The producer's requantized codes go through the table before they leave it.
+        module.set_inputs(producer, [*producer.inputs, name])
+        module.values[x] = y_type.with_shape(x_type.shape)
+        module.replace_uses(op.outputs[0], x)
+        module.remove_op(op)
+        return
+    info = np.iinfo(x_type.numpy_dtype)
+    attrs = {"zx": int(x_type.quant.zero_point[0]),  # type: ignore[union-attr]
+             "M": 0, "shift": 0, "zy": int(y_type.quant.zero_point[0]),  # type: ignore[union-attr]
+             "lo": int(info.min), "hi": int(info.max)}
+    _replace(module, op, "rescale", [x, name], attrs)
+
+
 RULES = {
     "conv": lower_matvec,
     "gemm": lower_matvec,
@@ -449,4 +487,5 @@ RULES = {
     "sub": lower_eltwise,
     "concat": lower_concat,
     "reshape": lower_reshape,
+    "lut": lower_lut,
 }
