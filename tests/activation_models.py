@@ -1,10 +1,11 @@
 """Small torch models with the activations the vector unit's lookup table runs (Sigmoid,
-Tanh, HardSwish, LeakyReLU, GELU), exported and quantized as tests/models.py does it:
+Tanh, HardSwish, SiLU, LeakyReLU, GELU), exported and quantized as tests/models.py does it:
 onnxruntime QDQ, per-channel int8 weights, seeded weights and calibration data.
 
 HardSwish exports as one ONNX op from opset 14 and GELU from opset 20, so those models
 use the dynamo exporter (at 18 and 20); the legacy exporter at 13 writes HardSwish as
-x * HardSigmoid(x) and GELU as Div/Erf/Add/Mul, products of two activations.
+x * HardSigmoid(x) and GELU as Div/Erf/Add/Mul (onnxruntime's optimizer rewrites
+HardSwish as x * HardSigmoid(x) anyway; torch exports SiLU as x * Sigmoid(x)).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from models import CALIBRATION_BATCHES, CALIBRATION_SEED, quantize_qdq, workdir
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "conv_leaky": (1, 3, 8, 8),
     "conv_hardswish": (1, 3, 8, 8),
+    "conv_silu": (1, 3, 8, 8),
     "mlp_sigmoid_tanh": (1, 32),
     "mlp_gelu": (1, 32),
     "mlp_gelu_tanh": (1, 32),
@@ -29,6 +31,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
 EXPORTS: dict[str, dict[str, int]] = {
     "conv_leaky": {"legacy": 13, "dynamo": 18},
     "conv_hardswish": {"dynamo": 18},
+    "conv_silu": {"legacy": 13, "dynamo": 18},
     "mlp_sigmoid_tanh": {"legacy": 13, "dynamo": 18},
     "mlp_gelu": {"dynamo": 20},
     "mlp_gelu_tanh": {"dynamo": 20},
@@ -53,6 +56,7 @@ def _torch_module(name: str):  # -> torch.nn.Module
     factories = {
         "conv_leaky": lambda: conv_net(lambda: nn.LeakyReLU(0.1)),
         "conv_hardswish": lambda: conv_net(nn.Hardswish),
+        "conv_silu": lambda: conv_net(nn.SiLU),
         "mlp_sigmoid_tanh": lambda: mlp(nn.Sigmoid(), nn.Tanh()),
         "mlp_gelu": lambda: mlp(nn.GELU()),
         "mlp_gelu_tanh": lambda: mlp(nn.GELU(approximate="tanh")),

@@ -21,6 +21,10 @@ needs computed here once:
 * a `lut` (a quantized activation) becomes a last operand of the op computing its
   operand (matvec, pool or rescale: its 256 codes in byte order, applied by `vlut`
   to the result codes), or a `rescale(x, lut)` {M = 0} of its own.
+* a quantized `mul`, `add` or `sub` whose operands are all a function of one tensor x
+  (x, a `lut` of x, a one-element constant: HardSwish as `x * HardSigmoid(x)`, SiLU,
+  `x + 3`) becomes a `lut` of x first, its table the op's reference kernel on the 256
+  codes of x (passes/lower/tables.py).
 * `concat(xs...)` along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
@@ -50,6 +54,7 @@ from cimc.passes.lower.host import (
     pass_through_inputs,
     quantize_inputs_once,
 )
+from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
 from cimc.reference.requant import MAX_SHIFT, apply, fixed_point
@@ -114,6 +119,7 @@ class Lower(Pass):
     def apply(self, module: Module) -> None:
         quantize_inputs_once(module)
         pass_through_inputs(module)
+        tabulate_functions_of_one_tensor(module)
         host_float = host_float_ops(module)
         # `concat` is both an IR op and a chip kind: lowering it again is a no-op
         todo = [op for op in module.ops() if op.kind not in HOST_KINDS

@@ -1,0 +1,219 @@
+"""Activations through the vector unit's lookup table (issue 13): onnx's node test cases
+in float through `cimc run --engine reference`; every quantized activation as a QDQ
+model against the exact oracle and compiled; torch exports (Conv -> LeakyReLU, Conv ->
+Hardswish, Linear -> Sigmoid/Tanh/GELU, SiLU) quantized by quantize_static, simulated
+bit for bit equal to the reference on `isaac` and `edge`, the reference within one
+quantum of the exact oracle; and the messages for what is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import activation_models
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import cimc
+from cimc.cli import main
+from cimc.diagnostics import CimcError
+from cimc.host.ports import reference_codes
+from cimc.ir.module import Module, TensorType
+from cimc.isa.assembler import assemble_file
+from cimc.isa.image import load_image
+from cimc.isa.simulator import run_program
+from cimc.reference import run_module
+from cimc.reference.oracle import ExactOracle
+
+# ONNX op -> (opset, attributes) of the quantized cases.
+ACTIVATIONS = {
+    "Sigmoid": (13, {}),
+    "Tanh": (13, {}),
+    "HardSigmoid": (13, {"alpha": 0.3, "beta": 0.4}),
+    "HardSwish": (14, {}),
+    "LeakyRelu": (13, {"alpha": 0.07}),
+    "Elu": (13, {"alpha": 0.8}),
+    "Selu": (13, {}),
+    "Softplus": (13, {}),
+    "Gelu": (20, {}),
+    "Gelu_tanh": (20, {"approximate": "tanh"}),
+    "Erf": (13, {}),
+}
+
+
+def _node_cases() -> list:
+    from onnx.backend.test.case.node import collect_testcases
+
+    ops = {op.split("_")[0] for op in ACTIVATIONS}
+    # A case of one of the ops alone (the expanded ones spell it with Mul, Div, CastLike...).
+    return [case for case in collect_testcases()
+            if {n.op_type for n in case.model.graph.node} <= ops]
+
+
+NODE_CASES = _node_cases()
+
+
+def test_every_activation_has_node_cases() -> None:
+    ops = {n.op_type for case in NODE_CASES for n in case.model.graph.node}
+    assert ops == {op.split("_")[0] for op in ACTIVATIONS}
+
+
+@pytest.mark.parametrize("case", NODE_CASES, ids=[c.name for c in NODE_CASES])
+def test_onnx_node_cases_run_on_the_reference(case, tmp_path: Path) -> None:
+    """Float semantics: each case's expected output, within the case's tolerance."""
+    path = tmp_path / "m.onnx"
+    onnx.save(case.model, path)
+    graph = case.model.graph
+    for k, (inputs, outputs) in enumerate(case.data_sets):
+        np.savez(tmp_path / "x.npz", **{i.name: x for i, x in zip(graph.input, inputs,
+                                                                    strict=True)})
+        out = tmp_path / f"y{k}.npz"
+        assert main(["run", str(path), "--engine", "reference", "--inputs",
+                     str(tmp_path / "x.npz"), "--outputs", str(out), "-q"]) == 0
+        got = np.load(out)
+        for o, expected in zip(graph.output, outputs, strict=True):
+            np.testing.assert_allclose(got[o.name], expected, rtol=case.rtol, atol=case.atol)
+
+
+def _qdq_activation(op: str, dtype: int, in_scale: float, in_zp: int, out_scale: float,
+                    out_zp: int):  # -> onnx.ModelProto
+    """input -> Q -> DQ -> op -> Q -> DQ -> output, as quantize_static writes a lone
+    activation."""
+    opset, attrs = ACTIVATIONS[op]
+    shape = [1, 4, 8, 8]
+    consts = [numpy_helper.from_array(np.array(in_scale, np.float32), "sx"),
+              numpy_helper.from_array(np.array(out_scale, np.float32), "sy"),
+              helper.make_tensor("zx", dtype, [], [in_zp]),
+              helper.make_tensor("zy", dtype, [], [out_zp])]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             helper.make_node(op.split("_")[0], ["xd"], ["a"], name="act", **attrs),
+             helper.make_node("QuantizeLinear", ["a", "sy", "zy"], ["aq"]),
+             helper.make_node("DequantizeLinear", ["aq", "sy", "zy"], ["output"])]
+    graph = helper.make_graph(
+        nodes, "act", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)], consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("op", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_quantized_activation_is_one_table_within_a_quantum_of_the_oracle(
+        op: str, dtype: str, tmp_path: Path) -> None:
+    """Every input code (the input spans the whole int8/uint8 range): the reference's lut
+    within one quantum of onnxruntime running the QDQ graph as written, and the program
+    (a lookup of its own, the input comes from the host) equal to the reference."""
+    onnx_type = TensorProto.INT8 if dtype == "int8" else TensorProto.UINT8
+    low = -128 if dtype == "int8" else 0
+    out_zp = {"Sigmoid": low, "HardSigmoid": low, "Softplus": low}.get(op, low + 128)
+    path = tmp_path / "m.onnx"
+    onnx.save(_qdq_activation(op, onnx_type, 0.04, low + 128, 0.02, out_zp), path)
+    module = cimc.api.prepare(path)
+    assert [o.kind for o in module.ops()] == ["quantize", "lut", "dequantize"]
+    codes = np.arange(256).reshape(1, 4, 8, 8)
+    x = ((codes - 128) * 0.04).astype(np.float32)  # every code of the input once
+    got = cimc.run_reference(module, {"input": x})["output"]
+    expected = ExactOracle(path).run({"input": x})[0]
+    assert np.abs(got - expected).max() <= 0.02 * 1.0001
+    program = cimc.compile(path, "isaac")
+    program.save(tmp_path / "p.s")
+    assert "vlut" in (tmp_path / "p.s").read_text()
+    _assert_simulation_equals_reference(program, tmp_path / "p.s", x)
+
+
+def _assert_simulation_equals_reference(program, prog: Path, x: np.ndarray) -> None:
+    inputs, expected = reference_codes(program.integer, {program.integer.inputs[0]: x})
+    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
+                             program.target, inputs)
+    assert sorted(outputs) == sorted(expected)
+    for port, codes in expected.items():
+        np.testing.assert_array_equal(outputs[port], codes)
+
+
+def _output_scale(module) -> float:
+    dequantize = next(op for op in module.ops() if op.kind == "dequantize"
+                      and op.outputs[0] in module.outputs)
+    return float(module.values[dequantize.inputs[0]].quant.scale[0])
+
+
+@pytest.mark.parametrize(("name", "exporter"), activation_models.CASES)
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+@pytest.mark.parametrize("target", ["isaac", "edge"])
+def test_torch_models_simulate_bit_exact_within_a_quantum_of_the_oracle(
+        name: str, exporter: str, activations: str, target: str, tmp_path: Path) -> None:
+    model = activation_models.quantized_model(name, exporter, activations)
+    x = activation_models.sample_inputs(name, 4, seed=11)
+    program = cimc.compile(model, target)
+    prog = tmp_path / "p.s"
+    program.save(prog)
+    _assert_simulation_equals_reference(program, prog, x)
+    # The activations are lookups at the end of the layers that feed them.
+    assert {op.kind for op in program.module.ops()} == {"quantize", "matvec", "dequantize"}
+    luts = sum(len(op.inputs) == 5 for op in program.module.ops() if op.kind == "matvec")
+    assert luts == 2 and "vlut" in prog.read_text()
+    reference = cimc.run_reference(program.integer, {"input": x})["logits"]
+    oracle = ExactOracle(model).run_samples(x)
+    quantum = _output_scale(program.integer)
+    assert np.abs(reference - oracle).max() <= quantum * 1.0001
+    np.testing.assert_array_equal(reference.argmax(1), oracle.argmax(1))
+
+
+def test_activation_feeding_two_layers_is_a_lookup_of_its_own(tmp_path: Path) -> None:
+    """A conv result read by the sigmoid and by another layer keeps its codes: the lookup
+    runs as a rescale of its own (a vector op), still equal to the reference."""
+    rng = np.random.default_rng(0)
+    w = [numpy_helper.from_array(rng.standard_normal((4, c, 3, 3)).astype(np.float32) / 4,
+                                 f"w{k}") for k, c in enumerate((3, 4, 4))]
+    nodes = [helper.make_node("Conv", ["input", "w0"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("Conv", ["s", "w1"], ["d"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c", "w2"], ["e"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["d", "e"], ["output"])]
+    graph = helper.make_graph(
+        nodes, "two", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 6, 6])], w)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = rng.standard_normal((3, 3, 6, 6)).astype(np.float32)
+    program = cimc.compile(path, "isaac", calibrate={"input": x})
+    kinds = [op.kind for op in program.module.ops()]
+    assert "rescale" in kinds
+    rescale = next(op for op in program.module.ops() if op.kind == "rescale")
+    assert len(rescale.inputs) == 2  # the operand and its table
+    program.save(tmp_path / "p.s")
+    _assert_simulation_equals_reference(program, tmp_path / "p.s", x)
+
+
+def _one_node(tmp_path: Path, node, in_type: int = TensorProto.FLOAT, opset: int = 20) -> Path:
+    graph = helper.make_graph(
+        [node], "bad", [helper.make_tensor_value_info("x", in_type, [1, 4])],
+        [helper.make_tensor_value_info("y", in_type, [1, 4])])
+    path = tmp_path / "bad.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.save(model, path)
+    return path
+
+
+def test_unsupported_gelu_approximation_names_the_node(tmp_path: Path) -> None:
+    path = _one_node(tmp_path, helper.make_node("Gelu", ["x"], ["y"], name="g1",
+                                                approximate="fast"))
+    with pytest.raises(CimcError, match=r"node 'g1' \(Gelu\): approximate='fast' is not one "
+                                        r"of none, tanh"):
+        cimc.api.import_onnx(path)
+
+
+def test_activation_of_an_integer_tensor_names_the_node(tmp_path: Path) -> None:
+    path = _one_node(tmp_path, helper.make_node("Sigmoid", ["x"], ["y"], name="s1"),
+                     TensorProto.INT32, opset=13)
+    with pytest.raises(CimcError, match=r"node name: s1\): X typestr: T, has unsupported "
+                                        r"type: tensor\(int32\)"):
+        cimc.api.import_onnx(path)
+    # The IR says the same of an activation on integers that is not a `lut`.
+    module = Module("m")
+    module.add_input("x", TensorType((1, 4), "i32"))
+    module.add_op("tanh", ["x"], [TensorType((1, 4), "f32")], name="t1")
+    module.outputs.append(next(iter(module.ops())).outputs[0])
+    with pytest.raises(CimcError, match=r"op 't1' \(tanh\): tanh computes on f32 tensors, "
+                                        r"not i32"):
+        run_module(module, {"x": np.zeros((1, 4), np.int32)})
