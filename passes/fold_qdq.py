@@ -9,6 +9,9 @@ data operands are all dequantized integers becomes that op on the integers:
     quantize(dequantize(x))                           -> requantize(x) (or x itself)
     quantize(sigmoid(dequantize(x)))                  -> lut(x, table) : q
 
+A float scalar constant operand of an add, sub, mul or div (onnxruntime leaves
+Div unquantized: `x / 6`) becomes an i8 code of +-127 in scale |c| / 127.
+
 An activation of cimc.reference.activation (sigmoid, tanh, hard_swish, gelu, ...)
 on an 8-bit per-tensor input becomes `lut`: its 256 result codes, one per input
 code, are a constant computed in float64 (`activation.table`).
@@ -44,6 +47,7 @@ FOLDABLE = frozenset(
         "add",
         "sub",
         "mul",
+        "div",
         "max_pool",
         "avg_pool",
         "global_avg_pool",
@@ -58,8 +62,10 @@ FOLDABLE = frozenset(
 )
 # Kinds that commute with quantization, so may sit between the op and the quantize.
 COMMUTING = frozenset({"reshape", "transpose", "relu", "clip"})
-CLAMPED = frozenset({"conv", "gemm", "add", "sub", "mul"})
+CLAMPED = frozenset({"conv", "gemm", "add", "sub", "mul", "div"})
 ACTIVATIONS = frozenset({"relu", "clip"})
+# Kinds whose float scalar constant operand becomes an integer code (_scalar_code).
+SCALAR_OPERAND = frozenset({"add", "sub", "mul", "div"})
 EIGHT_BIT = ("i8", "u8")
 
 
@@ -168,6 +174,9 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType,
     if anchor.kind in ("conv", "gemm"):
         return _linear_operands(module, anchor, result, dry)
     operands = [_dequantized(module, v) for v in anchor.inputs]
+    if anchor.kind in SCALAR_OPERAND and any(v is not None for v in operands):
+        operands = [v if v is not None else _scalar_code(module, anchor, k, dry)
+                    for k, v in enumerate(operands)]
     if any(v is None for v in operands) or result.dtype not in EIGHT_BIT:
         return None
     integers = [v for v in operands if v is not None]
@@ -187,6 +196,25 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType,
             # layers ... quantize this op", though it is quantized: say what is wrong.
             raise CimcError(f"op {anchor.name!r} ({anchor.kind}): {exc}") from None
     return integers
+
+
+def _scalar_code(module: Module, anchor: Op, k: int, dry: bool) -> str | None:
+    """Operand `k` of `anchor`, a float constant of one nonzero element c that
+    onnxruntime's quantizer left float (the divisor of a Div), as an i8 code of
+    +-127 with scale |c| / 127, so the integer op reads it like any other operand
+    (`dry`: its name stands for the code that would be added)."""
+    value = anchor.inputs[k]
+    ty = module.values[value]
+    if not module.is_constant(value) or ty.dtype != "f32" or ty.size != 1:
+        return None
+    c = float(module.constants[value].reshape(()))
+    if c == 0.0 or not np.isfinite(c):
+        return None
+    if dry:
+        return value
+    code = np.full(ty.shape, 127 if c > 0 else -127, dtype=np.int8)
+    return module.add_constant(module.fresh_name(f"{anchor.name}_scalar"), code,
+                               Quant((abs(c) / 127.0,), (0,)))
 
 
 def _linear_operands(module: Module, anchor: Op, result: TensorType,

@@ -6,6 +6,8 @@ HardSwish exports as one ONNX op from opset 14 and GELU from opset 20, so those 
 use the dynamo exporter (at 18 and 20); the legacy exporter at 13 writes HardSwish as
 x * HardSigmoid(x) and GELU as Div/Erf/Add/Mul (onnxruntime's optimizer rewrites
 HardSwish as x * HardSigmoid(x) anyway; torch exports SiLU as x * Sigmoid(x)).
+`conv_hardswish_by_hand` and `conv_scalars` hold element-wise arithmetic with
+scalars (x + 3, x * 0.5, x / 6), which `lower` tabulates into one lookup.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "conv_leaky": (1, 3, 8, 8),
     "conv_hardswish": (1, 3, 8, 8),
     "conv_silu": (1, 3, 8, 8),
+    "conv_hardswish_by_hand": (1, 3, 8, 8),
+    "conv_scalars": (1, 3, 8, 8),
     "mlp_sigmoid_tanh": (1, 32),
     "mlp_gelu": (1, 32),
     "mlp_gelu_tanh": (1, 32),
@@ -32,6 +36,8 @@ EXPORTS: dict[str, dict[str, int]] = {
     "conv_leaky": {"legacy": 13, "dynamo": 18},
     "conv_hardswish": {"dynamo": 18},
     "conv_silu": {"legacy": 13, "dynamo": 18},
+    "conv_hardswish_by_hand": {"legacy": 13, "dynamo": 18},
+    "conv_scalars": {"legacy": 13, "dynamo": 18},
     "mlp_sigmoid_tanh": {"legacy": 13, "dynamo": 18},
     "mlp_gelu": {"dynamo": 20},
     "mlp_gelu_tanh": {"dynamo": 20},
@@ -49,6 +55,14 @@ def _torch_module(name: str):  # -> torch.nn.Module
         return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), act(), nn.Conv2d(8, 8, 3, stride=2),
                              act(), nn.Flatten(), nn.Linear(8 * 3 * 3, 10))
 
+    class HardSwishByHand(nn.Module):  # as MobileNetV3 code writes it
+        def forward(self, x):
+            return x * torch.clamp(x + 3, 0, 6) / 6
+
+    class Scalars(nn.Module):  # Mul, Add (quantized by onnxruntime), Div (left float)
+        def forward(self, x):
+            return (x * 0.5 + 3) / 6
+
     def mlp(*acts: nn.Module) -> nn.Module:
         return nn.Sequential(nn.Linear(32, 24), acts[0], nn.Linear(24, 16), acts[-1],
                              nn.Linear(16, 10))
@@ -57,6 +71,8 @@ def _torch_module(name: str):  # -> torch.nn.Module
         "conv_leaky": lambda: conv_net(lambda: nn.LeakyReLU(0.1)),
         "conv_hardswish": lambda: conv_net(nn.Hardswish),
         "conv_silu": lambda: conv_net(nn.SiLU),
+        "conv_hardswish_by_hand": lambda: conv_net(HardSwishByHand),
+        "conv_scalars": lambda: conv_net(Scalars),
         "mlp_sigmoid_tanh": lambda: mlp(nn.Sigmoid(), nn.Tanh()),
         "mlp_gelu": lambda: mlp(nn.GELU()),
         "mlp_gelu_tanh": lambda: mlp(nn.GELU(approximate="tanh")),

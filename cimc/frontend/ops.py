@@ -210,6 +210,7 @@ CONVERTERS: dict[str, Converter] = {
     "Clip": clip,
     "Concat": concat,
     "Conv": conv,
+    "Div": _simple("div", 2),
     "Dropout": _simple("identity"),
     "Elu": activation("elu", {"alpha": 1.0}),
     "Erf": activation("erf"),

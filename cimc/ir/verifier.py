@@ -65,6 +65,7 @@ OP_KINDS: dict[str, OpSpec] = {
     "add": _ELEMENTWISE,
     "sub": _ELEMENTWISE,
     "mul": _ELEMENTWISE,
+    "div": _ELEMENTWISE,
     "relu": _UNARY,
     "clip": OpSpec((1, 1), {"min": FLOAT, "max": FLOAT}, shape=shapes.same),
     "sigmoid": _UNARY,

@@ -65,6 +65,29 @@ def mul(call: Call) -> np.ndarray:
     return finish(call, rescale(acc, sa * sb / sy))
 
 
+def div(call: Call) -> np.ndarray:
+    """a / b (plain integers: truncated toward zero, as ONNX); quantized: the real
+    quotient in float64, rounded half to even in the result's scale (a zero divisor gives
+    the signed infinity, saturated; 0 / 0 gives 0)."""
+    a, b = call.args
+    if not call.quantized:
+        if call.result.dtype != "f32":  # plain integers: ONNX truncates toward zero
+            a64, b64 = a.astype(np.int64), b.astype(np.int64)
+            if not b64.all():
+                raise call.error("integer division by zero")
+            quotient = np.abs(a64) // np.abs(b64) * np.sign(a64) * np.sign(b64)
+            return quotient.astype(call.result.numpy_dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return _float_result(call, a.astype(np.float64) / b.astype(np.float64))
+    sa, sb, sy = _per_tensor_scales(call)
+    numerator = centered(a, call.types[0]).astype(np.float64) * np.float64(sa)
+    denominator = centered(b, call.types[1]).astype(np.float64) * np.float64(sb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quotient = np.rint(numerator / denominator / np.float64(sy))
+    quotient = np.clip(np.nan_to_num(quotient, nan=0.0), -2.0**40, 2.0**40)
+    return finish(call, quotient.astype(np.int64))
+
+
 def _code_bound(bound: float, scale: np.ndarray) -> np.ndarray:
     """round(bound / scale) as int64; a bound beyond every code (a clip at +-FLT_MAX) is
     held within int64 instead of overflowing the cast (codes saturate to the type after)."""
@@ -141,6 +164,7 @@ KERNELS = {
     "add": add,
     "sub": sub,
     "mul": mul,
+    "div": div,
     "relu": relu,
     "clip": clip,
     "softmax": softmax,

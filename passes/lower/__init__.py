@@ -21,10 +21,9 @@ needs computed here once:
 * a `lut` (a quantized activation) becomes a last operand of the op computing its
   operand (matvec, pool or rescale: its 256 codes in byte order, applied by `vlut`
   to the result codes), or a `rescale(x, lut)` {M = 0} of its own.
-* a quantized `mul`, `add` or `sub` whose operands are all a function of one tensor x
-  (x, a `lut` of x, a one-element constant: HardSwish as `x * HardSigmoid(x)`, SiLU,
-  `x + 3`) becomes a `lut` of x first, its table the op's reference kernel on the 256
-  codes of x (passes/lower/tables.py).
+* a quantized `mul`, `add`, `sub` or `div` whose result is an element-wise function of
+  one tensor x (HardSwish as `x * HardSigmoid(x)`, SiLU, `x / 6`) becomes a `lut` of x
+  first, its table the reference kernels on the 256 codes of x (passes/lower/tables.py).
 * `concat(xs...)` along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
@@ -137,6 +136,12 @@ class Lower(Pass):
                     "the chip runs only quantized ops and the host only the float tail after "
                     "the last dequantize, so quantize this op (QDQ around it, as for its "
                     "neighbours) or end the model before it")
+            if op.kind in ("mul", "div"):
+                raise CimcError(f"op {op.name!r} ({op.kind}): the chip computes a {op.kind} "
+                                "only as a function of one tensor (x * sigmoid(x), x / 6), "
+                                "which it looks up in a table; this one combines two "
+                                "tensors or a tensor and a per-channel constant, which it "
+                                "cannot yet; end the model before it")
             if op.kind not in RULES:
                 raise CimcError(f"op {op.name!r} ({op.kind}): the chip has no {op.kind}; it "
                                 f"runs integer {', '.join(sorted(RULES))}: express this op "

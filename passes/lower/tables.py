@@ -1,12 +1,16 @@
 """Element-wise functions of one tensor, tabulated: the part of `lower` that turns a
-quantized `mul`, `add` or `sub` whose operands are all a function of one 8-bit tensor
-`x` (x itself, a `lut` of x, or a one-element constant) into one `lut` of x.
+quantized `mul`, `add`, `sub` or `div` whose result is a function of one 8-bit tensor
+`x` alone into one `lut` of x.
 
-HardSwish and SiLU reach the integer IR as products of x and an activation of x
-(onnxruntime's optimizer writes HardSwish as `x * HardSigmoid(x)`; torch exports SiLU
-as `x * Sigmoid(x)`), and `x * 0.5` or `x + 3` as products and sums with scalars. Each is
-a function of the 256 codes of x, so its table is the op's own reference kernel
-evaluated on those codes: the lookup equals the reference bit for bit by construction.
+The op's operands are followed up through element-wise integer ops (`lut`, `relu`,
+`clip`, `requantize`, and these four themselves) and one-element constants; when the
+only tensor reached is x, the result is a function of the 256 codes of x. HardSwish
+and SiLU reach the integer IR that way (onnxruntime's optimizer writes HardSwish as
+`x * HardSigmoid(x)`, MobileNetV3 code as `x * clip(x + 3, 0, 6) / 6`; torch exports
+SiLU as `x * Sigmoid(x)`), and so do `x * 0.5`, `x + 3` and `x / 6`. The table is the
+reference kernels of the ops evaluated on those codes, so the lookup equals the
+reference bit for bit by construction. The ops in between stay where something else
+reads them; otherwise they die.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import numpy as np
 from cimc.ir.module import Module, Op, TensorType
 from cimc.reference import KERNELS, Call
 
-TABULATED = ("mul", "add", "sub")
+TABULATED = ("mul", "add", "sub", "div")
+# Element-wise integer kinds a tabulated op may read through.
+THROUGH = (*TABULATED, "lut", "relu", "clip", "requantize")
+EIGHT_BIT = ("i8", "u8")
 
 
 def tabulate_functions_of_one_tensor(module: Module) -> None:
@@ -29,54 +36,63 @@ def tabulate_functions_of_one_tensor(module: Module) -> None:
         module.remove_dead()
 
 
-def _source(module: Module, value: str) -> str:
-    """The tensor `value` is a function of: the operand of a `lut`, else itself."""
+def _per_tensor_8bit(ty: TensorType) -> bool:
+    return ty.dtype in EIGHT_BIT and ty.quant is not None and ty.quant.axis is None
+
+
+def _leaves(module: Module, value: str, shape: tuple[int, ...]) -> set[str] | None:
+    """The tensors `value` is an element-wise function of (None: not only of tensors of
+    `shape` and one-element constants)."""
+    if module.is_constant(value):
+        return set() if module.values[value].size == 1 else None
+    ty = module.values[value]
+    if ty.shape != shape or not _per_tensor_8bit(ty):
+        return None
     producer = module.producer(value)
-    if producer is not None and producer.kind == "lut":
-        return producer.inputs[0]
-    return value
+    if producer is None or producer.kind not in THROUGH:
+        return {value}
+    data = producer.inputs[:1] if producer.kind == "lut" else producer.inputs
+    found: set[str] = set()
+    for v in data:
+        leaves = _leaves(module, v, shape)
+        if leaves is None:
+            return None
+        found |= leaves
+    return found
 
 
 def _tabulate(module: Module, op: Op) -> bool:
-    result = module.values[op.outputs[0]]
-    if not result.is_quantized or result.dtype not in ("i8", "u8") or \
-            any(module.values[v].quant is None or module.values[v].quant.axis is not None
-                for v in [*op.inputs, op.outputs[0]]):
+    shape = module.values[op.outputs[0]].shape
+    leaves = _leaves(module, op.outputs[0], shape)
+    if leaves is None or len(leaves) != 1:
         return False
-    runtime = [v for v in op.inputs if not module.is_constant(v)]
-    if not runtime or any(module.values[v].size != 1 for v in op.inputs
-                          if module.is_constant(v)):
-        return False
-    sources = {_source(module, v) for v in runtime}
-    if len(sources) != 1:
-        return False
-    (x,) = sources
+    (x,) = leaves
     x_type = module.values[x]
-    if x_type.dtype not in ("i8", "u8") or module.is_constant(x) or \
-            x_type.shape != result.shape:
-        return False
     info = np.iinfo(x_type.numpy_dtype)
     codes = np.arange(int(info.min), int(info.max) + 1).astype(x_type.numpy_dtype)
-    args = [_values(module, v, x, codes) for v in op.inputs]
-    types = [module.values[v] for v in op.inputs]
-    call = Call(op=op, args=args, types=types,
-                result=TensorType(np.broadcast_shapes(*(a.shape for a in args)),
-                                  result.dtype, result.quant))
-    table = KERNELS[op.kind](call).reshape(-1)
+    table = _evaluate(module, op.outputs[0], x, codes, {}).reshape(-1)
+    assert table.shape == (256,)
     name = module.add_constant(module.fresh_name(f"{op.name}_table"), table)
     module.set_inputs(op, [x, name])
     op.kind, op.attrs = "lut", {}
     return True
 
 
-def _values(module: Module, value: str, x: str, codes: np.ndarray) -> np.ndarray:
-    """What operand `value` holds when `x` holds `codes` (one per code)."""
-    if module.is_constant(value):
-        return module.constants[value].reshape(())
+def _evaluate(module: Module, value: str, x: str, codes: np.ndarray,
+              done: dict[str, np.ndarray]) -> np.ndarray:
+    """What `value` holds when `x` holds `codes`: a one-element constant as a scalar,
+    anything else one element per code."""
     if value == x:
         return codes
-    producer = module.producer(value)
-    assert producer is not None and producer.kind == "lut"
-    table = module.constants[producer.inputs[1]]
-    return table.astype(module.values[value].numpy_dtype)[
-        codes.astype(np.int64) - int(np.iinfo(codes.dtype).min)]
+    if module.is_constant(value):
+        return module.constants[value].reshape(())
+    if value not in done:
+        producer = module.producer(value)
+        assert producer is not None
+        args = [_evaluate(module, v, x, codes, done) if k == 0 or producer.kind != "lut"
+                else module.constants[v] for k, v in enumerate(producer.inputs)]
+        result = module.values[value]
+        call = Call(op=producer, args=args, types=[module.values[v] for v in producer.inputs],
+                    result=TensorType(codes.shape, result.dtype, result.quant))
+        done[value] = KERNELS[producer.kind](call)
+    return done[value]
