@@ -245,3 +245,31 @@ def test_product_of_two_tensors_is_refused_naming_the_op(tmp_path: Path) -> None
     with pytest.raises(CimcError, match=r"op 'excite' \(mul\): the chip computes a mul only "
                                         r"as a function of one tensor"):
         cimc.compile(path, "isaac", calibrate={"input": x})
+
+
+def test_gelu_the_quantizer_leaves_float_at_the_end_runs_on_the_host(tmp_path: Path) -> None:
+    """cimc's own quantization (onnxruntime's quantize_static) of a float model: the
+    LeakyRelu between the gemms gets QDQ and becomes a lookup on the chip; the Gelu
+    ending the model is left float and runs on the host after the last dequantize."""
+    from cimc.emit.report import host_work
+
+    rng = np.random.default_rng(1)
+    w = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) / 4, f"w{k}")
+         for k, shape in enumerate(((8, 16), (4, 8)))]
+    nodes = [helper.make_node("Gemm", ["input", "w0"], ["a"], transB=1),
+             helper.make_node("LeakyRelu", ["a"], ["b"], alpha=0.2),
+             helper.make_node("Gemm", ["b", "w1"], ["c"], transB=1),
+             helper.make_node("Gelu", ["c"], ["output"], name="tail_gelu")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])], w)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    program = cimc.compile(path, "isaac", calibrate={"input": x})
+    assert sum(len(op.inputs) == 5 for op in program.module.ops() if op.kind == "matvec") == 1
+    assert [work.rsplit(" ", 1)[1] for work in host_work(program.module)] == [
+        "(quantize)", "(dequantize)", "(gelu)"]
+    sim = program.simulate({"input": x[:3]}).outputs["output"]
+    np.testing.assert_array_equal(sim, cimc.run_reference(program.integer,
+                                                          {"input": x[:3]})["output"])

@@ -472,7 +472,8 @@ def test_reference_relu_and_clip_on_plain_int8_equal_the_oracle(
 
 @pytest.mark.parametrize(("node", "says"), [
     (helper.make_node("Mul", ["x", "c"], ["y"], name="scale"),
-     ["op 'scale' (mul): the chip has no mul", "express this op"]),
+     ["op 'scale' (mul): the chip computes a mul only as a function of one tensor",
+      "combines two tensors", "end the model before it"]),
     (helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=[3, 3],
                       pads=[1, 1, 1, 1]),
      ["op 'pool' (avg_pool) is float", "QDQ around this op"]),
