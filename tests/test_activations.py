@@ -273,3 +273,47 @@ def test_gelu_the_quantizer_leaves_float_at_the_end_runs_on_the_host(tmp_path: P
     sim = program.simulate({"input": x[:3]}).outputs["output"]
     np.testing.assert_array_equal(sim, cimc.run_reference(program.integer,
                                                           {"input": x[:3]})["output"])
+
+
+@pytest.mark.parametrize("dtype", ["i8", "u8"])
+@pytest.mark.parametrize("target", ["tiny", "edge"])
+def test_lookups_after_every_producer_kind_equal_the_reference(dtype: str, target: str,
+                                                                tmp_path: Path) -> None:
+    """A lut after a max pool and an average pool (applied by the pool), after an add and
+    a concat (a lookup of its own), and a lut of a lut (composed into one table)."""
+    from test_lower import Builder, check
+
+    from cimc.reference.activation import table
+
+    b = Builder((1, 3, 6, 6), dtype)
+    z = b.zero
+
+    def lut(x: str, kind: str, scale: float, zp: int, **attrs: object) -> str:
+        ty = b.m.values[x]
+        codes = table(kind, attrs, ty.numpy_dtype, ty.quant.scale[0], ty.quant.zero_point[0],
+                      ty.numpy_dtype, scale, zp)
+        t = b.m.add_constant(b.m.fresh_name("table"), codes)
+        return b.op("lut", [x, t], ty.shape, scale, zp)
+
+    c = b.conv(b.x, 4, 3, (1, 4, 6, 6), strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1])
+    m = b.op("max_pool", [c], (1, 4, 3, 3), 0.08, z, kernel=[2, 2], strides=[2, 2],
+             pads=[0, 0, 0, 0], dilations=[1, 1], ceil_mode=0)
+    ms = lut(m, "sigmoid", 1 / 256, z - 128 if dtype == "u8" else -128)
+    a = b.op("avg_pool", [c], (1, 4, 3, 3), 0.05, z, kernel=[2, 2], strides=[2, 2],
+             pads=[0, 0, 0, 0], ceil_mode=0, count_include_pad=1)
+    at = lut(a, "tanh", 1 / 128, z)
+    s = b.op("add", [ms, at], (1, 4, 3, 3), 0.02, z)
+    se = lut(s, "elu", 0.02, z, alpha=0.5)
+    k = b.op("concat", [se, at], (1, 8, 3, 3), 0.02, z, axis=1)
+    kg = lut(k, "gelu", 0.015, z)
+    kk = lut(kg, "leaky_relu", 0.015, z, alpha=0.1)
+    module = check(b.finish(kk), target, tmp_path)
+    kinds = [op.kind for op in module.ops()]
+    assert kinds.count("pool") == 2 and "lut" not in kinds
+    pools = [op for op in module.ops() if op.kind == "pool"]
+    assert all(len(op.inputs) == 2 for op in pools)  # each ends with its table
+    # Lookups of their own after the add and the concat; the lut of a lut is one table.
+    assert sum(op.kind == "rescale" and len(op.inputs) == 2 for op in module.ops()) == 2
+    # (the concat rescales the tanh's codes, quantized unlike its result, as the reference)
+    assert kinds == ["quantize", "matvec", "pool", "pool", "eltwise", "rescale", "rescale",
+                     "concat", "rescale", "dequantize"]

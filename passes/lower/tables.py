@@ -1,6 +1,7 @@
 """Element-wise functions of one tensor, tabulated: the part of `lower` that turns a
-quantized `mul`, `add`, `sub` or `div` whose result is a function of one 8-bit tensor
-`x` alone into one `lut` of x.
+quantized `mul`, `add`, `sub` or `div` (or a `lut` of such a step, or of a `relu`,
+`clip`, `requantize` or `lut`) whose result is a function of one 8-bit tensor `x` alone
+into one `lut` of x.
 
 The op's operands are followed up through element-wise integer ops (`lut`, `relu`,
 `clip`, `requantize`, and these four themselves) and one-element constants; when the
@@ -30,10 +31,19 @@ def tabulate_functions_of_one_tensor(module: Module) -> None:
     """Rewrite every tabulable op into a `lut` of its one tensor; drop what dies."""
     changed = False
     for op in list(module.ops()):
-        if op.kind in TABULATED and _tabulate(module, op):
+        if _composite(module, op) and _tabulate(module, op):
             changed = True
     if changed:
         module.remove_dead()
+
+
+def _composite(module: Module, op: Op) -> bool:
+    """Whether `op` may be a function of more than one element-wise step: a kind of
+    TABULATED, or a `lut` of such a step (a lut of a lut is one lut)."""
+    if op.kind in TABULATED:
+        return True
+    producer = module.producer(op.inputs[0]) if op.kind == "lut" else None
+    return producer is not None and producer.kind in THROUGH
 
 
 def _per_tensor_8bit(ty: TensorType) -> bool:
