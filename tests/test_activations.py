@@ -279,8 +279,9 @@ def test_gelu_the_quantizer_leaves_float_at_the_end_runs_on_the_host(tmp_path: P
 @pytest.mark.parametrize("target", ["tiny", "edge"])
 def test_lookups_after_every_producer_kind_equal_the_reference(dtype: str, target: str,
                                                                 tmp_path: Path) -> None:
-    """A lut after a max pool and an average pool (applied by the pool), after an add and
-    a concat (a lookup of its own), and a lut of a lut (composed into one table)."""
+    """A lut after a max pool, an average pool and an add (applied by the op computing
+    its operand), after a concat (a lookup of its own), and a lut of a lut (composed into
+    one table)."""
     from test_lower import Builder, check
 
     from cimc.reference.activation import table
@@ -312,8 +313,9 @@ def test_lookups_after_every_producer_kind_equal_the_reference(dtype: str, targe
     assert kinds.count("pool") == 2 and "lut" not in kinds
     pools = [op for op in module.ops() if op.kind == "pool"]
     assert all(len(op.inputs) == 2 for op in pools)  # each ends with its table
-    # Lookups of their own after the add and the concat; the lut of a lut is one table.
-    assert sum(op.kind == "rescale" and len(op.inputs) == 2 for op in module.ops()) == 2
+    # A lookup of its own after the concat; the lut of a lut is one table.
+    assert sum(op.kind == "rescale" and len(op.inputs) == 2 for op in module.ops()) == 1
+    assert [len(op.inputs) for op in module.ops() if op.kind == "eltwise"] == [3]
     # (the concat rescales the tanh's codes, quantized unlike its result, as the reference)
-    assert kinds == ["quantize", "matvec", "pool", "pool", "eltwise", "rescale", "rescale",
-                     "concat", "rescale", "dequantize"]
+    assert kinds == ["quantize", "matvec", "pool", "pool", "eltwise", "rescale", "concat",
+                     "rescale", "dequantize"]

@@ -11,7 +11,7 @@ of one group on one core:
   send partial sums to the column's reducer, or (reducer) receive and add
   them, add the bias, requantize into the output row buffer;
 * eltwise / rescale / concat: receive the operand rows, compute in chunks;
-* a matvec, pool or rescale with a lookup table (a quantized activation) passes its
+* a matvec, pool, eltwise or rescale with a lookup table (a quantized activation) passes its
   result codes through `vlut` before they leave the core;
 * then send the row (the channels this core reduces) to every core that
   needs it, and `st` it when it is a model output.
@@ -446,7 +446,7 @@ class Part:
 
     def _eltwise_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
         a, code, module = self.op.attrs, self.code, self.module
-        (x1, x2), ty = self.op.inputs, self.out_type
+        (x1, x2), ty = self.op.inputs[:2], self.out_type
         t1, t2 = _dtype(module, x1), _dtype(module, x2)
         total = self.ow * self.n
         chunk = min(total, CHUNK)
@@ -454,12 +454,14 @@ class Part:
         w1, w2 = code.take(4 * chunk), code.take(4 * chunk)
         table = code.table(np.tile(np.asarray([1, a["shift"], a["zy"], a["lo"], a["hi"]],
                                               dtype=np.int64), chunk))
+        lut = self._lut()
 
         def chunk_code(n: int) -> list[str]:
             return [f"vscale.{t1} {w1}(r0), 0(r1), {n}, {a['za']}, {a['ma']}",
                     f"vscale.{t2} {w2}(r0), 0(r2), {n}, {a['zb']}, {a['mb']}",
                     f"vadd.i32 {w1}(r0), {w1}(r0), {w2}(r0), {n}",
-                    f"requant.{ty} 0(r3), {w1}(r0), {n}, {table}(r0)"]
+                    f"requant.{ty} 0(r3), {w1}(r0), {n}, {table}(r0)"] + (
+                        [] if lut is None else [f"vlut.{ty} 0(r3), 0(r3), {n}, {lut}(r0)"])
 
         def body(m: int, oy: int) -> list[str]:
             lines = self._rows_in(0, m, oy, row_a, self.n, 0)

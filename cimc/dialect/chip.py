@@ -24,8 +24,8 @@ CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "concat", "view")
 
 # Chip kinds that may end with a lookup table: a `lut` operand after their others (a
 # constant of 256 codes in byte order) that `vlut` applies to the result codes.
-LUT_KINDS = ("matvec", "pool", "rescale")
-LUT_OPERAND = {"matvec": 4, "pool": 1, "rescale": 1}
+LUT_KINDS = ("matvec", "pool", "eltwise", "rescale")
+LUT_OPERAND = {"matvec": 4, "pool": 1, "eltwise": 2, "rescale": 1}
 
 
 def runtime_operands(module: Module, op: Op) -> list[str]:

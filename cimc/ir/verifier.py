@@ -103,7 +103,7 @@ OP_KINDS: dict[str, OpSpec] = {
     "sum": OpSpec((1, None), shape=shapes.broadcast),
     # The backend's kinds (passes/lower/), with what tile, replicate, place and
     # schedule add to them (docs/backend.md).
-    # matvec, pool and rescale may end with a lookup table (cimc.dialect.chip.LUT_KINDS).
+    # matvec, pool, eltwise and rescale may end with a lookup table (cimc.dialect.chip.LUT_KINDS).
     "matvec": OpSpec((4, 5), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
                               "dilations": PAIR, "group": INT},
                      {"block_rows": INT, "block_cols": INT, "blocks": INTS, "slices": INT,
@@ -115,8 +115,8 @@ OP_KINDS: dict[str, OpSpec] = {
     "pool": OpSpec((1, 2), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
                             "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED,
                    shape=shapes.backend_pool),
-    "eltwise": OpSpec((2, 2), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
-                      _PLACED, shape=shapes.broadcast),
+    "eltwise": OpSpec((2, 3), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
+                      _PLACED, shape=shapes.backend_eltwise),
     "rescale": OpSpec((1, 2), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
     "view": OpSpec((1, 1), optional={"addr": INT, "phase": INT}, shape=shapes.same_size),
 }

@@ -19,7 +19,7 @@ needs computed here once:
 * `rescale(x)` {zx, M, shift, zy, lo, hi} for requantize, relu and clip
   (`M = 0` when only the clamp applies).
 * a `lut` (a quantized activation) becomes a last operand of the op computing its
-  operand (matvec, pool or rescale: its 256 codes in byte order, applied by `vlut`
+  operand (matvec, pool, eltwise or rescale: its 256 codes in byte order, applied by `vlut`
   to the result codes), or a `rescale(x, lut)` {M = 0} of its own.
 * a quantized `mul`, `add`, `sub` or `div` whose result is an element-wise function of
   one tensor x (HardSwish as `x * HardSigmoid(x)`, SiLU, `x / 6`) becomes a `lut` of x
@@ -452,7 +452,7 @@ def lower_reshape(module: Module, op: Op) -> None:
 def lower_lut(module: Module, op: Op) -> None:
     """A quantized activation: its table in the byte order `vlut` indexes (the unsigned
     byte of a code), applied by the op that computes the operand when it can end with a
-    table (a matvec, pool or rescale whose result only this op reads, of the same element
+    table (a matvec, pool, eltwise or rescale whose result only this op reads, of the same element
     type), else by a `rescale` of its own that only looks the codes up."""
     x, table = op.inputs
     x_type, y_type = module.values[x], module.values[op.outputs[0]]
