@@ -32,7 +32,7 @@ Attributes added:
   (replica 0's blocks in `blocks` order, then replica 1's ...); `reducers`
   (per replica and column block, replica-major: the core of the column's
   first block, which adds the partial sums);
-* pool, eltwise, rescale, concat: `core`.
+* pool, eltwise, rescale, scale, concat: `core`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from cimc.analysis.traffic import block_name, max_link_bytes, reducer_block, replicas, unit_edges
+from cimc.analysis.traffic import (
+    VECTOR_KINDS,
+    block_name,
+    max_link_bytes,
+    reducer_block,
+    replicas,
+    unit_edges,
+)
 from cimc.diagnostics import CimcError, warn
 from cimc.dialect.chip import blocks_of
 from cimc.ir.module import Module
@@ -136,7 +143,7 @@ class Place(BackendPass):
                     op.attrs["block_cores"]) != replicas(op) * len(blocks_of(op)):
                 return (f"matvec {op.name!r} has cores for {len(op.attrs['block_cores'])} "
                         f"blocks, not for its {replicas(op)} copies of {len(blocks_of(op))}")
-            if op.kind in ("pool", "eltwise", "rescale", "concat") and "core" not in op.attrs:
+            if op.kind in VECTOR_KINDS and "core" not in op.attrs:
                 return f"op {op.name!r} ({op.kind}) has no core"
         return None
 

@@ -7,7 +7,8 @@ use the dynamo exporter (at 18 and 20); the legacy exporter at 13 writes HardSwi
 x * HardSigmoid(x) and GELU as Div/Erf/Add/Mul (onnxruntime's optimizer rewrites
 HardSwish as x * HardSigmoid(x) anyway; torch exports SiLU as x * Sigmoid(x)).
 `conv_hardswish_by_hand` and `conv_scalars` hold element-wise arithmetic with
-scalars (x + 3, x * 0.5, x / 6), which `lower` tabulates into one lookup.
+scalars (x + 3, x * 0.5, x / 6), which `lower` tabulates into one lookup;
+`conv_channel_scale` a Mul by a per-channel constant (the chip's `scale`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "conv_silu": (1, 3, 8, 8),
     "conv_hardswish_by_hand": (1, 3, 8, 8),
     "conv_scalars": (1, 3, 8, 8),
+    "conv_channel_scale": (1, 3, 8, 8),
     "mlp_sigmoid_tanh": (1, 32),
     "mlp_gelu": (1, 32),
     "mlp_gelu_tanh": (1, 32),
@@ -38,6 +40,7 @@ EXPORTS: dict[str, dict[str, int]] = {
     "conv_silu": {"legacy": 13, "dynamo": 18},
     "conv_hardswish_by_hand": {"legacy": 13, "dynamo": 18},
     "conv_scalars": {"legacy": 13, "dynamo": 18},
+    "conv_channel_scale": {"legacy": 13, "dynamo": 18},
     "mlp_sigmoid_tanh": {"legacy": 13, "dynamo": 18},
     "mlp_gelu": {"dynamo": 20},
     "mlp_gelu_tanh": {"dynamo": 20},
@@ -63,6 +66,18 @@ def _torch_module(name: str):  # -> torch.nn.Module
         def forward(self, x):
             return (x * 0.5 + 3) / 6
 
+    class ChannelScale(nn.Module):  # a learned per-channel gain, then Sigmoid
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.gain = nn.Parameter(torch.rand(1, 8, 1, 1) + 0.5)
+            self.out = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2), nn.Flatten(),
+                                     nn.Linear(8 * 3 * 3, 10))
+
+        def forward(self, x):
+            return self.out(torch.sigmoid(nn.functional.leaky_relu(self.conv(x), 0.1)
+                                          * self.gain))
+
     def mlp(*acts: nn.Module) -> nn.Module:
         return nn.Sequential(nn.Linear(32, 24), acts[0], nn.Linear(24, 16), acts[-1],
                              nn.Linear(16, 10))
@@ -73,6 +88,7 @@ def _torch_module(name: str):  # -> torch.nn.Module
         "conv_silu": lambda: conv_net(nn.SiLU),
         "conv_hardswish_by_hand": lambda: conv_net(HardSwishByHand),
         "conv_scalars": lambda: conv_net(Scalars),
+        "conv_channel_scale": ChannelScale,
         "mlp_sigmoid_tanh": lambda: mlp(nn.Sigmoid(), nn.Tanh()),
         "mlp_gelu": lambda: mlp(nn.GELU()),
         "mlp_gelu_tanh": lambda: mlp(nn.GELU(approximate="tanh")),

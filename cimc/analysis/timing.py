@@ -566,6 +566,15 @@ class _Model:
                                       for v in op.inputs)]).tolist()
             for k, value in enumerate(op.inputs):
                 self.receive(core, image, value, recvs[k][t], n, int(offsets[k]))
+        elif op.kind == "scale":  # a loop over the row's pixels
+            self.receive(core, image, op.inputs[0], recvs[0][t], n, 0)
+            self.scalars(core, 4)
+            self.charge(core, self.cost("vscale.i8", n=n), ow)
+            self.charge(core, self.cost("vmul.i32", n=n), ow)
+            self.charge(core, self.cost("requant.i8", n=n), ow)
+            if lut_table(module, op) is not None:
+                self.charge(core, self.cost("vlut.i8", n=n), ow)
+            self.scalars(core, 4 * ow)
         else:
             for k, value in enumerate(runtime_operands(module, op)):
                 self.receive(core, image, value, recvs[k][t], n, 0)

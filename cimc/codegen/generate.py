@@ -10,7 +10,8 @@ of one group on one core:
   loop over the output pixels: gather the window, `mvm` the core's blocks,
   send partial sums to the column's reducer, or (reducer) receive and add
   them, add the bias, requantize into the output row buffer;
-* eltwise / rescale / concat: receive the operand rows, compute in chunks;
+* eltwise / rescale / concat: receive the operand rows, compute in chunks (scale: per
+  pixel);
 * a matvec, pool, eltwise or rescale with a lookup table (a quantized activation) passes its
   result codes through `vlut` before they leave the core;
 * then send the row (the channels this core reduces) to every core that
@@ -193,6 +194,7 @@ class Part:
             self.init = []
         self.setup = {"matvec": self._matvec_setup, "pool": self._pool_setup,
                       "eltwise": self._eltwise_setup, "rescale": self._rescale_setup,
+                      "scale": self._scale_setup,
                       "concat": self._concat_setup}[op.kind]
         self.body: Callable[[int, int], list[str]] = self.setup(unit_core)
         self.index = {oy: t for t, oy in enumerate(group.rows)}
@@ -499,6 +501,34 @@ class Part:
         def body(m: int, oy: int) -> list[str]:
             lines = self._rows_in(0, m, oy, row_in, self.n, 0)
             lines += self._chunks(total, [row_in, self.out], chunk_code)
+            return lines + self._finish(m, oy)
+
+        return body
+
+    def _scale_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        """x * factors[channel], requantized: a loop over the row's pixels (r1 input, r2
+        output), the channels of a pixel at once."""
+        a, code, c = self.op.attrs, self.code, self.n
+        tx, ty = _dtype(self.module, self.op.inputs[0]), self.out_type
+        row_in, wide = code.take(self.ow * c), code.take(4 * c)
+        factors = code.table(self.module.constants[self.op.inputs[1]])
+        table = code.table(np.tile(np.asarray([a["M"], a["shift"], a["zy"], a["lo"], a["hi"]],
+                                              dtype=np.int64), c))
+        lut = self._lut()
+
+        def body(m: int, oy: int) -> list[str]:
+            self.count += 1
+            tag = f"{self.label}_{self.count}"
+            lines = self._rows_in(0, m, oy, row_in, c, 0)
+            lines += [f"li r1, {row_in}", f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}",
+                      f"{tag}:",
+                      f"vscale.{tx} {wide}(r0), 0(r1), {c}, {a['zx']}, 1",
+                      f"vmul.i32 {wide}(r0), {wide}(r0), {factors}(r0), {c}",
+                      f"requant.{ty} 0(r2), {wide}(r0), {c}, {table}(r0)"]
+            if lut is not None:
+                lines.append(f"vlut.{ty} 0(r2), 0(r2), {c}, {lut}(r0)")
+            lines += [f"addi r1, r1, {c}", f"addi r2, r2, {c}", "addi r4, r4, 1",
+                      f"blt r4, r5, {tag}"]
             return lines + self._finish(m, oy)
 
         return body

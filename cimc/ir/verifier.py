@@ -118,6 +118,8 @@ OP_KINDS: dict[str, OpSpec] = {
     "eltwise": OpSpec((2, 3), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
                       _PLACED, shape=shapes.backend_eltwise),
     "rescale": OpSpec((1, 2), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
+    # x * factors[channel], requantized: a mul by a per-channel constant.
+    "scale": OpSpec((2, 3), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
     "view": OpSpec((1, 1), optional={"addr": INT, "phase": INT}, shape=shapes.same_size),
 }
 # Placed and scheduled ops: core, global address of the result, local memory used.

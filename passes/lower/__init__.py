@@ -24,6 +24,9 @@ needs computed here once:
 * a quantized `mul`, `add`, `sub` or `div` whose result is an element-wise function of
   one tensor x (HardSwish as `x * HardSigmoid(x)`, SiLU, `x / 6`) becomes a `lut` of x
   first, its table the reference kernels on the 256 codes of x (passes/lower/tables.py).
+* `scale(x, factors)` {zx, M, shift, zy, lo, hi} for a `mul` by a constant that varies
+  along the channels: `(x - zx) * factors[c]` (the constant's codes less its zero point,
+  i32), requantized with `m = sx * sc / sy`.
 * `concat(xs...)` along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
@@ -136,12 +139,13 @@ class Lower(Pass):
                     "the chip runs only quantized ops and the host only the float tail after "
                     "the last dequantize, so quantize this op (QDQ around it, as for its "
                     "neighbours) or end the model before it")
-            if op.kind in ("mul", "div"):
+            if op.kind == "div" or (op.kind == "mul" and _channel_factor(module, op) is None):
                 raise CimcError(f"op {op.name!r} ({op.kind}): the chip computes a {op.kind} "
                                 "only as a function of one tensor (x * sigmoid(x), x / 6), "
-                                "which it looks up in a table; this one combines two "
-                                "tensors or a tensor and a per-channel constant, which it "
-                                "cannot yet; end the model before it")
+                                "which it looks up in a table"
+                                + (", or by a per-channel constant" if op.kind == "mul" else "")
+                                + "; this one combines two tensors, which it cannot yet; "
+                                "end the model before it")
             if op.kind not in RULES:
                 raise CimcError(f"op {op.name!r} ({op.kind}): the chip has no {op.kind}; it "
                                 f"runs integer {', '.join(sorted(RULES))}: express this op "
@@ -484,6 +488,44 @@ def lower_lut(module: Module, op: Op) -> None:
     _replace(module, op, "rescale", [x, name], attrs)
 
 
+def _channel_factor(module: Module, op: Op) -> tuple[str, str] | None:
+    """(x, constant) of a quantized `mul` of a runtime tensor x [1,C,...] by a constant
+    that varies at most along the channels (a per-tensor quantized [C], [1,C,1,1], ...)."""
+    runtime = [v for v in op.inputs if not module.is_constant(v)]
+    constants = [v for v in op.inputs if module.is_constant(v)]
+    if len(runtime) != 1 or len(constants) != 1:
+        return None
+    x, c = runtime[0], constants[0]
+    x_shape, c_shape = module.values[x].shape, module.values[c].shape
+    if len(x_shape) < 2 or len(c_shape) > len(x_shape):
+        return None
+    full = (1,) * (len(x_shape) - len(c_shape)) + tuple(c_shape)
+    if any(d != 1 for k, d in enumerate(full) if k != 1) or full[1] not in (1, x_shape[1]):
+        return None
+    return x, c
+
+
+def lower_mul(module: Module, op: Op) -> None:
+    """x * c[channel] (what tabulation left: a per-channel constant) -> `scale`: the
+    codes' offsets times the constant's, requantized with m = sx * sc / sy."""
+    found = _channel_factor(module, op)
+    assert found is not None  # apply refused the others
+    x, c = found
+    x_type, c_type, y_type = (module.values[v] for v in (x, c, op.outputs[0]))
+    sx, zx = _per_tensor(x_type, "operand", op)
+    sc, zc = _per_tensor(c_type, "constant", op)
+    sy, zy = _per_tensor(y_type, "result", op)
+    channels = x_type.shape[1]
+    factors = np.broadcast_to(module.constants[c].astype(np.int64).reshape(-1) - zc,
+                              (channels,)).astype(np.int32)
+    name = module.add_constant(module.fresh_name(f"{op.name}.factors"), factors)
+    mant, shift = _fixed(op, np.float64(sx) * np.float64(sc) / np.float64(sy),
+                         f"operand scale {sx:g} x constant scale {sc:g} / result scale {sy:g}")
+    lo, hi = _bounds(op, y_type)
+    attrs = {"zx": zx, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi}
+    _replace(module, op, "scale", [x, name], attrs)
+
+
 RULES = {
     "conv": lower_matvec,
     "gemm": lower_matvec,
@@ -499,4 +541,5 @@ RULES = {
     "concat": lower_concat,
     "reshape": lower_reshape,
     "lut": lower_lut,
+    "mul": lower_mul,
 }
