@@ -12,6 +12,10 @@ data operands are all dequantized integers becomes that op on the integers:
 A float scalar constant operand of an add, sub, mul or div (onnxruntime leaves
 Div unquantized: `x / 6`) becomes an i8 code of +-127 in scale |c| / 127.
 
+A quantize of float element-wise ops (activations, add, sub, mul, div, pow, relu,
+clip) of one dequantized 8-bit tensor and scalars that nothing above folds (a Div or
+Pow onnxruntime left float) becomes a `lut` of that tensor (`_fold_elementwise`).
+
 An activation of cimc.reference.activation (sigmoid, tanh, hard_swish, gelu, ...)
 on an 8-bit per-tensor input becomes `lut`: its 256 result codes, one per input
 code, are a constant computed in float64 (`activation.table`).
@@ -36,7 +40,7 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op, Quant, TensorType
 from cimc.pass_base import Pass
-from cimc.reference import activation
+from cimc.reference import KERNELS, Call, activation
 from cimc.reference.integer import add_multipliers
 
 # Kinds that fold when all their data operands are dequantized integers.
@@ -60,6 +64,9 @@ FOLDABLE = frozenset(
         *activation.FUNCTIONS,
     }
 )
+# Float kinds a quantize of an element-wise function of one tensor may read through.
+FLOAT_ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "pow", "relu", "clip",
+                               *activation.FUNCTIONS})
 # Kinds that commute with quantization, so may sit between the op and the quantize.
 COMMUTING = frozenset({"reshape", "transpose", "relu", "clip"})
 CLAMPED = frozenset({"conv", "gemm", "add", "sub", "mul", "div"})
@@ -125,10 +132,10 @@ def fold(module: Module, quantize: Op, *, dry: bool = False) -> bool:
             continue
         break
     if anchor is None or anchor.kind not in FOLDABLE or not _sole_reader(module, anchor.outputs[0]):
-        return False
+        return _fold_elementwise(module, quantize, dry)
     operands = _integer_operands(module, anchor, result, dry)
     if operands is None:
-        return False
+        return _fold_elementwise(module, quantize, dry)
     if dry:
         return True
     attrs = dict(anchor.attrs)
@@ -155,6 +162,71 @@ def _lut_table(module: Module, anchor: Op, x: str, result: TensorType) -> str:
         x_type.quant.zero_point[0], result.numpy_dtype, result.quant.scale[0],
         result.quant.zero_point[0])
     return module.add_constant(module.fresh_name(f"{anchor.name}_table"), codes)
+
+
+def _elementwise_leaves(module: Module, value: str, ops: list[Op]) -> set[str] | None:
+    """The dequantized 8-bit tensors float `value` is an element-wise function of, with
+    one-element float constants (None: something else); `ops` collects the float ops."""
+    if module.is_constant(value):
+        ty = module.values[value]
+        return set() if ty.dtype == "f32" and ty.size == 1 else None
+    source = _dequantized(module, value)
+    if source is not None:
+        return {source} if module.values[source].dtype in EIGHT_BIT else None
+    producer = module.producer(value)
+    if producer is None or producer.kind not in FLOAT_ELEMENTWISE or \
+            not _sole_reader(module, value):
+        return None
+    found: set[str] = set()
+    for v in producer.inputs:
+        leaves = _elementwise_leaves(module, v, ops)
+        if leaves is None:
+            return None
+        found |= leaves
+    if producer not in ops:
+        ops.append(producer)
+    return found
+
+
+def _fold_elementwise(module: Module, quantize: Op, dry: bool) -> bool:
+    """quantize(F(dequantize(x))) with F float element-wise ops of x and scalars (a GELU
+    exported as x * 0.5 * (1 + erf(x / sqrt 2)), whose Div onnxruntime leaves float) ->
+    lut(x, table): F evaluated by the reference's float kernels on the 256 codes of x,
+    dequantized and quantized as onnxruntime does (float32)."""
+    ops: list[Op] = []
+    leaves = _elementwise_leaves(module, quantize.inputs[0], ops)
+    if leaves is None or len(leaves) != 1 or not ops:
+        return False
+    (x,) = leaves
+    result = module.values[quantize.outputs[0]]
+    if result.dtype not in EIGHT_BIT or module.values[x].shape != result.shape:
+        return False
+    if dry:
+        return True
+    x_type = module.values[x]
+    info = np.iinfo(x_type.numpy_dtype)
+    codes = np.arange(int(info.min), int(info.max) + 1).astype(x_type.numpy_dtype)
+    f32 = TensorType((256,), "f32")
+    values: dict[str, np.ndarray] = {}
+    for op in ops:  # operands first (post-order)
+        args = []
+        for v in op.inputs:
+            if module.is_constant(v):
+                args.append(module.constants[v].astype(np.float32).reshape(()))
+            elif v in values:
+                args.append(values[v])
+            else:  # dequantize(x), as onnxruntime computes it
+                dq = module.producer(v)
+                assert dq is not None
+                args.append(KERNELS["dequantize"](Call(dq, [codes], [x_type], f32)))
+        call = Call(op, args, [module.values[v] for v in op.inputs], f32)
+        values[op.outputs[0]] = np.broadcast_to(KERNELS[op.kind](call), (256,))
+    table = KERNELS["quantize"](Call(quantize, [values[quantize.inputs[0]]], [f32],
+                                     result.with_shape((256,))))
+    name = module.add_constant(module.fresh_name(f"{quantize.name}_table"), table)
+    quantize.kind, quantize.attrs = "lut", {}
+    module.set_inputs(quantize, [x, name])
+    return True
 
 
 def _fold_requantize(module: Module, quantize: Op, source: str) -> bool:

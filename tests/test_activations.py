@@ -43,9 +43,11 @@ ACTIVATIONS = {
 }
 
 
-NODE_OPS = {op.split("_")[0] for op in ACTIVATIONS} | {"Div"}
-# Element types of cimc's tensors (the Div cases of 16- and 64-bit integers are refused).
-ELEMENT_TYPES = {TensorProto.FLOAT, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32}
+NODE_OPS = {op.split("_")[0] for op in ACTIVATIONS} | {"Div", "Pow"}
+# Element types of cimc's tensors (the cases of 16-bit and unsigned 32/64-bit integers are
+# refused).
+ELEMENT_TYPES = {TensorProto.FLOAT, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32,
+                 TensorProto.INT64}
 
 
 def _node_cases() -> list:

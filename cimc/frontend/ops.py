@@ -229,6 +229,7 @@ CONVERTERS: dict[str, Converter] = {
     "Mul": _simple("mul", 2),
     "ReduceMean": reduce_mean,
     "Relu": _simple("relu"),
+    "Pow": _simple("pow", 2),
     "Reshape": reshape,
     "Selu": activation("selu", {"alpha": SELU_ALPHA, "gamma": SELU_GAMMA}),
     "Sigmoid": activation("sigmoid"),

@@ -66,6 +66,7 @@ OP_KINDS: dict[str, OpSpec] = {
     "sub": _ELEMENTWISE,
     "mul": _ELEMENTWISE,
     "div": _ELEMENTWISE,
+    "pow": _ELEMENTWISE,
     "relu": _UNARY,
     "clip": OpSpec((1, 1), {"min": FLOAT, "max": FLOAT}, shape=shapes.same),
     "sigmoid": _UNARY,

@@ -88,6 +88,24 @@ def div(call: Call) -> np.ndarray:
     return finish(call, quotient.astype(np.int64))
 
 
+def pow_(call: Call) -> np.ndarray:
+    """a ** b in the base's type (ONNX Pow); not quantized (a quantized model's Pow of
+    one tensor becomes a `lut`)."""
+    a, b = call.args
+    if call.quantized:
+        raise call.error("pow of quantized tensors is not supported; keep it float")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if call.result.dtype == "f32":
+            return _float_result(call, np.power(a.astype(np.float64), b.astype(np.float64)))
+        if np.issubdtype(b.dtype, np.integer):  # exact integer powers
+            if (b < 0).any():
+                raise call.error("integer pow with a negative exponent")
+            return np.power(a.astype(np.int64), b.astype(np.int64)).astype(
+                call.result.numpy_dtype)
+        return np.power(a.astype(np.float64), b.astype(np.float64)).astype(
+            call.result.numpy_dtype)
+
+
 def _code_bound(bound: float, scale: np.ndarray) -> np.ndarray:
     """round(bound / scale) as int64; a bound beyond every code (a clip at +-FLT_MAX) is
     held within int64 instead of overflowing the cast (codes saturate to the type after)."""
@@ -165,6 +183,7 @@ KERNELS = {
     "sub": sub,
     "mul": mul,
     "div": div,
+    "pow": pow_,
     "relu": relu,
     "clip": clip,
     "softmax": softmax,
