@@ -3,9 +3,9 @@
 It also prints the compile report as tables (`cimc report`: figures and the per-layer
 table) and draws it (`cimc plot`: out/mnist/plots/mesh.png and layers.png).
 
-Uses only what is bundled here (no torch): the QDQ model and 200 held-out
-digits written by train.py. Prints how the simulated logits compare with the
-exact oracle on the same quantized model (onnxruntime with graph
+Uses only what is bundled here (no torch): the QDQ model and the first 200 of
+the 1,000 held-out digits written by train.py. Prints how the simulated logits
+compare with the exact oracle on the same quantized model (onnxruntime with graph
 optimizations disabled, cimc.reference.oracle), the accuracies, and the figures of the
 compile and simulation reports. onnxruntime's default optimized session is
 shown too, labelled: its int8 kernels are not exact on CPUs without VNNI.
