@@ -43,10 +43,14 @@ def import_onnx(path: str | Path,
     return load(str(path), input_shapes)
 
 
-def load_target(name_or_file: str | Path) -> Target:
-    """A bundled target by name (isaac, puma, pimcomp, edge, tiny) or a target .toml file."""
+def load_target(name_or_file: str | Path | Target) -> Target:
+    """A bundled target by name (isaac, puma, pimcomp, edge, tiny) or a target .toml file
+    (a Target, such as a variant from `dataclasses.replace`, is returned as it is)."""
+    from cimc.targets import Target
     from cimc.targets import load_target as load
 
+    if isinstance(name_or_file, Target):
+        return name_or_file
     return load(str(name_or_file))
 
 
@@ -119,17 +123,24 @@ class Program:
         all-zero-point input (`cimc compile --report --simulate`)."""
         return program_report(self, simulate=True)
 
-    def simulate(self, inputs: np.ndarray | dict[str, np.ndarray]) -> Simulation:
+    def simulate(self, inputs: np.ndarray | dict[str, np.ndarray], *,
+                 adc_bits: int | None = None, noise: float = 0.0, seed: int = 0) -> Simulation:
         """Run the program on the simulator: float `inputs` (as the ONNX model takes them,
         batches stacked on axis 0) are quantized as the model does, every batch goes
-        through the program in one run, and the host finishes (dequantize, float tails)."""
+        through the program in one run, and the host finishes (dequantize, float tails).
+        The what-ifs of `cimc sim` (docs/simulator.md): `adc_bits` clips every ADC
+        conversion to that many bits (None: ideal), `noise` adds Gaussian cell noise of
+        that many cell levels, drawn from `seed` once per core per run, so every batch
+        of a run sees the same device."""
         from cimc.host.run import simulate_program
+        from cimc.isa.simulator import SimOptions
 
         feeds = model_inputs(self.integer, inputs)
         figures: dict[str, Any] = {}
         outputs = simulate_program(self.integer, self.module, self.target, self.cores,
                                    self.isa_program, self.image,
-                                   _whole_batches(self.integer, feeds), figures)
+                                   _whole_batches(self.integer, feeds), figures,
+                                   SimOptions(adc_bits=adc_bits, noise_sigma=noise, seed=seed))
         return Simulation({name: outputs[name] for name in self.integer.outputs}, figures)
 
     def text_for(self, path: str | Path) -> str:
@@ -158,7 +169,7 @@ class Program:
             out.commit()
 
 
-def compile(model: str | Path | Module, target: str | Path = "isaac", *,
+def compile(model: str | Path | Module, target: str | Path | Target = "isaac", *,
             input_shapes: dict[str, tuple[int, ...]] | None = None,
             calibrate: Calibration = None, activations: str = "int8",
             pipeline: str = "latency", stream: int = 0, replicate: float | None = None,

@@ -1,26 +1,42 @@
 """Pictures of a compile report (matplotlib, PNG and SVG): the mesh with each core
 coloured by the layer doing most MVMs on it, and per-layer bars of MVMs and of the
-hop-bytes each layer sends. Written byte-identically for equal reports (no dates, a
-fixed SVG id salt)."""
+hop-bytes each layer sends; and the curves of a sweep (cimc.sweep): accuracy and
+agreement with the exact run against ADC bits, one line per noise sigma. Written
+byte-identically for equal reports (no dates, a fixed SVG id salt)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 from cimc.targets import Target
 
 FORMATS = ("png", "svg")
+# The files `sweep_plots` draws.
+SWEEP_PLOTS = tuple(f"accuracy.{form}" for form in FORMATS)
 
 
-def write_plots(report: dict[str, Any], target: Target, directory: Path) -> list[Path]:
-    """mesh.{png,svg} and layers.{png,svg} of `report` in `directory`; the paths."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.hashsalt"] = "cimc"
+    return plt
+
+
+def _saved(figure: Any, form: str) -> bytes:
+    buffer = io.BytesIO()
+    metadata = {"Date": None} if form == "svg" else {"Software": None}
+    figure.savefig(buffer, format=form, metadata=metadata)
+    return buffer.getvalue()
+
+
+def write_plots(report: dict[str, Any], target: Target, directory: Path) -> list[Path]:
+    """mesh.{png,svg} and layers.{png,svg} of `report` in `directory`; the paths."""
+    plt = _pyplot()
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for name, draw in (("mesh", _mesh), ("layers", _layers)):
@@ -88,3 +104,51 @@ def _layers(plt: Any, report: dict[str, Any], target: Target) -> Any:
     top.set_title(f"{report['target']}: per layer")
     figure.tight_layout()
     return figure
+
+
+def sweep_plots(sweep: dict[str, Any]) -> dict[str, bytes]:
+    """accuracy.{png,svg} of a sweep (SweepResult.as_dict()) by file name: a column per
+    target setting, accuracy (top) and agreement with the exact run (bottom) against
+    ADC bits ('ideal' rightmost), one line per noise sigma; the exact run's accuracy
+    dashed, the ADC bits an exact partial sum needs dotted."""
+    plt = _pyplot()
+    settings = [(e["target"], e["cell_bits"], e["dac_bits"]) for e in sweep["exact"]]
+    points = sweep["points"]
+    bits = sorted({p["adc_bits"] for p in points if p["adc_bits"] is not None})
+    ideal = any(p["adc_bits"] is None for p in points)
+    where = {b: k for k, b in enumerate(bits)}
+    ticks = [str(b) for b in bits] + (["ideal"] if ideal else [])
+    sigmas = list(dict.fromkeys(p["noise"] for p in points))
+    colours = plt.get_cmap("viridis")
+    figure, axes = plt.subplots(2, len(settings), squeeze=False, sharex=True, sharey="row",
+                                figsize=(1.5 + 3.5 * len(settings), 5.5))
+    for column, (setting, exact) in enumerate(zip(settings, sweep["exact"], strict=True)):
+        mine = [p for p in points if (p["target"], p["cell_bits"], p["dac_bits"]) == setting]
+        for row, key in enumerate(("accuracy", "agreement")):
+            ax = axes[row][column]
+            for k, sigma in enumerate(sigmas):
+                line = [p for p in mine if p["noise"] == sigma]
+                xs = [where.get(p["adc_bits"], len(bits)) for p in line]
+                ax.plot(xs, [p[key] for p in line], marker="o", markersize=3,
+                        color=colours(k / max(len(sigmas) - 1, 1)), label=f"sigma {sigma:g}")
+            if key == "accuracy":
+                ax.axhline(exact["accuracy"], color="#444444", linestyle="--", linewidth=0.8,
+                           label="exact")
+                ax.set_title(f"{setting[0]}, {setting[1]}-bit cells, {setting[2]}-bit DAC",
+                             fontsize="medium")
+            needed = mine[0]["exact_adc_bits"] if mine else None
+            if needed in where:
+                ax.axvline(where[needed], color="#999999", linestyle=":", linewidth=0.8)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(True, linewidth=0.3)
+            if column == 0:
+                ax.set_ylabel("accuracy" if key == "accuracy" else "agreement with exact")
+        axes[1][column].set_xticks(range(len(ticks)))
+        axes[1][column].set_xticklabels(ticks)
+        axes[1][column].set_xlabel("ADC bits")
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+    figure.suptitle(f"{sweep['model']}: {sweep['samples']} samples")
+    figure.tight_layout()
+    drawn = {name: _saved(figure, name.rsplit(".", 1)[1]) for name in SWEEP_PLOTS}
+    plt.close(figure)
+    return drawn
