@@ -1,7 +1,7 @@
 """Sweeps: a model's accuracy on a labelled test set over a grid of settings.
 
-    from cimc.sweep import Grid, TestSet, run_sweep
-    result = run_sweep(module, TestSet(images, labels), Grid(adc_bits=(4, 6, 8)))
+    from cimc.sweep import Grid, LabelledSet, run_sweep
+    result = run_sweep(module, LabelledSet(images, labels), Grid(adc_bits=(4, 6, 8)))
 
 The grid crosses target settings (target, cell bits, DAC bits: each compiled once,
 as a variant of the target when the bits differ from its own) with simulator
@@ -66,7 +66,7 @@ class Grid:
 
 
 @dataclass
-class TestSet:
+class LabelledSet:
     """Float inputs as the model takes them (one array, or a dict by input name; samples
     stacked on axis 0) and one integer label per sample."""
 
@@ -207,8 +207,9 @@ def _warnings(printed: io.StringIO) -> tuple[str, ...]:
                  if line.startswith(prefix))
 
 
-def run_sweep(module: Module, test: TestSet, grid: Grid, *, options: dict[str, Any] | None = None,
-              seed: int = 0, shard_size: int = SHARD_SIZE, runner: Runner | None = None,
+def run_sweep(module: Module, test: LabelledSet, grid: Grid, *,
+              options: dict[str, Any] | None = None, seed: int = 0,
+              shard_size: int = SHARD_SIZE, runner: Runner | None = None,
               model: str = "") -> SweepResult:
     """Accuracy, agreement with the exact run, cycles, energy and crossbars of `module`
     on `test` at every point of `grid` (`options`: those of `cimc.compile`)."""

@@ -158,7 +158,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     from cimc.diagnostics import CimcError, progress
     from cimc.emit.plots import SWEEP_PLOTS, sweep_plots
     from cimc.outputs import OutputSet
-    from cimc.sweep import Grid, TestSet, ray_runner, run_sweep, target_variant
+    from cimc.sweep import Grid, LabelledSet, ray_runner, run_sweep, target_variant
     from cimc.targets import is_target_name
     from cimc.tensor_io import read_inputs
 
@@ -196,7 +196,7 @@ def sweep_command(args: argparse.Namespace) -> int:
         if len(labels) < count:
             raise CimcError(f"{args.labels} holds {len(labels)} labels but {count} samples are "
                             "used; give a label for every sample (or --count)")
-        test = TestSet({name: x[: count * batch[name]] for name, x in feeds.items()},
+        test = LabelledSet({name: x[: count * batch[name]] for name, x in feeds.items()},
                        labels[:count])
         points = len(grid.settings()) * len(grid.what_ifs())
         progress(f"sweep: {points} points x {count} samples"
