@@ -1,7 +1,9 @@
 """The MNIST demo behind `make demo`: compile, emit the data header, simulate, compare.
 
 It also prints the compile report as tables (`cimc report`: figures and the per-layer
-table) and draws it (`cimc plot`: out/mnist/plots/mesh.png and layers.png).
+table), draws it (`cimc plot`: out/mnist/plots/mesh.png and layers.png), and sweeps
+the ADC bits with and without cell noise over the same digits (`cimc sweep --serial`:
+out/mnist/sweep.csv and plots/accuracy.png).
 
 Uses only what is bundled here (no torch): the QDQ model and the first 200 of
 the 1,000 held-out digits written by train.py. Prints how the simulated logits
@@ -59,6 +61,10 @@ def main() -> int:
          "--outputs", str(out / "logits.npy"), "--report", str(out / "sim.json"))
     cimc("report", str(out / "compile.json"))
     cimc("plot", str(out / "compile.json"), str(out / "plots"))
+    # In this process (--serial): a local Ray instance takes seconds to start.
+    cimc("sweep", str(model), "--inputs", str(out / "digits.npy"), "--labels",
+         str(out / "labels.npy"), "--target", args.target, "--adc-bits", "5..9", "--noise",
+         "0,0.05", "--serial", "-o", str(out / "sweep.csv"), "--plots", str(out / "plots"))
 
     simulated = np.load(out / "logits.npy").reshape(len(images), -1)
     from cimc.reference.oracle import ExactOracle
@@ -89,7 +95,8 @@ def main() -> int:
           f"simulated: {sim_report['cycles']} cycles)")
     print(f"simulated batch             {sim_report['batch']} digits, "
           f"{sim_report['instructions']} instructions per inference")
-    print(f"\nwrote {out / 'prog.s'}, {out / 'mnist_data.h'}, {out / 'plots'}; demo took "
+    print(f"\nwrote {out / 'prog.s'}, {out / 'mnist_data.h'}, {out / 'sweep.csv'}, "
+          f"{out / 'plots'}; demo took "
           f"{time.perf_counter() - started:.1f} s")
     return 0
 
