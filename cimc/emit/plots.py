@@ -1,8 +1,9 @@
 """Pictures of a compile report (matplotlib, PNG and SVG): the mesh with each core
-coloured by the layer doing most MVMs on it, and per-layer bars of MVMs and of the
-hop-bytes each layer sends; and the curves of a sweep (cimc.sweep): accuracy and
-agreement with the exact run against ADC bits, one line per noise sigma. Written
-byte-identically for equal reports (no dates, a fixed SVG id salt)."""
+coloured by the layer doing most MVMs on it, the load of every mesh link, and
+per-layer bars of MVMs and of the hop-bytes each layer sends; and the curves of a
+sweep (cimc.sweep): accuracy and agreement with the exact run against ADC bits, one
+line per noise sigma. Written byte-identically for equal reports (no dates, a fixed
+SVG id salt)."""
 
 from __future__ import annotations
 
@@ -34,19 +35,30 @@ def _saved(figure: Any, form: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_plots(report: dict[str, Any], target: Target, directory: Path) -> list[Path]:
-    """mesh.{png,svg} and layers.{png,svg} of `report` in `directory`; the paths."""
+# The pictures of a compile report, by name (`.png` and `.svg` each).
+REPORT_PLOTS = ("mesh", "links", "layers")
+
+
+def report_plots(report: dict[str, Any], target: Target) -> dict[str, bytes]:
+    """mesh, links and layers (.png and .svg) of a compile report, by file name."""
     plt = _pyplot()
+    drawn = {}
+    for name in REPORT_PLOTS:
+        figure = {"mesh": _mesh, "links": _links, "layers": _layers}[name](plt, report, target)
+        for form in FORMATS:
+            drawn[f"{name}.{form}"] = _saved(figure, form)
+        plt.close(figure)
+    return drawn
+
+
+def write_plots(report: dict[str, Any], target: Target, directory: Path) -> list[Path]:
+    """The report_plots of `report` in `directory`; the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, draw in (("mesh", _mesh), ("layers", _layers)):
-        figure = draw(plt, report, target)
-        for form in FORMATS:
-            path = directory / f"{name}.{form}"
-            metadata = {"Date": None} if form == "svg" else {"Software": None}
-            figure.savefig(path, format=form, metadata=metadata)
-            written.append(path)
-        plt.close(figure)
+    for name, content in report_plots(report, target).items():
+        path = directory / name
+        path.write_bytes(content)
+        written.append(path)
     return written
 
 
@@ -84,6 +96,43 @@ def _mesh(plt: Any, report: dict[str, Any], target: Target) -> Any:
                    f"{target.cores} used)")
     if owner:
         axes.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def _links(plt: Any, report: dict[str, Any], target: Target) -> Any:
+    """The tiles of the mesh and the bytes per inference over each directed link (XY
+    routes of the traffic model), the two directions of a link side by side."""
+    loads = report.get("link_bytes", [])
+    figure, axes = plt.subplots(figsize=(max(4.5, target.mesh_x * 0.7),
+                                         max(3, target.mesh_y * 0.6)))
+    xs, ys = zip(*[(x, y) for x in range(target.mesh_x) for y in range(target.mesh_y)],
+                 strict=True)
+    axes.scatter(xs, ys, s=30, color="#cccccc", zorder=1)
+    largest = max((link["bytes"] for link in loads), default=0)
+    colours = plt.get_cmap("plasma")
+    for link in loads:
+        (ax, ay), (bx, by) = link["from"], link["to"]
+        share = link["bytes"] / largest
+        # Offset to the right of the direction of travel, so both directions show.
+        off_x, off_y = 0.08 * (by - ay), -0.08 * (bx - ax)
+        axes.annotate("", xy=(bx + off_x, by + off_y), xytext=(ax + off_x, ay + off_y),
+                      arrowprops={"arrowstyle": "->", "color": colours(share),
+                                  "linewidth": 0.8 + 3.2 * share, "shrinkA": 4, "shrinkB": 4},
+                      zorder=2)
+    if largest:
+        mappable = plt.cm.ScalarMappable(cmap=colours, norm=plt.Normalize(0, largest))
+        figure.colorbar(mappable, ax=axes, label="bytes per inference")
+    else:
+        axes.text((target.mesh_x - 1) / 2, (target.mesh_y - 1) / 2,
+                  "no message crosses a mesh link", ha="center", va="center")
+    axes.set_xlim(-0.6, target.mesh_x - 0.4)
+    axes.set_ylim(target.mesh_y - 0.4, -0.6)
+    axes.set_aspect("equal")
+    axes.set_xticks(range(target.mesh_x))
+    axes.set_yticks(range(target.mesh_y))
+    axes.set_title(f"{report['target']}: link load (largest {largest} bytes, "
+                   f"{report['hop_bytes']} hop-bytes)")
     figure.tight_layout()
     return figure
 

@@ -17,6 +17,7 @@ from cimc.analysis.timing import Timing, model
 from cimc.analysis.traffic import (
     TrafficEdge,
     global_bytes,
+    link_loads,
     max_link_bytes,
     unit_cores,
     unit_edges,
@@ -63,7 +64,8 @@ def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -
             for d in range(s):
                 crossbars.add((op.attrs["block_cores"][k], flat[2 * (k * s + d)]))
 
-    hop_bytes = traffic_hop_bytes(traffic(module, target), unit_cores(module), target)
+    edges, where = traffic(module, target), unit_cores(module)
+    hop_bytes = traffic_hop_bytes(edges, where, target)
     allocated = len(crossbars) * target.rows * target.cols
     return {
         "layers": layer_figures(module, target),
@@ -74,6 +76,9 @@ def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -
         "cores_available": target.cores,
         "utilization": weight_cells / allocated if allocated else 0.0,
         "hop_bytes": hop_bytes,
+        # Bytes per inference over each directed mesh link on XY routes (the pictures').
+        "link_bytes": [{"from": list(a), "to": list(b), "bytes": size}
+                       for (a, b), size in link_loads(edges, where, target).items()],
         "local_memory_peak": max((c.peak + target.local_memory_bytes - c.top
                                   for c in cores.values()), default=0),
     }
