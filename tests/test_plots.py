@@ -77,3 +77,29 @@ def test_a_report_of_a_target_file_needs_that_file(tmp_path: Path,
     assert main(["plot", str(report), str(tmp_path / "out")]) == 1
     assert "give its file with --target FILE" in capsys.readouterr().err
     assert main(["plot", str(report), str(tmp_path / "out"), "--target", str(own)]) == 0
+
+
+def test_sim_plots_the_run_as_a_gantt_chart(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    program = tmp_path / "p.s"
+    assert main([str(MODEL), "-o", str(program), "--target", "pimcomp"]) == 0
+    digits = np.load(ROOT / "examples" / "mnist" / "test_digits.npz")["images"][:1]
+    np.save(tmp_path / "x.npy", digits.astype(np.float32)[:, None] / 255)
+    drawn = []
+    for run in ("a", "b"):
+        assert main(["sim", str(program), "--inputs", str(tmp_path / "x.npy"),
+                     "--plots", str(tmp_path / run)]) == 0
+        files = sorted((tmp_path / run).iterdir())
+        assert [f.name for f in files] == ["pipeline.png", "pipeline.svg"]
+        drawn.append([f.read_bytes() for f in files])
+    assert drawn[0] == drawn[1]
+    assert drawn[0][0].startswith(b"\x89PNG\r\n\x1a\n")
+    svg = drawn[0][1].decode()
+    assert ElementTree.fromstring(svg).tag.endswith("svg")
+    assert "node_conv2d" in svg and "waiting" in svg  # a legend of layers and waiting
+    (tmp_path / "taken").write_text("")
+    assert main(["sim", str(program), "--inputs", str(tmp_path / "x.npy"),
+                 "--plots", str(tmp_path / "taken")]) == 1
+    assert "not a directory" in capsys.readouterr().err

@@ -14,8 +14,12 @@ from typing import Any
 from cimc.targets import Target
 
 FORMATS = ("png", "svg")
-# The files `sweep_plots` draws.
+# The files `sweep_plots` and `pipeline_plots` draw.
 SWEEP_PLOTS = tuple(f"accuracy.{form}" for form in FORMATS)
+PIPELINE_PLOTS = tuple(f"pipeline.{form}" for form in FORMATS)
+# Instructions whose time in a trace is mostly waiting for other cores.
+WAITING = ("recv", "sync", "halt")
+WAITING_LABEL = "waiting (recv, sync, halt)"
 
 
 def _pyplot() -> Any:
@@ -199,5 +203,62 @@ def sweep_plots(sweep: dict[str, Any]) -> dict[str, bytes]:
     figure.suptitle(f"{sweep['model']}: {sweep['samples']} samples")
     figure.tight_layout()
     drawn = {name: _saved(figure, name.rsplit(".", 1)[1]) for name in SWEEP_PLOTS}
+    plt.close(figure)
+    return drawn
+
+
+def pipeline_plots(trace: dict[str, Any], title: str) -> dict[str, bytes]:
+    """pipeline.{png,svg}: a Gantt chart of a simulated run from its trace-event document
+    (isa/simulator/trace.py): a row per core, its instructions' time coloured by the
+    layer of their task ("conv1#0 row 3: ..." -> conv1), untasked time grey, time in
+    recv, sync and halt (waiting for other cores) light grey."""
+    import re
+
+    plt = _pyplot()
+    spans: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    cores: set[int] = set()
+    for event in trace["traceEvents"]:
+        if event.get("ph") == "M":
+            cores.add(int(event["tid"]))
+        if event.get("ph") != "X":
+            continue
+        name = str(event["name"])
+        mnemonic = name.rsplit(": ", 1)[-1].split(" ", 1)[0]
+        if mnemonic in WAITING:
+            layer = WAITING_LABEL
+        elif " row " in name:
+            layer = re.sub(r"#\d+$", "", name.split(" row ", 1)[0])
+        else:
+            layer = ""
+        spans.setdefault((int(event["tid"]), layer), []).append(
+            (float(event["ts"]), float(event["dur"])))
+        cores.add(int(event["tid"]))
+    order = sorted(cores)
+    row = {core: k for k, core in enumerate(order)}
+    layers = list(dict.fromkeys(layer for _, layer in sorted(
+        spans, key=lambda key: min(start for start, _ in spans[key]))
+        if layer and layer != WAITING_LABEL))
+    colours = plt.get_cmap("tab20")
+
+    def colour(layer: str) -> Any:
+        if layer == WAITING_LABEL:
+            return "#e4e4e4"
+        return colours(layers.index(layer) % 20) if layer else "#999999"
+
+    figure, axes = plt.subplots(figsize=(9, max(2.5, 0.35 * len(order) + 1.5)))
+    for (core, layer), bars in sorted(spans.items()):
+        axes.broken_barh(bars, (row[core] - 0.4, 0.8), facecolors=colour(layer), linewidth=0)
+    for layer in [*layers, *(name for name in ("", WAITING_LABEL)
+                             if any(key[1] == name for key in spans))]:
+        axes.plot([], [], "s", color=colour(layer), label=layer or "(no task)")
+    axes.set_yticks(range(len(order)))
+    axes.set_yticklabels([f"core {core}" for core in order], fontsize="small")
+    axes.set_ylim(len(order) - 0.4, -0.6)
+    axes.set_xlabel("time (us)")
+    axes.set_title(title)
+    if spans:
+        axes.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+    figure.tight_layout()
+    drawn = {name: _saved(figure, name.rsplit(".", 1)[1]) for name in PIPELINE_PLOTS}
     plt.close(figure)
     return drawn
