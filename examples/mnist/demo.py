@@ -1,7 +1,8 @@
 """The MNIST demo behind `make demo`: compile, emit the data header, simulate, compare.
 
 It also prints the compile report as tables (`cimc report`: figures and the per-layer
-table), draws it (`cimc plot`: out/mnist/plots/mesh.png and layers.png), and sweeps
+table), draws it (`cimc plot`: out/mnist/plots/mesh.png, links.png and layers.png;
+`cimc sim --plots`: the simulated run as a Gantt chart, pipeline.png), and sweeps
 the ADC bits with and without cell noise over the same digits (`cimc sweep --serial`:
 out/mnist/sweep.csv and plots/accuracy.png).
 
@@ -58,7 +59,8 @@ def main() -> int:
          "--labels", str(out / "labels.npy"), "--count", "10",
          "--report", str(out / "compile.json"))
     cimc("sim", str(out / "prog.s"), "--inputs", str(out / "digits.npy"),
-         "--outputs", str(out / "logits.npy"), "--report", str(out / "sim.json"))
+         "--outputs", str(out / "logits.npy"), "--report", str(out / "sim.json"),
+         "--plots", str(out / "plots"))
     cimc("report", str(out / "compile.json"))
     cimc("plot", str(out / "compile.json"), str(out / "plots"))
     # In this process (--serial): a local Ray instance takes seconds to start.
