@@ -148,11 +148,13 @@ def target_variant(name: str, cell_bits: int | None, dac_bits: int | None) -> Ta
     from cimc.targets.validate import check_target
 
     target = load_target(name)
-    changes = {key: value for key, value in (("cell_bits", cell_bits), ("dac_bits", dac_bits))
-               if value is not None and value != getattr(target, key)}
+    cells = target.cell_bits if cell_bits is None else cell_bits
+    dac = target.dac_bits if dac_bits is None else dac_bits
+    changes = {key: value for key, value in (("cell_bits", cells), ("dac_bits", dac))
+               if value != getattr(target, key)}
     if not changes:
         return target
-    variant = dataclasses.replace(target, **changes)
+    variant = dataclasses.replace(target, cell_bits=cells, dac_bits=dac)
     problems = check_target(variant, "")
     if problems:
         given = ", ".join(f"{key.replace('_', '-')} {value}" for key, value in changes.items())
@@ -330,9 +332,11 @@ def ray_runner(address: str | None = None, workers: int = 2) -> Iterator[RayRunn
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats notice
     settings: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     if address is None:
+        # "local": always an instance of our own, even when RAY_ADDRESS or a cluster
+        # started earlier on this machine would otherwise be joined.
         settings.update(num_cpus=workers, include_dashboard=False)
     try:
-        ray.init(address=address, **settings)
+        ray.init(address=address or "local", **settings)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise CimcError(f"cannot start or reach {where}: {exc}") from None
