@@ -145,6 +145,7 @@ def target_variant(name: str, cell_bits: int | None, dac_bits: int | None) -> Ta
     """Target `name` (a bundled name or a file) with other cell or DAC bits, checked as a
     target file with those values would be."""
     from cimc.api import load_target
+    from cimc.targets.schema import SCHEMA
     from cimc.targets.validate import check_target
 
     target = load_target(name)
@@ -154,6 +155,13 @@ def target_variant(name: str, cell_bits: int | None, dac_bits: int | None) -> Ta
                if value != getattr(target, key)}
     if not changes:
         return target
+    for key in SCHEMA:  # the ranges a target file allows
+        if key.section == "crossbar" and key.name in changes:
+            low, high = key.low, key.high
+            if (low is not None and changes[key.name] < low) or \
+                    (high is not None and changes[key.name] > high):
+                raise CimcError(f"{key.name.replace('_', '-')} {changes[key.name]} is out of "
+                                f"range: {key.path} takes {low:g}..{high:g}")
     variant = dataclasses.replace(target, cell_bits=cells, dac_bits=dac)
     problems = check_target(variant, "")
     if problems:

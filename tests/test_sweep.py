@@ -211,3 +211,15 @@ def test_ray_gives_the_serial_numbers(data: Path, tmp_path: Path) -> None:
             line for line in result.stderr.splitlines() if "warning: ADC bits 5" in line]
         written[name] = ((out / "s.csv").read_bytes(), (out / "s.json").read_bytes())
     assert written["ray"] == written["serial"]
+
+
+def test_a_variant_outside_what_a_target_file_allows_is_refused() -> None:
+    from cimc.diagnostics import CimcError
+    from cimc.sweep import target_variant
+
+    with pytest.raises(CimcError, match="dac-bits 20 is out of range"):
+        target_variant("isaac", None, 20)
+    with pytest.raises(CimcError, match="cell-bits 0 is out of range"):
+        target_variant("isaac", 0, None)
+    assert target_variant("isaac", 4, 2).cell_bits == 4
+    assert target_variant("isaac", None, None) is cimc.load_target("isaac")
