@@ -10,7 +10,8 @@ compiled program on the test set in shards; every target setting also runs once
 exactly (ideal ADC, no noise), which `agreement` compares against.
 
 The work is two pure functions, `compile_setting` and `simulate_shard`, run
-through a `Runner`: in-process (`Serial`) or as Ray tasks (cimc.cli.sweep). The
+through a `Runner`: in-process (`Serial`) or as Ray tasks (`RayRunner`, which
+`ray_runner` starts); either keeps the progress line up to date. The
 noise of a point is drawn from the sweep's seed, once per core, the same for
 every shard (one device per point, whatever the sharding), and the results are
 gathered in grid order, so every runner and every shard size give the same
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from cimc.diagnostics import CimcError, warn
+from cimc.diagnostics import CimcError, progress, warn
 
 if TYPE_CHECKING:
     from cimc.api import Program
@@ -119,26 +120,47 @@ class SweepResult:
 
 class Runner(Protocol):
     """Where the work runs: `share` an argument every task reads, `call` a function
-    (a handle to its result), `gather` results in the order of their handles."""
+    (a handle to its result; handles may be arguments of later calls), `gather` results
+    in the order of their handles, naming the work in the progress line."""
 
     def share(self, value: Any) -> Any: ...
 
     def call(self, function: Callable[..., Any], *args: Any) -> Any: ...
 
-    def gather(self, handles: Sequence[Any]) -> list[Any]: ...
+    def gather(self, handles: Sequence[Any], what: str = "tasks") -> list[Any]: ...
+
+
+@dataclass
+class _Call:
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    done: bool = False
+    result: Any = None
 
 
 class Serial:
-    """Runs every call in this process, at once."""
+    """Runs the calls in this process, each once, when `gather` needs its result."""
 
     def share(self, value: Any) -> Any:
         return value
 
     def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        return function(*args)
+        return _Call(function, args)
 
-    def gather(self, handles: Sequence[Any]) -> list[Any]:
-        return list(handles)
+    def gather(self, handles: Sequence[Any], what: str = "tasks") -> list[Any]:
+        results = []
+        for k, handle in enumerate(handles):
+            results.append(self._value(handle))
+            progress(f"sweep: {k + 1} of {len(handles)} {what} done")
+        return results
+
+    def _value(self, handle: Any) -> Any:
+        if not isinstance(handle, _Call):
+            return handle
+        if not handle.done:
+            handle.result = handle.function(*(self._value(a) for a in handle.args))
+            handle.done = True
+        return handle.result
 
 
 def target_variant(name: str, cell_bits: int | None, dac_bits: int | None) -> Target:
@@ -250,8 +272,8 @@ def run_sweep(module: Module, test: LabelledSet, grid: Grid, *,
     runs = [(None, 0.0), *grid.what_ifs()]
     handles = [runner.call(simulate_shard, program, shard, adc, noise, seed)
                for program in programs for adc, noise in runs for shard in shards]
-    results: list[ShardResult] = runner.gather(handles)
-    compiled: list[Compiled] = runner.gather(programs)
+    compiled: list[Compiled] = runner.gather(programs, "compiles")
+    results: list[ShardResult] = runner.gather(handles, "shard runs")
     printed = [message for setting in compiled for message in setting.warnings]
     for result in results:
         printed.extend(result.warnings)
@@ -314,10 +336,15 @@ class RayRunner:
             self.remotes[function] = self.ray.remote(num_cpus=1, max_retries=0)(function)
         return self.remotes[function].remote(*args)
 
-    def gather(self, handles: Sequence[Any]) -> list[Any]:
+    def gather(self, handles: Sequence[Any], what: str = "tasks") -> list[Any]:
         from ray.exceptions import RayTaskError
 
         try:
+            pending, done = list(handles), 0
+            while pending:  # for the progress line; the results come in handle order
+                ready, pending = self.ray.wait(pending, num_returns=1)
+                done += len(ready)
+                progress(f"sweep: {done} of {len(handles)} {what} done (Ray)")
             return list(self.ray.get(list(handles)))
         except RayTaskError as exc:
             if isinstance(exc.cause, CimcError):  # the user's error, as in-process

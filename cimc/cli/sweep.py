@@ -155,7 +155,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 
     from cimc.api import prepare
     from cimc.cli.opt import input_shapes
-    from cimc.diagnostics import CimcError, progress
+    from cimc.diagnostics import CimcError, end_progress, progress
     from cimc.emit.plots import SWEEP_PLOTS, sweep_plots
     from cimc.outputs import OutputSet
     from cimc.sweep import Grid, LabelledSet, ray_runner, run_sweep, target_variant
@@ -199,8 +199,8 @@ def sweep_command(args: argparse.Namespace) -> int:
         test = LabelledSet({name: x[: count * batch[name]] for name, x in feeds.items()},
                        labels[:count])
         points = len(grid.settings()) * len(grid.what_ifs())
-        progress(f"sweep: {points} points x {count} samples"
-                 + (" (serial)" if args.serial else " (Ray)"))
+        progress(f"sweep: {points} point{'s' if points > 1 else ''} x {count} samples"
+                 + (" (serial)" if args.serial else " (starting Ray)"))
         run = {"options": options, "seed": args.seed, "shard_size": args.shard_size,
                "model": Path(args.model).name}
         if args.serial:
@@ -216,6 +216,7 @@ def sweep_command(args: argparse.Namespace) -> int:
             for name, content in sweep_plots(result.as_dict()).items():
                 out.write(Path(args.plots) / name, content)
         out.commit()
+    end_progress()
     print(_table(result))
     return 0
 
