@@ -80,6 +80,10 @@ class LabelledSet:
         arrays = self.inputs if isinstance(self.inputs, dict) else {
             next(iter(batch)): self.inputs}
         count = len(self.labels)
+        for name, array in arrays.items():
+            if len(array) < count * batch[name]:
+                raise CimcError(f"input '{name}' holds {len(array) // batch[name]} samples "
+                                f"but there are {count} labels; give an input per label")
         return [{name: array[start * batch[name]: min(start + size, count) * batch[name]]
                  for name, array in arrays.items()} for start in range(0, count, size)]
 
