@@ -163,13 +163,16 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
             calibrate: Calibration = None, activations: str = "int8",
             pipeline: str = "latency", stream: int = 0, replicate: float | None = None,
             placer: str = "cpsat", place_effort: float | None = None,
-            place_time_limit: float | None = None, path: str | Path = "prog.s",
+            place_time_limit: float | None = None, partition: str = "optimal",
+            batch: int = 1, path: str | Path = "prog.s",
             print_ir_after_all: bool = False, time_passes: bool = False) -> Program:
     """Compile `model` (an ONNX file, QDQ or float, or a module from `prepare`) for `target`.
 
     The options are those of `cimc compile` (README): `pipeline` latency or throughput,
     `stream` inferences per run, `replicate` crossbar budget, `placer` and its
-    `place_effort` and `place_time_limit`. `path` is where the program will be written
+    `place_effort` and `place_time_limit`; for a model larger than the chip,
+    `partition` (optimal or greedy) chooses its phases for a run of `batch` images.
+    `path` is where the program will be written
     (its text names the image beside it). Nothing is written; `Program.save` does it.
     """
     from cimc.diagnostics import progress, warn
@@ -185,7 +188,8 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
         warn(f"target {chosen.name!r} gives precision.activation_bits = "
              f"{chosen.activation_bits}, but the ISA's mvm reads 8-bit input elements: the "
              "program computes with 8-bit activations")
-    options = BackendOptions(pipeline, stream, replicate, placer, place_time_limit, place_effort)
+    options = BackendOptions(pipeline, stream, replicate, placer, place_time_limit, place_effort,
+                             partition, batch)
     verified: list[float] = []
     if not isinstance(model, (str, Path)):
         return _backend(copy.deepcopy(model), chosen, options, str(path), [],

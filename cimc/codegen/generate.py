@@ -53,6 +53,10 @@ class CoreCode:
     data: list[tuple[int, list[int]]] = field(default_factory=list)
     peak: int = 0  # highest address used by scratch buffers
     cursor: int = 0  # next free scratch address of the part being set up
+    # A module in phases: bands grow down from here, below every phase's tables, and
+    # the next phase's bands reuse the space (None: bands among the tables).
+    band_top: int | None = None
+    floor: int | None = None  # lowest band address of any phase
 
     def table(self, words: np.ndarray) -> int:
         """Place i32 words among the constant tables; return their address."""
@@ -62,9 +66,18 @@ class CoreCode:
         return self.top
 
     def keep(self, size: int) -> int:
-        """A buffer of `size` bytes for the whole run (a band)."""
-        self.top = (self.top - size) // ALIGN * ALIGN
-        return self.top
+        """A buffer of `size` bytes for the whole run, or phase (a band)."""
+        if self.band_top is None:
+            self.top = (self.top - size) // ALIGN * ALIGN
+            return self.top
+        self.band_top = (self.band_top - size) // ALIGN * ALIGN
+        self.floor = min(self.band_top, self.top if self.floor is None else self.floor)
+        return self.band_top
+
+    @property
+    def lowest(self) -> int:
+        """The lowest address of tables and bands: scratch buffers must stay below it."""
+        return self.top if self.floor is None else min(self.top, self.floor)
 
     def begin_part(self) -> None:
         """Start the scratch buffers of another part (they overlap the others' scratch)."""
@@ -90,11 +103,13 @@ def mode_of(module: Module) -> tuple[str, int]:
 class Generated:
     """A scheduled module's plan and the code generated from it for `target`. `schedule`
     keeps it with the module (Module.keep_analysis), so that emission, the report and the
-    simulator's expectations use the code generated once per compile."""
+    simulator's expectations use the code generated once per compile. A module run in
+    phases has a plan per phase (`phases`; `plan` is the first's)."""
 
     target: Target
     plan: Plan
     cores: dict[int, CoreCode]
+    phases: tuple[Plan, ...] = ()
 
 
 def plan_and_code(module: Module, target: Target) -> Generated:
@@ -114,30 +129,87 @@ def generate(module: Module, target: Target, plan: Plan) -> dict[int, CoreCode]:
     """Per-core code of a scheduled module following `plan`; CimcError if local memory
     overflows."""
     cores = {c: CoreCode(c, target.local_memory_bytes) for c in plan.order}
+    for core, lines in code_lines(module, target, plan, cores, "").items():
+        cores[core].lines += [*lines, "halt"]
+    for code in cores.values():
+        check_memory(code, target)
+    return dict(sorted(cores.items()))
+
+
+def generate_phases(phases: list[Module], target: Target, plans: list[Plan]
+                    ) -> dict[int, CoreCode]:
+    """Per-core code of a module run in phases (one module and plan per phase): on every
+    core that works in any phase, phase by phase, `wprog` of the phase's crossbar groups
+    on the core, the phase's code (its images one after the other through the phase's
+    pipeline), then a `sync` so that no core starts the next phase (overwriting
+    crossbars, loading spilled tensors) before every core has finished this one. Each
+    phase's tables and line buffers stay where they are for the whole run: `.data` is
+    loaded once; the line buffers of a phase live only during it, below all tables."""
+    used = sorted({c for plan in plans for c in plan.order})
+    # The tables of all phases first (setting up the parts allocates them), to know
+    # where the bands go.
+    dry = {c: CoreCode(c, target.local_memory_bytes) for c in used}
+    for phase, plan in zip(phases, plans, strict=True):
+        unit_core = unit_cores(phase)
+        for group in plan.groups:
+            for core in group.cores:
+                Part(phase, target, group, dry[core], unit_core)
+    tables = {c: target.local_memory_bytes - sum(ALIGN * -(-4 * len(words) // ALIGN)
+                                                  for _, words in dry[c].data)
+              for c in used}
+    cores = {c: CoreCode(c, target.local_memory_bytes) for c in used}
+    for number, (phase, plan) in enumerate(zip(phases, plans, strict=True)):
+        for c in used:
+            cores[c].band_top = tables[c]
+        lines = code_lines(phase, target, plan, {c: cores[c] for c in plan.order},
+                           f"p{number}")
+        groups: dict[int, list[int]] = {}
+        for op in phase.ops():
+            if op.kind == "matvec":
+                for core, group in zip(op.attrs["block_cores"], op.attrs["block_groups"],
+                                       strict=True):
+                    groups.setdefault(int(core), []).append(int(group))
+        for core, code in cores.items():
+            code.lines.append(f"# phase {number}")
+            code.lines += [f"wprog {g}" for g in sorted(groups.get(core, []))]
+            code.lines += lines.get(core, [])
+            code.lines.append("sync" if number + 1 < len(plans) else "halt")
+    for code in cores.values():
+        check_memory(code, target)
+    return cores
+
+
+def code_lines(module: Module, target: Target, plan: Plan, cores: dict[int, CoreCode],
+               prefix: str) -> dict[int, list[str]]:
+    """The lines of each core's tasks in `plan` (without the final halt), their buffers
+    and tables taken from `cores`; labels start with `prefix`."""
     unit_core = unit_cores(module)
     writers: dict[tuple[int, int], Part] = {}
     for gi, group in enumerate(plan.groups):
         for core in group.cores:
-            writers[(core, gi)] = Part(module, target, group, cores[core], unit_core)
-    for core, tasks in plan.order.items():
-        code = cores[core]
-        code.lines += reroll([writers[(core, gi)].row(m, oy) for m, gi, oy in tasks],
-                             f"c{core}")
-        code.lines.append("halt")
-        if code.peak > code.top:
-            need = code.peak + target.local_memory_bytes - code.top
-            raise CimcError(f"core {core} needs {need} bytes of local memory but target "
-                            f"{target.name!r} has {target.local_memory_bytes}; "
-                            "choose a target with more local memory")
-    return dict(sorted(cores.items()))
+            writers[(core, gi)] = Part(module, target, group, cores[core], unit_core, prefix)
+    return {core: reroll([writers[(core, gi)].row(m, oy) for m, gi, oy in tasks],
+                         f"{prefix}c{core}")
+            for core, tasks in plan.order.items()}
 
 
-def addr(module: Module, value: str) -> int:
-    """Global address of a runtime tensor (set by schedule on its producer)."""
+def check_memory(code: CoreCode, target: Target) -> None:
+    """CimcError when a core's buffers and tables overlap (local memory overflows)."""
+    if code.peak > code.lowest:
+        need = code.peak + target.local_memory_bytes - code.lowest
+        raise CimcError(f"core {code.core} needs {need} bytes of local memory but target "
+                        f"{target.name!r} has {target.local_memory_bytes}; "
+                        "choose a target with more local memory")
+
+
+def addr(module: Module, value: str, image: int = 0) -> int:
+    """Global address of a runtime tensor (set by schedule on its producer), of image
+    `image` of a batch: a tensor spilled between phases has a slot per image
+    (`image_stride`), the others one for all."""
     producer = module.producer(value)
-    if producer is None:
+    if producer is None or "addr" not in producer.attrs:
         raise CimcError(f"value {value!r} has no global address; run the schedule pass")
-    return int(producer.attrs["addr"])
+    return int(producer.attrs["addr"]) + image * int(producer.attrs.get("image_stride", 0))
 
 
 def _dtype(module: Module, value: str) -> str:
@@ -148,11 +220,11 @@ class Part:
     """The code of one group on one core, row by row, with its buffers."""
 
     def __init__(self, module: Module, target: Target, group: Group, code: CoreCode,
-                 unit_core: dict[str, int]) -> None:
+                 unit_core: dict[str, int], prefix: str = "") -> None:
         self.module, self.target, self.group, self.code = module, target, group, code
         op = group.op
         self.op = op
-        self.label = f"g{group.layer}r{group.replica}"
+        self.label = f"{prefix}g{group.layer}r{group.replica}"
         self.oh, self.ow, self.n = image_dims(module.values[op.outputs[0]])
         self.out_type = _dtype(module, op.outputs[0])
         self.output = chip_stores(module, op.outputs[0])
@@ -221,7 +293,7 @@ class Part:
         for p in pieces:
             size = w * (p.hi - p.lo)
             if p.core is None:
-                base = addr(self.module, value) + p.iy * w * c
+                base = addr(self.module, value, image) + p.iy * w * c
                 if stride == c and offset == 0:
                     lines.append(f"ld {dst}(r0), {base}(r0), {w * c}")
                 else:
@@ -275,7 +347,7 @@ class Part:
             for core, tag in dests:
                 lines.append(f"send {core}, {src}(r0), {self.ow * (hi - lo)}, {tag}")
             if self.output:
-                base = addr(self.module, self.op.outputs[0]) + oy * self.ow * self.n
+                base = addr(self.module, self.op.outputs[0], m) + oy * self.ow * self.n
                 if whole or self.ow == 1:
                     lines.append(f"st {base + lo}(r0), {self.out + lo}(r0), {self.ow * (hi - lo)}")
                 else:

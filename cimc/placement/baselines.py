@@ -97,7 +97,9 @@ def fill(problem: Problem, order: list[int]) -> np.ndarray:
 def fit_load_cap(problem: Problem) -> None:
     """Double `load_cap` until the layer-order fill fits the cores (a model that fills
     the chip cannot keep every shared core under the cap); 0 if even
-    the uncapped fill needs the spread."""
+    the uncapped fill needs the spread. If it still does not fit, a group's blocks may
+    share crossbars on a core (`group_xbars` unbounded): they take turns at every
+    window, but a chip of few crossbars a core (one, on `edge`) has no other way."""
     while problem.load_cap:
         try:
             fill(problem, list(range(problem.target.cores)))
@@ -105,6 +107,10 @@ def fit_load_cap(problem: Problem) -> None:
         except CimcError:
             cap = problem.load_cap * 2
             problem.load_cap = 0 if cap >= int(problem.group_load.sum()) else cap
+    try:
+        fill(problem, list(range(problem.target.cores)))
+    except CimcError:
+        problem.group_xbars = max(problem.group_xbars, int(problem.xbars.sum()))
 
 
 class Annealer:
