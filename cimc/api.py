@@ -297,9 +297,27 @@ def program_report(program: Program, input_codes: dict[str, np.ndarray] | None =
     from cimc.analysis.timing import model
     from cimc.codegen.generate import plan_and_code
     from cimc.emit.program import encoded_bytes, instruction_count
-    from cimc.emit.report import modelled_figures, schedule_bounds, static_figures
+    from cimc.emit.report import (
+        modelled_figures,
+        phased_figures,
+        schedule_bounds,
+        static_figures,
+    )
 
-    if simulate:
+    generated = plan_and_code(program.module, program.target)
+    if generated.phases:  # a model larger than the chip, run in phases
+        report = phased_figures(program.module, program.target, generated, program.cores)
+        report.update(
+            instructions=instruction_count(program.cores),
+            program_bytes=encoded_bytes(program.module, program.target, program.cores,
+                                        program.path),
+            figures_from="timing model per phase (cimc/analysis/timing.py) and the time of "
+                         "its wprog instructions; --simulate for the simulated totals")
+        if simulate:
+            simulated = _simulated_report(program, input_codes, phased=True)
+            report["modelled_cycles"] = report["cycles"]
+            report.update(simulated)
+    elif simulate:
         report = _simulated_report(program, input_codes)
     else:
         timing = model(program.module, program.target,
@@ -322,11 +340,13 @@ def program_report(program: Program, input_codes: dict[str, np.ndarray] | None =
     return report
 
 
-def _simulated_report(program: Program,
-                      input_codes: dict[str, np.ndarray] | None) -> dict[str, Any]:
+def _simulated_report(program: Program, input_codes: dict[str, np.ndarray] | None,
+                      phased: bool = False) -> dict[str, Any]:
+    """The figures of one simulated run: all of them, or (`phased`) the simulated ones
+    only (the static figures of a run of phases are its phases')."""
     import numpy as np
 
-    from cimc.emit.report import program_figures
+    from cimc.emit.report import program_figures, simulated_figures
     from cimc.isa.simulator import run_program
 
     assembled = program.isa_program
@@ -339,6 +359,11 @@ def _simulated_report(program: Program,
                   "the program has no data-dependent control flow, so every input takes "
                   "this time and nearly this energy")
     _, sim = run_program(assembled, program.image, program.target, feeds)
+    if phased:
+        report = simulated_figures(program.module, assembled, sim)
+        report["programmed_bytes"] = sim["programmed_bytes"]
+        report["figures_from"] = source
+        return report
     report = program_figures(program.module, program.target, program.cores, assembled, sim)
     report["figures_from"] = source
     return report

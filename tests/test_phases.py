@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import cimc
+from cimc.api import program_report
 from cimc.codegen.generate import Generated
 from cimc.host.ports import reference_codes
 from cimc.isa.assembler import assemble_file
@@ -126,3 +127,21 @@ def test_cifar_cnns_run_in_phases_on_edge(name: str, tmp_path: Path) -> None:
     output = program.outputs[0]
     assert np.abs(got[output.name] - want).max() <= output.scale * 1.001
     assert (got[output.name].argmax(1) == want.argmax(1)).all()
+
+
+def test_the_report_gives_each_phase_and_its_totals(tmp_path: Path) -> None:
+    """Modelled per phase (its code's timing model and its wprogs) within 2% of the
+    simulated run; the phases' figures add up to the totals."""
+    compiled = cimc.compile(models.quantized_model("residual"), "tiny", batch=2)
+    modelled = program_report(compiled)
+    simulated = program_report(compiled, simulate=True)
+    phases = modelled["phases"]
+    assert modelled["phase_count"] == len(phases) > 1 and modelled["batch"] == 2
+    assert sum(p["cycles"] for p in phases) == modelled["cycles"]
+    assert sum(p["programmed_bytes"] for p in phases) == modelled["programmed_bytes"] \
+        == simulated["programmed_bytes"]
+    assert [layer["phase"] for layer in modelled["layers"]] == sorted(
+        layer["phase"] for layer in modelled["layers"])
+    assert abs(simulated["cycles"] - modelled["cycles"]) <= 0.02 * simulated["cycles"]
+    assert simulated["throughput"] == pytest.approx(
+        2 * compiled.target.clock_mhz * 1e6 / simulated["cycles"])
