@@ -83,7 +83,8 @@ def fill(problem: Problem, order: list[int]) -> np.ndarray:
                     f"target {problem.target.name!r} has "
                     f"{problem.target.cores * problem.target.crossbars_per_core} crossbars on "
                     f"{problem.target.cores} cores; choose a bigger target "
-                    "(weights are not time-multiplexed)")
+                    "(or one whose crossbars can be reprogrammed: the model then runs in "
+                    "phases)")
         core_of[u] = order[position]
         cols += int(problem.demand[u])
         tables += int(problem.tables[u])
