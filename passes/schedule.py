@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cimc.analysis.plan import build
-from cimc.codegen.generate import Generated, generate, generate_phases
+from cimc.codegen.generate import Generated, generate, phased_code
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import CHIP_KINDS
 from cimc.dialect.host import chip_stores
-from cimc.dialect.phased import home, phase_count, phase_modules, phase_of
+from cimc.dialect.phased import home, phase_count, phase_of
 from cimc.ir.module import Module, Op
 from cimc.pass_base import BackendPass
 
@@ -88,8 +88,9 @@ class Schedule(BackendPass):
     def _phased(self, module: Module) -> None:
         """A module in phases: the tensors the host or a later phase reads get global
         memory, one slot per image of the batch where a later phase reads them; each
-        phase is planned and its code generated on its own, then joined (wprog, the
-        phase's code for the batch, sync) (cimc.codegen.generate.generate_phases)."""
+        phase is planned and its code generated on its own, then joined (wprog, its
+        tables loaded, the phase's code for the batch, sync), the tables in global memory
+        after the tensors (cimc.codegen.generate.phased_code)."""
         target, batch = self.target, self.batch
         if not 1 <= batch <= 2**16:
             raise CimcError(f"schedule: batch {batch}: give an integer 1..65536")
@@ -115,21 +116,18 @@ class Schedule(BackendPass):
             if stored:
                 op.attrs["addr"] = top
                 top += -(-module.values[op.outputs[0]].size // ALIGN) * ALIGN
-        if top > target.global_memory_bytes:
-            raise CimcError(f"the model's tensors need {top} bytes of global memory (spills "
-                            f"of {batch} images between phases) but target {target.name!r} "
-                            f"has {target.global_memory_bytes}; lower --batch or choose a "
-                            "target with more global memory")
-        phases = phase_modules(module)
-        plans = []
-        for phase in phases:
-            plan = build(phase, target, batch, batch > 1)
+        generated = phased_code(module, target, batch)
+        for plan in generated.phases:
             if plan.tags > MAX_TAG + 1:
                 raise CimcError(f"a phase of the model needs {plan.tags} message tags, more "
                                 f"than the {MAX_TAG + 1} the network supports")
-            plans.append(plan)
-        module.keep_analysis(Generated(target, plans[0], generate_phases(phases, target, plans),
-                                       tuple(plans)))
+        end = max([top, *(address + len(data) for address, data in generated.global_data)])
+        if end > target.global_memory_bytes:
+            raise CimcError(f"the model's tensors and the phases' tables need {end} bytes of "
+                            f"global memory (spills of {batch} images between phases) but "
+                            f"target {target.name!r} has {target.global_memory_bytes}; lower "
+                            "--batch or choose a target with more global memory")
+        module.keep_analysis(generated)
 
 
 def _readers(module: Module, value: str) -> list[Op]:

@@ -36,6 +36,7 @@ from cimc.codegen.loops import reroll
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import CHUNK, blocks_of, image_dims
 from cimc.dialect.host import chip_stores
+from cimc.dialect.phased import phase_count, phase_modules
 from cimc.ir.module import Module, Op
 from cimc.isa.asm_quote import comment_text
 from cimc.targets import Target
@@ -53,10 +54,6 @@ class CoreCode:
     data: list[tuple[int, list[int]]] = field(default_factory=list)
     peak: int = 0  # highest address used by scratch buffers
     cursor: int = 0  # next free scratch address of the part being set up
-    # A module in phases: bands grow down from here, below every phase's tables, and
-    # the next phase's bands reuse the space (None: bands among the tables).
-    band_top: int | None = None
-    floor: int | None = None  # lowest band address of any phase
 
     def table(self, words: np.ndarray) -> int:
         """Place i32 words among the constant tables; return their address."""
@@ -66,18 +63,9 @@ class CoreCode:
         return self.top
 
     def keep(self, size: int) -> int:
-        """A buffer of `size` bytes for the whole run, or phase (a band)."""
-        if self.band_top is None:
-            self.top = (self.top - size) // ALIGN * ALIGN
-            return self.top
-        self.band_top = (self.band_top - size) // ALIGN * ALIGN
-        self.floor = min(self.band_top, self.top if self.floor is None else self.floor)
-        return self.band_top
-
-    @property
-    def lowest(self) -> int:
-        """The lowest address of tables and bands: scratch buffers must stay below it."""
-        return self.top if self.floor is None else min(self.top, self.floor)
+        """A buffer of `size` bytes for the whole run (a band)."""
+        self.top = (self.top - size) // ALIGN * ALIGN
+        return self.top
 
     def begin_part(self) -> None:
         """Start the scratch buffers of another part (they overlap the others' scratch)."""
@@ -110,6 +98,8 @@ class Generated:
     plan: Plan
     cores: dict[int, CoreCode]
     phases: tuple[Plan, ...] = ()
+    # Global memory the program initialises (each phase's tables): (address, bytes).
+    global_data: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 def plan_and_code(module: Module, target: Target) -> Generated:
@@ -119,10 +109,29 @@ def plan_and_code(module: Module, target: Target) -> Generated:
     if found is not None and found.target == target:
         return found
     mode, stream = mode_of(module)
-    plan = build(module, target, stream, mode == "throughput")
-    result = Generated(target, plan, generate(module, target, plan))
+    if phase_count(module) > 1:
+        result = phased_code(module, target, stream)
+    else:
+        plan = build(module, target, stream, mode == "throughput")
+        result = Generated(target, plan, generate(module, target, plan))
     module.keep_analysis(result)
     return result
+
+
+def phased_code(module: Module, target: Target, batch: int) -> Generated:
+    """Plan and code of a scheduled module run in phases: each phase planned on its own
+    (its batch of images pipelined through it when more than one), then joined
+    (`generate_phases`), its tables in global memory after the module's tensors."""
+    phases = phase_modules(module)
+    plans = [build(phase, target, batch, batch > 1) for phase in phases]
+    end = 0
+    for op in module.ops():
+        if "addr" in op.attrs and op.kind != "view":
+            slot = int(op.attrs.get("image_stride", 0))
+            size = batch * slot if slot else module.values[op.outputs[0]].size
+            end = max(end, int(op.attrs["addr"]) + size)
+    cores, tables = generate_phases(phases, target, plans, -(-end // ALIGN) * ALIGN)
+    return Generated(target, plans[0], cores, tuple(plans), tables)
 
 
 def generate(module: Module, target: Target, plan: Plan) -> dict[int, CoreCode]:
@@ -136,47 +145,48 @@ def generate(module: Module, target: Target, plan: Plan) -> dict[int, CoreCode]:
     return dict(sorted(cores.items()))
 
 
-def generate_phases(phases: list[Module], target: Target, plans: list[Plan]
-                    ) -> dict[int, CoreCode]:
-    """Per-core code of a module run in phases (one module and plan per phase): on every
-    core that works in any phase, phase by phase, `wprog` of the phase's crossbar groups
-    on the core, the phase's code (its images one after the other through the phase's
-    pipeline), then a `sync` so that no core starts the next phase (overwriting
-    crossbars, loading spilled tensors) before every core has finished this one. Each
-    phase's tables and line buffers stay where they are for the whole run: `.data` is
-    loaded once; the line buffers of a phase live only during it, below all tables."""
+def generate_phases(phases: list[Module], target: Target, plans: list[Plan], base: int
+                    ) -> tuple[dict[int, CoreCode], list[tuple[int, bytes]]]:
+    """Per-core code of a module run in phases (one module and plan per phase), and the
+    global memory it initialises from address `base` up. On every core that works in any
+    phase, phase by phase: `wprog` of the phase's crossbar groups on the core, an `ld` of
+    the phase's constant tables from global memory to the top of local memory (the
+    phases' tables share that space, so each phase has all of local memory, as a model
+    of one phase has), the phase's code (its images one after the other through the
+    phase's pipeline), then a `sync`, so that no core starts the next phase
+    (overwriting crossbars, tables and buffers, loading spilled tensors) before every
+    core has finished this one."""
     used = sorted({c for plan in plans for c in plan.order})
-    # The tables of all phases first (setting up the parts allocates them), to know
-    # where the bands go.
-    dry = {c: CoreCode(c, target.local_memory_bytes) for c in used}
-    for phase, plan in zip(phases, plans, strict=True):
-        unit_core = unit_cores(phase)
-        for group in plan.groups:
-            for core in group.cores:
-                Part(phase, target, group, dry[core], unit_core)
-    tables = {c: target.local_memory_bytes - sum(ALIGN * -(-4 * len(words) // ALIGN)
-                                                  for _, words in dry[c].data)
-              for c in used}
     cores = {c: CoreCode(c, target.local_memory_bytes) for c in used}
+    tables: list[tuple[int, bytes]] = []
     for number, (phase, plan) in enumerate(zip(phases, plans, strict=True)):
-        for c in used:
-            cores[c].band_top = tables[c]
-        lines = code_lines(phase, target, plan, {c: cores[c] for c in plan.order},
-                           f"p{number}")
+        codes = {c: CoreCode(c, target.local_memory_bytes) for c in plan.order}
+        lines = code_lines(phase, target, plan, codes, f"p{number}")
         groups: dict[int, list[int]] = {}
         for op in phase.ops():
             if op.kind == "matvec":
                 for core, group in zip(op.attrs["block_cores"], op.attrs["block_groups"],
                                        strict=True):
                     groups.setdefault(int(core), []).append(int(group))
-        for core, code in cores.items():
-            code.lines.append(f"# phase {number}")
-            code.lines += [f"wprog {g}" for g in sorted(groups.get(core, []))]
-            code.lines += lines.get(core, [])
-            code.lines.append("sync" if number + 1 < len(plans) else "halt")
-    for code in cores.values():
-        check_memory(code, target)
-    return cores
+        for core, joined in cores.items():
+            joined.lines.append(f"# phase {number}")
+            joined.lines += [f"wprog {g}" for g in sorted(groups.get(core, []))]
+            code = codes.get(core)
+            if code is not None:
+                check_memory(code, target)
+                joined.top, joined.peak = min(joined.top, code.top), max(joined.peak, code.peak)
+                if code.data:
+                    low = min(address for address, _ in code.data)
+                    blob = bytearray(target.local_memory_bytes - low)
+                    for address, words in code.data:
+                        packed = np.asarray(words, dtype=np.int64).astype("<u4").tobytes()
+                        blob[address - low:address - low + len(packed)] = packed
+                    tables.append((base, bytes(blob)))
+                    joined.lines.append(f"ld {low}(r0), {base}(r0), {len(blob)}")
+                    base += -(-len(blob) // ALIGN) * ALIGN
+                joined.lines += lines[core]
+            joined.lines.append("sync" if number + 1 < len(plans) else "halt")
+    return cores, tables
 
 
 def code_lines(module: Module, target: Target, plan: Plan, cores: dict[int, CoreCode],
@@ -195,8 +205,8 @@ def code_lines(module: Module, target: Target, plan: Plan, cores: dict[int, Core
 
 def check_memory(code: CoreCode, target: Target) -> None:
     """CimcError when a core's buffers and tables overlap (local memory overflows)."""
-    if code.peak > code.lowest:
-        need = code.peak + target.local_memory_bytes - code.lowest
+    if code.peak > code.top:
+        need = code.peak + target.local_memory_bytes - code.top
         raise CimcError(f"core {code.core} needs {need} bytes of local memory but target "
                         f"{target.name!r} has {target.local_memory_bytes}; "
                         "choose a target with more local memory")

@@ -324,7 +324,7 @@ def phased_figures(module: Module, target: Target, generated: Generated,
         "cores_available": target.cores,
         "hop_bytes": int(totals["hop_bytes"]),
         "programmed_bytes": int(totals["programmed_bytes"]),
-        "local_memory_peak": max((c.peak + target.local_memory_bytes - c.lowest
+        "local_memory_peak": max((c.peak + target.local_memory_bytes - c.top
                                   for c in cores.values()), default=0),
         "cycles": cycles,
         "latency_us": latency_us,
