@@ -44,6 +44,13 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
                         help="wall-clock safety net of the placers (default none, at most a "
                         "day); if it stops the search, a warning says the program depends on "
                         "the machine")
+    parser.add_argument("--partition", choices=("optimal", "greedy"), default="optimal",
+                        help="a model larger than the chip runs in phases, the crossbars "
+                        "reprogrammed between them: optimal (default) minimises the time of a "
+                        "batch, greedy fills each phase in order (docs/backend.md)")
+    parser.add_argument("--batch", type=whole(1, 65536), default=1, metavar="B",
+                        help="images one run of a model in phases computes, phase by phase: "
+                        "reprogramming is paid once per phase per batch (default 1)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -148,6 +155,7 @@ def compile_command(args: argparse.Namespace) -> int:
             calibrate=args.calibrate, activations=args.activations, pipeline=args.pipeline,
             stream=args.stream, replicate=args.replicate, placer=args.placer,
             place_effort=args.place_effort, place_time_limit=args.place_time_limit,
+            partition=args.partition, batch=args.batch,
             path=str(output), print_ir_after_all=args.print_ir_after_all)
         mark = time.perf_counter()
         if args.inputs:
