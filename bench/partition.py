@@ -2,6 +2,7 @@
 
     python -m bench partition    (CIMC_PARTITION_MODELS=a,b picks models,
                                   CIMC_PARTITION_BUDGETS=0,0.9 the replication budgets,
+                                  CIMC_PARTITION_BATCHES=1,16 the batches,
                                   CIMC_PARTITION_SIMULATE=0 skips the simulations)
 
 Models: the CIFAR-shape ResNet-18, VGG-11 and MobileNetV2 of tests/backend_models.py
@@ -30,7 +31,7 @@ CASES = (("resnet18", "edge"), ("vgg11", "edge"), ("mobilenetv2", "edge"),
          ("vgg16_224", "pimcomp"))
 MODELS = tuple(os.environ.get("CIMC_PARTITION_MODELS", ",".join(m for m, _ in CASES))
                .split(","))
-BATCHES = (1, 16)
+BATCHES = tuple(int(b) for b in os.environ.get("CIMC_PARTITION_BATCHES", "1,16").split(","))
 METHODS = ("greedy", "optimal")
 # Replication inside each phase: off (replicate's default) and 0.9 (--replicate 0.9).
 BUDGETS = tuple(float(b) for b in os.environ.get("CIMC_PARTITION_BUDGETS", "0,0.9").split(","))

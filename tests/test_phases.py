@@ -155,3 +155,27 @@ def test_vgg16_224_runs_in_phases_on_pimcomp(tmp_path: Path) -> None:
     classifier layer split over all of them (about 2 minutes, 3 GB)."""
     run_phased(backend_models.quantized_model("vgg16_224"), "pimcomp", tmp_path,
                backend_models.sample_inputs("vgg16_224", 1, seed=4))
+
+
+def test_a_phased_program_round_trips_through_binary_and_disassembly(tmp_path: Path) -> None:
+    """The phases' tables travel as .global_data: binary version 2, disassembled and
+    assembled again to the same program; the simulator runs the decoded binary."""
+    from cimc.isa.assembler import assemble_text
+    from cimc.isa.disassembler import disassemble
+    from cimc.isa.encoding import decode_program, encode_program
+
+    compiled = cimc.compile(models.quantized_model("mnist_cnn"), "tiny", batch=2)
+    compiled.save(tmp_path / "prog.s")
+    program = assemble_file(tmp_path / "prog.s")
+    assert program.global_data and "\n.global_data " in (tmp_path / "prog.s").read_text()
+    blob = encode_program(program)
+    assert int.from_bytes(blob[8:10], "little") == 2
+    decoded = decode_program(blob)
+    assert decoded == program
+    assert assemble_text(disassemble(decoded)).global_data == program.global_data
+    x = models.sample_inputs("mnist_cnn", 1, seed=8)
+    inputs, expected = reference_codes(compiled.integer, {compiled.integer.inputs[0]: x})
+    outputs, _ = run_program(decoded, load_image(tmp_path / "prog.img"), compiled.target,
+                             inputs)
+    for port, codes in expected.items():
+        np.testing.assert_array_equal(outputs[port], codes)
