@@ -116,8 +116,8 @@ def check_columns(columns: int, target: Target, subject: str = "the model") -> N
         cores = -(-needed // target.crossbars_per_core)
         raise CimcError(f"{subject} needs at least {needed} crossbars on {cores} cores but "
                         f"target {target.name!r} has {target.total_crossbars} crossbars on "
-                        f"{target.cores} cores; choose a bigger target (weights are not "
-                        "time-multiplexed)")
+                        f"{target.cores} cores; choose a bigger target, or one whose "
+                        "crossbars can be reprogrammed (the model then runs in phases)")
 
 
 def rounded_width(width: int, cols: int) -> int:

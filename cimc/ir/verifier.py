@@ -51,7 +51,7 @@ _REQUANT = {"M": INT, "shift": INT, "zy": INT, "lo": INT, "hi": INT}
 _ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP}, shape=shapes.broadcast)
 # `phase` (partition) on every chip op of a model run in phases.
 _PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stream": INT,
-           "phase": INT}
+           "phase": INT, "image_stride": INT}
 _UNARY = OpSpec((1, 1), shape=shapes.same)
 
 # The op kinds of docs/ir.md.
@@ -111,7 +111,7 @@ OP_KINDS: dict[str, OpSpec] = {
                       "input_steps": INT, "replicas": INT, "block_cores": INTS,
                       "block_groups": INTS, "block_slices": INTS, "reducers": INTS,
                       "tags": INTS, "messages": INTS, "addr": INT, "local_bytes": INTS,
-                      "pipeline": STR, "stream": INT, "phase": INT, "column_phases": INTS},
+                      "pipeline": STR, "stream": INT, "phase": INT, "image_stride": INT},
                      shape=shapes.matvec),
     "pool": OpSpec((1, 2), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
                             "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED,
@@ -121,7 +121,8 @@ OP_KINDS: dict[str, OpSpec] = {
     "rescale": OpSpec((1, 2), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
     # x * factors[channel], requantized: a mul by a per-channel constant.
     "scale": OpSpec((2, 3), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
-    "view": OpSpec((1, 1), optional={"addr": INT, "phase": INT}, shape=shapes.same_size),
+    "view": OpSpec((1, 1), optional={"addr": INT, "phase": INT, "image_stride": INT},
+                   shape=shapes.same_size),
 }
 # Placed and scheduled ops: core, global address of the result, local memory used.
 OP_KINDS["concat"] = OpSpec((1, None), {"axis": INT}, _PLACED, shape=shapes.concat)

@@ -49,6 +49,7 @@ from cimc.dialect.chip import CHIP_KINDS, LUT_KINDS, image_dims, lut_table
 from cimc.dialect.host import HOST_KINDS, host_float_ops
 from cimc.ir.module import Module, Op, TensorType
 from cimc.pass_base import Pass
+from cimc.passes.lower.batch import unbatch
 from cimc.passes.lower.host import (
     after_quantize,
     check_host_boundary,
@@ -119,6 +120,7 @@ class Lower(Pass):
         return None
 
     def apply(self, module: Module) -> None:
+        unbatch(module)
         quantize_inputs_once(module)
         pass_through_inputs(module)
         tabulate_functions_of_one_tensor(module)
