@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
-	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev,torch]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev,torch,sweep]'
 	$(BIN)/pip check
 	touch $(STAMP)
 
@@ -26,7 +26,7 @@ lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet pip==$(PIP_VERSION)
-	.venv-lock/bin/pip install --quiet -e '.[dev,torch]'
+	.venv-lock/bin/pip install --quiet -e '.[dev,torch,sweep]'
 	{ sed -n '1,2p' $(LOCK); .venv-lock/bin/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 	rm -rf .venv-lock

@@ -11,7 +11,7 @@ import time
 
 # In the order they print; a module not written yet is skipped with a note.
 BENCHMARKS = ["frontend", "simulator", "compile", "timing", "compile224", "backend", "capacity",
-              "placement", "placers", "schedule", "partition"]
+              "placement", "placers", "schedule", "partition", "sweep"]
 
 
 def main(names: list[str]) -> int:

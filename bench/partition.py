@@ -1,17 +1,22 @@
-"""Partition benchmark: models larger than the chip, split into phases.
+"""Partition benchmark: models larger than the chip, compiled and run in phases.
 
     python -m bench partition    (CIMC_PARTITION_MODELS=a,b picks models,
-                                  CIMC_PARTITION_BUDGETS=0,0.9 the replication budgets)
+                                  CIMC_PARTITION_BUDGETS=0,0.9 the replication budgets,
+                                  CIMC_PARTITION_BATCHES=1,16 the batches,
+                                  CIMC_PARTITION_SIMULATE=0 skips the simulations)
 
 Models: the CIFAR-shape ResNet-18, VGG-11 and MobileNetV2 of tests/backend_models.py
 (torch export, seeded random weights, int8 QDQ) on `edge`, and VGG-16 at 224x224
 (bench/capacity.py's float graph, quantized by cimc.frontend.quantize) on `pimcomp`.
-Per model, target, replication budget inside the phases (0 and 0.9), batch (1 and 16)
-and method (greedy, optimal): the phases, the
-weight bytes programmed and the bytes spilled per batch, and the phase model's
-estimated throughput and its ratio to greedy's (cimc/analysis/phases.py). These are
-the model's estimates, not simulated figures: phases do not compile yet. The time
-to import, quantize, lower, tile and partition each model is printed too.
+Per model, target, replication budget inside the phases (`--replicate`), batch (1
+and 16) and method (`--partition` greedy, optimal): the program's phases, the weight
+bytes programmed per run, and per inference the latency of a run, the throughput and
+the energy, with the throughput's ratio to greedy's. `sim` figures come from the
+simulator running the program on one input (every image of the batch; the edge
+models); `model` ones from the compile report's timing model per phase (VGG-16/224,
+whose simulation takes hours), which the edge rows print beside the simulated
+throughput (`modelled/s`) to show the model's error. The time to compile each
+program is printed too.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ CASES = (("resnet18", "edge"), ("vgg11", "edge"), ("mobilenetv2", "edge"),
          ("vgg16_224", "pimcomp"))
 MODELS = tuple(os.environ.get("CIMC_PARTITION_MODELS", ",".join(m for m, _ in CASES))
                .split(","))
-BATCHES = (1, 16)
+BATCHES = tuple(int(b) for b in os.environ.get("CIMC_PARTITION_BATCHES", "1,16").split(","))
 METHODS = ("greedy", "optimal")
 # Replication inside each phase: off (replicate's default) and 0.9 (--replicate 0.9).
 BUDGETS = tuple(float(b) for b in os.environ.get("CIMC_PARTITION_BUDGETS", "0,0.9").split(","))
+SIMULATE = os.environ.get("CIMC_PARTITION_SIMULATE", "1") != "0"
+# Simulated only where a run takes at most minutes.
+SIMULATED_TARGETS = ("edge",)
 
 
 def model_path(name: str, workdir: Path) -> Path:
@@ -53,46 +61,54 @@ def main() -> None:
     import logging
     import warnings
 
-    from cimc.analysis.phases import partition
+    import numpy as np
+
+    import cimc
+    from cimc.api import prepare, program_report
     from cimc.diagnostics import CimcError
-    from cimc.frontend.importer import import_onnx
-    from cimc.pass_manager import parse_pipeline, run_pipeline
-    from cimc.pipeline import FRONTEND
-    from cimc.targets import load_target
 
     logging.getLogger().setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     header = ("model", "target", "replicate", "batch", "method", "phases", "programmed_B",
-              "spilled_B", "est_inf/s", "vs_greedy")
-    print("   estimated by the phase model (phases do not compile yet)")
+              "latency_ms", "inf/s", "vs_greedy", "nJ/inf", "from", "modelled/s", "compile_s")
     print("   " + " ".join(f"{h:>12}" for h in header))
     with tempfile.TemporaryDirectory(prefix="cimc-bench-partition-") as tmp:
         for name, target_name in CASES:
             if name not in MODELS:
                 continue
             start = time.perf_counter()
-            path = model_path(name, Path(tmp))
-            built = time.perf_counter()
-            target = load_target(target_name)
-            module = import_onnx(str(path))
-            run_pipeline(module, parse_pipeline(",".join(FRONTEND)))
-            run_pipeline(module, parse_pipeline("lower,tile", target))
-            try:
-                plans = {(r, b, m): partition(module, target, m, b, r)
-                         for r in BUDGETS for b in BATCHES for m in METHODS}
-            except CimcError as exc:
-                print(f"   {name:>12} {target_name:>12}  refused: {exc.message}")
-                continue
-            done = time.perf_counter()
-            for (budget, batch, method), plan in plans.items():
-                greedy = plans[(budget, batch, "greedy")]
-                row = (name, target_name, budget, batch, method, len(plan.phases),
-                       sum(p.weight_bytes for p in plan.phases),
-                       batch * sum(p.spill_bytes for p in plan.phases),
-                       f"{plan.throughput:.1f}", f"{plan.throughput / greedy.throughput:.3f}")
-                print("   " + " ".join(f"{v!s:>12}" for v in row), flush=True)
-            print(f"   {name:>12} {target_name:>12}  model built in {built - start:.1f} s; "
-                  f"import, lower, tile and partition in {done - built:.1f} s", flush=True)
+            module = prepare(model_path(name, Path(tmp)))
+            print(f"   {name:>12} {target_name:>12}  model built and imported in "
+                  f"{time.perf_counter() - start:.1f} s", flush=True)
+            simulate = SIMULATE and target_name in SIMULATED_TARGETS
+            for budget in BUDGETS:
+                for batch in BATCHES:
+                    greedy = 0.0
+                    for method in METHODS:
+                        begin = time.perf_counter()
+                        try:
+                            program = cimc.compile(module, target_name, batch=batch,
+                                                   partition=method,
+                                                   replicate=budget or None)
+                        except CimcError as exc:
+                            print(f"   {name:>12} {target_name:>12}  refused: {exc.message}")
+                            break
+                        seconds = time.perf_counter() - begin
+                        report = program_report(program)
+                        modelled = report["throughput"]
+                        if simulate:
+                            codes = {d.name: np.full((1, *d.shape), d.zp, dtype=np.int64)
+                                     for d in program.isa_program.inputs}
+                            report = program_report(program, codes, simulate=True)
+                        throughput = report["throughput"]
+                        greedy = greedy or throughput
+                        row = (name, target_name, budget, batch, method,
+                               report.get("phase_count", 1), report.get("programmed_bytes", 0),
+                               f"{report['latency_us'] / 1e3:.2f}", f"{throughput:.2f}",
+                               f"{throughput / greedy:.3f}", f"{report['energy_nj']:.0f}",
+                               "sim" if simulate else "model", f"{modelled:.2f}",
+                               f"{seconds:.1f}")
+                        print("   " + " ".join(f"{v!s:>12}" for v in row), flush=True)
 
 
 if __name__ == "__main__":

@@ -43,10 +43,14 @@ def import_onnx(path: str | Path,
     return load(str(path), input_shapes)
 
 
-def load_target(name_or_file: str | Path) -> Target:
-    """A bundled target by name (isaac, puma, pimcomp, edge, tiny) or a target .toml file."""
+def load_target(name_or_file: str | Path | Target) -> Target:
+    """A bundled target by name (isaac, puma, pimcomp, edge, tiny) or a target .toml file
+    (a Target, such as a variant from `dataclasses.replace`, is returned as it is)."""
+    from cimc.targets import Target
     from cimc.targets import load_target as load
 
+    if isinstance(name_or_file, Target):
+        return name_or_file
     return load(str(name_or_file))
 
 
@@ -119,17 +123,24 @@ class Program:
         all-zero-point input (`cimc compile --report --simulate`)."""
         return program_report(self, simulate=True)
 
-    def simulate(self, inputs: np.ndarray | dict[str, np.ndarray]) -> Simulation:
+    def simulate(self, inputs: np.ndarray | dict[str, np.ndarray], *,
+                 adc_bits: int | None = None, noise: float = 0.0, seed: int = 0) -> Simulation:
         """Run the program on the simulator: float `inputs` (as the ONNX model takes them,
         batches stacked on axis 0) are quantized as the model does, every batch goes
-        through the program in one run, and the host finishes (dequantize, float tails)."""
+        through the program in one run, and the host finishes (dequantize, float tails).
+        The what-ifs of `cimc sim` (docs/simulator.md): `adc_bits` clips every ADC
+        conversion to that many bits (None: ideal), `noise` adds Gaussian cell noise of
+        that many cell levels, drawn from `seed` once per core per run, so every batch
+        of a run sees the same device."""
         from cimc.host.run import simulate_program
+        from cimc.isa.simulator import SimOptions
 
         feeds = model_inputs(self.integer, inputs)
         figures: dict[str, Any] = {}
         outputs = simulate_program(self.integer, self.module, self.target, self.cores,
                                    self.isa_program, self.image,
-                                   _whole_batches(self.integer, feeds), figures)
+                                   _whole_batches(self.integer, feeds), figures,
+                                   SimOptions(adc_bits=adc_bits, noise_sigma=noise, seed=seed))
         return Simulation({name: outputs[name] for name in self.integer.outputs}, figures)
 
     def text_for(self, path: str | Path) -> str:
@@ -158,18 +169,21 @@ class Program:
             out.commit()
 
 
-def compile(model: str | Path | Module, target: str | Path = "isaac", *,
+def compile(model: str | Path | Module, target: str | Path | Target = "isaac", *,
             input_shapes: dict[str, tuple[int, ...]] | None = None,
             calibrate: Calibration = None, activations: str = "int8",
             pipeline: str = "latency", stream: int = 0, replicate: float | None = None,
             placer: str = "cpsat", place_effort: float | None = None,
-            place_time_limit: float | None = None, path: str | Path = "prog.s",
+            place_time_limit: float | None = None, partition: str = "optimal",
+            batch: int = 1, path: str | Path = "prog.s",
             print_ir_after_all: bool = False, time_passes: bool = False) -> Program:
     """Compile `model` (an ONNX file, QDQ or float, or a module from `prepare`) for `target`.
 
     The options are those of `cimc compile` (README): `pipeline` latency or throughput,
     `stream` inferences per run, `replicate` crossbar budget, `placer` and its
-    `place_effort` and `place_time_limit`. `path` is where the program will be written
+    `place_effort` and `place_time_limit`; for a model larger than the chip,
+    `partition` (optimal or greedy) chooses its phases for a run of `batch` images.
+    `path` is where the program will be written
     (its text names the image beside it). Nothing is written; `Program.save` does it.
     """
     from cimc.diagnostics import progress, warn
@@ -185,7 +199,8 @@ def compile(model: str | Path | Module, target: str | Path = "isaac", *,
         warn(f"target {chosen.name!r} gives precision.activation_bits = "
              f"{chosen.activation_bits}, but the ISA's mvm reads 8-bit input elements: the "
              "program computes with 8-bit activations")
-    options = BackendOptions(pipeline, stream, replicate, placer, place_time_limit, place_effort)
+    options = BackendOptions(pipeline, stream, replicate, placer, place_time_limit, place_effort,
+                             partition, batch)
     verified: list[float] = []
     if not isinstance(model, (str, Path)):
         return _backend(copy.deepcopy(model), chosen, options, str(path), [],
@@ -293,9 +308,27 @@ def program_report(program: Program, input_codes: dict[str, np.ndarray] | None =
     from cimc.analysis.timing import model
     from cimc.codegen.generate import plan_and_code
     from cimc.emit.program import encoded_bytes, instruction_count
-    from cimc.emit.report import modelled_figures, schedule_bounds, static_figures
+    from cimc.emit.report import (
+        modelled_figures,
+        phased_figures,
+        schedule_bounds,
+        static_figures,
+    )
 
-    if simulate:
+    generated = plan_and_code(program.module, program.target)
+    if generated.phases:  # a model larger than the chip, run in phases
+        report = phased_figures(program.module, program.target, generated, program.cores)
+        report.update(
+            instructions=instruction_count(program.cores),
+            program_bytes=encoded_bytes(program.module, program.target, program.cores,
+                                        program.path),
+            figures_from="timing model per phase (cimc/analysis/timing.py) and the time of "
+                         "its wprog instructions; --simulate for the simulated totals")
+        if simulate:
+            simulated = _simulated_report(program, input_codes, phased=True)
+            report["modelled_cycles"] = report["cycles"]
+            report.update(simulated)
+    elif simulate:
         report = _simulated_report(program, input_codes)
     else:
         timing = model(program.module, program.target,
@@ -318,11 +351,13 @@ def program_report(program: Program, input_codes: dict[str, np.ndarray] | None =
     return report
 
 
-def _simulated_report(program: Program,
-                      input_codes: dict[str, np.ndarray] | None) -> dict[str, Any]:
+def _simulated_report(program: Program, input_codes: dict[str, np.ndarray] | None,
+                      phased: bool = False) -> dict[str, Any]:
+    """The figures of one simulated run: all of them, or (`phased`) the simulated ones
+    only (the static figures of a run of phases are its phases')."""
     import numpy as np
 
-    from cimc.emit.report import program_figures
+    from cimc.emit.report import program_figures, simulated_figures
     from cimc.isa.simulator import run_program
 
     assembled = program.isa_program
@@ -335,6 +370,11 @@ def _simulated_report(program: Program,
                   "the program has no data-dependent control flow, so every input takes "
                   "this time and nearly this energy")
     _, sim = run_program(assembled, program.image, program.target, feeds)
+    if phased:
+        report = simulated_figures(program.module, assembled, sim)
+        report["programmed_bytes"] = sim["programmed_bytes"]
+        report["figures_from"] = source
+        return report
     report = program_figures(program.module, program.target, program.cores, assembled, sim)
     report["figures_from"] = source
     return report

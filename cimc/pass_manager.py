@@ -339,13 +339,15 @@ def backend_passes(options: BackendOptions, target: Target) -> list[Pass]:
     """The BACKEND pipeline for `target` configured by `options`."""
     passes = parse_pipeline(",".join(BACKEND))
     settings: dict[str, dict[str, Any]] = {
-        "schedule": {"pipeline": options.pipeline, "stream": options.stream},
+        "schedule": {"pipeline": options.pipeline, "stream": options.stream,
+                     "batch": options.batch},
         "place": {"placer": options.placer},
         "replicate": {},
+        "partition": {"method": options.partition, "batch": options.batch},
     }
     if options.replicate is not None:
         settings["replicate"]["budget"] = options.replicate
-        settings["partition"] = {"budget": options.replicate}
+        settings["partition"]["budget"] = options.replicate
     if options.place_time_limit is not None:
         settings["place"]["time_limit"] = options.place_time_limit
     if options.place_effort is not None:

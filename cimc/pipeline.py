@@ -39,3 +39,5 @@ class BackendOptions:
     placer: str = "cpsat"  # place: cpsat | anneal | sequential | snake
     place_time_limit: float | None = None  # place: wall-clock safety net, s (None: none)
     place_effort: float | None = None  # place: counted search work (None: its default, 1)
+    partition: str = "optimal"  # partition: optimal | greedy (a model larger than the chip)
+    batch: int = 1  # partition, schedule: images per run of a model in phases

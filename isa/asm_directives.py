@@ -131,10 +131,21 @@ def data(asm: Assembly, st: Statement) -> None:
     asm.program.data.setdefault(asm.stream.core, []).append(asm.segment)
 
 
+def global_data(asm: Assembly, st: Statement) -> None:
+    """`.global_data ADDR`: the `.word`/`.byte` values that follow start at ADDR in global
+    memory, written before the program runs (anywhere in the file)."""
+    (addr,) = expect(asm, st, "ADDR", "integer")
+    if int(addr.value) < 0:
+        raise asm.error("address must be >= 0", addr.line, addr.column)
+    asm.segment = DataSegment(int(addr.value), b"")
+    asm.program.global_data.append(asm.segment)
+
+
 def values(asm: Assembly, st: Statement) -> None:
     """`.word`/`.byte V, ...`: little-endian values appended to the current .data block."""
     if asm.segment is None:
-        raise asm.error(f"{st.name} outside a .data block", st.line, st.column)
+        raise asm.error(f"{st.name} outside a .data or .global_data block", st.line,
+                        st.column)
     size, low, high = (4, -(1 << 31), (1 << 32) - 1) if st.name == ".word" else (1, -128, 255)
     if not st.args:
         raise asm.error(f"{st.name} needs at least one value", st.line, st.column)
@@ -152,6 +163,6 @@ def values(asm: Assembly, st: Statement) -> None:
 
 DIRECTIVES: dict[str, Callable[[Assembly, Statement], None]] = {
     ".target": target, ".image": image, ".core": core,
-    ".input": io, ".output": io, ".data": data,
+    ".input": io, ".output": io, ".data": data, ".global_data": global_data,
     ".word": values, ".byte": values,
 }

@@ -44,6 +44,9 @@ def disassemble(program: Program) -> str:
         lines.append(f".image {quoted(program.image)}")
     lines += [_io(".input", d) for d in program.inputs]
     lines += [_io(".output", d) for d in program.outputs]
+    for segment in program.global_data:
+        lines.append(f".global_data {segment.addr:#x}")
+        lines += _data_lines(segment.data)
     for core in program.cores():
         lines += ["", f".core {core}"]
         for segment in program.data.get(core, []):

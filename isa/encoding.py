@@ -9,6 +9,8 @@ All integers are little-endian. A file is
     u32 #cores, per core ascending:
         u32 core, u32 #segments, (u64 addr, u32 length, bytes)...,
         u32 #instructions, 16-byte instruction words...
+    version 2 only (a program with `.global_data`; one without is version 1):
+        u32 #global segments, (u64 addr, u32 length, bytes)...
 
 An instruction word holds the opcode in bits [7:0] and each operand field at
 the bit range cimc.isa.table gives it (two's complement for signed fields); bits
@@ -24,7 +26,7 @@ from cimc.isa.program import CoreStream, DataSegment, Instruction, IODecl, Progr
 from cimc.isa.table import BY_MNEMONIC, BY_OPCODE, OPCODE_BITS, WORD_BITS, WORD_BYTES
 
 MAGIC = b"CIMCPROG"
-VERSION = 1
+VERSION = 2  # the newest this cimc reads and writes; 1 has no global data section
 
 
 def encode_word(ins: Instruction) -> int:
@@ -91,7 +93,7 @@ def encode_program(program: Program) -> bytes:
     """The binary form of a program."""
     w = _Writer()
     w.out += MAGIC
-    w.pack("HH", VERSION, WORD_BITS)
+    w.pack("HH", 2 if program.global_data else 1, WORD_BITS)
     w.text(program.target)
     w.text(program.image)
     for decls in (program.inputs, program.outputs):
@@ -110,6 +112,11 @@ def encode_program(program: Program) -> bytes:
         w.pack("I", len(stream.instructions))
         for ins in stream.instructions:
             w.out += encode_word(ins).to_bytes(WORD_BYTES, "little")
+    if program.global_data:
+        w.pack("I", len(program.global_data))
+        for segment in program.global_data:
+            w.pack("QI", segment.addr, len(segment.data))
+            w.out += segment.data
     return bytes(w.out)
 
 
@@ -160,9 +167,10 @@ def decode_program(blob: bytes, filename: str = "<binary>") -> Program:
     r = _Reader(blob, filename)
     r.take(len(MAGIC))
     version, word_bits = r.unpack("HH")
-    if version != VERSION or word_bits != WORD_BITS:
+    if version not in (1, VERSION) or word_bits != WORD_BITS:
         raise CimcError(f"{filename}: program binary version {version} ({word_bits}-bit words) "
-                        f"is not supported; this cimc reads version {VERSION} ({WORD_BITS}-bit)")
+                        f"is not supported; this cimc reads versions 1 and {VERSION} "
+                        f"({WORD_BITS}-bit)")
     program = Program(target=r.text(), image=r.text())
     program.inputs = [r.io() for _ in range(r.unpack("I")[0])]
     program.outputs = [r.io() for _ in range(r.unpack("I")[0])]
@@ -181,6 +189,10 @@ def decode_program(blob: bytes, filename: str = "<binary>") -> Program:
                 stream.instructions.append(decode_word(word))
             except ValueError as exc:
                 raise r.error(f"core {core} instruction {index}: {exc}") from None
+    if version == 2:
+        for _ in range(r.unpack("I")[0]):
+            addr, size = r.unpack("QI")
+            program.global_data.append(DataSegment(addr, r.take(size)))
     if r.pos != len(blob):
         raise r.error(f"{len(blob) - r.pos} bytes of trailing garbage")
     return program

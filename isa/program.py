@@ -100,6 +100,9 @@ class Program:
     outputs: list[IODecl] = field(default_factory=list)
     streams: dict[int, CoreStream] = field(default_factory=dict)
     data: dict[int, list[DataSegment]] = field(default_factory=dict)
+    # Bytes written to global memory before the program runs (`.global_data`): the
+    # constant tables a model run in phases loads phase by phase.
+    global_data: list[DataSegment] = field(default_factory=list)
 
     def cores(self) -> list[int]:
         """Cores with code or data, ascending."""

@@ -7,6 +7,18 @@ data operands are all dequantized integers becomes that op on the integers:
     quantize(relu(gemm(dequantize(x), dequantize(w))))  -> gemm(x, w) {clamp} : q
     quantize(reshape(global_avg_pool(dequantize(x)))) -> reshape(global_avg_pool(x) : q) : q
     quantize(dequantize(x))                           -> requantize(x) (or x itself)
+    quantize(sigmoid(dequantize(x)))                  -> lut(x, table) : q
+
+A float scalar constant operand of an add, sub, mul or div (onnxruntime leaves
+Div unquantized: `x / 6`) becomes an i8 code of +-127 in scale |c| / 127.
+
+A quantize of float element-wise ops (activations, add, sub, mul, div, pow, relu,
+clip) of one dequantized 8-bit tensor and scalars that nothing above folds (a Div or
+Pow onnxruntime left float) becomes a `lut` of that tensor (`_fold_elementwise`).
+
+An activation of cimc.reference.activation (sigmoid, tanh, hard_swish, gelu, ...)
+on an 8-bit per-tensor input becomes `lut`: its 256 result codes, one per input
+code, are a constant computed in float64 (`activation.table`).
 
 The result takes the quantize's type. A float bias is quantized to i32 with
 scale sx*sw[c]; an i32 bias in another scale is rescaled. Relu/clip, reshape
@@ -28,6 +40,7 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op, Quant, TensorType
 from cimc.pass_base import Pass
+from cimc.reference import KERNELS, Call, activation
 from cimc.reference.integer import add_multipliers
 
 # Kinds that fold when all their data operands are dequantized integers.
@@ -38,6 +51,7 @@ FOLDABLE = frozenset(
         "add",
         "sub",
         "mul",
+        "div",
         "max_pool",
         "avg_pool",
         "global_avg_pool",
@@ -47,12 +61,18 @@ FOLDABLE = frozenset(
         "transpose",
         "relu",
         "clip",
+        *activation.FUNCTIONS,
     }
 )
+# Float kinds a quantize of an element-wise function of one tensor may read through.
+FLOAT_ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "pow", "relu", "clip",
+                               *activation.FUNCTIONS})
 # Kinds that commute with quantization, so may sit between the op and the quantize.
 COMMUTING = frozenset({"reshape", "transpose", "relu", "clip"})
-CLAMPED = frozenset({"conv", "gemm", "add", "sub", "mul"})
+CLAMPED = frozenset({"conv", "gemm", "add", "sub", "mul", "div"})
 ACTIVATIONS = frozenset({"relu", "clip"})
+# Kinds whose float scalar constant operand becomes an integer code (_scalar_code).
+SCALAR_OPERAND = frozenset({"add", "sub", "mul", "div"})
 EIGHT_BIT = ("i8", "u8")
 
 
@@ -112,20 +132,100 @@ def fold(module: Module, quantize: Op, *, dry: bool = False) -> bool:
             continue
         break
     if anchor is None or anchor.kind not in FOLDABLE or not _sole_reader(module, anchor.outputs[0]):
-        return False
+        return _fold_elementwise(module, quantize, dry)
     operands = _integer_operands(module, anchor, result, dry)
     if operands is None:
-        return False
+        return _fold_elementwise(module, quantize, dry)
     if dry:
         return True
     attrs = dict(anchor.attrs)
+    kind = anchor.kind
+    if kind in activation.FUNCTIONS:
+        operands = [operands[0], _lut_table(module, anchor, operands[0], result)]
+        kind, attrs = "lut", {}
     rebuilt = [anchor, *chain]
     if anchor.kind in CLAMPED and chain and chain[0].kind in ACTIVATIONS:
         rebuilt.remove(chain[0])
         clamp = _clamp(chain[0], result)
         if clamp is not None:
             attrs["clamp"] = clamp
-    _replace(module, [anchor, *chain], rebuilt, quantize, operands, attrs)
+    _replace(module, [anchor, *chain], rebuilt, quantize, operands, attrs, kind)
+    return True
+
+
+def _lut_table(module: Module, anchor: Op, x: str, result: TensorType) -> str:
+    """A constant of the 256 result codes of activation `anchor` on the codes of `x`."""
+    x_type = module.values[x]
+    assert x_type.quant is not None and result.quant is not None
+    codes = activation.table(
+        anchor.kind, anchor.attrs, x_type.numpy_dtype, x_type.quant.scale[0],
+        x_type.quant.zero_point[0], result.numpy_dtype, result.quant.scale[0],
+        result.quant.zero_point[0])
+    return module.add_constant(module.fresh_name(f"{anchor.name}_table"), codes)
+
+
+def _elementwise_leaves(module: Module, value: str, ops: list[Op]) -> set[str] | None:
+    """The dequantized 8-bit tensors float `value` is an element-wise function of, with
+    one-element float constants (None: something else); `ops` collects the float ops."""
+    if module.is_constant(value):
+        ty = module.values[value]
+        return set() if ty.dtype == "f32" and ty.size == 1 else None
+    source = _dequantized(module, value)
+    if source is not None:
+        return {source} if module.values[source].dtype in EIGHT_BIT else None
+    producer = module.producer(value)
+    if producer is None or producer.kind not in FLOAT_ELEMENTWISE or \
+            not _sole_reader(module, value):
+        return None
+    found: set[str] = set()
+    for v in producer.inputs:
+        leaves = _elementwise_leaves(module, v, ops)
+        if leaves is None:
+            return None
+        found |= leaves
+    if producer not in ops:
+        ops.append(producer)
+    return found
+
+
+def _fold_elementwise(module: Module, quantize: Op, dry: bool) -> bool:
+    """quantize(F(dequantize(x))) with F float element-wise ops of x and scalars (a GELU
+    exported as x * 0.5 * (1 + erf(x / sqrt 2)), whose Div onnxruntime leaves float) ->
+    lut(x, table): F evaluated by the reference's float kernels on the 256 codes of x,
+    dequantized and quantized as onnxruntime does (float32)."""
+    ops: list[Op] = []
+    leaves = _elementwise_leaves(module, quantize.inputs[0], ops)
+    if leaves is None or len(leaves) != 1 or not ops:
+        return False
+    (x,) = leaves
+    result = module.values[quantize.outputs[0]]
+    if result.dtype not in EIGHT_BIT or module.values[x].shape != result.shape:
+        return False
+    if dry:
+        return True
+    x_type = module.values[x]
+    info = np.iinfo(x_type.numpy_dtype)
+    codes = np.arange(int(info.min), int(info.max) + 1).astype(x_type.numpy_dtype)
+    f32 = TensorType((256,), "f32")
+    values: dict[str, np.ndarray] = {}
+    for op in ops:  # operands first (post-order)
+        args = []
+        for v in op.inputs:
+            if module.is_constant(v):
+                args.append(module.constants[v].astype(np.float32).reshape(()))
+            elif v in values:
+                args.append(values[v])
+            else:  # dequantize(x), as onnxruntime computes it
+                dq = module.producer(v)
+                assert dq is not None
+                args.append(KERNELS["dequantize"](Call(dq, [codes], [x_type], f32)))
+        call = Call(op, args, [module.values[v] for v in op.inputs], f32)
+        values[op.outputs[0]] = np.broadcast_to(KERNELS[op.kind](call), (256,))
+    table = KERNELS["quantize"](Call(quantize, [values[quantize.inputs[0]]], [f32],
+                                     result.with_shape((256,))))
+    name = module.add_constant(module.fresh_name(f"{quantize.name}_table"), table)
+    quantize.kind, quantize.attrs = "lut", {}
+    module.set_inputs(quantize, [x, name])
     return True
 
 
@@ -146,9 +246,14 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType,
     if anchor.kind in ("conv", "gemm"):
         return _linear_operands(module, anchor, result, dry)
     operands = [_dequantized(module, v) for v in anchor.inputs]
+    if anchor.kind in SCALAR_OPERAND and any(v is not None for v in operands):
+        operands = [v if v is not None else _scalar_code(module, anchor, k, dry)
+                    for k, v in enumerate(operands)]
     if any(v is None for v in operands) or result.dtype not in EIGHT_BIT:
         return None
     integers = [v for v in operands if v is not None]
+    if anchor.kind in activation.FUNCTIONS and module.values[integers[0]].dtype not in EIGHT_BIT:
+        return None
     if anchor.kind in ("add", "sub"):
         scales = [module.values[v] for v in integers]
         if any(ty.dtype not in EIGHT_BIT for ty in scales):
@@ -163,6 +268,25 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType,
             # layers ... quantize this op", though it is quantized: say what is wrong.
             raise CimcError(f"op {anchor.name!r} ({anchor.kind}): {exc}") from None
     return integers
+
+
+def _scalar_code(module: Module, anchor: Op, k: int, dry: bool) -> str | None:
+    """Operand `k` of `anchor`, a float constant of one nonzero element c that
+    onnxruntime's quantizer left float (the divisor of a Div), as an i8 code of
+    +-127 with scale |c| / 127, so the integer op reads it like any other operand
+    (`dry`: its name stands for the code that would be added)."""
+    value = anchor.inputs[k]
+    ty = module.values[value]
+    if not module.is_constant(value) or ty.dtype != "f32" or ty.size != 1:
+        return None
+    c = float(module.constants[value].reshape(()))
+    if c == 0.0 or not np.isfinite(c):
+        return None
+    if dry:
+        return value
+    code = np.full(ty.shape, 127 if c > 0 else -127, dtype=np.int8)
+    return module.add_constant(module.fresh_name(f"{anchor.name}_scalar"), code,
+                               Quant((abs(c) / 127.0,), (0,)))
 
 
 def _linear_operands(module: Module, anchor: Op, result: TensorType,
@@ -239,6 +363,7 @@ def _replace(
     quantize: Op,
     operands: list[str],
     anchor_attrs: dict[str, Any],
+    anchor_kind: str,
 ) -> None:
     """Replace float `ops` (anchor first, each read only by the next) and `quantize` by
     integer versions of the `rebuilt` ones, of the same names, in the quantize's type."""
@@ -251,7 +376,7 @@ def _replace(
         (op.kind, op.name, op.outputs[0], module.values[op.outputs[0]].shape, dict(op.attrs))
         for op in rebuilt
     ]
-    plan[0] = (*plan[0][:4], anchor_attrs)
+    plan[0] = (anchor_kind, *plan[0][1:4], anchor_attrs)
     for op in [quantize, *reversed(ops)]:
         module.remove_op(op)
     inputs = operands

@@ -32,7 +32,7 @@ Attributes added:
   (replica 0's blocks in `blocks` order, then replica 1's ...); `reducers`
   (per replica and column block, replica-major: the core of the column's
   first block, which adds the partial sums);
-* pool, eltwise, rescale, concat: `core`.
+* pool, eltwise, rescale, scale, concat: `core`.
 """
 
 from __future__ import annotations
@@ -43,9 +43,17 @@ from typing import ClassVar
 
 import numpy as np
 
-from cimc.analysis.traffic import block_name, max_link_bytes, reducer_block, replicas, unit_edges
+from cimc.analysis.traffic import (
+    VECTOR_KINDS,
+    block_name,
+    max_link_bytes,
+    reducer_block,
+    replicas,
+    unit_edges,
+)
 from cimc.diagnostics import CimcError, warn
 from cimc.dialect.chip import blocks_of
+from cimc.dialect.phased import phase_modules
 from cimc.ir.module import Module
 from cimc.pass_base import BackendPass
 from cimc.placement.baselines import anneal, anneal_moves, core_order, fill, fit_load_cap
@@ -136,7 +144,7 @@ class Place(BackendPass):
                     op.attrs["block_cores"]) != replicas(op) * len(blocks_of(op)):
                 return (f"matvec {op.name!r} has cores for {len(op.attrs['block_cores'])} "
                         f"blocks, not for its {replicas(op)} copies of {len(blocks_of(op))}")
-            if op.kind in ("pool", "eltwise", "rescale", "concat") and "core" not in op.attrs:
+            if op.kind in VECTOR_KINDS and "core" not in op.attrs:
                 return f"op {op.name!r} ({op.kind}) has no core"
         return None
 
@@ -144,6 +152,19 @@ class Place(BackendPass):
         for option, value in (("effort", self.effort), ("time-limit", self.time_limit)):
             if not (value >= 0 and np.isfinite(value)):  # also refuses NaN
                 raise CimcError(f"place: {option} {value}: give a finite number >= 0")
+        groups: dict[int, int] = {}  # core -> groups numbered so far (phase-major)
+        summaries = [self._place(phase, groups) for phase in phase_modules(module)]
+        self.summary = summaries[0] if len(summaries) == 1 else PlacementSummary(
+            self.placer, sum(s.seconds for s in summaries),
+            sum(s.hop_bytes for s in summaries),
+            max(s.max_link_bytes for s in summaries),
+            sum(s.hop_bytes_bound for s in summaries),
+            sum(s.start_hop_bytes for s in summaries),
+            any(s.timed_out for s in summaries), sum(s.windows for s in summaries),
+            sum(s.improved for s in summaries), sum(s.repaired for s in summaries))
+
+    def _place(self, module: Module, groups: dict[int, int]) -> PlacementSummary:
+        """Place one phase (the whole module when it has one) on the whole chip."""
         target = self.target
         edges = unit_edges(module, target)
         problem, found = build_problem(module, target, edges)
@@ -158,21 +179,23 @@ class Place(BackendPass):
                  "--place-time-limit or lower --place-effort for a reproducible program")
         unit_core = {name: int(c) for name, c in zip(problem.names, cores, strict=True)}
         snake = fill(problem, core_order(problem, snake=True))
-        self.summary = PlacementSummary(
+        write_attributes(module, problem, cores, [u.slices for u in found], groups)
+        return PlacementSummary(
             self.placer, seconds, problem.cost(cores),
             max_link_bytes(edges, unit_core, target), hop_bytes_bound(problem),
             problem.cost(snake), bool(info.get("timed_out", False)),
             int(info.get("windows", 0)), int(info.get("improved", 0)),
             int(info.get("repaired", 0)))
-        write_attributes(module, problem, cores, [u.slices for u in found])
 
 
 def write_attributes(module: Module, problem: Problem, cores: np.ndarray,
-                     slices: list[int]) -> None:
-    """The placement attributes of every matvec and vector op (module docstring)."""
+                     slices: list[int], groups: dict[int, int] | None = None) -> None:
+    """The placement attributes of every matvec and vector op (module docstring);
+    `groups` (core -> groups numbered so far, updated) continues the numbering of
+    earlier phases."""
     index = {name: k for k, name in enumerate(problem.names)}
     places = pack(problem, cores, slices)
-    groups: dict[int, int] = {}
+    groups = {} if groups is None else groups
     for op in module.ops():
         if op.kind == "matvec":
             block_cores, block_groups, block_slices, reducers = [], [], [], []

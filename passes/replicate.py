@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cimc.analysis.phases import choose_copies
-from cimc.diagnostics import CimcError
 from cimc.dialect.chip import block_columns, block_shape, blocks_of, check_columns, image_dims
+from cimc.dialect.phased import phase_modules
 from cimc.ir.module import Module, Op
 from cimc.pass_base import BackendPass
 from cimc.targets import Target
@@ -57,14 +57,12 @@ class Replicate(BackendPass):
     budget: float = 0.0  # fraction of the target's crossbars the copies may use
 
     def apply(self, module: Module) -> None:
+        for phase in phase_modules(module):  # each phase has the whole chip
+            self._replicate(phase)
+
+    def _replicate(self, module: Module) -> None:
         target = self.target
         matvecs = [op for op in module.ops() if op.kind == "matvec"]
-        phases = 1 + max((max([op.attrs.get("phase", 0), *op.attrs.get("column_phases", [])])
-                          for op in module.ops()), default=0)
-        if phases > 1:
-            raise CimcError(f"the model's weights need {phases} phases on target "
-                            f"{target.name!r} (partition); running a model in phases is not "
-                            "implemented yet: choose a target with more crossbars")
         check_fits(module, matvecs, target)
         stages = [(*image_dims(module.values[op.outputs[0]])[:2],
                    copy_crossbars(module, op, target)) for op in matvecs]

@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from cimc.analysis.plan import build
-from cimc.codegen.generate import Generated, generate
+from cimc.codegen.generate import Generated, generate, phased_code
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import CHIP_KINDS
-from cimc.ir.module import Module
+from cimc.dialect.host import chip_stores
+from cimc.dialect.phased import home, phase_count, phase_of
+from cimc.ir.module import Module, Op
 from cimc.pass_base import BackendPass
 
 ALIGN = 16
@@ -41,11 +43,12 @@ class Schedule(BackendPass):
     requires: ClassVar[tuple[str, ...]] = ("place",)
     pipeline: str = "latency"
     stream: int = 0  # 0: 1 image in latency mode, 4 in throughput mode
+    batch: int = 1  # images per run of a module in phases (partition's batch)
 
     @classmethod
     def missing_result(cls, module: Module) -> str | None:
         for op in module.ops():
-            if op.kind in CHIP_KINDS and "addr" not in op.attrs:
+            if op.kind in CHIP_KINDS and "addr" not in op.attrs and "stream" not in op.attrs:
                 return f"op {op.name!r} ({op.kind}) has no global address"
         return None
 
@@ -57,6 +60,9 @@ class Schedule(BackendPass):
         if stream < 1:
             raise CimcError(f"schedule: stream must be at least 1, not {stream}")
         target = self.target
+        if phase_count(module) > 1:
+            self._phased(module)
+            return
         top = 0
         for op in module.ops():
             if op.kind == "view":
@@ -78,3 +84,58 @@ class Schedule(BackendPass):
             raise CimcError(f"the model needs {plan.tags} message tags, more than the "
                             f"{MAX_TAG + 1} the network supports")
         module.keep_analysis(Generated(target, plan, generate(module, target, plan)))
+
+    def _phased(self, module: Module) -> None:
+        """A module in phases: the tensors the host or a later phase reads get global
+        memory, one slot per image of the batch where a later phase reads them; each
+        phase is planned and its code generated on its own, then joined (wprog, its
+        tables loaded, the phase's code for the batch, sync), the tables in global memory
+        after the tensors (cimc.codegen.generate.phased_code)."""
+        target, batch = self.target, self.batch
+        if not 1 <= batch <= 2**16:
+            raise CimcError(f"schedule: batch {batch}: give an integer 1..65536")
+        top = 0
+        for op in module.ops():
+            stored = op.kind == "quantize" and op.inputs[0] in module.inputs
+            if op.kind in CHIP_KINDS:
+                op.attrs.update(pipeline=self.pipeline, stream=batch)
+                value = op.outputs[0]
+                later = any(phase_of(c) > phase_of(op) for c in _readers(module, value))
+                stored = later or chip_stores(module, value)
+                if op.kind == "view":
+                    source = home(module, op.inputs[0])
+                    if source is not None and "addr" in source.attrs:
+                        op.attrs.update({k: source.attrs[k] for k in ("addr", "image_stride")
+                                         if k in source.attrs})
+                    continue
+                if later:
+                    size = -(-module.values[value].size // ALIGN) * ALIGN
+                    op.attrs.update(addr=top, image_stride=size)
+                    top += batch * size
+                    continue
+            if stored:
+                op.attrs["addr"] = top
+                top += -(-module.values[op.outputs[0]].size // ALIGN) * ALIGN
+        generated = phased_code(module, target, batch)
+        for plan in generated.phases:
+            if plan.tags > MAX_TAG + 1:
+                raise CimcError(f"a phase of the model needs {plan.tags} message tags, more "
+                                f"than the {MAX_TAG + 1} the network supports")
+        end = max([top, *(address + len(data) for address, data in generated.global_data)])
+        if end > target.global_memory_bytes:
+            raise CimcError(f"the model's tensors and the phases' tables need {end} bytes of "
+                            f"global memory (spills of {batch} images between phases) but "
+                            f"target {target.name!r} has {target.global_memory_bytes}; lower "
+                            "--batch or choose a target with more global memory")
+        module.keep_analysis(generated)
+
+
+def _readers(module: Module, value: str) -> list[Op]:
+    """The chip ops reading `value`, directly or through views."""
+    found = []
+    for op in module.consumers(value):
+        if op.kind == "view":
+            found += _readers(module, op.outputs[0])
+        elif op.kind in CHIP_KINDS:
+            found.append(op)
+    return found

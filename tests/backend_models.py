@@ -31,6 +31,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "resnet18_224": (1, 3, 224, 224),
     "resnet50_224": (1, 3, 224, 224),
     "mobilenetv2_224": (1, 3, 224, 224),
+    "vgg16_224": (1, 3, 224, 224),
 }
 
 # VGG configurations: output channels per conv, "M" a 2x2 max pool.
@@ -188,10 +189,10 @@ def _torch_module(name: str):  # -> torch.nn.Module
 
     class Vgg(nn.Module):
         """VGG with batch norm for 32x32 inputs (CIFAR style: a 512-512-10 classifier), 10
-        classes. At 224x224 VGG-16 needs ~35k crossbars, more than `pimcomp` or `isaac`
-        have, so the 32x32 variant stands in for it."""
+        classes; with `imagenet` the 224x224 original's classifier (25088-4096-4096-1000),
+        138 M weights, ~35k crossbars on `pimcomp`, which has 8,704: it runs in phases."""
 
-        def __init__(self, config: tuple) -> None:
+        def __init__(self, config: tuple, imagenet: bool = False) -> None:
             super().__init__()
             layers: list[nn.Module] = []
             cin = 3
@@ -202,7 +203,10 @@ def _torch_module(name: str):  # -> torch.nn.Module
                     layers += [*conv_bn(cin, int(v)), nn.ReLU()]
                     cin = int(v)
             self.features = nn.Sequential(*layers)
-            self.classifier = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+            self.classifier = (
+                nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Linear(4096, 4096),
+                              nn.ReLU(), nn.Linear(4096, 1000)) if imagenet else
+                nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)))
 
         def forward(self, x):
             return self.classifier(torch.flatten(self.features(x), 1))
@@ -227,6 +231,7 @@ def _torch_module(name: str):  # -> torch.nn.Module
         "vgg16": lambda: Vgg(VGG["vgg16"]),
         "vgg19": lambda: Vgg(VGG["vgg19"]),
         "resnet18_224": lambda: ResNet18(imagenet=True),
+        "vgg16_224": lambda: Vgg(VGG["vgg16"], imagenet=True),
         "resnet50_224": ResNet50,
         "mobilenetv2_224": lambda: MobileNetV2(imagenet=True),
     }

@@ -24,6 +24,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "residual": (1, 3, 16, 16),
     "separable": (1, 3, 16, 16),
     "resnet18": (1, 3, 224, 224),  # model scale: for slow tests only
+    "batch4_cnn": (4, 3, 16, 16),  # a batch of 4 baked into the export
 }
 MODELS = ("mnist_cnn", "lenet5", "mlp", "residual", "separable")
 # exporter -> opset: the dynamo exporter (torch.export) and the legacy TorchScript one
@@ -159,6 +160,9 @@ def _torch_module(name: str):  # -> torch.nn.Module
         "residual": Residual,
         "separable": Separable,
         "resnet18": ResNet18,
+        "batch4_cnn": lambda: nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 10)),
     }
     return factories[name]().eval()
 
@@ -200,12 +204,15 @@ def sample_inputs(name: str, count: int, seed: int) -> np.ndarray:
 def quantized_model(name: str, exporter: str = "legacy", activations: str = "int8") -> Path:
     """The QDQ model of `name`: per-channel int8 weights, `activations` int8 or uint8."""
     batches = sample_inputs(name, CALIBRATION_BATCHES, CALIBRATION_SEED)
-    return quantize_qdq(float_model(name, exporter), batches, activations)
+    return quantize_qdq(float_model(name, exporter), batches, activations,
+                        INPUT_SHAPES[name][0])
 
 
-def quantize_qdq(source: Path, batches: np.ndarray, activations: str) -> Path:
+def quantize_qdq(source: Path, batches: np.ndarray, activations: str,
+                 per_feed: int = 1) -> Path:
     """onnxruntime's recipe, as users run it: pre-process, then static QDQ quantization
-    (per-channel int8 weights, int8 or uint8 activations) calibrated on `batches`."""
+    (per-channel int8 weights, int8 or uint8 activations) calibrated on `batches`, fed
+    `per_feed` samples at a time (the model's batch)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -219,7 +226,8 @@ def quantize_qdq(source: Path, batches: np.ndarray, activations: str) -> Path:
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.feeds = iter([{"input": batch[None]} for batch in batches])
+            self.feeds = iter([{"input": batches[k:k + per_feed]}
+                               for k in range(0, len(batches), per_feed)])
 
         def get_next(self):
             return next(self.feeds, None)

@@ -39,6 +39,7 @@ LAYERS = [
     ("cimc.passes", "cimc.host"),
     ("cimc.pass_manager",),
     ("cimc.api",),
+    ("cimc.sweep",),
     ("cimc.cli", "cimc"),
     ("cimc.__main__",),
 ]

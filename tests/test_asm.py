@@ -124,7 +124,7 @@ ERRORS = [
     (".core 0\nadd r1, r2, r3 @\n", 2, 16, "unexpected character '@'"),
     (".core 0\nadd r1, r2,\n", 2, 12, "unexpected end of line"),
     ("halt\n", 1, 1, "instruction before any .core directive"),
-    (".core 0\n.word 1\n", 2, 1, ".word outside a .data block"),
+    (".core 0\n.word 1\n", 2, 1, ".word outside a .data or .global_data block"),
     (".core 0\n.data 0\n.byte 300\n", 3, 7, ".byte value 300 out of range -128..255"),
     (".input x, 0, i8, [2], 0.5, 200\n", 1, 28, "zero point out of range -128..127 for i8"),
     (".input x, 0, f32, [2], 0.5, 0\n", 1, 14, "unknown dtype 'f32'"),

@@ -54,19 +54,46 @@ def float_gemm(path: Path, k: int, n: int) -> Path:
     return path
 
 
+def fixed_tiny(tmp_path: Path) -> Path:
+    """The tiny target with crossbars that cannot be reprogrammed: no phases."""
+    text = (Path(__file__).parents[1] / "targets" / "tiny.toml").read_text()
+    path = tmp_path / "fixed.toml"
+    path.write_text(text.replace('name = "tiny"', 'name = "fixed"').replace(
+        "reprogrammable = true", "reprogrammable = false"))
+    return path
+
+
 def test_a_float_model_too_big_is_refused_before_quantization(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The refusal comes before the calibration data is even read (this data has the
-    wrong shape, which quantization would report)."""
+    wrong shape, which quantization would report): on a target whose crossbars cannot be
+    reprogrammed, when all the weights do not fit."""
     model = float_gemm(tmp_path / "big.onnx", 64, 64)  # 64 crossbars on tiny, which has 32
+    calibration = tmp_path / "calibration.npy"
+    np.save(calibration, np.zeros((2, 3), dtype=np.float32))
+    status = main(["compile", str(model), "-o", str(tmp_path / "prog.s"), "--target",
+                   str(fixed_tiny(tmp_path)), "--calibrate", str(calibration)])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"{model}: the model needs at least 64 crossbars on 16 cores but target 'fixed' " \
+        "has 32 crossbars on 8 cores" in err
+    assert not (tmp_path / "prog.s").exists()
+
+
+def test_a_layer_too_big_for_phases_is_refused_before_quantization(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """On a reprogrammable target a model runs in phases, a layer split by output
+    channels; one output channel must fit: 130 row blocks of 16 rows x 4 slices need 33
+    crossbars of tiny's 32."""
+    model = float_gemm(tmp_path / "tall.onnx", 2080, 4)
     calibration = tmp_path / "calibration.npy"
     np.save(calibration, np.zeros((2, 3), dtype=np.float32))
     status = main(["compile", str(model), "-o", str(tmp_path / "prog.s"), "--target", "tiny",
                    "--calibrate", str(calibration)])
     err = capsys.readouterr().err
     assert status == 1
-    assert f"{model}: the model needs at least 64 crossbars on 16 cores but target 'tiny' " \
-        "has 32 crossbars on 8 cores" in err
+    assert "one output channel's weights (130 blocks of 16 rows) need 33 crossbars" in err
+    assert str(model) in err and err.count("\n") == 1
     assert not (tmp_path / "prog.s").exists()
 
 

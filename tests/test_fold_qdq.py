@@ -66,7 +66,7 @@ def conv_text(activation: str) -> str:
 )
 def test_conv_with_activation_folds_into_one_integer_conv(activation, clamp):
     before, after = fold(conv_text(activation))
-    if clamp is None:  # sigmoid has no integer form: the conv stays float
+    if clamp is None:  # the sigmoid reads the float conv (no QDQ between): both stay float
         assert kinds(after) == kinds(before)
         return
     assert kinds(after) == ["quantize", "conv", "dequantize"]

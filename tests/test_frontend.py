@@ -350,7 +350,7 @@ def test_checker_complaint_names_the_file(tmp_path: Path) -> None:
 
 
 def test_every_unsupported_node_is_listed_in_one_error(tmp_path: Path) -> None:
-    nodes = [helper.make_node("Erf", ["x"], ["e"], name="first_bad"),
+    nodes = [helper.make_node("Sin", ["x"], ["e"], name="first_bad"),
              helper.make_node("Relu", ["e"], ["r"], name="fine"),
              helper.make_node("Floor", ["r"], ["y"], name="second_bad")]
     path = save_model(tmp_path / "m.onnx", nodes, {"x": (1, 4)}, ["y"])
@@ -358,7 +358,7 @@ def test_every_unsupported_node_is_listed_in_one_error(tmp_path: Path) -> None:
         import_onnx(path)
     message = str(info.value)
     assert "2 node(s) use operators cimc does not support" in message
-    assert "node 'first_bad': Erf" in message and "node 'second_bad': Floor" in message
+    assert "node 'first_bad': Sin" in message and "node 'second_bad': Floor" in message
     assert "'fine'" not in message and "rewrite the model" in message
 
 

@@ -37,6 +37,13 @@ def test_mnist_demo_simulates_the_bundled_digits_as_the_exact_oracle_does(tmp_pa
     assert float(lines["max |difference| of logits, simulator vs exact oracle"]) == 0.0
     assert float(lines["accuracy, cimc simulator"]) >= 0.9
     assert (tmp_path / "mnist_data.h").exists() and (tmp_path / "prog.img").exists()
+    # The ADC-bits sweep: at 9 bits (isaac's exact threshold), sigma 0, the exact result.
+    rows = [line.split(",") for line in (tmp_path / "sweep.csv").read_text().splitlines()]
+    at_nine = dict(zip(rows[0], next(r for r in rows if r[3] == "9" and r[5] == "0.0"),
+                       strict=True))
+    assert float(at_nine["agreement"]) == 1.0
+    assert float(at_nine["accuracy"]) == float(lines["accuracy, cimc simulator"])
+    assert (tmp_path / "plots" / "accuracy.png").exists()
 
 
 def test_compile_report_has_the_documented_figures(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from cimc.analysis.traffic import source_op
+from cimc.dialect.chip import runtime_operands
 from cimc.ir.module import Module, Op
 
 Task = tuple[int, int]
@@ -62,7 +63,7 @@ def task_graph(groups: Sequence[Group], module: Module,
     preds: dict[Task, list[Task]] = {}
     succs: dict[Task, list[Task]] = defaultdict(list)
     for gi, g in enumerate(groups):
-        operands = g.op.inputs[:1] if g.op.kind == "matvec" else list(g.op.inputs)
+        operands = runtime_operands(module, g.op)
         needs = [(source_op(module, v), input_rows(module, g.op, g.rows)) for v in operands]
         for t in range(len(g.rows)):
             found = [(gi, t - 1)] if t else []

@@ -64,6 +64,7 @@ class Layer:
     parts: int = 1
     column_blocks: tuple[int, ...] = ()  # of a piece: its column blocks
     share: float = 1.0  # of a piece: the fraction of the output it writes
+    block_demands: tuple[int, ...] = ()  # rounded cell columns of each block, in order
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,12 @@ def _pieces(module: Module, op: Op, target: Target) -> list[Layer]:
     slices = op.attrs["slices"]
     # Per column block: [columns, crossbars, cells, rows written, blocks, weight columns].
     per_column: dict[int, list[int]] = {}
+    demands: dict[int, list[int]] = {}
     for i, j in blocks_of(op):
         r, c = block_shape(module, op, i, j)
         width, height = c.stop - c.start, r.stop - r.start
         figures = per_column.setdefault(j, [0, 0, 0, 0, 0, width])
+        demands.setdefault(j, []).append(rounded_width(width, target.cols) * slices)
         figures[0] += rounded_width(width, target.cols) * slices
         figures[1] += -(-width * slices // target.cols)
         figures[2] += height * width * slices
@@ -177,7 +180,8 @@ def _pieces(module: Module, op: Op, target: Target) -> list[Layer]:
             base, columns=total[0], crossbars=total[1],
             weight_bytes=-(-total[2] * target.cell_bits // 8), rows_written=total[3],
             blocks=total[4], kernel_rows=op.attrs["kernel"][0], part=part, parts=len(groups),
-            column_blocks=tuple(group) if len(groups) > 1 else (), share=total[5] / n))
+            column_blocks=tuple(group) if len(groups) > 1 else (), share=total[5] / n,
+            block_demands=tuple(d for j in group for d in demands[j])))
     return pieces
 
 
@@ -226,18 +230,41 @@ class PhaseModel:
         self.prefix = [0]
         for layer in layers:
             self.prefix.append(self.prefix[-1] + layer.columns)
+        self.reach = self._reach()
 
     def columns(self, start: int, stop: int) -> int:
         return self.prefix[stop] - self.prefix[start]
 
     def fits(self, start: int, stop: int) -> bool:
-        return self.columns(start, stop) <= self.capacity
+        return stop <= self.reach[start]
+
+    def _reach(self) -> list[int]:
+        """For each start, the end of the longest range of layers from it that fits as
+        the placer's first fill packs it (which must succeed): blocks in order, each into
+        the current core while the core's crossbar columns hold it, else into the next;
+        at most the chip's cores."""
+        t = self.target
+        per_core = t.crossbars_per_core * t.cols
+        reach = []
+        for start in range(len(self.layers)):
+            cores, used, stop = 1, 0, start
+            while stop < len(self.layers):
+                more, room = cores, used
+                for demand in self.layers[stop].block_demands:
+                    if room + demand > per_core:
+                        more, room = more + 1, 0
+                    room += demand
+                if more > t.cores:
+                    break
+                cores, used, stop = more, room, stop + 1
+            reach.append(stop)
+        return reach
 
     def check_layers(self) -> None:
         """CimcError naming the first layer whose weights alone exceed the chip."""
         t = self.target
-        for layer in self.layers:
-            if layer.columns > self.capacity:
+        for k, layer in enumerate(self.layers):
+            if not self.fits(k, k + 1):
                 needed = -(-layer.columns // t.cols)
                 raise CimcError(
                     f"op {layer.name!r}: one output channel's weights ({layer.blocks} "

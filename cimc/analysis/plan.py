@@ -43,7 +43,7 @@ from cimc.analysis.traffic import (
     unit_cores,
 )
 from cimc.analysis.window import Window, band_plan
-from cimc.dialect.chip import blocks_of, image_dims
+from cimc.dialect.chip import blocks_of, image_dims, runtime_operands
 from cimc.ir.module import Module, Op
 from cimc.targets import Target
 
@@ -179,7 +179,7 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
     # Receives and the matching sends.
     for group in groups:
         op = group.op
-        operands = op.inputs[:1] if op.kind == "matvec" else list(op.inputs)
+        operands = runtime_operands(module, op)
         for k, value in enumerate(operands):
             src = source_op(module, value)
             h, w, c = image_dims(module.values[value])

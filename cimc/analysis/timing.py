@@ -45,7 +45,15 @@ import numpy as np
 from cimc.analysis.plan import Group, Plan, Recv
 from cimc.analysis.traffic import column_ranges
 from cimc.analysis.window import BandStep, Window, band_plan
-from cimc.dialect.chip import CHUNK, block_shape, blocks_of, image_dims
+from cimc.dialect.chip import (
+    CHUNK,
+    block_shape,
+    blocks_of,
+    image_dims,
+    lut_table,
+    rescale_clamps,
+    runtime_operands,
+)
 from cimc.dialect.host import chip_stores
 from cimc.ir.module import Module
 from cimc.isa.image import CrossbarGroup, Slice
@@ -394,6 +402,7 @@ class _Model:
         parts = self._parts(gi, g)
         ow = win.ow
         ranges = column_ranges(self.module, g.op)
+        lut = lut_table(self.module, g.op) is not None
         # ready[core][column]: when the partial sums of the last issued pixel are done.
         previous: dict[int, dict[int, int]] = {}
         psums: dict[tuple[int, int], int] = {}  # (column, sender) -> arrival, last pixel
@@ -427,6 +436,8 @@ class _Model:
                         self.clock[core] = max(self.clock[core], own)
                         self.charge(core, self.cost("vadd.i32", n=n))
                         self.charge(core, self.cost("requant.i8", n=n))
+                        if lut:
+                            self.charge(core, self.cost("vlut.i8", n=n))
                 if 0 < k < ow:
                     self.scalars(core, 3)
             previous = current
@@ -539,6 +550,8 @@ class _Model:
                 self.charge(core, self.cost("vredsum.i8", n=c, count=count))
                 self.charge(core, self.cost("vaddi.i32", n=c))
                 self.charge(core, self.cost("requant.i8", n=c))
+            if lut_table(self.module, g.op) is not None:
+                self.charge(core, self.cost("vlut.i8", n=c))
             self.scalars(core, 4)
         self.finish(g, core, image, oy, [0])
 
@@ -553,10 +566,20 @@ class _Model:
                                       for v in op.inputs)]).tolist()
             for k, value in enumerate(op.inputs):
                 self.receive(core, image, value, recvs[k][t], n, int(offsets[k]))
+        elif op.kind == "scale":  # a loop over the row's pixels
+            self.receive(core, image, op.inputs[0], recvs[0][t], n, 0)
+            self.scalars(core, 4)
+            self.charge(core, self.cost("vscale.i8", n=n), ow)
+            self.charge(core, self.cost("vmul.i32", n=n), ow)
+            self.charge(core, self.cost("requant.i8", n=n), ow)
+            if lut_table(module, op) is not None:
+                self.charge(core, self.cost("vlut.i8", n=n), ow)
+            self.scalars(core, 4 * ow)
         else:
-            for k, value in enumerate(op.inputs):
+            for k, value in enumerate(runtime_operands(module, op)):
                 self.receive(core, image, value, recvs[k][t], n, 0)
             pointers = 3 if op.kind == "eltwise" else 2
+            lut = lut_table(module, op) is not None
             full, rest = divmod(total, CHUNK)
             self.scalars(core, pointers)
             if full > 1:
@@ -573,9 +596,11 @@ class _Model:
                 elif op.attrs["M"]:
                     self.charge(core, self.cost("vscale.i8", n=size), count)
                     self.charge(core, self.cost("requant.i8", n=size), count)
-                else:
+                elif not lut or rescale_clamps(module, op):
                     self.charge(core, self.cost("vmaxi.i8", n=size), count)
                     self.charge(core, self.cost("vmini.i8", n=size), count)
+                if lut:
+                    self.charge(core, self.cost("vlut.i8", n=size), count)
                 if size == CHUNK:
                     self.scalars(core, (pointers + (2 if full > 1 else 0)) * count)
         self.finish(g, core, image, oy, [0])

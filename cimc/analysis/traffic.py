@@ -5,7 +5,7 @@ exactly these messages); docs/backend.md "Dataflow" describes it.
 
 *Units* are what `place` assigns to cores: every crossbar block of every
 replica of a `matvec` (named `"<op>#<replica>.<i>.<j>"`) and every vector op
-(`pool`, `eltwise`, `rescale`, `concat`, named after the op). A matvec with
+(`pool`, `eltwise`, `rescale`, `scale`, `concat`, named after the op). A matvec with
 `replicas = R` splits its output rows round-robin: replica r computes rows
 r, r + R, ... . The *reducer* of column block j of a replica is the unit of
 that column's first block (lowest row block present in `blocks`).
@@ -43,11 +43,11 @@ import numpy as np
 
 from cimc.analysis.window import Window, received_rows
 from cimc.diagnostics import CimcError
-from cimc.dialect.chip import block_shape, blocks_of, image_dims
+from cimc.dialect.chip import block_shape, blocks_of, image_dims, runtime_operands
 from cimc.ir.module import Module, Op
 from cimc.targets import Target
 
-VECTOR_KINDS = ("pool", "eltwise", "rescale", "concat")
+VECTOR_KINDS = ("pool", "eltwise", "rescale", "scale", "concat")
 GLOBAL = "global"
 
 
@@ -218,7 +218,7 @@ def unit_edges(module: Module, target: Target) -> list[TrafficEdge]:
                                                  ("psum", op.name, r, j)))
         if op.kind != "matvec" and op.kind not in VECTOR_KINDS:
             continue
-        for value in op.inputs[:1] if op.kind == "matvec" else op.inputs:
+        for value in runtime_operands(module, op):
             edges += _input_edges(module, op, value, channels)
         edges += _output_edges(module, op)
     return edges

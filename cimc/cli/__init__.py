@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "targets": "cimc.cli.targets",
     "report": "cimc.cli.report",
     "plot": "cimc.cli.plot",
+    "sweep": "cimc.cli.sweep",
 }
 
 

@@ -44,6 +44,13 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
                         help="wall-clock safety net of the placers (default none, at most a "
                         "day); if it stops the search, a warning says the program depends on "
                         "the machine")
+    parser.add_argument("--partition", choices=("optimal", "greedy"), default="optimal",
+                        help="a model larger than the chip runs in phases, the crossbars "
+                        "reprogrammed between them: optimal (default) minimises the time of a "
+                        "batch, greedy fills each phase in order (docs/backend.md)")
+    parser.add_argument("--batch", type=whole(1, 65536), default=1, metavar="B",
+                        help="images one run of a model in phases computes, phase by phase: "
+                        "reprogramming is paid once per phase per batch (default 1)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-name", metavar="NAME",
                         help="prefix of the header's names (default: from the header file name)")
     parser.add_argument("--report", metavar="R.json", help="write the compile report (JSON)")
+    parser.add_argument("--plots", metavar="DIR",
+                        help="draw the report as cimc plot does: mesh, links and layers "
+                        "(.png and .svg) in DIR")
     parser.add_argument("--simulate", action="store_true",
                         help="the report's cycles, throughput and energy from simulating one "
                         "inference (on the first of --inputs) instead of the timing model")
@@ -120,8 +130,15 @@ def compile_command(args: argparse.Namespace) -> int:
     inputs = {"MODEL.onnx": args.model, "--calibrate": args.calibrate, "--inputs": args.inputs,
               "--labels": args.labels,
               "--target": None if is_target_name(args.target) else args.target}
+    from cimc.emit.plots import FORMATS, REPORT_PLOTS
+
+    plots = {f"--plots {name}.{form}": Path(args.plots) / f"{name}.{form}"
+             for name in REPORT_PLOTS for form in FORMATS} if args.plots else {}
+    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
+        raise CimcError(f"--plots {args.plots}: not a directory; give a directory for the "
+                        "pictures")
     outputs = {"-o": output, "the image beside -o": image,
-               "--report": args.report, "--emit-data": args.emit_data}
+               "--report": args.report, "--emit-data": args.emit_data, **plots}
     entered = time.perf_counter()
     started = getattr(args, "started", entered)  # main's start
     startup = getattr(args, "startup", None)
@@ -138,6 +155,7 @@ def compile_command(args: argparse.Namespace) -> int:
             calibrate=args.calibrate, activations=args.activations, pipeline=args.pipeline,
             stream=args.stream, replicate=args.replicate, placer=args.placer,
             place_effort=args.place_effort, place_time_limit=args.place_time_limit,
+            partition=args.partition, batch=args.batch,
             path=str(output), print_ir_after_all=args.print_ir_after_all)
         mark = time.perf_counter()
         if args.inputs:
@@ -146,19 +164,30 @@ def compile_command(args: argparse.Namespace) -> int:
         header = _header(args, compiled, codes) if args.emit_data else None
         if args.inputs:
             mark = stage("test data (reference)", mark)
-        if args.report:
+        wanted = bool(args.report or args.plots)
+        if wanted:
             progress("report (simulating)" if args.simulate else "report")
         report = build_report(compiled, str(output), codes[0] if codes else None,
-                              args.simulate) if args.report else None
-        if args.report:
+                              args.simulate) if wanted else None
+        if wanted:
             mark = stage("report (simulation)" if args.simulate else "report", mark)
+        if args.plots:
+            from cimc.emit.plots import report_plots
+
+            assert report is not None
+            progress("plots")
+            pictures = report_plots(report, compiled.target)
+            mark = stage("plots", mark)
         progress("writing")
         out.write(output, compiled.assembly)
         out.write(image, compiled.image.to_bytes())
         if header is not None:
             out.write(args.emit_data, header)
-        if report is not None:
+        if args.report and report is not None:
             out.write(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        if args.plots:
+            for name, content in pictures.items():
+                out.write(Path(args.plots) / name, content)
         out.commit()
         stage("write files", mark)
     end_progress()

@@ -1,5 +1,6 @@
 """`cimc plot r.json DIR`: pictures of a compile report (mesh.png/svg: the cores by
-layer; layers.png/svg: MVMs and hop-bytes per layer)."""
+layer; links.png/svg: bytes over each mesh link; layers.png/svg: MVMs and hop-bytes
+per layer). `cimc compile --plots DIR` draws the same."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plot", help="draw a compile report (--report r.json) as PNG and SVG pictures",
-        description="Write mesh.png/svg (cores coloured by layer) and layers.png/svg "
-                    "(MVMs and hop-bytes per layer) of a compile report into DIR.")
+        description="Write mesh.png/svg (cores coloured by layer), links.png/svg (bytes "
+                    "over each mesh link) and layers.png/svg (MVMs and hop-bytes per layer) "
+                    "of a compile report into DIR.")
     parser.add_argument("report", metavar="R.json", help="report written by --report")
     parser.add_argument("directory", metavar="DIR", help="where the pictures go")
     parser.add_argument("--target", metavar="NAME|FILE",

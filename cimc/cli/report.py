@@ -1,5 +1,5 @@
 """`cimc report r.json`: a compile report (`--report`) printed as text: its main
-figures, then the per-layer table."""
+figures, the table of phases of a model run in phases, then the per-layer table."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any
 SUMMARY = (
     ("target", "target", "{}"),
     ("figures_from", "figures from", "{}"),
+    ("phase_count", "phases", "{:,}"),
+    ("batch", "images per run (batch)", "{:,}"),
     ("cycles", "cycles per run", "{:,.0f}"),
     ("latency_us", "latency (us)", "{:,.2f}"),
     ("throughput", "throughput (inferences/s)", "{:,.1f}"),
@@ -22,8 +24,14 @@ SUMMARY = (
     ("utilization", "cell utilization", "{:.3f}"),
     ("mvm_count", "MVMs per inference", "{:,}"),
     ("hop_bytes", "hop-bytes per inference", "{:,}"),
+    ("programmed_bytes", "weight bytes programmed per run", "{:,}"),
     ("instructions", "instructions (static)", "{:,}"),
 )
+# Per-phase columns (a model run in phases): (key, heading).
+PHASE_COLUMNS = (("phase", "phase"), ("layers", "layers"), ("crossbars", "crossbars"),
+                 ("programmed_bytes", "programmed B"), ("loaded", "loads B/image"),
+                 ("stored", "stores B/image"), ("program_cycles", "program cycles"),
+                 ("compute_cycles", "compute cycles"))
 # Per-layer columns: (key, heading).
 COLUMNS = (("name", "layer"), ("kind", "kind"), ("cores", "cores"),
            ("crossbars", "crossbars"), ("mvms", "MVMs"), ("weight_cells", "cells"),
@@ -67,15 +75,34 @@ def report_text(report: dict[str, Any]) -> str:
     width = max(len(label) for _, label, _ in SUMMARY)
     lines = [f"{label:<{width}}  {form.format(report[key])}"
              for key, label, form in SUMMARY if key in report]
-    rows = [[_cell(layer.get(key)) for key, _ in COLUMNS] for layer in report["layers"]]
-    headings = [heading for _, heading in COLUMNS]
+    if report.get("phases"):
+        phases = [{**p, **p.get("spilled_bytes_per_image", {}),
+                   "layers": _span(p.get("layers", []))} for p in report["phases"]]
+        lines += _table(PHASE_COLUMNS, phases, 2)
+    columns = COLUMNS + ((("phase", "phase"),) if report.get("phases") else ())
+    lines += _table(columns, report["layers"], 2)
+    return "\n".join(lines) + "\n"
+
+
+def _table(columns: tuple[tuple[str, str], ...], items: list[dict[str, Any]],
+           left: int) -> list[str]:
+    """A blank line, then a table of `items` (the first `left` columns left-aligned)."""
+    rows = [[_cell(item.get(key)) for key, _ in columns] for item in items]
+    headings = [heading for _, heading in columns]
     widths = [max(len(text) for text in column) for column in zip(headings, *rows, strict=False)]
-    lines.append("")
+    lines = [""]
     for row in [headings, *rows]:
-        cells = [text.ljust(w) if k < 2 else text.rjust(w)
+        cells = [text.ljust(w) if k < left else text.rjust(w)
                  for k, (text, w) in enumerate(zip(row, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _span(names: list[str]) -> str:
+    """A phase's layers: the first and the last, and how many."""
+    if len(names) <= 2:
+        return ", ".join(names)
+    return f"{names[0]} .. {names[-1]} ({len(names)})"
 
 
 def _cell(value: object) -> str:

@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
             program = compile_program(
                 module, args.target, pipeline=args.pipeline, stream=args.stream,
                 replicate=args.replicate, placer=args.placer, place_effort=args.place_effort,
-                place_time_limit=args.place_time_limit)
+                place_time_limit=args.place_time_limit, partition=args.partition,
+                batch=args.batch)
             simulation = program.simulate(feeds)
             outputs = simulation.outputs
             report.update(simulation.figures)

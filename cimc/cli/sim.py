@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", metavar="R.json", help="write the report (cycles, energy...)")
     parser.add_argument("--trace", metavar="T.json",
                         help="write a Chrome trace-event timeline (opens in Perfetto)")
+    parser.add_argument("--plots", metavar="DIR",
+                        help="draw the run as a Gantt chart, a row per core coloured by layer "
+                        "(DIR/pipeline.png and .svg)")
     parser.add_argument("--target", metavar="NAME|FILE",
                         help="target (default: the program's .target: a bundled name, or a "
                         "target file relative to the program)")
@@ -81,7 +84,15 @@ def sim_command(args: argparse.Namespace) -> int:
         target_file = Path(args.program).parent / program.target
     inputs = {"PROG": args.program, "its image": image_path, "--inputs": args.inputs,
               "the target file": target_file}
-    outputs = {"--outputs": args.outputs, "--report": args.report, "--trace": args.trace}
+    from cimc.emit.plots import PIPELINE_PLOTS
+
+    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
+        raise CimcError(f"--plots {args.plots}: not a directory; give a directory for the "
+                        "pictures")
+    outputs = {"--outputs": args.outputs, "--report": args.report, "--trace": args.trace,
+               **{f"--plots {name}": Path(args.plots) / name
+                  for name in (PIPELINE_PLOTS if args.plots else ())}}
+    traced = bool(args.trace or args.plots)
     with OutputSet(outputs, inputs) as out:
         if args.target:
             target = load_target(args.target)
@@ -93,10 +104,9 @@ def sim_command(args: argparse.Namespace) -> int:
         codes = read_inputs(args.inputs, program) if args.inputs else {}
         if args.adc_bits is not None:
             warn_inexact_adc(args.adc_bits, target)
-        labels = _task_labels(args.program) if args.trace else None
+        labels = _task_labels(args.program) if traced else None
         options = SimOptions(adc_bits=args.adc_bits, noise_sigma=args.noise, seed=args.seed,
-                             max_steps=args.max_steps, trace=bool(args.trace),
-                             trace_labels=labels)
+                             max_steps=args.max_steps, trace=traced, trace_labels=labels)
         result = simulate(program, image, target, codes, options)
         if args.outputs:
             decls = {d.name: d for d in program.outputs}
@@ -105,8 +115,15 @@ def sim_command(args: argparse.Namespace) -> int:
             out.write(args.outputs, encode_arrays(args.outputs, arrays))
         if args.report:
             out.write(args.report, json.dumps(result.report, indent=2) + "\n")
-        if args.trace and result.trace is not None:
-            out.write(args.trace, result.trace.to_json())
+        document = result.trace.to_json() if result.trace is not None else None
+        if args.trace and document is not None:
+            out.write(args.trace, document)
+        if args.plots and document is not None:
+            from cimc.emit.plots import pipeline_plots
+
+            title = f"{Path(args.program).name} on {target.name}: {result.report['cycles']} cycles"
+            for name, content in pipeline_plots(json.loads(document), title).items():
+                out.write(Path(args.plots) / name, content)
         out.commit()
     report = result.report
     print(f"{report['cycles']} cycles ({report['latency_us']:.3f} us at {target.clock_mhz:g} "

@@ -10,7 +10,10 @@ of one group on one core:
   loop over the output pixels: gather the window, `mvm` the core's blocks,
   send partial sums to the column's reducer, or (reducer) receive and add
   them, add the bias, requantize into the output row buffer;
-* eltwise / rescale / concat: receive the operand rows, compute in chunks;
+* eltwise / rescale / concat: receive the operand rows, compute in chunks (scale: per
+  pixel);
+* a matvec, pool, eltwise or rescale with a lookup table (a quantized activation) passes its
+  result codes through `vlut` before they leave the core;
 * then send the row (the channels this core reduces) to every core that
   needs it, and `st` it when it is a model output.
 
@@ -34,8 +37,9 @@ from cimc.analysis.traffic import block_name, column_ranges, unit_cores
 from cimc.analysis.window import Window, band_plan
 from cimc.codegen.loops import reroll
 from cimc.diagnostics import CimcError
-from cimc.dialect.chip import CHUNK, blocks_of, image_dims
+from cimc.dialect.chip import CHUNK, blocks_of, image_dims, lut_table, rescale_clamps
 from cimc.dialect.host import chip_stores
+from cimc.dialect.phased import phase_count, phase_modules
 from cimc.ir.module import Module, Op
 from cimc.isa.asm_quote import comment_text
 from cimc.targets import Target
@@ -60,6 +64,13 @@ class CoreCode:
         self.top = (self.top - 4 * len(flat)) // ALIGN * ALIGN
         self.data.append((self.top, flat))
         return self.top
+
+    def byte_table(self, codes: np.ndarray) -> int:
+        """Place a table of bytes (a lookup table's 256 codes) among the constant tables
+        as little-endian words; return its address."""
+        raw = np.ascontiguousarray(codes).view(np.uint8).tobytes()
+        raw += bytes(-len(raw) % 4)
+        return self.table(np.frombuffer(raw, dtype="<i4"))
 
     def keep(self, size: int) -> int:
         """A buffer of `size` bytes for the whole run (a band)."""
@@ -90,11 +101,15 @@ def mode_of(module: Module) -> tuple[str, int]:
 class Generated:
     """A scheduled module's plan and the code generated from it for `target`. `schedule`
     keeps it with the module (Module.keep_analysis), so that emission, the report and the
-    simulator's expectations use the code generated once per compile."""
+    simulator's expectations use the code generated once per compile. A module run in
+    phases has a plan per phase (`phases`; `plan` is the first's)."""
 
     target: Target
     plan: Plan
     cores: dict[int, CoreCode]
+    phases: tuple[Plan, ...] = ()
+    # Global memory the program initialises (each phase's tables): (address, bytes).
+    global_data: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 def plan_and_code(module: Module, target: Target) -> Generated:
@@ -104,40 +119,117 @@ def plan_and_code(module: Module, target: Target) -> Generated:
     if found is not None and found.target == target:
         return found
     mode, stream = mode_of(module)
-    plan = build(module, target, stream, mode == "throughput")
-    result = Generated(target, plan, generate(module, target, plan))
+    if phase_count(module) > 1:
+        result = phased_code(module, target, stream)
+    else:
+        plan = build(module, target, stream, mode == "throughput")
+        result = Generated(target, plan, generate(module, target, plan))
     module.keep_analysis(result)
     return result
+
+
+def phased_code(module: Module, target: Target, batch: int) -> Generated:
+    """Plan and code of a scheduled module run in phases: each phase planned on its own
+    (its batch of images pipelined through it when more than one), then joined
+    (`generate_phases`), its tables in global memory after the module's tensors."""
+    phases = phase_modules(module)
+    plans = [build(phase, target, batch, batch > 1) for phase in phases]
+    end = 0
+    for op in module.ops():
+        if "addr" in op.attrs and op.kind != "view":
+            slot = int(op.attrs.get("image_stride", 0))
+            size = batch * slot if slot else module.values[op.outputs[0]].size
+            end = max(end, int(op.attrs["addr"]) + size)
+    cores, tables = generate_phases(phases, target, plans, -(-end // ALIGN) * ALIGN)
+    return Generated(target, plans[0], cores, tuple(plans), tables)
 
 
 def generate(module: Module, target: Target, plan: Plan) -> dict[int, CoreCode]:
     """Per-core code of a scheduled module following `plan`; CimcError if local memory
     overflows."""
     cores = {c: CoreCode(c, target.local_memory_bytes) for c in plan.order}
+    for core, lines in code_lines(module, target, plan, cores, "").items():
+        cores[core].lines += [*lines, "halt"]
+    for code in cores.values():
+        check_memory(code, target)
+    return dict(sorted(cores.items()))
+
+
+def generate_phases(phases: list[Module], target: Target, plans: list[Plan], base: int
+                    ) -> tuple[dict[int, CoreCode], list[tuple[int, bytes]]]:
+    """Per-core code of a module run in phases (one module and plan per phase), and the
+    global memory it initialises from address `base` up. On every core that works in any
+    phase, phase by phase: `wprog` of the phase's crossbar groups on the core, an `ld` of
+    the phase's constant tables from global memory to the top of local memory (the
+    phases' tables share that space, so each phase has all of local memory, as a model
+    of one phase has), the phase's code (its images one after the other through the
+    phase's pipeline), then a `sync`, so that no core starts the next phase
+    (overwriting crossbars, tables and buffers, loading spilled tensors) before every
+    core has finished this one."""
+    used = sorted({c for plan in plans for c in plan.order})
+    cores = {c: CoreCode(c, target.local_memory_bytes) for c in used}
+    tables: list[tuple[int, bytes]] = []
+    for number, (phase, plan) in enumerate(zip(phases, plans, strict=True)):
+        codes = {c: CoreCode(c, target.local_memory_bytes) for c in plan.order}
+        lines = code_lines(phase, target, plan, codes, f"p{number}")
+        groups: dict[int, list[int]] = {}
+        for op in phase.ops():
+            if op.kind == "matvec":
+                for core, group in zip(op.attrs["block_cores"], op.attrs["block_groups"],
+                                       strict=True):
+                    groups.setdefault(int(core), []).append(int(group))
+        for core, joined in cores.items():
+            joined.lines.append(f"# phase {number}")
+            joined.lines += [f"wprog {g}" for g in sorted(groups.get(core, []))]
+            code = codes.get(core)
+            if code is not None:
+                check_memory(code, target)
+                joined.top, joined.peak = min(joined.top, code.top), max(joined.peak, code.peak)
+                if code.data:
+                    low = min(address for address, _ in code.data)
+                    blob = bytearray(target.local_memory_bytes - low)
+                    for address, words in code.data:
+                        packed = np.asarray(words, dtype=np.int64).astype("<u4").tobytes()
+                        blob[address - low:address - low + len(packed)] = packed
+                    tables.append((base, bytes(blob)))
+                    joined.lines.append(f"ld {low}(r0), {base}(r0), {len(blob)}")
+                    base += -(-len(blob) // ALIGN) * ALIGN
+                joined.lines += lines[core]
+            joined.lines.append("sync" if number + 1 < len(plans) else "halt")
+    return cores, tables
+
+
+def code_lines(module: Module, target: Target, plan: Plan, cores: dict[int, CoreCode],
+               prefix: str) -> dict[int, list[str]]:
+    """The lines of each core's tasks in `plan` (without the final halt), their buffers
+    and tables taken from `cores`; labels start with `prefix`."""
     unit_core = unit_cores(module)
     writers: dict[tuple[int, int], Part] = {}
     for gi, group in enumerate(plan.groups):
         for core in group.cores:
-            writers[(core, gi)] = Part(module, target, group, cores[core], unit_core)
-    for core, tasks in plan.order.items():
-        code = cores[core]
-        code.lines += reroll([writers[(core, gi)].row(m, oy) for m, gi, oy in tasks],
-                             f"c{core}")
-        code.lines.append("halt")
-        if code.peak > code.top:
-            need = code.peak + target.local_memory_bytes - code.top
-            raise CimcError(f"core {core} needs {need} bytes of local memory but target "
-                            f"{target.name!r} has {target.local_memory_bytes}; "
-                            "choose a target with more local memory")
-    return dict(sorted(cores.items()))
+            writers[(core, gi)] = Part(module, target, group, cores[core], unit_core, prefix)
+    return {core: reroll([writers[(core, gi)].row(m, oy) for m, gi, oy in tasks],
+                         f"{prefix}c{core}")
+            for core, tasks in plan.order.items()}
 
 
-def addr(module: Module, value: str) -> int:
-    """Global address of a runtime tensor (set by schedule on its producer)."""
+def check_memory(code: CoreCode, target: Target) -> None:
+    """CimcError when a core's buffers and tables overlap (local memory overflows)."""
+    if code.peak > code.top:
+        need = code.peak + target.local_memory_bytes - code.top
+        raise CimcError(f"core {code.core} needs {need} bytes of local memory but target "
+                        f"{target.name!r} has {target.local_memory_bytes}; "
+                        "choose a target with more local memory")
+
+
+def addr(module: Module, value: str, image: int = 0) -> int:
+    """Global address of a runtime tensor (set by schedule on its producer), of image
+    `image` of a batch: a tensor spilled between phases has a slot per image
+    (`image_stride`), the others one for all."""
     producer = module.producer(value)
-    if producer is None:
+    if producer is None or "addr" not in producer.attrs:
         raise CimcError(f"value {value!r} has no global address; run the schedule pass")
-    return int(producer.attrs["addr"])
+    return int(producer.attrs["addr"]) + image * int(producer.attrs.get("image_stride", 0))
 
 
 def _dtype(module: Module, value: str) -> str:
@@ -148,11 +240,11 @@ class Part:
     """The code of one group on one core, row by row, with its buffers."""
 
     def __init__(self, module: Module, target: Target, group: Group, code: CoreCode,
-                 unit_core: dict[str, int]) -> None:
+                 unit_core: dict[str, int], prefix: str = "") -> None:
         self.module, self.target, self.group, self.code = module, target, group, code
         op = group.op
         self.op = op
-        self.label = f"g{group.layer}r{group.replica}"
+        self.label = f"{prefix}g{group.layer}r{group.replica}"
         self.oh, self.ow, self.n = image_dims(module.values[op.outputs[0]])
         self.out_type = _dtype(module, op.outputs[0])
         self.output = chip_stores(module, op.outputs[0])
@@ -184,6 +276,7 @@ class Part:
             self.init = []
         self.setup = {"matvec": self._matvec_setup, "pool": self._pool_setup,
                       "eltwise": self._eltwise_setup, "rescale": self._rescale_setup,
+                      "scale": self._scale_setup,
                       "concat": self._concat_setup}[op.kind]
         self.body: Callable[[int, int], list[str]] = self.setup(unit_core)
         self.index = {oy: t for t, oy in enumerate(group.rows)}
@@ -221,7 +314,7 @@ class Part:
         for p in pieces:
             size = w * (p.hi - p.lo)
             if p.core is None:
-                base = addr(self.module, value) + p.iy * w * c
+                base = addr(self.module, value, image) + p.iy * w * c
                 if stride == c and offset == 0:
                     lines.append(f"ld {dst}(r0), {base}(r0), {w * c}")
                 else:
@@ -275,7 +368,7 @@ class Part:
             for core, tag in dests:
                 lines.append(f"send {core}, {src}(r0), {self.ow * (hi - lo)}, {tag}")
             if self.output:
-                base = addr(self.module, self.op.outputs[0]) + oy * self.ow * self.n
+                base = addr(self.module, self.op.outputs[0], m) + oy * self.ow * self.n
                 if whole or self.ow == 1:
                     lines.append(f"st {base + lo}(r0), {self.out + lo}(r0), {self.ow * (hi - lo)}")
                 else:
@@ -338,6 +431,7 @@ class Part:
         tmp = code.take(4 * width)
         consts = {j: (code.table(bias[slice(*self.ranges[j])]),
                       code.table(table[slice(*self.ranges[j])])) for j in self.columns}
+        lut = self._lut()
         senders = {j: sorted({unit_core[block_name(op, group.replica, i, jj)]
                               for i, jj in blocks_of(op) if jj == j} - {core})
                    for j in self.columns}
@@ -367,6 +461,8 @@ class Part:
             b, t = consts[j]
             reduce += [f"vadd.i32 {acc}(r1), {acc}(r1), {b}(r0), {n}",
                        f"requant.{yt} {lo}(r3), {acc}(r1), {n}, {t}(r0)"]
+            if lut is not None:
+                reduce.append(f"vlut.{yt} {lo}(r3), {lo}(r3), {n}, {lut}(r0)")
 
         def body(m: int, oy: int) -> list[str]:
             return (self._band(m, oy) + self._pipelined(issue, reduce, bank)
@@ -395,6 +491,9 @@ class Part:
             step = [f"vredsum.{xt} {acc}(r0), {src}, {win.c}, {count}, {win.c}",
                     f"vaddi.i32 {acc}(r0), {acc}(r0), {a['offset']}, {win.c}",
                     f"requant.{yt} 0(r3), {acc}(r0), {win.c}, {table}(r0)"]
+        lut = self._lut()
+        if lut is not None:
+            step.append(f"vlut.{yt} 0(r3), 0(r3), {win.c}, {lut}(r0)")
         step = (win.gather(self.window) if self.window is not None else []) + step
 
         def body(m: int, oy: int) -> list[str]:
@@ -431,7 +530,7 @@ class Part:
 
     def _eltwise_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
         a, code, module = self.op.attrs, self.code, self.module
-        (x1, x2), ty = self.op.inputs, self.out_type
+        (x1, x2), ty = self.op.inputs[:2], self.out_type
         t1, t2 = _dtype(module, x1), _dtype(module, x2)
         total = self.ow * self.n
         chunk = min(total, CHUNK)
@@ -439,12 +538,14 @@ class Part:
         w1, w2 = code.take(4 * chunk), code.take(4 * chunk)
         table = code.table(np.tile(np.asarray([1, a["shift"], a["zy"], a["lo"], a["hi"]],
                                               dtype=np.int64), chunk))
+        lut = self._lut()
 
         def chunk_code(n: int) -> list[str]:
             return [f"vscale.{t1} {w1}(r0), 0(r1), {n}, {a['za']}, {a['ma']}",
                     f"vscale.{t2} {w2}(r0), 0(r2), {n}, {a['zb']}, {a['mb']}",
                     f"vadd.i32 {w1}(r0), {w1}(r0), {w2}(r0), {n}",
-                    f"requant.{ty} 0(r3), {w1}(r0), {n}, {table}(r0)"]
+                    f"requant.{ty} 0(r3), {w1}(r0), {n}, {table}(r0)"] + (
+                        [] if lut is None else [f"vlut.{ty} 0(r3), 0(r3), {n}, {lut}(r0)"])
 
         def body(m: int, oy: int) -> list[str]:
             lines = self._rows_in(0, m, oy, row_a, self.n, 0)
@@ -464,13 +565,20 @@ class Part:
         if a["M"]:
             table = code.table(np.tile(np.asarray([a["M"], a["shift"], a["zy"], a["lo"],
                                                    a["hi"]], dtype=np.int64), chunk))
+        lut = self._lut()
 
         def chunk_code(n: int) -> list[str]:
             if a["M"]:
-                return [f"vscale.{tx} {wide}(r0), 0(r1), {n}, {a['zx']}, 1",
-                        f"requant.{ty} 0(r2), {wide}(r0), {n}, {table}(r0)"]
-            return [f"vmaxi.{tx} 0(r2), 0(r1), {a['lo']}, {n}",
-                    f"vmini.{tx} 0(r2), 0(r2), {a['hi']}, {n}"]
+                lines = [f"vscale.{tx} {wide}(r0), 0(r1), {n}, {a['zx']}, 1",
+                         f"requant.{ty} 0(r2), {wide}(r0), {n}, {table}(r0)"]
+            elif lut is None or rescale_clamps(self.module, self.op):
+                lines = [f"vmaxi.{tx} 0(r2), 0(r1), {a['lo']}, {n}",
+                         f"vmini.{tx} 0(r2), 0(r2), {a['hi']}, {n}"]
+            else:  # only the lookup: it reads the operand's codes
+                return [f"vlut.{ty} 0(r2), 0(r1), {n}, {lut}(r0)"]
+            if lut is not None:
+                lines.append(f"vlut.{ty} 0(r2), 0(r2), {n}, {lut}(r0)")
+            return lines
 
         def body(m: int, oy: int) -> list[str]:
             lines = self._rows_in(0, m, oy, row_in, self.n, 0)
@@ -478,6 +586,39 @@ class Part:
             return lines + self._finish(m, oy)
 
         return body
+
+    def _scale_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        """x * factors[channel], requantized: a loop over the row's pixels (r1 input, r2
+        output), the channels of a pixel at once."""
+        a, code, c = self.op.attrs, self.code, self.n
+        tx, ty = _dtype(self.module, self.op.inputs[0]), self.out_type
+        row_in, wide = code.take(self.ow * c), code.take(4 * c)
+        factors = code.table(self.module.constants[self.op.inputs[1]])
+        table = code.table(np.tile(np.asarray([a["M"], a["shift"], a["zy"], a["lo"], a["hi"]],
+                                              dtype=np.int64), c))
+        lut = self._lut()
+
+        def body(m: int, oy: int) -> list[str]:
+            self.count += 1
+            tag = f"{self.label}_{self.count}"
+            lines = self._rows_in(0, m, oy, row_in, c, 0)
+            lines += [f"li r1, {row_in}", f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}",
+                      f"{tag}:",
+                      f"vscale.{tx} {wide}(r0), 0(r1), {c}, {a['zx']}, 1",
+                      f"vmul.i32 {wide}(r0), {wide}(r0), {factors}(r0), {c}",
+                      f"requant.{ty} 0(r2), {wide}(r0), {c}, {table}(r0)"]
+            if lut is not None:
+                lines.append(f"vlut.{ty} 0(r2), 0(r2), {c}, {lut}(r0)")
+            lines += [f"addi r1, r1, {c}", f"addi r2, r2, {c}", "addi r4, r4, 1",
+                      f"blt r4, r5, {tag}"]
+            return lines + self._finish(m, oy)
+
+        return body
+
+    def _lut(self) -> int | None:
+        """The address of the op's lookup table in this core's `.data`, if it has one."""
+        name = lut_table(self.module, self.op)
+        return None if name is None else self.code.byte_table(self.module.constants[name])
 
     def _concat_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
         channels = [image_dims(self.module.values[v])[2] for v in self.op.inputs]

@@ -13,12 +13,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op, TensorType
 from cimc.targets import Target
 
 # Kinds the backend runs on the chip (the host's: cimc/dialect/host.py).
-CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "concat", "view")
+CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "scale", "concat", "view")
+
+# Chip kinds that may end with a lookup table: a `lut` operand after their others (a
+# constant of 256 codes in byte order) that `vlut` applies to the result codes.
+LUT_KINDS = ("matvec", "pool", "eltwise", "rescale", "scale")
+LUT_OPERAND = {"matvec": 4, "pool": 1, "eltwise": 2, "rescale": 1, "scale": 2}
+
+
+def runtime_operands(module: Module, op: Op) -> list[str]:
+    """The operands of a chip op that other ops compute (weights, bias, requantization
+    and lookup tables are constants)."""
+    return [v for v in op.inputs if not module.is_constant(v)]
+
+
+def lut_table(module: Module, op: Op) -> str | None:
+    """The lookup table operand of a chip op, if it has one."""
+    k = LUT_OPERAND.get(op.kind)
+    return op.inputs[k] if k is not None and len(op.inputs) > k else None
+
+
+def rescale_clamps(module: Module, op: Op) -> bool:
+    """Whether a clamp-only `rescale` (M = 0) narrows the range of its operand's type."""
+    info = np.iinfo(module.values[op.inputs[0]].numpy_dtype)
+    return op.attrs["lo"] > info.min or op.attrs["hi"] < info.max
+
 
 # Elements per chunk of the element-wise loops (their requant tables hold one
 # entry per element of a chunk).
@@ -90,8 +116,8 @@ def check_columns(columns: int, target: Target, subject: str = "the model") -> N
         cores = -(-needed // target.crossbars_per_core)
         raise CimcError(f"{subject} needs at least {needed} crossbars on {cores} cores but "
                         f"target {target.name!r} has {target.total_crossbars} crossbars on "
-                        f"{target.cores} cores; choose a bigger target (weights are not "
-                        "time-multiplexed)")
+                        f"{target.cores} cores; choose a bigger target, or one whose "
+                        "crossbars can be reprogrammed (the model then runs in phases)")
 
 
 def rounded_width(width: int, cols: int) -> int:

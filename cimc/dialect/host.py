@@ -54,9 +54,12 @@ def host_float_ops(module: Module) -> set[str]:
 
 def chip_stores(module: Module, value: str) -> bool:
     """Whether the chip stores `value` in global memory for the host: a `dequantize`
-    reads it, directly or through a view (a program output)."""
+    reads it, directly or through a view (a program output); in the module of one
+    phase of a model run in phases (cimc/dialect/phased.py), also when a later phase
+    reads it (the phase's outputs)."""
     values = [value] + [c.outputs[0] for c in module.consumers(value) if c.kind == "view"]
-    return any(c.kind == "dequantize" for v in values for c in module.consumers(v))
+    return any(v in module.outputs for v in values) or any(
+        c.kind == "dequantize" for v in values for c in module.consumers(v))
 
 
 @dataclass(frozen=True)

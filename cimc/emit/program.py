@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cimc.codegen.generate import CoreCode, addr
+from cimc.codegen.generate import CoreCode, addr, plan_and_code
 from cimc.dialect.host import ports
 from cimc.ir.module import Module, TensorType
 from cimc.isa.asm_quote import comment_text, quoted
@@ -50,6 +50,11 @@ def program_text(module: Module, target: Target, cores: dict[int, CoreCode], ima
             shape = ", ".join(str(d) for d in decl.shape)
             lines.append(f"{directive} {quoted(decl.name)}, {decl.addr}, {decl.dtype}, "
                          f"[{shape}], {decl.scale!r}, {decl.zp}")
+    for segment in _global_data(module, target):
+        lines.append(f".global_data {segment.addr}")
+        words = np.frombuffer(segment.data, dtype="<i4").tolist()
+        for k in range(0, len(words), WORDS_PER_LINE):
+            lines.append(".word " + ", ".join(str(w) for w in words[k:k + WORDS_PER_LINE]))
     for number, code in cores.items():
         lines += ["", f".core {number}"]
         for address, words in sorted(code.data):
@@ -89,6 +94,13 @@ def _ports(module: Module) -> tuple[list[IODecl], list[IODecl]]:
                                 int(ty.quant.zero_point[0])))
         decls.append(found)
     return decls[0], decls[1]
+
+
+def _global_data(module: Module, target: Target) -> list[DataSegment]:
+    """What the program writes to global memory before it runs: the tables of a model run
+    in phases (cimc.codegen.generate.generate_phases), whole 32-bit words."""
+    return [DataSegment(address, data)
+            for address, data in plan_and_code(module, target).global_data]
 
 
 def _data(code: CoreCode) -> list[DataSegment]:
@@ -143,7 +155,8 @@ def _program(module: Module, target: Target, cores: dict[int, CoreCode],
     return Program(target_reference(target, path), path.with_suffix(".img").name,
                    inputs, outputs,
                    {n: CoreStream(n, instructions(code)) for n, code in cores.items()},
-                   {n: _data(code) for n, code in cores.items() if code.data})
+                   {n: _data(code) for n, code in cores.items() if code.data},
+                   _global_data(module, target))
 
 
 def encoded_bytes(module: Module, target: Target, cores: dict[int, CoreCode],

@@ -8,6 +8,7 @@ program (`--simulate`, `cimc run`) (docs/backend.md, "Report").
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from cimc.analysis.timing import Timing, model
 from cimc.analysis.traffic import (
     TrafficEdge,
     global_bytes,
+    link_loads,
     max_link_bytes,
     unit_cores,
     unit_edges,
@@ -25,6 +27,7 @@ from cimc.analysis.traffic import (
 from cimc.analysis.traffic import hop_bytes as traffic_hop_bytes
 from cimc.codegen.generate import CoreCode, Generated, mode_of, plan_and_code
 from cimc.dialect.chip import CHIP_KINDS, block_shape, blocks_of
+from cimc.dialect.phased import phase_modules
 from cimc.ir.module import Module
 from cimc.isa.encoding import encode_program
 from cimc.targets import Target
@@ -63,7 +66,8 @@ def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -
             for d in range(s):
                 crossbars.add((op.attrs["block_cores"][k], flat[2 * (k * s + d)]))
 
-    hop_bytes = traffic_hop_bytes(traffic(module, target), unit_cores(module), target)
+    edges, where = traffic(module, target), unit_cores(module)
+    hop_bytes = traffic_hop_bytes(edges, where, target)
     allocated = len(crossbars) * target.rows * target.cols
     return {
         "layers": layer_figures(module, target),
@@ -74,6 +78,9 @@ def static_figures(module: Module, target: Target, cores: dict[int, CoreCode]) -
         "cores_available": target.cores,
         "utilization": weight_cells / allocated if allocated else 0.0,
         "hop_bytes": hop_bytes,
+        # Bytes per inference over each directed mesh link on XY routes (the pictures').
+        "link_bytes": [{"from": list(a), "to": list(b), "bytes": size}
+                       for (a, b), size in link_loads(edges, where, target).items()],
         "local_memory_peak": max((c.peak + target.local_memory_bytes - c.top
                                   for c in cores.values()), default=0),
     }
@@ -249,3 +256,87 @@ def program_figures(module: Module, target: Target, cores: dict[int, CoreCode], 
     figures.update(schedule_bounds(module, target))
     figures.update(simulated_figures(module, program, sim))
     return figures
+
+
+def phased_figures(module: Module, target: Target, generated: Generated,
+                   cores: dict[int, CoreCode]) -> dict[str, Any]:
+    """The figures of a module run in phases, modelled: per phase its layers, crossbars,
+    the bytes `wprog` moves and the time it takes (the chip-wide weight channel, or a
+    core's own groups one after the other, whichever is longer), the bytes it loads and
+    stores per image, and the timing model's run of its code for the batch; totals per
+    run and per inference (docs/backend.md, "partition"). The bounds of a one-phase
+    report do not apply to a run of phases and are left out."""
+    batch = stream_of(module)
+    phases = []
+    layers: list[dict[str, Any]] = []
+    totals: dict[str, float] = defaultdict(float)
+    used_crossbars = 0
+    for number, (phase, plan) in enumerate(zip(phase_modules(module), generated.phases,
+                                               strict=True)):
+        timing = model(phase, target, plan)
+        static = static_figures(phase, target, {c: cores[c] for c in plan.order})
+        channel = cells = 0
+        per_core: dict[int, int] = defaultdict(int)
+        for op in phase.ops():
+            if op.kind != "matvec":
+                continue
+            blocks = blocks_of(op)
+            for k, core in enumerate(op.attrs["block_cores"]):
+                rows, cols = block_shape(module, op, *blocks[k % len(blocks)])
+                count = (rows.stop - rows.start) * (cols.stop - cols.start) * op.attrs["slices"]
+                # As the simulator's wprog (cimc/isa/simulator/reprogram.py).
+                transfer = max(1, math.ceil(-(-count * target.cell_bits // 8)
+                                            / target.weight_bytes_per_cycle))
+                write = math.ceil((rows.stop - rows.start) * target.latency.program_per_row)
+                channel += transfer
+                per_core[core] += transfer + write
+                cells += count
+        program = max([channel, *per_core.values()])
+        loaded = sum(module.values[op.outputs[0]].size for op in phase.ops()
+                     if op.kind == "global")
+        stored = sum(module.values[v].size for v in phase.outputs)
+        energy = timing.energy_nj(target)
+        program_nj = cells * target.energy.program_per_cell / 1000.0
+        for layer in static["layers"]:
+            layers.append({**layer, "phase": number})
+        used_crossbars = max(used_crossbars, static["crossbars_used"])
+        phases.append({
+            "phase": number,
+            "layers": [layer["name"] for layer in static["layers"]],
+            "crossbars": static["crossbars_used"],
+            "cores": static["cores_used"],
+            "programmed_bytes": -(-cells * target.cell_bits // 8),
+            "spilled_bytes_per_image": {"loaded": loaded, "stored": stored},
+            "program_cycles": program,
+            "compute_cycles": timing.cycles,
+            "cycles": program + timing.cycles,
+        })
+        totals["cycles"] += program + timing.cycles
+        totals["energy"] += energy["total"] + program_nj
+        totals["hop_bytes"] += static["hop_bytes"]
+        totals["programmed_bytes"] += phases[-1]["programmed_bytes"]
+    cycles = totals["cycles"]
+    latency_us = cycles / target.clock_mhz
+    return {
+        "layers": layers,
+        "target": target.name,
+        "phase_count": len(phases),
+        "batch": batch,
+        "phases": phases,
+        "crossbars_used": used_crossbars,
+        "crossbars_available": target.total_crossbars,
+        "cores_used": len(cores),
+        "cores_available": target.cores,
+        "hop_bytes": int(totals["hop_bytes"]),
+        "programmed_bytes": int(totals["programmed_bytes"]),
+        "local_memory_peak": max((c.peak + target.local_memory_bytes - c.top
+                                  for c in cores.values()), default=0),
+        "cycles": cycles,
+        "latency_us": latency_us,
+        "latency_ns": latency_us * 1e3,
+        "stream": batch,
+        "throughput": batch * 1e6 / latency_us if latency_us else 0.0,
+        "energy_nj": totals["energy"] / batch,
+        "mvm_count": sum(layer["mvms"] for layer in layers),
+        "host_work": host_work(module),
+    }

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 import onnx
 
+from cimc.diagnostics import CimcError
 from cimc.dialect.chip import block_columns, check_columns, kept_blocks
 from cimc.targets import Target
 
@@ -115,5 +116,20 @@ def weight_columns(graph: onnx.GraphProto, target: Target) -> int:
 
 
 def check_capacity(model: onnx.ModelProto, target: Target, path: str) -> None:
-    """CimcError naming `path` when the weights cannot fit the target's crossbars."""
-    check_columns(weight_columns(model.graph, target), target, f"{path}: the model")
+    """CimcError naming `path` when the weights cannot fit the target's crossbars: all of
+    them at once on a target whose crossbars cannot be reprogrammed, else (the model may
+    run in phases, passes/partition.py) one output channel of every layer (its column of
+    weights, all row blocks of it)."""
+    if not target.reprogrammable:
+        check_columns(weight_columns(model.graph, target), target, f"{path}: the model")
+        return
+    for node, k, _, _ in weight_matrices(model.graph):
+        row_blocks = -(-k // target.rows)
+        needed = -(-row_blocks * target.slices // target.cols)
+        if needed > target.total_crossbars:
+            raise CimcError(
+                f"{path}: node {node.name or node.output[0]!r}: one output channel's weights "
+                f"({row_blocks} blocks of {target.rows} rows) need {needed} crossbars of "
+                f"{target.rows}x{target.cols} but target {target.name!r} has "
+                f"{target.total_crossbars}; a layer runs over phases by output channels, "
+                "not by input rows, so choose a target with more or taller crossbars")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cimc.frontend.build import Converter, NodeImport
+from cimc.reference.activation import GELU_APPROXIMATIONS, SELU_ALPHA, SELU_GAMMA
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -172,6 +173,27 @@ def cast(ctx: NodeImport) -> None:
         raise ctx.error(f"casting {source.dtype} to {result.dtype} is not supported")
 
 
+def activation(kind: str, defaults: dict[str, float] | None = None) -> Converter:
+    """A unary activation on a float tensor; its float attributes made explicit."""
+
+    def convert(ctx: NodeImport) -> None:
+        dtype = ctx.type(0).dtype
+        if dtype != "f32":
+            raise ctx.error(f"{ctx.op_type} of a {dtype} tensor is not supported; it takes "
+                            "f32 (a quantized model dequantizes the operand first)")
+        attrs: dict[str, Any] = {key: float(ctx.attrs.get(key, value))
+                                 for key, value in (defaults or {}).items()}
+        if kind == "gelu":
+            approximate = ctx.attrs.get("approximate", "none")
+            if approximate not in GELU_APPROXIMATIONS:
+                raise ctx.error(f"approximate={approximate!r} is not one of "
+                                f"{', '.join(GELU_APPROXIMATIONS)}")
+            attrs["approximate"] = approximate
+        ctx.emit(kind, [ctx.operand(0)], attrs)
+
+    return convert
+
+
 def _simple(kind: str, arity: int | None = 1) -> Converter:
     def convert(ctx: NodeImport) -> None:
         count = len(ctx.node.input) if arity is None else arity
@@ -188,25 +210,35 @@ CONVERTERS: dict[str, Converter] = {
     "Clip": clip,
     "Concat": concat,
     "Conv": conv,
+    "Div": _simple("div", 2),
     "Dropout": _simple("identity"),
+    "Elu": activation("elu", {"alpha": 1.0}),
+    "Erf": activation("erf"),
     "Flatten": reshape,
     "Gemm": gemm,
+    "Gelu": activation("gelu"),
     "GlobalAveragePool": _simple("global_avg_pool"),
     "GlobalMaxPool": _simple("global_max_pool"),
+    "HardSigmoid": activation("hard_sigmoid", {"alpha": 0.2, "beta": 0.5}),
+    "HardSwish": activation("hard_swish"),
     "Identity": _simple("identity"),
+    "LeakyRelu": activation("leaky_relu", {"alpha": 0.01}),
     "LRN": lrn,
     "MatMul": _simple("matmul", 2),
     "MaxPool": max_pool,
     "Mul": _simple("mul", 2),
     "ReduceMean": reduce_mean,
     "Relu": _simple("relu"),
+    "Pow": _simple("pow", 2),
     "Reshape": reshape,
-    "Sigmoid": _simple("sigmoid"),
+    "Selu": activation("selu", {"alpha": SELU_ALPHA, "gamma": SELU_GAMMA}),
+    "Sigmoid": activation("sigmoid"),
     "Softmax": softmax,
+    "Softplus": activation("softplus"),
     "Squeeze": reshape,
     "Sub": _simple("sub", 2),
     "Sum": _simple("sum", None),
-    "Tanh": _simple("tanh"),
+    "Tanh": activation("tanh"),
     "Transpose": transpose,
     "Unsqueeze": reshape,
 }

@@ -13,7 +13,7 @@ from cimc.dialect.host import host_float_ops, ports
 from cimc.emit.report import program_figures
 from cimc.host.ports import to_storage
 from cimc.ir.module import Module
-from cimc.isa.simulator import run_program
+from cimc.isa.simulator import SimOptions, run_program
 from cimc.reference import run_module
 
 if TYPE_CHECKING:
@@ -57,16 +57,19 @@ def _quantized_inputs(module: Module, feeds: dict[str, np.ndarray]) -> dict[str,
 def simulate_program(module: Module, backend: Module, target: Target,
                      cores: dict[int, CoreCode], program: Program, image: Image,
                      feeds: dict[str, np.ndarray],
-                     report: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+                     report: dict[str, Any] | None = None,
+                     options: SimOptions | None = None) -> dict[str, np.ndarray]:
     """Outputs of `module` (after the frontend) on `feeds`, computed by `program` (the
     in-memory program, + `image`) compiled from it as `backend` with `cores` for `target`.
 
     When `report` is given it is filled with the compile figures and the
-    simulator's (cycles, energy... per inference; see docs/backend.md).
+    simulator's (cycles, energy... per inference; see docs/backend.md). `options` are
+    the simulator's (what-ifs: ADC bits, cell noise; default exact).
     """
     from cimc.reference import run_module
 
-    codes, simulated = run_program(program, image, target, _quantized_inputs(module, feeds))
+    codes, simulated = run_program(program, image, target, _quantized_inputs(module, feeds),
+                                   options)
     if report is not None:
         report.update(program_figures(backend, target, cores, program, simulated))
         report["batch"] = simulated["batch"]

@@ -305,5 +305,26 @@ class Module:
             del self.constants[name]
             del self.values[name]
 
+    def restricted(self, ops: list[Op], stand_ins: list[Op], name: str) -> Module:
+        """A module of `ops` (the same Op objects: attributes written through either
+        module show in both), sharing this module's values and constants. `stand_ins`
+        (ops of no operands, not part of this module) produce the values `ops` read
+        that none of them produces; its outputs are the values `ops` produce that other
+        ops of this module or its outputs read."""
+        sub = Module(name)
+        sub.values, sub.constants = self.values, self.constants
+        members = {op.name for op in ops}
+        for op in [*stand_ins, *ops]:
+            order = -1 if op.name not in members else self.graph.nodes[op.name]["order"]
+            sub.graph.add_node(op.name, op=op, order=order)
+            for value in op.outputs:
+                sub._producer[value] = op.name
+        for op in [*stand_ins, *ops]:
+            sub._connect(op)
+        sub.outputs = [v for op in ops for v in op.outputs
+                       if v in self.outputs
+                       or any(reader not in members for reader in self._readers.get(v, {}))]
+        return sub
+
     def __repr__(self) -> str:
         return f"<Module {self.name}: {self.graph.number_of_nodes()} ops>"

@@ -84,6 +84,12 @@ def broadcast(operands: list[TensorType], attrs: dict[str, Any], result: TensorT
         raise ShapeError(f"operand shapes {shapes} do not broadcast") from None
 
 
+def backend_eltwise(operands: list[TensorType], attrs: dict[str, Any],
+                    result: TensorType) -> list[Shape]:
+    """eltwise: its two operands broadcast (a third, a lookup table, is not data)."""
+    return broadcast(operands[:2], attrs, result)
+
+
 def same(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
     """Ops that keep their (first) operand's shape."""
     return [operands[0].shape]

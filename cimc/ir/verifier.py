@@ -51,7 +51,7 @@ _REQUANT = {"M": INT, "shift": INT, "zy": INT, "lo": INT, "hi": INT}
 _ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP}, shape=shapes.broadcast)
 # `phase` (partition) on every chip op of a model run in phases.
 _PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stream": INT,
-           "phase": INT}
+           "phase": INT, "image_stride": INT}
 _UNARY = OpSpec((1, 1), shape=shapes.same)
 
 # The op kinds of docs/ir.md.
@@ -65,10 +65,22 @@ OP_KINDS: dict[str, OpSpec] = {
     "add": _ELEMENTWISE,
     "sub": _ELEMENTWISE,
     "mul": _ELEMENTWISE,
+    "div": _ELEMENTWISE,
+    "pow": _ELEMENTWISE,
     "relu": _UNARY,
     "clip": OpSpec((1, 1), {"min": FLOAT, "max": FLOAT}, shape=shapes.same),
     "sigmoid": _UNARY,
     "tanh": _UNARY,
+    "hard_sigmoid": OpSpec((1, 1), {"alpha": FLOAT, "beta": FLOAT}, shape=shapes.same),
+    "hard_swish": _UNARY,
+    "leaky_relu": OpSpec((1, 1), {"alpha": FLOAT}, shape=shapes.same),
+    "elu": OpSpec((1, 1), {"alpha": FLOAT}, shape=shapes.same),
+    "selu": OpSpec((1, 1), {"alpha": FLOAT, "gamma": FLOAT}, shape=shapes.same),
+    "softplus": _UNARY,
+    "gelu": OpSpec((1, 1), {"approximate": STR}, shape=shapes.same),
+    "erf": _UNARY,
+    # A quantized activation: its result codes indexed by the input code (docs/ir.md).
+    "lut": OpSpec((2, 2), shape=shapes.same),
     "softmax": OpSpec((1, 1), {"axis": INT}, shape=shapes.axis_in_rank),
     "lrn": OpSpec((1, 1), {"size": INT, "alpha": FLOAT, "beta": FLOAT, "bias": FLOAT},
                   shape=shapes.same),
@@ -92,21 +104,25 @@ OP_KINDS: dict[str, OpSpec] = {
     "sum": OpSpec((1, None), shape=shapes.broadcast),
     # The backend's kinds (passes/lower/), with what tile, replicate, place and
     # schedule add to them (docs/backend.md).
-    "matvec": OpSpec((4, 4), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
+    # matvec, pool, eltwise and rescale may end with a lookup table (cimc.dialect.chip.LUT_KINDS).
+    "matvec": OpSpec((4, 5), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
                               "dilations": PAIR, "group": INT},
                      {"block_rows": INT, "block_cols": INT, "blocks": INTS, "slices": INT,
                       "input_steps": INT, "replicas": INT, "block_cores": INTS,
                       "block_groups": INTS, "block_slices": INTS, "reducers": INTS,
                       "tags": INTS, "messages": INTS, "addr": INT, "local_bytes": INTS,
-                      "pipeline": STR, "stream": INT, "phase": INT, "column_phases": INTS},
+                      "pipeline": STR, "stream": INT, "phase": INT, "image_stride": INT},
                      shape=shapes.matvec),
-    "pool": OpSpec((1, 1), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
+    "pool": OpSpec((1, 2), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
                             "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED,
                    shape=shapes.backend_pool),
-    "eltwise": OpSpec((2, 2), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
-                      _PLACED, shape=shapes.broadcast),
-    "rescale": OpSpec((1, 1), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
-    "view": OpSpec((1, 1), optional={"addr": INT, "phase": INT}, shape=shapes.same_size),
+    "eltwise": OpSpec((2, 3), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
+                      _PLACED, shape=shapes.backend_eltwise),
+    "rescale": OpSpec((1, 2), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
+    # x * factors[channel], requantized: a mul by a per-channel constant.
+    "scale": OpSpec((2, 3), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
+    "view": OpSpec((1, 1), optional={"addr": INT, "phase": INT, "image_stride": INT},
+                   shape=shapes.same_size),
 }
 # Placed and scheduled ops: core, global address of the result, local memory used.
 OP_KINDS["concat"] = OpSpec((1, None), {"axis": INT}, _PLACED, shape=shapes.concat)

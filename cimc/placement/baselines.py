@@ -85,7 +85,8 @@ def fill(problem: Problem, order: list[int], units: list[int] | None = None) -> 
                     f"target {problem.target.name!r} has "
                     f"{problem.target.cores * problem.target.crossbars_per_core} crossbars on "
                     f"{problem.target.cores} cores; choose a bigger target "
-                    "(weights are not time-multiplexed)")
+                    "(or one whose crossbars can be reprogrammed: the model then runs in "
+                    "phases)")
         core_of[u] = order[position]
         cols += int(problem.demand[u])
         tables += int(problem.tables[u])
@@ -133,7 +134,9 @@ def payload_order(problem: Problem) -> list[int]:
 def fit_load_cap(problem: Problem) -> None:
     """Double `load_cap` until the layer-order fill fits the cores (a model that fills
     the chip cannot keep every shared core under the cap); 0 if even
-    the uncapped fill needs the spread."""
+    the uncapped fill needs the spread. If it still does not fit, a group's blocks may
+    share crossbars on a core (`group_xbars` unbounded): they take turns at every
+    window, but a chip of few crossbars a core (one, on `edge`) has no other way."""
     while problem.load_cap:
         try:
             fill(problem, list(range(problem.target.cores)))
@@ -141,6 +144,10 @@ def fit_load_cap(problem: Problem) -> None:
         except CimcError:
             cap = problem.load_cap * 2
             problem.load_cap = 0 if cap >= int(problem.group_load.sum()) else cap
+    try:
+        fill(problem, list(range(problem.target.cores)))
+    except CimcError:
+        problem.group_xbars = max(problem.group_xbars, int(problem.xbars.sum()))
 
 
 class Annealer:

@@ -306,7 +306,8 @@ def check_fits(problem: Problem, found: list[Unit]) -> None:
         cores = -(-needed // target.crossbars_per_core)
         raise CimcError(f"the model needs {needed} crossbars on {cores} cores but target "
                         f"{target.name!r} has {available} crossbars on {target.cores} cores; "
-                        "choose a bigger target (weights are not time-multiplexed)")
+                        "choose a bigger target, or one whose crossbars can be "
+                        "reprogrammed (the model then runs in phases)")
     for u, d in zip(found, problem.demand, strict=True):
         if d > problem.capacity:
             raise CimcError(f"op {u.op!r}: a block of {u.weight_cols} weight columns does "

@@ -1,5 +1,5 @@
-"""Element-wise ops and activations: float in float64, quantized add/sub/mul
-and relu/clip exactly in integers."""
+"""Element-wise ops: float in float64, quantized add/sub/mul and relu/clip exactly in
+integers (the other activations: cimc/reference/activation.py)."""
 
 from __future__ import annotations
 
@@ -65,6 +65,47 @@ def mul(call: Call) -> np.ndarray:
     return finish(call, rescale(acc, sa * sb / sy))
 
 
+def div(call: Call) -> np.ndarray:
+    """a / b (plain integers: truncated toward zero, as ONNX); quantized: the real
+    quotient in float64, rounded half to even in the result's scale (a zero divisor gives
+    the signed infinity, saturated; 0 / 0 gives 0)."""
+    a, b = call.args
+    if not call.quantized:
+        if call.result.dtype != "f32":  # plain integers: ONNX truncates toward zero
+            a64, b64 = a.astype(np.int64), b.astype(np.int64)
+            if not b64.all():
+                raise call.error("integer division by zero")
+            quotient = np.abs(a64) // np.abs(b64) * np.sign(a64) * np.sign(b64)
+            return quotient.astype(call.result.numpy_dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return _float_result(call, a.astype(np.float64) / b.astype(np.float64))
+    sa, sb, sy = _per_tensor_scales(call)
+    numerator = centered(a, call.types[0]).astype(np.float64) * np.float64(sa)
+    denominator = centered(b, call.types[1]).astype(np.float64) * np.float64(sb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quotient = np.rint(numerator / denominator / np.float64(sy))
+    quotient = np.clip(np.nan_to_num(quotient, nan=0.0), -2.0**40, 2.0**40)
+    return finish(call, quotient.astype(np.int64))
+
+
+def pow_(call: Call) -> np.ndarray:
+    """a ** b in the base's type (ONNX Pow); not quantized (a quantized model's Pow of
+    one tensor becomes a `lut`)."""
+    a, b = call.args
+    if call.quantized:
+        raise call.error("pow of quantized tensors is not supported; keep it float")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if call.result.dtype == "f32":
+            return _float_result(call, np.power(a.astype(np.float64), b.astype(np.float64)))
+        if np.issubdtype(b.dtype, np.integer):  # exact integer powers
+            if (b < 0).any():
+                raise call.error("integer pow with a negative exponent")
+            return np.power(a.astype(np.int64), b.astype(np.int64)).astype(
+                call.result.numpy_dtype)
+        return np.power(a.astype(np.float64), b.astype(np.float64)).astype(
+            call.result.numpy_dtype)
+
+
 def _code_bound(bound: float, scale: np.ndarray) -> np.ndarray:
     """round(bound / scale) as int64; a bound beyond every code (a clip at +-FLT_MAX) is
     held within int64 instead of overflowing the cast (codes saturate to the type after)."""
@@ -111,14 +152,6 @@ def _float_only(call: Call) -> np.ndarray:
     return call.args[0].astype(np.float64)
 
 
-def sigmoid(call: Call) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-_float_only(call)))).astype(np.float32)
-
-
-def tanh(call: Call) -> np.ndarray:
-    return np.tanh(_float_only(call)).astype(np.float32)
-
-
 def softmax(call: Call) -> np.ndarray:
     x = _float_only(call)
     axis = int(call.attr("axis", -1))
@@ -149,10 +182,10 @@ KERNELS = {
     "add": add,
     "sub": sub,
     "mul": mul,
+    "div": div,
+    "pow": pow_,
     "relu": relu,
     "clip": clip,
-    "sigmoid": sigmoid,
-    "tanh": tanh,
     "softmax": softmax,
     "lrn": lrn,
     "batch_norm": batch_norm,

@@ -1,11 +1,14 @@
 """The MNIST demo behind `make demo`: compile, emit the data header, simulate, compare.
 
 It also prints the compile report as tables (`cimc report`: figures and the per-layer
-table) and draws it (`cimc plot`: out/mnist/plots/mesh.png and layers.png).
+table), draws it (`cimc plot`: out/mnist/plots/mesh.png, links.png and layers.png;
+`cimc sim --plots`: the simulated run as a Gantt chart, pipeline.png), and sweeps
+the ADC bits with and without cell noise over the same digits (`cimc sweep --serial`:
+out/mnist/sweep.csv and plots/accuracy.png).
 
-Uses only what is bundled here (no torch): the QDQ model and 200 held-out
-digits written by train.py. Prints how the simulated logits compare with the
-exact oracle on the same quantized model (onnxruntime with graph
+Uses only what is bundled here (no torch): the QDQ model and the first 200 of
+the 1,000 held-out digits written by train.py. Prints how the simulated logits
+compare with the exact oracle on the same quantized model (onnxruntime with graph
 optimizations disabled, cimc.reference.oracle), the accuracies, and the figures of the
 compile and simulation reports. onnxruntime's default optimized session is
 shown too, labelled: its int8 kernels are not exact on CPUs without VNNI.
@@ -56,9 +59,14 @@ def main() -> int:
          "--labels", str(out / "labels.npy"), "--count", "10",
          "--report", str(out / "compile.json"))
     cimc("sim", str(out / "prog.s"), "--inputs", str(out / "digits.npy"),
-         "--outputs", str(out / "logits.npy"), "--report", str(out / "sim.json"))
+         "--outputs", str(out / "logits.npy"), "--report", str(out / "sim.json"),
+         "--plots", str(out / "plots"))
     cimc("report", str(out / "compile.json"))
     cimc("plot", str(out / "compile.json"), str(out / "plots"))
+    # In this process (--serial): a local Ray instance takes seconds to start.
+    cimc("sweep", str(model), "--inputs", str(out / "digits.npy"), "--labels",
+         str(out / "labels.npy"), "--target", args.target, "--adc-bits", "5..9", "--noise",
+         "0,0.05", "--serial", "-o", str(out / "sweep.csv"), "--plots", str(out / "plots"))
 
     simulated = np.load(out / "logits.npy").reshape(len(images), -1)
     from cimc.reference.oracle import ExactOracle
@@ -89,7 +97,8 @@ def main() -> int:
           f"simulated: {sim_report['cycles']} cycles)")
     print(f"simulated batch             {sim_report['batch']} digits, "
           f"{sim_report['instructions']} instructions per inference")
-    print(f"\nwrote {out / 'prog.s'}, {out / 'mnist_data.h'}, {out / 'plots'}; demo took "
+    print(f"\nwrote {out / 'prog.s'}, {out / 'mnist_data.h'}, {out / 'sweep.csv'}, "
+          f"{out / 'plots'}; demo took "
           f"{time.perf_counter() - started:.1f} s")
     return 0
 

@@ -95,6 +95,11 @@ class Machine:
                                                     np.frombuffer(segment.data, np.uint8))
                 except MemoryFault as exc:
                     raise CimcError(f"core {number}: .data at {segment.addr}: {exc}") from None
+        for segment in program.global_data:
+            try:
+                self.global_memory.write(segment.addr, np.frombuffer(segment.data, np.uint8))
+            except MemoryFault as exc:
+                raise CimcError(f".global_data at {segment.addr}: {exc}") from None
 
     # -- scheduling -------------------------------------------------------------------------
 

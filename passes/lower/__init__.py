@@ -18,6 +18,15 @@ needs computed here once:
 * `eltwise(a, b)` {ma, mb, za, zb, M = 1, shift, zy, lo, hi} for add and sub.
 * `rescale(x)` {zx, M, shift, zy, lo, hi} for requantize, relu and clip
   (`M = 0` when only the clamp applies).
+* a `lut` (a quantized activation) becomes a last operand of the op computing its
+  operand (matvec, pool, eltwise or rescale: its 256 codes in byte order, applied by `vlut`
+  to the result codes), or a `rescale(x, lut)` {M = 0} of its own.
+* a quantized `mul`, `add`, `sub` or `div` whose result is an element-wise function of
+  one tensor x (HardSwish as `x * HardSigmoid(x)`, SiLU, `x / 6`) becomes a `lut` of x
+  first, its table the reference kernels on the 256 codes of x (passes/lower/tables.py).
+* `scale(x, factors)` {zx, M, shift, zy, lo, hi} for a `mul` by a constant that varies
+  along the channels: `(x - zx) * factors[c]` (the constant's codes less its zero point,
+  i32), requantized with `m = sx * sc / sy`.
 * `concat(xs...)` along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
@@ -36,10 +45,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cimc.diagnostics import CimcError
-from cimc.dialect.chip import CHIP_KINDS, image_dims
+from cimc.dialect.chip import CHIP_KINDS, LUT_KINDS, image_dims, lut_table
 from cimc.dialect.host import HOST_KINDS, host_float_ops
 from cimc.ir.module import Module, Op, TensorType
 from cimc.pass_base import Pass
+from cimc.passes.lower.batch import unbatch
 from cimc.passes.lower.host import (
     after_quantize,
     check_host_boundary,
@@ -47,6 +57,7 @@ from cimc.passes.lower.host import (
     pass_through_inputs,
     quantize_inputs_once,
 )
+from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
 from cimc.reference.requant import MAX_SHIFT, apply, fixed_point
@@ -109,8 +120,10 @@ class Lower(Pass):
         return None
 
     def apply(self, module: Module) -> None:
+        unbatch(module)
         quantize_inputs_once(module)
         pass_through_inputs(module)
+        tabulate_functions_of_one_tensor(module)
         host_float = host_float_ops(module)
         # `concat` is both an IR op and a chip kind: lowering it again is a no-op
         todo = [op for op in module.ops() if op.kind not in HOST_KINDS
@@ -128,6 +141,13 @@ class Lower(Pass):
                     "the chip runs only quantized ops and the host only the float tail after "
                     "the last dequantize, so quantize this op (QDQ around it, as for its "
                     "neighbours) or end the model before it")
+            if op.kind == "div" or (op.kind == "mul" and _channel_factor(module, op) is None):
+                raise CimcError(f"op {op.name!r} ({op.kind}): the chip computes a {op.kind} "
+                                "only as a function of one tensor (x * sigmoid(x), x / 6), "
+                                "which it looks up in a table"
+                                + (", or by a per-channel constant" if op.kind == "mul" else "")
+                                + "; this one combines two tensors, which it cannot yet; "
+                                "end the model before it")
             if op.kind not in RULES:
                 raise CimcError(f"op {op.name!r} ({op.kind}): the chip has no {op.kind}; it "
                                 f"runs integer {', '.join(sorted(RULES))}: express this op "
@@ -435,6 +455,79 @@ def lower_reshape(module: Module, op: Op) -> None:
     _replace(module, op, "view", [x], {})
 
 
+def lower_lut(module: Module, op: Op) -> None:
+    """A quantized activation: its table in the byte order `vlut` indexes (the unsigned
+    byte of a code), applied by the op that computes the operand when it can end with a
+    table (a matvec, pool, eltwise or rescale whose result only this op reads, of the same element
+    type), else by a `rescale` of its own that only looks the codes up."""
+    x, table = op.inputs
+    x_type, y_type = module.values[x], module.values[op.outputs[0]]
+    _per_tensor(x_type, "input", op)
+    _per_tensor(y_type, "result", op)
+    codes = module.constants[table]
+    if codes.shape != (256,):
+        raise CimcError(f"op {op.name!r} (lut): the table has {codes.size} codes, not 256")
+    # Code c is looked up at its byte c mod 256; codes[k] belongs to lowest code + k.
+    lowest = int(np.iinfo(x_type.numpy_dtype).min)
+    by_byte = codes[(np.arange(256) - lowest) % 256 if lowest else np.arange(256)]
+    by_byte = by_byte.astype(y_type.numpy_dtype)
+    name = module.add_constant(module.fresh_name(f"{op.name}.lut"), by_byte)
+    producer = module.producer(x)
+    if (producer is not None and producer.kind in LUT_KINDS
+            and lut_table(module, producer) is None and x not in module.outputs
+            and [c.name for c in module.consumers(x)] == [op.name]
+            and x_type.dtype == y_type.dtype):
+        # The producer's requantized codes go through the table before they leave it.
+        module.set_inputs(producer, [*producer.inputs, name])
+        module.values[x] = y_type.with_shape(x_type.shape)
+        module.replace_uses(op.outputs[0], x)
+        module.remove_op(op)
+        return
+    info = np.iinfo(x_type.numpy_dtype)
+    attrs = {"zx": int(x_type.quant.zero_point[0]),  # type: ignore[union-attr]
+             "M": 0, "shift": 0, "zy": int(y_type.quant.zero_point[0]),  # type: ignore[union-attr]
+             "lo": int(info.min), "hi": int(info.max)}
+    _replace(module, op, "rescale", [x, name], attrs)
+
+
+def _channel_factor(module: Module, op: Op) -> tuple[str, str] | None:
+    """(x, constant) of a quantized `mul` of a runtime tensor x [1,C,...] by a constant
+    that varies at most along the channels (a per-tensor quantized [C], [1,C,1,1], ...)."""
+    runtime = [v for v in op.inputs if not module.is_constant(v)]
+    constants = [v for v in op.inputs if module.is_constant(v)]
+    if len(runtime) != 1 or len(constants) != 1:
+        return None
+    x, c = runtime[0], constants[0]
+    x_shape, c_shape = module.values[x].shape, module.values[c].shape
+    if len(x_shape) < 2 or len(c_shape) > len(x_shape):
+        return None
+    full = (1,) * (len(x_shape) - len(c_shape)) + tuple(c_shape)
+    if any(d != 1 for k, d in enumerate(full) if k != 1) or full[1] not in (1, x_shape[1]):
+        return None
+    return x, c
+
+
+def lower_mul(module: Module, op: Op) -> None:
+    """x * c[channel] (what tabulation left: a per-channel constant) -> `scale`: the
+    codes' offsets times the constant's, requantized with m = sx * sc / sy."""
+    found = _channel_factor(module, op)
+    assert found is not None  # apply refused the others
+    x, c = found
+    x_type, c_type, y_type = (module.values[v] for v in (x, c, op.outputs[0]))
+    sx, zx = _per_tensor(x_type, "operand", op)
+    sc, zc = _per_tensor(c_type, "constant", op)
+    sy, zy = _per_tensor(y_type, "result", op)
+    channels = x_type.shape[1]
+    factors = np.broadcast_to(module.constants[c].astype(np.int64).reshape(-1) - zc,
+                              (channels,)).astype(np.int32)
+    name = module.add_constant(module.fresh_name(f"{op.name}.factors"), factors)
+    mant, shift = _fixed(op, np.float64(sx) * np.float64(sc) / np.float64(sy),
+                         f"operand scale {sx:g} x constant scale {sc:g} / result scale {sy:g}")
+    lo, hi = _bounds(op, y_type)
+    attrs = {"zx": zx, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi}
+    _replace(module, op, "scale", [x, name], attrs)
+
+
 RULES = {
     "conv": lower_matvec,
     "gemm": lower_matvec,
@@ -449,4 +542,6 @@ RULES = {
     "sub": lower_eltwise,
     "concat": lower_concat,
     "reshape": lower_reshape,
+    "lut": lower_lut,
+    "mul": lower_mul,
 }
