@@ -56,7 +56,7 @@ def phase_modules(module: Module) -> list[Module]:
                 if value in made or value in stand_ins or module.is_constant(value):
                     continue
                 source = home(module, value)
-                attrs = {} if source is None else {
+                attrs: dict[str, object] = {} if source is None else {
                     key: source.attrs[key] for key in ("addr", "image_stride")
                     if key in source.attrs}
                 stand_ins[value] = Op(f"{value}.{GLOBAL}", GLOBAL, [], [value], attrs)

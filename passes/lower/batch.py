@@ -67,7 +67,7 @@ def _mixes_samples(module: Module, op: Op, n: int) -> str | None:
     for value in [*op.inputs, *op.outputs]:
         quant = module.values[value].quant
         if (value not in module.constants and quant is not None and quant.per_channel
-                and axis(quant.axis) == 0):
+                and axis(quant.axis or 0) == 0):
             return "is quantized per sample (per-channel along axis 0)"
     if len(out) < 2 or out[0] != n:
         return f"turns the {n} samples into shape {list(out)}"
