@@ -72,6 +72,11 @@ def show_progress(enabled: bool) -> None:
     _Progress.enabled = enabled
 
 
+def showing_progress() -> bool:
+    """Whether the status line is on (to skip working out what it would show)."""
+    return _Progress.enabled
+
+
 def progress(stage: str) -> None:
     """Replace the status line with `stage` (nothing unless turned on)."""
     if _Progress.enabled:

@@ -47,3 +47,15 @@ def test_no_status_line_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "cimc", str(MODEL), "-o", str(tmp_path / "p.s")],
                           capture_output=True, check=True)
     assert done.stderr == b""
+
+
+def test_the_placer_shows_its_best_hop_bytes_and_the_bound(tmp_path: Path) -> None:
+    import models
+
+    model = models.quantized_model("separable")  # one phase on tiny
+    shown = stderr_on_a_terminal([str(model), "-o", str(tmp_path / "p.s"), "--target", "tiny"])
+    lines = [part.split(b"cimc: ", 1)[1] for part in shown.split(b"\r\x1b[K") if part]
+    placed = [line for line in lines if line.startswith(b"place: hop-bytes ")]
+    assert placed and all(b"(lower bound " in line for line in placed)
+    costs = [int(line.split()[2].replace(b",", b"")) for line in placed]
+    assert costs == sorted(costs, reverse=True)  # the best so far never grows

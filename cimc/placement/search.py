@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cimc.diagnostics import progress, showing_progress
 from cimc.placement.baselines import (
     Annealer,
     anneal,
@@ -102,6 +103,12 @@ def _search(problem: Problem, effort: float, seed: int, deadline: float | None,
     # the mesh at once); on one-core tiles they did worse on the bench.
     exchanges = EXCHANGES if problem.target.cores_per_tile > 1 else 0.0
     fitted = min(starts, key=problem.cost)
+
+    def report(placement: np.ndarray) -> None:  # the status line on a terminal
+        if showing_progress():
+            progress(f"place: hop-bytes {problem.cost(placement):,} (lower bound {floor:,})")
+
+    report(fitted)
     if problem.cost(fitted) <= floor:
         return fitted
     runs = []
@@ -111,6 +118,7 @@ def _search(problem: Problem, effort: float, seed: int, deadline: float | None,
         log.timed_out |= cut
         runs.append(run)
     best = min(runs, key=problem.cost)
+    report(best)
     cycles = min(CYCLES, budget.windows)
     if not cycles:  # annealing alone: the other half of the moves from the better run
         best, cut = anneal(problem, best, budget.moves - budget.moves // 2,
@@ -125,6 +133,7 @@ def _search(problem: Problem, effort: float, seed: int, deadline: float | None,
             break
         windows += budget.windows // cycles + (budget.windows % cycles if cycle == 0 else 0)
         best, windows = lns(problem, best, windows, rng, log, deadline)
+        report(best)
         if log.timed_out or cycle == cycles - 1:
             break
         best, cut = anneal(problem, best, perturb, rng.randrange(1 << 30), deadline, REHEAT,
