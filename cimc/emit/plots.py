@@ -91,17 +91,22 @@ def _mesh(plt: Any, report: dict[str, Any], target: Target) -> Any:
     for k, name in enumerate(names):
         if any(o[1] == name for o in owner.values()):
             axes.plot([], [], "s", color=colours(k % 20), label=name)
-    axes.set_xlim(-0.6, target.mesh_x - 0.4)
-    axes.set_ylim(target.mesh_y - 0.4, -0.6)
-    axes.set_aspect("equal")
-    axes.set_xticks(range(target.mesh_x))
-    axes.set_yticks(range(target.mesh_y))
+    _mesh_axes(axes, target)
     axes.set_title(f"{report['target']}: cores by layer ({report['cores_used']} of "
                    f"{target.cores} used)")
     if owner:
         axes.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     figure.tight_layout()
     return figure
+
+
+def _mesh_axes(axes: Any, target: Target) -> None:
+    """Axes over the tiles of the mesh: one unit a tile, row 0 at the top."""
+    axes.set_xlim(-0.6, target.mesh_x - 0.4)
+    axes.set_ylim(target.mesh_y - 0.4, -0.6)
+    axes.set_aspect("equal")
+    axes.set_xticks(range(target.mesh_x))
+    axes.set_yticks(range(target.mesh_y))
 
 
 def _links(plt: Any, report: dict[str, Any], target: Target) -> Any:
@@ -130,11 +135,7 @@ def _links(plt: Any, report: dict[str, Any], target: Target) -> Any:
     else:
         axes.text((target.mesh_x - 1) / 2, (target.mesh_y - 1) / 2,
                   "no message crosses a mesh link", ha="center", va="center")
-    axes.set_xlim(-0.6, target.mesh_x - 0.4)
-    axes.set_ylim(target.mesh_y - 0.4, -0.6)
-    axes.set_aspect("equal")
-    axes.set_xticks(range(target.mesh_x))
-    axes.set_yticks(range(target.mesh_y))
+    _mesh_axes(axes, target)
     axes.set_title(f"{report['target']}: link load (largest {largest} bytes, "
                    f"{report['hop_bytes']} hop-bytes)")
     figure.tight_layout()
