@@ -365,12 +365,14 @@ def test_cimc_run_engine_sim_equals_engine_reference(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["squeezenet", pytest.param("resnet50", marks=HEAVY),
-                                  pytest.param("vgg19", marks=HEAVY)])
+                                  pytest.param("vgg19", marks=HEAVY),
+                                  pytest.param("densenet121", marks=HEAVY)])
 def test_onnx_zoo_graphs_compile_and_equal_reference(name: str, tmp_path: Path) -> None:
     """Structure-only graphs the onnx package ships (opset 9, random weights, quantized
     by cimc on random inputs): SqueezeNet's Softmax and the Reshape after it run on the
     host; ResNet-50's residual Sums are quantized as Adds; VGG-19 (143 M weights) runs in
-    phases (about 80 s, 2.8 GB). Bit-exact at the program's outputs and after the host's
+    phases (about 80 s, 2.8 GB); DenseNet-121's batch norms after concats are depthwise
+    convs. Bit-exact at the program's outputs and after the host's
     tail."""
     import onnx
 
@@ -409,3 +411,43 @@ def test_a_float_sum_of_three_is_quantized_as_adds(tmp_path: Path) -> None:
     compiled, _ = check_bit_exact(model, "isaac", tmp_path, x)
     kinds = [op.kind for op in compiled.integer.ops()]
     assert kinds.count("add") == 2 and "sum" not in kinds
+
+
+def test_a_batch_norm_after_a_concat_is_quantized_as_a_depthwise_conv(tmp_path: Path) -> None:
+    """DenseNet's and Inception-v2's BatchNormalization after a Concat (no conv to fold
+    into; onnxruntime's quantizer leaves it float between integer layers), followed by a
+    per-channel Mul and Add (Caffe's Scale): cimc's quantization turns the batch norm
+    into the depthwise 1x1 conv it equals, the Mul and Add fold into it, and the model
+    runs on the chip bit-exactly."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array((rng.standard_normal((4, 2, 3, 3)) * 0.3)
+                                     .astype(np.float32), f"w{k}") for k in range(3)]
+    for name, values in (("scale", rng.uniform(0.5, 1.5, 8)), ("bias", rng.normal(0, 0.1, 8)),
+                         ("mean", rng.normal(0, 0.1, 8)), ("var", rng.uniform(0.5, 1.5, 8))):
+        inits.append(numpy_helper.from_array(values.astype(np.float32), name))
+    inits += [numpy_helper.from_array(rng.uniform(0.5, 1.5, (8, 1, 1)).astype(np.float32), "m"),
+              numpy_helper.from_array(rng.normal(0, 0.1, (8, 1, 1)).astype(np.float32), "a")]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["c0", "c1"], ["cat"], axis=1),
+             helper.make_node("BatchNormalization", ["cat", "scale", "bias", "mean", "var"],
+                              ["bn"]),
+             helper.make_node("Mul", ["bn", "m"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "a"], ["shifted"]),
+             helper.make_node("Relu", ["shifted"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1], group=2)]
+    inits[2] = numpy_helper.from_array((rng.standard_normal((4, 4, 3, 3)) * 0.3)
+                                       .astype(np.float32), "w2")
+    graph = helper.make_graph(nodes, "bn_after_concat",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+                              inits)
+    model = tmp_path / "bn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    x = rng.standard_normal((2, 2, 6, 6)).astype(np.float32)
+    compiled, _ = check_bit_exact(model, "isaac", tmp_path, x)
+    kinds = [op.kind for op in compiled.integer.ops()]
+    assert kinds.count("conv") == 4 and "batch_norm" not in kinds and "mul" not in kinds

@@ -1,7 +1,9 @@
 """Post-training quantization of a float ONNX model with onnxruntime.
 
-The model is pre-processed (constant and batch-norm folding) and quantized
-by `onnxruntime.quantization.quantize_static` in QDQ format: int8 weights per
+The model is pre-processed (constant and batch-norm folding; a Sum as Adds, a batch
+norm with no conv to fold into as a depthwise 1x1 conv, and the folding again, so
+that no float op is left between integer layers) and quantized by
+`onnxruntime.quantization.quantize_static` in QDQ format: int8 weights per
 output channel, int8 or uint8 activations per tensor, ranges from min/max
 calibration. The result is an ONNX file that import-onnx reads like any other
 QDQ model. Given the same model and data, the output is the same.
@@ -144,6 +146,69 @@ def _sums_to_adds(model: onnx.ModelProto) -> None:
     model.graph.node.extend(nodes)
 
 
+def _lone_batch_norms(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """BatchNormalization nodes with constant parameters that do not follow a Conv read by
+    nothing else (which the quantizer's pre-processing folds them into): after a concat
+    or a pool, as in DenseNet and Inception-v2, the quantizer would leave them float
+    between integer layers."""
+    constants = {init.name for init in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "BatchNormalization" or len(node.output) != 1 \
+                or not all(name in constants for name in node.input[1:5]):
+            continue
+        source = producer.get(node.input[0])
+        if source is not None and source.op_type == "Conv" and readers[node.input[0]] == 1:
+            continue
+        found.append(node)
+    return found
+
+
+def _batch_norms_to_convs(path: Path) -> bool:
+    """Each lone batch norm of an image ([N,C,H,W]) in the prepared model at `path` (its
+    constants folded) as the depthwise 1x1 Conv it equals, weight scale / sqrt(var +
+    epsilon) and bias B - mean x that weight per channel, which the quantizer quantizes
+    like any conv (float64 arithmetic, stored float32); the file is rewritten. Whether
+    one was."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    lone = _lone_batch_norms(model)
+    if not lone:
+        return False
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in [*onnx.shape_inference.infer_shapes(model).graph.value_info,
+                       *model.graph.input]}
+    values = {init.name: init for init in model.graph.initializer}
+    changed = False
+    for node in lone:
+        if ranks.get(node.input[0]) != 4:
+            continue  # left to the quantizer as it is
+        changed = True
+        scale, bias, mean, var = (numpy_helper.to_array(values[name]).astype(np.float64)
+                                  for name in node.input[1:5])
+        epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        weight = scale / np.sqrt(var + epsilon)
+        names = [f"{node.output[0]}_bn_weight", f"{node.output[0]}_bn_bias"]
+        model.graph.initializer.extend([
+            numpy_helper.from_array(weight.astype(np.float32).reshape(-1, 1, 1, 1), names[0]),
+            numpy_helper.from_array((bias - mean * weight).astype(np.float32), names[1])])
+        conv = onnx.helper.make_node("Conv", [node.input[0], *names], list(node.output),
+                                     name=node.name or node.output[0], group=len(weight),
+                                     kernel_shape=[1, 1])
+        del node.attribute[:]
+        node.CopyFrom(conv)
+    if changed:
+        onnx.save(model, path)
+    return changed
+
+
 def _scalar_gemm_biases(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, int]]:
     """Gemm nodes whose constant bias C is one number or one row [1,N] broadcast over the
     N columns, with N (onnxruntime's quantizer fails on them: "array is 0-dimensional",
@@ -220,6 +285,12 @@ def quantize_onnx(
         with tempfile.TemporaryDirectory(prefix="cimc-quantize-") as tmp:
             prepared = Path(tmp) / "prepared.onnx"
             _prepare(path, prepared)
+            if _batch_norms_to_convs(prepared):
+                # The optimizations again: a per-channel Mul or Add after such a conv (a
+                # Caffe Scale layer) folds into it.
+                again = Path(tmp) / "prepared-again.onnx"
+                _prepare(str(prepared), again)
+                prepared = again
             quantize_static(
                 str(prepared),
                 str(output),
