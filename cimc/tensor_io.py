@@ -123,6 +123,12 @@ def _head(file: Path, size: int) -> bytes:
 def _checked(path: str, name: str, array: np.ndarray, ty: TensorType) -> np.ndarray:
     expected = list(ty.shape)
     shape = list(array.shape)
+    if len(expected) == 4 and expected[2] == 1 and len(shape) == 3 \
+            and shape[1:] == [expected[1], expected[3]]:
+        # A 1-D signal [N, C, L], which the model reads as [N, C, 1, L]
+        # (cimc/frontend/signal.py): the same elements.
+        array = array.reshape(shape[0], expected[1], 1, expected[3])
+        shape = list(array.shape)
     stacked = (
         len(shape) == len(expected) > 0
         and shape[1:] == expected[1:]

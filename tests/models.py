@@ -25,6 +25,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "separable": (1, 3, 16, 16),
     "resnet18": (1, 3, 224, 224),  # model scale: for slow tests only
     "batch4_cnn": (4, 3, 16, 16),  # a batch of 4 baked into the export
+    "kws1d": (1, 8, 40),  # keyword spotting: 1-D convolutions over 8 features x 40 frames
 }
 MODELS = ("mnist_cnn", "lenet5", "mlp", "residual", "separable")
 # exporter -> opset: the dynamo exporter (torch.export) and the legacy TorchScript one
@@ -160,6 +161,11 @@ def _torch_module(name: str):  # -> torch.nn.Module
         "residual": Residual,
         "separable": Separable,
         "resnet18": ResNet18,
+        "kws1d": lambda: nn.Sequential(
+            nn.Conv1d(8, 16, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
+            nn.Conv1d(16, 16, 3, padding=1, groups=16), nn.Conv1d(16, 24, 1), nn.ReLU(),
+            nn.AvgPool1d(2), nn.Conv1d(24, 24, 3, stride=2, dilation=2, padding=2), nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(24, 5)),
         "batch4_cnn": lambda: nn.Sequential(
             nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 10)),

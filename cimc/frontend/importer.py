@@ -26,6 +26,7 @@ from cimc.frontend.build import ModuleBuilder
 from cimc.frontend.capacity import check_capacity
 from cimc.frontend.ops import CONVERTERS
 from cimc.frontend.quant import QUANT_CONVERTERS, record_quants
+from cimc.frontend.signal import lift_1d
 from cimc.ir.module import Module
 from cimc.ir.verifier import VerifyError, verify
 
@@ -61,6 +62,8 @@ def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = Non
     pin_input_shapes(model, path, input_shapes or {}, aside)
     model = convert_opset(model, path)
     model = infer_shapes(model, path)
+    if lift_1d(model, path, aside):  # 1-D signals as images of one row
+        model = infer_shapes(model, path)
     model, weights = fold_constants(model, path, aside)
     model = infer_shapes(model, path)
     module = ModuleBuilder(model, path, module_name(path), weights).build(

@@ -269,10 +269,21 @@ def quantize_onnx(
             "inputs, so the accuracy of the quantized model is not meaningful"
         )
     feeds = _samples(calibration or random_calibration(inputs), inputs)
+    # The file's own input shapes: the module may read a 1-D signal [N, C, L] as
+    # [N, C, 1, L] (cimc/frontend/signal.py), the same elements.
+    import onnx
+
+    declared = {value.name: [d.dim_value for d in value.type.tensor_type.shape.dim]
+                for value in onnx.load(path, load_external_data=False).graph.input}
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(feeds, None)
+            feed = next(feeds, None)
+            if feed is None:
+                return None
+            return {name: array.reshape(declared[name]) if all(declared.get(name, [0]))
+                    and int(np.prod(declared[name])) == array.size else array
+                    for name, array in feed.items()}
 
     import onnxruntime
 

@@ -1,0 +1,145 @@
+"""1-D signals as images of one row: a model over [N, C, L] tensors with a 1-D
+convolution or pool (Conv1d, MaxPool1d: keyword spotting, ECG) becomes the same model
+over [N, C, 1, L]. A model without one keeps its rank-3 tensors.
+
+The rewrite is exact: a 1-D convolution or pool is the 2-D one with a kernel of one
+row, and [N, C, L] and [N, C, 1, L] hold their elements in the same order, so a
+Flatten or Reshape after them is unchanged and a caller's [N, C, L] samples are read
+as [N, C, 1, L] ones. Every rank-3 tensor of the graph gains the unit axis 2: the
+graph's inputs and outputs, 1-D kernels, strides, pads and dilations, the weights of
+1-D convolutions, constants broadcast against such tensors, the concat axis and the
+target shapes of Reshapes. A node this does not cover is an error naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from cimc.diagnostics import CimcError
+
+# Ops that work element by element or per channel: their attributes do not change.
+SAME = frozenset({
+    "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu",
+    "Selu", "Softplus", "Gelu", "Erf", "Identity", "QuantizeLinear", "DequantizeLinear",
+    "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "Add", "Sub", "Mul", "Div",
+    "Pow", "Flatten", "Dropout",
+})
+WINDOWED = frozenset({"Conv", "MaxPool", "AveragePool"})
+
+
+def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
+    """Rewrite `model` (shapes inferred) in place as described above; whether it had rank-3
+    tensors. `aside` holds large initializers taken out of the graph (name -> array)."""
+    graph = model.graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in [*graph.input, *graph.output, *graph.value_info]
+             if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
+    inits = {init.name: init for init in graph.initializer}
+    runtime = {name for name, rank in ranks.items() if rank == 3 and name not in inits
+               and name not in aside}
+    if not any(node.op_type in WINDOWED and node.input and node.input[0] in runtime
+               for node in graph.node):
+        return False  # no 1-D convolution or pool: rank-3 tensors are other data
+    weights: set[str] = set()  # rank-3 constants to give the unit axis
+    producer = {out: node for node in graph.node for out in node.output}
+    for node in graph.node:
+        touched = any(name in runtime for name in [*node.input, *node.output])
+        if not touched:
+            continue
+        kind = node.op_type
+        if kind in WINDOWED:
+            _lift_attributes(node)
+            if kind == "Conv":
+                weight = node.input[1]
+                source = producer.get(weight)
+                if source is not None and source.op_type == "DequantizeLinear":
+                    weight = source.input[0]
+                weights.add(weight)
+        elif kind == "Concat":
+            _lift_axis(node, "axis")
+        elif kind == "Reshape":
+            weights.add(node.input[1] + "#shape")
+        elif kind == "ReduceMean" and any(a.name == "axes" for a in node.attribute):
+            attr = next(a for a in node.attribute if a.name == "axes")
+            attr.ints[:] = [a + 1 if a == 2 else a for a in attr.ints]
+        elif kind in ("QuantizeLinear", "DequantizeLinear"):
+            _lift_axis(node, "axis")
+        elif kind in ("Unsqueeze", "Squeeze") and _axes(node, inits) in ([2], [-2]):
+            # between [N, C, L] and [N, C, 1, L] (the dynamo exporter's 1-D pools): the
+            # lifted tensor already has that axis
+            del node.input[1:]
+            del node.attribute[:]
+            node.op_type = "Identity"
+        elif kind == "Flatten" and any(a.name == "axis" and a.i not in (1, -2, -1)
+                                       for a in node.attribute):
+            raise _refuse(path, node, "flattens from axis 2")
+        elif kind not in SAME:
+            raise _refuse(path, node, "is not an op the rewrite to rows covers")
+        if kind in ("Add", "Sub", "Mul", "Div", "Pow"):
+            weights.update(name for name in node.input if name in inits or name in aside)
+    for name in sorted(weights):
+        if name.endswith("#shape"):
+            shape = name[:-len("#shape")]
+            if shape in inits:
+                target = numpy_helper.to_array(inits[shape])
+                if len(target) == 3:
+                    _replace(inits[shape], np.insert(target, 2, 1))
+            continue
+        array = aside.get(name)
+        if array is None and name in inits:
+            array = numpy_helper.to_array(inits[name])
+        if array is None or array.ndim not in (2, 3):
+            continue
+        lifted = array.reshape(*array.shape[:-1], 1, array.shape[-1])
+        if name in aside:
+            aside[name] = lifted
+        else:
+            _replace(inits[name], lifted)
+    for value in [*graph.input, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if value.name in runtime:
+            dims.insert(2, onnx.TensorShapeProto.Dimension(dim_value=1))
+        elif value.name in weights and len(dims) in (2, 3):  # a weight set aside
+            dims.insert(len(dims) - 1, onnx.TensorShapeProto.Dimension(dim_value=1))
+    del graph.value_info[:]
+    return True
+
+
+def _axes(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> list[int] | None:
+    """The axes of a Squeeze or Unsqueeze: its attribute, or its constant second input."""
+    for attr in node.attribute:
+        if attr.name == "axes":
+            return list(attr.ints)
+    if len(node.input) > 1 and node.input[1] in inits:
+        return [int(a) for a in numpy_helper.to_array(inits[node.input[1]]).reshape(-1)]
+    return None
+
+
+def _replace(init: onnx.TensorProto, array: np.ndarray) -> None:
+    init.CopyFrom(numpy_helper.from_array(array.astype(numpy_helper.to_array(init).dtype),
+                                          init.name))
+
+
+def _lift_attributes(node: onnx.NodeProto) -> None:
+    """A 1-D window's kernel, strides, dilations and pads as a 2-D window of one row."""
+    for attr in node.attribute:
+        if attr.name in ("kernel_shape", "strides", "dilations") and len(attr.ints) == 1:
+            attr.ints[:] = [1, attr.ints[0]]
+        elif attr.name == "pads" and len(attr.ints) == 2:
+            attr.ints[:] = [0, attr.ints[0], 0, attr.ints[1]]
+
+
+def _lift_axis(node: onnx.NodeProto, name: str) -> None:
+    for attr in node.attribute:
+        if attr.name == name and attr.i == 2:
+            attr.i = 3
+
+
+def _refuse(path: str, node: onnx.NodeProto, why: str) -> CimcError:
+    return CimcError(f"{path}: node {node.name or node.output[0]!r} ({node.op_type}) reads a "
+                     f"1-D signal [N, C, L], which cimc runs as an image of one row, but it "
+                     f"{why}; export the model with 2-D ops on [N, C, 1, L]")

@@ -1,0 +1,76 @@
+"""1-D signals (cimc/frontend/signal.py): a keyword-spotting network of Conv1d and 1-D
+pools, exported by torch (legacy 13, dynamo 18: the latter writes its adaptive pool
+as Unsqueeze -> ReduceMean -> Squeeze) and quantized by quantize_static, runs as an
+image of one row: bit-exact with the reference and within one quantum of the exact
+oracle on the 1-D model; an op the rewrite does not cover is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import models
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import cimc
+from cimc.diagnostics import CimcError
+from cimc.host.ports import reference_codes
+from cimc.isa.assembler import assemble_file
+from cimc.isa.image import load_image
+from cimc.isa.simulator import run_float, run_program
+from cimc.reference.oracle import ExactOracle
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+@pytest.mark.parametrize("target", ["isaac", "edge"])
+def test_a_keyword_spotting_network_runs_bit_exact(exporter: str, target: str,
+                                                    tmp_path: Path) -> None:
+    model = models.quantized_model("kws1d", exporter)
+    compiled = cimc.compile(model, target)
+    compiled.save(tmp_path / "prog.s")
+    name = compiled.integer.inputs[0]
+    assert compiled.integer.values[name].shape == (1, 8, 1, 40)
+    x = models.sample_inputs("kws1d", 3, seed=4)  # [3, 8, 40]
+    inputs, expected = reference_codes(compiled.integer, {name: x})
+    program = assemble_file(tmp_path / "prog.s")
+    image = load_image(tmp_path / "prog.img")
+    outputs, _ = run_program(program, image, compiled.target, inputs)
+    for port, codes in expected.items():
+        np.testing.assert_array_equal(outputs[port], codes)
+    got, _ = run_float(program, image, compiled.target,
+                       {program.inputs[0].name: x.transpose(0, 2, 1)[:, None]})
+    want = ExactOracle(model).run_samples(x)
+    output = program.outputs[0]
+    assert np.abs(got[output.name] - want).max() <= output.scale * 1.001
+    assert (got[output.name].argmax(1) == want.argmax(1)).all()
+
+
+def test_a_1d_op_the_rewrite_does_not_cover_is_named(tmp_path: Path) -> None:
+    weights = np.ones((4, 2, 3), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1]),
+         helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 1], name="swap")], "t",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 2, 8))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 8, 4))],
+        initializer=[numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "t.onnx")
+    with pytest.raises(CimcError, match=r"node 'swap' \(Transpose\) reads a 1-D signal"):
+        cimc.compile(tmp_path / "t.onnx", "isaac", calibrate=np.zeros((1, 2, 8), np.float32))
+
+
+def test_cimc_run_takes_the_signals_as_they_are(tmp_path: Path) -> None:
+    """[N, C, L] data for a model read as [N, C, 1, L]: sim equals the reference."""
+    from cimc.cli import main
+
+    np.save(tmp_path / "x.npy", models.sample_inputs("kws1d", 3, seed=2))
+    model = models.quantized_model("kws1d", "dynamo")
+    for engine in ("sim", "reference"):
+        assert main(["run", str(model), "--inputs", str(tmp_path / "x.npy"), "--outputs",
+                     str(tmp_path / f"{engine}.npy"), "--engine", engine, "-q"]) == 0
+    sim, reference = np.load(tmp_path / "sim.npy"), np.load(tmp_path / "reference.npy")
+    assert sim.shape == (3, 5)
+    np.testing.assert_array_equal(sim, reference)
