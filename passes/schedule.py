@@ -99,15 +99,15 @@ class Schedule(BackendPass):
             stored = op.kind == "quantize" and op.inputs[0] in module.inputs
             if op.kind in CHIP_KINDS:
                 op.attrs.update(pipeline=self.pipeline, stream=batch)
-                value = op.outputs[0]
-                later = any(phase_of(c) > phase_of(op) for c in _readers(module, value))
-                stored = later or chip_stores(module, value)
-                if op.kind == "view":
+                if op.kind == "view":  # where its source is, if stored
                     source = home(module, op.inputs[0])
                     if source is not None and "addr" in source.attrs:
                         op.attrs.update({k: source.attrs[k] for k in ("addr", "image_stride")
                                          if k in source.attrs})
                     continue
+                value = op.outputs[0]
+                later = any(phase_of(c) > phase_of(op) for c in _readers(module, value))
+                stored = later or chip_stores(module, value)
                 if later:
                     size = -(-module.values[value].size // ALIGN) * ALIGN
                     op.attrs.update(addr=top, image_stride=size)

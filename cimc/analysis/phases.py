@@ -34,7 +34,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from cimc.diagnostics import CimcError
-from cimc.dialect.chip import CHIP_KINDS, block_shape, blocks_of, image_dims, rounded_width
+from cimc.dialect.chip import (
+    CHIP_KINDS,
+    block_shape,
+    blocks_of,
+    channel_too_big,
+    image_dims,
+    rounded_width,
+)
 from cimc.ir.module import Module, Op
 from cimc.targets import Target
 
@@ -265,14 +272,8 @@ class PhaseModel:
         t = self.target
         for k, layer in enumerate(self.layers):
             if not self.fits(k, k + 1):
-                needed = -(-layer.columns // t.cols)
-                raise CimcError(
-                    f"op {layer.name!r}: one output channel's weights ({layer.blocks} "
-                    f"blocks of {t.rows} rows) need {needed} crossbars of {t.rows}x{t.cols} "
-                    f"but target {t.name!r} has {t.total_crossbars}; a layer is split over "
-                    "phases by output channels, not by input rows, so choose a target with "
-                    f"at least {needed} crossbars (or taller crossbars, or more bits per "
-                    "cell)")
+                raise channel_too_big(f"op {layer.name!r}", layer.blocks,
+                                      -(-layer.columns // t.cols), t)
 
     def greedy(self) -> list[int]:
         cuts = [0]

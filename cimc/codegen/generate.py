@@ -189,14 +189,18 @@ def generate_phases(phases: list[Module], target: Target, plans: list[Plan], bas
                     low = min(address for address, _ in code.data)
                     blob = bytearray(target.local_memory_bytes - low)
                     for address, words in code.data:
-                        packed = np.asarray(words, dtype=np.int64).astype("<u4").tobytes()
-                        blob[address - low:address - low + len(packed)] = packed
+                        blob[address - low:address - low + 4 * len(words)] = packed(words)
                     tables.append((base, bytes(blob)))
                     joined.lines.append(f"ld {low}(r0), {base}(r0), {len(blob)}")
                     base += -(-len(blob) // ALIGN) * ALIGN
                 joined.lines += lines[core]
             joined.lines.append("sync" if number + 1 < len(plans) else "halt")
     return cores, tables
+
+
+def packed(words: list[int]) -> bytes:
+    """Table words as memory holds them: little-endian 32-bit (negative ones wrapped)."""
+    return np.asarray(words, dtype=np.int64).astype("<u4").tobytes()
 
 
 def code_lines(module: Module, target: Target, plan: Plan, cores: dict[int, CoreCode],

@@ -120,6 +120,18 @@ def check_columns(columns: int, target: Target, subject: str = "the model") -> N
                         "crossbars can be reprogrammed (the model then runs in phases)")
 
 
+def channel_too_big(subject: str, blocks: int, needed: int, target: Target) -> CimcError:
+    """The error of a layer (`subject`) one output channel of whose weights, `blocks` row
+    blocks, needs `needed` crossbars, more than the chip has: phases split a layer by
+    output channels only (passes/partition.py)."""
+    return CimcError(
+        f"{subject}: one output channel's weights ({blocks} blocks of {target.rows} rows) "
+        f"need {needed} crossbars of {target.rows}x{target.cols} but target "
+        f"{target.name!r} has {target.total_crossbars}; a layer is split over phases by "
+        "output channels, not by input rows, so choose a target with at least "
+        f"{needed} crossbars (or taller crossbars, or more bits per cell)")
+
+
 def rounded_width(width: int, cols: int) -> int:
     """The smallest cols / 2^k that holds `width` columns."""
     size = cols

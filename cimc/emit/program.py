@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cimc.codegen.generate import CoreCode, addr, plan_and_code
+from cimc.codegen.generate import CoreCode, addr, packed, plan_and_code
 from cimc.dialect.host import ports
 from cimc.ir.module import Module, TensorType
 from cimc.isa.asm_quote import comment_text, quoted
@@ -105,8 +105,7 @@ def _global_data(module: Module, target: Target) -> list[DataSegment]:
 
 def _data(code: CoreCode) -> list[DataSegment]:
     """The `.data` tables as the assembler lays them out: little-endian 32-bit words."""
-    return [DataSegment(address, np.asarray(words, dtype=np.int64).astype("<u4").tobytes())
-            for address, words in sorted(code.data)]
+    return [DataSegment(address, packed(words)) for address, words in sorted(code.data)]
 
 
 def _instructions(code: CoreCode) -> list[Instruction]:

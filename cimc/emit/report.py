@@ -8,7 +8,6 @@ program (`--simulate`, `cimc run`) (docs/backend.md, "Report").
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from cimc.dialect.chip import CHIP_KINDS, block_shape, blocks_of
 from cimc.dialect.phased import phase_modules
 from cimc.ir.module import Module
 from cimc.isa.encoding import encode_program
+from cimc.isa.simulator.reprogram import program_time
 from cimc.targets import Target
 
 
@@ -284,10 +284,7 @@ def phased_figures(module: Module, target: Target, generated: Generated,
             for k, core in enumerate(op.attrs["block_cores"]):
                 rows, cols = block_shape(module, op, *blocks[k % len(blocks)])
                 count = (rows.stop - rows.start) * (cols.stop - cols.start) * op.attrs["slices"]
-                # As the simulator's wprog (cimc/isa/simulator/reprogram.py).
-                transfer = max(1, math.ceil(-(-count * target.cell_bits // 8)
-                                            / target.weight_bytes_per_cycle))
-                write = math.ceil((rows.stop - rows.start) * target.latency.program_per_row)
+                transfer, write = program_time(count, rows.stop - rows.start, target)
                 channel += transfer
                 per_core[core] += transfer + write
                 cells += count

@@ -25,8 +25,7 @@ from collections.abc import Iterator
 
 import onnx
 
-from cimc.diagnostics import CimcError
-from cimc.dialect.chip import block_columns, check_columns, kept_blocks
+from cimc.dialect.chip import block_columns, channel_too_big, check_columns, kept_blocks
 from cimc.targets import Target
 
 # The float forms: on the chip only where their result is quantized again.
@@ -127,9 +126,5 @@ def check_capacity(model: onnx.ModelProto, target: Target, path: str) -> None:
         row_blocks = -(-k // target.rows)
         needed = -(-row_blocks * target.slices // target.cols)
         if needed > target.total_crossbars:
-            raise CimcError(
-                f"{path}: node {node.name or node.output[0]!r}: one output channel's weights "
-                f"({row_blocks} blocks of {target.rows} rows) need {needed} crossbars of "
-                f"{target.rows}x{target.cols} but target {target.name!r} has "
-                f"{target.total_crossbars}; a layer runs over phases by output channels, "
-                "not by input rows, so choose a target with more or taller crossbars")
+            raise channel_too_big(f"{path}: node {node.name or node.output[0]!r}", row_blocks,
+                                  needed, target)

@@ -44,7 +44,8 @@ def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
     if not any(node.op_type in WINDOWED and node.input and node.input[0] in runtime
                for node in graph.node):
         return False  # no 1-D convolution or pool: rank-3 tensors are other data
-    weights: set[str] = set()  # rank-3 constants to give the unit axis
+    weights: set[str] = set()  # rank-2 and rank-3 constants to give the unit axis
+    targets: set[str] = set()  # the target shapes of Reshapes
     producer = {out: node for node in graph.node for out in node.output}
     for node in graph.node:
         touched = any(name in runtime for name in [*node.input, *node.output])
@@ -62,7 +63,7 @@ def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
         elif kind == "Concat":
             _lift_axis(node, "axis")
         elif kind == "Reshape":
-            weights.add(node.input[1] + "#shape")
+            targets.add(node.input[1])
         elif kind == "ReduceMean" and any(a.name == "axes" for a in node.attribute):
             attr = next(a for a in node.attribute if a.name == "axes")
             attr.ints[:] = [a + 1 if a == 2 else a for a in attr.ints]
@@ -81,14 +82,11 @@ def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
             raise _refuse(path, node, "is not an op the rewrite to rows covers")
         if kind in ("Add", "Sub", "Mul", "Div", "Pow"):
             weights.update(name for name in node.input if name in inits or name in aside)
+    for name in sorted(targets & set(inits)):
+        target = numpy_helper.to_array(inits[name])
+        if len(target) == 3:
+            _replace(inits[name], np.insert(target, 2, 1))
     for name in sorted(weights):
-        if name.endswith("#shape"):
-            shape = name[:-len("#shape")]
-            if shape in inits:
-                target = numpy_helper.to_array(inits[shape])
-                if len(target) == 3:
-                    _replace(inits[shape], np.insert(target, 2, 1))
-            continue
         array = aside.get(name)
         if array is None and name in inits:
             array = numpy_helper.to_array(inits[name])

@@ -34,9 +34,15 @@ def program_cycles(group: CrossbarGroup, target: Target) -> tuple[int, int]:
     channel, ceil(bytes / weight_bytes_per_cycle) (at least 1), then its rows are written
     one after another, ceil(rows_used x program_per_row) (the columns and slices of a row
     together)."""
-    transfer = max(1, math.ceil(group.stored_bytes(target.cell_bits)
+    return program_time(group.cells, group.rows_used, target)
+
+
+def program_time(cells: int, rows: int, target: Target) -> tuple[int, int]:
+    """`program_cycles` of a group of `cells` cells on `rows` rows (the compile report's
+    estimate of a phase's wprogs uses it too)."""
+    transfer = max(1, math.ceil(-(-cells * target.cell_bits // 8)
                                 / target.weight_bytes_per_cycle))
-    return transfer, math.ceil(group.rows_used * target.latency.program_per_row)
+    return transfer, math.ceil(rows * target.latency.program_per_row)
 
 
 @semantic("wprog", "g")

@@ -71,8 +71,6 @@ def _mixes_samples(module: Module, op: Op, n: int) -> str | None:
             return "is quantized per sample (per-channel along axis 0)"
     if len(out) < 2 or out[0] != n:
         return f"turns the {n} samples into shape {list(out)}"
-    if op.kind == "reshape" and op.attrs["shape"][:1] != [n]:
-        return f"reshapes the batch axis to {list(op.attrs['shape'])}"
     if op.kind == "transpose" and op.attrs["perm"][0] != 0:
         return f"moves the batch axis (perm {list(op.attrs['perm'])})"
     if op.kind in ("concat", "softmax") and axis(int(op.attrs["axis"])) == 0:
