@@ -21,8 +21,8 @@ on an 8-bit per-tensor input becomes `lut`: its 256 result codes, one per input
 code, are a constant computed in float64 (`activation.table`).
 
 The result takes the quantize's type. A float bias is quantized to i32 with
-scale sx*sw[c]; an i32 bias in another scale is rescaled. Relu/clip, reshape
-and transpose between the op and the quantize commute with quantization, so
+scale sx*sw[c]; an i32 bias in another scale is rescaled. Relu/clip, reshape,
+transpose and take between the op and the quantize commute with quantization, so
 they move onto the integers with the quantize's parameters; a relu/clip right
 after a conv, gemm, add, sub or mul becomes its `clamp` (omitted when the
 saturation already does it). Quantize ops at the module inputs and dequantize
@@ -59,6 +59,7 @@ FOLDABLE = frozenset(
         "concat",
         "reshape",
         "transpose",
+        "take",
         "relu",
         "clip",
         *activation.FUNCTIONS,
@@ -68,7 +69,7 @@ FOLDABLE = frozenset(
 FLOAT_ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "pow", "relu", "clip",
                                *activation.FUNCTIONS})
 # Kinds that commute with quantization, so may sit between the op and the quantize.
-COMMUTING = frozenset({"reshape", "transpose", "relu", "clip"})
+COMMUTING = frozenset({"reshape", "transpose", "take", "relu", "clip"})
 CLAMPED = frozenset({"conv", "gemm", "add", "sub", "mul", "div"})
 ACTIVATIONS = frozenset({"relu", "clip"})
 # Kinds whose float scalar constant operand becomes an integer code (_scalar_code).

@@ -30,6 +30,7 @@ import numpy as np
 
 from cimc.analysis import bounds
 from cimc.analysis.bounds import Task, tails, task_graph
+from cimc.analysis.gather import geometry
 from cimc.analysis.traffic import (
     VECTOR_KINDS,
     block_input_channels,
@@ -146,6 +147,8 @@ def vector_row_work(module: Module, op: Op, target: Target) -> float:
     if op.kind == "pool":
         win = Window.of(module, op)
         return ow * n * win.kh * win.kw * lat.vector_per_element
+    if op.kind == "gather":  # one vgather of the row
+        return ow * n * lat.vector_per_element
     return ow * n * (3 * lat.vector_per_element + lat.requant_per_element)
 
 
@@ -186,7 +189,7 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
             senders = [] if src is None else _senders(module, src, by_op[src.name])
             for core in group.cores:
                 need = _needed_channels(module, group, core, cores, c)
-                rows = input_rows_per_task(module, op, group.rows)
+                rows = input_rows_per_task(module, op, group.rows, k)
                 # Messages of one tag arrive in the order they were sent, the producer's
                 # row order, so a tag per edge needs the rows received in increasing order.
                 # A dilated window receives them out of order (0, 2, 4 then 1, 3, 5):
@@ -306,8 +309,12 @@ def _needed_channels(module: Module, group: Group, core: int, cores: dict[str, i
     return need
 
 
-def input_rows_per_task(module: Module, op: Op, rows: list[int]) -> list[list[int]]:
-    """For each output row, the input rows its task receives (in order)."""
+def input_rows_per_task(module: Module, op: Op, rows: list[int], operand: int = 0
+                        ) -> list[list[int]]:
+    """For each output row, the input rows its task receives of runtime operand
+    `operand` (in order)."""
+    if op.kind == "gather":
+        return geometry(module, op).received(operand, rows)
     if op.kind in ("matvec", "pool"):
         return [[iy for _, iy in step.fills if iy is not None]
                 for step in band_plan(Window.of(module, op), rows)]

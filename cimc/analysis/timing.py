@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from cimc.analysis.gather import geometry
 from cimc.analysis.plan import Group, Plan, Recv
 from cimc.analysis.traffic import column_ranges
 from cimc.analysis.window import BandStep, Window, band_plan
@@ -555,12 +556,34 @@ class _Model:
             self.scalars(core, 4)
         self.finish(g, core, image, oy, [0])
 
+    def gather_row(self, g: Group, image: int, t: int, oy: int) -> None:
+        """A gather's row as cimc.codegen writes it: band moves, receives, the vgather."""
+        op, core = g.op, g.cores[0]
+        geo = geometry(self.module, op)
+        step = next(s for s in geo.steps if s.oy == oy)
+        for k, part in enumerate(step.operands):
+            _, w, c = geo.sizes[k]
+            if part.kept and part.moved:
+                self.copy(core, part.kept * w * c)
+            pieces = g.recvs[core][k][t]
+            for _, iy in part.fills:
+                self.receive(core, image, op.inputs[k], [p for p in pieces if p.iy == iy], c, 0)
+        _, ow, n = image_dims(self.module.values[op.outputs[0]])
+        if step.table < 0:
+            self.fill(core, ow * n)
+        else:
+            self.charge(core, self.cost("vgather.i8", n=ow * n))
+        self.finish(g, core, image, oy, [0])
+
     def vector_row(self, g: Group, image: int, t: int, oy: int) -> None:
         op, module = g.op, self.module
         core = g.cores[0]
         _, ow, n = image_dims(module.values[op.outputs[0]])
         recvs = g.recvs[core]
         total = ow * n
+        if op.kind == "gather":
+            self.gather_row(g, image, t, oy)
+            return
         if op.kind == "concat":
             offsets = np.cumsum([0, *(image_dims(module.values[v])[2]
                                       for v in op.inputs)]).tolist()

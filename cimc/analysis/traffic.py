@@ -5,7 +5,7 @@ exactly these messages); docs/backend.md "Dataflow" describes it.
 
 *Units* are what `place` assigns to cores: every crossbar block of every
 replica of a `matvec` (named `"<op>#<replica>.<i>.<j>"`) and every vector op
-(`pool`, `eltwise`, `rescale`, `scale`, `concat`, named after the op). A matvec with
+(`pool`, `eltwise`, `rescale`, `scale`, `concat`, `gather`, named after the op). A matvec with
 `replicas = R` splits its output rows round-robin: replica r computes rows
 r, r + R, ... . The *reducer* of column block j of a replica is the unit of
 that column's first block (lowest row block present in `blocks`).
@@ -41,13 +41,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cimc.analysis.gather import geometry
 from cimc.analysis.window import Window, received_rows
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import block_shape, blocks_of, image_dims, runtime_operands
 from cimc.ir.module import Module, Op
 from cimc.targets import Target
 
-VECTOR_KINDS = ("pool", "eltwise", "rescale", "scale", "concat")
+VECTOR_KINDS = ("pool", "eltwise", "rescale", "scale", "concat", "gather")
 GLOBAL = "global"
 
 
@@ -143,8 +144,11 @@ def block_input_channels(module: Module, op: Op, i: int) -> np.ndarray:
     return np.unique(rows // (taps * cg) * cg + rows % cg)
 
 
-def input_rows(module: Module, op: Op, out_rows: list[int]) -> list[int]:
-    """Input rows a unit of `op` computing `out_rows` receives, in order."""
+def input_rows(module: Module, op: Op, out_rows: list[int], operand: int = 0) -> list[int]:
+    """Input rows of runtime operand `operand` a unit of `op` computing `out_rows`
+    receives, in order."""
+    if op.kind == "gather":
+        return [iy for rows in geometry(module, op).received(operand, out_rows) for iy in rows]
     if op.kind in ("matvec", "pool"):
         return received_rows(Window.of(module, op), out_rows)
     return list(out_rows)
@@ -236,10 +240,11 @@ def _input_edges(module: Module, op: Op, value: str,
     src = source_op(module, value)
     oh = image_dims(module.values[op.outputs[0]])[0]
     count = replicas(op) if op.kind == "matvec" else 1
+    k = runtime_operands(module, op).index(value)
     if src is None:
         h, w, c = image_dims(module.values[value])
         for r, names in _receivers(module, op, 0, c, channels):
-            rows = input_rows(module, op, replica_rows(oh, count, r))
+            rows = input_rows(module, op, replica_rows(oh, count, r), k)
             for name in names:
                 edges.append(TrafficEdge(GLOBAL, name, len(rows) * w * c, "input",
                                          ("input", value, op.name, r)))
@@ -247,7 +252,7 @@ def _input_edges(module: Module, op: Op, value: str,
     w = image_dims(module.values[src.outputs[0]])[1]
     for sender, lo, hi, produced in sender_units(module, src):
         for r, names in _receivers(module, op, lo, hi, channels):
-            rows = input_rows(module, op, replica_rows(oh, count, r))
+            rows = input_rows(module, op, replica_rows(oh, count, r), k)
             size = _row_filter(rows, produced) * w * (hi - lo)
             for name in names:
                 if size:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cimc.analysis.gather import geometry
 from cimc.analysis.plan import Group, Plan, Recv, build
 from cimc.analysis.traffic import block_name, column_ranges, unit_cores
 from cimc.analysis.window import Window, band_plan
@@ -281,7 +282,7 @@ class Part:
         self.setup = {"matvec": self._matvec_setup, "pool": self._pool_setup,
                       "eltwise": self._eltwise_setup, "rescale": self._rescale_setup,
                       "scale": self._scale_setup,
-                      "concat": self._concat_setup}[op.kind]
+                      "concat": self._concat_setup, "gather": self._gather_setup}[op.kind]
         self.body: Callable[[int, int], list[str]] = self.setup(unit_core)
         self.index = {oy: t for t, oy in enumerate(group.rows)}
 
@@ -632,6 +633,37 @@ class Part:
             lines = []
             for k in range(len(channels)):
                 lines += self._rows_in(k, m, oy, self.out, self.n, int(offsets[k]))
+            return lines + self._finish(m, oy)
+
+        return body
+
+    def _gather_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        """Data movement (cimc/analysis/gather.py): refresh each operand's band, then one
+        `vgather` of the output row through its table of band offsets (or a `fill`)."""
+        geo, code, ty = geometry(self.module, self.op), self.code, self.out_type
+        band = code.keep(geo.band_bytes) if geo.band_bytes else 0
+        tables = [code.table(t) for t in geo.tables]
+        steps = {s.oy: s for s in geo.steps}
+        fill, total = int(self.op.attrs["fill"]), self.ow * self.n
+
+        def body(m: int, oy: int) -> list[str]:
+            step, lines = steps[oy], []
+            for k, part in enumerate(step.operands):
+                value = self.op.inputs[k]
+                _, w, c = geo.sizes[k]
+                rb, base = w * c, band + geo.offsets[k]
+                if part.kept and part.moved:
+                    lines.append(f"copy {base}(r0), {base + part.moved * rb}(r0), {rb}, "
+                                 f"{part.kept}, {rb}, {rb}")
+                pieces = self.group.recvs[self.code.core][k][self.index[oy]]
+                for slot, iy in part.fills:
+                    lines += self._receive([p for p in pieces if p.iy == iy], value,
+                                           base + slot * rb, c, 0, m)
+            if step.table < 0:
+                lines.append(f"fill {self.out}(r0), {fill}, {total}")
+            else:
+                lines.append(f"vgather.{ty} {self.out}(r0), {band}(r0), {total}, "
+                             f"{tables[step.table]}(r0), {fill}")
             return lines + self._finish(m, oy)
 
         return body

@@ -24,6 +24,7 @@ import onnx
 from cimc.diagnostics import CimcError
 from cimc.frontend.build import ModuleBuilder
 from cimc.frontend.capacity import check_capacity
+from cimc.frontend.movement import MOVEMENT_CONVERTERS
 from cimc.frontend.ops import CONVERTERS
 from cimc.frontend.quant import QUANT_CONVERTERS, record_quants
 from cimc.frontend.signal import lift_1d
@@ -67,7 +68,7 @@ def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = Non
     model, weights = fold_constants(model, path, aside)
     model = infer_shapes(model, path)
     module = ModuleBuilder(model, path, module_name(path), weights).build(
-        {**CONVERTERS, **QUANT_CONVERTERS}, record_quants)
+        {**CONVERTERS, **MOVEMENT_CONVERTERS, **QUANT_CONVERTERS}, record_quants)
     if verify:
         verify_import(module, model, path)
     return module

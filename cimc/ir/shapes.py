@@ -229,6 +229,56 @@ def same_size(operands: list[TensorType], attrs: dict[str, Any],
                      f"({_shape_text(result.shape)})")
 
 
+def conv_transpose(operands: list[TensorType], attrs: dict[str, Any],
+                   result: TensorType) -> list[Shape]:
+    """x[N,C,H,W], w[C, M/group, kh, kw] -> [N, M, s(H-1) + d(kh-1) + 1 - pads, ...] (the end
+    pads may be negative: ONNX's output_padding)."""
+    n, c, h, w = _rank(operands[0], 4, "input")
+    cw, m, kh, kw = _rank(operands[1], 4, "weight")
+    group = attrs["group"]
+    if cw != c or group < 1 or c % group:
+        raise ShapeError(f"weight {_shape_text(operands[1].shape)} does not fit "
+                         f"{c} input channels in {group} groups")
+    (sh, sw), (dh, dw), (pt, pl, pb, pr) = attrs["strides"], attrs["dilations"], attrs["pads"]
+    return [(n, m * group, sh * (h - 1) + dh * (kh - 1) + 1 - pt - pb,
+             sw * (w - 1) + dw * (kw - 1) + 1 - pl - pr)]
+
+
+def take(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
+    """take: the operand's shape but along `axes`, whose lengths are those of their maps
+    (laid one after another in `index`), each entry -1 or a position of the operand."""
+    x = operands[0].shape
+    axes = [int(a) for a in attrs["axes"]]
+    if len(set(axes)) != len(axes) or any(not 0 <= a < len(x) for a in axes):
+        raise ShapeError(f"axes {axes} are not distinct axes of the operand {_shape_text(x)}")
+    if len(result.shape) != len(x):
+        return [x]
+    shape = [result.shape[a] if a in axes else d for a, d in enumerate(x)]
+    index = attrs["index"]
+    if len(index) != sum(shape[a] for a in axes):
+        raise ShapeError(f"index has {len(index)} entries, not the {sum(shape[a] for a in axes)} "
+                         f"of the result along axes {axes}")
+    start = 0
+    for a in axes:
+        part = index[start:start + shape[a]]
+        start += shape[a]
+        if any(not -1 <= i < x[a] for i in part):
+            raise ShapeError(f"the map of axis {a} reads outside its {x[a]} positions")
+    return [tuple(shape)]
+
+
+def backend_gather(operands: list[TensorType], attrs: dict[str, Any],
+                   result: TensorType) -> list[Shape]:
+    """gather: runtime images and a last operand, the index [OH, OW*N] of the result."""
+    oh, ow, n = _image(result, "result")
+    if operands[-1].shape != (oh, ow * n):
+        raise ShapeError(f"the index is {_shape_text(operands[-1].shape)}, not "
+                         f"{_shape_text((oh, ow * n))}")
+    for ty in operands[:-1]:
+        _image(ty, "operand")
+    return [result.shape]
+
+
 def transpose(operands: list[TensorType], attrs: dict[str, Any],
               result: TensorType) -> list[Shape]:
     x = operands[0].shape

@@ -96,6 +96,11 @@ OP_KINDS: dict[str, OpSpec] = {
     "concat": OpSpec((1, None), {"axis": INT}, shape=shapes.concat),
     "reshape": OpSpec((1, 1), {"shape": INTS}, shape=shapes.same_size),
     "transpose": OpSpec((1, 1), {"perm": INTS}, shape=shapes.transpose),
+    # ConvTranspose until canonicalize makes it zero insertion (a take) and a conv.
+    "conv_transpose": OpSpec((2, 3), {"strides": PAIR, "dilations": PAIR, "group": INT,
+                                      "pads": QUAD}, shape=shapes.conv_transpose),
+    # Pad, Slice, Split, Resize nearest: positions picked per axis (cimc/reference/movement.py).
+    "take": OpSpec((1, 1), {"axes": INTS, "index": INTS}, {"fill": FLOAT}, shape=shapes.take),
     "quantize": _UNARY,
     "dequantize": _UNARY,
     "requantize": _UNARY,
@@ -121,6 +126,8 @@ OP_KINDS: dict[str, OpSpec] = {
     "rescale": OpSpec((1, 2), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
     # x * factors[channel], requantized: a mul by a per-channel constant.
     "scale": OpSpec((2, 3), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
+    # Data movement: every result byte is one operand byte or `fill` (passes/lower/movement.py).
+    "gather": OpSpec((2, None), {"fill": INT}, _PLACED, shape=shapes.backend_gather),
     "view": OpSpec((1, 1), optional={"addr": INT, "phase": INT, "image_stride": INT},
                    shape=shapes.same_size),
 }

@@ -14,7 +14,7 @@ import numpy as np
 
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module
-from cimc.reference import activation, elementwise, integer, layout, linear, pool
+from cimc.reference import activation, elementwise, integer, layout, linear, movement, pool
 from cimc.reference.batch import batch_stretch, batched_values, join_batches, vectorizes
 from cimc.reference.call import Call
 
@@ -26,6 +26,7 @@ KERNELS: dict[str, Kernel] = {
     **elementwise.KERNELS,
     **activation.KERNELS,
     **layout.KERNELS,
+    **movement.KERNELS,
     **integer.KERNELS,
 }
 

@@ -118,6 +118,8 @@ def instruction_cost(
             elements, traffic = n, size * n + 4 * n
         elif name == "vlut":
             elements, traffic = n, 3 * n
+        elif name == "vgather":  # an i32 index, the byte it reads, the byte it writes
+            elements, traffic = n, 6 * n
         else:  # vredmax / vredsum
             elements = n * f["count"]
             traffic = size * elements + (4 if name == "vredsum" else size) * n

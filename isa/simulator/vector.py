@@ -161,6 +161,20 @@ def vlut(core: Any, o: Ops, t: str) -> None:
     core.memory.write(_operand(core, o[0], o[1]), np.take_along_axis(table, index, axis=1))
 
 
+@semantic("vgather", "dst src n index fill")
+def vgather(core: Any, o: Ops, t: str) -> None:
+    n = o[4]
+    index = core.memory.elements(_operand(core, o[5], o[6]), n, "i32").astype(np.int64)
+    if n == 0:
+        return
+    span = int(index.max()) + 1
+    src = core.memory.read(_operand(core, o[2], o[3]), max(span, 1))
+    filled = index < 0
+    picked = np.take_along_axis(src, np.where(filled, 0, index), axis=1)
+    fill = np.array(o[7], dtype=np.int64).astype(np.uint8)  # the byte of an i8 or u8 code
+    core.memory.write(_operand(core, o[0], o[1]), np.where(filled, fill, picked))
+
+
 def _windows(core: Any, o: Ops, t: str) -> np.ndarray:
     """src[i + k*stride] for k < count, i < n: [batch, count, n] int64."""
     n, count, stride = o[4], o[5], o[6]

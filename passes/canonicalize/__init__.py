@@ -10,7 +10,8 @@ until none fires, then dead ops and constants are removed. Afterwards:
     `matmul` by a constant matrix (or a dequantized integer one) is a `gemm`;
   - reshapes have concrete shapes, no-op reshapes and transposes are gone,
     chains of reshapes are one reshape;
-  - `reduce_mean` over H and W is `global_avg_pool`.
+  - `reduce_mean` over H and W is `global_avg_pool`;
+  - `conv_transpose` is zero insertion (a `take`) and a conv (resample.py).
 Quantize/dequantize pairs are never folded through: a QDQ weight stays
 `dequantize(integer constant)`, transposed as an integer when gemm needs it.
 
@@ -41,6 +42,7 @@ from cimc.passes.canonicalize.cleanup import (
     sum_to_adds,
 )
 from cimc.passes.canonicalize.gemm import matmul_to_gemm, normalize_gemm
+from cimc.passes.canonicalize.resample import conv_transpose_to_conv
 
 Rewrite = Callable[[Module, Op], bool]
 
@@ -58,6 +60,7 @@ PATTERNS: list[tuple[str, Rewrite]] = [
     ("reduce_mean", global_mean),
     ("gemm", normalize_gemm),
     ("matmul", matmul_to_gemm),
+    ("conv_transpose", conv_transpose_to_conv),
 ]
 
 

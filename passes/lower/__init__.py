@@ -31,6 +31,9 @@ needs computed here once:
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
   reads the image through it).
+* `gather(xs..., index)` {fill} for the other layout ops (transpose, take, concat on
+  other axes, reshapes that change the byte order), chains of them fused into one
+  (passes/lower/movement.py).
 
 `quantize` of a module input and `dequantize` of a result stay: they run on
 the host. Float ops after the last `dequantize` also stay (host work).
@@ -57,6 +60,7 @@ from cimc.passes.lower.host import (
     pass_through_inputs,
     quantize_inputs_once,
 )
+from cimc.passes.lower.movement import lower_layout
 from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
@@ -125,6 +129,8 @@ class Lower(Pass):
         pass_through_inputs(module)
         tabulate_functions_of_one_tensor(module)
         host_float = host_float_ops(module)
+        lower_layout(module, {op.name for op in module.ops()
+                              if op.kind not in HOST_KINDS and op.name not in host_float})
         # `concat` is both an IR op and a chip kind: lowering it again is a no-op
         todo = [op for op in module.ops() if op.kind not in HOST_KINDS
                 and op.name not in host_float

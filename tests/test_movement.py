@@ -1,0 +1,233 @@
+"""Layout ops and resampling as data movement (issue 13): Pad, Slice, Split, Transpose
+and the channel shuffle, Concat on any axis, reshapes that change the byte order,
+Resize/Upsample nearest, ConvTranspose. Imported as `take`, `transpose`, `reshape`,
+`concat` (ConvTranspose: zero insertion, a `take`, and a conv); lowered to `gather`
+(passes/lower/movement.py) and run by `vgather`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import movement_models
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import cimc
+from cimc.cli import main
+from cimc.diagnostics import CimcError
+from cimc.host.ports import reference_codes
+from cimc.isa.assembler import assemble_file
+from cimc.isa.image import load_image
+from cimc.isa.simulator import run_program
+from cimc.reference.oracle import ExactOracle
+
+NODE_OPS = {"Pad", "Slice", "Split", "Resize", "Upsample", "ConvTranspose"}
+ELEMENT_TYPES = {TensorProto.FLOAT, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32,
+                 TensorProto.INT64}
+
+
+def _node_cases() -> list:
+    from onnx.backend.test.case.node import collect_testcases
+
+    return [case for case in collect_testcases()
+            if {n.op_type for n in case.model.graph.node} <= NODE_OPS
+            and case.model.graph.input[0].type.tensor_type.elem_type in ELEMENT_TYPES]
+
+
+NODE_CASES = _node_cases()
+# Refused with one message naming the node: interpolating modes, empty tensors, 1-D and
+# 3-D ConvTranspose.
+REFUSED = [c for c in NODE_CASES
+           if any(a.name == "mode" and a.s in (b"linear", b"cubic")
+                  for n in c.model.graph.node for a in n.attribute)
+           or "zero_size" in c.name or c.name.endswith(("convtranspose_1d", "convtranspose_3d"))]
+SUPPORTED = [c for c in NODE_CASES if c not in REFUSED]
+
+
+def _with_initializers(case, tmp_path: Path) -> tuple[Path, list]:
+    """The case's model with every input but the first made an initializer (weights,
+    pads, starts, scales and sizes are constants in the models people bring)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(case.model)
+    graph = model.graph
+    inputs, outputs = case.data_sets[0]
+    for info, value in zip(list(graph.input)[1:], inputs[1:], strict=True):
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), info.name))
+        graph.input.remove(info)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    np.savez(tmp_path / "x.npz", **{graph.input[0].name: inputs[0]})
+    return path, outputs
+
+
+def test_node_cases_cover_the_ops() -> None:
+    assert {n.op_type for c in SUPPORTED for n in c.model.graph.node} == NODE_OPS
+    assert len(SUPPORTED) >= 40 and len(SUPPORTED) >= 0.6 * len(NODE_CASES)
+
+
+@pytest.mark.parametrize("case", SUPPORTED, ids=[c.name for c in SUPPORTED])
+def test_onnx_node_cases_run_on_the_reference(case, tmp_path: Path) -> None:
+    path, outputs = _with_initializers(case, tmp_path)
+    out = tmp_path / "y.npz"
+    assert main(["run", str(path), "--engine", "reference", "--inputs",
+                 str(tmp_path / "x.npz"), "--outputs", str(out), "-q"]) == 0
+    got = np.load(out)
+    for info, expected in zip(case.model.graph.output, outputs, strict=True):
+        np.testing.assert_allclose(got[info.name], expected, rtol=case.rtol, atol=case.atol)
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c.name for c in REFUSED])
+def test_onnx_node_cases_refused_name_the_reason(case, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = _with_initializers(case, tmp_path)
+    assert main(["run", str(path), "--engine", "reference", "--inputs",
+                 str(tmp_path / "x.npz"), "--outputs", str(tmp_path / "y.npz"), "-q"]) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "supported" in err or "empty tensor" in err
+
+
+def _simulate(program, tmp_path: Path, x: np.ndarray) -> None:
+    prog = tmp_path / "p.s"
+    program.save(prog)
+    assert "vgather" in prog.read_text()
+    inputs, expected = reference_codes(program.integer, {program.integer.inputs[0]: x})
+    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
+                             program.target, inputs)
+    assert sorted(outputs) == sorted(expected)
+    for port, codes in expected.items():
+        np.testing.assert_array_equal(outputs[port], codes)
+
+
+def _output_scale(module) -> float:
+    dequantize = [op for op in module.ops() if op.kind == "dequantize"][-1]
+    return float(module.values[dequantize.inputs[0]].quant.scale[0])
+
+
+@pytest.mark.parametrize(("name", "exporter"), movement_models.CASES)
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+@pytest.mark.parametrize("target", ["isaac", "edge"])
+def test_torch_models_simulate_bit_exact_within_a_quantum_of_the_oracle(
+        name: str, exporter: str, activations: str, target: str, tmp_path: Path) -> None:
+    model = movement_models.quantized_model(name, exporter, activations)
+    x = movement_models.sample_inputs(name, 3, seed=11)
+    program = cimc.compile(model, target)
+    kinds = [op.kind for op in program.module.ops()]
+    assert "gather" in kinds and not {"take", "transpose", "reshape"} & set(kinds)
+    _simulate(program, tmp_path, x)
+    reference = cimc.run_reference(program.integer, {"input": x})["out"]
+    oracle = ExactOracle(model).run_samples(x)
+    assert np.abs(reference - oracle).max() <= _output_scale(program.integer) * 1.0001
+
+
+def test_conv_transpose_is_zero_insertion_and_a_conv() -> None:
+    module = cimc.api.prepare(movement_models.quantized_model("unet_convtranspose", "legacy"))
+    kinds = [op.kind for op in module.ops()]
+    assert "conv_transpose" not in kinds and kinds.count("take") == 2
+    assert kinds.count("conv") == 6
+
+
+def test_channel_shuffle_and_its_concat_are_one_gather() -> None:
+    """Split halves, Concat, Reshape to 5-D, Transpose, Reshape back: the half the branch
+    skips, the concat and the shuffle read the stem and the branch in one gather (each
+    requantized to the concat's scale first); the other half is a gather of its own."""
+    program = cimc.compile(movement_models.quantized_model("shufflenet_block", "legacy"),
+                           "isaac")
+    gathers = [op for op in program.module.ops() if op.kind == "gather"]
+    assert sorted(len(op.inputs) - 1 for op in gathers) == [1, 2]
+
+
+def _qdq(nodes: list, shape: list[int], out_shape: list[int], consts: list,
+         scales: tuple[float, float] = (0.05, 0.05), zps: tuple[int, int] = (3, 3),
+         opset: int = 18) -> onnx.ModelProto:
+    """input -> Q -> DQ -> nodes (reading "xd", writing "t") -> Q -> DQ -> output."""
+    consts = [*consts,
+              numpy_helper.from_array(np.array(scales[0], np.float32), "sx"),
+              numpy_helper.from_array(np.array(scales[1], np.float32), "sy"),
+              helper.make_tensor("zx", TensorProto.INT8, [], [zps[0]]),
+              helper.make_tensor("zy", TensorProto.INT8, [], [zps[1]])]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]), *nodes,
+             helper.make_node("QuantizeLinear", ["t", "sy", "zy"], ["tq"]),
+             helper.make_node("DequantizeLinear", ["tq", "sy", "zy"], ["output"])]
+    graph = helper.make_graph(
+        nodes, "move", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)], consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _ints(name: str, values: list[int]):  # -> onnx.TensorProto
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+LONE_OPS = {
+    # name: (nodes, input shape, output shape, constants)
+    "pad_constant": ([helper.make_node("Pad", ["xd", "p", "v"], ["t"])], [1, 4, 5, 6],
+                     [1, 4, 8, 7], [_ints("p", [0, 0, 2, 0, 0, 0, 1, 1]),
+                                    numpy_helper.from_array(np.array(0.5, np.float32), "v")]),
+    "pad_edge": ([helper.make_node("Pad", ["xd", "p"], ["t"], mode="edge")], [1, 4, 5, 6],
+                 [1, 4, 7, 9], [_ints("p", [0, 0, 1, 2, 0, 0, 1, 1])]),
+    "slice_reversed": ([helper.make_node("Slice", ["xd", "s", "e", "a", "st"], ["t"])],
+                       [1, 4, 6, 6], [1, 4, 3, 5],
+                       [_ints("s", [-1, 5]), _ints("e", [-100, 0]), _ints("a", [2, 3]),
+                        _ints("st", [-2, -1])]),
+    "transpose_hw": ([helper.make_node("Transpose", ["xd"], ["t"], perm=[0, 1, 3, 2])],
+                     [1, 3, 4, 7], [1, 3, 7, 4], []),
+    "flatten": ([helper.make_node("Flatten", ["xd"], ["t"])], [1, 3, 4, 5], [1, 60], []),
+    "channels_last": ([helper.make_node("Transpose", ["xd"], ["t"], perm=[0, 2, 3, 1])],
+                      [1, 3, 4, 5], [1, 4, 5, 3], []),
+    "resize_down": ([helper.make_node("Resize", ["xd", "", "sc"], ["t"], mode="nearest",
+                                      coordinate_transformation_mode="asymmetric",
+                                      nearest_mode="ceil")], [1, 2, 9, 8], [1, 2, 6, 5],
+                    [numpy_helper.from_array(np.array([1, 1, 0.7, 0.7], np.float32), "sc")]),
+    "concat_rows": ([helper.make_node("Slice", ["xd", "s", "e", "a"], ["u"]),
+                     helper.make_node("QuantizeLinear", ["u", "sx", "zx"], ["uq"]),
+                     helper.make_node("DequantizeLinear", ["uq", "sx", "zx"], ["ud"]),
+                     helper.make_node("Concat", ["xd", "ud"], ["t"], axis=2)],
+                    [1, 3, 4, 5], [1, 3, 6, 5], [_ints("s", [1]), _ints("e", [3]),
+                                                 _ints("a", [2])]),
+}
+
+
+@pytest.mark.parametrize("requantize", [False, True], ids=["same", "requantized"])
+@pytest.mark.parametrize("name", sorted(LONE_OPS))
+def test_lone_layout_op_is_a_gather_equal_to_the_reference(
+        name: str, requantize: bool, tmp_path: Path) -> None:
+    """One QDQ layout op on every input code: the program (a gather; with a rescale first
+    when the result is quantized differently) equals the reference, and the reference is
+    within one quantum of onnxruntime."""
+    nodes, shape, out_shape, consts = LONE_OPS[name]
+    scales, zps = ((0.05, 0.07), (3, -9)) if requantize else ((0.05, 0.05), (3, 3))
+    path = tmp_path / "m.onnx"
+    onnx.save(_qdq(nodes, shape, out_shape, consts, scales, zps), path)
+    codes = np.arange(int(np.prod(shape))) % 256 - 128
+    x = ((codes - 3) * 0.05).astype(np.float32).reshape(shape)
+    got = cimc.run_reference(cimc.api.prepare(path), {"input": x})["output"]
+    expected = ExactOracle(path).run({"input": x})[0]
+    assert np.abs(got - expected).max() <= scales[1] * 1.0001
+    program = cimc.compile(path, "isaac")
+    kinds = {op.kind for op in program.module.ops()}
+    assert "gather" in kinds and ("rescale" in kinds) == requantize
+    _simulate(program, tmp_path, x)
+
+
+def test_squeeze_keeps_the_bytes_in_place(tmp_path: Path) -> None:
+    """[1,C,1,1] -> [1,C] and a transpose of unit axes leave the NHWC bytes where they
+    are: views, no data movement."""
+    nodes = [helper.make_node("Transpose", ["xd"], ["u"], perm=[0, 2, 1, 3]),
+             helper.make_node("Squeeze", ["u", "ax"], ["t"])]
+    path = tmp_path / "m.onnx"
+    onnx.save(_qdq(nodes, [1, 1, 6, 1], [1, 6], [_ints("ax", [2, 3])]), path)
+    kinds = [op.kind for op in cimc.compile(path, "isaac").module.ops()]
+    assert "gather" not in kinds and "view" in kinds
+
+
+def test_bilinear_resize_is_refused_naming_the_node(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Resize", ["xd", "", "sc"], ["t"], name="up", mode="linear")]
+    path = tmp_path / "m.onnx"
+    onnx.save(_qdq(nodes, [1, 2, 4, 4], [1, 2, 8, 8],
+                   [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")]), path)
+    with pytest.raises(CimcError, match="node 'up' \\(Resize\\): mode 'linear' is not"):
+        cimc.api.prepare(path)
