@@ -364,7 +364,7 @@ def test_cimc_run_engine_sim_equals_engine_reference(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["squeezenet", pytest.param("resnet50", marks=HEAVY),
+@pytest.mark.parametrize("name", ["squeezenet", "shufflenet", pytest.param("resnet50", marks=HEAVY),
                                   pytest.param("vgg19", marks=HEAVY),
                                   pytest.param("densenet121", marks=HEAVY)])
 def test_onnx_zoo_graphs_compile_and_equal_reference(name: str, tmp_path: Path) -> None:
@@ -372,7 +372,9 @@ def test_onnx_zoo_graphs_compile_and_equal_reference(name: str, tmp_path: Path) 
     by cimc on random inputs): SqueezeNet's Softmax and the Reshape after it run on the
     host; ResNet-50's residual Sums are quantized as Adds; VGG-19 (143 M weights) runs in
     phases (about 80 s, 2.8 GB); DenseNet-121's batch norms after concats are depthwise
-    convs. Bit-exact at the program's outputs and after the host's
+    convs; ShuffleNet's 16 channel shuffles (reshape, transpose, reshape) are gathers and
+    its padded average pools without count_include_pad divide edge windows by fewer
+    positions (about 15 s). Bit-exact at the program's outputs and after the host's
     tail."""
     import onnx
 

@@ -259,24 +259,29 @@ def test_an_input_quantized_twice_alike_reads_one_copy(tmp_path: Path) -> None:
     assert [op.kind for op in module.ops()].count("quantize") == 1
 
 
-def test_padded_average_pool_with_varying_counts_is_reported() -> None:
-    b = Builder((1, 2, 4, 4))
-    y = b.op("avg_pool", [b.x], (1, 2, 3, 3), 0.05, 0, kernel=[2, 2], strides=[2, 2],
-             pads=[1, 1, 1, 1], ceil_mode=0, count_include_pad=0)
-    with pytest.raises(CimcError, match="count_include_pad"):
-        Lower().apply(b.finish(y))
+VARYING_POOLS = [  # (input, result, kernel, strides, pads, ceil_mode, count_include_pad)
+    ((1, 2, 4, 4), (1, 2, 3, 3), [2, 2], [2, 2], [1, 1, 1, 1], 0, 0),
+    ((1, 3, 7, 6), (1, 3, 4, 3), [3, 3], [2, 2], [1, 1, 1, 1], 0, 0),  # ShuffleNet's
+    ((1, 2, 3, 3), (1, 2, 2, 2), [2, 2], [2, 2], [0, 0, 0, 0], 1, 0),
+    ((1, 2, 3, 3), (1, 2, 2, 2), [2, 2], [2, 2], [0, 0, 0, 0], 1, 1),
+    ((1, 2, 6, 6), (1, 2, 4, 3), [3, 3], [2, 2], [1, 0, 1, 0], 1, 1),
+]
 
 
-@pytest.mark.parametrize("count_include_pad", [0, 1])
-def test_average_pool_whose_ceil_mode_windows_run_past_the_input_is_reported(
-        count_include_pad: int) -> None:
-    """onnxruntime divides such a window by the positions it covers; the chip has one
-    divisor for all windows (it divided the last ones by the whole kernel)."""
-    b = Builder((1, 2, 3, 3))
-    y = b.op("avg_pool", [b.x], (1, 2, 2, 2), 0.05, 0, kernel=[2, 2], strides=[2, 2],
-             pads=[0, 0, 0, 0], ceil_mode=1, count_include_pad=count_include_pad)
-    with pytest.raises(CimcError, match="ceil_mode windows run past the padded input"):
-        Lower().apply(b.finish(y))
+@pytest.mark.parametrize("target", ["tiny", "isaac"])
+@pytest.mark.parametrize("pool", VARYING_POOLS)
+def test_average_pools_whose_windows_count_different_positions_equal_the_reference(
+        pool: tuple, target: str, tmp_path: Path) -> None:
+    """Without count_include_pad, or with ceil_mode windows past the pads, onnxruntime
+    divides each window by the positions it covers: one requantization table per divisor,
+    a pixel loop per run of equal divisors."""
+    shape, out, kernel, strides, pads, ceil, include = pool
+    b = Builder(shape)
+    y = b.op("avg_pool", [b.x], out, 0.05, 0, kernel=kernel, strides=strides, pads=pads,
+             ceil_mode=ceil, count_include_pad=include)
+    module = check(b.finish(y), target, tmp_path)
+    pool_op = next(op for op in module.ops() if op.kind == "pool")
+    assert len(pool_op.attrs["counts"]) > 1
 
 
 def test_requantizing_max_pool_with_a_window_wholly_in_padding_is_reported() -> None:

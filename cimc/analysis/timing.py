@@ -52,6 +52,7 @@ from cimc.dialect.chip import (
     blocks_of,
     image_dims,
     lut_table,
+    pixel_runs,
     rescale_clamps,
     runtime_operands,
 )
@@ -537,7 +538,8 @@ class _Model:
         info = np.iinfo(np.int8 if xt == "i8" else np.uint8)
         count, c = win.kh * win.kw, win.c
         gather = [] if win.contiguous else win.gather_sizes()
-        self.scalars(core, 4)
+        # a pixel loop per run of equal divisors (cimc.codegen: windows at the edges)
+        self.scalars(core, 4 * len(pixel_runs(a.get("col_counts", [0]))))
         for _ in range(win.ow):
             for nbytes in gather:
                 self.copy(core, nbytes)

@@ -38,7 +38,14 @@ from cimc.analysis.traffic import block_name, column_ranges, unit_cores
 from cimc.analysis.window import Window, band_plan
 from cimc.codegen.loops import reroll
 from cimc.diagnostics import CimcError
-from cimc.dialect.chip import CHUNK, blocks_of, image_dims, lut_table, rescale_clamps
+from cimc.dialect.chip import (
+    CHUNK,
+    blocks_of,
+    image_dims,
+    lut_table,
+    pixel_runs,
+    rescale_clamps,
+)
 from cimc.dialect.host import chip_stores
 from cimc.dialect.phased import phase_count, phase_modules
 from cimc.ir.module import Module, Op
@@ -382,12 +389,15 @@ class Part:
                               for px in range(self.ow)]
         return lines
 
-    def _pixels(self, step: list[str]) -> list[str]:
-        """A loop over the output pixels of a row: r2 band pixel, r3 output pixel."""
+    def _pixels(self, step: list[str], start: int = 0, stop: int | None = None) -> list[str]:
+        """A loop over the output pixels [start, stop) of a row (all by default): r2 band
+        pixel, r3 output pixel."""
         self.count += 1
         tag = f"{self.label}_{self.count}"
-        lines = [f"li r2, {self.band}", f"li r3, {self.out}", "li r4, 0",
-                 f"li r5, {self.ow}", f"{tag}:"]
+        stop = self.ow if stop is None else stop
+        lines = [f"li r2, {self.band + start * self.win.sw * self.win.c}",
+                 f"li r3, {self.out + start * self.n}", "li r4, 0",
+                 f"li r5, {stop - start}", f"{tag}:"]
         lines += step
         lines += [f"addi r2, r2, {self.win.sw * self.win.c}", f"addi r3, r3, {self.n}",
                   "addi r4, r4, 1", f"blt r4, r5, {tag}"]
@@ -491,20 +501,36 @@ class Part:
             if a["hi"] < info.max:
                 step.append(f"vmini.{xt} 0(r3), 0(r3), {a['hi']}, {win.c}")
         else:
-            entry = [a["M"], a["shift"], a["zy"], a["lo"], a["hi"]]
-            table = code.table(np.tile(np.asarray(entry, dtype=np.int64), win.c))
+            # One requantization table per divisor (windows at the edges may count fewer
+            # positions: `counts`, `Ms`, `shifts`).
+            divisors = a.get("counts", [count])
+            pairs = zip(a.get("Ms", [a["M"]]), a.get("shifts", [a["shift"]]), strict=True)
+            tables = {d: code.table(np.tile(np.asarray([mant, shift, a["zy"], a["lo"], a["hi"]],
+                                                       dtype=np.int64), win.c))
+                      for d, (mant, shift) in zip(divisors, pairs, strict=True)}
             step = [f"vredsum.{xt} {acc}(r0), {src}, {win.c}, {count}, {win.c}",
                     f"vaddi.i32 {acc}(r0), {acc}(r0), {a['offset']}, {win.c}",
-                    f"requant.{yt} 0(r3), {acc}(r0), {win.c}, {table}(r0)"]
+                    f"requant.{yt} 0(r3), {acc}(r0), {win.c}, {{table}}(r0)"]
         lut = self._lut()
         if lut is not None:
             step.append(f"vlut.{yt} 0(r3), 0(r3), {win.c}, {lut}(r0)")
         step = (win.gather(self.window) if self.window is not None else []) + step
+        if a["mode"] == "max":
+            def body(m: int, oy: int) -> list[str]:
+                return self._band(m, oy) + self._pixels(step) + self._finish(m, oy)
 
-        def body(m: int, oy: int) -> list[str]:
-            return self._band(m, oy) + self._pixels(step) + self._finish(m, oy)
+            return body
+        rows, cols = a.get("row_counts"), a.get("col_counts")
 
-        return body
+        def varying(m: int, oy: int) -> list[str]:
+            lines = self._band(m, oy)
+            for start, stop, columns in pixel_runs(cols or [1] * self.ow):
+                divisor = (rows[oy] * columns) if rows else count
+                code = [line.replace("{table}", str(tables[divisor])) for line in step]
+                lines += self._pixels(code, start, stop)
+            return lines + self._finish(m, oy)
+
+        return varying
 
     # -- element-wise -----------------------------------------------------------------------
 

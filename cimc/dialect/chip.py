@@ -51,6 +51,18 @@ def rescale_clamps(module: Module, op: Op) -> bool:
 CHUNK = 128
 
 
+def pixel_runs(values: list[int]) -> list[tuple[int, int, int]]:
+    """(start, stop, value) of the runs of equal values: the pixel loops of an average
+    pool whose windows count different positions (one per run of equal column counts)."""
+    runs: list[tuple[int, int, int]] = []
+    for k, v in enumerate(values):
+        if runs and runs[-1][2] == v:
+            runs[-1] = (runs[-1][0], k + 1, v)
+        else:
+            runs.append((k, k + 1, v))
+    return runs
+
+
 def image_dims(ty: TensorType) -> tuple[int, int, int]:
     """(H, W, C) of an activation stored NHWC: [1,C,H,W] or [1,K] (a 1x1 image)."""
     if len(ty.shape) == 4 and ty.shape[0] == 1:

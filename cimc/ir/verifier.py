@@ -118,8 +118,12 @@ OP_KINDS: dict[str, OpSpec] = {
                       "tags": INTS, "messages": INTS, "addr": INT, "local_bytes": INTS,
                       "pipeline": STR, "stream": INT, "phase": INT, "image_stride": INT},
                      shape=shapes.matvec),
+    # An average pool whose windows count different positions has per row and column
+    # counts and the (M, shift) of each distinct divisor.
     "pool": OpSpec((1, 2), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
-                            "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED,
+                            "dilations": PAIR, "offset": INT, **_REQUANT},
+                   {**_PLACED, "row_counts": INTS, "col_counts": INTS, "counts": INTS,
+                    "Ms": INTS, "shifts": INTS},
                    shape=shapes.backend_pool),
     "eltwise": OpSpec((2, 3), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
                       _PLACED, shape=shapes.backend_eltwise),

@@ -307,7 +307,6 @@ def lower_pool(module: Module, op: Op) -> None:
     reach_h = (oh - 1) * attrs["strides"][0] + attrs["dilations"][0] * (kernel[0] - 1) + 1
     reach_w = (ow - 1) * attrs["strides"][1] + attrs["dilations"][1] * (kernel[1] - 1) + 1
     # ceil_mode windows running past the bottom/right pads read pad values too.
-    past = reach_h > h + pads[0] + pads[2] or reach_w > w + pads[1] + pads[3]
     pads[2] = max(pads[2], reach_h - h - pads[0])
     pads[3] = max(pads[3], reach_w - w - pads[1])
     lo, hi = _bounds(op, y_type)
@@ -324,17 +323,33 @@ def lower_pool(module: Module, op: Op) -> None:
             _replace(module, op, "pool", [op.inputs[0]], attrs)
         return
     count = kernel[0] * kernel[1]
-    if past:  # onnxruntime divides those windows by fewer positions; the chip has one divisor
-        raise CimcError(f"op {op.name!r} ({op.kind}): average pooling whose ceil_mode windows "
-                        "run past the padded input is not supported (they average fewer "
-                        "positions); use ceil_mode=0 or pads that cover the last window")
-    if any(pads) and not op.attrs.get("count_include_pad", 0):
-        raise CimcError(f"op {op.name!r} ({op.kind}): padded average pooling without "
-                        "count_include_pad is not supported; use count_include_pad=1 or no pads")
-    mant, shift = _fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(count)),
-                         f"input scale {sx:g} / (result scale {sy:g} x {count})")
+    # The window's divisor as onnxruntime counts it (docs/ir.md): without
+    # count_include_pad, or past the pads (ceil_mode), edge windows count fewer positions.
+    # It is (positions along H) x (along W); the sum is the same for all (padding holds zx).
+    include = not glob and bool(op.attrs.get("count_include_pad", 0))
+    given = [0, 0, 0, 0] if glob else list(op.attrs.get("pads", [0, 0, 0, 0]))
+    extents = [_extents(n, attrs["strides"][a], kernel[a], given[a], given[a + 2], size,
+                        include)
+               for a, (n, size) in enumerate(((oh, h), (ow, w)))]
+    divisors = sorted({int(r) * int(c) for r in extents[0] for c in extents[1]})
+    pairs = [_fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(d)),
+                    f"input scale {sx:g} / (result scale {sy:g} x {d})") for d in divisors]
+    mant, shift = pairs[-1]  # the full windows'
     attrs.update(mode="avg", offset=-count * zx, M=mant, shift=shift, zy=zy, lo=lo, hi=hi)
+    if divisors != [count]:
+        attrs.update(row_counts=[int(v) for v in extents[0]],
+                     col_counts=[int(v) for v in extents[1]], counts=divisors,
+                     Ms=[m for m, _ in pairs], shifts=[s for _, s in pairs])
     _replace(module, op, "pool", [op.inputs[0]], attrs)
+
+
+def _extents(n_out: int, stride: int, k: int, begin: int, end: int, size: int,
+             include_pad: bool) -> np.ndarray:
+    """Positions each window covers along one axis (cimc.reference.pool's count)."""
+    start = np.arange(n_out) * stride - begin
+    if include_pad:
+        return np.minimum(start + k, size + end) - start
+    return np.minimum(start + k, size) - np.maximum(start, 0)
 
 
 def _empty_window(attrs: dict[str, Any], size: tuple[int, int], out: tuple[int, int]) -> bool:
