@@ -224,13 +224,20 @@ def test_squeeze_keeps_the_bytes_in_place(tmp_path: Path) -> None:
     assert "gather" not in kinds and "view" in kinds
 
 
-def test_bilinear_resize_is_refused_naming_the_node(tmp_path: Path) -> None:
-    nodes = [helper.make_node("Resize", ["xd", "", "sc"], ["t"], name="up", mode="linear")]
+def test_interpolating_resizes_are_refused_in_one_message_naming_each(tmp_path: Path) -> None:
+    """Bilinear and bicubic results are not input elements: one message lists both nodes
+    (with the unsupported operators, were there any)."""
+    nodes = [helper.make_node("Resize", ["xd", "", "sc"], ["u"], name="up", mode="linear"),
+             helper.make_node("Resize", ["u", "", "sc"], ["t"], name="up2", mode="cubic")]
     path = tmp_path / "m.onnx"
-    onnx.save(_qdq(nodes, [1, 2, 4, 4], [1, 2, 8, 8],
+    onnx.save(_qdq(nodes, [1, 2, 4, 4], [1, 2, 16, 16],
                    [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")]), path)
-    with pytest.raises(CimcError, match="node 'up' \\(Resize\\): mode 'linear' is not"):
+    with pytest.raises(CimcError) as info:
         cimc.api.prepare(path)
+    message = str(info.value)
+    assert "2 node(s)" in message
+    assert "node 'up': Resize (mode 'linear' is not supported" in message
+    assert "node 'up2': Resize (mode 'cubic' is not supported" in message
 
 
 @pytest.mark.parametrize("name", sorted(movement_models.INPUT_SHAPES))

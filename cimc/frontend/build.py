@@ -112,6 +112,10 @@ class NodeImport:
 
 
 Converter = Callable[[NodeImport], None]
+# Operators supported in some forms only: op type -> why a node's attributes (defaults
+# left out) are not one of them, or None. Such nodes are listed with the unsupported
+# operators, so that one message names every node cimc cannot import.
+UNSUPPORTED_FORMS: dict[str, Callable[[dict[str, Any]], str | None]] = {}
 
 
 # Nodes whose result size is (input + pads - dilated kernel) / stride + 1 per spatial axis.
@@ -255,17 +259,25 @@ class ModuleBuilder:
     def _check_supported(
         self, nodes: list[onnx.NodeProto], names: list[str], table: Mapping[str, Converter]
     ) -> None:
+        reasons: dict[str, str] = {}
+        for name, node in zip(names, nodes, strict=True):
+            check = UNSUPPORTED_FORMS.get(node.op_type)
+            reason = check(_attributes(node)) if check is not None else None
+            if reason is not None and node.domain in ("", "ai.onnx"):
+                reasons[name] = reason
         missing = [
             (name, node)
             for name, node in zip(names, nodes, strict=True)
             if node.domain not in ("", "ai.onnx") or node.op_type not in table
+            or name in reasons
         ]
         if not missing:
             return
         lines = []
         for name, node in missing:
             domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
-            lines.append(f"  node {name!r}: {domain}{node.op_type}")
+            why = f" ({reasons[name]})" if name in reasons else ""
+            lines.append(f"  node {name!r}: {domain}{node.op_type}{why}")
         hints = sorted({HINTS[n.op_type] for _, n in missing if n.op_type in HINTS}
                        | {HINTS[n.domain] for _, n in missing if n.domain in HINTS})
         raise CimcError(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cimc.frontend.build import Converter, NodeImport
+from cimc.frontend.build import UNSUPPORTED_FORMS, Converter, NodeImport
 
 
 def _emit_take(ctx: NodeImport, maps: dict[int, list[int]], fill: float = 0.0,
@@ -65,11 +65,7 @@ def pad_map(size: int, before: int, after: int, mode: str) -> list[int]:
 def pad(ctx: NodeImport) -> None:
     shape = ctx.type(0).shape
     rank = len(shape)
-    mode = ctx.attrs.get("mode", "constant")
-    if isinstance(mode, bytes):
-        mode = mode.decode()
-    if mode not in ("constant", "reflect", "edge", "wrap"):
-        raise ctx.error(f"pad mode {mode!r} is not supported")
+    mode = _text(ctx, "mode", "constant")  # one of `_pad_form`'s
     if ctx.has_input(1):
         pads = _ints(ctx, 1, "pads")
     else:
@@ -168,13 +164,9 @@ def _text(ctx: NodeImport, key: str, default: str) -> str:
 
 def resize(ctx: NodeImport) -> None:
     """Resize (opset 18 and on, to which older models are converted) and Upsample:
-    nearest only."""
+    nearest only (`_resize_form` lists the others before import)."""
     shape, result = ctx.type(0).shape, ctx.result_type().shape
     rank = len(shape)
-    mode = _text(ctx, "mode", "nearest")
-    if mode != "nearest":
-        raise ctx.error(f"mode {mode!r} is not supported (only 'nearest': every result "
-                        "element is one input element, which the chip moves exactly)")
     if ctx.op_type == "Upsample":
         transform, rounding = "asymmetric", "floor"
         scales = [float(s) for s in (ctx.constant(1, "scales").reshape(-1) if ctx.has_input(1)
@@ -183,8 +175,6 @@ def resize(ctx: NodeImport) -> None:
     else:
         transform = _text(ctx, "coordinate_transformation_mode", "half_pixel")
         rounding = _text(ctx, "nearest_mode", "round_prefer_floor")
-        if transform not in TRANSFORMS:
-            raise ctx.error(f"coordinate_transformation_mode {transform!r} is not supported")
         if rounding not in ROUNDINGS:
             raise ctx.error(f"nearest_mode {rounding!r} is not supported")
         axes = [int(a) % rank for a in ctx.attrs.get("axes", range(rank))]
@@ -230,6 +220,25 @@ def conv_transpose(ctx: NodeImport) -> None:
              {"strides": strides, "dilations": dilations, "group": int(ctx.attrs.get("group", 1)),
               "pads": [*begin, *end]})
 
+
+def _resize_form(attrs: dict[str, Any]) -> str | None:
+    mode = attrs.get("mode", "nearest")
+    if mode != "nearest":
+        return (f"mode {mode!r} is not supported; only 'nearest', whose every result element "
+                "is one input element, which the chip moves exactly")
+    transform = attrs.get("coordinate_transformation_mode", "half_pixel")
+    if transform not in TRANSFORMS:
+        return f"coordinate_transformation_mode {transform!r} is not supported"
+    return None
+
+
+def _pad_form(attrs: dict[str, Any]) -> str | None:
+    mode = attrs.get("mode", "constant")
+    return None if mode in ("constant", "reflect", "edge", "wrap") else \
+        f"pad mode {mode!r} is not supported"
+
+
+UNSUPPORTED_FORMS.update({"Resize": _resize_form, "Upsample": _resize_form, "Pad": _pad_form})
 
 MOVEMENT_CONVERTERS: dict[str, Converter] = {
     "ConvTranspose": conv_transpose,
