@@ -167,6 +167,9 @@ def resize(ctx: NodeImport) -> None:
     nearest only (`_resize_form` lists the others before import)."""
     shape, result = ctx.type(0).shape, ctx.result_type().shape
     rank = len(shape)
+    if _text(ctx, "mode", "nearest") != "nearest":
+        _interpolation(ctx)
+        return
     if ctx.op_type == "Upsample":
         transform, rounding = "asymmetric", "floor"
         scales = [float(s) for s in (ctx.constant(1, "scales").reshape(-1) if ctx.has_input(1)
@@ -223,13 +226,40 @@ def conv_transpose(ctx: NodeImport) -> None:
 
 def _resize_form(attrs: dict[str, Any]) -> str | None:
     mode = attrs.get("mode", "nearest")
-    if mode != "nearest":
-        return (f"mode {mode!r} is not supported; only 'nearest', whose every result element "
-                "is one input element, which the chip moves exactly")
     transform = attrs.get("coordinate_transformation_mode", "half_pixel")
-    if transform not in TRANSFORMS:
-        return f"coordinate_transformation_mode {transform!r} is not supported"
+    if mode == "nearest" and transform not in TRANSFORMS:
+        return f"nearest with coordinate_transformation_mode {transform!r} is not supported"
+    if mode not in ("nearest", "linear", "cubic"):
+        return f"mode {mode!r} is not supported"
     return None
+
+
+def _interpolation(ctx: NodeImport) -> None:
+    """Resize linear or cubic: `resize`, float only (its results are not input elements;
+    the reference runs onnx's own Resize, cimc.reference.movement)."""
+    attrs: dict[str, Any] = {
+        "mode": _text(ctx, "mode", "nearest"),
+        "coordinate_transformation_mode": _text(ctx, "coordinate_transformation_mode",
+                                                "half_pixel"),
+        "cubic_coeff_a": float(ctx.attrs.get("cubic_coeff_a", -0.75)),
+        "exclude_outside": int(ctx.attrs.get("exclude_outside", 0)),
+        "extrapolation_value": float(ctx.attrs.get("extrapolation_value", 0.0)),
+        "antialias": int(ctx.attrs.get("antialias", 0)),
+        "keep_aspect_ratio_policy": _text(ctx, "keep_aspect_ratio_policy", "stretch"),
+        "roi": [], "scales": [], "sizes": []}
+    if "axes" in ctx.attrs:
+        attrs["axes"] = [int(a) for a in ctx.attrs["axes"]]
+    if ctx.op_type == "Upsample":
+        attrs["coordinate_transformation_mode"] = "asymmetric"
+        attrs["scales"] = [float(s) for s in (ctx.constant(1, "scales").reshape(-1)
+                                              if ctx.has_input(1) else ctx.attrs["scales"])]
+    else:
+        for index, key in ((1, "roi"), (2, "scales")):
+            if ctx.has_input(index):
+                attrs[key] = [float(v) for v in ctx.constant(index, key).reshape(-1)]
+        if not attrs["scales"]:
+            attrs["sizes"] = _ints(ctx, 3, "sizes")
+    ctx.emit("resize", [ctx.operand(0)], attrs)
 
 
 def _pad_form(attrs: dict[str, Any]) -> str | None:

@@ -53,6 +53,7 @@ _ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP}, shape=shapes.broadcast)
 _PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stream": INT,
            "phase": INT, "image_stride": INT}
 _UNARY = OpSpec((1, 1), shape=shapes.same)
+FLOATS = AttrType("floats")
 
 # The op kinds of docs/ir.md.
 OP_KINDS: dict[str, OpSpec] = {
@@ -99,6 +100,12 @@ OP_KINDS: dict[str, OpSpec] = {
     # ConvTranspose until canonicalize makes it zero insertion (a take) and a conv.
     "conv_transpose": OpSpec((2, 3), {"strides": PAIR, "dilations": PAIR, "group": INT,
                                       "pads": QUAD}, shape=shapes.conv_transpose),
+    # Resize linear or cubic, float only (ONNX attributes; roi, scales or sizes as lists).
+    "resize": OpSpec((1, 1), {"mode": STR, "coordinate_transformation_mode": STR,
+                              "cubic_coeff_a": FLOAT, "exclude_outside": INT,
+                              "extrapolation_value": FLOAT, "antialias": INT,
+                              "keep_aspect_ratio_policy": STR, "roi": FLOATS,
+                              "scales": FLOATS, "sizes": INTS}, {"axes": INTS}),
     # Pad, Slice, Split, Resize nearest: positions picked per axis (cimc/reference/movement.py).
     "take": OpSpec((1, 1), {"axes": INTS, "index": INTS}, {"fill": FLOAT}, shape=shapes.take),
     "quantize": _UNARY,

@@ -88,6 +88,8 @@ def _op_vectorizes(module: Module, op: Op, batched: set[str], batch: int) -> boo
         return _axis(op, rank, -1) != 0
     if kind == "take":
         return 0 not in op.attrs["axes"]
+    if kind == "resize":  # scales and sizes cover the batch axis
+        return False
     if kind == "reduce_mean":
         axes = op.attrs.get("axes")
         return axes is not None and all((a + rank) % rank != 0 for a in axes)
