@@ -119,6 +119,17 @@ def test_torch_models_simulate_bit_exact_within_a_quantum_of_the_oracle(
     assert np.abs(reference - oracle).max() <= _output_scale(program.integer) * 1.0001
 
 
+@pytest.mark.parametrize("name", sorted(movement_models.INPUT_SHAPES))
+def test_gathers_run_in_phases(name: str, tmp_path: Path) -> None:
+    """On `tiny` the models run in 3-5 phases: gathers read and write tensors spilled
+    between phases, bit-exact."""
+    from cimc.dialect.phased import phase_count
+
+    program = cimc.compile(movement_models.quantized_model(name, "legacy"), "tiny")
+    assert phase_count(program.module) >= 3
+    _simulate(program, tmp_path, movement_models.sample_inputs(name, 2, seed=3))
+
+
 def test_conv_transpose_is_zero_insertion_and_a_conv() -> None:
     module = cimc.api.prepare(movement_models.quantized_model("unet_convtranspose", "legacy"))
     kinds = [op.kind for op in module.ops()]

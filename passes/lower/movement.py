@@ -57,12 +57,13 @@ def lower_layout(module: Module, candidates: set[str]) -> None:
     chip) into gathers, views or (channel concats) leave them to `lower_concat`."""
     ops = [op for op in module.ops() if op.kind in LAYOUT and op.name in candidates
            and module.values[op.outputs[0]].is_quantized]
+    layout = {op.name for op in ops}
     fused: set[str] = set()
     clean: set[str] = set()  # fused or not: no fill, no requantization, nor above it
     for op in ops:  # producers first
         if _clean(module, op, fused, clean):
             clean.add(op.name)
-        if _fuses(module, op, candidates, op.name in clean):
+        if _fuses(module, op, layout, op.name in clean):
             fused.add(op.name)
     for op in ops:
         if op.name not in fused and not _gemm_flatten(module, op):
@@ -84,14 +85,15 @@ def _clean(module: Module, op: Op, fused: set[str], clean: set[str]) -> bool:
     return True
 
 
-def _fuses(module: Module, op: Op, candidates: set[str], clean: bool) -> bool:
+def _fuses(module: Module, op: Op, layout: set[str], clean: bool) -> bool:
     """Whether `op` is computed only inside the gathers of its readers: they are all
-    layout ops, which keep its quantization or (`clean`) requantize it at its sources."""
+    quantized layout ops the chip runs (`layout`), which keep its quantization or
+    (`clean`) requantize it at its sources."""
     value = op.outputs[0]
     if value in module.outputs or not module.consumers(value):
         return False
     ty = module.values[value]
-    return all(c.kind in LAYOUT and c.name in candidates and not _gemm_flatten(module, c)
+    return all(c.name in layout and not _gemm_flatten(module, c)
                and (clean or _same_quant(module.values[c.outputs[0]], ty))
                for c in module.consumers(value))
 
