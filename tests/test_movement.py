@@ -300,3 +300,101 @@ def test_gather_programs_are_identical_under_any_hash_seed(tmp_path: Path) -> No
         found.append((out.read_bytes(), out.with_suffix(".img").read_bytes()))
     assert found[0] == found[1]
     assert b"vgather" in found[0][0]
+
+
+def _random_chain(rng: np.random.Generator) -> tuple[onnx.ModelProto, list[int]]:
+    """A QDQ graph of 1-4 random layout ops (Pad of any mode, also negative, Slice with
+    any step, Transpose of C, H, W, Concat with an earlier tensor on any axis, Resize
+    nearest), each quantized in a scale of its own (so some requantize)."""
+    shape = [1, int(rng.integers(1, 5)), int(rng.integers(2, 7)), int(rng.integers(2, 7))]
+    consts = [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+              helper.make_tensor("z", TensorProto.INT8, [], [3])]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q0"]),
+             helper.make_node("DequantizeLinear", ["q0", "s", "z"], ["v0"])]
+    values, cur, now = [("v0", list(shape))], "v0", list(shape)
+    for k in range(1, int(rng.integers(2, 6))):
+        op, out, nxt = rng.choice(["pad", "slice", "transpose", "concat", "resize"]), f"t{k}", None
+        added = len(nodes)
+        if op == "pad":
+            pads = [0, 0, *rng.integers(-1, 3, 2), 0, 0, *rng.integers(-1, 3, 2)]
+            nxt = [now[i] + int(pads[i]) + int(pads[i + 4]) for i in range(4)]
+            mode = "reflect" if max(pads) < min(now[2:]) else str(rng.choice(["constant",
+                                                                                "edge"]))
+            consts.append(_ints(f"p{k}", [int(p) for p in pads]))
+            nodes.append(helper.make_node("Pad", [cur, f"p{k}"], [out], mode=mode))
+        elif op == "slice":
+            axis, step = int(rng.integers(1, 4)), int(rng.choice([1, 2, -1, -2]))
+            a, b = sorted(int(v) for v in rng.integers(0, now[axis] + 1, 2))
+            start, end = (a, b) if step > 0 else (b - 1, a - 1 if a else -now[axis] - 1)
+            nxt = list(now)
+            nxt[axis] = len(range(now[axis])[slice(start, end, step)])
+            consts += [_ints(f"s{k}", [start]), _ints(f"e{k}", [end]),
+                       _ints(f"a{k}", [axis]), _ints(f"st{k}", [step])]
+            nodes.append(helper.make_node("Slice", [cur, f"s{k}", f"e{k}", f"a{k}", f"st{k}"],
+                                          [out]))
+        elif op == "transpose":
+            perm = [0, *(1 + rng.permutation(3))]
+            nxt = [now[int(p)] for p in perm]
+            nodes.append(helper.make_node("Transpose", [cur], [out], perm=perm))
+        elif op == "concat":
+            other, size = values[int(rng.integers(len(values)))]
+            axis = int(rng.integers(1, 4))
+            if all(size[i] == now[i] for i in range(4) if i != axis):
+                nxt = list(now)
+                nxt[axis] += size[axis]
+                nodes.append(helper.make_node("Concat", [cur, other], [out], axis=axis))
+        else:
+            scales = [1.0, 1.0, float(rng.choice([0.5, 1.5, 2.0])),
+                      float(rng.choice([0.75, 2.0]))]
+            nxt = [*now[:2], int(now[2] * scales[2]), int(now[3] * scales[3])]
+            consts.append(numpy_helper.from_array(np.array(scales, np.float32), f"sc{k}"))
+            nodes.append(helper.make_node(
+                "Resize", [cur, "", f"sc{k}"], [out], mode="nearest",
+                nearest_mode=str(rng.choice(["floor", "round_prefer_ceil"])),
+                coordinate_transformation_mode=str(rng.choice(["asymmetric", "half_pixel"]))))
+        if nxt is None or min(nxt) < 1:
+            del nodes[added:]  # (its constants stay, unused)
+            continue
+        consts.append(numpy_helper.from_array(np.array(rng.choice([0.05, 0.07]), np.float32),
+                                              f"qs{k}"))
+        nodes += [helper.make_node("QuantizeLinear", [out, f"qs{k}", "z"], [f"q{k}"]),
+                  helper.make_node("DequantizeLinear", [f"q{k}", f"qs{k}", "z"], [f"v{k}"])]
+        cur, now = f"v{k}", nxt
+        values.append((cur, list(now)))
+    nodes[-1].output[0] = "output"
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, now)], consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), shape
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_layout_chains_equal_the_reference(seed: int, tmp_path: Path) -> None:
+    """Fused chains, several sources, fills and requantizations together."""
+    rng = np.random.default_rng(seed)
+    model, shape = _random_chain(rng)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    x = rng.standard_normal((2, *shape[1:])).astype(np.float32)
+    program = cimc.compile(path, "isaac")
+    prog = tmp_path / "p.s"
+    program.save(prog)
+    inputs, expected = reference_codes(program.integer, {program.integer.inputs[0]: x})
+    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
+                             program.target, inputs)
+    np.testing.assert_array_equal(outputs["output"], expected["output"])
+    reference = cimc.run_reference(program.integer, {"input": x})["output"]
+    assert np.abs(reference - ExactOracle(path).run_samples(x)).max() <= 0.07 * 1.0001
+
+
+def test_layout_ops_that_move_nothing_leave_no_chip_op(tmp_path: Path) -> None:
+    """An identity transpose: canonicalize drops it and the program has no chip op (the
+    partition of an empty chip program no longer fails)."""
+    nodes = [helper.make_node("Transpose", ["xd"], ["t"], perm=[0, 1, 2, 3])]
+    path = tmp_path / "m.onnx"
+    onnx.save(_qdq(nodes, [1, 2, 3, 3], [1, 2, 3, 3], []), path)
+    program = cimc.compile(path, "isaac")
+    assert [op.kind for op in program.module.ops()] == ["quantize", "dequantize"]
+    x = np.random.default_rng(1).standard_normal((2, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(program.simulate(x).outputs["output"],
+                                  cimc.run_reference(program.integer, {"input": x})["output"])

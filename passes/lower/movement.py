@@ -180,8 +180,8 @@ def _materialize(module: Module, op: Op, fused: set[str]) -> None:
         index = positions[0].transpose(1, 2, 0).reshape(oh, ow * n)
     else:
         index = positions.reshape(1, n)
-    in_place = (index.reshape(-1) == np.arange(index.size)).all()
-    if not fills and len(sources.values) == 1 and in_place:
+    whole = len(sources.values) == 1 and sources.end == index.size
+    if not fills and whole and (index.reshape(-1) == np.arange(index.size)).all():
         module.set_inputs(op, [sources.values[0]])
         op.kind, op.attrs = "view", {}
         return
