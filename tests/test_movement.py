@@ -130,6 +130,14 @@ def test_gathers_run_in_phases(name: str, tmp_path: Path) -> None:
     _simulate(program, tmp_path, movement_models.sample_inputs(name, 2, seed=3))
 
 
+@pytest.mark.parametrize("name", sorted(movement_models.INPUT_SHAPES))
+def test_gathers_stream_in_throughput_mode_with_replicas(name: str, tmp_path: Path) -> None:
+    from test_backend_e2e import check_bit_exact
+
+    check_bit_exact(movement_models.quantized_model(name, "legacy"), "pimcomp", tmp_path,
+                    movement_models.sample_inputs(name, 2, seed=4), "throughput", 0.5)
+
+
 def test_conv_transpose_is_zero_insertion_and_a_conv() -> None:
     module = cimc.api.prepare(movement_models.quantized_model("unet_convtranspose", "legacy"))
     kinds = [op.kind for op in module.ops()]
