@@ -192,6 +192,9 @@ LONE_OPS = {
     "transpose_hw": ([helper.make_node("Transpose", ["xd"], ["t"], perm=[0, 1, 3, 2])],
                      [1, 3, 4, 7], [1, 3, 7, 4], []),
     "flatten": ([helper.make_node("Flatten", ["xd"], ["t"])], [1, 3, 4, 5], [1, 60], []),
+    # the same bytes, but one row where two were: a gather, not a view
+    "rows_into_one": ([helper.make_node("Transpose", ["xd"], ["t"], perm=[0, 3, 1, 2])],
+                      [1, 1, 2, 6], [1, 6, 1, 2], []),
     "channels_last": ([helper.make_node("Transpose", ["xd"], ["t"], perm=[0, 2, 3, 1])],
                       [1, 3, 4, 5], [1, 4, 5, 3], []),
     "resize_down": ([helper.make_node("Resize", ["xd", "", "sc"], ["t"], mode="nearest",

@@ -14,8 +14,8 @@ reshape, transpose, take (-1 where it fills) and concat move those positions exa
 as the reference moves values (cimc/reference/layout.py, movement.py).
 
 What is not a gather: a channel concat of materialized images stays the chip's
-`concat`; a chain that leaves the bytes in place (a squeeze, [1,C,1,1] -> [1,C], a
-transpose of unit axes) becomes a `view`; a reshape read only by gemms stays (the
+`concat`; a chain that leaves the bytes and rows in place (a squeeze, [1,C,1,1] ->
+[1,C], a transpose of unit axes) becomes a `view`; a reshape read only by gemms stays (the
 gemm reads the image, passes/lower/__init__.py). Integer semantics: codes move
 unchanged; an operand quantized unlike the op reading it goes through a `rescale` to
 the op's quantization first (the reference requantizes it there).
@@ -53,8 +53,9 @@ def _is_image(ty: TensorType) -> bool:
 
 
 def lower_layout(module: Module, candidates: set[str]) -> None:
-    """Rewrite the quantized layout ops named in `candidates` (ops `lower` runs on the
-    chip) into gathers, views or (channel concats) leave them to `lower_concat`."""
+    """Rewrite the quantized layout ops named in `candidates` (the ops `lower` puts on the
+    chip) into gathers or views; a channel concat of images is left to `lower_concat`,
+    a reshape read only by gemms to `lower_matvec`, and fused ops die."""
     ops = [op for op in module.ops() if op.kind in LAYOUT and op.name in candidates
            and module.values[op.outputs[0]].is_quantized]
     layout = {op.name for op in ops}
@@ -147,7 +148,6 @@ def _apply(module: Module, op: Op, fused: set[str], sources: _Sources, fills: se
     args = [_positions(module, v, op, fused, sources, fills,
                        to if _same_quant(module.values[v], result) else result)
             for v in op.inputs]
-    result = module.values[op.outputs[0]]
     if op.kind == "reshape":
         return args[0].reshape(result.shape)
     if op.kind == "transpose":
@@ -180,7 +180,10 @@ def _materialize(module: Module, op: Op, fused: set[str]) -> None:
         index = positions[0].transpose(1, 2, 0).reshape(oh, ow * n)
     else:
         index = positions.reshape(1, n)
-    whole = len(sources.values) == 1 and sources.end == index.size
+    # A view keeps the bytes and the rows they stream in (a [1,1,2,6] image viewed as
+    # [1,12] would be one row of 12 bytes where two rows of 6 are sent).
+    whole = len(sources.values) == 1 and sources.end == index.size \
+        and image_dims(module.values[sources.values[0]])[0] == oh
     if not fills and whole and (index.reshape(-1) == np.arange(index.size)).all():
         module.set_inputs(op, [sources.values[0]])
         op.kind, op.attrs = "view", {}
