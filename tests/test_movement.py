@@ -192,9 +192,11 @@ LONE_OPS = {
     "transpose_hw": ([helper.make_node("Transpose", ["xd"], ["t"], perm=[0, 1, 3, 2])],
                      [1, 3, 4, 7], [1, 3, 7, 4], []),
     "flatten": ([helper.make_node("Flatten", ["xd"], ["t"])], [1, 3, 4, 5], [1, 60], []),
-    # the same bytes, but one row where two were: a gather, not a view
+    # the same bytes, but one row where two were, or pixels of other sizes: gathers
     "rows_into_one": ([helper.make_node("Transpose", ["xd"], ["t"], perm=[0, 3, 1, 2])],
                       [1, 1, 2, 6], [1, 6, 1, 2], []),
+    "pixels_into_channels": ([helper.make_node("Transpose", ["xd"], ["t"], perm=[0, 3, 2, 1])],
+                             [1, 1, 3, 2], [1, 2, 3, 1], []),
     "channels_last": ([helper.make_node("Transpose", ["xd"], ["t"], perm=[0, 2, 3, 1])],
                       [1, 3, 4, 5], [1, 4, 5, 3], []),
     "resize_down": ([helper.make_node("Resize", ["xd", "", "sc"], ["t"], mode="nearest",
@@ -233,14 +235,27 @@ def test_lone_layout_op_is_a_gather_equal_to_the_reference(
 
 
 def test_squeeze_keeps_the_bytes_in_place(tmp_path: Path) -> None:
-    """[1,C,1,1] -> [1,C] and a transpose of unit axes leave the NHWC bytes where they
-    are: views, no data movement."""
-    nodes = [helper.make_node("Transpose", ["xd"], ["u"], perm=[0, 2, 1, 3]),
+    """A conv's [1,6,1,1] result, a transpose of its unit axes and a squeeze to [1,6] leave
+    the NHWC bytes, rows, pixels and channels where they are: a view, no data movement."""
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "sx"], ["wd"]),
+             helper.make_node("Conv", ["xd", "wd"], ["c"]),
+             helper.make_node("QuantizeLinear", ["c", "sx", "zx"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "sx", "zx"], ["cd"]),
+             helper.make_node("Transpose", ["cd"], ["u"], perm=[0, 1, 3, 2]),
              helper.make_node("Squeeze", ["u", "ax"], ["t"])]
+    weights = numpy_helper.from_array(np.arange(-12, 12, dtype=np.int8).reshape(6, 1, 2, 2),
+                                      "wq")
     path = tmp_path / "m.onnx"
-    onnx.save(_qdq(nodes, [1, 1, 6, 1], [1, 6], [_ints("ax", [2, 3])]), path)
-    kinds = [op.kind for op in cimc.compile(path, "isaac").module.ops()]
+    onnx.save(_qdq(nodes, [1, 1, 2, 2], [1, 6], [_ints("ax", [2, 3]), weights]), path)
+    program = cimc.compile(path, "isaac")
+    kinds = [op.kind for op in program.module.ops()]
     assert "gather" not in kinds and "view" in kinds
+    x = np.random.default_rng(2).standard_normal((2, 1, 2, 2)).astype(np.float32)
+    inputs, expected = reference_codes(program.integer, {"input": x})
+    program.save(tmp_path / "p.s")
+    outputs, _ = run_program(assemble_file(tmp_path / "p.s"), load_image(tmp_path / "p.img"),
+                             program.target, inputs)
+    np.testing.assert_array_equal(outputs["output"], expected["output"])
 
 
 def test_interpolating_resize_runs_on_the_reference_and_is_refused_on_the_chip(

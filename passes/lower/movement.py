@@ -14,8 +14,9 @@ reshape, transpose, take (-1 where it fills) and concat move those positions exa
 as the reference moves values (cimc/reference/layout.py, movement.py).
 
 What is not a gather: a channel concat of materialized images stays the chip's
-`concat`; a chain that leaves the bytes and rows in place (a squeeze, [1,C,1,1] ->
-[1,C], a transpose of unit axes) becomes a `view`; a reshape read only by gemms stays (the
+`concat`; a chain that leaves the bytes in place in an image of the same rows,
+pixels and channels (a squeeze, [1,C,1,1] -> [1,C], a transpose of unit axes)
+becomes a `view`; a reshape read only by gemms stays (the
 gemm reads the image, passes/lower/__init__.py). Integer semantics: codes move
 unchanged; an operand quantized unlike the op reading it goes through a `rescale` to
 the op's quantization first (the reference requantizes it there).
@@ -180,10 +181,12 @@ def _materialize(module: Module, op: Op, fused: set[str]) -> None:
         index = positions[0].transpose(1, 2, 0).reshape(oh, ow * n)
     else:
         index = positions.reshape(1, n)
-    # A view keeps the bytes and the rows they stream in (a [1,1,2,6] image viewed as
-    # [1,12] would be one row of 12 bytes where two rows of 6 are sent).
-    whole = len(sources.values) == 1 and sources.end == index.size \
-        and image_dims(module.values[sources.values[0]])[0] == oh
+    # A view keeps the bytes and their image geometry, which rows and channel ranges
+    # travel by (a [1,1,2,6] image viewed as [1,12] would be one row of 12 bytes where two
+    # rows of 6 are sent; [1,1,3,2] as [1,2,3,1], rows of one pixel of 2 channels where
+    # rows of 2 pixels of one channel are sent).
+    whole = len(sources.values) == 1 \
+        and image_dims(module.values[sources.values[0]]) == (oh, ow, n)
     if not fills and whole and (index.reshape(-1) == np.arange(index.size)).all():
         module.set_inputs(op, [sources.values[0]])
         op.kind, op.attrs = "view", {}
