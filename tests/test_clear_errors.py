@@ -472,9 +472,9 @@ def test_reference_relu_and_clip_on_plain_int8_equal_the_oracle(
 
 
 @pytest.mark.parametrize(("node", "says"), [
-    (helper.make_node("Mul", ["x", "c"], ["y"], name="scale"),
+    (helper.make_node("Mul", ["c", "k"], ["y"], name="scale"),
      ["op 'scale' (mul): the chip computes a mul only as a function of one tensor",
-      "combines two tensors", "end the model before it"]),
+      "a constant varying along more than the channels", "end the model before it"]),
     (helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=[3, 3],
                       pads=[1, 1, 1, 1]),
      ["op 'pool' (avg_pool) is float", "QDQ around this op"]),
@@ -488,7 +488,9 @@ def test_an_op_the_chip_cannot_run_after_quantizing_says_why_not_to_quantize(
     nodes = [node] if node.op_type == "AveragePool" else [conv, node]
     model = _save(tmp_path / "m.onnx", nodes, [_value("x", [1, 2, 6, 6])],
                   [_value("y", [1, 2, 6, 6])],
-                  [_const("w", rng.standard_normal((2, 2, 3, 3)).astype(np.float32))])
+                  [_const("w", rng.standard_normal((2, 2, 3, 3)).astype(np.float32)),
+                   *([_const("k", rng.standard_normal((1, 1, 6, 6)).astype(np.float32))]
+                     if node.op_type == "Mul" else [])])
     np.save(tmp_path / "x.npy", rng.standard_normal((4, 2, 6, 6)).astype(np.float32))
     err = _fails([model, "-o", str(tmp_path / "out.s"), "--target", "tiny", "--calibrate",
                   str(tmp_path / "x.npy")], capsys, *says)

@@ -52,10 +52,10 @@ G = TypeVar("G", bound=Group)
 
 
 def task_graph(groups: Sequence[Group], module: Module,
-               input_rows: Callable[[Module, Op, list[int]], list[list[int]]]
+               input_rows: Callable[[Module, Op, list[int], int], list[list[int]]]
                ) -> tuple[dict[Task, list[Task]], dict[Task, list[Task]]]:
-    """(predecessors, successors) of every task; `input_rows(module, op, rows)` gives the
-    input rows each output row's task reads."""
+    """(predecessors, successors) of every task; `input_rows(module, op, rows, k)` gives
+    the rows of runtime operand k each output row's task reads."""
     producer: dict[tuple[str, int], Task] = {}
     for gi, g in enumerate(groups):
         for t, oy in enumerate(g.rows):
@@ -64,7 +64,8 @@ def task_graph(groups: Sequence[Group], module: Module,
     succs: dict[Task, list[Task]] = defaultdict(list)
     for gi, g in enumerate(groups):
         operands = runtime_operands(module, g.op)
-        needs = [(source_op(module, v), input_rows(module, g.op, g.rows)) for v in operands]
+        needs = [(source_op(module, v), input_rows(module, g.op, g.rows, k))
+                 for k, v in enumerate(operands)]
         for t in range(len(g.rows)):
             found = [(gi, t - 1)] if t else []
             for src, rows in needs:

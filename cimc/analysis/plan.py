@@ -35,6 +35,7 @@ from cimc.analysis.traffic import (
     block_input_channels,
     block_name,
     column_ranges,
+    operand_rows,
     reducer_block,
     replica_rows,
     replicas,
@@ -186,7 +187,7 @@ def build(module: Module, target: Target, stream: int = 1, throughput: bool = Fa
             senders = [] if src is None else _senders(module, src, by_op[src.name])
             for core in group.cores:
                 need = _needed_channels(module, group, core, cores, c)
-                rows = input_rows_per_task(module, op, group.rows)
+                rows = input_rows_per_task(module, op, group.rows, k)
                 # Messages of one tag arrive in the order they were sent, the producer's
                 # row order, so a tag per edge needs the rows received in increasing order.
                 # A dilated window receives them out of order (0, 2, 4 then 1, 3, 5):
@@ -306,12 +307,14 @@ def _needed_channels(module: Module, group: Group, core: int, cores: dict[str, i
     return need
 
 
-def input_rows_per_task(module: Module, op: Op, rows: list[int]) -> list[list[int]]:
-    """For each output row, the input rows its task receives (in order)."""
+def input_rows_per_task(module: Module, op: Op, rows: list[int], operand: int = 0
+                        ) -> list[list[int]]:
+    """For each output row, the rows of runtime operand `operand` its task receives (in
+    order)."""
     if op.kind in ("matvec", "pool"):
         return [[iy for _, iy in step.fills if iy is not None]
                 for step in band_plan(Window.of(module, op), rows)]
-    return [[oy] for oy in rows]
+    return operand_rows(module, op, rows, operand)
 
 
 def _list_schedule(groups: list[Group], preds: dict[Task, list[Task]],

@@ -575,10 +575,23 @@ class _Model:
             if lut_table(module, op) is not None:
                 self.charge(core, self.cost("vlut.i8", n=n), ow)
             self.scalars(core, 4 * ow)
+        elif op.kind == "product" and len({image_dims(module.values[v])[1]
+                                           for v in op.inputs[:2]}) > 1:
+            # one operand of one pixel: centered once, then a loop over the row's pixels
+            for k, value in enumerate(op.inputs[:2]):
+                self.receive(core, image, value, recvs[k][t], n, 0)
+            self.charge(core, self.cost("vscale.i8", n=n))
+            self.scalars(core, 4)
+            self.charge(core, self.cost("vscale.i8", n=n), ow)
+            self.charge(core, self.cost("vmul.i32", n=n), ow)
+            self.charge(core, self.cost("requant.i8", n=n), ow)
+            if lut_table(module, op) is not None:
+                self.charge(core, self.cost("vlut.i8", n=n), ow)
+            self.scalars(core, 4 * ow)
         else:
             for k, value in enumerate(runtime_operands(module, op)):
                 self.receive(core, image, value, recvs[k][t], n, 0)
-            pointers = 3 if op.kind == "eltwise" else 2
+            pointers = 3 if op.kind in ("eltwise", "product") else 2
             lut = lut_table(module, op) is not None
             full, rest = divmod(total, CHUNK)
             self.scalars(core, pointers)
@@ -589,9 +602,10 @@ class _Model:
             for size, count in ((CHUNK, full), (rest, 1 if rest else 0)):
                 if not count:
                     continue
-                if op.kind == "eltwise":
+                if op.kind in ("eltwise", "product"):
                     self.charge(core, self.cost("vscale.i8", n=size), 2 * count)
-                    self.charge(core, self.cost("vadd.i32", n=size), count)
+                    self.charge(core, self.cost("vadd.i32" if op.kind == "eltwise" else
+                                                "vmul.i32", n=size), count)
                     self.charge(core, self.cost("requant.i8", n=size), count)
                 elif op.attrs["M"]:
                     self.charge(core, self.cost("vscale.i8", n=size), count)

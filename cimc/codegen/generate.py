@@ -10,8 +10,8 @@ of one group on one core:
   loop over the output pixels: gather the window, `mvm` the core's blocks,
   send partial sums to the column's reducer, or (reducer) receive and add
   them, add the bias, requantize into the output row buffer;
-* eltwise / rescale / concat: receive the operand rows, compute in chunks (scale: per
-  pixel);
+* eltwise / rescale / product / concat: receive the operand rows, compute in chunks
+  (scale, and a product with an operand of one pixel: per pixel);
 * a matvec, pool, eltwise or rescale with a lookup table (a quantized activation) passes its
   result codes through `vlut` before they leave the core;
 * then send the row (the channels this core reduces) to every core that
@@ -280,7 +280,7 @@ class Part:
             self.init = []
         self.setup = {"matvec": self._matvec_setup, "pool": self._pool_setup,
                       "eltwise": self._eltwise_setup, "rescale": self._rescale_setup,
-                      "scale": self._scale_setup,
+                      "scale": self._scale_setup, "product": self._product_setup,
                       "concat": self._concat_setup}[op.kind]
         self.body: Callable[[int, int], list[str]] = self.setup(unit_core)
         self.index = {oy: t for t, oy in enumerate(group.rows)}
@@ -618,6 +618,62 @@ class Part:
             return lines + self._finish(m, oy)
 
         return body
+
+    def _product_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        """(a - za) * (b - zb), requantized. Two whole rows: in chunks (r1 a, r2 b, r3
+        output). One operand of one pixel (a [1,C,1,1] gate): its centered values once
+        per row, then a loop over the other's pixels (r1 input, r2 output)."""
+        a, code, module, n = self.op.attrs, self.code, self.module, self.n
+        values = self.op.inputs[:2]
+        types = [_dtype(module, v) for v in values]
+        widths = [image_dims(module.values[v])[1] for v in values]
+        zeros, ty, lut = (a["za"], a["zb"]), self.out_type, self._lut()
+        rows = [code.take(w * n) for w in widths]
+        entry = np.asarray([a["M"], a["shift"], a["zy"], a["lo"], a["hi"]], dtype=np.int64)
+        if widths[0] == widths[1]:
+            total = self.ow * n
+            chunk = min(total, CHUNK)
+            wide = [code.take(4 * chunk), code.take(4 * chunk)]
+            table = code.table(np.tile(entry, chunk))
+
+            def chunk_code(size: int) -> list[str]:
+                return [*(f"vscale.{types[k]} {wide[k]}(r0), 0(r{k + 1}), {size}, {zeros[k]}, 1"
+                          for k in (0, 1)),
+                        f"vmul.i32 {wide[0]}(r0), {wide[0]}(r0), {wide[1]}(r0), {size}",
+                        f"requant.{ty} 0(r3), {wide[0]}(r0), {size}, {table}(r0)"] + (
+                            [] if lut is None else [f"vlut.{ty} 0(r3), 0(r3), {size}, {lut}(r0)"])
+
+            def body(m: int, oy: int) -> list[str]:
+                lines = self._rows_in(0, m, oy, rows[0], n, 0)
+                lines += self._rows_in(1, m, oy, rows[1], n, 0)
+                lines += self._chunks(total, [rows[0], rows[1], self.out], chunk_code)
+                return lines + self._finish(m, oy)
+
+            return body
+        whole = 0 if widths[0] == self.ow else 1  # the other operand is one pixel
+        pixel = 1 - whole
+        wide = [code.take(4 * n), code.take(4 * n)]
+        table = code.table(np.tile(entry, n))
+
+        def pixels(m: int, oy: int) -> list[str]:
+            self.count += 1
+            tag = f"{self.label}_{self.count}"
+            lines = self._rows_in(0, m, oy, rows[0], n, 0)
+            lines += self._rows_in(1, m, oy, rows[1], n, 0)
+            lines += [f"vscale.{types[pixel]} {wide[pixel]}(r0), {rows[pixel]}(r0), {n}, "
+                      f"{zeros[pixel]}, 1",
+                      f"li r1, {rows[whole]}", f"li r2, {self.out}", "li r4, 0",
+                      f"li r5, {self.ow}", f"{tag}:",
+                      f"vscale.{types[whole]} {wide[whole]}(r0), 0(r1), {n}, {zeros[whole]}, 1",
+                      f"vmul.i32 {wide[whole]}(r0), {wide[whole]}(r0), {wide[pixel]}(r0), {n}",
+                      f"requant.{ty} 0(r2), {wide[whole]}(r0), {n}, {table}(r0)"]
+            if lut is not None:
+                lines.append(f"vlut.{ty} 0(r2), 0(r2), {n}, {lut}(r0)")
+            lines += [f"addi r1, r1, {n}", f"addi r2, r2, {n}", "addi r4, r4, 1",
+                      f"blt r4, r5, {tag}"]
+            return lines + self._finish(m, oy)
+
+        return pixels
 
     def _lut(self) -> int | None:
         """The address of the op's lookup table in this core's `.data`, if it has one."""

@@ -20,12 +20,12 @@ from cimc.ir.module import Module, Op, TensorType
 from cimc.targets import Target
 
 # Kinds the backend runs on the chip (the host's: cimc/dialect/host.py).
-CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "scale", "concat", "view")
+CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "scale", "product", "concat", "view")
 
 # Chip kinds that may end with a lookup table: a `lut` operand after their others (a
 # constant of 256 codes in byte order) that `vlut` applies to the result codes.
-LUT_KINDS = ("matvec", "pool", "eltwise", "rescale", "scale")
-LUT_OPERAND = {"matvec": 4, "pool": 1, "eltwise": 2, "rescale": 1, "scale": 2}
+LUT_KINDS = ("matvec", "pool", "eltwise", "rescale", "scale", "product")
+LUT_OPERAND = {"matvec": 4, "pool": 1, "eltwise": 2, "rescale": 1, "scale": 2, "product": 2}
 
 
 def runtime_operands(module: Module, op: Op) -> list[str]:

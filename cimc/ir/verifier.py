@@ -104,7 +104,8 @@ OP_KINDS: dict[str, OpSpec] = {
     "sum": OpSpec((1, None), shape=shapes.broadcast),
     # The backend's kinds (passes/lower/), with what tile, replicate, place and
     # schedule add to them (docs/backend.md).
-    # matvec, pool, eltwise and rescale may end with a lookup table (cimc.dialect.chip.LUT_KINDS).
+    # matvec, pool, eltwise, rescale, scale and product may end with a lookup table
+    # (cimc.dialect.chip.LUT_KINDS).
     "matvec": OpSpec((4, 5), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
                               "dilations": PAIR, "group": INT},
                      {"block_rows": INT, "block_cols": INT, "blocks": INTS, "slices": INT,
@@ -121,6 +122,9 @@ OP_KINDS: dict[str, OpSpec] = {
     "rescale": OpSpec((1, 2), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
     # x * factors[channel], requantized: a mul by a per-channel constant.
     "scale": OpSpec((2, 3), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
+    # (a - za) * (b - zb), requantized: a mul of two runtime tensors (broadcasting).
+    "product": OpSpec((2, 3), {"za": INT, "zb": INT, **_REQUANT}, _PLACED,
+                      shape=shapes.backend_eltwise),
     "view": OpSpec((1, 1), optional={"addr": INT, "phase": INT, "image_stride": INT},
                    shape=shapes.same_size),
 }

@@ -27,6 +27,9 @@ needs computed here once:
 * `scale(x, factors)` {zx, M, shift, zy, lo, hi} for a `mul` by a constant that varies
   along the channels: `(x - zx) * factors[c]` (the constant's codes less its zero point,
   i32), requantized with `m = sx * sc / sy`.
+* `product(a, b)` {za, zb, M, shift, zy, lo, hi} for a `mul` of two runtime tensors:
+  `(a - za) * (b - zb)` requantized with `m = sa * sb / sy`, an operand possibly one row
+  or one pixel broadcast over the other's (passes/lower/product.py).
 * `concat(xs...)` along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
@@ -50,6 +53,11 @@ from cimc.dialect.host import HOST_KINDS, host_float_ops
 from cimc.ir.module import Module, Op, TensorType
 from cimc.pass_base import Pass
 from cimc.passes.lower.batch import unbatch
+from cimc.passes.lower.common import bounds as _bounds
+from cimc.passes.lower.common import checked_fixed_point as _fixed_point
+from cimc.passes.lower.common import fixed as _fixed
+from cimc.passes.lower.common import per_tensor as _per_tensor
+from cimc.passes.lower.common import replace as _replace
 from cimc.passes.lower.host import (
     after_quantize,
     check_host_boundary,
@@ -57,52 +65,11 @@ from cimc.passes.lower.host import (
     pass_through_inputs,
     quantize_inputs_once,
 )
+from cimc.passes.lower.product import lower_product, two_tensors
 from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
-from cimc.reference.requant import MAX_SHIFT, apply, fixed_point
-
-
-def _per_tensor(ty: TensorType, what: str, op: Op) -> tuple[float, int]:
-    if ty.quant is None or ty.quant.per_channel or ty.dtype not in ("i8", "u8"):
-        raise CimcError(f"op {op.name!r} ({op.kind}): the {what} must be an 8-bit tensor "
-                        "quantized per tensor")
-    return float(ty.quant.scale[0]), int(ty.quant.zero_point[0])
-
-
-def _bounds(op: Op, ty: TensorType, low: int | None = None,
-            high: int | None = None) -> tuple[int, int]:
-    """The result clamp intersected with the range of the result type."""
-    info = np.iinfo(ty.numpy_dtype)
-    lo, hi = int(info.min), int(info.max)
-    clamp = op.attrs.get("clamp")
-    if clamp is not None:
-        lo, hi = max(lo, int(clamp[0])), min(hi, int(clamp[1]))
-    if low is not None:
-        lo = max(lo, low)
-    if high is not None:
-        hi = min(hi, high)
-    return lo, hi
-
-
-def _fixed_point(op: Op, multiplier: np.ndarray | float, scales: str
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """`fixed_point`; a multiplier out of its range is the fault of the model's scales."""
-    try:
-        return fixed_point(multiplier)
-    except ValueError as exc:
-        raise CimcError(f"op {op.name!r} ({op.kind}): {scales} of {op.outputs[0]!r}: {exc}"
-                        ) from None
-
-
-def _fixed(op: Op, multiplier: float, scales: str) -> tuple[int, int]:
-    """(M, shift) of one multiplier. One too small for the mantissa (M would be 0, which
-    the code generator reads as 'clamp only') keeps M = 1 at the largest shift: every
-    code then rounds to 0, as the reference's M = 0 gives."""
-    mant, shift = _fixed_point(op, np.float64(multiplier), scales)
-    if mant == 0 and multiplier > 0:
-        return 1, MAX_SHIFT
-    return int(mant), int(shift)
+from cimc.reference.requant import apply
 
 
 @dataclass
@@ -141,13 +108,18 @@ class Lower(Pass):
                     "the chip runs only quantized ops and the host only the float tail after "
                     "the last dequantize, so quantize this op (QDQ around it, as for its "
                     "neighbours) or end the model before it")
-            if op.kind == "div" or (op.kind == "mul" and _channel_factor(module, op) is None):
+            if op.kind == "div" or (op.kind == "mul" and _channel_factor(module, op) is None
+                                    and not two_tensors(module, op)):
                 raise CimcError(f"op {op.name!r} ({op.kind}): the chip computes a {op.kind} "
                                 "only as a function of one tensor (x * sigmoid(x), x / 6), "
                                 "which it looks up in a table"
-                                + (", or by a per-channel constant" if op.kind == "mul" else "")
-                                + "; this one combines two tensors, which it cannot yet; "
-                                "end the model before it")
+                                + (", by a per-channel constant or of two tensors"
+                                   if op.kind == "mul" else "")
+                                + "; this one combines "
+                                + ("two tensors" if op.kind == "div" else
+                                   "a tensor and a constant varying along more than the "
+                                   "channels")
+                                + ", which it cannot yet; end the model before it")
             if op.kind not in RULES:
                 raise CimcError(f"op {op.name!r} ({op.kind}): the chip has no {op.kind}; it "
                                 f"runs integer {', '.join(sorted(RULES))}: express this op "
@@ -176,14 +148,6 @@ def _check_batch(module: Module, ops: list[Op]) -> None:
                             "and sim take several images stacked on axis 0): export the model "
                             "with batch 1, or with a dynamic batch pinned by --input-shape "
                             "NAME=1,...")
-
-
-def _replace(module: Module, op: Op, kind: str, inputs: list[str], attrs: dict) -> Op:
-    """Turn `op` into an op of `kind` in place (its name and result stay)."""
-    module.set_inputs(op, inputs)
-    op.kind = kind
-    op.attrs = dict(attrs)
-    return op
 
 
 def lower_matvec(module: Module, op: Op) -> None:
@@ -509,7 +473,11 @@ def _channel_factor(module: Module, op: Op) -> tuple[str, str] | None:
 
 def lower_mul(module: Module, op: Op) -> None:
     """x * c[channel] (what tabulation left: a per-channel constant) -> `scale`: the
-    codes' offsets times the constant's, requantized with m = sx * sc / sy."""
+    codes' offsets times the constant's, requantized with m = sx * sc / sy; a mul of two
+    runtime tensors -> `product` (passes/lower/product.py)."""
+    if two_tensors(module, op):
+        lower_product(module, op)
+        return
     found = _channel_factor(module, op)
     assert found is not None  # apply refused the others
     x, c = found
