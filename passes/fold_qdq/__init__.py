@@ -16,6 +16,10 @@ A quantize of float element-wise ops (activations, add, sub, mul, div, pow, relu
 clip) of one dequantized 8-bit tensor and scalars that nothing above folds (a Div or
 Pow onnxruntime left float) becomes a `lut` of that tensor (`_fold_elementwise`).
 
+A quantize of a float LRN of a dequantized 8-bit tensor becomes integer ops (a lookup
+of the squares, a 1x1 conv summing the channel window, a lookup of the normalizing
+factor, a mul: passes/fold_qdq/lrn.py).
+
 An activation of cimc.reference.activation (sigmoid, tanh, hard_swish, gelu, ...)
 on an 8-bit per-tensor input becomes `lut`: its 256 result codes, one per input
 code, are a constant computed in float64 (`activation.table`).
@@ -40,6 +44,7 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op, Quant, TensorType
 from cimc.pass_base import Pass
+from cimc.passes.fold_qdq.lrn import fold_lrn, lrn_operand
 from cimc.reference import KERNELS, Call, activation
 from cimc.reference.integer import add_multipliers
 
@@ -123,6 +128,11 @@ def fold(module: Module, quantize: Op, *, dry: bool = False) -> bool:
     source = _dequantized(module, quantize.inputs[0])
     if source is not None:
         return dry or _fold_requantize(module, quantize, source)
+    found = lrn_operand(module, quantize)
+    if found is not None:
+        if not dry:
+            fold_lrn(module, quantize, *found)
+        return True
     chain: list[Op] = []  # commuting ops between the anchor and the quantize, top first
     anchor = module.producer(quantize.inputs[0])
     while anchor is not None and _sole_reader(module, anchor.outputs[0]):
