@@ -116,3 +116,43 @@ def test_broadcast_along_channels_is_refused_naming_the_op(tmp_path: Path) -> No
     with pytest.raises(CimcError, match=r"'product' \(mul\).*along rows and columns"):
         cimc.compile(_pooled_product(tmp_path, [1, 1], channels=1), "isaac",
                      calibrate={"input": x})
+
+
+# Element types of cimc's tensors (the cases of 16-bit and unsigned 32/64-bit integers
+# are refused, as for the other ops' cases).
+ELEMENT_TYPES = {TensorProto.FLOAT, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32,
+                 TensorProto.INT64}
+
+
+def _node_cases() -> list:
+    from onnx.backend.test.case.node import collect_testcases
+
+    return [case for case in collect_testcases()
+            if len(case.model.graph.node) == 1
+            and case.model.graph.node[0].op_type in ("Mul", "Add", "Sub")
+            and all(i.type.tensor_type.elem_type in ELEMENT_TYPES
+                    for i in case.model.graph.input)]
+
+
+NODE_CASES = _node_cases()
+
+
+@pytest.mark.parametrize("case", NODE_CASES, ids=[c.name for c in NODE_CASES])
+def test_onnx_mul_add_sub_node_cases_run_on_the_reference(case, tmp_path: Path) -> None:
+    """Float, int8, uint8 (wrapping, as numpy) and broadcast products, sums and
+    differences of two inputs: the case's outputs."""
+    from cimc.cli import main
+
+    path = tmp_path / "m.onnx"
+    onnx.save(case.model, path)
+    graph = case.model.graph
+    assert len(NODE_CASES) >= 5
+    for k, (inputs, outputs) in enumerate(case.data_sets):
+        np.savez(tmp_path / "x.npz", **{i.name: x for i, x in zip(graph.input, inputs,
+                                                                    strict=True)})
+        out = tmp_path / f"y{k}.npz"
+        assert main(["run", str(path), "--engine", "reference", "--inputs",
+                     str(tmp_path / "x.npz"), "--outputs", str(out), "-q"]) == 0
+        got = np.load(out)
+        for o, expected in zip(graph.output, outputs, strict=True):
+            np.testing.assert_allclose(got[o.name], expected, rtol=case.rtol, atol=case.atol)
