@@ -240,18 +240,26 @@ def transpose(operands: list[TensorType], attrs: dict[str, Any],
 
 
 def _image(ty: TensorType, what: str) -> tuple[int, int, int]:
-    """(H, W, C) of a backend activation: [1,C,H,W] or [1,K] (a 1x1 image)."""
+    """(H, W, C) of a backend activation: [1,C,H,W]; [1,K] (a 1x1 image); tokens [1,T,D]
+    or [T,D] (one row of T pixels, cimc.dialect.chip.image_dims)."""
     if len(ty.shape) == 4 and ty.shape[0] == 1:
         return ty.shape[2], ty.shape[3], ty.shape[1]
-    if len(ty.shape) == 2 and ty.shape[0] == 1:
-        return 1, 1, ty.shape[1]
-    raise ShapeError(f"the {what} must be [1,C,H,W] or [1,K], got {_shape_text(ty.shape)}")
+    if len(ty.shape) == 3 and ty.shape[0] == 1:
+        return 1, ty.shape[1], ty.shape[2]
+    if len(ty.shape) == 2:
+        return 1, ty.shape[0], ty.shape[1]
+    raise ShapeError(f"the {what} must be [1,C,H,W], [1,K], [1,T,D] or [T,D], got "
+                     f"{_shape_text(ty.shape)}")
 
 
 def _as_image(result: TensorType, channels: int, windows: list[Shape]) -> list[Shape]:
-    """Result shapes for (OH, OW) windows: [1,C,OH,OW], or [1,C] where the result is 2-D."""
+    """Result shapes for (OH, OW) windows: [1,C,OH,OW], or where the result is tokens (a
+    row, OH = 1) [OW,C] or [1,OW,C] ([1,C] for one pixel)."""
+    rows = [ow for oh, ow in windows if oh == 1]
     if len(result.shape) == 2:
-        return [(1, channels)] if (1, 1) in windows else [(1, channels, *windows[0])]
+        return [(ow, channels) for ow in rows] or [(1, channels, *windows[0])]
+    if len(result.shape) == 3:
+        return [(1, ow, channels) for ow in rows] or [(1, channels, *windows[0])]
     return [(1, channels, oh, ow) for oh, ow in windows]
 
 

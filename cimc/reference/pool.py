@@ -106,12 +106,24 @@ def global_max_pool(call: Call) -> np.ndarray:
 
 
 def reduce_mean(call: Call) -> np.ndarray:
-    if call.quantized:
-        raise call.error("reduce_mean is float only (over H, W use global_avg_pool)")
+    """The mean over `axes`; quantized (per tensor), as an average pool:
+    `acc = Σ (x - zx)`, requantized with `m = sx / (sy · count)`."""
     axes = call.attr("axes")
     keepdims = bool(call.attr("keepdims", 1))
-    x = call.args[0].astype(np.float64)
-    return x.mean(axis=None if axes is None else tuple(axes), keepdims=keepdims).astype(np.float32)
+    x = call.args[0]
+    axis = None if axes is None else tuple(int(a) % x.ndim for a in axes)
+    if not call.quantized:
+        return x.astype(np.float64).mean(axis=axis, keepdims=keepdims).astype(np.float32)
+    x_type = call.types[0]
+    if x_type.quant is None or x_type.quant.axis is not None or \
+            call.result.quant is None or call.result.quant.axis is not None:
+        raise call.error("a quantized reduce_mean needs per-tensor quantization")
+    acc = centered(x, x_type).sum(axis=axis, keepdims=keepdims)
+    count = x.size // max(acc.size, 1) if axis is None else \
+        int(np.prod([x.shape[a] for a in axis]))
+    sx, _ = quant_arrays(x_type, 1)
+    sy, _ = quant_arrays(call.result, 1)
+    return finish(call, rescale(np.asarray(acc), sx / (sy * count)))
 
 
 KERNELS = {

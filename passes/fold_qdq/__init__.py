@@ -44,6 +44,7 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op, Quant, TensorType
 from cimc.pass_base import Pass
+from cimc.passes.fold_qdq.inputs import quantize_before_reshape
 from cimc.passes.fold_qdq.lrn import fold_lrn, lrn_operand
 from cimc.reference import KERNELS, Call, activation
 from cimc.reference.integer import add_multipliers
@@ -61,6 +62,7 @@ FOLDABLE = frozenset(
         "avg_pool",
         "global_avg_pool",
         "global_max_pool",
+        "reduce_mean",
         "concat",
         "reshape",
         "transpose",
@@ -100,6 +102,7 @@ class FoldQdq(Pass):
         return None
 
     def apply(self, module: Module) -> None:
+        quantize_before_reshape(module)
         for quantize in [op for op in module.ops() if op.kind == "quantize"]:
             fold(module, quantize)
         module.remove_dead()
@@ -304,7 +307,7 @@ def _linear_operands(module: Module, anchor: Op, result: TensorType,
     """(x, w[, b_i32]) of a conv or gemm, quantizing or rescaling a bias as needed."""
     if anchor.kind == "gemm" and set(anchor.attrs) & {"trans_a", "trans_b", "alpha", "beta"}:
         return None
-    x = _dequantized(module, anchor.inputs[0])
+    x = _dequantized(module, anchor.inputs[0]) or _reshaped_codes(module, anchor.inputs[0], dry)
     w_producer = module.producer(anchor.inputs[1])
     if x is None or w_producer is None or w_producer.kind != "dequantize":
         return None
@@ -323,6 +326,27 @@ def _linear_operands(module: Module, anchor: Op, result: TensorType,
         return [x, w]
     bias = _integer_bias(module, anchor, acc_scale, dry)
     return None if bias is None else [x, w, bias]
+
+
+def _reshaped_codes(module: Module, value: str, dry: bool) -> str | None:
+    """The codes of `value`, a float reshape (read only here) of dequantized tokens
+    [1, T, D] to [T, D] rows, as an integer reshape of them: canonicalize writes a MatMul
+    of tokens by a constant as that reshape and a gemm, after the quantizer put the
+    DequantizeLinear before the MatMul (dequantizing commutes with reshaping). `dry`: the
+    dequantized codes stand for the reshape that would be added."""
+    producer = module.producer(value)
+    if producer is None or producer.kind != "reshape" or not _sole_reader(module, value) \
+            or len(module.values[producer.inputs[0]].shape) != 3 \
+            or len(module.values[value].shape) != 2:
+        return None  # only tokens as rows: a flatten the quantizer left float stays so
+    source = _dequantized(module, producer.inputs[0])
+    if source is None or dry:
+        return source
+    codes = module.add_op("reshape", [source],
+                          [module.values[source].with_shape(module.values[value].shape)],
+                          name=module.fresh_name(f"{producer.name}.codes"),
+                          attrs=dict(producer.attrs))
+    return codes.outputs[0]
 
 
 def _integer_bias(module: Module, anchor: Op, acc_scale: np.ndarray,

@@ -66,6 +66,7 @@ from cimc.passes.lower.host import (
     quantize_inputs_once,
 )
 from cimc.passes.lower.product import lower_product, two_tensors
+from cimc.passes.lower.sequence import lower_reduce_mean
 from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
@@ -142,7 +143,7 @@ def _check_batch(module: Module, ops: list[Op]) -> None:
     """The chip computes one image at a time: every tensor of `ops` has batch 1."""
     for op in ops:
         shape = module.values[op.outputs[0]].shape
-        if op.kind != "reshape" and len(shape) in (2, 4) and shape[0] != 1:
+        if op.kind != "reshape" and len(shape) in (3, 4) and shape[0] != 1:
             raise CimcError(f"op {op.name!r} ({op.kind}) computes a batch of {shape[0]} "
                             f"({list(shape)}); the backend compiles one image at a time (run "
                             "and sim take several images stacked on axis 0): export the model "
@@ -169,8 +170,7 @@ def lower_matvec(module: Module, op: Op) -> None:
     group = int(op.attrs.get("group", 1))
     if op.kind == "gemm":
         source = module.producer(x)
-        if source is not None and source.kind == "reshape" and \
-                len(module.values[source.inputs[0]].shape) == 4:
+        if source is not None and _flattens_an_image(module, source):
             # flatten of NCHW: read the image (requantized as the flatten does), permute the weights
             x = _rescaled(module, source, source.inputs[0], x_type)
             _, c, h, wd = module.values[x].shape
@@ -407,9 +407,15 @@ def _rescaled(module: Module, op: Op, x: str, to: TensorType) -> str:
     return rescale.outputs[0]
 
 
+def _flattens_an_image(module: Module, op: Op) -> bool:
+    """Whether reshape `op` flattens a [1,C,H,W] image (a gemm reading it reads the image
+    itself, its weights permuted), rather than viewing tokens ([1,T,D] as [T,D])."""
+    return op.kind == "reshape" and len(module.values[op.inputs[0]].shape) == 4
+
+
 def lower_reshape(module: Module, op: Op) -> None:
     if all(c.kind == "gemm" for c in module.consumers(op.outputs[0])) and \
-            op.outputs[0] not in module.outputs:
+            op.outputs[0] not in module.outputs and _flattens_an_image(module, op):
         return  # the gemm reads the image itself (see lower_matvec); this op dies
     x_type = module.values[op.inputs[0]]
     if len(x_type.shape) == 4 and x_type.shape[2] * x_type.shape[3] > 1 and x_type.shape[1] > 1:
@@ -512,4 +518,5 @@ RULES = {
     "reshape": lower_reshape,
     "lut": lower_lut,
     "mul": lower_mul,
+    "reduce_mean": lower_reduce_mean,
 }
