@@ -575,6 +575,23 @@ class _Model:
             if lut_table(module, op) is not None:
                 self.charge(core, self.cost("vlut.i8", n=n), ow)
             self.scalars(core, 4 * ow)
+        elif op.kind == "dot":  # cimc.codegen `_dot_setup`
+            for k, value in enumerate(op.inputs):
+                self.receive(core, image, value, recvs[k][t], image_dims(
+                    module.values[value])[2], 0)
+            _, pixels_b, channels_b = image_dims(module.values[op.inputs[1]])
+            depth = image_dims(module.values[op.inputs[0]])[2]
+            self.charge(core, self.cost("vscale.i8", n=pixels_b * channels_b))
+            if not op.attrs["rows"]:
+                self.charge(core, self.cost("copy", len=4, reps=depth), n)
+            self.scalars(core, 4)
+            self.charge(core, self.cost("vscale.i8", n=depth), ow)
+            self.scalars(core, 3 * ow)
+            self.charge(core, self.cost("vmul.i32", n=depth), ow * n)
+            self.charge(core, self.cost("vredsum.i32", n=1, count=depth), ow * n)
+            self.scalars(core, 4 * ow * n)
+            self.charge(core, self.cost("requant.i8", n=n), ow)
+            self.scalars(core, 4 * ow)
         elif op.kind == "product" and len({image_dims(module.values[v])[1]
                                            for v in op.inputs[:2]}) > 1:
             # one operand of one pixel: centered once, then a loop over the row's pixels

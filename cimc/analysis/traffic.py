@@ -5,8 +5,8 @@ exactly these messages); docs/backend.md "Dataflow" describes it.
 
 *Units* are what `place` assigns to cores: every crossbar block of every
 replica of a `matvec` (named `"<op>#<replica>.<i>.<j>"`) and every vector op
-(`pool`, `eltwise`, `rescale`, `scale`, `product`, `concat`, named after the op). A matvec with
-`replicas = R` splits its output rows round-robin: replica r computes rows
+(`pool`, `eltwise`, `rescale`, `scale`, `product`, `dot`, `concat`, named after the
+op). A matvec with `replicas = R` splits its output rows round-robin: replica r computes rows
 r, r + R, ... . The *reducer* of column block j of a replica is the unit of
 that column's first block (lowest row block present in `blocks`).
 
@@ -47,7 +47,7 @@ from cimc.dialect.chip import block_shape, blocks_of, image_dims, runtime_operan
 from cimc.ir.module import Module, Op
 from cimc.targets import Target
 
-VECTOR_KINDS = ("pool", "eltwise", "rescale", "scale", "product", "concat")
+VECTOR_KINDS = ("pool", "eltwise", "rescale", "scale", "product", "dot", "concat")
 GLOBAL = "global"
 
 

@@ -11,7 +11,8 @@ of one group on one core:
   send partial sums to the column's reducer, or (reducer) receive and add
   them, add the bias, requantize into the output row buffer;
 * eltwise / rescale / product / concat: receive the operand rows, compute in chunks
-  (scale, and a product with an operand of one pixel: per pixel);
+  (scale, and a product with an operand of one pixel: per pixel; dot: per output pixel
+  and column, a product and a sum of two channel vectors);
 * a matvec, pool, eltwise or rescale with a lookup table (a quantized activation) passes its
   result codes through `vlut` before they leave the core;
 * then send the row (the channels this core reduces) to every core that
@@ -281,6 +282,7 @@ class Part:
         self.setup = {"matvec": self._matvec_setup, "pool": self._pool_setup,
                       "eltwise": self._eltwise_setup, "rescale": self._rescale_setup,
                       "scale": self._scale_setup, "product": self._product_setup,
+                      "dot": self._dot_setup,
                       "concat": self._concat_setup}[op.kind]
         self.body: Callable[[int, int], list[str]] = self.setup(unit_core)
         self.index = {oy: t for t, oy in enumerate(group.rows)}
@@ -293,7 +295,7 @@ class Part:
         widest = 0
         for k, per_operand in self.group.recvs.get(self.code.core, {}).items():
             _, w, c = image_dims(self.module.values[self.op.inputs[k]])
-            in_place = self.op.kind in ("matvec", "pool") or (
+            in_place = self.op.kind in ("matvec", "pool", "dot") or (
                 self.op.kind != "concat" and c == self.n)
             for pieces in per_operand:
                 for p in pieces:
@@ -674,6 +676,51 @@ class Part:
             return lines + self._finish(m, oy)
 
         return pixels
+
+    def _dot_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        """Σ_k (a[m,k] - za)(b[n,k] - zb), requantized (passes/lower/attention.py): b's
+        centered values once per row (transposed in place into rows of K when b is given
+        as [K, N], `rows` = 0), then per output pixel m (r1 a, r2 output, r4/r5 counter)
+        and column n (r3 b's row n, r6 the i32 sum, r7 columns left) a `vmul.i32` and a
+        `vredsum.i32` of K elements, and one `requant` of the pixel's N sums."""
+        a, code, module, n = self.op.attrs, self.code, self.module, self.n
+        (x1, x2), ty = self.op.inputs, self.out_type
+        t1, t2 = _dtype(module, x1), _dtype(module, x2)
+        pixels_b, channels_b = image_dims(module.values[x2])[1:]
+        depth = image_dims(module.values[x1])[2]
+        row_a, row_b = code.take(self.ow * depth), code.take(pixels_b * channels_b)
+        wa, tmp = code.take(4 * depth), code.take(4 * depth)
+        wb = code.take(4 * pixels_b * channels_b)
+        rows = wb if a["rows"] else code.take(4 * n * depth)
+        acc = code.take(4 * n)
+        table = code.table(np.tile(np.asarray([a["M"], a["shift"], a["zy"], a["lo"], a["hi"]],
+                                              dtype=np.int64), n))
+
+        def body(m: int, oy: int) -> list[str]:
+            self.count += 1
+            outer, inner = f"{self.label}_{self.count}", f"{self.label}_{self.count}i"
+            lines = self._rows_in(0, m, oy, row_a, depth, 0)
+            lines += self._rows_in(1, m, oy, row_b, channels_b, 0)
+            lines.append(f"vscale.{t2} {wb}(r0), {row_b}(r0), {pixels_b * channels_b}, "
+                         f"{a['zb']}, 1")
+            if not a["rows"]:  # column j of b [K, N] becomes row j
+                lines += [f"copy {rows + 4 * j * depth}(r0), {wb + 4 * j}(r0), 4, {depth}, 4, "
+                          f"{4 * n}" for j in range(n)]
+            lines += [f"li r1, {row_a}", f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}",
+                      f"{outer}:",
+                      f"vscale.{t1} {wa}(r0), 0(r1), {depth}, {a['za']}, 1",
+                      f"li r3, {rows}", f"li r6, {acc}", f"li r7, {n}",
+                      f"{inner}:",
+                      f"vmul.i32 {tmp}(r0), {wa}(r0), 0(r3), {depth}",
+                      f"vredsum.i32 0(r6), {tmp}(r0), 1, {depth}, 1",
+                      f"addi r3, r3, {4 * depth}", "addi r6, r6, 4", "addi r7, r7, -1",
+                      f"bne r7, r0, {inner}",
+                      f"requant.{ty} 0(r2), {acc}(r0), {n}, {table}(r0)",
+                      f"addi r1, r1, {depth}", f"addi r2, r2, {n}", "addi r4, r4, 1",
+                      f"blt r4, r5, {outer}"]
+            return lines + self._finish(m, oy)
+
+        return body
 
     def _lut(self) -> int | None:
         """The address of the op's lookup table in this core's `.data`, if it has one."""

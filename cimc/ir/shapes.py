@@ -199,6 +199,18 @@ def matmul(operands: list[TensorType], attrs: dict[str, Any], result: TensorType
     return [batch + a2[-2:-1] * (len(a) > 1) + b2[-1:] * (len(b) > 1)]
 
 
+def backend_dot(operands: list[TensorType], attrs: dict[str, Any],
+                result: TensorType) -> list[Shape]:
+    """dot: a[...,M,K] with b[...,N,K] (`rows` = 1) or b[...,K,N] -> [...,M,N]."""
+    a, b = operands[0].shape, operands[1].shape
+    if len(a) < 2 or len(b) != len(a):
+        raise ShapeError(f"operands {_shape_text(a)} and {_shape_text(b)} are not two "
+                         "matrices of one rank")
+    if attrs["rows"]:
+        b = (*b[:-2], b[-1], b[-2])
+    return matmul([operands[0], TensorType(b, operands[1].dtype)], attrs, result)
+
+
 def concat(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
     """Operands equal but along `axis`, where their sizes add up."""
     first = operands[0].shape

@@ -63,6 +63,7 @@ FOLDABLE = frozenset(
         "global_avg_pool",
         "global_max_pool",
         "reduce_mean",
+        "matmul",
         "concat",
         "reshape",
         "transpose",

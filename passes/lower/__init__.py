@@ -30,6 +30,9 @@ needs computed here once:
 * `product(a, b)` {za, zb, M, shift, zy, lo, hi} for a `mul` of two runtime tensors:
   `(a - za) * (b - zb)` requantized with `m = sa * sb / sy`, an operand possibly one row
   or one pixel broadcast over the other's (passes/lower/product.py).
+* `dot(a, b)` {za, zb, M, shift, zy, lo, hi, rows} for a `matmul` of two runtime token
+  matrices: `Σ_k (a - za)(b - zb)` requantized with `m = sa * sb / sy`, b read through a
+  transpose of its last two axes (`rows = 1`) where it has one (passes/lower/attention.py).
 * `concat(xs...)` along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
@@ -52,6 +55,7 @@ from cimc.dialect.chip import CHIP_KINDS, LUT_KINDS, image_dims, lut_table
 from cimc.dialect.host import HOST_KINDS, host_float_ops
 from cimc.ir.module import Module, Op, TensorType
 from cimc.pass_base import Pass
+from cimc.passes.lower.attention import fuse_transposed_operands, lower_matmul
 from cimc.passes.lower.batch import unbatch
 from cimc.passes.lower.common import bounds as _bounds
 from cimc.passes.lower.common import checked_fixed_point as _fixed_point
@@ -92,6 +96,7 @@ class Lower(Pass):
         quantize_inputs_once(module)
         pass_through_inputs(module)
         tabulate_functions_of_one_tensor(module)
+        fuse_transposed_operands(module)
         host_float = host_float_ops(module)
         # `concat` is both an IR op and a chip kind: lowering it again is a no-op
         todo = [op for op in module.ops() if op.kind not in HOST_KINDS
@@ -519,4 +524,5 @@ RULES = {
     "lut": lower_lut,
     "mul": lower_mul,
     "reduce_mean": lower_reduce_mean,
+    "matmul": lower_matmul,
 }
