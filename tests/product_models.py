@@ -5,6 +5,8 @@ calibration data):
 * `squeeze_excite`: a squeeze-excitation block, `x * sigmoid(fc(relu(fc(pool(x)))))`, the
   gate [1,C,1,1] broadcast over the image;
 * `gated`: a gated product of two branches of the same shape, `conv(x) * sigmoid(conv(x))`;
+* `excite_linear`: squeeze-excitation through Linear layers on the pooled [1,C] vector,
+  viewed as [1,C,1,1] (torchvision's way);
 * `mobilenet_v3`: a MobileNetV3 block (1x1 expand, HardSwish, depthwise 3x3, SiLU,
   squeeze-excitation with HardSigmoid, 1x1 project, residual add) and a classifier.
 """
@@ -24,12 +26,14 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "squeeze_excite": (1, 3, 8, 8),
     "gated": (1, 3, 8, 8),
     "mobilenet_v3": (1, 3, 12, 12),
+    "excite_linear": (1, 3, 8, 8),
 }
 # name -> the exporters (name -> opset) it is exported with.
 EXPORTS: dict[str, dict[str, int]] = {
     "squeeze_excite": {"legacy": 13, "dynamo": 18},
     "gated": {"legacy": 13, "dynamo": 18},
     "mobilenet_v3": {"legacy": 13, "dynamo": 18},
+    "excite_linear": {"legacy": 13, "dynamo": 18},
 }
 CASES = [(name, exporter) for name, by in EXPORTS.items() for exporter in by]
 
@@ -85,7 +89,22 @@ def _torch_module(name: str):  # -> torch.nn.Module
             y = self.project(self.excite(self.depthwise(self.expand(x))))
             return self.head(x + y)
 
-    factories = {"squeeze_excite": SqueezeNet, "gated": Gated, "mobilenet_v3": MobileNetV3Block}
+    class ExciteLinear(nn.Module):  # squeeze-excitation as torchvision writes it with Linear
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
+            self.fc = nn.Sequential(nn.Linear(16, 4), nn.ReLU(), nn.Linear(4, 16),
+                                    nn.Hardsigmoid())
+            self.head = nn.Sequential(nn.Conv2d(16, 8, 3, stride=2), nn.Flatten(),
+                                      nn.Linear(8 * 3 * 3, 10))
+
+        def forward(self, x):
+            x = self.conv(x)
+            gate = self.fc(x.mean((2, 3))).view(1, 16, 1, 1)
+            return self.head(x * gate)
+
+    factories = {"squeeze_excite": SqueezeNet, "gated": Gated, "mobilenet_v3": MobileNetV3Block,
+                 "excite_linear": ExciteLinear}
     return factories[name]().eval()
 
 
