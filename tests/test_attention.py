@@ -2,10 +2,11 @@
 quantized matmul of two token matrices is the chip's `dot`, `Σ_k (a - za)(b - zb)`
 exactly in int32, requantized with `m = sa · sb / sy` (passes/lower/attention.py):
 Q·Kᵀ reads K through the exporters' Transpose, attn·V transposes V's centered values in
-local memory. A one-head attention block (ReLU attention: Softmax is not on the chip
-yet) exported by torch (legacy 13, dynamo 18) and quantized by quantize_static simulates
-bit for bit equal to the reference on `isaac` and `edge`, the reference within one
-quantum of the exact oracle; the timing model follows the simulator; onnx's MatMul node
+local memory; the scores' Softmax is the chip's `pixel_softmax` (tests/test_softmax.py).
+One-head attention blocks (softmax attention, and ReLU attention) exported by torch
+(legacy 13, dynamo 18) and quantized by quantize_static simulate bit for bit equal to
+the reference on `isaac` and `edge`, the reference within one quantum of the exact
+oracle; the timing model follows the simulator; onnx's MatMul node
 cases run on the reference; several heads at once are refused naming the op."""
 
 from __future__ import annotations
@@ -36,27 +37,28 @@ EXPORTERS = {"legacy": 13, "dynamo": 18}
 
 
 @functools.cache
-def _model(exporter: str, activations: str) -> Path:
+def _model(exporter: str, activations: str, scores: str = "softmax") -> Path:
     import torch
     from torch import nn
 
     torch.manual_seed(0)
 
-    class ReluAttention(nn.Module):
+    class Attention(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.q, self.k, self.v = (nn.Linear(WIDTH, WIDTH) for _ in range(3))
             self.head = nn.Linear(WIDTH, 10)
 
         def forward(self, x):
-            scores = torch.relu(self.q(x) @ self.k(x).transpose(1, 2) * WIDTH ** -0.5)
-            return self.head((scores @ self.v(x)).mean(1))
+            logits = self.q(x) @ self.k(x).transpose(1, 2) * WIDTH ** -0.5
+            weights = torch.softmax(logits, -1) if scores == "softmax" else torch.relu(logits)
+            return self.head((weights @ self.v(x)).mean(1))
 
-    path = workdir() / f"attention-{exporter}.onnx"
+    path = workdir() / f"attention-{scores}-{exporter}.onnx"
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
             torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(ReluAttention().eval(), (torch.zeros(1, TOKENS, WIDTH),), str(path),
+        torch.onnx.export(Attention().eval(), (torch.zeros(1, TOKENS, WIDTH),), str(path),
                           input_names=["input"], output_names=["logits"],
                           opset_version=EXPORTERS[exporter], dynamo=exporter == "dynamo")
     rng = np.random.default_rng(CALIBRATION_SEED)
@@ -64,17 +66,20 @@ def _model(exporter: str, activations: str) -> Path:
     return quantize_qdq(path, batches, activations)
 
 
+@pytest.mark.parametrize("scores", ["softmax", "relu"])
 @pytest.mark.parametrize("exporter", sorted(EXPORTERS))
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 @pytest.mark.parametrize("target", ["isaac", "edge"])
 def test_attention_block_simulates_bit_exact_within_a_quantum(
-        exporter: str, activations: str, target: str, tmp_path: Path) -> None:
-    model = _model(exporter, activations)
+        scores: str, exporter: str, activations: str, target: str, tmp_path: Path) -> None:
+    model = _model(exporter, activations, scores)
     x = np.random.default_rng(11).standard_normal((4, TOKENS, WIDTH)).astype(np.float32)
     program = cimc.compile(model, target)
     dots = [op for op in program.module.ops() if op.kind == "dot"]
     assert sorted(op.attrs["rows"] for op in dots) == [0, 1]  # attn·V, Q·Kᵀ
-    assert "transpose" not in [op.kind for op in program.module.ops()]
+    kinds = [op.kind for op in program.module.ops()]
+    assert "transpose" not in kinds
+    assert kinds.count("pixel_softmax") == (scores == "softmax")
     prog = tmp_path / "p.s"
     program.save(prog)
     inputs, expected = reference_codes(program.integer, {"input": x})
@@ -90,8 +95,10 @@ def test_attention_block_simulates_bit_exact_within_a_quantum(
 
 
 @pytest.mark.parametrize("pipeline", ["latency", "throughput"])
-def test_timing_model_within_five_percent_of_the_simulator(pipeline: str) -> None:
-    program = cimc.compile(_model("legacy", "int8"), "isaac", pipeline=pipeline)
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_timing_model_within_five_percent_of_the_simulator(pipeline: str,
+                                                          activations: str) -> None:
+    program = cimc.compile(_model("legacy", activations), "isaac", pipeline=pipeline)
     modelled, simulated = program.report, program.simulated_report
     for key in ("cycles", "throughput", "energy_nj"):
         assert abs(modelled[key] / simulated[key] - 1) < 0.05, (key, modelled[key],

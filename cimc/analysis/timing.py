@@ -575,6 +575,22 @@ class _Model:
             if lut_table(module, op) is not None:
                 self.charge(core, self.cost("vlut.i8", n=n), ow)
             self.scalars(core, 4 * ow)
+        elif op.kind == "pixel_softmax":  # cimc.codegen `_softmax_setup`
+            self.receive(core, image, op.inputs[0], recvs[0][t], n, 0)
+            self.scalars(core, 4)
+            per_pixel = [self.cost("vredmax.u8", n=1, count=n),
+                         self.cost("copy", len=1, reps=n), self.cost("vsub.u8", n=n),
+                         self.cost("vlut.u8", n=n), self.cost("vlut.u8", n=n),
+                         self.cost("vscale.u8", n=n), self.cost("vscale.u8", n=n),
+                         self.cost("vadd.i32", n=n), self.cost("vredsum.i32", n=1, count=n),
+                         self.cost("vshl.i32", n=1), self.cost("copy", len=4, reps=n),
+                         self.cost("vmul.i32", n=n), self.cost("vdiv.i32", n=n),
+                         self.cost("requant.i8", n=n)]
+            if module.values[op.inputs[0]].dtype == "i8":
+                per_pixel.append(self.cost("vlut.u8", n=n))
+            for cost in per_pixel:
+                self.charge(core, cost, ow)
+            self.scalars(core, 4 * ow)
         elif op.kind == "dot":  # cimc.codegen `_dot_setup`
             for k, value in enumerate(op.inputs):
                 self.receive(core, image, value, recvs[k][t], image_dims(

@@ -5,10 +5,11 @@ exactly these messages); docs/backend.md "Dataflow" describes it.
 
 *Units* are what `place` assigns to cores: every crossbar block of every
 replica of a `matvec` (named `"<op>#<replica>.<i>.<j>"`) and every vector op
-(`pool`, `eltwise`, `rescale`, `scale`, `product`, `dot`, `concat`, named after the
-op). A matvec with `replicas = R` splits its output rows round-robin: replica r computes rows
-r, r + R, ... . The *reducer* of column block j of a replica is the unit of
-that column's first block (lowest row block present in `blocks`).
+(`pool`, `eltwise`, `rescale`, `scale`, `product`, `dot`, `pixel_softmax`, `concat`,
+named after the op). A matvec with `replicas = R` splits its output rows
+round-robin: replica r computes rows r, r + R, ... . The *reducer* of column
+block j of a replica is the unit of that column's first block (lowest row block
+present in `blocks`).
 
 *Edges* per inference (bytes):
   * `psum`: every non-first block (i, j) of a replica sends its i32 partial
@@ -47,7 +48,8 @@ from cimc.dialect.chip import block_shape, blocks_of, image_dims, runtime_operan
 from cimc.ir.module import Module, Op
 from cimc.targets import Target
 
-VECTOR_KINDS = ("pool", "eltwise", "rescale", "scale", "product", "dot", "concat")
+VECTOR_KINDS = ("pool", "eltwise", "rescale", "scale", "product", "dot", "pixel_softmax",
+                "concat")
 GLOBAL = "global"
 
 

@@ -282,7 +282,7 @@ class Part:
         self.setup = {"matvec": self._matvec_setup, "pool": self._pool_setup,
                       "eltwise": self._eltwise_setup, "rescale": self._rescale_setup,
                       "scale": self._scale_setup, "product": self._product_setup,
-                      "dot": self._dot_setup,
+                      "dot": self._dot_setup, "pixel_softmax": self._softmax_setup,
                       "concat": self._concat_setup}[op.kind]
         self.body: Callable[[int, int], list[str]] = self.setup(unit_core)
         self.index = {oy: t for t, oy in enumerate(group.rows)}
@@ -718,6 +718,57 @@ class Part:
                       f"requant.{ty} 0(r2), {acc}(r0), {n}, {table}(r0)",
                       f"addi r1, r1, {depth}", f"addi r2, r2, {n}", "addi r4, r4, 1",
                       f"blt r4, r5, {outer}"]
+            return lines + self._finish(m, oy)
+
+        return body
+
+    def _softmax_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        """Each pixel's softmax over its n channels (cimc/reference/softmax.py), a loop over
+        the row's pixels (r1 input, r2 output): i8 codes first become order-kept u8 codes
+        (a lookup flipping the sign bit), so that max - x is a byte index; E[max - x] from
+        two byte tables, the row sum times 2^8 spread over the pixel, e * P / that sum
+        (`vdiv.i32`), the zero point and clamp by `requant` with M = 1."""
+        a, code, n = self.op.attrs, self.code, self.n
+        tx, ty = _dtype(self.module, self.op.inputs[0]), self.out_type
+        table = self.module.constants[self.op.inputs[1]].astype(np.int64)
+        high = code.byte_table((table >> 8).astype(np.uint8))
+        low = code.byte_table((table & 255).astype(np.uint8))
+        flip = code.byte_table((np.arange(256) ^ 128).astype(np.uint8)) if tx == "i8" else None
+        factors = code.table(np.full(n, a["P"], dtype=np.int64))
+        finish = code.table(np.tile(np.asarray([1 << 30, 30, a["zy"], a["lo"], a["hi"]],
+                                               dtype=np.int64), n))
+        row_in = code.take(self.ow * n)
+        codes, peak, spread, index, hi_b, lo_b = (code.take(n), code.take(16), code.take(n),
+                                                  code.take(n), code.take(n), code.take(n))
+        e, part, total, totals = (code.take(4 * n), code.take(4 * n), code.take(16),
+                                  code.take(4 * n))
+
+        def body(m: int, oy: int) -> list[str]:
+            self.count += 1
+            tag = f"{self.label}_{self.count}"
+            lines = self._rows_in(0, m, oy, row_in, n, 0)
+            lines += [f"li r1, {row_in}", f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}",
+                      f"{tag}:"]
+            src = "0(r1)"
+            if flip is not None:
+                lines.append(f"vlut.u8 {codes}(r0), 0(r1), {n}, {flip}(r0)")
+                src = f"{codes}(r0)"
+            lines += [f"vredmax.u8 {peak}(r0), {src}, 1, {n}, 1",
+                      f"copy {spread}(r0), {peak}(r0), 1, {n}, 1, 0",
+                      f"vsub.u8 {index}(r0), {spread}(r0), {src}, {n}",
+                      f"vlut.u8 {hi_b}(r0), {index}(r0), {n}, {high}(r0)",
+                      f"vlut.u8 {lo_b}(r0), {index}(r0), {n}, {low}(r0)",
+                      f"vscale.u8 {e}(r0), {hi_b}(r0), {n}, 0, 256",
+                      f"vscale.u8 {part}(r0), {lo_b}(r0), {n}, 0, 1",
+                      f"vadd.i32 {e}(r0), {e}(r0), {part}(r0), {n}",
+                      f"vredsum.i32 {total}(r0), {e}(r0), 1, {n}, 1",
+                      f"vshl.i32 {total}(r0), {total}(r0), 8, 1",
+                      f"copy {totals}(r0), {total}(r0), 4, {n}, 4, 0",
+                      f"vmul.i32 {e}(r0), {e}(r0), {factors}(r0), {n}",
+                      f"vdiv.i32 {e}(r0), {e}(r0), {totals}(r0), {n}",
+                      f"requant.{ty} 0(r2), {e}(r0), {n}, {finish}(r0)",
+                      f"addi r1, r1, {n}", f"addi r2, r2, {n}", "addi r4, r4, 1",
+                      f"blt r4, r5, {tag}"]
             return lines + self._finish(m, oy)
 
         return body

@@ -122,6 +122,9 @@ OP_KINDS: dict[str, OpSpec] = {
     "rescale": OpSpec((1, 2), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
     # x * factors[channel], requantized: a mul by a per-channel constant.
     "scale": OpSpec((2, 3), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
+    # Each pixel's (token's) softmax over its channels: exp looked up, summed, divided.
+    "pixel_softmax": OpSpec((2, 2), {"P": INT, "zy": INT, "lo": INT, "hi": INT}, _PLACED,
+                            shape=shapes.same),
     # Σ_k (a - za)(b - zb), requantized: a matmul of two runtime token matrices.
     "dot": OpSpec((2, 2), {"za": INT, "zb": INT, "rows": INT, **_REQUANT}, _PLACED,
                   shape=shapes.backend_dot),

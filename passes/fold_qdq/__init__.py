@@ -64,6 +64,7 @@ FOLDABLE = frozenset(
         "global_max_pool",
         "reduce_mean",
         "matmul",
+        "softmax",
         "concat",
         "reshape",
         "transpose",
@@ -259,6 +260,8 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType,
     a float bias is not quantized, its name stands for the one that would be)."""
     if anchor.kind in ("conv", "gemm"):
         return _linear_operands(module, anchor, result, dry)
+    if anchor.kind == "softmax" and not _over_tokens(module, anchor):
+        return None  # a classifier's softmax stays float: the host's tail
     operands = [_dequantized(module, v) for v in anchor.inputs]
     if anchor.kind in SCALAR_OPERAND and any(v is not None for v in operands):
         operands = [v if v is not None else _scalar_code(module, anchor, k, dry)
@@ -282,6 +285,15 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType,
             # layers ... quantize this op", though it is quantized: say what is wrong.
             raise CimcError(f"op {anchor.name!r} ({anchor.kind}): {exc}") from None
     return integers
+
+
+def _over_tokens(module: Module, softmax: Op) -> bool:
+    """Whether `softmax` normalizes each token of [1,T,N] or [T,N] (T > 1) over its last
+    axis (attention's scores), which the chip computes in integers."""
+    shape = module.values[softmax.inputs[0]].shape
+    axis = int(softmax.attrs.get("axis", -1)) % max(len(shape), 1)
+    return ((len(shape) == 3 and shape[0] == 1) or len(shape) == 2) \
+        and shape[-2] > 1 and axis == len(shape) - 1
 
 
 def _scalar_code(module: Module, anchor: Op, k: int, dry: bool) -> str | None:

@@ -33,6 +33,8 @@ needs computed here once:
 * `dot(a, b)` {za, zb, M, shift, zy, lo, hi, rows} for a `matmul` of two runtime token
   matrices: `Σ_k (a - za)(b - zb)` requantized with `m = sa * sb / sy`, b read through a
   transpose of its last two axes (`rows = 1`) where it has one (passes/lower/attention.py).
+* `pixel_softmax(x, exp)` {P, zy, lo, hi} for a quantized softmax over each token's
+  scores (passes/lower/softmax.py).
 * `concat(xs...)` along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
@@ -71,6 +73,7 @@ from cimc.passes.lower.host import (
 )
 from cimc.passes.lower.product import lower_product, two_tensors
 from cimc.passes.lower.sequence import lower_reduce_mean
+from cimc.passes.lower.softmax import lower_softmax
 from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
@@ -525,4 +528,5 @@ RULES = {
     "mul": lower_mul,
     "reduce_mean": lower_reduce_mean,
     "matmul": lower_matmul,
+    "softmax": lower_softmax,
 }
