@@ -145,3 +145,69 @@ def test_several_heads_at_once_are_refused_naming_the_op(tmp_path: Path) -> None
     with pytest.raises(CimcError, match=r"op 'scores' \(matmul\): the chip multiplies two "
                                         r"token matrices.*split the heads"):
         cimc.compile(tmp_path / "m.onnx", "isaac", calibrate={"input": x})
+
+
+@functools.cache
+def _encoder(exporter: str, activations: str) -> Path:
+    """A one-layer transformer encoder without LayerNorm (the chip has none yet): token
+    embedding, softmax attention with an output projection, residual adds, a GELU
+    feed-forward network, mean over the tokens, classifier."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(20, WIDTH)
+            self.q, self.k, self.v, self.o = (nn.Linear(WIDTH, WIDTH) for _ in range(4))
+            self.ff = nn.Sequential(nn.Linear(WIDTH, 64), nn.GELU(), nn.Linear(64, WIDTH))
+            self.head = nn.Linear(WIDTH, 10)
+
+        def forward(self, x):
+            x = self.embed(x)
+            weights = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2) * WIDTH ** -0.5, -1)
+            x = x + self.o(weights @ self.v(x))
+            x = x + self.ff(x)
+            return self.head(x.mean(1))
+
+    path = workdir() / f"encoder-{exporter}.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Encoder().eval(), (torch.zeros(1, TOKENS, 20),), str(path),
+                          input_names=["input"], output_names=["logits"],
+                          opset_version=EXPORTERS[exporter], dynamo=exporter == "dynamo")
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    batches = rng.standard_normal((CALIBRATION_BATCHES, TOKENS, 20)).astype(np.float32)
+    return quantize_qdq(path, batches, activations)
+
+
+SLOW = pytest.mark.slow
+ENCODER_CASES = [("legacy", "int8", "isaac"),
+                 *(pytest.param(e, a, t, marks=SLOW) for e in sorted(EXPORTERS)
+                   for a in ("int8", "uint8") for t in ("isaac", "edge")
+                   if (e, a, t) != ("legacy", "int8", "isaac"))]
+
+
+@pytest.mark.parametrize(("exporter", "activations", "target"), ENCODER_CASES)
+def test_encoder_layer_simulates_bit_exact_within_a_quantum(
+        exporter: str, activations: str, target: str, tmp_path: Path) -> None:
+    model = _encoder(exporter, activations)
+    x = np.random.default_rng(11).standard_normal((4, TOKENS, 20)).astype(np.float32)
+    program = cimc.compile(model, target)
+    kinds = [op.kind for op in program.module.ops()]
+    assert kinds.count("dot") == 2 and kinds.count("pixel_softmax") == 1
+    assert kinds.count("eltwise") == 2  # the residual adds
+    prog = tmp_path / "p.s"
+    program.save(prog)
+    inputs, expected = reference_codes(program.integer, {"input": x})
+    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
+                             program.target, inputs)
+    for port, codes in expected.items():
+        np.testing.assert_array_equal(outputs[port], codes)
+    reference = cimc.run_reference(program.integer, {"input": x})["logits"]
+    dequantize = next(op for op in program.integer.ops() if op.kind == "dequantize")
+    quantum = float(program.integer.values[dequantize.inputs[0]].quant.scale[0])
+    assert np.abs(reference - ExactOracle(model).run_samples(x)).max() <= quantum * 1.0001
