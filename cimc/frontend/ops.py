@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cimc.frontend.build import Converter, NodeImport
+from cimc.ir.module import TensorType
 from cimc.reference.activation import GELU_APPROXIMATIONS, SELU_ALPHA, SELU_GAMMA
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -122,6 +123,43 @@ def lrn(ctx: NodeImport) -> None:
     ctx.emit("lrn", [ctx.operand(0)], attrs)
 
 
+def layer_norm(ctx: NodeImport) -> None:
+    """LayerNormalization (opset 17): `layer_norm` for Y over axes [axis, rank); the
+    optional Mean and InvStdDev outputs as reduce_mean, sub, mul, add and pow of x."""
+    rank = len(ctx.type(0).shape)
+    axis = int(ctx.attrs.get("axis", -1)) % rank
+    epsilon = float(ctx.attrs.get("epsilon", 1e-5))
+    if int(ctx.attrs.get("stash_type", 1)) != 1:
+        raise ctx.error("stash_type other than 1 (float) is not supported")
+    x = ctx.operand(0)
+    operands = [x, ctx.operand(1), *([ctx.operand(2)] if ctx.has_input(2) else [])]
+    ctx.emit("layer_norm", operands, {"axis": axis, "epsilon": epsilon})
+    outputs = list(ctx.node.output) + ["", ""]
+    if not (outputs[1] or outputs[2]):
+        return
+    axes = {"axes": list(range(axis, rank)), "keepdims": 1}
+    stats = TensorType(tuple(d if k < axis else 1 for k, d in enumerate(ctx.type(0).shape)),
+                       "f32")
+    mean = ctx.emit("reduce_mean", [x], axes, result=outputs[1] or ctx.fresh("mean"),
+                    result_type=stats, name=ctx.fresh("mean"))
+    if not outputs[2]:
+        return
+    module = ctx.builder.module
+    centered = ctx.emit("sub", [x, mean], result=ctx.fresh("centered"),
+                        result_type=TensorType(ctx.type(0).shape, "f32"),
+                        name=ctx.fresh("centered"))
+    squares = ctx.emit("mul", [centered, centered], result=ctx.fresh("squares"),
+                       result_type=TensorType(ctx.type(0).shape, "f32"), name=ctx.fresh("squares"))
+    variance = ctx.emit("reduce_mean", [squares], axes, result=ctx.fresh("variance"),
+                        result_type=stats, name=ctx.fresh("variance"))
+    eps = module.add_constant(ctx.fresh("epsilon"), np.array(epsilon, np.float32))
+    shifted = ctx.emit("add", [variance, eps], result=ctx.fresh("shifted"), result_type=stats,
+                       name=ctx.fresh("shifted"))
+    power = module.add_constant(ctx.fresh("power"), np.array(-0.5, np.float32))
+    ctx.emit("pow", [shifted, power], result=outputs[2], result_type=stats,
+             name=ctx.fresh("inv_std_dev"))
+
+
 def batch_norm(ctx: NodeImport) -> None:
     if ctx.attrs.get("training_mode", 0):
         raise ctx.error("training-mode batch normalization is not supported; export in eval mode")
@@ -224,6 +262,7 @@ CONVERTERS: dict[str, Converter] = {
     "Identity": _simple("identity"),
     "LeakyRelu": activation("leaky_relu", {"alpha": 0.01}),
     "LRN": lrn,
+    "LayerNormalization": layer_norm,
     "MatMul": _simple("matmul", 2),
     "MaxPool": max_pool,
     "Mul": _simple("mul", 2),

@@ -82,6 +82,7 @@ OP_KINDS: dict[str, OpSpec] = {
     # A quantized activation: its result codes indexed by the input code (docs/ir.md).
     "lut": OpSpec((2, 2), shape=shapes.same),
     "softmax": OpSpec((1, 1), {"axis": INT}, shape=shapes.axis_in_rank),
+    "layer_norm": OpSpec((2, 3), {"axis": INT, "epsilon": FLOAT}, shape=shapes.same),
     "lrn": OpSpec((1, 1), {"size": INT, "alpha": FLOAT, "beta": FLOAT, "bias": FLOAT},
                   shape=shapes.same),
     "batch_norm": OpSpec((5, 5), {"epsilon": FLOAT}, shape=shapes.batch_norm),

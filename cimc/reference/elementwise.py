@@ -183,6 +183,20 @@ def lrn(call: Call) -> np.ndarray:
     return (x / (bias + alpha / size * window) ** beta).astype(np.float32)
 
 
+def layer_norm(call: Call) -> np.ndarray:
+    """ONNX LayerNormalization's Y: over axes [axis, rank), (x - mean) / sqrt(var + eps)
+    * scale + bias, in float64 (float only: between integer layers it is refused)."""
+    x = _float_only(call).astype(np.float64)
+    axes = tuple(range(int(call.attr("axis")), x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    variance = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(variance + float(call.attr("epsilon", 1e-5)))
+    y = y * call.args[1].astype(np.float64)
+    if len(call.args) > 2:
+        y = y + call.args[2].astype(np.float64)
+    return y.astype(np.float32)
+
+
 def batch_norm(call: Call) -> np.ndarray:
     x = _float_only(call)
     channel = (1, -1) + (1,) * (x.ndim - 2)
@@ -201,5 +215,6 @@ KERNELS = {
     "clip": clip,
     "softmax": softmax,
     "lrn": lrn,
+    "layer_norm": layer_norm,
     "batch_norm": batch_norm,
 }
