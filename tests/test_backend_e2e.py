@@ -390,8 +390,8 @@ def test_onnx_zoo_graphs_compile_and_equal_reference(name: str, tmp_path: Path) 
     by cimc on random inputs): SqueezeNet's Softmax and the Reshape after it run on the
     host; ResNet-50's residual Sums are quantized as Adds; VGG-19 (143 M weights) runs in
     phases (about 80 s, 2.8 GB); DenseNet-121's batch norms after concats are depthwise
-    convs; AlexNet's and ZFNet's LRNs are integer ops (passes/fold_qdq/lrn.py; 95 and
-    154 s). Bit-exact at the program's outputs and after the host's tail."""
+    convs; AlexNet's and ZFNet's LRNs are integer ops (passes/fold_qdq/lrn.py; 34 and
+    60 s). Bit-exact at the program's outputs and after the host's tail."""
     import onnx
 
     from cimc.reference import run_module

@@ -57,5 +57,6 @@ def test_a_layer_norm_between_integer_layers_is_refused_naming_it(tmp_path: Path
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
               tmp_path / "m.onnx")
     x = rng.standard_normal((4, 8, 16)).astype(np.float32)
-    with pytest.raises(CimcError, match=r"op 'norm' \(layer_norm\)"):
+    with pytest.raises(CimcError, match=r"op 'norm' \(layer_norm\) computes in float between "
+                                        r"integer layers.*no integer form of it yet"):
         cimc.compile(tmp_path / "m.onnx", "isaac", calibrate={"input": x})

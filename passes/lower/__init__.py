@@ -79,6 +79,9 @@ from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
 from cimc.reference.requant import apply
 
+# Kinds fold-qdq never makes integer: QDQ around them does not help.
+FLOAT_ONLY = frozenset({"layer_norm"})
+
 
 @dataclass
 class Lower(Pass):
@@ -112,11 +115,14 @@ class Lower(Pass):
                 where = ("between integer layers" if after_quantize(module, op) else
                          "before the model's first QuantizeLinear (onnxruntime's quantizer "
                          "leaves ops that read the float input unquantized)")
+                remedy = ("the chip has no integer form of it yet, so end the model before "
+                          "it" if op.kind in FLOAT_ONLY else
+                          "so quantize this op (QDQ around it, as for its neighbours) or end "
+                          "the model before it")
                 raise CimcError(
                     f"op {op.name!r} ({op.kind}) computes in float {where}; "
                     "the chip runs only quantized ops and the host only the float tail after "
-                    "the last dequantize, so quantize this op (QDQ around it, as for its "
-                    "neighbours) or end the model before it")
+                    f"the last dequantize; {remedy}")
             if op.kind == "div" or (op.kind == "mul" and _channel_factor(module, op) is None
                                     and not two_tensors(module, op)):
                 raise CimcError(f"op {op.name!r} ({op.kind}): the chip computes a {op.kind} "
