@@ -1,9 +1,10 @@
 """Softmax over each token's scores on the chip (issue 13): a quantized softmax over the
-last axis of [1,T,N] or [T,N] (T > 1) is the integer softmax of cimc/reference/softmax.py
+last axis of [1,T,N] (T > 1) is the integer softmax of cimc/reference/softmax.py
 (exp by a table of 2^14 · exp(-sx · d), d = max - x; the row sum; a division by it,
-`vdiv.i32`), the chip's `pixel_softmax`; a classifier's softmax [1,N] stays float on the
-host. QDQ softmaxes with every input code are within one quantum of the exact oracle and
-simulate bit for bit equal to the reference (attention blocks: tests/test_attention.py)."""
+`vdiv.i32`), the chip's `pixel_softmax`; a classifier's softmax [N,K] (also of a batch)
+stays float on the host. QDQ softmaxes with every input code are within one quantum of
+the exact oracle and simulate bit for bit equal to the reference (attention blocks:
+tests/test_attention.py)."""
 
 from __future__ import annotations
 
@@ -72,9 +73,10 @@ def test_integer_softmax_within_a_quantum_of_the_oracle_and_simulated(
         np.testing.assert_array_equal(outputs[port], values)
 
 
-def test_a_classifier_softmax_stays_float_on_the_host(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [1, 4])
+def test_a_classifier_softmax_stays_float_on_the_host(batch: int, tmp_path: Path) -> None:
     path = _qdq_softmax(tmp_path / "m.onnx", TensorProto.INT8, 0.1, 0, TensorProto.UINT8,
-                        1 / 255, 0, [1, 10])
+                        1 / 255, 0, [batch, 10])
     module = cimc.api.prepare(path)
     softmax = next(op for op in module.ops() if op.kind == "softmax")
     assert module.values[softmax.outputs[0]].dtype == "f32"
