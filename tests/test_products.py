@@ -4,8 +4,9 @@ tensors becomes the vector unit's `product`, `(a - za) * (b - zb)` requantized w
 (squeeze-excitation with a [1,C,1,1] gate, a gated product of two branches, a
 MobileNetV3 block with HardSwish, SiLU and a HardSigmoid squeeze-excitation) quantized by
 quantize_static simulate bit for bit equal to the reference on `isaac` and `edge`, the
-reference within one quantum of the exact oracle; the timing model follows the
-simulator; a broadcast along the channels is refused naming the op."""
+reference within one quantum of the exact oracle; broadcasts along rows, columns and
+channels (a spatial gate); the timing model follows the simulator; operands of
+different ranks are refused naming the op."""
 
 from __future__ import annotations
 
@@ -77,10 +78,12 @@ def test_timing_model_within_five_percent_of_the_simulator(name: str, pipeline: 
                                                                  simulated[key])
 
 
-def _pooled_product(tmp_path: Path, kernel: list[int], channels: int = 4) -> Path:
+def _pooled_product(tmp_path: Path, kernel: list[int], channels: int = 4,
+                    flat: bool = False) -> Path:
     """conv(x) * avg_pool(conv(x)) with the pool's `kernel` over a 6x6 image: an operand of
     one row ([1,C,1,6]), one column ([1,C,6,1]) or one pixel, broadcast; a conv of
-    `channels` outputs makes the second operand."""
+    `channels` outputs makes the second operand (one: a spatial gate); `flat` reshapes it
+    to rank 3."""
     rng = np.random.default_rng(0)
     w = [numpy_helper.from_array(rng.standard_normal((c, 3, 3, 3)).astype(np.float32) / 4,
                                  f"w{k}") for k, c in enumerate((4, channels))]
@@ -88,33 +91,39 @@ def _pooled_product(tmp_path: Path, kernel: list[int], channels: int = 4) -> Pat
              helper.make_node("Conv", ["input", "w1"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("AveragePool", ["c"], ["b"], kernel_shape=kernel,
                               strides=kernel),
-             helper.make_node("Mul", ["a", "b"], ["p"], name="product"),
+             *([helper.make_node("Reshape", ["b", "shape"], ["f"])] if flat else []),
+             helper.make_node("Mul", ["a", "f" if flat else "b"], ["p"], name="product"),
              helper.make_node("Relu", ["p"], ["output"])]
     graph = helper.make_graph(
         nodes, "pooled", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                         [1, 3, 6, 6])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 6, 6])], w)
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [*w, numpy_helper.from_array(np.array([channels, 1, 1], np.int64), "shape")])
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     return path
 
 
-@pytest.mark.parametrize("kernel", [[6, 1], [1, 6], [6, 6], [1, 1]],
-                         ids=["row", "column", "pixel", "same"])
-def test_operand_broadcast_along_rows_and_columns(kernel: list[int], tmp_path: Path) -> None:
+@pytest.mark.parametrize(("kernel", "channels"), [
+    ([6, 1], 4), ([1, 6], 4), ([6, 6], 4), ([1, 1], 4), ([1, 1], 1), ([6, 6], 1), ([1, 6], 1)],
+    ids=["row", "column", "pixel", "same", "channel", "scalar", "channel-row"])
+def test_operand_broadcast_along_channels_rows_and_columns(kernel: list[int], channels: int,
+                                                           tmp_path: Path) -> None:
     """The product is the model's output (stored by the chip); every broadcast the chip
-    takes, equal to the reference bit for bit."""
+    takes, equal to the reference bit for bit (one channel: a spatial gate, spread)."""
     x = np.random.default_rng(1).standard_normal((3, 3, 6, 6)).astype(np.float32)
-    program = cimc.compile(_pooled_product(tmp_path, kernel), "isaac", calibrate={"input": x})
+    program = cimc.compile(_pooled_product(tmp_path, kernel, channels), "isaac",
+                           calibrate={"input": x})
     assert "product" in [op.kind for op in program.module.ops()]
     program.save(tmp_path / "p.s")
     _assert_simulation_equals_reference(program, tmp_path / "p.s", x)
 
 
-def test_broadcast_along_channels_is_refused_naming_the_op(tmp_path: Path) -> None:
+def test_operands_of_different_ranks_are_refused_naming_the_op(tmp_path: Path) -> None:
     x = np.random.default_rng(1).standard_normal((3, 3, 6, 6)).astype(np.float32)
-    with pytest.raises(CimcError, match=r"'product' \(mul\).*along rows and columns"):
-        cimc.compile(_pooled_product(tmp_path, [1, 1], channels=1), "isaac",
+    with pytest.raises(CimcError, match=r"'product' \(mul\).*other than along channels, "
+                                        r"rows and columns"):
+        cimc.compile(_pooled_product(tmp_path, [6, 6], flat=True), "isaac",
                      calibrate={"input": x})
 
 

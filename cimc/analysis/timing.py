@@ -608,19 +608,24 @@ class _Model:
             self.scalars(core, 4 * ow * n)
             self.charge(core, self.cost("requant.i8", n=n), ow)
             self.scalars(core, 4 * ow)
-        elif op.kind == "product" and len({image_dims(module.values[v])[1]
+        elif op.kind == "product" and len({image_dims(module.values[v])[1:]
                                            for v in op.inputs[:2]}) > 1:
-            # one operand of one pixel: centered once, then a loop over the row's pixels
+            # cimc.codegen `_product_setup`: a loop over the row's pixels
+            dims = [image_dims(module.values[v]) for v in op.inputs[:2]]
             for k, value in enumerate(op.inputs[:2]):
-                self.receive(core, image, value, recvs[k][t], n, 0)
-            self.charge(core, self.cost("vscale.i8", n=n))
-            self.scalars(core, 4)
-            self.charge(core, self.cost("vscale.i8", n=n), ow)
+                self.receive(core, image, value, recvs[k][t], dims[k][2], 0)
+            moving = [d[1] == ow and ow > 1 for d in dims]
+            for k, d in enumerate(dims):
+                count = ow if moving[k] else 1
+                if d[2] == 1 < n:
+                    self.charge(core, self.cost("copy", len=1, reps=n), count)
+                self.charge(core, self.cost("vscale.i8", n=n), count)
+            self.scalars(core, 3 + sum(moving))
             self.charge(core, self.cost("vmul.i32", n=n), ow)
             self.charge(core, self.cost("requant.i8", n=n), ow)
             if lut_table(module, op) is not None:
                 self.charge(core, self.cost("vlut.i8", n=n), ow)
-            self.scalars(core, 4 * ow)
+            self.scalars(core, (3 + sum(moving)) * ow)
         else:
             for k, value in enumerate(runtime_operands(module, op)):
                 self.receive(core, image, value, recvs[k][t], n, 0)

@@ -622,17 +622,20 @@ class Part:
         return body
 
     def _product_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
-        """(a - za) * (b - zb), requantized. Two whole rows: in chunks (r1 a, r2 b, r3
-        output). One operand of one pixel (a [1,C,1,1] gate): its centered values once
-        per row, then a loop over the other's pixels (r1 input, r2 output)."""
+        """(a - za) * (b - zb), requantized. Two whole rows of all channels: in chunks (r1
+        a, r2 b, r3 output). Otherwise a loop over the row's pixels (r1 a's pixel, r3 b's,
+        r2 output, r4/r5 counter): an operand of one pixel (a [1,C,1,1] gate) is centered
+        once per row; an operand of one channel (a [1,1,H,W] spatial gate) is spread over
+        the channels (`copy` with source stride 0) before it is centered."""
         a, code, module, n = self.op.attrs, self.code, self.module, self.n
         values = self.op.inputs[:2]
         types = [_dtype(module, v) for v in values]
-        widths = [image_dims(module.values[v])[1] for v in values]
+        dims = [image_dims(module.values[v]) for v in values]
+        widths, channels = [w for _, w, _ in dims], [c for _, _, c in dims]
         zeros, ty, lut = (a["za"], a["zb"]), self.out_type, self._lut()
-        rows = [code.take(w * n) for w in widths]
+        rows = [code.take(w * c) for w, c in zip(widths, channels, strict=True)]
         entry = np.asarray([a["M"], a["shift"], a["zy"], a["lo"], a["hi"]], dtype=np.int64)
-        if widths[0] == widths[1]:
+        if widths[0] == widths[1] and channels[0] == channels[1]:
             total = self.ow * n
             chunk = min(total, CHUNK)
             wide = [code.take(4 * chunk), code.take(4 * chunk)]
@@ -652,27 +655,40 @@ class Part:
                 return lines + self._finish(m, oy)
 
             return body
-        whole = 0 if widths[0] == self.ow else 1  # the other operand is one pixel
-        pixel = 1 - whole
         wide = [code.take(4 * n), code.take(4 * n)]
+        spread = [code.take(n) if c == 1 < n else None for c in channels]
         table = code.table(np.tile(entry, n))
+        moving = [w == self.ow and self.ow > 1 for w in widths]  # else one pixel per row
+        pointer = ("r1", "r3")
+
+        def centered(k: int, at: str) -> list[str]:
+            """Operand k's pixel at `at`, centered into wide[k] (spread first if needed)."""
+            lines = []
+            if spread[k] is not None:
+                lines.append(f"copy {spread[k]}(r0), {at}, 1, {n}, 1, 0")
+                at = f"{spread[k]}(r0)"
+            return lines + [f"vscale.{types[k]} {wide[k]}(r0), {at}, {n}, {zeros[k]}, 1"]
 
         def pixels(m: int, oy: int) -> list[str]:
             self.count += 1
             tag = f"{self.label}_{self.count}"
-            lines = self._rows_in(0, m, oy, rows[0], n, 0)
-            lines += self._rows_in(1, m, oy, rows[1], n, 0)
-            lines += [f"vscale.{types[pixel]} {wide[pixel]}(r0), {rows[pixel]}(r0), {n}, "
-                      f"{zeros[pixel]}, 1",
-                      f"li r1, {rows[whole]}", f"li r2, {self.out}", "li r4, 0",
-                      f"li r5, {self.ow}", f"{tag}:",
-                      f"vscale.{types[whole]} {wide[whole]}(r0), 0(r1), {n}, {zeros[whole]}, 1",
-                      f"vmul.i32 {wide[whole]}(r0), {wide[whole]}(r0), {wide[pixel]}(r0), {n}",
-                      f"requant.{ty} 0(r2), {wide[whole]}(r0), {n}, {table}(r0)"]
+            lines = self._rows_in(0, m, oy, rows[0], channels[0], 0)
+            lines += self._rows_in(1, m, oy, rows[1], channels[1], 0)
+            for k in (0, 1):
+                if not moving[k]:
+                    lines += centered(k, f"{rows[k]}(r0)")
+            lines += [f"li {pointer[k]}, {rows[k]}" for k in (0, 1) if moving[k]]
+            lines += [f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}", f"{tag}:"]
+            for k in (0, 1):
+                if moving[k]:
+                    lines += centered(k, f"0({pointer[k]})")
+            lines += [f"vmul.i32 {wide[0]}(r0), {wide[0]}(r0), {wide[1]}(r0), {n}",
+                      f"requant.{ty} 0(r2), {wide[0]}(r0), {n}, {table}(r0)"]
             if lut is not None:
                 lines.append(f"vlut.{ty} 0(r2), 0(r2), {n}, {lut}(r0)")
-            lines += [f"addi r1, r1, {n}", f"addi r2, r2, {n}", "addi r4, r4, 1",
-                      f"blt r4, r5, {tag}"]
+            lines += [f"addi {pointer[k]}, {pointer[k]}, {channels[k]}" for k in (0, 1)
+                      if moving[k]]
+            lines += [f"addi r2, r2, {n}", "addi r4, r4, 1", f"blt r4, r5, {tag}"]
             return lines + self._finish(m, oy)
 
         return pixels

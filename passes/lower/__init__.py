@@ -28,8 +28,8 @@ needs computed here once:
   along the channels: `(x - zx) * factors[c]` (the constant's codes less its zero point,
   i32), requantized with `m = sx * sc / sy`.
 * `product(a, b)` {za, zb, M, shift, zy, lo, hi} for a `mul` of two runtime tensors:
-  `(a - za) * (b - zb)` requantized with `m = sa * sb / sy`, an operand possibly one row
-  or one pixel broadcast over the other's (passes/lower/product.py).
+  `(a - za) * (b - zb)` requantized with `m = sa * sb / sy`, an operand possibly one row,
+  one pixel or one channel broadcast over the other's (passes/lower/product.py).
 * `dot(a, b)` {za, zb, M, shift, zy, lo, hi, rows} for a `matmul` of two runtime token
   matrices: `Σ_k (a - za)(b - zb)` requantized with `m = sa * sb / sy`, b read through a
   transpose of its last two axes (`rows = 1`) where it has one (passes/lower/attention.py).

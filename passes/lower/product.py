@@ -5,9 +5,10 @@ two branches) the chip's `product` op.
 `product(a, b)` {za, zb, M, shift, zy, lo, hi} computes `(a - za) * (b - zb)` exactly in
 int32 (|a - za|, |b - zb| <= 255, so the product is below 2^16) and requantizes it with
 `m = sa * sb / sy` (docs/ir.md, "mul"), per element. An operand may broadcast along the
-rows and columns of the image (a [1,C,1,1] gate against a [1,C,H,W] image, or one row
-against all rows), never along the channels: the vector unit multiplies the channels of
-a pixel element by element.
+rows, the columns and the channels of the image (a [1,C,1,1] squeeze-excitation gate or
+a [1,1,H,W] spatial gate against a [1,C,H,W] image, one row against all rows); the
+vector unit multiplies the channels of a pixel element by element, an operand of one
+channel spread over them first.
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ def lower_product(module: Module, op: Op) -> None:
     y_shape = tuple(y_type.shape)
     for what, ty in (("first operand", a_type), ("second operand", b_type)):
         shape = tuple(ty.shape)
-        if len(shape) != len(y_shape) or len(shape) not in (2, 4) or shape[:2] != y_shape[:2] \
-                or any(d not in (1, full) for d, full in zip(shape[2:], y_shape[2:],
+        if len(shape) != len(y_shape) or len(shape) not in (2, 3, 4) \
+                or shape[0] != y_shape[0] \
+                or any(d not in (1, full) for d, full in zip(shape[1:], y_shape[1:],
                                                              strict=True)):
             raise CimcError(f"op {op.name!r} (mul): the {what} {list(shape)} broadcasts to "
-                            f"{list(y_shape)} other than along rows and columns; the chip "
-                            "multiplies two tensors of the same channels, one of them "
-                            "possibly one row or one pixel ([1,C,1,1], as a "
-                            "squeeze-excitation gate)")
+                            f"{list(y_shape)} other than along channels, rows and columns; "
+                            "the chip multiplies an image by one of the same rank, possibly "
+                            "one row, one pixel ([1,C,1,1], a squeeze-excitation gate) or "
+                            "one channel ([1,1,H,W], a spatial gate)")
     sa, za = per_tensor(a_type, "first operand", op)
     sb, zb = per_tensor(b_type, "second operand", op)
     sy, zy = per_tensor(y_type, "result", op)
