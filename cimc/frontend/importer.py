@@ -26,6 +26,7 @@ from cimc.frontend.build import ModuleBuilder
 from cimc.frontend.capacity import check_capacity
 from cimc.frontend.ops import CONVERTERS
 from cimc.frontend.quant import QUANT_CONVERTERS, record_quants
+from cimc.frontend.recurrent import RECURRENT_CONVERTERS
 from cimc.frontend.signal import lift_1d
 from cimc.ir.module import Module
 from cimc.ir.verifier import VerifyError, verify
@@ -67,7 +68,7 @@ def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = Non
     model, weights = fold_constants(model, path, aside)
     model = infer_shapes(model, path)
     module = ModuleBuilder(model, path, module_name(path), weights).build(
-        {**CONVERTERS, **QUANT_CONVERTERS}, record_quants)
+        {**CONVERTERS, **QUANT_CONVERTERS, **RECURRENT_CONVERTERS}, record_quants)
     if verify:
         verify_import(module, model, path)
     return module

@@ -161,6 +161,23 @@ def transpose(ctx: NodeImport) -> None:
     ctx.emit("transpose", [ctx.operand(0)], {"perm": perm})
 
 
+def gather(ctx: NodeImport) -> None:
+    """Gather of constant indices (torch's `y[:, -1]`): the positions as an attribute,
+    negative ones counted from the end; a scalar index removes the axis."""
+    x = ctx.type(0)
+    axis = int(ctx.attrs.get("axis", 0)) % len(x.shape)
+    indices = ctx.constant(1, "indices")
+    if indices.ndim > 1:
+        raise ctx.error(f"indices of rank {indices.ndim} are not supported (a scalar or a "
+                        "list of positions)")
+    size = x.shape[axis]
+    flat = [int(i) for i in indices.reshape(-1)]
+    if any(not -size <= i < size for i in flat):
+        raise ctx.error(f"indices {flat} lie outside axis {axis} of {list(x.shape)}")
+    ctx.emit("gather", [ctx.operand(0)], {"axis": axis, "indices": [i % size for i in flat],
+                                          "squeeze": int(indices.ndim == 0)})
+
+
 def cast(ctx: NodeImport) -> None:
     source, result = ctx.type(0), ctx.result_type()
     if source.dtype == result.dtype:
@@ -215,6 +232,7 @@ CONVERTERS: dict[str, Converter] = {
     "Elu": activation("elu", {"alpha": 1.0}),
     "Erf": activation("erf"),
     "Flatten": reshape,
+    "Gather": gather,
     "Gemm": gemm,
     "Gelu": activation("gelu"),
     "GlobalAveragePool": _simple("global_avg_pool"),

@@ -53,6 +53,7 @@ _ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP}, shape=shapes.broadcast)
 _PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stream": INT,
            "phase": INT, "image_stride": INT}
 _UNARY = OpSpec((1, 1), shape=shapes.same)
+_RECURRENT = {"hidden_size": INT, "direction": STR, "layout": FLAG}
 
 # The op kinds of docs/ir.md.
 OP_KINDS: dict[str, OpSpec] = {
@@ -94,8 +95,16 @@ OP_KINDS: dict[str, OpSpec] = {
     "global_max_pool": OpSpec((1, 1), shape=shapes.global_pool),
     "reduce_mean": OpSpec((1, 1), {"axes": INTS, "keepdims": FLAG}, shape=shapes.reduce_mean),
     "concat": OpSpec((1, None), {"axis": INT}, shape=shapes.concat),
+    # ONNX LSTM/GRU/RNN with every optional operand present (docs/ir.md, "Recurrent
+    # layers"): x, w, r, b, initial h (, initial c, peepholes) -> y, last h (, last c).
+    "lstm": OpSpec((7, 7), _RECURRENT, {"clip": FLOAT}, (3, 3), shapes.recurrent(4)),
+    "gru": OpSpec((5, 5), {**_RECURRENT, "linear_before_reset": FLAG}, {"clip": FLOAT},
+                  (2, 2), shapes.recurrent(3)),
+    "rnn": OpSpec((5, 5), _RECURRENT, {"clip": FLOAT}, (2, 2), shapes.recurrent(1)),
     "reshape": OpSpec((1, 1), {"shape": INTS}, shape=shapes.same_size),
     "transpose": OpSpec((1, 1), {"perm": INTS}, shape=shapes.transpose),
+    "gather": OpSpec((1, 1), {"axis": INT, "indices": INTS, "squeeze": FLAG},
+                     shape=shapes.gather),
     "quantize": _UNARY,
     "dequantize": _UNARY,
     "requantize": _UNARY,
