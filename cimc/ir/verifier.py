@@ -54,6 +54,7 @@ _PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stre
            "phase": INT, "image_stride": INT}
 _UNARY = OpSpec((1, 1), shape=shapes.same)
 _RECURRENT = {"hidden_size": INT, "direction": STR, "layout": FLAG}
+_RECURRENT_OPTIONS = {"clip": FLOAT, "scales": AttrType("floats", 6)}
 
 # The op kinds of docs/ir.md.
 OP_KINDS: dict[str, OpSpec] = {
@@ -97,8 +98,9 @@ OP_KINDS: dict[str, OpSpec] = {
     "concat": OpSpec((1, None), {"axis": INT}, shape=shapes.concat),
     # ONNX LSTM/GRU/RNN with every optional operand present (docs/ir.md, "Recurrent
     # layers"): x, w, r, b, initial h (, initial c, peepholes) -> y, last h (, last c).
-    "lstm": OpSpec((7, 7), _RECURRENT, {"clip": FLOAT}, (3, 3), shapes.recurrent(4)),
-    "gru": OpSpec((5, 5), {**_RECURRENT, "linear_before_reset": FLAG}, {"clip": FLOAT},
+    # A quantized one has the calibrated `scales` of its intermediates.
+    "lstm": OpSpec((7, 7), _RECURRENT, _RECURRENT_OPTIONS, (3, 3), shapes.recurrent(4)),
+    "gru": OpSpec((5, 5), {**_RECURRENT, "linear_before_reset": FLAG}, _RECURRENT_OPTIONS,
                   (2, 2), shapes.recurrent(3)),
     "rnn": OpSpec((5, 5), _RECURRENT, {"clip": FLOAT}, (2, 2), shapes.recurrent(1)),
     "reshape": OpSpec((1, 1), {"shape": INTS}, shape=shapes.same_size),

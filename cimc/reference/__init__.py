@@ -18,8 +18,8 @@ from cimc.reference import activation, elementwise, integer, layout, linear, poo
 from cimc.reference.batch import batch_stretch, batched_values, join_batches, vectorizes
 from cimc.reference.call import Call
 
-# A kernel returns its op's result, or a tuple of them for an op of several (lstm).
-Kernel = Callable[[Call], np.ndarray | tuple[np.ndarray, ...]]
+# A kernel returns its op's result (a tuple of them for an op of several: lstm, gru).
+Kernel = Callable[[Call], np.ndarray]
 
 KERNELS: dict[str, Kernel] = {
     **linear.KERNELS,

@@ -3,18 +3,48 @@
 Float semantics are ONNX's (docs/ir.md, "Recurrent layers") with its default
 activations (sigmoid for the gates, tanh for the cell and the hidden state), in
 float64, rounded to float32 once at the end as the other float kernels do.
+
+A quantized lstm or gru (one direction, layout 0, made by
+cimc/frontend/recurrent_quant.py) computes each step with the integer semantics
+of ops the chip already has (docs/ir.md, "Quantized recurrent layers"): two
+gemms (x·Wᵀ and h·Rᵀ, each requantized to 8 bits), a quantized add per gate,
+the gates through 256-entry tables, products of two 8-bit tensors (mul) and
+sums (add) for the new cell and hidden state.
+
 Each kernel returns every result of its op: Y, the last h (and the last c).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from cimc.reference.call import Call
+from cimc.reference.integer import add_multipliers, quant_arrays, rescale
+from cimc.reference.requant import rounding_shift, saturate
+
+# Sees each intermediate of a float step by name (calibration records its range).
+Observer = Callable[[str, np.ndarray], None]
+
+# The codes of a gate (a sigmoid in [0, 1]) use the whole int8 range; tanh's [-1, 1]
+# is symmetric: both fixed, so their tables need no calibration.
+GATE_SCALE, GATE_ZERO = 1.0 / 255.0, -128
+TANH_SCALE = 1.0 / 127.0
+# The calibrated scales of a quantized op's intermediates, in its `scales` attribute.
+SCALE_NAMES = {
+    "lstm": ("x_gates", "h_gates", "i", "o", "f", "c"),
+    "gru": ("x_gates", "h_gates", "z", "r", "r_h", "n"),
+}
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def _ignore(name: str, value: np.ndarray) -> None:
+    pass
 
 
 def _steps(call: Call, direction: int) -> range:
@@ -52,29 +82,77 @@ def _results(call: Call, ys: list[np.ndarray], *states: list[np.ndarray]
     return tuple(a.astype(np.float32) for a in (y, *last))
 
 
-def _clip(call: Call, pre: np.ndarray) -> np.ndarray:
-    bound = call.attr("clip")
-    return pre if bound is None else np.clip(pre, -float(bound), float(bound))
+def clipper(bound: float | None) -> Callable[[np.ndarray], np.ndarray]:
+    if bound is None:
+        return lambda pre: pre
+    return lambda pre: np.clip(pre, -float(bound), float(bound))
+
+
+def lstm_direction(x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray,
+                   h: np.ndarray, c: np.ndarray, p: np.ndarray, steps: range,
+                   clip: float | None = None, observe: Observer = _ignore
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One direction of a float LSTM over x [T,N,D] from states h, c [N,H]: (Y [T,N,H],
+    last h, last c). Gates in ONNX's order i, o, f, c; peepholes i, o, f."""
+    hidden = h.shape[-1]
+    bound = clipper(clip)
+    pi, po, pf = np.split(p, 3)
+    y = np.zeros((x.shape[0], *h.shape))
+    for t in steps:
+        xw, hr = x[t] @ w.T + b[:4 * hidden], h @ r.T + b[4 * hidden:]
+        observe("x_gates", xw)
+        observe("h_gates", hr)
+        gi, go, gf, gc = np.split(xw + hr, 4, axis=-1)
+        gi, gf, gc = bound(gi + pi * c), bound(gf + pf * c), bound(gc)
+        i, f = _sigmoid(gi), _sigmoid(gf)
+        c = f * c + i * np.tanh(gc)
+        go = bound(go + po * c)  # the output gate peeps at the new c
+        h = _sigmoid(go) * np.tanh(c)
+        for name, value in (("i", gi), ("o", go), ("f", gf), ("c", gc), ("cell", c),
+                            ("hidden", h)):
+            observe(name, value)
+        y[t] = h
+    return y, h, c
+
+
+def gru_direction(x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray,
+                  h: np.ndarray, steps: range, before_reset: bool,
+                  clip: float | None = None, observe: Observer = _ignore
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One direction of a float GRU: (Y [T,N,H], last h). Gates in ONNX's order z, r, h;
+    `before_reset` (torch's GRU) applies r after R's product rather than before it."""
+    hidden = h.shape[-1]
+    bound = clipper(clip)
+    wb, rb = b[:3 * hidden], b[3 * hidden:]
+    y = np.zeros((x.shape[0], *h.shape))
+    for t in steps:
+        xw, hr = x[t] @ w.T + wb, h @ r.T + rb
+        observe("x_gates", xw)
+        observe("h_gates", hr)
+        gz = bound(xw[:, :hidden] + hr[:, :hidden])
+        gr = bound(xw[:, hidden:2 * hidden] + hr[:, hidden:2 * hidden])
+        z, reset = _sigmoid(gz), _sigmoid(gr)
+        if before_reset:
+            recurrent = reset * hr[:, 2 * hidden:]
+        else:
+            recurrent = (reset * h) @ r[2 * hidden:].T + rb[2 * hidden:]
+        gn = bound(xw[:, 2 * hidden:] + recurrent)
+        h = (1.0 - z) * np.tanh(gn) + z * h
+        for name, value in (("z", gz), ("r", gr), ("r_h", recurrent), ("n", gn),
+                            ("hidden", h)):
+            observe(name, value)
+        y[t] = h
+    return y, h
 
 
 def lstm(call: Call) -> tuple[np.ndarray, ...]:
-    """Gates in ONNX's order i, o, f, c (W, R, B), peepholes i, o, f (P)."""
+    if call.quantized:
+        return lstm_codes(call)
     x, w, r, b, h0, c0, p = _float_args(call)
-    hidden = int(call.attr("hidden_size"))
     ys, hs, cs = [], [], []
     for d in range(w.shape[0]):
-        h, c = _state(x, h0[d]), _state(x, c0[d])
-        bias = b[d, :4 * hidden] + b[d, 4 * hidden:]
-        pi, po, pf = np.split(p[d], 3)
-        y = np.zeros((x.shape[0], *h.shape))
-        for t in _steps(call, d):
-            gi, go, gf, gc = np.split(x[t] @ w[d].T + h @ r[d].T + bias, 4, axis=-1)
-            i = _sigmoid(_clip(call, gi + pi * c))
-            f = _sigmoid(_clip(call, gf + pf * c))
-            c = f * c + i * np.tanh(_clip(call, gc))
-            o = _sigmoid(_clip(call, go + po * c))  # the output gate peeps at the new c
-            h = o * np.tanh(c)
-            y[t] = h
+        y, h, c = lstm_direction(x, w[d], r[d], b[d], _state(x, h0[d]), _state(x, c0[d]),
+                                 p[d], _steps(call, d), call.attr("clip"))
         ys.append(y)
         hs.append(h)
         cs.append(c)
@@ -82,29 +160,13 @@ def lstm(call: Call) -> tuple[np.ndarray, ...]:
 
 
 def gru(call: Call) -> tuple[np.ndarray, ...]:
-    """Gates in ONNX's order z, r, h; `linear_before_reset` applies r after R's product
-    (torch's GRU) rather than before it."""
+    if call.quantized:
+        return gru_codes(call)
     x, w, r, b, h0 = _float_args(call)
-    hidden = int(call.attr("hidden_size"))
-    before_reset = bool(call.attr("linear_before_reset", 0))
     ys, hs = [], []
     for d in range(w.shape[0]):
-        h = _state(x, h0[d])
-        wb, rb = b[d, :3 * hidden], b[d, 3 * hidden:]
-        y = np.zeros((x.shape[0], *h.shape))
-        for t in _steps(call, d):
-            xw = x[t] @ w[d].T + wb
-            z = _sigmoid(_clip(call, xw[:, :hidden] + h @ r[d, :hidden].T + rb[:hidden]))
-            reset = _sigmoid(_clip(call, xw[:, hidden:2 * hidden]
-                                   + h @ r[d, hidden:2 * hidden].T + rb[hidden:2 * hidden]))
-            rh = r[d, 2 * hidden:]
-            if before_reset:
-                recurrent = reset * (h @ rh.T + rb[2 * hidden:])
-            else:
-                recurrent = (reset * h) @ rh.T + rb[2 * hidden:]
-            n = np.tanh(_clip(call, xw[:, 2 * hidden:] + recurrent))
-            h = (1.0 - z) * n + z * h
-            y[t] = h
+        y, h = gru_direction(x, w[d], r[d], b[d], _state(x, h0[d]), _steps(call, d),
+                             bool(call.attr("linear_before_reset", 0)), call.attr("clip"))
         ys.append(y)
         hs.append(h)
     return _results(call, ys, hs)
@@ -112,19 +174,166 @@ def gru(call: Call) -> tuple[np.ndarray, ...]:
 
 def rnn(call: Call) -> tuple[np.ndarray, ...]:
     """h = tanh(x·Wᵀ + h·Rᵀ + Wb + Rb)."""
+    if call.quantized:
+        raise call.error("a quantized rnn has no integer semantics; only lstm and gru do")
     x, w, r, b, h0 = _float_args(call)
     hidden = int(call.attr("hidden_size"))
+    bound = clipper(call.attr("clip"))
     ys, hs = [], []
     for d in range(w.shape[0]):
         h = _state(x, h0[d])
         bias = b[d, :hidden] + b[d, hidden:]
         y = np.zeros((x.shape[0], *h.shape))
         for t in _steps(call, d):
-            h = np.tanh(_clip(call, x[t] @ w[d].T + h @ r[d].T + bias))
+            h = np.tanh(bound(x[t] @ w[d].T + h @ r[d].T + bias))
             y[t] = h
         ys.append(y)
         hs.append(h)
     return _results(call, ys, hs)
 
 
-KERNELS = {"lstm": lstm, "gru": gru, "rnn": rnn}
+# The integer steps: each helper is the integer semantics of one IR op kind on 8-bit
+# codes with zero point 0 unless given (docs/ir.md, "Quantized semantics").
+
+
+def gemm_codes(x: np.ndarray, w: np.ndarray, bias: np.ndarray, acc_scale: np.ndarray,
+               scale: float) -> np.ndarray:
+    """gemm: acc = x·wᵀ + bias (x centered, int64), saturated to int32, requantized with
+    m[c] = acc_scale[c] / scale to int8 (zero point 0)."""
+    acc = np.clip(x @ w.T + bias, -(2**31), 2**31 - 1)
+    return saturate(rescale(acc, acc_scale / scale), "int8").astype(np.int64)
+
+
+def add_codes(a: np.ndarray, sa: float, b: np.ndarray, sb: float, scale: float) -> np.ndarray:
+    """add: (a·Ma + b·Mb) / 2^shift, rounded half to even, to int8."""
+    ma, mb, shift = add_multipliers(sa, sb, scale)
+    return saturate(rounding_shift(a * ma + b * mb, np.array(shift)), "int8").astype(np.int64)
+
+
+def mul_codes(a: np.ndarray, za: int, sa: float, b: np.ndarray, zb: int, sb: float,
+              scale: float) -> np.ndarray:
+    """mul: (a - za)(b - zb) requantized with m = sa·sb / scale, to int8."""
+    return saturate(rescale((a - za) * (b - zb), sa * sb / scale), "int8").astype(np.int64)
+
+
+def function_table(function: Callable[[np.ndarray], np.ndarray], sx: float, sy: float,
+                   zy: int) -> np.ndarray:
+    """The lut of `function` from int8 codes of scale sx (zero point 0) to int8 codes of
+    (sy, zy): table[k] = sat(rhe(f(sx·(k - 128)) / sy) + zy), in float64 as
+    cimc.reference.activation.table computes it."""
+    codes = np.arange(-128, 128, dtype=np.float64)
+    scaled = np.rint(function(np.float64(sx) * codes) / np.float64(sy))
+    return saturate(np.clip(scaled, -2.0**40, 2.0**40).astype(np.int64) + zy,
+                    "int8").astype(np.int64)
+
+
+def sigmoid_table(sx: float) -> np.ndarray:
+    return function_table(_sigmoid, sx, GATE_SCALE, GATE_ZERO)
+
+
+def complement_table(sx: float) -> np.ndarray:
+    """1 - sigmoid, GRU's weight of the candidate state (sigmoid of the negated input)."""
+    return function_table(lambda a: _sigmoid(-a), sx, GATE_SCALE, GATE_ZERO)
+
+
+def tanh_table(sx: float) -> np.ndarray:
+    return function_table(np.tanh, sx, TANH_SCALE, 0)
+
+
+def _lookup(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    return table[codes + 128]
+
+
+def _integer_parts(call: Call) -> tuple[Any, ...]:
+    """The codes of x (centered), w, r, the two bias halves and the initial states, all
+    int64, with the scales: (x, w, r, bx, bh, states..., sx, sw, sr, state scales...)."""
+    if call.attr("direction") == "bidirectional" or call.attr("layout", 0):
+        raise call.error("a quantized recurrent op runs one direction in layout 0 (the "
+                         "quantizer splits a bidirectional one)")
+    x_type, w_type, r_type = call.types[:3]
+    if x_type.quant is None or x_type.quant.per_channel:
+        raise call.error("the input must be quantized per tensor")
+    if w_type.quant is None or r_type.quant is None or w_type.dtype != "i8" \
+            or r_type.dtype != "i8" or any(w_type.quant.zero_point + r_type.quant.zero_point):
+        raise call.error("the weights must be int8 quantized symmetrically")
+    sx, zx = quant_arrays(x_type, 0)
+    hidden = int(call.attr("hidden_size"))
+    gates = call.args[1].shape[1] // hidden
+    b = call.args[3].astype(np.int64)[0]
+    return (call.args[0].astype(np.int64) - zx, call.args[1][0].astype(np.int64),
+            call.args[2][0].astype(np.int64), b[:gates * hidden], b[gates * hidden:],
+            np.asarray(w_type.quant.scale, np.float64), np.asarray(r_type.quant.scale, np.float64),
+            float(sx))
+
+
+def _state_scale(call: Call, index: int) -> float:
+    quant = call.types[index].quant
+    if quant is None or quant.per_channel or quant.zero_point != (0,):
+        raise call.error(f"operand {index} (an initial state) must be quantized per tensor "
+                         "with zero point 0")
+    return float(quant.scale[0])
+
+
+def lstm_codes(call: Call) -> tuple[np.ndarray, ...]:
+    """The quantized LSTM step of docs/ir.md, T times: Y and Y_h in h0's quantization,
+    Y_c in c0's."""
+    x, w, r, bx, bh, sw, sr, sx = _integer_parts(call)
+    s_h, s_c = _state_scale(call, 4), _state_scale(call, 5)
+    s_xg, s_hg, s_i, s_o, s_f, s_g = (float(s) for s in call.attr("scales"))
+    hidden = int(call.attr("hidden_size"))
+    if np.any(call.args[6]):
+        raise call.error("peepholes have no integer semantics")
+    tables = [sigmoid_table(s_i), sigmoid_table(s_o), sigmoid_table(s_f), tanh_table(s_g)]
+    cell_tanh = tanh_table(s_c)
+    h = np.broadcast_to(call.args[4][0].astype(np.int64), (x.shape[1], hidden)).copy()
+    c = np.broadcast_to(call.args[5][0].astype(np.int64), (x.shape[1], hidden)).copy()
+    y = np.zeros((x.shape[0], *h.shape), np.int64)
+    for t in _steps(call, 0):
+        xg = gemm_codes(x[t], w, bx, sx * sw, s_xg)
+        hg = gemm_codes(h, r, bh, s_h * sr, s_hg)
+        gates = [_lookup(table, add_codes(xg[:, k * hidden:(k + 1) * hidden], s_xg,
+                                          hg[:, k * hidden:(k + 1) * hidden], s_hg, scale))
+                 for k, (table, scale) in enumerate(zip(tables, (s_i, s_o, s_f, s_g),
+                                                        strict=True))]
+        i, o, f, g = gates
+        kept = mul_codes(f, GATE_ZERO, GATE_SCALE, c, 0, s_c, s_c)
+        new = mul_codes(i, GATE_ZERO, GATE_SCALE, g, 0, TANH_SCALE, s_c)
+        c = add_codes(kept, s_c, new, s_c, s_c)
+        h = mul_codes(o, GATE_ZERO, GATE_SCALE, _lookup(cell_tanh, c), 0, TANH_SCALE, s_h)
+        y[t] = h
+    dtype = call.result.numpy_dtype
+    return (y[:, None].astype(dtype), h[None].astype(dtype), c[None].astype(dtype))
+
+
+def gru_codes(call: Call) -> tuple[np.ndarray, ...]:
+    """The quantized GRU step of docs/ir.md (linear_before_reset), T times: Y and Y_h in
+    h0's quantization."""
+    if not call.attr("linear_before_reset", 0):
+        raise call.error("a quantized gru needs linear_before_reset=1 (torch's GRU)")
+    x, w, r, bx, bh, sw, sr, sx = _integer_parts(call)
+    s_h = _state_scale(call, 4)
+    s_xg, s_hg, s_z, s_r, s_rh, s_n = (float(s) for s in call.attr("scales"))
+    hidden = int(call.attr("hidden_size"))
+    update, keep, reset = sigmoid_table(s_z), complement_table(s_z), sigmoid_table(s_r)
+    candidate = tanh_table(s_n)
+    h = np.broadcast_to(call.args[4][0].astype(np.int64), (x.shape[1], hidden)).copy()
+    y = np.zeros((x.shape[0], *h.shape), np.int64)
+    for t in _steps(call, 0):
+        xg = gemm_codes(x[t], w, bx, sx * sw, s_xg)
+        hg = gemm_codes(h, r, bh, s_h * sr, s_hg)
+        pre_z = add_codes(xg[:, :hidden], s_xg, hg[:, :hidden], s_hg, s_z)
+        pre_r = add_codes(xg[:, hidden:2 * hidden], s_xg, hg[:, hidden:2 * hidden], s_hg, s_r)
+        r_h = mul_codes(_lookup(reset, pre_r), GATE_ZERO, GATE_SCALE, hg[:, 2 * hidden:], 0,
+                        s_hg, s_rh)
+        n = _lookup(candidate, add_codes(xg[:, 2 * hidden:], s_xg, r_h, s_rh, s_n))
+        h = add_codes(mul_codes(_lookup(keep, pre_z), GATE_ZERO, GATE_SCALE, n, 0,
+                                TANH_SCALE, s_h), s_h,
+                      mul_codes(_lookup(update, pre_z), GATE_ZERO, GATE_SCALE, h, 0, s_h, s_h),
+                      s_h, s_h)
+        y[t] = h
+    dtype = call.result.numpy_dtype
+    return y[:, None].astype(dtype), h[None].astype(dtype)
+
+
+# Their results are tuples (Y, Y_h[, Y_c]): the interpreter binds one per op result.
+KERNELS: dict[str, Callable[[Call], Any]] = {"lstm": lstm, "gru": gru, "rnn": rnn}

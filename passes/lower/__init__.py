@@ -57,6 +57,7 @@ from cimc.passes.lower.host import (
     pass_through_inputs,
     quantize_inputs_once,
 )
+from cimc.passes.lower.recurrent import refuse_recurrent
 from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
@@ -120,6 +121,7 @@ class Lower(Pass):
         return None
 
     def apply(self, module: Module) -> None:
+        refuse_recurrent(module)
         unbatch(module)
         quantize_inputs_once(module)
         pass_through_inputs(module)
