@@ -1,5 +1,6 @@
 """Small torch sequence classifiers with nn.LSTM / nn.GRU (batch_first; one or two layers;
-forward or bidirectional; the last time step of the top layer -> Linear), exported and
+forward or bidirectional; the last time step of the top layer, or its last states h_n,
+-> Linear), exported and
 quantized as tests/models.py does it: onnxruntime QDQ, per-channel int8 weights, seeded
 weights and calibration data. onnxruntime's quantizer leaves LSTM and GRU float (they
 have no QDQ quantizer), so the QDQ model quantizes only from the Linear on."""
@@ -17,12 +18,15 @@ from models import CALIBRATION_BATCHES, CALIBRATION_SEED, quantize_qdq, workdir
 
 STEPS, FEATURES, HIDDEN, CLASSES = 20, 16, 32, 5
 INPUT_SHAPE = (1, STEPS, FEATURES)
-# name -> (torch layer, layers, bidirectional)
+# name -> (torch layer, layers, bidirectional); the classifier reads Y's last time step,
+# or with "_hn" the last hidden state of both directions of the top layer (h_n).
 LAYERS: dict[str, tuple[str, int, bool]] = {
     "lstm": ("LSTM", 1, False),
     "gru": ("GRU", 1, False),
     "lstm2_bi": ("LSTM", 2, True),
     "gru2_bi": ("GRU", 2, True),
+    "lstm2_bi_hn": ("LSTM", 2, True),
+    "gru2_bi_hn": ("GRU", 2, True),
 }
 EXPORTERS = {"legacy": 13, "dynamo": 18}
 CASES = [(name, exporter) for name in LAYERS for exporter in EXPORTERS]
@@ -43,8 +47,11 @@ def _torch_module(name: str):  # -> torch.nn.Module
             self.fc = nn.Linear(HIDDEN * (2 if bidirectional else 1), CLASSES)
 
         def forward(self, x):
-            y, _ = self.rnn(x)
-            return self.fc(y[:, -1])
+            y, state = self.rnn(x)
+            if not name.endswith("_hn"):
+                return self.fc(y[:, -1])
+            h = state[0] if layer == "LSTM" else state
+            return self.fc(torch.cat([h[-2], h[-1]], 1))
 
     return Classifier().eval()
 
