@@ -40,7 +40,7 @@ class Ranges:
         self.seen[name] = max(self.seen.get(name, 0.0), float(np.abs(value).max(initial=0.0)))
 
     def scale(self, name: str) -> float:
-        return max(self.seen.get(name, 0.0), SMALLEST_RANGE) / 127.0
+        return _scale(self.seen.get(name, 0.0))
 
 
 def float_recurrent(module: Module) -> list[Op]:
@@ -99,84 +99,86 @@ def _captured_inputs(module: Module, ops: list[Op], samples: Mapping[str, np.nda
     return {name: [run[name].astype(np.float64) for run in runs] for name in wanted}
 
 
-def _symmetric(values: np.ndarray, axis: int | None) -> tuple[np.ndarray, tuple[float, ...]]:
-    """int8 codes of `values` with scales max|v| / 127 (per row when `axis` is 1)."""
-    if axis is None:
-        scales = np.array([max(float(np.abs(values).max(initial=0.0)), SMALLEST_RANGE) / 127])
-        codes = np.rint(values / scales[0])
-    else:
-        scales = np.maximum(np.abs(values).max(axis=-1), SMALLEST_RANGE) / 127
-        codes = np.rint(values / scales[:, None])
-    return saturate(codes, "int8"), tuple(float(s) for s in scales)
+def _scale(magnitude: float) -> float:
+    """The symmetric int8 scale of values up to `magnitude`."""
+    return max(magnitude, SMALLEST_RANGE) / 127.0
 
 
-def _int32(values: np.ndarray) -> np.ndarray:
-    return saturate(np.rint(values), "int32")
+def _per_row(values: np.ndarray) -> tuple[np.ndarray, tuple[float, ...]]:
+    """int8 codes of a weight matrix, symmetric per row (output channel)."""
+    scales = np.maximum(np.abs(values).max(axis=-1), SMALLEST_RANGE) / 127.0
+    return saturate(np.rint(values / scales[:, None]), "int8"), tuple(float(s) for s in scales)
+
+
+def _codes(values: np.ndarray, scale: float, dtype: str = "int8") -> np.ndarray:
+    return saturate(np.rint(values / scale), dtype)
+
+
+def _calibrate(op: Op, consts: list[np.ndarray], xs: list[np.ndarray]) -> list[Ranges]:
+    """The ranges of every intermediate of each direction of `op` over the inputs `xs`,
+    each run from the op's initial states as the float reference runs it."""
+    w, r, b, h0 = consts[:4]
+    ranges = [Ranges() for _ in range(w.shape[0])]
+    for x in xs:
+        steps = range(x.shape[0])
+        for d, seen in enumerate(ranges):
+            order = steps[::-1] if op.attrs["direction"] == "reverse" or d == 1 else steps
+            h = np.broadcast_to(h0[d], (x.shape[1], h0.shape[-1])).copy()
+            if op.kind == "lstm":
+                c = np.broadcast_to(consts[4][d], h.shape).copy()
+                lstm_direction(x, w[d], r[d], b[d], h, c, consts[5][d], order, observe=seen)
+            else:
+                gru_direction(x, w[d], r[d], b[d], h, order, True, observe=seen)
+    return ranges
 
 
 def _rewrite(module: Module, op: Op, xs: list[np.ndarray]) -> None:
+    """`op` as one quantized op per direction between a quantize of its input and a
+    dequantize of each result (module docstring)."""
     consts = [module.constants[v].astype(np.float64) for v in op.inputs[1:]]
     w, r, b, h0 = consts[:4]
     c0 = consts[4] if op.kind == "lstm" else None
     hidden = int(op.attrs["hidden_size"])
-    gates = w.shape[1] // hidden
-    dirs = w.shape[0]
-    # Calibration: every direction over every sample, each from its initial state.
-    ranges = [Ranges() for _ in range(dirs)]
-    states = Ranges()
-    for x in xs:
-        steps = range(x.shape[0])
-        for d in range(dirs):
-            order = steps[::-1] if op.attrs["direction"] == "reverse" or d == 1 else steps
-            h = np.broadcast_to(h0[d], (x.shape[1], hidden)).copy()
-            if op.kind == "lstm":
-                assert c0 is not None
-                c = np.broadcast_to(c0[d], h.shape).copy()
-                lstm_direction(x, w[d], r[d], b[d], h, c, consts[5][d], order,
-                               observe=ranges[d])
-            else:
-                gru_direction(x, w[d], r[d], b[d], h, order, True, observe=ranges[d])
-        states("x", x)
-    for d in range(dirs):
-        for name in ("hidden", "cell"):
-            states(name, np.array(ranges[d].seen.get(name, 0.0)))
-    states("hidden", h0)
-    if c0 is not None:
-        states("cell", c0)
-    s_x, s_h, s_c = states.scale("x"), states.scale("hidden"), states.scale("cell")
+    gates, dirs = w.shape[1] // hidden, w.shape[0]
+    ranges = _calibrate(op, consts, xs)
+    # Both directions share the state scales, so their results concatenate as they are.
+    s_x = _scale(max(float(np.abs(x).max(initial=0.0)) for x in xs))
+    s_h = _scale(max([seen.seen.get("hidden", 0.0) for seen in ranges]
+                     + [float(np.abs(h0).max(initial=0.0))]))
+    s_c = _scale(max([seen.seen.get("cell", 0.0) for seen in ranges]
+                     + [0.0 if c0 is None else float(np.abs(c0).max(initial=0.0))]))
     x_type = module.values[op.inputs[0]]
     xq = module.add_op("quantize", [op.inputs[0]],
                        [TensorType(x_type.shape, "i8", Quant((s_x,), (0,)))],
                        name=f"{op.name}.x").outputs[0]
     h_quant, c_quant = Quant((s_h,), (0,)), Quant((s_c,), (0,))
+    length, batch = x_type.shape[0], x_type.shape[1]
+    types = [TensorType((length, 1, batch, hidden), "i8", h_quant),
+             TensorType((1, batch, hidden), "i8", h_quant),
+             TensorType((1, batch, hidden), "i8", c_quant)][:len(op.outputs)]
     results: list[list[str]] = [[] for _ in op.outputs]
     for d in range(dirs):
         direction = op.attrs["direction"] if dirs == 1 else ("forward", "reverse")[d]
-        w_codes, w_scales = _symmetric(w[d], 1)
-        r_codes, r_scales = _symmetric(r[d], 1)
-        bias = np.concatenate([_int32(b[d, :gates * hidden] / (s_x * np.array(w_scales))),
-                               _int32(b[d, gates * hidden:] / (s_h * np.array(r_scales)))])
         name = f"{op.name}.{direction}" if dirs == 2 else op.name
 
         def constant(what: str, data: np.ndarray, quant: Quant | None = None,
                      base: str = name) -> str:
             return module.add_constant(module.fresh_name(f"{base}.{what}"), data, quant)
 
-        channel = (0,) * (gates * hidden)
+        w_codes, w_scales = _per_row(w[d])
+        r_codes, r_scales = _per_row(r[d])
+        # Each bias half in the scale of the accumulator it joins (docs/ir.md).
+        bias = np.concatenate([_codes(b[d, :gates * hidden] / np.array(w_scales), s_x, "int32"),
+                               _codes(b[d, gates * hidden:] / np.array(r_scales), s_h, "int32")])
+        channels = (0,) * (gates * hidden)
         operands = [xq,
-                    constant("W", w_codes[None], Quant(w_scales, channel, axis=1)),
-                    constant("R", r_codes[None], Quant(r_scales, channel, axis=1)),
+                    constant("W", w_codes[None], Quant(w_scales, channels, axis=1)),
+                    constant("R", r_codes[None], Quant(r_scales, channels, axis=1)),
                     constant("B", bias[None]),
-                    constant("initial_h", saturate(np.rint(h0[d:d + 1] / s_h), "int8"),
-                             h_quant)]
+                    constant("initial_h", _codes(h0[d:d + 1], s_h), h_quant)]
         if c0 is not None:
-            operands += [constant("initial_c", saturate(np.rint(c0[d:d + 1] / s_c), "int8"),
-                                  c_quant),
+            operands += [constant("initial_c", _codes(c0[d:d + 1], s_c), c_quant),
                          constant("P", np.zeros((1, 3 * hidden), np.float32))]
-        length, batch = x_type.shape[0], x_type.shape[1]
-        types = [TensorType((length, 1, batch, hidden), "i8", h_quant),
-                 TensorType((1, batch, hidden), "i8", h_quant),
-                 TensorType((1, batch, hidden), "i8", c_quant)][:len(op.outputs)]
         attrs = {**{k: v for k, v in op.attrs.items() if k != "direction"},
                  "direction": direction,
                  "scales": [ranges[d].scale(n) for n in SCALE_NAMES[op.kind]]}

@@ -17,6 +17,7 @@ Each kernel returns every result of its op: Y, the last h (and the last c).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -244,9 +245,25 @@ def _lookup(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return table[codes + 128]
 
 
-def _integer_parts(call: Call) -> tuple[Any, ...]:
-    """The codes of x (centered), w, r, the two bias halves and the initial states, all
-    int64, with the scales: (x, w, r, bx, bh, states..., sx, sw, sr, state scales...)."""
+@dataclass
+class _Step:
+    """What every step of a quantized op reads: x's codes less its zero point [T,N,D],
+    W and R's codes, the two bias halves (int64), the scales of x, W, R and the six
+    calibrated intermediates, and the initial states' codes broadcast to the batch."""
+
+    x: np.ndarray
+    w: np.ndarray
+    r: np.ndarray
+    bx: np.ndarray
+    bh: np.ndarray
+    sx: float
+    sw: np.ndarray
+    sr: np.ndarray
+    scales: list[float]
+    states: list[np.ndarray]
+
+
+def _integer_step(call: Call, states: int) -> _Step:
     if call.attr("direction") == "bidirectional" or call.attr("layout", 0):
         raise call.error("a quantized recurrent op runs one direction in layout 0 (the "
                          "quantizer splits a bidirectional one)")
@@ -258,12 +275,15 @@ def _integer_parts(call: Call) -> tuple[Any, ...]:
         raise call.error("the weights must be int8 quantized symmetrically")
     sx, zx = quant_arrays(x_type, 0)
     hidden = int(call.attr("hidden_size"))
-    gates = call.args[1].shape[1] // hidden
     b = call.args[3].astype(np.int64)[0]
-    return (call.args[0].astype(np.int64) - zx, call.args[1][0].astype(np.int64),
-            call.args[2][0].astype(np.int64), b[:gates * hidden], b[gates * hidden:],
-            np.asarray(w_type.quant.scale, np.float64), np.asarray(r_type.quant.scale, np.float64),
-            float(sx))
+    x = call.args[0].astype(np.int64) - zx
+    return _Step(x=x, w=call.args[1][0].astype(np.int64), r=call.args[2][0].astype(np.int64),
+                 bx=b[:b.size // 2], bh=b[b.size // 2:], sx=float(sx),
+                 sw=np.asarray(w_type.quant.scale, np.float64),
+                 sr=np.asarray(r_type.quant.scale, np.float64),
+                 scales=[float(v) for v in call.attr("scales")],
+                 states=[np.broadcast_to(call.args[4 + k][0].astype(np.int64),
+                                         (x.shape[1], hidden)).copy() for k in range(states)])
 
 
 def _state_scale(call: Call, index: int) -> float:
@@ -277,20 +297,19 @@ def _state_scale(call: Call, index: int) -> float:
 def lstm_codes(call: Call) -> tuple[np.ndarray, ...]:
     """The quantized LSTM step of docs/ir.md, T times: Y and Y_h in h0's quantization,
     Y_c in c0's."""
-    x, w, r, bx, bh, sw, sr, sx = _integer_parts(call)
+    step = _integer_step(call, 2)
     s_h, s_c = _state_scale(call, 4), _state_scale(call, 5)
-    s_xg, s_hg, s_i, s_o, s_f, s_g = (float(s) for s in call.attr("scales"))
+    s_xg, s_hg, s_i, s_o, s_f, s_g = step.scales
     hidden = int(call.attr("hidden_size"))
     if np.any(call.args[6]):
         raise call.error("peepholes have no integer semantics")
     tables = [sigmoid_table(s_i), sigmoid_table(s_o), sigmoid_table(s_f), tanh_table(s_g)]
     cell_tanh = tanh_table(s_c)
-    h = np.broadcast_to(call.args[4][0].astype(np.int64), (x.shape[1], hidden)).copy()
-    c = np.broadcast_to(call.args[5][0].astype(np.int64), (x.shape[1], hidden)).copy()
-    y = np.zeros((x.shape[0], *h.shape), np.int64)
+    h, c = step.states
+    y = np.zeros((step.x.shape[0], *h.shape), np.int64)
     for t in _steps(call, 0):
-        xg = gemm_codes(x[t], w, bx, sx * sw, s_xg)
-        hg = gemm_codes(h, r, bh, s_h * sr, s_hg)
+        xg = gemm_codes(step.x[t], step.w, step.bx, step.sx * step.sw, s_xg)
+        hg = gemm_codes(h, step.r, step.bh, s_h * step.sr, s_hg)
         gates = [_lookup(table, add_codes(xg[:, k * hidden:(k + 1) * hidden], s_xg,
                                           hg[:, k * hidden:(k + 1) * hidden], s_hg, scale))
                  for k, (table, scale) in enumerate(zip(tables, (s_i, s_o, s_f, s_g),
@@ -310,17 +329,17 @@ def gru_codes(call: Call) -> tuple[np.ndarray, ...]:
     h0's quantization."""
     if not call.attr("linear_before_reset", 0):
         raise call.error("a quantized gru needs linear_before_reset=1 (torch's GRU)")
-    x, w, r, bx, bh, sw, sr, sx = _integer_parts(call)
+    step = _integer_step(call, 1)
     s_h = _state_scale(call, 4)
-    s_xg, s_hg, s_z, s_r, s_rh, s_n = (float(s) for s in call.attr("scales"))
+    s_xg, s_hg, s_z, s_r, s_rh, s_n = step.scales
     hidden = int(call.attr("hidden_size"))
     update, keep, reset = sigmoid_table(s_z), complement_table(s_z), sigmoid_table(s_r)
     candidate = tanh_table(s_n)
-    h = np.broadcast_to(call.args[4][0].astype(np.int64), (x.shape[1], hidden)).copy()
-    y = np.zeros((x.shape[0], *h.shape), np.int64)
+    h = step.states[0]
+    y = np.zeros((step.x.shape[0], *h.shape), np.int64)
     for t in _steps(call, 0):
-        xg = gemm_codes(x[t], w, bx, sx * sw, s_xg)
-        hg = gemm_codes(h, r, bh, s_h * sr, s_hg)
+        xg = gemm_codes(step.x[t], step.w, step.bx, step.sx * step.sw, s_xg)
+        hg = gemm_codes(h, step.r, step.bh, s_h * step.sr, s_hg)
         pre_z = add_codes(xg[:, :hidden], s_xg, hg[:, :hidden], s_hg, s_z)
         pre_r = add_codes(xg[:, hidden:2 * hidden], s_xg, hg[:, hidden:2 * hidden], s_hg, s_r)
         r_h = mul_codes(_lookup(reset, pre_r), GATE_ZERO, GATE_SCALE, hg[:, 2 * hidden:], 0,
