@@ -280,6 +280,29 @@ class Module:
             self.set_inputs(op, [new if v == old else v for v in op.inputs])
         self.outputs = [new if v == old else v for v in self.outputs]
 
+    def rename_value(self, old: str, new: str) -> None:
+        """Give value `old` the unused name `new`, for its producer, readers and the
+        module's inputs and outputs alike."""
+        self._check_new_value(new)
+        self.values[new] = self.values.pop(old)
+        if old in self.constants:
+            self.constants[new] = self.constants.pop(old)
+        producer = self._producer.pop(old, None)
+        if producer is not None:
+            self._producer[new] = producer
+            op = self.op(producer)
+            op.outputs = [new if v == old else v for v in op.outputs]
+        readers = self._readers.pop(old, {})
+        self._readers[new] = readers
+        for reader in readers:
+            op = self.op(reader)
+            op.inputs = [new if v == old else v for v in op.inputs]
+        for src, dst in [(s, d) for s, d, k in self.graph.edges(keys=True) if k == old]:
+            self.graph.remove_edge(src, dst, key=old)
+            self.graph.add_edge(src, dst, key=new)
+        self.inputs = [new if v == old else v for v in self.inputs]
+        self.outputs = [new if v == old else v for v in self.outputs]
+
     def remove_op(self, op: Op) -> None:
         """Delete `op` and its result values; they must have no readers left."""
         for out in op.outputs:
