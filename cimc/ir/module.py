@@ -39,8 +39,12 @@ DTYPES: dict[str, np.dtype] = {
     "f32": np.dtype(np.float32),
     "i8": np.dtype(np.int8),
     "u8": np.dtype(np.uint8),
+    "i16": np.dtype(np.int16),
+    "u16": np.dtype(np.uint16),
     "i32": np.dtype(np.int32),
+    "u32": np.dtype(np.uint32),
     "i64": np.dtype(np.int64),
+    "u64": np.dtype(np.uint64),
     "bool": np.dtype(np.bool_),
 }
 NUMPY_TO_DTYPE: dict[np.dtype, str] = {v: k for k, v in DTYPES.items()}

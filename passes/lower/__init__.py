@@ -120,6 +120,12 @@ class Lower(Pass):
         return None
 
     def apply(self, module: Module) -> None:
+        for op in module.ops():
+            ty = module.values[op.outputs[0]]
+            if op.kind == "quantize" and ty.dtype not in ("i8", "u8"):
+                raise CimcError(f"op {op.name!r} (quantize) makes {ty.dtype} codes; the chip "
+                                "holds activations as 8-bit codes: quantize them to int8 or "
+                                "uint8 (quantize_static's activation_type QInt8 or QUInt8)")
         unbatch(module)
         quantize_inputs_once(module)
         pass_through_inputs(module)
@@ -153,6 +159,13 @@ class Lower(Pass):
                                 f"runs integer {', '.join(sorted(RULES))}: express this op "
                                 "with those, or end the model before it (the host runs only "
                                 "the float tail after the last DequantizeLinear)")
+            wide = [v for v in [*op.inputs, *op.outputs] if not module.is_constant(v)
+                    and module.values[v].dtype not in ("i8", "u8", "f32")]
+            if wide:
+                raise CimcError(f"op {op.name!r} ({op.kind}) computes on "
+                                f"{module.values[wide[0]].dtype} tensor {wide[0]!r}; the chip "
+                                "holds activations as 8-bit codes: quantize them to int8 or "
+                                "uint8 (quantize_static's activation_type QInt8 or QUInt8)")
             if not module.values[op.outputs[0]].is_quantized:
                 raise CimcError(f"op {op.name!r} ({op.kind}) is float, with no "
                                 "QuantizeLinear/DequantizeLinear around it (onnxruntime's "
@@ -164,6 +177,11 @@ class Lower(Pass):
         for op in todo:
             RULES[op.kind](module, op)
         module.remove_dead()
+        if not any(op.kind in CHIP_KINDS for op in module.ops()):
+            raise CimcError("the model leaves nothing for the chip: every op computes in "
+                            "float (the host runs only the float tail after the last "
+                            "DequantizeLinear); give cimc the float model or quantize it "
+                            "with QDQ around its layers")
 
 
 def _check_batch(module: Module, ops: list[Op]) -> None:
