@@ -114,7 +114,11 @@ OP_KINDS: dict[str, OpSpec] = {
                       "pipeline": STR, "stream": INT, "phase": INT, "image_stride": INT},
                      shape=shapes.matvec),
     "pool": OpSpec((1, 2), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
-                            "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED,
+                            "dilations": PAIR, "offset": INT, **_REQUANT},
+                   # an average whose border windows count fewer positions: a multiplier
+                   # per divisor, and each output row's and column's extent
+                   {**_PLACED, "divisors": INTS, "divisor_M": INTS, "divisor_shift": INTS,
+                    "row_extents": INTS, "col_extents": INTS},
                    shape=shapes.backend_pool),
     "eltwise": OpSpec((2, 3), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
                       _PLACED, shape=shapes.backend_eltwise),

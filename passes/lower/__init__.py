@@ -60,6 +60,7 @@ from cimc.passes.lower.host import (
 from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
+from cimc.reference.pool import window_extents
 from cimc.reference.requant import MAX_SHIFT, apply, fixed_point
 
 
@@ -319,7 +320,6 @@ def lower_pool(module: Module, op: Op) -> None:
     reach_h = (oh - 1) * attrs["strides"][0] + attrs["dilations"][0] * (kernel[0] - 1) + 1
     reach_w = (ow - 1) * attrs["strides"][1] + attrs["dilations"][1] * (kernel[1] - 1) + 1
     # ceil_mode windows running past the bottom/right pads read pad values too.
-    past = reach_h > h + pads[0] + pads[2] or reach_w > w + pads[1] + pads[3]
     pads[2] = max(pads[2], reach_h - h - pads[0])
     pads[3] = max(pads[3], reach_w - w - pads[1])
     lo, hi = _bounds(op, y_type)
@@ -336,16 +336,22 @@ def lower_pool(module: Module, op: Op) -> None:
             _replace(module, op, "pool", [op.inputs[0]], attrs)
         return
     count = kernel[0] * kernel[1]
-    if past:  # onnxruntime divides those windows by fewer positions; the chip has one divisor
-        raise CimcError(f"op {op.name!r} ({op.kind}): average pooling whose ceil_mode windows "
-                        "run past the padded input is not supported (they average fewer "
-                        "positions); use ceil_mode=0 or pads that cover the last window")
-    if any(pads) and not op.attrs.get("count_include_pad", 0):
-        raise CimcError(f"op {op.name!r} ({op.kind}): padded average pooling without "
-                        "count_include_pad is not supported; use count_include_pad=1 or no pads")
-    mant, shift = _fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(count)),
-                         f"input scale {sx:g} / (result scale {sy:g} x {count})")
-    attrs.update(mode="avg", offset=-count * zx, M=mant, shift=shift, zy=zy, lo=lo, hi=hi)
+    rows, cols = window_extents(dict(op.attrs, kernel=kernel), (h, w), (oh, ow))
+    attrs.update(mode="avg", offset=-count * zx, zy=zy, lo=lo, hi=hi)
+    divisors = sorted({int(r * c) for r in rows for c in cols})
+    if divisors == [count]:
+        mant, shift = _fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(count)),
+                             f"input scale {sx:g} / (result scale {sy:g} x {count})")
+        attrs.update(M=mant, shift=shift)
+    else:
+        # Windows at the border average fewer positions (count_include_pad=0, or ceil_mode
+        # windows past the pads): the padding holds zx, so the sum is the same and only the
+        # divisor changes; each distinct divisor has its own multiplier.
+        pairs = [_fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(d)),
+                        f"input scale {sx:g} / (result scale {sy:g} x {d})") for d in divisors]
+        attrs.update(M=pairs[-1][0], shift=pairs[-1][1], divisors=divisors,
+                     divisor_M=[m for m, _ in pairs], divisor_shift=[s for _, s in pairs],
+                     row_extents=[int(r) for r in rows], col_extents=[int(c) for c in cols])
     _replace(module, op, "pool", [op.inputs[0]], attrs)
 
 
