@@ -22,7 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from cimc.diagnostics import CimcError
-from cimc.ir.module import NUMPY_TO_DTYPE, Module, Quant, TensorType
+from cimc.ir.module import DTYPES, NUMPY_TO_DTYPE, Module, Quant, TensorType
 
 ONNX_DTYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "f32",
@@ -37,7 +37,7 @@ ONNX_DTYPES: dict[int, str] = {
     onnx.TensorProto.BOOL: "bool",
 }
 
-SUPPORTED_TYPES = ", ".join(onnx.TensorProto.DataType.Name(t).lower() for t in ONNX_DTYPES)
+SUPPORTED_TYPES = ", ".join(DTYPES[t].name for t in ONNX_DTYPES.values())
 
 # What to do about operators that are common in the wild but not supported.
 HINTS: dict[str, str] = {

@@ -89,7 +89,7 @@ OP_KINDS: dict[str, OpSpec] = {
                                 "dilations": PAIR, "ceil_mode": FLAG}, shape=shapes.pool),
     "avg_pool": OpSpec((1, 1), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
                                 "ceil_mode": FLAG, "count_include_pad": FLAG},
-                       shape=shapes.pool),
+                       {"dilations": PAIR}, shape=shapes.pool),
     "global_avg_pool": OpSpec((1, 1), shape=shapes.global_pool),
     "global_max_pool": OpSpec((1, 1), shape=shapes.global_pool),
     "reduce_mean": OpSpec((1, 1), {"axes": INTS, "keepdims": FLAG}, shape=shapes.reduce_mean),

@@ -44,14 +44,15 @@ def window_extents(attrs: dict, size: tuple[int, int], out: tuple[int, int]
     positions count. A window's divisor is the product of its two extents."""
     kernel = attrs["kernel"]
     strides = attrs.get("strides", [1, 1])
+    dilations = attrs.get("dilations", [1, 1])
     top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
     include_pad = bool(attrs.get("count_include_pad", 0))
 
     def extent(axis: int, begin: int, end: int) -> np.ndarray:
         start = np.arange(out[axis]) * strides[axis] - begin
-        if include_pad:
-            return np.minimum(start + kernel[axis], size[axis] + end) - start
-        return np.minimum(start + kernel[axis], size[axis]) - np.maximum(start, 0)
+        positions = start[:, None] + dilations[axis] * np.arange(kernel[axis])[None, :]
+        low, high = (-begin, size[axis] + end) if include_pad else (0, size[axis])
+        return ((positions >= low) & (positions < high)).sum(axis=1)
 
     return extent(0, top, bottom), extent(1, left, right)
 
