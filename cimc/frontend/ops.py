@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cimc.frontend import resize
 from cimc.frontend.build import Converter, NodeImport
 from cimc.frontend.volume import pool_3d
 from cimc.reference.activation import GELU_APPROXIMATIONS, SELU_ALPHA, SELU_GAMMA
@@ -250,4 +251,5 @@ CONVERTERS: dict[str, Converter] = {
     "Tanh": activation("tanh"),
     "Transpose": transpose,
     "Unsqueeze": reshape,
+    "Resize": resize.resize,
 }

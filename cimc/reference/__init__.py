@@ -14,7 +14,7 @@ import numpy as np
 
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module
-from cimc.reference import activation, elementwise, integer, layout, linear, pool
+from cimc.reference import activation, elementwise, integer, layout, linear, pool, resize
 from cimc.reference.batch import batch_stretch, batched_values, join_batches, vectorizes
 from cimc.reference.call import Call
 
@@ -27,6 +27,7 @@ KERNELS: dict[str, Kernel] = {
     **activation.KERNELS,
     **layout.KERNELS,
     **integer.KERNELS,
+    **resize.KERNELS,
 }
 
 
