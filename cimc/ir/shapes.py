@@ -140,6 +140,14 @@ def pool(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) 
     return [(n, c, oh, ow) for oh, ow in windows]
 
 
+def resize(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
+    """x -> `sizes`: one size and one scale per axis of x."""
+    rank = len(operands[0].shape)
+    if len(attrs["sizes"]) != rank or len(attrs["scales"]) != rank:
+        raise ShapeError(f"sizes and scales need one entry per axis of the rank-{rank} input")
+    return [tuple(int(d) for d in attrs["sizes"])]
+
+
 def global_pool(operands: list[TensorType], attrs: dict[str, Any],
                 result: TensorType) -> list[Shape]:
     """x[N,C,...] -> [N,C,1,...]."""

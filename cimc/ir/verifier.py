@@ -19,7 +19,7 @@ import numpy as np
 
 from cimc.diagnostics import CimcError
 from cimc.ir import shapes
-from cimc.ir.attr_types import CLAMP, FLAG, FLOAT, INT, INTS, PAIR, QUAD, STR, AttrType
+from cimc.ir.attr_types import CLAMP, FLAG, FLOAT, FLOATS, INT, INTS, PAIR, QUAD, STR, AttrType
 from cimc.ir.module import Module, Op, TensorType
 from cimc.ir.printer import type_text, value_ref
 from cimc.ir.shapes import ShapeError, ShapeRule
@@ -91,7 +91,12 @@ OP_KINDS: dict[str, OpSpec] = {
                                 "dilations": PAIR, "ceil_mode": FLAG}, shape=shapes.pool),
     "avg_pool": OpSpec((1, 1), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
                                 "ceil_mode": FLAG, "count_include_pad": FLAG},
-                       shape=shapes.pool),
+                       {"dilations": PAIR}, shape=shapes.pool),
+    # ONNX Resize, linear or cubic (float only; nearest is data movement)
+    "resize": OpSpec((1, 1), {"mode": STR, "scales": FLOATS, "sizes": INTS,
+                              "coordinate_transformation_mode": STR},
+                     {"roi": FLOATS, "cubic_coeff_a": FLOAT, "exclude_outside": FLAG,
+                      "antialias": FLAG, "extrapolation_value": FLOAT}, shape=shapes.resize),
     "global_avg_pool": OpSpec((1, 1), shape=shapes.global_pool),
     "global_max_pool": OpSpec((1, 1), shape=shapes.global_pool),
     "reduce_mean": OpSpec((1, 1), {"axes": INTS, "keepdims": FLAG}, shape=shapes.reduce_mean),
@@ -125,7 +130,11 @@ OP_KINDS: dict[str, OpSpec] = {
                       "pipeline": STR, "stream": INT, "phase": INT, "image_stride": INT},
                      shape=shapes.matvec),
     "pool": OpSpec((1, 2), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
-                            "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED,
+                            "dilations": PAIR, "offset": INT, **_REQUANT},
+                   # an average whose border windows count fewer positions: a multiplier
+                   # per divisor, and each output row's and column's extent
+                   {**_PLACED, "divisors": INTS, "divisor_M": INTS, "divisor_shift": INTS,
+                    "row_extents": INTS, "col_extents": INTS},
                    shape=shapes.backend_pool),
     "eltwise": OpSpec((2, 3), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
                       _PLACED, shape=shapes.backend_eltwise),

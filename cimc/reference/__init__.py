@@ -14,7 +14,16 @@ import numpy as np
 
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module
-from cimc.reference import activation, elementwise, integer, layout, linear, pool, recurrent
+from cimc.reference import (
+    activation,
+    elementwise,
+    integer,
+    layout,
+    linear,
+    pool,
+    recurrent,
+    resize,
+)
 from cimc.reference.batch import batch_stretch, batched_values, join_batches, vectorizes
 from cimc.reference.call import Call
 
@@ -29,6 +38,7 @@ KERNELS: dict[str, Kernel] = {
     **layout.KERNELS,
     **integer.KERNELS,
     **recurrent.KERNELS,
+    **resize.KERNELS,
 }
 
 

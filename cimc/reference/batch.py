@@ -91,6 +91,9 @@ def _op_vectorizes(module: Module, op: Op, batched: set[str], batch: int) -> boo
         return axes is not None and all((a + rank) % rank != 0 for a in axes)
     if kind in ("lstm", "gru", "rnn"):  # time first unless layout 1 puts the batch first
         return bool(op.attrs.get("layout", 0))
+    if kind == "resize":  # a stack of samples when axis 0 keeps its size
+        return op.attrs["scales"][0] == 1 and op.attrs["sizes"][0] == batch \
+            and op.attrs.get("coordinate_transformation_mode") != "tf_crop_and_resize"
     if kind == "matmul":
         return all(len(module.values[v].shape) >= 3 or v not in batched for v in op.inputs[1:])
     return True

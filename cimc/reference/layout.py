@@ -39,4 +39,10 @@ def gather(call: Call) -> np.ndarray:
     return np.ascontiguousarray(picked)
 
 
-KERNELS = {"concat": concat, "gather": gather, "reshape": reshape, "transpose": transpose}
+def identity(call: Call) -> np.ndarray:
+    """Kept only where it names a model output that is a model input (canonicalize)."""
+    return _to_result(call, call.args[0], call.types[0])
+
+
+KERNELS = {"concat": concat, "gather": gather, "identity": identity, "reshape": reshape,
+           "transpose": transpose}
