@@ -59,7 +59,8 @@ def window_extents(attrs: dict, size: tuple[int, int], out: tuple[int, int]
 
 def _window_counts(call: Call, h: int, w: int) -> np.ndarray:
     """Divisor of each average window [Ho,Wo] (window_extents)."""
-    rows, cols = window_extents(call.op.attrs, (h, w), tuple(call.result.shape[2:]))
+    ho, wo = call.result.shape[2:]
+    rows, cols = window_extents(call.op.attrs, (h, w), (ho, wo))
     return np.outer(rows, cols)
 
 

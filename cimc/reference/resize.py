@@ -121,9 +121,9 @@ def resize(call: Call) -> np.ndarray:
         x = np.moveaxis(np.tensordot(matrix, np.moveaxis(x, axis, 0), axes=1), 0, axis)
         if transform == "tf_crop_and_resize":
             beyond = (coords < 0) | (coords > size - 1)
-            shape = [1] * rank
-            shape[axis] = out
-            outside |= beyond.reshape(shape)
+            along = [1] * rank
+            along[axis] = out
+            outside |= beyond.reshape(along)
     x = np.where(outside, float(call.attr("extrapolation_value", 0.0)), x)
     return x.astype(np.float32)
 
