@@ -384,14 +384,18 @@ def test_cimc_run_engine_sim_equals_engine_reference(tmp_path: Path) -> None:
                                   pytest.param("vgg19", marks=HEAVY),
                                   pytest.param("densenet121", marks=HEAVY),
                                   pytest.param("bvlc_alexnet", marks=HEAVY),
-                                  pytest.param("zfnet512", marks=HEAVY)])
+                                  pytest.param("zfnet512", marks=HEAVY),
+                                  pytest.param("inception_v1", marks=HEAVY),
+                                  pytest.param("inception_v2", marks=HEAVY)])
 def test_onnx_zoo_graphs_compile_and_equal_reference(name: str, tmp_path: Path) -> None:
     """Structure-only graphs the onnx package ships (opset 9, random weights, quantized
     by cimc on random inputs): SqueezeNet's Softmax and the Reshape after it run on the
     host; ResNet-50's residual Sums are quantized as Adds; VGG-19 (143 M weights) runs in
     phases (about 80 s, 2.8 GB); DenseNet-121's batch norms after concats are depthwise
-    convs; AlexNet's and ZFNet's LRNs are integer ops (passes/fold_qdq/lrn.py; 34 and
-    60 s). Bit-exact at the program's outputs and after the host's tail."""
+    convs; AlexNet's, ZFNet's and Inception-v1's LRNs are integer ops
+    (passes/fold_qdq/lrn.py; AlexNet 34 s, ZFNet 60 s); the Inceptions' padded average
+    pools without count_include_pad divide their border windows by fewer positions.
+    Bit-exact at the program's outputs and after the host's tail."""
     import onnx
 
     from cimc.reference import run_module

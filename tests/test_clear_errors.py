@@ -554,3 +554,59 @@ def test_a_float_op_before_the_first_quantize_is_named_as_such(
     _fails([str(tmp_path / "pool.onnx"), "-o", str(tmp_path / "out.s"), "--target", "tiny"],
            capsys, "op 'pool' (max_pool) computes in float before the model's first "
            "QuantizeLinear", "quantize this op")
+
+
+def _int16_qdq(path: Path) -> str:
+    """A conv quantized by quantize_static with 16-bit activations (QInt16)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    rng = np.random.default_rng(0)
+    source = _save(path / "f.onnx", [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)],
+                   [_value("x", [1, 2, 6, 6])], [_value("y", [1, 3, 6, 6])],
+                   [_const("w", rng.normal(size=(3, 2, 3, 3)).astype(np.float32))])
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.data = iter([{"x": rng.normal(size=(1, 2, 6, 6)).astype(np.float32)}
+                              for _ in range(3)])
+
+        def get_next(self) -> dict | None:
+            return next(self.data, None)
+
+    quantize_static(source, str(path / "q16.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt16, weight_type=QuantType.QInt8)
+    return str(path / "q16.onnx")
+
+
+def test_16_bit_activations_run_on_the_reference_and_are_refused_by_the_chip(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = _int16_qdq(tmp_path)
+    x = np.random.default_rng(1).normal(size=(1, 2, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", model, "--engine", "reference", "--inputs", str(tmp_path / "x.npy"),
+                 "--outputs", str(tmp_path / "y.npy"), "-q"]) == 0
+    scale = onnx.numpy_helper.to_array(next(
+        i for i in onnx.load(model).graph.initializer if i.name.startswith("y_scale")))
+    assert np.abs(np.load(tmp_path / "y.npy") - exact_outputs(model, {"x": x})[0]).max() \
+        <= scale * 1.001
+    _fails([model, "-o", str(tmp_path / "p.s")], capsys, "'x_QuantizeLinear' (quantize) makes "
+           "i16 codes", "quantize them to int8 or uint8")
+    assert not (tmp_path / "p.s").exists()
+
+
+def test_a_model_with_nothing_for_the_chip_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Input quantized, dequantized at once, then only float work: the host tail."""
+    model = _save(tmp_path / "m.onnx", [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+        helper.make_node("Sigmoid", ["d"], ["y"])],
+        [_value("x", [1, 4])], [_value("y", [1, 4])],
+        [_const("s", np.array(0.05, np.float32)), _const("z", np.array(0, np.int8))])
+    _fails([model, "-o", str(tmp_path / "p.s")], capsys, "leaves nothing for the chip")
+    assert not (tmp_path / "p.s").exists()

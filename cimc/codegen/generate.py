@@ -28,6 +28,7 @@ largest part needs.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -383,12 +384,19 @@ class Part:
                               for px in range(self.ow)]
         return lines
 
-    def _pixels(self, step: list[str]) -> list[str]:
-        """A loop over the output pixels of a row: r2 band pixel, r3 output pixel."""
+    def _pixels(self, step: list[str], start: int | None = None, count: int = 1
+                ) -> list[str]:
+        """A loop over the output pixels of a row, or over `count` of them from `start`
+        (one pixel has no loop): r2 band pixel, r3 output pixel."""
+        lines = [f"li r2, {self.band + (start or 0) * self.win.sw * self.win.c}",
+                 f"li r3, {self.out + (start or 0) * self.n}"]
+        if start is None:
+            count = self.ow
+        elif count == 1:
+            return lines + step
         self.count += 1
         tag = f"{self.label}_{self.count}"
-        lines = [f"li r2, {self.band}", f"li r3, {self.out}", "li r4, 0",
-                 f"li r5, {self.ow}", f"{tag}:"]
+        lines += ["li r4, 0", f"li r5, {count}", f"{tag}:"]
         lines += step
         lines += [f"addi r2, r2, {self.win.sw * self.win.c}", f"addi r3, r3, {self.n}",
                   "addi r4, r4, 1", f"blt r4, r5, {tag}"]
@@ -492,18 +500,33 @@ class Part:
             if a["hi"] < info.max:
                 step.append(f"vmini.{xt} 0(r3), 0(r3), {a['hi']}, {win.c}")
         else:
-            entry = [a["M"], a["shift"], a["zy"], a["lo"], a["hi"]]
-            table = code.table(np.tile(np.asarray(entry, dtype=np.int64), win.c))
-            step = [f"vredsum.{xt} {acc}(r0), {src}, {win.c}, {count}, {win.c}",
-                    f"vaddi.i32 {acc}(r0), {acc}(r0), {a['offset']}, {win.c}",
-                    f"requant.{yt} 0(r3), {acc}(r0), {win.c}, {table}(r0)"]
+            def average(mant: int, shift: int) -> list[str]:
+                entry = [mant, shift, a["zy"], a["lo"], a["hi"]]
+                table = code.table(np.tile(np.asarray(entry, dtype=np.int64), win.c))
+                return [f"vredsum.{xt} {acc}(r0), {src}, {win.c}, {count}, {win.c}",
+                        f"vaddi.i32 {acc}(r0), {acc}(r0), {a['offset']}, {win.c}",
+                        f"requant.{yt} 0(r3), {acc}(r0), {win.c}, {table}(r0)"]
+            step = average(a["M"], a["shift"])
+            # Border windows that average fewer positions: one step per divisor.
+            by_divisor = {d: average(mant, shift) for d, mant, shift in zip(
+                a.get("divisors", []), a.get("divisor_M", []), a.get("divisor_shift", []),
+                strict=True)}
         lut = self._lut()
-        if lut is not None:
-            step.append(f"vlut.{yt} 0(r3), 0(r3), {win.c}, {lut}(r0)")
-        step = (win.gather(self.window) if self.window is not None else []) + step
+        gather = win.gather(self.window) if self.window is not None else []
+        tail = [] if lut is None else [f"vlut.{yt} 0(r3), 0(r3), {win.c}, {lut}(r0)"]
+        step = gather + step + tail
 
         def body(m: int, oy: int) -> list[str]:
-            return self._band(m, oy) + self._pixels(step) + self._finish(m, oy)
+            if a["mode"] == "max" or "divisors" not in a:
+                pixels = self._pixels(step)
+            else:
+                divisors = [a["row_extents"][oy] * e for e in a["col_extents"]]
+                pixels = []
+                for divisor, run in itertools.groupby(enumerate(divisors), lambda p: p[1]):
+                    run_pixels = [px for px, _ in run]
+                    pixels += self._pixels(gather + by_divisor[divisor] + tail,
+                                           run_pixels[0], len(run_pixels))
+            return self._band(m, oy) + pixels + self._finish(m, oy)
 
         return body
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from cimc.frontend import resize
 from cimc.frontend.build import Converter, NodeImport
+from cimc.frontend.volume import pool_3d
 from cimc.ir.module import TensorType
 from cimc.reference.activation import GELU_APPROXIMATIONS, SELU_ALPHA, SELU_GAMMA
 
@@ -42,13 +44,15 @@ def spatial_pads(
     return begin + end
 
 
-def _window_attrs(ctx: NodeImport, kernel: list[int]) -> dict[str, Any]:
+def _window_attrs(ctx: NodeImport, kernel: list[int], ranks: tuple[int, ...] = (4,)
+                  ) -> dict[str, Any]:
     x = ctx.type(0)
-    if len(x.shape) != 4:
+    if len(x.shape) not in ranks:
         raise ctx.error(f"only 2-D {ctx.op_type} on [N,C,H,W] tensors is supported, "
                         f"not rank {len(x.shape)}")
-    strides = [int(s) for s in ctx.attrs.get("strides", [1, 1])]
-    dilations = [int(d) for d in ctx.attrs.get("dilations", [1, 1])]
+    ones = [1] * len(kernel)
+    strides = [int(s) for s in ctx.attrs.get("strides", ones)]
+    dilations = [int(d) for d in ctx.attrs.get("dilations", ones)]
     pads = spatial_pads(ctx, x.shape[2:], kernel, strides, dilations)
     return {"kernel": kernel, "strides": strides, "pads": pads, "dilations": dilations}
 
@@ -70,17 +74,23 @@ def conv(ctx: NodeImport) -> None:
 
 
 def max_pool(ctx: NodeImport) -> None:
-    window = _window_attrs(ctx, [int(k) for k in ctx.attrs["kernel_shape"]])
+    window = _window_attrs(ctx, [int(k) for k in ctx.attrs["kernel_shape"]], (4, 5))
     window["ceil_mode"] = int(ctx.attrs.get("ceil_mode", 0))
+    if len(window["kernel"]) == 3:
+        pool_3d(ctx, "max_pool", window)
+        return
     ctx.emit("max_pool", [ctx.operand(0)], window)
 
 
 def avg_pool(ctx: NodeImport) -> None:
-    window = _window_attrs(ctx, [int(k) for k in ctx.attrs["kernel_shape"]])
-    if window.pop("dilations") != [1, 1]:
-        raise ctx.error("dilated average pooling is not supported")
+    window = _window_attrs(ctx, [int(k) for k in ctx.attrs["kernel_shape"]], (4, 5))
     window["ceil_mode"] = int(ctx.attrs.get("ceil_mode", 0))
     window["count_include_pad"] = int(ctx.attrs.get("count_include_pad", 0))
+    if len(window["kernel"]) == 3:
+        pool_3d(ctx, "avg_pool", window)
+        return
+    if window["dilations"] == [1, 1]:
+        del window["dilations"]
     ctx.emit("avg_pool", [ctx.operand(0)], window)
 
 
@@ -199,6 +209,23 @@ def transpose(ctx: NodeImport) -> None:
     ctx.emit("transpose", [ctx.operand(0)], {"perm": perm})
 
 
+def gather(ctx: NodeImport) -> None:
+    """Gather of constant indices (torch's `y[:, -1]`): the positions as an attribute,
+    negative ones counted from the end; a scalar index removes the axis."""
+    x = ctx.type(0)
+    axis = int(ctx.attrs.get("axis", 0)) % len(x.shape)
+    indices = ctx.constant(1, "indices")
+    if indices.ndim > 1:
+        raise ctx.error(f"indices of rank {indices.ndim} are not supported (a scalar or a "
+                        "list of positions)")
+    size = x.shape[axis]
+    flat = [int(i) for i in indices.reshape(-1)]
+    if any(not -size <= i < size for i in flat):
+        raise ctx.error(f"indices {flat} lie outside axis {axis} of {list(x.shape)}")
+    ctx.emit("gather", [ctx.operand(0)], {"axis": axis, "indices": [i % size for i in flat],
+                                          "squeeze": int(indices.ndim == 0)})
+
+
 def cast(ctx: NodeImport) -> None:
     source, result = ctx.type(0), ctx.result_type()
     if source.dtype == result.dtype:
@@ -253,6 +280,7 @@ CONVERTERS: dict[str, Converter] = {
     "Elu": activation("elu", {"alpha": 1.0}),
     "Erf": activation("erf"),
     "Flatten": reshape,
+    "Gather": gather,
     "Gemm": gemm,
     "Gelu": activation("gelu"),
     "GlobalAveragePool": _simple("global_avg_pool"),
@@ -280,4 +308,5 @@ CONVERTERS: dict[str, Converter] = {
     "Tanh": activation("tanh"),
     "Transpose": transpose,
     "Unsqueeze": reshape,
+    "Resize": resize.resize,
 }

@@ -19,7 +19,7 @@ import numpy as np
 
 from cimc.diagnostics import CimcError
 from cimc.ir import shapes
-from cimc.ir.attr_types import CLAMP, FLAG, FLOAT, INT, INTS, PAIR, QUAD, STR, AttrType
+from cimc.ir.attr_types import CLAMP, FLAG, FLOAT, FLOATS, INT, INTS, PAIR, QUAD, STR, AttrType
 from cimc.ir.module import Module, Op, TensorType
 from cimc.ir.printer import type_text, value_ref
 from cimc.ir.shapes import ShapeError, ShapeRule
@@ -53,6 +53,8 @@ _ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP}, shape=shapes.broadcast)
 _PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stream": INT,
            "phase": INT, "image_stride": INT}
 _UNARY = OpSpec((1, 1), shape=shapes.same)
+_RECURRENT = {"hidden_size": INT, "direction": STR, "layout": FLAG}
+_RECURRENT_OPTIONS = {"clip": FLOAT, "scales": AttrType("floats", 6)}
 
 # The op kinds of docs/ir.md.
 OP_KINDS: dict[str, OpSpec] = {
@@ -90,13 +92,27 @@ OP_KINDS: dict[str, OpSpec] = {
                                 "dilations": PAIR, "ceil_mode": FLAG}, shape=shapes.pool),
     "avg_pool": OpSpec((1, 1), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
                                 "ceil_mode": FLAG, "count_include_pad": FLAG},
-                       shape=shapes.pool),
+                       {"dilations": PAIR}, shape=shapes.pool),
+    # ONNX Resize, linear or cubic (float only; nearest is data movement)
+    "resize": OpSpec((1, 1), {"mode": STR, "scales": FLOATS, "sizes": INTS,
+                              "coordinate_transformation_mode": STR},
+                     {"roi": FLOATS, "cubic_coeff_a": FLOAT, "exclude_outside": FLAG,
+                      "antialias": FLAG, "extrapolation_value": FLOAT}, shape=shapes.resize),
     "global_avg_pool": OpSpec((1, 1), shape=shapes.global_pool),
     "global_max_pool": OpSpec((1, 1), shape=shapes.global_pool),
     "reduce_mean": OpSpec((1, 1), {"axes": INTS, "keepdims": FLAG}, shape=shapes.reduce_mean),
     "concat": OpSpec((1, None), {"axis": INT}, shape=shapes.concat),
+    # ONNX LSTM/GRU/RNN with every optional operand present (docs/ir.md, "Recurrent
+    # layers"): x, w, r, b, initial h (, initial c, peepholes) -> y, last h (, last c).
+    # A quantized one has the calibrated `scales` of its intermediates.
+    "lstm": OpSpec((7, 7), _RECURRENT, _RECURRENT_OPTIONS, (3, 3), shapes.recurrent(4)),
+    "gru": OpSpec((5, 5), {**_RECURRENT, "linear_before_reset": FLAG}, _RECURRENT_OPTIONS,
+                  (2, 2), shapes.recurrent(3)),
+    "rnn": OpSpec((5, 5), _RECURRENT, {"clip": FLOAT}, (2, 2), shapes.recurrent(1)),
     "reshape": OpSpec((1, 1), {"shape": INTS}, shape=shapes.same_size),
     "transpose": OpSpec((1, 1), {"perm": INTS}, shape=shapes.transpose),
+    "gather": OpSpec((1, 1), {"axis": INT, "indices": INTS, "squeeze": FLAG},
+                     shape=shapes.gather),
     "quantize": _UNARY,
     "dequantize": _UNARY,
     "requantize": _UNARY,
@@ -116,7 +132,11 @@ OP_KINDS: dict[str, OpSpec] = {
                       "pipeline": STR, "stream": INT, "phase": INT, "image_stride": INT},
                      shape=shapes.matvec),
     "pool": OpSpec((1, 2), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
-                            "dilations": PAIR, "offset": INT, **_REQUANT}, _PLACED,
+                            "dilations": PAIR, "offset": INT, **_REQUANT},
+                   # an average whose border windows count fewer positions: a multiplier
+                   # per divisor, and each output row's and column's extent
+                   {**_PLACED, "divisors": INTS, "divisor_M": INTS, "divisor_shift": INTS,
+                    "row_extents": INTS, "col_extents": INTS},
                    shape=shapes.backend_pool),
     "eltwise": OpSpec((2, 3), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
                       _PLACED, shape=shapes.backend_eltwise),

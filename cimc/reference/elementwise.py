@@ -27,6 +27,16 @@ def _float_result(call: Call, y: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)
 
 
+def _plain(call: Call, a: np.ndarray, b: np.ndarray, kernel: np.ufunc) -> np.ndarray:
+    """An add, sub or mul of tensors that are not quantized: float in float64, plain
+    integers (an int8 Add of raw codes) wrapping in the result's type as ONNX's numpy
+    definition does."""
+    if call.result.dtype == "f32":
+        return _float_result(call, kernel(a.astype(np.float64), b.astype(np.float64)))
+    wide = kernel(a.astype(np.int64), b.astype(np.int64))
+    return wide.astype(call.result.numpy_dtype)
+
+
 def _per_tensor_scales(call: Call) -> list[float]:
     scales = []
     for ty in [*call.types, call.result]:
@@ -47,7 +57,7 @@ def _add_or_sub(call: Call, sign: int) -> np.ndarray:
     if not call.quantized and call.result.dtype != "f32":
         return _plain_integers(call, a.astype(np.int64) + sign * b.astype(np.int64))
     if not call.quantized:
-        return _float_result(call, a.astype(np.float64) + sign * b.astype(np.float64))
+        return _plain(call, a, b, np.add if sign > 0 else np.subtract)
     for ty in call.types:
         if ty.dtype not in ("i8", "u8"):
             raise call.error(f"quantized {call.op.kind} needs 8-bit operands, got {ty.dtype}")
@@ -70,7 +80,7 @@ def mul(call: Call) -> np.ndarray:
     if not call.quantized and call.result.dtype != "f32":
         return _plain_integers(call, a.astype(np.int64) * b.astype(np.int64))
     if not call.quantized:
-        return _float_result(call, a.astype(np.float64) * b.astype(np.float64))
+        return _plain(call, a, b, np.multiply)
     sa, sb, sy = _per_tensor_scales(call)
     acc = centered(a, call.types[0]) * centered(b, call.types[1])
     return finish(call, rescale(acc, sa * sb / sy))

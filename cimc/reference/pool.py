@@ -36,24 +36,32 @@ def _windows(call: Call, x: np.ndarray, fill: float | int) -> Iterator[np.ndarra
             yield padded[:, :, rows, cols]
 
 
+def window_extents(attrs: dict, size: tuple[int, int], out: tuple[int, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """How many positions of each average window count along H (one per output row) and
+    along W (one per output column), as onnxruntime counts them: with count_include_pad
+    the pads count but positions beyond them (ceil_mode) do not; without it only input
+    positions count. A window's divisor is the product of its two extents."""
+    kernel = attrs["kernel"]
+    strides = attrs.get("strides", [1, 1])
+    dilations = attrs.get("dilations", [1, 1])
+    top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
+    include_pad = bool(attrs.get("count_include_pad", 0))
+
+    def extent(axis: int, begin: int, end: int) -> np.ndarray:
+        start = np.arange(out[axis]) * strides[axis] - begin
+        positions = start[:, None] + dilations[axis] * np.arange(kernel[axis])[None, :]
+        low, high = (-begin, size[axis] + end) if include_pad else (0, size[axis])
+        return ((positions >= low) & (positions < high)).sum(axis=1)
+
+    return extent(0, top, bottom), extent(1, left, right)
+
+
 def _window_counts(call: Call, h: int, w: int) -> np.ndarray:
-    """Divisor of each average window [Ho,Wo], as onnxruntime counts it.
-
-    With count_include_pad the pads count but positions beyond them (ceil_mode) do not.
-    """
-    kh, kw = call.attr("kernel")
-    sh, sw = call.attr("strides", [1, 1])
-    top, left, bottom, right = call.attr("pads", [0, 0, 0, 0])
-    include_pad = bool(call.attr("count_include_pad", 0))
+    """Divisor of each average window [Ho,Wo] (window_extents)."""
     ho, wo = call.result.shape[2:]
-
-    def extent(n_out: int, stride: int, k: int, begin: int, end: int, size: int) -> np.ndarray:
-        start = np.arange(n_out) * stride - begin
-        if include_pad:
-            return np.minimum(start + k, size + end) - start
-        return np.minimum(start + k, size) - np.maximum(start, 0)
-
-    return np.outer(extent(ho, sh, kh, top, bottom, h), extent(wo, sw, kw, left, right, w))
+    rows, cols = window_extents(call.op.attrs, (h, w), (ho, wo))
+    return np.outer(rows, cols)
 
 
 def _lowest(dtype: np.dtype) -> float | int:

@@ -72,11 +72,13 @@ from cimc.passes.lower.host import (
     quantize_inputs_once,
 )
 from cimc.passes.lower.product import lower_product, two_tensors
+from cimc.passes.lower.recurrent import refuse_recurrent
 from cimc.passes.lower.sequence import lower_reduce_mean
 from cimc.passes.lower.softmax import lower_softmax
 from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
+from cimc.reference.pool import window_extents
 from cimc.reference.requant import apply
 
 # Kinds fold-qdq never makes integer: QDQ around them does not help.
@@ -98,6 +100,13 @@ class Lower(Pass):
         return None
 
     def apply(self, module: Module) -> None:
+        refuse_recurrent(module)
+        for op in module.ops():
+            ty = module.values[op.outputs[0]]
+            if op.kind == "quantize" and ty.dtype not in ("i8", "u8"):
+                raise CimcError(f"op {op.name!r} (quantize) makes {ty.dtype} codes; the chip "
+                                "holds activations as 8-bit codes: quantize them to int8 or "
+                                "uint8 (quantize_static's activation_type QInt8 or QUInt8)")
         unbatch(module)
         quantize_inputs_once(module)
         pass_through_inputs(module)
@@ -140,6 +149,13 @@ class Lower(Pass):
                                 f"runs integer {', '.join(sorted(RULES))}: express this op "
                                 "with those, or end the model before it (the host runs only "
                                 "the float tail after the last DequantizeLinear)")
+            wide = [v for v in [*op.inputs, *op.outputs] if not module.is_constant(v)
+                    and module.values[v].dtype not in ("i8", "u8", "f32")]
+            if wide:
+                raise CimcError(f"op {op.name!r} ({op.kind}) computes on "
+                                f"{module.values[wide[0]].dtype} tensor {wide[0]!r}; the chip "
+                                "holds activations as 8-bit codes: quantize them to int8 or "
+                                "uint8 (quantize_static's activation_type QInt8 or QUInt8)")
             if not module.values[op.outputs[0]].is_quantized:
                 raise CimcError(f"op {op.name!r} ({op.kind}) is float, with no "
                                 "QuantizeLinear/DequantizeLinear around it (onnxruntime's "
@@ -151,6 +167,11 @@ class Lower(Pass):
         for op in todo:
             RULES[op.kind](module, op)
         module.remove_dead()
+        if not any(op.kind in CHIP_KINDS for op in module.ops()):
+            raise CimcError("the model leaves nothing for the chip: every op computes in "
+                            "float (the host runs only the float tail after the last "
+                            "DequantizeLinear); give cimc the float model or quantize it "
+                            "with QDQ around its layers")
 
 
 def _check_batch(module: Module, ops: list[Op]) -> None:
@@ -279,7 +300,6 @@ def lower_pool(module: Module, op: Op) -> None:
     reach_h = (oh - 1) * attrs["strides"][0] + attrs["dilations"][0] * (kernel[0] - 1) + 1
     reach_w = (ow - 1) * attrs["strides"][1] + attrs["dilations"][1] * (kernel[1] - 1) + 1
     # ceil_mode windows running past the bottom/right pads read pad values too.
-    past = reach_h > h + pads[0] + pads[2] or reach_w > w + pads[1] + pads[3]
     pads[2] = max(pads[2], reach_h - h - pads[0])
     pads[3] = max(pads[3], reach_w - w - pads[1])
     lo, hi = _bounds(op, y_type)
@@ -296,16 +316,22 @@ def lower_pool(module: Module, op: Op) -> None:
             _replace(module, op, "pool", [op.inputs[0]], attrs)
         return
     count = kernel[0] * kernel[1]
-    if past:  # onnxruntime divides those windows by fewer positions; the chip has one divisor
-        raise CimcError(f"op {op.name!r} ({op.kind}): average pooling whose ceil_mode windows "
-                        "run past the padded input is not supported (they average fewer "
-                        "positions); use ceil_mode=0 or pads that cover the last window")
-    if any(pads) and not op.attrs.get("count_include_pad", 0):
-        raise CimcError(f"op {op.name!r} ({op.kind}): padded average pooling without "
-                        "count_include_pad is not supported; use count_include_pad=1 or no pads")
-    mant, shift = _fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(count)),
-                         f"input scale {sx:g} / (result scale {sy:g} x {count})")
-    attrs.update(mode="avg", offset=-count * zx, M=mant, shift=shift, zy=zy, lo=lo, hi=hi)
+    rows, cols = window_extents(dict(op.attrs, kernel=kernel), (h, w), (oh, ow))
+    attrs.update(mode="avg", offset=-count * zx, zy=zy, lo=lo, hi=hi)
+    divisors = sorted({int(r * c) for r in rows for c in cols})
+    if divisors == [count]:
+        mant, shift = _fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(count)),
+                             f"input scale {sx:g} / (result scale {sy:g} x {count})")
+        attrs.update(M=mant, shift=shift)
+    else:
+        # Windows at the border average fewer positions (count_include_pad=0, or ceil_mode
+        # windows past the pads): the padding holds zx, so the sum is the same and only the
+        # divisor changes; each distinct divisor has its own multiplier.
+        pairs = [_fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(d)),
+                        f"input scale {sx:g} / (result scale {sy:g} x {d})") for d in divisors]
+        attrs.update(M=pairs[-1][0], shift=pairs[-1][1], divisors=divisors,
+                     divisor_M=[m for m, _ in pairs], divisor_shift=[s for _, s in pairs],
+                     row_extents=[int(r) for r in rows], col_extents=[int(c) for c in cols])
     _replace(module, op, "pool", [op.inputs[0]], attrs)
 
 

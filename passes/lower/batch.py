@@ -73,7 +73,7 @@ def _mixes_samples(module: Module, op: Op, n: int) -> str | None:
         return f"turns the {n} samples into shape {list(out)}"
     if op.kind == "transpose" and op.attrs["perm"][0] != 0:
         return f"moves the batch axis (perm {list(op.attrs['perm'])})"
-    if op.kind in ("concat", "softmax") and axis(int(op.attrs["axis"])) == 0:
+    if op.kind in ("concat", "softmax", "gather") and axis(int(op.attrs["axis"])) == 0:
         return "works along the batch axis"
     if op.kind == "reduce_mean" and 0 in [axis(int(a)) for a in op.attrs["axes"]]:
         return "reduces over the batch axis"
