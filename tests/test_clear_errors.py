@@ -597,16 +597,3 @@ def test_16_bit_activations_run_on_the_reference_and_are_refused_by_the_chip(
     _fails([model, "-o", str(tmp_path / "p.s")], capsys, "'x_QuantizeLinear' (quantize) makes "
            "i16 codes", "quantize them to int8 or uint8")
     assert not (tmp_path / "p.s").exists()
-
-
-def test_a_model_with_nothing_for_the_chip_is_refused(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Input quantized, dequantized at once, then only float work: the host tail."""
-    model = _save(tmp_path / "m.onnx", [
-        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
-        helper.make_node("Sigmoid", ["d"], ["y"])],
-        [_value("x", [1, 4])], [_value("y", [1, 4])],
-        [_const("s", np.array(0.05, np.float32)), _const("z", np.array(0, np.int8))])
-    _fails([model, "-o", str(tmp_path / "p.s")], capsys, "leaves nothing for the chip")
-    assert not (tmp_path / "p.s").exists()

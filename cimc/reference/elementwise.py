@@ -46,16 +46,8 @@ def _per_tensor_scales(call: Call) -> list[float]:
     return scales
 
 
-def _plain_integers(call: Call, values: np.ndarray) -> np.ndarray:
-    """An exact int64 result of integers without quantization parameters, wrapped to the
-    result type as ONNX (numpy) integer arithmetic does."""
-    return values.astype(call.result.numpy_dtype)
-
-
 def _add_or_sub(call: Call, sign: int) -> np.ndarray:
     a, b = call.args
-    if not call.quantized and call.result.dtype != "f32":
-        return _plain_integers(call, a.astype(np.int64) + sign * b.astype(np.int64))
     if not call.quantized:
         return _plain(call, a, b, np.add if sign > 0 else np.subtract)
     for ty in call.types:
@@ -77,8 +69,6 @@ def sub(call: Call) -> np.ndarray:
 
 def mul(call: Call) -> np.ndarray:
     a, b = call.args
-    if not call.quantized and call.result.dtype != "f32":
-        return _plain_integers(call, a.astype(np.int64) * b.astype(np.int64))
     if not call.quantized:
         return _plain(call, a, b, np.multiply)
     sa, sb, sy = _per_tensor_scales(call)
