@@ -103,9 +103,11 @@ vredmax.T   0x54  i8,u8,i32  vector   dst:mem src:mem n:u24 count:u16 stride:u24
     dst_{T}[i] = max over k < count of src_{T}[i + k * stride] for i < n
 vredsum.T   0x58  i8,u8,i32  vector   dst:mem src:mem n:u24 count:u16 stride:u24
     dst_i32[i] = sum over k < count of src_{T}[i + k * stride] for i < n
-vgather.T   0x5c  i8,u8      vector   dst:mem src:mem n:u24 index:mem fill:byte
+vgather.T   0x64  i8,u8      vector   dst:mem src:mem n:u24 index:mem fill:byte
     dst_{T}[i] = fill if index_i32[i] < 0 else src_{T}[index_i32[i]] for i < n
     (a gather through a table of i32 offsets; data movement of layout ops)
+vdiv.T      0x5c  i32        vector   dst:mem a:mem b:mem n:u24
+    dst_i32[i] = round_half_even(a[i] / b[i]) for i < n (every b[i] > 0, else a fault)
 copy        0x60  -          copy     dst:mem src:mem len:u16 reps:u16 dst_stride:u16 src_stride:u16
     bytes dst[r * dst_stride + b] = src[r * src_stride + b] for r < reps, b < len
 fill        0x61  -          copy     dst:mem value:byte len:u24

@@ -141,6 +141,7 @@ class PoolSpec:
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     dilations: tuple[int, int] = (1, 1)
     ceil: bool = False
+    include_pad: bool = True  # an average's count_include_pad
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
         if self.kind == "global":
@@ -175,7 +176,7 @@ class PoolSpec:
         if self.kind == "max":
             attrs["dilations"] = list(self.dilations)
         else:
-            attrs["count_include_pad"] = 1
+            attrs["count_include_pad"] = int(self.include_pad)
         return attrs
 
 
@@ -313,7 +314,7 @@ def _pool_text(s: PoolSpec) -> str:
     if s.kind == "global":
         return ""
     return (f"[k{list(s.kernel)},s{list(s.strides)},p{list(s.pads)},d{list(s.dilations)}"
-            f"{',ceil' if s.ceil else ''}]")
+            f"{',ceil' if s.ceil else ''}{'' if s.include_pad else ',exclude_pad'}]")
 
 
 # --- Strategies ---------------------------------------------------------------------
@@ -389,7 +390,8 @@ def pool_specs(draw: st.DrawFn, h: int, w: int) -> PoolSpec | None:
     pads = tuple(draw(st.integers(0, kernel[i % 2] - 1)) for i in range(4))
     dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if kind == "max" else (1, 1)
     spec = PoolSpec(kind, kernel, (draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-                    pads, dil, draw(st.booleans()))  # type: ignore[arg-type]
+                    pads, dil, draw(st.booleans()),  # type: ignore[arg-type]
+                    kind == "max" or draw(st.booleans()))
     oh, ow = spec.out_hw(h, w)
     return spec if oh >= 1 and ow >= 1 and not spec.ambiguous(h, w) else None
 

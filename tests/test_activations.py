@@ -231,8 +231,9 @@ def test_activation_of_an_integer_tensor_names_the_node(tmp_path: Path) -> None:
         run_module(module, {"x": np.zeros((1, 4), np.int32)})
 
 
-def test_product_of_two_tensors_is_refused_naming_the_op(tmp_path: Path) -> None:
-    """Squeeze-excitation's x * sigmoid(y): two runtime tensors, no table of one."""
+def test_product_of_two_tensors_is_not_a_table(tmp_path: Path) -> None:
+    """Squeeze-excitation's x * sigmoid(y): two runtime tensors, no table of one: the
+    chip's `product` (tests/test_products.py), equal to the reference."""
     rng = np.random.default_rng(0)
     w = [numpy_helper.from_array(rng.standard_normal((4, c, 1, 1)).astype(np.float32),
                                  f"w{k}") for k, c in enumerate((3, 4))]
@@ -247,9 +248,10 @@ def test_product_of_two_tensors_is_refused_naming_the_op(tmp_path: Path) -> None
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
-    with pytest.raises(CimcError, match=r"op 'excite' \(mul\): the chip computes a mul only "
-                                        r"as a function of one tensor"):
-        cimc.compile(path, "isaac", calibrate={"input": x})
+    program = cimc.compile(path, "isaac", calibrate={"input": x})
+    assert program.module.op("excite").kind == "product"
+    program.save(tmp_path / "p.s")
+    _assert_simulation_equals_reference(program, tmp_path / "p.s", x)
 
 
 def test_gelu_the_quantizer_leaves_float_at_the_end_runs_on_the_host(tmp_path: Path) -> None:

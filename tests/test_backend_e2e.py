@@ -329,12 +329,28 @@ def test_float_tail_after_a_quantized_softmax_stays_on_the_host(name: str, shape
 @pytest.mark.parametrize("target", ["tiny", "isaac"])
 def test_float_op_between_integer_layers_is_an_error_not_host_work(target: str,
                                                                    tmp_path: Path) -> None:
-    """An LRN (float only, as in AlexNet) between convs: the layers after it are chip work,
-    so the LRN cannot go to the host; the compile names it instead of moving the rest of
-    the model to the host unchecked."""
-    with pytest.raises(CimcError, match=r"op 'LRN_0' \(lrn\) computes in float between "
+    """A Softmax over the channels (float only) between convs: the layers after it are
+    chip work, so the softmax cannot go to the host; the compile names it instead of
+    moving the rest of the model to the host unchecked."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = [numpy_helper.from_array(rng.standard_normal((4, c, 3, 3)).astype(np.float32) / 4,
+                                 f"w{k}") for k, c in enumerate((3, 4))]
+    nodes = [helper.make_node("Conv", ["input", "w0"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Softmax", ["c"], ["s"], name="mid", axis=1),
+             helper.make_node("Conv", ["s", "w1"], ["output"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(
+        nodes, "mid", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 4, 4])], w)
+    import onnx
+
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              tmp_path / "m.onnx")
+    x = rng.standard_normal((3, 3, 4, 4)).astype(np.float32)
+    with pytest.raises(CimcError, match=r"op 'mid' \(softmax\) computes in float between "
                                         r"integer layers.*quantize this op"):
-        cimc.compile(backend_models.quantized_model("lrn_tiny"), target).save(
+        cimc.compile(tmp_path / "m.onnx", target, calibrate={"input": x}).save(
             tmp_path / "p.s")
     assert not (tmp_path / "p.s").exists()
 
@@ -366,16 +382,21 @@ def test_cimc_run_engine_sim_equals_engine_reference(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["squeezenet", "shufflenet", pytest.param("resnet50", marks=HEAVY),
                                   pytest.param("vgg19", marks=HEAVY),
-                                  pytest.param("densenet121", marks=HEAVY)])
+                                  pytest.param("densenet121", marks=HEAVY),
+                                  pytest.param("bvlc_alexnet", marks=HEAVY),
+                                  pytest.param("zfnet512", marks=HEAVY),
+                                  pytest.param("inception_v1", marks=HEAVY),
+                                  pytest.param("inception_v2", marks=HEAVY)])
 def test_onnx_zoo_graphs_compile_and_equal_reference(name: str, tmp_path: Path) -> None:
     """Structure-only graphs the onnx package ships (opset 9, random weights, quantized
     by cimc on random inputs): SqueezeNet's Softmax and the Reshape after it run on the
     host; ResNet-50's residual Sums are quantized as Adds; VGG-19 (143 M weights) runs in
     phases (about 80 s, 2.8 GB); DenseNet-121's batch norms after concats are depthwise
-    convs; ShuffleNet's 16 channel shuffles (reshape, transpose, reshape) are gathers and
-    its padded average pools without count_include_pad divide edge windows by fewer
-    positions (about 15 s). Bit-exact at the program's outputs and after the host's
-    tail."""
+    convs; AlexNet's, ZFNet's and Inception-v1's LRNs are integer ops
+    (passes/fold_qdq/lrn.py; AlexNet 34 s, ZFNet 60 s); ShuffleNet's 16 channel shuffles
+    (reshape, transpose, reshape) are gathers; the padded average pools without
+    count_include_pad of ShuffleNet and the Inceptions divide their border windows by
+    fewer positions. Bit-exact at the program's outputs and after the host's tail."""
     import onnx
 
     from cimc.reference import run_module

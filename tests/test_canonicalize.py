@@ -266,3 +266,34 @@ def test_canonicalize_reaches_a_fixed_point() -> None:
     again = parse_module(once)
     Canonicalize().apply(again)
     assert print_module(again) == once
+
+
+def test_dropping_an_identity_keeps_the_model_outputs_names(tmp_path: Path) -> None:
+    """Conv -> Dropout -> 'logits' and an identity Transpose of the input -> 'same': the
+    results are still called 'logits' and 'same', in the IR and in `cimc run`'s file."""
+    from cimc.cli import main
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"]),
+         helper.make_node("Dropout", ["c"], ["logits"]),
+         helper.make_node("Transpose", ["x"], ["same"], perm=[0, 1, 2, 3])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 2, 4, 4))],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, (1, 3, 4, 4)),
+         helper.make_tensor_value_info("same", TensorProto.FLOAT, (1, 2, 4, 4))],
+        initializer=[numpy_helper.from_array(f32(3, 2, 1, 1), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, tmp_path / "m.onnx")
+    module = import_onnx(tmp_path / "m.onnx")
+    Canonicalize().apply(module)
+    verify(module)
+    assert module.outputs == ["logits", "same"]
+    assert "identity" not in {op.kind for op in module.ops() if op.outputs == ["logits"]}
+    x = f32(1, 2, 4, 4)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(tmp_path / "m.onnx"), "--engine", "reference", "--inputs",
+                 str(tmp_path / "x.npy"), "--outputs", str(tmp_path / "y.npz"), "-q"]) == 0
+    got = np.load(tmp_path / "y.npz")
+    assert sorted(got.files) == ["logits", "same"]
+    np.testing.assert_array_equal(got["same"], x)
+    np.testing.assert_allclose(got["logits"], exact_outputs(model, {"x": x})[0],
+                               rtol=1e-5, atol=1e-6)

@@ -14,6 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import cimc
 from cimc.cli import main
 from cimc.reference.oracle import exact_outputs
 
@@ -291,18 +292,19 @@ def test_a_float_model_listing_its_initializers_as_inputs_is_quantized_and_compi
     np.testing.assert_array_equal(outputs["sim"], outputs["reference"])
 
 
-def test_inception_v1_of_the_onnx_package_at_opset_18_names_its_float_lrn(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The zoo's inception_v1 (IR version 3) converted to opset 18: its LRN stays float
-    between quantized convolutions (it used to end in KeyError 'addr' in codegen, or, with
-    its initializers still graph inputs, in onnxruntime asking for them in the feed)."""
+def test_inception_v1_of_the_onnx_package_at_opset_18_folds_its_lrn(tmp_path: Path) -> None:
+    """The zoo's inception_v1 (IR version 3) converted to opset 18: its LRNs, float between
+    quantized convolutions, become integer ops (it used to end in KeyError 'addr' in
+    codegen, or, with its initializers still graph inputs, in onnxruntime asking for them
+    in the feed; then in an error naming the float LRN)."""
     from onnx import version_converter
 
     zoo = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
     model = version_converter.convert_version(onnx.load(zoo / "light_inception_v1.onnx"), 18)
     onnx.save(model, tmp_path / "inception.onnx")
-    _fails([str(tmp_path / "inception.onnx"), "-o", str(tmp_path / "out.s")], capsys,
-           "'n3' (lrn)", "quantize this op")
+    module = cimc.api.prepare(tmp_path / "inception.onnx")
+    kinds = [op.kind for op in module.ops()]
+    assert "lrn" not in kinds and {module.op(name).kind for name in ("n3", "n8")} == {"mul"}
 
 
 # ---- a window larger than the padded input ----------------------------------------------
@@ -472,9 +474,9 @@ def test_reference_relu_and_clip_on_plain_int8_equal_the_oracle(
 
 
 @pytest.mark.parametrize(("node", "says"), [
-    (helper.make_node("Mul", ["x", "c"], ["y"], name="scale"),
+    (helper.make_node("Mul", ["c", "k"], ["y"], name="scale"),
      ["op 'scale' (mul): the chip computes a mul only as a function of one tensor",
-      "combines two tensors", "end the model before it"]),
+      "a constant varying along more than the channels", "end the model before it"]),
     (helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=[3, 3],
                       pads=[1, 1, 1, 1]),
      ["op 'pool' (avg_pool) is float", "QDQ around this op"]),
@@ -488,7 +490,9 @@ def test_an_op_the_chip_cannot_run_after_quantizing_says_why_not_to_quantize(
     nodes = [node] if node.op_type == "AveragePool" else [conv, node]
     model = _save(tmp_path / "m.onnx", nodes, [_value("x", [1, 2, 6, 6])],
                   [_value("y", [1, 2, 6, 6])],
-                  [_const("w", rng.standard_normal((2, 2, 3, 3)).astype(np.float32))])
+                  [_const("w", rng.standard_normal((2, 2, 3, 3)).astype(np.float32)),
+                   *([_const("k", rng.standard_normal((1, 1, 6, 6)).astype(np.float32))]
+                     if node.op_type == "Mul" else [])])
     np.save(tmp_path / "x.npy", rng.standard_normal((4, 2, 6, 6)).astype(np.float32))
     err = _fails([model, "-o", str(tmp_path / "out.s"), "--target", "tiny", "--calibrate",
                   str(tmp_path / "x.npy")], capsys, *says)
@@ -550,3 +554,46 @@ def test_a_float_op_before_the_first_quantize_is_named_as_such(
     _fails([str(tmp_path / "pool.onnx"), "-o", str(tmp_path / "out.s"), "--target", "tiny"],
            capsys, "op 'pool' (max_pool) computes in float before the model's first "
            "QuantizeLinear", "quantize this op")
+
+
+def _int16_qdq(path: Path) -> str:
+    """A conv quantized by quantize_static with 16-bit activations (QInt16)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    rng = np.random.default_rng(0)
+    source = _save(path / "f.onnx", [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)],
+                   [_value("x", [1, 2, 6, 6])], [_value("y", [1, 3, 6, 6])],
+                   [_const("w", rng.normal(size=(3, 2, 3, 3)).astype(np.float32))])
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.data = iter([{"x": rng.normal(size=(1, 2, 6, 6)).astype(np.float32)}
+                              for _ in range(3)])
+
+        def get_next(self) -> dict | None:
+            return next(self.data, None)
+
+    quantize_static(source, str(path / "q16.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt16, weight_type=QuantType.QInt8)
+    return str(path / "q16.onnx")
+
+
+def test_16_bit_activations_run_on_the_reference_and_are_refused_by_the_chip(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = _int16_qdq(tmp_path)
+    x = np.random.default_rng(1).normal(size=(1, 2, 6, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", model, "--engine", "reference", "--inputs", str(tmp_path / "x.npy"),
+                 "--outputs", str(tmp_path / "y.npy"), "-q"]) == 0
+    scale = onnx.numpy_helper.to_array(next(
+        i for i in onnx.load(model).graph.initializer if i.name.startswith("y_scale")))
+    assert np.abs(np.load(tmp_path / "y.npy") - exact_outputs(model, {"x": x})[0]).max() \
+        <= scale * 1.001
+    _fails([model, "-o", str(tmp_path / "p.s")], capsys, "'x_QuantizeLinear' (quantize) makes "
+           "i16 codes", "quantize them to int8 or uint8")
+    assert not (tmp_path / "p.s").exists()

@@ -197,3 +197,30 @@ def test_the_readme_python_example_runs_and_prints_what_it_says(
     exec(compile("\n".join(lines), "README.md", "exec"), {})  # noqa: S102 - our own docs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["examples", "prog.img", "prog.s"]
     assert capsys.readouterr().out.strip() == lines[-1].split("# ", 1)[1]
+
+
+def test_docs_ir_md_lists_every_onnx_operator_the_importer_reads_with_its_versions() -> None:
+    """The table of docs/ir.md "Supported ONNX operators": exactly the importer's ops,
+    each with the versions onnx defines for it (its since-opsets)."""
+    import onnx.defs
+
+    from cimc.frontend.movement import MOVEMENT_CONVERTERS
+    from cimc.frontend.ops import CONVERTERS
+    from cimc.frontend.quant import QUANT_CONVERTERS
+    from cimc.frontend.recurrent import RECURRENT_CONVERTERS
+
+    text = (ROOT / "docs" / "ir.md").read_text()
+    section = text.split("## Supported ONNX operators", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[1][:1].isdigit():
+            rows[cells[0]] = [int(v) for v in cells[1].split(",")]
+    history: dict[str, set[int]] = {}
+    for schema in onnx.defs.get_all_schemas_with_history():
+        if schema.domain in ("", "ai.onnx"):
+            history.setdefault(schema.name, set()).add(schema.since_version)
+    assert sorted(rows) == sorted({*CONVERTERS, *QUANT_CONVERTERS, *RECURRENT_CONVERTERS,
+                                   *MOVEMENT_CONVERTERS})
+    for op, versions in rows.items():
+        assert versions == sorted(history[op]), op

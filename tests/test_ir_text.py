@@ -294,7 +294,8 @@ def test_constant_literal_must_match_its_type() -> None:
 
 @pytest.mark.parametrize(("line", "message"), [
     ("const %c : f16[2] = [1, 2]",
-     "2:14: error: unknown element type 'f16'; valid types: f32, i8, u8, i32, i64, bool"),
+     "2:14: error: unknown element type 'f16'; valid types: f32, i8, u8, i16, u16, i32, u32, "
+     "i64, u64, bool"),
     ("const %c : i8[2] = [1, 300]", "2:26: error: 300 is out of range for i8 [-128, 127]"),
     ("const %c : i8[2] = [1, 2.5]", "2:26: error: expected an integer, got '2.5'"),
     ("const %c : bool[1] = [1]", "2:25: error: expected true or false, got '1'"),

@@ -20,6 +20,7 @@ from cimc.isa.assembler import assemble_file
 from cimc.isa.image import load_image
 from cimc.isa.simulator import run_program
 from cimc.passes.lower import Lower
+from cimc.reference.requant import fixed_point
 from cimc.targets import load_target
 
 
@@ -281,7 +282,37 @@ def test_average_pools_whose_windows_count_different_positions_equal_the_referen
              ceil_mode=ceil, count_include_pad=include)
     module = check(b.finish(y), target, tmp_path)
     pool_op = next(op for op in module.ops() if op.kind == "pool")
-    assert len(pool_op.attrs["counts"]) > 1
+    assert len(pool_op.attrs["divisors"]) > 1
+def test_padded_average_pool_gets_a_multiplier_per_divisor() -> None:
+    """count_include_pad=0 with pads: the border windows of a 4x4 image (2x2 windows,
+    stride 2, pads 1) cover 1, 2 or 4 input positions; each divisor has its multiplier."""
+    b = Builder((1, 2, 4, 4))
+    y = b.op("avg_pool", [b.x], (1, 2, 3, 3), 0.05, 0, kernel=[2, 2], strides=[2, 2],
+             pads=[1, 1, 1, 1], ceil_mode=0, count_include_pad=0)
+    m = b.finish(y)
+    sx = m.values[b.x].quant.scale[0]
+    Lower().apply(m)
+    pool = next(op for op in m.ops() if op.kind == "pool")
+    assert pool.attrs["row_extents"] == pool.attrs["col_extents"] == [1, 2, 1]
+    assert pool.attrs["divisors"] == [1, 2, 4]
+    for d, mant, shift in zip([1, 2, 4], pool.attrs["divisor_M"], pool.attrs["divisor_shift"],
+                              strict=True):
+        assert (mant, shift) == tuple(int(v) for v in fixed_point(np.float64(sx) / (0.05 * d)))
+
+
+@pytest.mark.parametrize("count_include_pad", [0, 1])
+def test_average_pool_whose_ceil_mode_windows_run_past_the_input_divides_by_what_they_cover(
+        count_include_pad: int) -> None:
+    """onnxruntime divides such a window by the positions it covers (the pads count with
+    count_include_pad, positions past them never): 3x3 image, 2x2 windows, stride 2."""
+    b = Builder((1, 2, 3, 3))
+    y = b.op("avg_pool", [b.x], (1, 2, 2, 2), 0.05, 0, kernel=[2, 2], strides=[2, 2],
+             pads=[0, 0, 0, 0], ceil_mode=1, count_include_pad=count_include_pad)
+    m = b.finish(y)
+    Lower().apply(m)
+    pool = next(op for op in m.ops() if op.kind == "pool")
+    assert pool.attrs["row_extents"] == pool.attrs["col_extents"] == [2, 1]
+    assert pool.attrs["divisors"] == [1, 2, 4]
 
 
 def test_requantizing_max_pool_with_a_window_wholly_in_padding_is_reported() -> None:

@@ -544,3 +544,32 @@ def test_max_pool_window_wholly_in_padding_gives_the_lowest_code_as_onnxruntime(
     feeds = {"input": np.arange(-4, 4, dtype=np.float32).reshape(1, 2, 1, 4) * 9}
     got = run_module(module, feeds)[module.outputs[0]]
     np.testing.assert_array_equal(got, exact_outputs(path, feeds)[0])
+
+
+@pytest.mark.parametrize("kind", ["add", "sub", "mul"])
+@pytest.mark.parametrize("dtype", ["i8", "u8", "i32"])
+def test_plain_integer_arithmetic_wraps_as_onnx_defines_it(kind: str, dtype: str) -> None:
+    """Integers with no quantization are numbers, not codes: ONNX's Add of int8 wraps."""
+    np_type = {"i8": np.int8, "u8": np.uint8, "i32": np.int32}[dtype]
+    info = np.iinfo(np_type)
+    a = RNG.integers(info.min, info.max, (3, 4), endpoint=True).astype(np_type)
+    b = RNG.integers(info.min, info.max, (3, 4), endpoint=True).astype(np_type)
+    m = Module()
+    m.add_input("a", TensorType((3, 4), dtype))
+    m.add_input("b", TensorType((3, 4), dtype))
+    op = m.add_op(kind, ["a", "b"], [TensorType((3, 4), dtype)])
+    m.outputs = op.outputs
+    got = run_module(m, {"a": a, "b": b})[op.outputs[0]]
+    onnx_op = {"add": "Add", "sub": "Sub", "mul": "Mul"}[kind]
+    graph = helper.make_graph(
+        [helper.make_node(onnx_op, ["a", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(np_type)),
+                                       (3, 4)) for n in "ab"],
+        [helper.make_tensor_value_info("y", helper.np_dtype_to_tensor_dtype(np.dtype(np_type)),
+                                       (3, 4))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    from onnx.reference import ReferenceEvaluator
+
+    want = ReferenceEvaluator(model).run(None, {"a": a, "b": b})[0]
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)

@@ -74,3 +74,35 @@ def test_cimc_run_takes_the_signals_as_they_are(tmp_path: Path) -> None:
     sim, reference = np.load(tmp_path / "sim.npy"), np.load(tmp_path / "reference.npy")
     assert sim.shape == (3, 5)
     np.testing.assert_array_equal(sim, reference)
+
+
+def test_a_signal_output_keeps_its_rank(tmp_path: Path) -> None:
+    """A model whose result is itself a signal (a denoiser: Conv1d -> Relu -> Conv1d)
+    gives [N, C, L] outputs, not the rows it was computed as, on both engines."""
+    from cimc.cli import main
+
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1]),
+         helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("Conv", ["r", "w2"], ["y"], pads=[2, 2], kernel_shape=[5])], "d",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 2, 16))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 3, 16))],
+        initializer=[numpy_helper.from_array(rng.normal(size=(4, 2, 3)).astype(np.float32), "w1"),
+                     numpy_helper.from_array(rng.normal(size=(3, 4, 5)).astype(np.float32), "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "d.onnx")
+    x = rng.normal(size=(3, 2, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    for engine in ("sim", "reference"):
+        assert main(["run", str(tmp_path / "d.onnx"), "--inputs", str(tmp_path / "x.npy"),
+                     "--outputs", str(tmp_path / f"{engine}.npy"), "--engine", engine,
+                     "--calibrate", str(tmp_path / "x.npy"), "-q"]) == 0
+    sim, reference = np.load(tmp_path / "sim.npy"), np.load(tmp_path / "reference.npy")
+    assert sim.shape == (3, 3, 16)
+    np.testing.assert_array_equal(sim, reference)
+    assert main(["run", str(tmp_path / "d.onnx"), "--inputs", str(tmp_path / "x.npy"),
+                 "--outputs", str(tmp_path / "float.npy"), "--engine", "reference", "-q"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "float.npy"),
+                               ExactOracle(tmp_path / "d.onnx").run_samples(x), atol=1e-5)

@@ -55,7 +55,7 @@ def task_graph(groups: Sequence[Group], module: Module,
                input_rows: Callable[[Module, Op, list[int], int], list[list[int]]]
                ) -> tuple[dict[Task, list[Task]], dict[Task, list[Task]]]:
     """(predecessors, successors) of every task; `input_rows(module, op, rows, k)` gives
-    the input rows of runtime operand k each output row's task reads."""
+    the rows of runtime operand k each output row's task reads."""
     producer: dict[tuple[str, int], Task] = {}
     for gi, g in enumerate(groups):
         for t, oy in enumerate(g.rows):

@@ -243,7 +243,8 @@ class PhaseModel:
         return self.prefix[stop] - self.prefix[start]
 
     def fits(self, start: int, stop: int) -> bool:
-        return stop <= self.reach[start] if start < len(self.reach) else stop == start
+        # no layers at all (the host runs the whole model after the input's quantize) fit
+        return stop == start or stop <= self.reach[start]
 
     def _reach(self) -> list[int]:
         """For each start, the end of the longest range of layers from it that fits as

@@ -36,6 +36,7 @@ from cimc.analysis.traffic import (
     block_input_channels,
     block_name,
     column_ranges,
+    operand_rows,
     reducer_block,
     replica_rows,
     replicas,
@@ -149,6 +150,11 @@ def vector_row_work(module: Module, op: Op, target: Target) -> float:
         return ow * n * win.kh * win.kw * lat.vector_per_element
     if op.kind == "gather":  # one vgather of the row
         return ow * n * lat.vector_per_element
+    if op.kind == "pixel_softmax":  # about a dozen vector instructions per channel
+        return ow * n * (12 * lat.vector_per_element + lat.requant_per_element)
+    if op.kind == "dot":  # a product and a sum of K elements per output element
+        depth = image_dims(module.values[op.inputs[0]])[2]
+        return ow * n * (2 * depth * lat.vector_per_element) + ow * n * lat.requant_per_element
     return ow * n * (3 * lat.vector_per_element + lat.requant_per_element)
 
 
@@ -311,14 +317,14 @@ def _needed_channels(module: Module, group: Group, core: int, cores: dict[str, i
 
 def input_rows_per_task(module: Module, op: Op, rows: list[int], operand: int = 0
                         ) -> list[list[int]]:
-    """For each output row, the input rows its task receives of runtime operand
-    `operand` (in order)."""
+    """For each output row, the rows of runtime operand `operand` its task receives (in
+    order)."""
     if op.kind == "gather":
         return geometry(module, op).received(operand, rows)
     if op.kind in ("matvec", "pool"):
         return [[iy for _, iy in step.fills if iy is not None]
                 for step in band_plan(Window.of(module, op), rows)]
-    return [[oy] for oy in rows]
+    return operand_rows(module, op, rows, operand)
 
 
 def _list_schedule(groups: list[Group], preds: dict[Task, list[Task]],

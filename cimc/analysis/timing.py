@@ -539,7 +539,7 @@ class _Model:
         count, c = win.kh * win.kw, win.c
         gather = [] if win.contiguous else win.gather_sizes()
         # a pixel loop per run of equal divisors (cimc.codegen: windows at the edges)
-        self.scalars(core, 4 * len(pixel_runs(a.get("col_counts", [0]))))
+        self.scalars(core, 4 * len(pixel_runs(a.get("col_extents", [0]))))
         for _ in range(win.ow):
             for nbytes in gather:
                 self.copy(core, nbytes)
@@ -600,10 +600,61 @@ class _Model:
             if lut_table(module, op) is not None:
                 self.charge(core, self.cost("vlut.i8", n=n), ow)
             self.scalars(core, 4 * ow)
+        elif op.kind == "pixel_softmax":  # cimc.codegen `_softmax_setup`
+            self.receive(core, image, op.inputs[0], recvs[0][t], n, 0)
+            self.scalars(core, 4)
+            per_pixel = [self.cost("vredmax.u8", n=1, count=n),
+                         self.cost("copy", len=1, reps=n), self.cost("vsub.u8", n=n),
+                         self.cost("vlut.u8", n=n), self.cost("vlut.u8", n=n),
+                         self.cost("vscale.u8", n=n), self.cost("vscale.u8", n=n),
+                         self.cost("vadd.i32", n=n), self.cost("vredsum.i32", n=1, count=n),
+                         self.cost("vshl.i32", n=1), self.cost("copy", len=4, reps=n),
+                         self.cost("vmul.i32", n=n), self.cost("vdiv.i32", n=n),
+                         self.cost("requant.i8", n=n)]
+            if module.values[op.inputs[0]].dtype == "i8":
+                per_pixel.append(self.cost("vlut.u8", n=n))
+            for cost in per_pixel:
+                self.charge(core, cost, ow)
+            self.scalars(core, 4 * ow)
+        elif op.kind == "dot":  # cimc.codegen `_dot_setup`
+            for k, value in enumerate(op.inputs):
+                self.receive(core, image, value, recvs[k][t], image_dims(
+                    module.values[value])[2], 0)
+            _, pixels_b, channels_b = image_dims(module.values[op.inputs[1]])
+            depth = image_dims(module.values[op.inputs[0]])[2]
+            self.charge(core, self.cost("vscale.i8", n=pixels_b * channels_b))
+            if not op.attrs["rows"]:
+                self.charge(core, self.cost("copy", len=4, reps=depth), n)
+            self.scalars(core, 4)
+            self.charge(core, self.cost("vscale.i8", n=depth), ow)
+            self.scalars(core, 3 * ow)
+            self.charge(core, self.cost("vmul.i32", n=depth), ow * n)
+            self.charge(core, self.cost("vredsum.i32", n=1, count=depth), ow * n)
+            self.scalars(core, 4 * ow * n)
+            self.charge(core, self.cost("requant.i8", n=n), ow)
+            self.scalars(core, 4 * ow)
+        elif op.kind == "product" and len({image_dims(module.values[v])[1:]
+                                           for v in op.inputs[:2]}) > 1:
+            # cimc.codegen `_product_setup`: a loop over the row's pixels
+            dims = [image_dims(module.values[v]) for v in op.inputs[:2]]
+            for k, value in enumerate(op.inputs[:2]):
+                self.receive(core, image, value, recvs[k][t], dims[k][2], 0)
+            moving = [d[1] == ow and ow > 1 for d in dims]
+            for k, d in enumerate(dims):
+                count = ow if moving[k] else 1
+                if d[2] == 1 < n:
+                    self.charge(core, self.cost("copy", len=1, reps=n), count)
+                self.charge(core, self.cost("vscale.i8", n=n), count)
+            self.scalars(core, 3 + sum(moving))
+            self.charge(core, self.cost("vmul.i32", n=n), ow)
+            self.charge(core, self.cost("requant.i8", n=n), ow)
+            if lut_table(module, op) is not None:
+                self.charge(core, self.cost("vlut.i8", n=n), ow)
+            self.scalars(core, (3 + sum(moving)) * ow)
         else:
             for k, value in enumerate(runtime_operands(module, op)):
                 self.receive(core, image, value, recvs[k][t], n, 0)
-            pointers = 3 if op.kind == "eltwise" else 2
+            pointers = 3 if op.kind in ("eltwise", "product") else 2
             lut = lut_table(module, op) is not None
             full, rest = divmod(total, CHUNK)
             self.scalars(core, pointers)
@@ -614,9 +665,10 @@ class _Model:
             for size, count in ((CHUNK, full), (rest, 1 if rest else 0)):
                 if not count:
                     continue
-                if op.kind == "eltwise":
+                if op.kind in ("eltwise", "product"):
                     self.charge(core, self.cost("vscale.i8", n=size), 2 * count)
-                    self.charge(core, self.cost("vadd.i32", n=size), count)
+                    self.charge(core, self.cost("vadd.i32" if op.kind == "eltwise" else
+                                                "vmul.i32", n=size), count)
                     self.charge(core, self.cost("requant.i8", n=size), count)
                 elif op.attrs["M"]:
                     self.charge(core, self.cost("vscale.i8", n=size), count)

@@ -5,10 +5,11 @@ exactly these messages); docs/backend.md "Dataflow" describes it.
 
 *Units* are what `place` assigns to cores: every crossbar block of every
 replica of a `matvec` (named `"<op>#<replica>.<i>.<j>"`) and every vector op
-(`pool`, `eltwise`, `rescale`, `scale`, `concat`, `gather`, named after the op). A matvec with
-`replicas = R` splits its output rows round-robin: replica r computes rows
-r, r + R, ... . The *reducer* of column block j of a replica is the unit of
-that column's first block (lowest row block present in `blocks`).
+(`pool`, `eltwise`, `rescale`, `scale`, `product`, `dot`, `pixel_softmax`, `concat`,
+`gather`, named after the op). A matvec with `replicas = R` splits its output rows
+round-robin: replica r computes rows r, r + R, ... . The *reducer* of column
+block j of a replica is the unit of that column's first block (lowest row block
+present in `blocks`).
 
 *Edges* per inference (bytes):
   * `psum`: every non-first block (i, j) of a replica sends its i32 partial
@@ -48,7 +49,8 @@ from cimc.dialect.chip import block_shape, blocks_of, image_dims, runtime_operan
 from cimc.ir.module import Module, Op
 from cimc.targets import Target
 
-VECTOR_KINDS = ("pool", "eltwise", "rescale", "scale", "concat", "gather")
+VECTOR_KINDS = ("pool", "eltwise", "rescale", "scale", "product", "dot", "pixel_softmax",
+                "concat", "gather")
 GLOBAL = "global"
 
 
@@ -145,13 +147,24 @@ def block_input_channels(module: Module, op: Op, i: int) -> np.ndarray:
 
 
 def input_rows(module: Module, op: Op, out_rows: list[int], operand: int = 0) -> list[int]:
-    """Input rows of runtime operand `operand` a unit of `op` computing `out_rows`
-    receives, in order."""
+    """Rows of runtime operand `operand` a unit of `op` computing `out_rows` receives, in
+    order."""
     if op.kind == "gather":
         return [iy for rows in geometry(module, op).received(operand, out_rows) for iy in rows]
     if op.kind in ("matvec", "pool"):
         return received_rows(Window.of(module, op), out_rows)
-    return list(out_rows)
+    return [row for rows in operand_rows(module, op, out_rows, operand) for row in rows]
+
+
+def operand_rows(module: Module, op: Op, out_rows: list[int], operand: int
+                 ) -> list[list[int]]:
+    """For each output row of a vector op, the rows of runtime operand `operand` it reads:
+    the same row, or row 0 of an operand of one row broadcast over all (a `product`'s
+    [1,C,1,1] gate)."""
+    value = runtime_operands(module, op)[operand]
+    if image_dims(module.values[value])[0] == 1:
+        return [[0] for _ in out_rows]
+    return [[oy] for oy in out_rows]
 
 
 def units(module: Module, target: Target) -> list[Unit]:
@@ -222,8 +235,8 @@ def unit_edges(module: Module, target: Target) -> list[TrafficEdge]:
                                                  ("psum", op.name, r, j)))
         if op.kind != "matvec" and op.kind not in VECTOR_KINDS:
             continue
-        for value in runtime_operands(module, op):
-            edges += _input_edges(module, op, value, channels)
+        for k, value in enumerate(runtime_operands(module, op)):
+            edges += _input_edges(module, op, k, value, channels)
         edges += _output_edges(module, op)
     return edges
 
@@ -233,9 +246,9 @@ def _row_filter(rows: list[int], produced: list[int]) -> int:
     return sum(1 for iy in rows if iy in have)
 
 
-def _input_edges(module: Module, op: Op, value: str,
+def _input_edges(module: Module, op: Op, k: int, value: str,
                  channels: dict[tuple[str, int], np.ndarray]) -> list[TrafficEdge]:
-    """Edges bringing `value` to the units of `op`."""
+    """Edges bringing `value` (runtime operand `k`) to the units of `op`."""
     edges = []
     src = source_op(module, value)
     oh = image_dims(module.values[op.outputs[0]])[0]

@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--calibrate",
         metavar="DATA",
-        help="quantize a float model first, with ranges from these inputs (.npy/.npz)",
+        help="quantize a float model first, with ranges from these inputs (.npy/.npz); "
+        "for a QDQ model, the LSTM/GRU layers its quantizer left float",
     )
     parser.add_argument(
         "--activations",

@@ -10,8 +10,9 @@ of one group on one core:
   loop over the output pixels: gather the window, `mvm` the core's blocks,
   send partial sums to the column's reducer, or (reducer) receive and add
   them, add the bias, requantize into the output row buffer;
-* eltwise / rescale / concat: receive the operand rows, compute in chunks (scale: per
-  pixel);
+* eltwise / rescale / product / concat: receive the operand rows, compute in chunks
+  (scale, and a product with an operand of one pixel: per pixel; dot: per output pixel
+  and column, a product and a sum of two channel vectors);
 * a matvec, pool, eltwise or rescale with a lookup table (a quantized activation) passes its
   result codes through `vlut` before they leave the core;
 * then send the row (the channels this core reduces) to every core that
@@ -288,7 +289,8 @@ class Part:
             self.init = []
         self.setup = {"matvec": self._matvec_setup, "pool": self._pool_setup,
                       "eltwise": self._eltwise_setup, "rescale": self._rescale_setup,
-                      "scale": self._scale_setup,
+                      "scale": self._scale_setup, "product": self._product_setup,
+                      "dot": self._dot_setup, "pixel_softmax": self._softmax_setup,
                       "concat": self._concat_setup, "gather": self._gather_setup}[op.kind]
         self.body: Callable[[int, int], list[str]] = self.setup(unit_core)
         self.index = {oy: t for t, oy in enumerate(group.rows)}
@@ -301,7 +303,7 @@ class Part:
         widest = 0
         for k, per_operand in self.group.recvs.get(self.code.core, {}).items():
             _, w, c = image_dims(self.module.values[self.op.inputs[k]])
-            in_place = self.op.kind in ("matvec", "pool") or (
+            in_place = self.op.kind in ("matvec", "pool", "dot") or (
                 self.op.kind != "concat" and c == self.n)
             for pieces in per_operand:
                 for p in pieces:
@@ -389,15 +391,19 @@ class Part:
                               for px in range(self.ow)]
         return lines
 
-    def _pixels(self, step: list[str], start: int = 0, stop: int | None = None) -> list[str]:
-        """A loop over the output pixels [start, stop) of a row (all by default): r2 band
-        pixel, r3 output pixel."""
+    def _pixels(self, step: list[str], start: int | None = None, count: int = 1
+                ) -> list[str]:
+        """A loop over the output pixels of a row, or over `count` of them from `start`
+        (one pixel has no loop): r2 band pixel, r3 output pixel."""
+        lines = [f"li r2, {self.band + (start or 0) * self.win.sw * self.win.c}",
+                 f"li r3, {self.out + (start or 0) * self.n}"]
+        if start is None:
+            count = self.ow
+        elif count == 1:
+            return lines + step
         self.count += 1
         tag = f"{self.label}_{self.count}"
-        stop = self.ow if stop is None else stop
-        lines = [f"li r2, {self.band + start * self.win.sw * self.win.c}",
-                 f"li r3, {self.out + start * self.n}", "li r4, 0",
-                 f"li r5, {stop - start}", f"{tag}:"]
+        lines += ["li r4, 0", f"li r5, {count}", f"{tag}:"]
         lines += step
         lines += [f"addi r2, r2, {self.win.sw * self.win.c}", f"addi r3, r3, {self.n}",
                   "addi r4, r4, 1", f"blt r4, r5, {tag}"]
@@ -501,36 +507,34 @@ class Part:
             if a["hi"] < info.max:
                 step.append(f"vmini.{xt} 0(r3), 0(r3), {a['hi']}, {win.c}")
         else:
-            # One requantization table per divisor (windows at the edges may count fewer
-            # positions: `counts`, `Ms`, `shifts`).
-            divisors = a.get("counts", [count])
-            pairs = zip(a.get("Ms", [a["M"]]), a.get("shifts", [a["shift"]]), strict=True)
-            tables = {d: code.table(np.tile(np.asarray([mant, shift, a["zy"], a["lo"], a["hi"]],
-                                                       dtype=np.int64), win.c))
-                      for d, (mant, shift) in zip(divisors, pairs, strict=True)}
-            step = [f"vredsum.{xt} {acc}(r0), {src}, {win.c}, {count}, {win.c}",
-                    f"vaddi.i32 {acc}(r0), {acc}(r0), {a['offset']}, {win.c}",
-                    f"requant.{yt} 0(r3), {acc}(r0), {win.c}, {{table}}(r0)"]
+            def average(mant: int, shift: int) -> list[str]:
+                entry = [mant, shift, a["zy"], a["lo"], a["hi"]]
+                table = code.table(np.tile(np.asarray(entry, dtype=np.int64), win.c))
+                return [f"vredsum.{xt} {acc}(r0), {src}, {win.c}, {count}, {win.c}",
+                        f"vaddi.i32 {acc}(r0), {acc}(r0), {a['offset']}, {win.c}",
+                        f"requant.{yt} 0(r3), {acc}(r0), {win.c}, {table}(r0)"]
+            step = average(a["M"], a["shift"])
+            # Border windows that average fewer positions: one step per divisor.
+            by_divisor = {d: average(mant, shift) for d, mant, shift in zip(
+                a.get("divisors", []), a.get("divisor_M", []), a.get("divisor_shift", []),
+                strict=True)}
         lut = self._lut()
-        if lut is not None:
-            step.append(f"vlut.{yt} 0(r3), 0(r3), {win.c}, {lut}(r0)")
-        step = (win.gather(self.window) if self.window is not None else []) + step
-        if a["mode"] == "max":
-            def body(m: int, oy: int) -> list[str]:
-                return self._band(m, oy) + self._pixels(step) + self._finish(m, oy)
+        gather = win.gather(self.window) if self.window is not None else []
+        tail = [] if lut is None else [f"vlut.{yt} 0(r3), 0(r3), {win.c}, {lut}(r0)"]
+        step = gather + step + tail
 
-            return body
-        rows, cols = a.get("row_counts"), a.get("col_counts")
+        def body(m: int, oy: int) -> list[str]:
+            if a["mode"] == "max" or "divisors" not in a:
+                pixels = self._pixels(step)
+            else:
+                divisors = [a["row_extents"][oy] * e for e in a["col_extents"]]
+                pixels = []
+                for start, stop, divisor in pixel_runs(divisors):
+                    pixels += self._pixels(gather + by_divisor[divisor] + tail, start,
+                                           stop - start)
+            return self._band(m, oy) + pixels + self._finish(m, oy)
 
-        def varying(m: int, oy: int) -> list[str]:
-            lines = self._band(m, oy)
-            for start, stop, columns in pixel_runs(cols or [1] * self.ow):
-                divisor = (rows[oy] * columns) if rows else count
-                code = [line.replace("{table}", str(tables[divisor])) for line in step]
-                lines += self._pixels(code, start, stop)
-            return lines + self._finish(m, oy)
-
-        return varying
+        return body
 
     # -- element-wise -----------------------------------------------------------------------
 
@@ -641,6 +645,174 @@ class Part:
             if lut is not None:
                 lines.append(f"vlut.{ty} 0(r2), 0(r2), {c}, {lut}(r0)")
             lines += [f"addi r1, r1, {c}", f"addi r2, r2, {c}", "addi r4, r4, 1",
+                      f"blt r4, r5, {tag}"]
+            return lines + self._finish(m, oy)
+
+        return body
+
+    def _product_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        """(a - za) * (b - zb), requantized. Two whole rows of all channels: in chunks (r1
+        a, r2 b, r3 output). Otherwise a loop over the row's pixels (r1 a's pixel, r3 b's,
+        r2 output, r4/r5 counter): an operand of one pixel (a [1,C,1,1] gate) is centered
+        once per row; an operand of one channel (a [1,1,H,W] spatial gate) is spread over
+        the channels (`copy` with source stride 0) before it is centered."""
+        a, code, module, n = self.op.attrs, self.code, self.module, self.n
+        values = self.op.inputs[:2]
+        types = [_dtype(module, v) for v in values]
+        dims = [image_dims(module.values[v]) for v in values]
+        widths, channels = [w for _, w, _ in dims], [c for _, _, c in dims]
+        zeros, ty, lut = (a["za"], a["zb"]), self.out_type, self._lut()
+        rows = [code.take(w * c) for w, c in zip(widths, channels, strict=True)]
+        entry = np.asarray([a["M"], a["shift"], a["zy"], a["lo"], a["hi"]], dtype=np.int64)
+        if widths[0] == widths[1] and channels[0] == channels[1]:
+            total = self.ow * n
+            chunk = min(total, CHUNK)
+            wide = [code.take(4 * chunk), code.take(4 * chunk)]
+            table = code.table(np.tile(entry, chunk))
+
+            def chunk_code(size: int) -> list[str]:
+                return [*(f"vscale.{types[k]} {wide[k]}(r0), 0(r{k + 1}), {size}, {zeros[k]}, 1"
+                          for k in (0, 1)),
+                        f"vmul.i32 {wide[0]}(r0), {wide[0]}(r0), {wide[1]}(r0), {size}",
+                        f"requant.{ty} 0(r3), {wide[0]}(r0), {size}, {table}(r0)"] + (
+                            [] if lut is None else [f"vlut.{ty} 0(r3), 0(r3), {size}, {lut}(r0)"])
+
+            def body(m: int, oy: int) -> list[str]:
+                lines = self._rows_in(0, m, oy, rows[0], n, 0)
+                lines += self._rows_in(1, m, oy, rows[1], n, 0)
+                lines += self._chunks(total, [rows[0], rows[1], self.out], chunk_code)
+                return lines + self._finish(m, oy)
+
+            return body
+        wide = [code.take(4 * n), code.take(4 * n)]
+        spread = [code.take(n) if c == 1 < n else None for c in channels]
+        table = code.table(np.tile(entry, n))
+        moving = [w == self.ow and self.ow > 1 for w in widths]  # else one pixel per row
+        pointer = ("r1", "r3")
+
+        def centered(k: int, at: str) -> list[str]:
+            """Operand k's pixel at `at`, centered into wide[k] (spread first if needed)."""
+            lines = []
+            if spread[k] is not None:
+                lines.append(f"copy {spread[k]}(r0), {at}, 1, {n}, 1, 0")
+                at = f"{spread[k]}(r0)"
+            return lines + [f"vscale.{types[k]} {wide[k]}(r0), {at}, {n}, {zeros[k]}, 1"]
+
+        def pixels(m: int, oy: int) -> list[str]:
+            self.count += 1
+            tag = f"{self.label}_{self.count}"
+            lines = self._rows_in(0, m, oy, rows[0], channels[0], 0)
+            lines += self._rows_in(1, m, oy, rows[1], channels[1], 0)
+            for k in (0, 1):
+                if not moving[k]:
+                    lines += centered(k, f"{rows[k]}(r0)")
+            lines += [f"li {pointer[k]}, {rows[k]}" for k in (0, 1) if moving[k]]
+            lines += [f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}", f"{tag}:"]
+            for k in (0, 1):
+                if moving[k]:
+                    lines += centered(k, f"0({pointer[k]})")
+            lines += [f"vmul.i32 {wide[0]}(r0), {wide[0]}(r0), {wide[1]}(r0), {n}",
+                      f"requant.{ty} 0(r2), {wide[0]}(r0), {n}, {table}(r0)"]
+            if lut is not None:
+                lines.append(f"vlut.{ty} 0(r2), 0(r2), {n}, {lut}(r0)")
+            lines += [f"addi {pointer[k]}, {pointer[k]}, {channels[k]}" for k in (0, 1)
+                      if moving[k]]
+            lines += [f"addi r2, r2, {n}", "addi r4, r4, 1", f"blt r4, r5, {tag}"]
+            return lines + self._finish(m, oy)
+
+        return pixels
+
+    def _dot_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        """Σ_k (a[m,k] - za)(b[n,k] - zb), requantized (passes/lower/attention.py): b's
+        centered values once per row (transposed in place into rows of K when b is given
+        as [K, N], `rows` = 0), then per output pixel m (r1 a, r2 output, r4/r5 counter)
+        and column n (r3 b's row n, r6 the i32 sum, r7 columns left) a `vmul.i32` and a
+        `vredsum.i32` of K elements, and one `requant` of the pixel's N sums."""
+        a, code, module, n = self.op.attrs, self.code, self.module, self.n
+        (x1, x2), ty = self.op.inputs, self.out_type
+        t1, t2 = _dtype(module, x1), _dtype(module, x2)
+        pixels_b, channels_b = image_dims(module.values[x2])[1:]
+        depth = image_dims(module.values[x1])[2]
+        row_a, row_b = code.take(self.ow * depth), code.take(pixels_b * channels_b)
+        wa, tmp = code.take(4 * depth), code.take(4 * depth)
+        wb = code.take(4 * pixels_b * channels_b)
+        rows = wb if a["rows"] else code.take(4 * n * depth)
+        acc = code.take(4 * n)
+        table = code.table(np.tile(np.asarray([a["M"], a["shift"], a["zy"], a["lo"], a["hi"]],
+                                              dtype=np.int64), n))
+
+        def body(m: int, oy: int) -> list[str]:
+            self.count += 1
+            outer, inner = f"{self.label}_{self.count}", f"{self.label}_{self.count}i"
+            lines = self._rows_in(0, m, oy, row_a, depth, 0)
+            lines += self._rows_in(1, m, oy, row_b, channels_b, 0)
+            lines.append(f"vscale.{t2} {wb}(r0), {row_b}(r0), {pixels_b * channels_b}, "
+                         f"{a['zb']}, 1")
+            if not a["rows"]:  # column j of b [K, N] becomes row j
+                lines += [f"copy {rows + 4 * j * depth}(r0), {wb + 4 * j}(r0), 4, {depth}, 4, "
+                          f"{4 * n}" for j in range(n)]
+            lines += [f"li r1, {row_a}", f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}",
+                      f"{outer}:",
+                      f"vscale.{t1} {wa}(r0), 0(r1), {depth}, {a['za']}, 1",
+                      f"li r3, {rows}", f"li r6, {acc}", f"li r7, {n}",
+                      f"{inner}:",
+                      f"vmul.i32 {tmp}(r0), {wa}(r0), 0(r3), {depth}",
+                      f"vredsum.i32 0(r6), {tmp}(r0), 1, {depth}, 1",
+                      f"addi r3, r3, {4 * depth}", "addi r6, r6, 4", "addi r7, r7, -1",
+                      f"bne r7, r0, {inner}",
+                      f"requant.{ty} 0(r2), {acc}(r0), {n}, {table}(r0)",
+                      f"addi r1, r1, {depth}", f"addi r2, r2, {n}", "addi r4, r4, 1",
+                      f"blt r4, r5, {outer}"]
+            return lines + self._finish(m, oy)
+
+        return body
+
+    def _softmax_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        """Each pixel's softmax over its n channels (cimc/reference/softmax.py), a loop over
+        the row's pixels (r1 input, r2 output): i8 codes first become order-kept u8 codes
+        (a lookup flipping the sign bit), so that max - x is a byte index; E[max - x] from
+        two byte tables, the row sum times 2^8 spread over the pixel, e * P / that sum
+        (`vdiv.i32`), the zero point and clamp by `requant` with M = 1."""
+        a, code, n = self.op.attrs, self.code, self.n
+        tx, ty = _dtype(self.module, self.op.inputs[0]), self.out_type
+        table = self.module.constants[self.op.inputs[1]].astype(np.int64)
+        high = code.byte_table((table >> 8).astype(np.uint8))
+        low = code.byte_table((table & 255).astype(np.uint8))
+        flip = code.byte_table((np.arange(256) ^ 128).astype(np.uint8)) if tx == "i8" else None
+        factors = code.table(np.full(n, a["P"], dtype=np.int64))
+        finish = code.table(np.tile(np.asarray([1 << 30, 30, a["zy"], a["lo"], a["hi"]],
+                                               dtype=np.int64), n))
+        row_in = code.take(self.ow * n)
+        codes, peak, spread, index, hi_b, lo_b = (code.take(n), code.take(16), code.take(n),
+                                                  code.take(n), code.take(n), code.take(n))
+        e, part, total, totals = (code.take(4 * n), code.take(4 * n), code.take(16),
+                                  code.take(4 * n))
+
+        def body(m: int, oy: int) -> list[str]:
+            self.count += 1
+            tag = f"{self.label}_{self.count}"
+            lines = self._rows_in(0, m, oy, row_in, n, 0)
+            lines += [f"li r1, {row_in}", f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}",
+                      f"{tag}:"]
+            src = "0(r1)"
+            if flip is not None:
+                lines.append(f"vlut.u8 {codes}(r0), 0(r1), {n}, {flip}(r0)")
+                src = f"{codes}(r0)"
+            lines += [f"vredmax.u8 {peak}(r0), {src}, 1, {n}, 1",
+                      f"copy {spread}(r0), {peak}(r0), 1, {n}, 1, 0",
+                      f"vsub.u8 {index}(r0), {spread}(r0), {src}, {n}",
+                      f"vlut.u8 {hi_b}(r0), {index}(r0), {n}, {high}(r0)",
+                      f"vlut.u8 {lo_b}(r0), {index}(r0), {n}, {low}(r0)",
+                      f"vscale.u8 {e}(r0), {hi_b}(r0), {n}, 0, 256",
+                      f"vscale.u8 {part}(r0), {lo_b}(r0), {n}, 0, 1",
+                      f"vadd.i32 {e}(r0), {e}(r0), {part}(r0), {n}",
+                      f"vredsum.i32 {total}(r0), {e}(r0), 1, {n}, 1",
+                      f"vshl.i32 {total}(r0), {total}(r0), 8, 1",
+                      f"copy {totals}(r0), {total}(r0), 4, {n}, 4, 0",
+                      f"vmul.i32 {e}(r0), {e}(r0), {factors}(r0), {n}",
+                      f"vdiv.i32 {e}(r0), {e}(r0), {totals}(r0), {n}",
+                      f"requant.{ty} 0(r2), {e}(r0), {n}, {finish}(r0)",
+                      f"addi r1, r1, {n}", f"addi r2, r2, {n}", "addi r4, r4, 1",
                       f"blt r4, r5, {tag}"]
             return lines + self._finish(m, oy)
 

@@ -20,12 +20,13 @@ from cimc.ir.module import Module, Op, TensorType
 from cimc.targets import Target
 
 # Kinds the backend runs on the chip (the host's: cimc/dialect/host.py).
-CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "scale", "concat", "gather", "view")
+CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "scale", "product", "dot",
+              "pixel_softmax", "concat", "gather", "view")
 
 # Chip kinds that may end with a lookup table: a `lut` operand after their others (a
 # constant of 256 codes in byte order) that `vlut` applies to the result codes.
-LUT_KINDS = ("matvec", "pool", "eltwise", "rescale", "scale")
-LUT_OPERAND = {"matvec": 4, "pool": 1, "eltwise": 2, "rescale": 1, "scale": 2}
+LUT_KINDS = ("matvec", "pool", "eltwise", "rescale", "scale", "product")
+LUT_OPERAND = {"matvec": 4, "pool": 1, "eltwise": 2, "rescale": 1, "scale": 2, "product": 2}
 
 
 def runtime_operands(module: Module, op: Op) -> list[str]:
@@ -64,12 +65,16 @@ def pixel_runs(values: list[int]) -> list[tuple[int, int, int]]:
 
 
 def image_dims(ty: TensorType) -> tuple[int, int, int]:
-    """(H, W, C) of an activation stored NHWC: [1,C,H,W] or [1,K] (a 1x1 image)."""
+    """(H, W, C) of an activation stored NHWC: [1,C,H,W]; [1,K] (a 1x1 image); the tokens
+    of a sequence, [1,T,D] or [T,D] (one row of T pixels of D channels: its row-major
+    bytes are the image's, passes/lower/sequence.py)."""
     if len(ty.shape) == 4 and ty.shape[0] == 1:
         return ty.shape[2], ty.shape[3], ty.shape[1]
-    if len(ty.shape) == 2 and ty.shape[0] == 1:
-        return 1, 1, ty.shape[1]
-    raise ValueError(f"shape {list(ty.shape)} is not [1,C,H,W] or [1,K]")
+    if len(ty.shape) == 3 and ty.shape[0] == 1:
+        return 1, ty.shape[1], ty.shape[2]
+    if len(ty.shape) == 2:
+        return 1, ty.shape[0], ty.shape[1]
+    raise ValueError(f"shape {list(ty.shape)} is not [1,C,H,W], [1,T,D] or [T,D]")
 
 
 def blocks_of(op: Op) -> list[tuple[int, int]]:

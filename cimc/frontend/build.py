@@ -22,16 +22,22 @@ import onnx
 from onnx import helper, numpy_helper
 
 from cimc.diagnostics import CimcError
-from cimc.ir.module import NUMPY_TO_DTYPE, Module, Quant, TensorType
+from cimc.ir.module import DTYPES, NUMPY_TO_DTYPE, Module, Quant, TensorType
 
 ONNX_DTYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "f32",
     onnx.TensorProto.INT8: "i8",
     onnx.TensorProto.UINT8: "u8",
+    onnx.TensorProto.INT16: "i16",
+    onnx.TensorProto.UINT16: "u16",
     onnx.TensorProto.INT32: "i32",
+    onnx.TensorProto.UINT32: "u32",
     onnx.TensorProto.INT64: "i64",
+    onnx.TensorProto.UINT64: "u64",
     onnx.TensorProto.BOOL: "bool",
 }
+
+SUPPORTED_TYPES = ", ".join(DTYPES[t].name for t in ONNX_DTYPES.values())
 
 # What to do about operators that are common in the wild but not supported.
 HINTS: dict[str, str] = {
@@ -243,7 +249,7 @@ class ModuleBuilder:
             type_name = onnx.TensorProto.DataType.Name(tensor_type.elem_type).lower()
             raise where(
                 f"{name!r} has element type {type_name}, which cimc does not support "
-                "(float32, int8, uint8, int32, int64, bool); convert the model to float32"
+                f"({SUPPORTED_TYPES}); convert the model to float32"
             )
         return TensorType(tuple(dims), elem_dtype, quant)
 
@@ -332,6 +338,6 @@ def _numpy_dtype(data: np.ndarray[Any, Any], name: str, path: str) -> str:
     if dtype is None:
         raise CimcError(
             f"{path}: constant {name!r} has element type {data.dtype}, which cimc does not "
-            "support (float32, int8, uint8, int32, int64, bool)"
+            f"support ({SUPPORTED_TYPES})"
         )
     return dtype

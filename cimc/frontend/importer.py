@@ -22,11 +22,12 @@ import numpy as np
 import onnx
 
 from cimc.diagnostics import CimcError
-from cimc.frontend.build import ModuleBuilder
+from cimc.frontend.build import SUPPORTED_TYPES, ModuleBuilder
 from cimc.frontend.capacity import check_capacity
 from cimc.frontend.movement import MOVEMENT_CONVERTERS
 from cimc.frontend.ops import CONVERTERS
 from cimc.frontend.quant import QUANT_CONVERTERS, record_quants
+from cimc.frontend.recurrent import RECURRENT_CONVERTERS
 from cimc.frontend.signal import lift_1d
 from cimc.ir.module import Module
 from cimc.ir.verifier import VerifyError, verify
@@ -37,6 +38,12 @@ if TYPE_CHECKING:
 # Every model is converted to this opset before conversion, so the converters
 # see one spelling of each op (QuantizeLinear/DequantizeLinear per-axis needs >= 13).
 CANONICAL_OPSET = 18
+
+# Element types of fewer than 8 bits, or 8-bit floats: stored packed, no numpy type.
+PACKED_TYPES = frozenset(getattr(onnx.TensorProto, name) for name in (
+    "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT8E8M0", "UINT4",
+    "INT4", "FLOAT4E2M1", "UINT2", "INT2", "FLOAT6E2M3", "FLOAT6E3M2")
+    if hasattr(onnx.TensorProto, name))
 
 # Nodes graphsurgeon must not constant-fold: folding them would turn integer
 # weights and their quantization into plain float constants.
@@ -68,7 +75,8 @@ def import_onnx(path: str, input_shapes: dict[str, tuple[int, ...]] | None = Non
     model, weights = fold_constants(model, path, aside)
     model = infer_shapes(model, path)
     module = ModuleBuilder(model, path, module_name(path), weights).build(
-        {**CONVERTERS, **MOVEMENT_CONVERTERS, **QUANT_CONVERTERS}, record_quants)
+        {**CONVERTERS, **MOVEMENT_CONVERTERS, **QUANT_CONVERTERS, **RECURRENT_CONVERTERS},
+        record_quants)
     if verify:
         verify_import(module, model, path)
     return module
@@ -268,6 +276,12 @@ def fold_constants(
 
     G_LOGGER.severity = G_LOGGER.ERROR
     aside = aside or {}
+    for init in model.graph.initializer:
+        if init.data_type in PACKED_TYPES:  # folding cannot even read them
+            type_name = onnx.TensorProto.DataType.Name(init.data_type).lower()
+            raise CimcError(f"{path}: constant {init.name!r} has element type {type_name}, "
+                            f"which cimc does not support ({SUPPORTED_TYPES}); convert the "
+                            "model to float32, or quantize it to 8 bits")
     # graphsurgeon runs onnxruntime only on nodes it can fold; without any (a QDQ model
     # from onnxruntime's quantizer) onnxruntime is not even imported (50 ms, 20 MB) nor
     # graphsurgeon's folding run (150 ms for ResNet-50, to fold nothing).

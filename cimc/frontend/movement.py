@@ -9,6 +9,8 @@ import math
 from typing import Any
 
 from cimc.frontend.build import UNSUPPORTED_FORMS, Converter, NodeImport
+from cimc.frontend.resize import axis_scales, interpolated, text_attr
+from cimc.reference.resize import source_coordinates
 
 
 def _emit_take(ctx: NodeImport, maps: dict[int, list[int]], fill: float = 0.0,
@@ -65,7 +67,7 @@ def pad_map(size: int, before: int, after: int, mode: str) -> list[int]:
 def pad(ctx: NodeImport) -> None:
     shape = ctx.type(0).shape
     rank = len(shape)
-    mode = _text(ctx, "mode", "constant")  # one of `_pad_form`'s
+    mode = text_attr(ctx, "mode", "constant")  # one of `_pad_form`'s
     if ctx.has_input(1):
         pads = _ints(ctx, 1, "pads")
     else:
@@ -119,25 +121,11 @@ def split(ctx: NodeImport) -> None:
 
 
 def nearest_map(size: int, out: int, scale: float, transform: str, rounding: str) -> list[int]:
-    """Operand positions of a nearest-resized axis, as ONNX's reference computes them
-    (onnx.reference.ops.op_resize): the original coordinate of each result position,
-    rounded by `rounding`, clamped to the axis."""
+    """Operand positions of a nearest-resized axis: the source coordinate of each result
+    position (cimc.reference.resize.source_coordinates), rounded by `rounding` (a
+    coordinate on an element is that element), clamped to the axis."""
     found = []
-    width = scale * size
-    for x in range(out):
-        if transform == "align_corners":
-            orig = 0.0 if width == 1 else x * (size - 1) / (width - 1)
-        elif transform == "asymmetric":
-            orig = x / scale
-        elif transform == "pytorch_half_pixel":
-            orig = -0.5 if width == 1 else (x + 0.5) / scale - 0.5
-        elif transform == "half_pixel":
-            orig = (x + 0.5) / scale - 0.5
-        elif transform == "half_pixel_symmetric":
-            offset = size / 2 * (1 - out / width)
-            orig = offset + (x + 0.5) / scale - 0.5
-        else:  # tf_half_pixel_for_nn
-            orig = (x + 0.5) / scale
+    for orig in source_coordinates(size, out, scale, transform):
         low = math.floor(orig)
         ratio = orig - low
         if ratio == 0:
@@ -157,43 +145,51 @@ TRANSFORMS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align
 ROUNDINGS = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
-def _text(ctx: NodeImport, key: str, default: str) -> str:
-    value = ctx.attrs.get(key, default)
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def resize(ctx: NodeImport) -> None:
-    """Resize (opset 18 and on, to which older models are converted) and Upsample:
-    nearest only (`_resize_form` lists the others before import)."""
-    shape, result = ctx.type(0).shape, ctx.result_type().shape
-    rank = len(shape)
-    if _text(ctx, "mode", "nearest") != "nearest":
-        _interpolation(ctx)
+    """Resize (opset 18 and on, to which older models are converted) and Upsample: nearest
+    as a take; linear and cubic as the float `resize` (cimc/frontend/resize.py).
+    `_resize_form` names the forms refused before import."""
+    mode = text_attr(ctx, "mode", "nearest")
+    if mode != "nearest":
+        interpolated(ctx, mode)
         return
+    shape, result = ctx.type(0).shape, ctx.result_type().shape
     if ctx.op_type == "Upsample":
         transform, rounding = "asymmetric", "floor"
-        scales = [float(s) for s in (ctx.constant(1, "scales").reshape(-1) if ctx.has_input(1)
-                                     else ctx.attrs["scales"])]
-        axes = list(range(rank))
     else:
-        transform = _text(ctx, "coordinate_transformation_mode", "half_pixel")
-        rounding = _text(ctx, "nearest_mode", "round_prefer_floor")
+        transform = text_attr(ctx, "coordinate_transformation_mode", "half_pixel")
+        rounding = text_attr(ctx, "nearest_mode", "round_prefer_floor")
         if rounding not in ROUNDINGS:
             raise ctx.error(f"nearest_mode {rounding!r} is not supported")
-        axes = [int(a) % rank for a in ctx.attrs.get("axes", range(rank))]
-        given = ctx.has_input(2) and ctx.constant(2, "scales").size > 0
-        if given:
-            scales = [float(s) for s in ctx.constant(2, "scales").reshape(-1)]
-        else:
-            sizes = _ints(ctx, 3, "sizes")
-            scales = [sizes[k] / shape[a] for k, a in enumerate(axes)]
-            policy = _text(ctx, "keep_aspect_ratio_policy", "stretch")
-            if policy != "stretch":
-                pick = min if policy == "not_larger" else max
-                scales = [pick(scales)] * len(axes)
+    axes, scales = axis_scales(ctx)
     maps = {a: nearest_map(shape[a], result[a], scales[k], transform, rounding)
             for k, a in enumerate(axes)}
     _emit_take(ctx, maps)
+
+
+def gather(ctx: NodeImport) -> None:
+    """Gather of constant indices (torch's `y[:, -1]`): a take along the axis, negative
+    positions counted from the end; a scalar index then drops the axis (a reshape)."""
+    x = ctx.type(0)
+    axis = int(ctx.attrs.get("axis", 0)) % len(x.shape)
+    indices = ctx.constant(1, "indices")
+    if indices.ndim > 1:
+        raise ctx.error(f"indices of rank {indices.ndim} are not supported (a scalar or a "
+                        "list of positions)")
+    size = x.shape[axis]
+    flat = [int(i) for i in indices.reshape(-1)]
+    if any(not -size <= i < size for i in flat):
+        raise ctx.error(f"indices {flat} lie outside axis {axis} of {list(x.shape)}")
+    positions = [i % size for i in flat]
+    if indices.ndim == 1:
+        _emit_take(ctx, {axis: positions})
+        return
+    kept = list(x.shape)
+    kept[axis] = 1
+    taken = ctx.emit("take", [ctx.operand(0)], {"axes": [axis], "index": positions},
+                     result=ctx.fresh("taken"), result_type=ctx.result_type().with_shape(kept),
+                     name=ctx.fresh("take"))
+    ctx.emit("reshape", [taken], {"shape": list(ctx.result_type().shape)})
 
 
 def conv_transpose(ctx: NodeImport) -> None:
@@ -209,7 +205,7 @@ def conv_transpose(ctx: NodeImport) -> None:
     strides = [int(s) for s in ctx.attrs.get("strides", [1, 1])]
     dilations = [int(d) for d in ctx.attrs.get("dilations", [1, 1])]
     extra = [int(p) for p in ctx.attrs.get("output_padding", [0, 0])]
-    auto_pad = _text(ctx, "auto_pad", "NOTSET")
+    auto_pad = text_attr(ctx, "auto_pad", "NOTSET")
     natural = [strides[i] * (x[i + 2] - 1) + extra[i] + (kernel[i] - 1) * dilations[i] + 1
                for i in range(2)]
     if "pads" in ctx.attrs or auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
@@ -234,34 +230,6 @@ def _resize_form(attrs: dict[str, Any]) -> str | None:
     return None
 
 
-def _interpolation(ctx: NodeImport) -> None:
-    """Resize linear or cubic: `resize`, float only (its results are not input elements;
-    the reference runs onnx's own Resize, cimc.reference.movement)."""
-    attrs: dict[str, Any] = {
-        "mode": _text(ctx, "mode", "nearest"),
-        "coordinate_transformation_mode": _text(ctx, "coordinate_transformation_mode",
-                                                "half_pixel"),
-        "cubic_coeff_a": float(ctx.attrs.get("cubic_coeff_a", -0.75)),
-        "exclude_outside": int(ctx.attrs.get("exclude_outside", 0)),
-        "extrapolation_value": float(ctx.attrs.get("extrapolation_value", 0.0)),
-        "antialias": int(ctx.attrs.get("antialias", 0)),
-        "keep_aspect_ratio_policy": _text(ctx, "keep_aspect_ratio_policy", "stretch"),
-        "roi": [], "scales": [], "sizes": []}
-    if "axes" in ctx.attrs:
-        attrs["axes"] = [int(a) for a in ctx.attrs["axes"]]
-    if ctx.op_type == "Upsample":
-        attrs["coordinate_transformation_mode"] = "asymmetric"
-        attrs["scales"] = [float(s) for s in (ctx.constant(1, "scales").reshape(-1)
-                                              if ctx.has_input(1) else ctx.attrs["scales"])]
-    else:
-        for index, key in ((1, "roi"), (2, "scales")):
-            if ctx.has_input(index):
-                attrs[key] = [float(v) for v in ctx.constant(index, key).reshape(-1)]
-        if not attrs["scales"]:
-            attrs["sizes"] = _ints(ctx, 3, "sizes")
-    ctx.emit("resize", [ctx.operand(0)], attrs)
-
-
 def _pad_form(attrs: dict[str, Any]) -> str | None:
     mode = attrs.get("mode", "constant")
     return None if mode in ("constant", "reflect", "edge", "wrap") else \
@@ -272,6 +240,7 @@ UNSUPPORTED_FORMS.update({"Resize": _resize_form, "Upsample": _resize_form, "Pad
 
 MOVEMENT_CONVERTERS: dict[str, Converter] = {
     "ConvTranspose": conv_transpose,
+    "Gather": gather,
     "Pad": pad,
     "Slice": slice_,
     "Split": split,

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from cimc.frontend.build import Converter, NodeImport
+from cimc.frontend.volume import pool_3d
+from cimc.ir.module import TensorType
 from cimc.reference.activation import GELU_APPROXIMATIONS, SELU_ALPHA, SELU_GAMMA
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -41,13 +43,15 @@ def spatial_pads(
     return begin + end
 
 
-def _window_attrs(ctx: NodeImport, kernel: list[int]) -> dict[str, Any]:
+def _window_attrs(ctx: NodeImport, kernel: list[int], ranks: tuple[int, ...] = (4,)
+                  ) -> dict[str, Any]:
     x = ctx.type(0)
-    if len(x.shape) != 4:
+    if len(x.shape) not in ranks:
         raise ctx.error(f"only 2-D {ctx.op_type} on [N,C,H,W] tensors is supported, "
                         f"not rank {len(x.shape)}")
-    strides = [int(s) for s in ctx.attrs.get("strides", [1, 1])]
-    dilations = [int(d) for d in ctx.attrs.get("dilations", [1, 1])]
+    ones = [1] * len(kernel)
+    strides = [int(s) for s in ctx.attrs.get("strides", ones)]
+    dilations = [int(d) for d in ctx.attrs.get("dilations", ones)]
     pads = spatial_pads(ctx, x.shape[2:], kernel, strides, dilations)
     return {"kernel": kernel, "strides": strides, "pads": pads, "dilations": dilations}
 
@@ -69,17 +73,23 @@ def conv(ctx: NodeImport) -> None:
 
 
 def max_pool(ctx: NodeImport) -> None:
-    window = _window_attrs(ctx, [int(k) for k in ctx.attrs["kernel_shape"]])
+    window = _window_attrs(ctx, [int(k) for k in ctx.attrs["kernel_shape"]], (4, 5))
     window["ceil_mode"] = int(ctx.attrs.get("ceil_mode", 0))
+    if len(window["kernel"]) == 3:
+        pool_3d(ctx, "max_pool", window)
+        return
     ctx.emit("max_pool", [ctx.operand(0)], window)
 
 
 def avg_pool(ctx: NodeImport) -> None:
-    window = _window_attrs(ctx, [int(k) for k in ctx.attrs["kernel_shape"]])
-    if window.pop("dilations") != [1, 1]:
-        raise ctx.error("dilated average pooling is not supported")
+    window = _window_attrs(ctx, [int(k) for k in ctx.attrs["kernel_shape"]], (4, 5))
     window["ceil_mode"] = int(ctx.attrs.get("ceil_mode", 0))
     window["count_include_pad"] = int(ctx.attrs.get("count_include_pad", 0))
+    if len(window["kernel"]) == 3:
+        pool_3d(ctx, "avg_pool", window)
+        return
+    if window["dilations"] == [1, 1]:
+        del window["dilations"]
     ctx.emit("avg_pool", [ctx.operand(0)], window)
 
 
@@ -108,8 +118,11 @@ def clip(ctx: NodeImport) -> None:
 
 
 def softmax(ctx: NodeImport) -> None:
+    """Softmax and LogSoftmax (opset 13 and on: along one axis, to which older models
+    are converted)."""
     rank = len(ctx.type(0).shape)
-    ctx.emit("softmax", [ctx.operand(0)], {"axis": int(ctx.attrs.get("axis", -1)) % rank})
+    kind = "softmax" if ctx.op_type == "Softmax" else "log_softmax"
+    ctx.emit(kind, [ctx.operand(0)], {"axis": int(ctx.attrs.get("axis", -1)) % rank})
 
 
 def lrn(ctx: NodeImport) -> None:
@@ -120,6 +133,43 @@ def lrn(ctx: NodeImport) -> None:
         "bias": float(ctx.attrs.get("bias", 1.0)),
     }
     ctx.emit("lrn", [ctx.operand(0)], attrs)
+
+
+def layer_norm(ctx: NodeImport) -> None:
+    """LayerNormalization (opset 17): `layer_norm` for Y over axes [axis, rank); the
+    optional Mean and InvStdDev outputs as reduce_mean, sub, mul, add and pow of x."""
+    rank = len(ctx.type(0).shape)
+    axis = int(ctx.attrs.get("axis", -1)) % rank
+    epsilon = float(ctx.attrs.get("epsilon", 1e-5))
+    if int(ctx.attrs.get("stash_type", 1)) != 1:
+        raise ctx.error("stash_type other than 1 (float) is not supported")
+    x = ctx.operand(0)
+    operands = [x, ctx.operand(1), *([ctx.operand(2)] if ctx.has_input(2) else [])]
+    ctx.emit("layer_norm", operands, {"axis": axis, "epsilon": epsilon})
+    outputs = list(ctx.node.output) + ["", ""]
+    if not (outputs[1] or outputs[2]):
+        return
+    axes = {"axes": list(range(axis, rank)), "keepdims": 1}
+    stats = TensorType(tuple(d if k < axis else 1 for k, d in enumerate(ctx.type(0).shape)),
+                       "f32")
+    mean = ctx.emit("reduce_mean", [x], axes, result=outputs[1] or ctx.fresh("mean"),
+                    result_type=stats, name=ctx.fresh("mean"))
+    if not outputs[2]:
+        return
+    module = ctx.builder.module
+    centered = ctx.emit("sub", [x, mean], result=ctx.fresh("centered"),
+                        result_type=TensorType(ctx.type(0).shape, "f32"),
+                        name=ctx.fresh("centered"))
+    squares = ctx.emit("mul", [centered, centered], result=ctx.fresh("squares"),
+                       result_type=TensorType(ctx.type(0).shape, "f32"), name=ctx.fresh("squares"))
+    variance = ctx.emit("reduce_mean", [squares], axes, result=ctx.fresh("variance"),
+                        result_type=stats, name=ctx.fresh("variance"))
+    eps = module.add_constant(ctx.fresh("epsilon"), np.array(epsilon, np.float32))
+    shifted = ctx.emit("add", [variance, eps], result=ctx.fresh("shifted"), result_type=stats,
+                       name=ctx.fresh("shifted"))
+    power = module.add_constant(ctx.fresh("power"), np.array(-0.5, np.float32))
+    ctx.emit("pow", [shifted, power], result=outputs[2], result_type=stats,
+             name=ctx.fresh("inv_std_dev"))
 
 
 def batch_norm(ctx: NodeImport) -> None:
@@ -224,6 +274,7 @@ CONVERTERS: dict[str, Converter] = {
     "Identity": _simple("identity"),
     "LeakyRelu": activation("leaky_relu", {"alpha": 0.01}),
     "LRN": lrn,
+    "LayerNormalization": layer_norm,
     "MatMul": _simple("matmul", 2),
     "MaxPool": max_pool,
     "Mul": _simple("mul", 2),
@@ -234,6 +285,7 @@ CONVERTERS: dict[str, Converter] = {
     "Selu": activation("selu", {"alpha": SELU_ALPHA, "gamma": SELU_GAMMA}),
     "Sigmoid": activation("sigmoid"),
     "Softmax": softmax,
+    "LogSoftmax": softmax,
     "Softplus": activation("softplus"),
     "Squeeze": reshape,
     "Sub": _simple("sub", 2),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cimc.diagnostics import CimcError, warn
+from cimc.frontend.recurrent_quant import float_recurrent, quantize_recurrent
 from cimc.ir.module import Module, TensorType
 
 if TYPE_CHECKING:
@@ -335,38 +336,51 @@ def import_model(
 ) -> Module:
     """Import `path` as the integer IR's starting point (before the frontend passes).
 
-    A QDQ model comes in as it is. A float model is quantized first: with the
+    A QDQ model comes in as it is, but for the LSTM and GRU layers onnxruntime's
+    quantizer leaves float, which `calibrate` quantizes
+    (cimc/frontend/recurrent_quant.py). A float model is quantized first: with the
     data in `calibrate`, or, unless `keep_float` (float semantics on the
     reference engine), on seeded random inputs with a warning — good enough for
-    mapping and timing studies of the structure-only model-zoo graphs.
+    mapping and timing studies of the structure-only model-zoo graphs; its
+    recurrent layers are then calibrated on the same data.
 
     Given a `target`, a model whose weights cannot fit its crossbars is refused
     right after import, from the weights' shapes, before any quantization.
     """
     from cimc.frontend.importer import import_onnx
-    from cimc.tensor_io import check_inputs, named_arrays, read_inputs
 
     module = import_onnx(path, input_shapes, target=target)
+    inputs = {name: module.values[name] for name in module.inputs}
     if is_quantized(module):
-        if calibrate is not None:
+        # onnxruntime leaves LSTM and GRU float: only they may still want calibration.
+        if calibrate is not None and not float_recurrent(module):
             raise CimcError(f"{path}: the model is already quantized; drop --calibrate")
+        if calibrate is not None:
+            quantize_recurrent(module, _calibration(calibrate, inputs))
         return module
     if calibrate is None and keep_float:
         return module
-    inputs = {name: module.values[name] for name in module.inputs}
     del module  # its float weights (100 MB for ResNet-50) are not needed while quantizing
-    if calibrate is None:
-        data = None
-    elif isinstance(calibrate, (str, Path)):
-        data = read_inputs(str(calibrate), inputs)
-    else:  # arrays in memory (cimc.compile(..., calibrate=images))
-        data = check_inputs("calibrate", named_arrays("calibrate", calibrate, list(inputs)),
-                            inputs)
+    data = None if calibrate is None else _calibration(calibrate, inputs)
     with tempfile.TemporaryDirectory(prefix="cimc-import-") as tmp:
         quantized = Path(tmp) / Path(path).name
         quantize_onnx(path, quantized, inputs, data, activations)
         try:
-            return import_onnx(str(quantized), input_shapes)
+            module = import_onnx(str(quantized), input_shapes)
         except CimcError as exc:  # name the user's model, not the temporary file
             raise CimcError(exc.message.replace(str(quantized), f"{path} (quantized)"),
                             exc.location, exc.source_line) from None
+    if float_recurrent(module):  # calibrated as onnxruntime calibrated the rest
+        quantize_recurrent(module, data if data is not None else random_calibration(inputs))
+    return module
+
+
+def _calibration(calibrate: str | Path | np.ndarray | dict[str, np.ndarray],
+                 inputs: dict[str, TensorType]) -> dict[str, np.ndarray]:
+    """The calibration inputs by input name, stacked on axis 0 (a file or arrays)."""
+    from cimc.tensor_io import check_inputs, named_arrays, read_inputs
+
+    if isinstance(calibrate, (str, Path)):
+        return read_inputs(str(calibrate), inputs)
+    # arrays in memory (cimc.compile(..., calibrate=images))
+    return check_inputs("calibrate", named_arrays("calibrate", calibrate, list(inputs)), inputs)

@@ -97,6 +97,7 @@ def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
             aside[name] = lifted
         else:
             _replace(inits[name], lifted)
+    _keep_output_ranks(graph, runtime)
     for value in [*graph.input, *graph.output]:
         dims = value.type.tensor_type.shape.dim
         if value.name in runtime:
@@ -105,6 +106,25 @@ def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
             dims.insert(len(dims) - 1, onnx.TensorShapeProto.Dimension(dim_value=1))
     del graph.value_info[:]
     return True
+
+
+def _keep_output_ranks(graph: onnx.GraphProto, runtime: set[str]) -> None:
+    """A rank-3 output keeps its shape: the lifted [N, C, 1, L] tensor is computed under a
+    name of its own and a Reshape (the host's float tail, or the reference) gives back
+    [N, C, L], the same elements in the same order."""
+    for value in graph.output:
+        if value.name not in runtime:
+            continue
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+        rows = f"{value.name}/rows"
+        shape = f"{value.name}/shape"
+        for node in graph.node:
+            node.output[:] = [rows if o == value.name else o for o in node.output]
+            node.input[:] = [rows if i == value.name else i for i in node.input]
+        graph.initializer.append(numpy_helper.from_array(np.array(dims, np.int64), shape))
+        graph.node.append(onnx.helper.make_node("Reshape", [rows, shape], [value.name],
+                                                name=f"{value.name}/as_signal"))
+        runtime.discard(value.name)
 
 
 def _axes(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> list[int] | None:

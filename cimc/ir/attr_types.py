@@ -57,6 +57,7 @@ FLOAT = AttrType("float")
 FLAG = AttrType("flag")
 STR = AttrType("str")
 INTS = AttrType("ints")
+FLOATS = AttrType("floats")
 PAIR = AttrType("ints", 2)
 QUAD = AttrType("ints", 4)
 CLAMP = AttrType("floats", 2)  # [lo, hi] in the result's domain

@@ -39,8 +39,12 @@ DTYPES: dict[str, np.dtype] = {
     "f32": np.dtype(np.float32),
     "i8": np.dtype(np.int8),
     "u8": np.dtype(np.uint8),
+    "i16": np.dtype(np.int16),
+    "u16": np.dtype(np.uint16),
     "i32": np.dtype(np.int32),
+    "u32": np.dtype(np.uint32),
     "i64": np.dtype(np.int64),
+    "u64": np.dtype(np.uint64),
     "bool": np.dtype(np.bool_),
 }
 NUMPY_TO_DTYPE: dict[np.dtype, str] = {v: k for k, v in DTYPES.items()}
@@ -278,6 +282,29 @@ class Module:
         """Make every reader of `old` (ops and module outputs) read `new` instead."""
         for op in self.consumers(old):
             self.set_inputs(op, [new if v == old else v for v in op.inputs])
+        self.outputs = [new if v == old else v for v in self.outputs]
+
+    def rename_value(self, old: str, new: str) -> None:
+        """Give value `old` the unused name `new`, for its producer, readers and the
+        module's inputs and outputs alike."""
+        self._check_new_value(new)
+        self.values[new] = self.values.pop(old)
+        if old in self.constants:
+            self.constants[new] = self.constants.pop(old)
+        producer = self._producer.pop(old, None)
+        if producer is not None:
+            self._producer[new] = producer
+            op = self.op(producer)
+            op.outputs = [new if v == old else v for v in op.outputs]
+        readers = self._readers.pop(old, {})
+        self._readers[new] = readers
+        for reader in readers:
+            op = self.op(reader)
+            op.inputs = [new if v == old else v for v in op.inputs]
+        for src, dst in [(s, d) for s, d, k in self.graph.edges(keys=True) if k == old]:
+            self.graph.remove_edge(src, dst, key=old)
+            self.graph.add_edge(src, dst, key=new)
+        self.inputs = [new if v == old else v for v in self.inputs]
         self.outputs = [new if v == old else v for v in self.outputs]
 
     def remove_op(self, op: Op) -> None:

@@ -140,6 +140,14 @@ def pool(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) 
     return [(n, c, oh, ow) for oh, ow in windows]
 
 
+def resize(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
+    """x -> `sizes`: one size and one scale per axis of x."""
+    rank = len(operands[0].shape)
+    if len(attrs["sizes"]) != rank or len(attrs["scales"]) != rank:
+        raise ShapeError(f"sizes and scales need one entry per axis of the rank-{rank} input")
+    return [tuple(int(d) for d in attrs["sizes"])]
+
+
 def global_pool(operands: list[TensorType], attrs: dict[str, Any],
                 result: TensorType) -> list[Shape]:
     """x[N,C,...] -> [N,C,1,...]."""
@@ -197,6 +205,18 @@ def matmul(operands: list[TensorType], attrs: dict[str, Any], result: TensorType
         raise ShapeError(f"batch dimensions of {_shape_text(a)} and {_shape_text(b)} "
                          "do not broadcast") from None
     return [batch + a2[-2:-1] * (len(a) > 1) + b2[-1:] * (len(b) > 1)]
+
+
+def backend_dot(operands: list[TensorType], attrs: dict[str, Any],
+                result: TensorType) -> list[Shape]:
+    """dot: a[...,M,K] with b[...,N,K] (`rows` = 1) or b[...,K,N] -> [...,M,N]."""
+    a, b = operands[0].shape, operands[1].shape
+    if len(a) < 2 or len(b) != len(a):
+        raise ShapeError(f"operands {_shape_text(a)} and {_shape_text(b)} are not two "
+                         "matrices of one rank")
+    if attrs["rows"]:
+        b = (*b[:-2], b[-1], b[-2])
+    return matmul([operands[0], TensorType(b, operands[1].dtype)], attrs, result)
 
 
 def concat(operands: list[TensorType], attrs: dict[str, Any], result: TensorType) -> list[Shape]:
@@ -290,18 +310,26 @@ def transpose(operands: list[TensorType], attrs: dict[str, Any],
 
 
 def _image(ty: TensorType, what: str) -> tuple[int, int, int]:
-    """(H, W, C) of a backend activation: [1,C,H,W] or [1,K] (a 1x1 image)."""
+    """(H, W, C) of a backend activation: [1,C,H,W]; [1,K] (a 1x1 image); tokens [1,T,D]
+    or [T,D] (one row of T pixels, cimc.dialect.chip.image_dims)."""
     if len(ty.shape) == 4 and ty.shape[0] == 1:
         return ty.shape[2], ty.shape[3], ty.shape[1]
-    if len(ty.shape) == 2 and ty.shape[0] == 1:
-        return 1, 1, ty.shape[1]
-    raise ShapeError(f"the {what} must be [1,C,H,W] or [1,K], got {_shape_text(ty.shape)}")
+    if len(ty.shape) == 3 and ty.shape[0] == 1:
+        return 1, ty.shape[1], ty.shape[2]
+    if len(ty.shape) == 2:
+        return 1, ty.shape[0], ty.shape[1]
+    raise ShapeError(f"the {what} must be [1,C,H,W], [1,K], [1,T,D] or [T,D], got "
+                     f"{_shape_text(ty.shape)}")
 
 
 def _as_image(result: TensorType, channels: int, windows: list[Shape]) -> list[Shape]:
-    """Result shapes for (OH, OW) windows: [1,C,OH,OW], or [1,C] where the result is 2-D."""
+    """Result shapes for (OH, OW) windows: [1,C,OH,OW], or where the result is tokens (a
+    row, OH = 1) [OW,C] or [1,OW,C] ([1,C] for one pixel)."""
+    rows = [ow for oh, ow in windows if oh == 1]
     if len(result.shape) == 2:
-        return [(1, channels)] if (1, 1) in windows else [(1, channels, *windows[0])]
+        return [(ow, channels) for ow in rows] or [(1, channels, *windows[0])]
+    if len(result.shape) == 3:
+        return [(1, ow, channels) for ow in rows] or [(1, channels, *windows[0])]
     return [(1, channels, oh, ow) for oh, ow in windows]
 
 
@@ -323,3 +351,48 @@ def backend_pool(operands: list[TensorType], attrs: dict[str, Any],
     h, w, c = _image(operands[0], "input")
     _positive(attrs, "kernel", "strides", "dilations")
     return _as_image(result, c, _windows((h, w), attrs))
+
+
+RECURRENT_DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
+
+
+def recurrent_results(x: Shape, attrs: dict[str, Any]) -> tuple[Shape, Shape]:
+    """The shapes of Y and of the last state (Y_h, and Y_c of an LSTM) of a recurrent op
+    over x [T,N,D] (`layout` 0) or [N,T,D] (`layout` 1), as ONNX gives them."""
+    dirs = RECURRENT_DIRECTIONS.get(attrs["direction"])
+    if dirs is None:
+        raise ShapeError(f"direction {attrs['direction']!r} is not one of "
+                         f"{', '.join(RECURRENT_DIRECTIONS)}")
+    if len(x) != 3:
+        raise ShapeError(f"the input must be 3-D, got {_shape_text(x)}")
+    hidden = attrs["hidden_size"]
+    if attrs.get("layout", 0):
+        n, t = x[0], x[1]
+        return (n, t, dirs, hidden), (n, dirs, hidden)
+    t, n = x[0], x[1]
+    return (t, dirs, n, hidden), (dirs, n, hidden)
+
+
+def recurrent(gates: int) -> ShapeRule:
+    """lstm (4 gates), gru (3), rnn (1): x, w[dirs,gates*H,D], r[dirs,gates*H,H],
+    b[dirs,2*gates*H], the initial states [dirs,N,H] (layout 0) and an LSTM's peepholes
+    p[dirs,3*H] -> Y."""
+
+    def rule(operands: list[TensorType], attrs: dict[str, Any],
+             result: TensorType) -> list[Shape]:
+        y, state = recurrent_results(operands[0].shape, attrs)
+        dirs, hidden = state[-2] if attrs.get("layout", 0) else state[0], state[-1]
+        d = operands[0].shape[2]
+        expected = [(dirs, gates * hidden, d), (dirs, gates * hidden, hidden),
+                    (dirs, 2 * gates * hidden)] + [state] * (len(operands) - 4)
+        if gates == 4:  # the peepholes follow the two initial states
+            expected[-1] = (dirs, 3 * hidden)
+        names = ["w", "r", "b", "initial h", "initial c", "peepholes"]
+        for name, ty, shape in zip(names, operands[1:], expected, strict=False):
+            if ty.shape != shape:
+                raise ShapeError(f"{name} is {_shape_text(ty.shape)}, expected "
+                                 f"{_shape_text(shape)} for input {_shape_text(operands[0].shape)}"
+                                 f" and hidden_size {hidden}")
+        return [y]
+
+    return rule

@@ -19,7 +19,7 @@ import numpy as np
 
 from cimc.diagnostics import CimcError
 from cimc.ir import shapes
-from cimc.ir.attr_types import CLAMP, FLAG, FLOAT, INT, INTS, PAIR, QUAD, STR, AttrType
+from cimc.ir.attr_types import CLAMP, FLAG, FLOAT, FLOATS, INT, INTS, PAIR, QUAD, STR, AttrType
 from cimc.ir.module import Module, Op, TensorType
 from cimc.ir.printer import type_text, value_ref
 from cimc.ir.shapes import ShapeError, ShapeRule
@@ -53,7 +53,8 @@ _ELEMENTWISE = OpSpec((2, 2), optional={"clamp": CLAMP}, shape=shapes.broadcast)
 _PLACED = {"core": INT, "addr": INT, "local_bytes": INTS, "pipeline": STR, "stream": INT,
            "phase": INT, "image_stride": INT}
 _UNARY = OpSpec((1, 1), shape=shapes.same)
-FLOATS = AttrType("floats")
+_RECURRENT = {"hidden_size": INT, "direction": STR, "layout": FLAG}
+_RECURRENT_OPTIONS = {"clip": FLOAT, "scales": AttrType("floats", 6)}
 
 # The op kinds of docs/ir.md.
 OP_KINDS: dict[str, OpSpec] = {
@@ -83,6 +84,8 @@ OP_KINDS: dict[str, OpSpec] = {
     # A quantized activation: its result codes indexed by the input code (docs/ir.md).
     "lut": OpSpec((2, 2), shape=shapes.same),
     "softmax": OpSpec((1, 1), {"axis": INT}, shape=shapes.axis_in_rank),
+    "log_softmax": OpSpec((1, 1), {"axis": INT}, shape=shapes.axis_in_rank),
+    "layer_norm": OpSpec((2, 3), {"axis": INT, "epsilon": FLOAT}, shape=shapes.same),
     "lrn": OpSpec((1, 1), {"size": INT, "alpha": FLOAT, "beta": FLOAT, "bias": FLOAT},
                   shape=shapes.same),
     "batch_norm": OpSpec((5, 5), {"epsilon": FLOAT}, shape=shapes.batch_norm),
@@ -90,22 +93,28 @@ OP_KINDS: dict[str, OpSpec] = {
                                 "dilations": PAIR, "ceil_mode": FLAG}, shape=shapes.pool),
     "avg_pool": OpSpec((1, 1), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
                                 "ceil_mode": FLAG, "count_include_pad": FLAG},
-                       shape=shapes.pool),
+                       {"dilations": PAIR}, shape=shapes.pool),
+    # ONNX Resize, linear or cubic (float only; nearest is data movement)
+    "resize": OpSpec((1, 1), {"mode": STR, "scales": FLOATS, "sizes": INTS,
+                              "coordinate_transformation_mode": STR},
+                     {"roi": FLOATS, "cubic_coeff_a": FLOAT, "exclude_outside": FLAG,
+                      "antialias": FLAG, "extrapolation_value": FLOAT}, shape=shapes.resize),
     "global_avg_pool": OpSpec((1, 1), shape=shapes.global_pool),
     "global_max_pool": OpSpec((1, 1), shape=shapes.global_pool),
     "reduce_mean": OpSpec((1, 1), {"axes": INTS, "keepdims": FLAG}, shape=shapes.reduce_mean),
     "concat": OpSpec((1, None), {"axis": INT}, shape=shapes.concat),
+    # ONNX LSTM/GRU/RNN with every optional operand present (docs/ir.md, "Recurrent
+    # layers"): x, w, r, b, initial h (, initial c, peepholes) -> y, last h (, last c).
+    # A quantized one has the calibrated `scales` of its intermediates.
+    "lstm": OpSpec((7, 7), _RECURRENT, _RECURRENT_OPTIONS, (3, 3), shapes.recurrent(4)),
+    "gru": OpSpec((5, 5), {**_RECURRENT, "linear_before_reset": FLAG}, _RECURRENT_OPTIONS,
+                  (2, 2), shapes.recurrent(3)),
+    "rnn": OpSpec((5, 5), _RECURRENT, {"clip": FLOAT}, (2, 2), shapes.recurrent(1)),
     "reshape": OpSpec((1, 1), {"shape": INTS}, shape=shapes.same_size),
     "transpose": OpSpec((1, 1), {"perm": INTS}, shape=shapes.transpose),
     # ConvTranspose until canonicalize makes it zero insertion (a take) and a conv.
     "conv_transpose": OpSpec((2, 3), {"strides": PAIR, "dilations": PAIR, "group": INT,
                                       "pads": QUAD}, shape=shapes.conv_transpose),
-    # Resize linear or cubic, float only (ONNX attributes; roi, scales or sizes as lists).
-    "resize": OpSpec((1, 1), {"mode": STR, "coordinate_transformation_mode": STR,
-                              "cubic_coeff_a": FLOAT, "exclude_outside": INT,
-                              "extrapolation_value": FLOAT, "antialias": INT,
-                              "keep_aspect_ratio_policy": STR, "roi": FLOATS,
-                              "scales": FLOATS, "sizes": INTS}, {"axes": INTS}),
     # Pad, Slice, Split, Resize nearest: positions picked per axis (cimc/reference/movement.py).
     "take": OpSpec((1, 1), {"axes": INTS, "index": INTS}, {"fill": FLOAT}, shape=shapes.take),
     "quantize": _UNARY,
@@ -116,7 +125,8 @@ OP_KINDS: dict[str, OpSpec] = {
     "sum": OpSpec((1, None), shape=shapes.broadcast),
     # The backend's kinds (passes/lower/), with what tile, replicate, place and
     # schedule add to them (docs/backend.md).
-    # matvec, pool, eltwise and rescale may end with a lookup table (cimc.dialect.chip.LUT_KINDS).
+    # matvec, pool, eltwise, rescale, scale and product may end with a lookup table
+    # (cimc.dialect.chip.LUT_KINDS).
     "matvec": OpSpec((4, 5), {"kernel": PAIR, "strides": PAIR, "pads": QUAD,
                               "dilations": PAIR, "group": INT},
                      {"block_rows": INT, "block_cols": INT, "blocks": INTS, "slices": INT,
@@ -129,8 +139,10 @@ OP_KINDS: dict[str, OpSpec] = {
     # counts and the (M, shift) of each distinct divisor.
     "pool": OpSpec((1, 2), {"mode": STR, "kernel": PAIR, "strides": PAIR, "pads": QUAD,
                             "dilations": PAIR, "offset": INT, **_REQUANT},
-                   {**_PLACED, "row_counts": INTS, "col_counts": INTS, "counts": INTS,
-                    "Ms": INTS, "shifts": INTS},
+                   # an average whose border windows count fewer positions: a multiplier
+                   # per divisor, and each output row's and column's extent
+                   {**_PLACED, "divisors": INTS, "divisor_M": INTS, "divisor_shift": INTS,
+                    "row_extents": INTS, "col_extents": INTS},
                    shape=shapes.backend_pool),
     "eltwise": OpSpec((2, 3), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
                       _PLACED, shape=shapes.backend_eltwise),
@@ -139,6 +151,15 @@ OP_KINDS: dict[str, OpSpec] = {
     "scale": OpSpec((2, 3), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
     # Data movement: every result byte is one operand byte or `fill` (passes/lower/movement.py).
     "gather": OpSpec((2, None), {"fill": INT}, _PLACED, shape=shapes.backend_gather),
+    # Each pixel's (token's) softmax over its channels: exp looked up, summed, divided.
+    "pixel_softmax": OpSpec((2, 2), {"P": INT, "zy": INT, "lo": INT, "hi": INT}, _PLACED,
+                            shape=shapes.same),
+    # Σ_k (a - za)(b - zb), requantized: a matmul of two runtime token matrices.
+    "dot": OpSpec((2, 2), {"za": INT, "zb": INT, "rows": INT, **_REQUANT}, _PLACED,
+                  shape=shapes.backend_dot),
+    # (a - za) * (b - zb), requantized: a mul of two runtime tensors (broadcasting).
+    "product": OpSpec((2, 3), {"za": INT, "zb": INT, **_REQUANT}, _PLACED,
+                      shape=shapes.backend_eltwise),
     "view": OpSpec((1, 1), optional={"addr": INT, "phase": INT, "image_stride": INT},
                    shape=shapes.same_size),
 }

@@ -14,10 +14,21 @@ import numpy as np
 
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module
-from cimc.reference import activation, elementwise, integer, layout, linear, movement, pool
+from cimc.reference import (
+    activation,
+    elementwise,
+    integer,
+    layout,
+    linear,
+    movement,
+    pool,
+    recurrent,
+    resize,
+)
 from cimc.reference.batch import batch_stretch, batched_values, join_batches, vectorizes
 from cimc.reference.call import Call
 
+# A kernel returns its op's result (a tuple of them for an op of several: lstm, gru).
 Kernel = Callable[[Call], np.ndarray]
 
 KERNELS: dict[str, Kernel] = {
@@ -28,6 +39,8 @@ KERNELS: dict[str, Kernel] = {
     **layout.KERNELS,
     **movement.KERNELS,
     **integer.KERNELS,
+    **recurrent.KERNELS,
+    **resize.KERNELS,
 }
 
 
@@ -86,15 +99,18 @@ def _evaluate(module: Module, feeds: dict[str, np.ndarray], stretch: int) -> dic
             stretch=stretch if op.outputs[0] in batched else 1,
         )
         try:
-            value = kernel(call)
+            computed = kernel(call)
         except ValueError as exc:  # operands the op cannot take: the module is inconsistent
             raise CimcError(f"op {op.name!r} ({op.kind}): {exc}") from None
-        if value.shape != call.result_shape() or value.dtype != result.numpy_dtype:
-            raise CimcError(
-                f"op {op.name!r} ({op.kind}) computed {value.dtype}{list(value.shape)} but its "
-                f"IR type is {result.dtype}{list(result.shape)}; the module is inconsistent"
-            )
-        env[op.outputs[0]] = value
+        values = computed if isinstance(computed, tuple) else (computed,)
+        for name, value in zip(op.outputs, values, strict=True):
+            result = module.values[name]
+            if value.shape != call.result_shape(result) or value.dtype != result.numpy_dtype:
+                raise CimcError(
+                    f"op {op.name!r} ({op.kind}) computed {value.dtype}{list(value.shape)} but "
+                    f"its IR type is {result.dtype}{list(result.shape)}; the module is "
+                    "inconsistent")
+            env[name] = value
     return {name: env[name] for name in module.outputs}
 
 

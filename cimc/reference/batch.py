@@ -15,7 +15,7 @@ from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op
 
 # Operands from this index on are parameters (weights, bias, statistics).
-PARAMETER_OPERANDS = {"conv": 1, "gemm": 1, "batch_norm": 1}
+PARAMETER_OPERANDS = {"conv": 1, "gemm": 1, "batch_norm": 1, "lstm": 1, "gru": 1, "rnn": 1}
 
 
 def batch_stretch(module: Module, feeds: dict[str, np.ndarray]) -> int:
@@ -84,15 +84,18 @@ def _op_vectorizes(module: Module, op: Op, batched: set[str], batch: int) -> boo
     kind = op.kind
     if kind == "transpose":
         return list(op.attrs.get("perm", range(rank - 1, -1, -1)))[0] == 0
-    if kind in ("concat", "softmax"):
+    if kind in ("concat", "softmax", "log_softmax"):
         return _axis(op, rank, -1) != 0
     if kind == "take":
         return 0 not in op.attrs["axes"]
-    if kind == "resize":  # scales and sizes cover the batch axis
-        return False
     if kind == "reduce_mean":
         axes = op.attrs.get("axes")
         return axes is not None and all((a + rank) % rank != 0 for a in axes)
+    if kind in ("lstm", "gru", "rnn"):  # time first unless layout 1 puts the batch first
+        return bool(op.attrs.get("layout", 0))
+    if kind == "resize":  # a stack of samples when axis 0 keeps its size
+        return op.attrs["scales"][0] == 1 and op.attrs["sizes"][0] == batch \
+            and op.attrs.get("coordinate_transformation_mode") != "tf_crop_and_resize"
     if kind == "matmul":
         return all(len(module.values[v].shape) >= 3 or v not in batched for v in op.inputs[1:])
     return True

@@ -36,7 +36,7 @@ class Call:
         """Whether the integer semantics apply (the result is a quantized integer)."""
         return self.result.quant is not None and self.result.dtype != "f32"
 
-    def result_shape(self) -> tuple[int, ...]:
-        """The result shape of the IR type with the batch axis stretched."""
-        shape = self.result.shape
+    def result_shape(self, result: TensorType | None = None) -> tuple[int, ...]:
+        """The shape of the (first) result's IR type with the batch axis stretched."""
+        shape = (result or self.result).shape
         return (shape[0] * self.stretch, *shape[1:]) if shape else shape

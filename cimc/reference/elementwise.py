@@ -17,6 +17,7 @@ from cimc.reference.integer import (
     rescale,
 )
 from cimc.reference.requant import rounding_shift, saturate
+from cimc.reference.softmax import integer_softmax
 
 
 def _float_result(call: Call, y: np.ndarray) -> np.ndarray:
@@ -24,6 +25,16 @@ def _float_result(call: Call, y: np.ndarray) -> np.ndarray:
     if clamp is not None:
         y = np.clip(y, clamp[0], clamp[1])
     return y.astype(np.float32)
+
+
+def _plain(call: Call, a: np.ndarray, b: np.ndarray, kernel: np.ufunc) -> np.ndarray:
+    """An add, sub or mul of tensors that are not quantized: float in float64, plain
+    integers (an int8 Add of raw codes) wrapping in the result's type as ONNX's numpy
+    definition does."""
+    if call.result.dtype == "f32":
+        return _float_result(call, kernel(a.astype(np.float64), b.astype(np.float64)))
+    wide = kernel(a.astype(np.int64), b.astype(np.int64))
+    return wide.astype(call.result.numpy_dtype)
 
 
 def _per_tensor_scales(call: Call) -> list[float]:
@@ -38,7 +49,7 @@ def _per_tensor_scales(call: Call) -> list[float]:
 def _add_or_sub(call: Call, sign: int) -> np.ndarray:
     a, b = call.args
     if not call.quantized:
-        return _float_result(call, a.astype(np.float64) + sign * b.astype(np.float64))
+        return _plain(call, a, b, np.add if sign > 0 else np.subtract)
     for ty in call.types:
         if ty.dtype not in ("i8", "u8"):
             raise call.error(f"quantized {call.op.kind} needs 8-bit operands, got {ty.dtype}")
@@ -59,7 +70,7 @@ def sub(call: Call) -> np.ndarray:
 def mul(call: Call) -> np.ndarray:
     a, b = call.args
     if not call.quantized:
-        return _float_result(call, a.astype(np.float64) * b.astype(np.float64))
+        return _plain(call, a, b, np.multiply)
     sa, sb, sy = _per_tensor_scales(call)
     acc = centered(a, call.types[0]) * centered(b, call.types[1])
     return finish(call, rescale(acc, sa * sb / sy))
@@ -153,10 +164,20 @@ def _float_only(call: Call) -> np.ndarray:
 
 
 def softmax(call: Call) -> np.ndarray:
+    if call.quantized:  # over the last axis, in integers (cimc/reference/softmax.py)
+        return integer_softmax(call)
     x = _float_only(call)
     axis = int(call.attr("axis", -1))
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def log_softmax(call: Call) -> np.ndarray:
+    """ONNX LogSoftmax, float only: x - max - log Σ exp(x - max) along `axis`."""
+    x = _float_only(call)
+    axis = int(call.attr("axis", -1))
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(np.float32)
 
 
 def lrn(call: Call) -> np.ndarray:
@@ -168,6 +189,20 @@ def lrn(call: Call) -> np.ndarray:
     squares = np.pad(x * x, ((0, 0), (before, after)) + ((0, 0),) * (x.ndim - 2))
     window = sum(squares[:, i : i + x.shape[1]] for i in range(size))
     return (x / (bias + alpha / size * window) ** beta).astype(np.float32)
+
+
+def layer_norm(call: Call) -> np.ndarray:
+    """ONNX LayerNormalization's Y: over axes [axis, rank), (x - mean) / sqrt(var + eps)
+    * scale + bias, in float64 (float only: between integer layers it is refused)."""
+    x = _float_only(call).astype(np.float64)
+    axes = tuple(range(int(call.attr("axis")), x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    variance = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(variance + float(call.attr("epsilon", 1e-5)))
+    y = y * call.args[1].astype(np.float64)
+    if len(call.args) > 2:
+        y = y + call.args[2].astype(np.float64)
+    return y.astype(np.float32)
 
 
 def batch_norm(call: Call) -> np.ndarray:
@@ -187,6 +222,8 @@ KERNELS = {
     "relu": relu,
     "clip": clip,
     "softmax": softmax,
+    "log_softmax": log_softmax,
     "lrn": lrn,
+    "layer_norm": layer_norm,
     "batch_norm": batch_norm,
 }

@@ -136,10 +136,20 @@ def gemm(call: Call) -> np.ndarray:
 
 
 def matmul(call: Call) -> np.ndarray:
-    if call.quantized:
-        raise call.error("matmul of two runtime tensors is float only")
+    """The matrix product of two runtime tensors; quantized (8-bit, per tensor):
+    `acc = Σ_k (a - za)(b - zb)` exactly, saturated once to int32, requantized with
+    `m = sa · sb / sy` (docs/ir.md)."""
     a, b = call.args
-    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
+    if not call.quantized:
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
+    for ty in call.types:
+        if ty.quant is None or ty.quant.axis is not None or ty.dtype not in ("i8", "u8"):
+            raise call.error("a quantized matmul needs 8-bit operands quantized per tensor")
+    acc = np.matmul(centered(a, call.types[0]), centered(b, call.types[1]))
+    acc = np.clip(acc, INT32_MIN, INT32_MAX)
+    sa, sb = (float(ty.quant.scale[0]) for ty in call.types)  # type: ignore[union-attr]
+    sy = float(call.result.quant.scale[0])  # type: ignore[union-attr]
+    return finish(call, rescale(acc, sa * sb / sy))
 
 
 KERNELS = {"conv": conv, "gemm": gemm, "matmul": matmul}

@@ -1,6 +1,5 @@
 """take: the layout ops that pick elements (Pad, Slice, Split, Resize and Upsample
-nearest). Every result element is one operand element or the fill value. (And
-`resize`, linear or cubic, float only: onnx's reference runs it.)
+nearest). Every result element is one operand element or the fill value.
 
 `take(x) {axes, index, fill}`: along each axis of `axes` the result's position i reads
 the operand's position `index_a[i]` (the maps of the axes one after another in
@@ -13,7 +12,6 @@ requantized to the result's quantization (as concat, reshape and transpose do) a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -63,30 +61,4 @@ def take(call: Call) -> np.ndarray:
     return take_values(x, maps, value)
 
 
-def resize(call: Call) -> np.ndarray:
-    """Resize linear or cubic (float only): onnx's reference implementation, run on the
-    operand as a one-node model, in float32 as ONNX defines it."""
-    if call.quantized:
-        raise call.error("interpolation has no integer semantics; it is float only")
-    from onnx import TensorProto, helper, numpy_helper
-    from onnx.reference import ReferenceEvaluator
-
-    attrs = {k: v for k, v in call.op.attrs.items() if k not in ("roi", "scales", "sizes")}
-    consts, names = [], []
-    for key, dtype in (("roi", np.float32), ("scales", np.float32), ("sizes", np.int64)):
-        values = call.attr(key) or []
-        names.append(key if values else "")
-        if values:
-            consts.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), key))
-    node = helper.make_node("Resize", ["x", *names], ["y"], **attrs)
-    graph = helper.make_graph([node], "resize",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              consts)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    x = np.asarray(call.args[0], dtype=np.float32)
-    outputs: Any = ReferenceEvaluator(model).run(None, {"x": x})
-    return np.asarray(outputs[0], dtype=np.float32)
-
-
-KERNELS = {"take": take, "resize": resize}
+KERNELS = {"take": take}

@@ -36,24 +36,32 @@ def _windows(call: Call, x: np.ndarray, fill: float | int) -> Iterator[np.ndarra
             yield padded[:, :, rows, cols]
 
 
+def window_extents(attrs: dict, size: tuple[int, int], out: tuple[int, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """How many positions of each average window count along H (one per output row) and
+    along W (one per output column), as onnxruntime counts them: with count_include_pad
+    the pads count but positions beyond them (ceil_mode) do not; without it only input
+    positions count. A window's divisor is the product of its two extents."""
+    kernel = attrs["kernel"]
+    strides = attrs.get("strides", [1, 1])
+    dilations = attrs.get("dilations", [1, 1])
+    top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
+    include_pad = bool(attrs.get("count_include_pad", 0))
+
+    def extent(axis: int, begin: int, end: int) -> np.ndarray:
+        start = np.arange(out[axis]) * strides[axis] - begin
+        positions = start[:, None] + dilations[axis] * np.arange(kernel[axis])[None, :]
+        low, high = (-begin, size[axis] + end) if include_pad else (0, size[axis])
+        return ((positions >= low) & (positions < high)).sum(axis=1)
+
+    return extent(0, top, bottom), extent(1, left, right)
+
+
 def _window_counts(call: Call, h: int, w: int) -> np.ndarray:
-    """Divisor of each average window [Ho,Wo], as onnxruntime counts it.
-
-    With count_include_pad the pads count but positions beyond them (ceil_mode) do not.
-    """
-    kh, kw = call.attr("kernel")
-    sh, sw = call.attr("strides", [1, 1])
-    top, left, bottom, right = call.attr("pads", [0, 0, 0, 0])
-    include_pad = bool(call.attr("count_include_pad", 0))
+    """Divisor of each average window [Ho,Wo] (window_extents)."""
     ho, wo = call.result.shape[2:]
-
-    def extent(n_out: int, stride: int, k: int, begin: int, end: int, size: int) -> np.ndarray:
-        start = np.arange(n_out) * stride - begin
-        if include_pad:
-            return np.minimum(start + k, size + end) - start
-        return np.minimum(start + k, size) - np.maximum(start, 0)
-
-    return np.outer(extent(ho, sh, kh, top, bottom, h), extent(wo, sw, kw, left, right, w))
+    rows, cols = window_extents(call.op.attrs, (h, w), (ho, wo))
+    return np.outer(rows, cols)
 
 
 def _lowest(dtype: np.dtype) -> float | int:
@@ -106,12 +114,24 @@ def global_max_pool(call: Call) -> np.ndarray:
 
 
 def reduce_mean(call: Call) -> np.ndarray:
-    if call.quantized:
-        raise call.error("reduce_mean is float only (over H, W use global_avg_pool)")
+    """The mean over `axes`; quantized (per tensor), as an average pool:
+    `acc = Σ (x - zx)`, requantized with `m = sx / (sy · count)`."""
     axes = call.attr("axes")
     keepdims = bool(call.attr("keepdims", 1))
-    x = call.args[0].astype(np.float64)
-    return x.mean(axis=None if axes is None else tuple(axes), keepdims=keepdims).astype(np.float32)
+    x = call.args[0]
+    axis = None if axes is None else tuple(int(a) % x.ndim for a in axes)
+    if not call.quantized:
+        return x.astype(np.float64).mean(axis=axis, keepdims=keepdims).astype(np.float32)
+    x_type = call.types[0]
+    if x_type.quant is None or x_type.quant.axis is not None or \
+            call.result.quant is None or call.result.quant.axis is not None:
+        raise call.error("a quantized reduce_mean needs per-tensor quantization")
+    acc = centered(x, x_type).sum(axis=axis, keepdims=keepdims)
+    count = x.size // max(acc.size, 1) if axis is None else \
+        int(np.prod([x.shape[a] for a in axis]))
+    sx, _ = quant_arrays(x_type, 1)
+    sy, _ = quant_arrays(call.result, 1)
+    return finish(call, rescale(np.asarray(acc), sx / (sy * count)))
 
 
 KERNELS = {

@@ -186,6 +186,19 @@ def _windows(core: Any, o: Ops, t: str) -> np.ndarray:
     return src[:, index]
 
 
+@semantic("vdiv", "dst a b n")
+def vdiv(core: Any, o: Ops, t: str) -> None:
+    """Quotients rounded half to even, exactly (a softmax's division by its row sum)."""
+    a = _load(core, o[2], o[3], o[6], t)
+    b = _load(core, o[4], o[5], o[6], t)
+    if (b <= 0).any():
+        raise MemoryFault("vdiv: a divisor is not positive")
+    floor = a // b
+    twice = 2 * (a - floor * b)
+    floor += (twice > b) | ((twice == b) & (floor % 2 == 1))
+    core.memory.store(_operand(core, o[0], o[1]), fit(floor, "i32"), "i32")
+
+
 @semantic("vredmax", "dst src n count stride")
 def vredmax(core: Any, o: Ops, t: str) -> None:
     core.memory.store(_operand(core, o[0], o[1]), fit(_windows(core, o, t).max(axis=1), t), t)

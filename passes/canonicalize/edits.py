@@ -36,9 +36,17 @@ def new_op(module: Module, kind: str, inputs: list[str], ty: TensorType, name: s
 
 
 def bypass(module: Module, op: Op, value: str | None = None) -> bool:
-    """Let readers of `op`'s result read `value` (default its first operand); drop `op`."""
-    module.replace_uses(op.outputs[0], value or op.inputs[0])
+    """Let readers of `op`'s result read `value` (default its first operand); drop `op`.
+    A model output keeps its name: `value` takes it, unless `value` is a model input,
+    constant or output itself, and then `op` stays."""
+    result, value = op.outputs[0], value or op.inputs[0]
+    named = result in module.outputs
+    if named and (module.producer(value) is None or value in module.outputs):
+        return False
+    module.replace_uses(result, value)
     module.remove_op(op)
+    if named:
+        module.rename_value(value, result)
     return True
 
 

@@ -27,6 +27,14 @@ needs computed here once:
 * `scale(x, factors)` {zx, M, shift, zy, lo, hi} for a `mul` by a constant that varies
   along the channels: `(x - zx) * factors[c]` (the constant's codes less its zero point,
   i32), requantized with `m = sx * sc / sy`.
+* `product(a, b)` {za, zb, M, shift, zy, lo, hi} for a `mul` of two runtime tensors:
+  `(a - za) * (b - zb)` requantized with `m = sa * sb / sy`, an operand possibly one row,
+  one pixel or one channel broadcast over the other's (passes/lower/product.py).
+* `dot(a, b)` {za, zb, M, shift, zy, lo, hi, rows} for a `matmul` of two runtime token
+  matrices: `Σ_k (a - za)(b - zb)` requantized with `m = sa * sb / sy`, b read through a
+  transpose of its last two axes (`rows = 1`) where it has one (passes/lower/attention.py).
+* `pixel_softmax(x, exp)` {P, zy, lo, hi} for a quantized softmax over each token's
+  scores (passes/lower/softmax.py).
 * `concat(xs...)` along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
@@ -52,7 +60,13 @@ from cimc.dialect.chip import CHIP_KINDS, LUT_KINDS, image_dims, lut_table
 from cimc.dialect.host import HOST_KINDS, host_float_ops
 from cimc.ir.module import Module, Op, TensorType
 from cimc.pass_base import Pass
+from cimc.passes.lower.attention import fuse_transposed_operands, lower_matmul
 from cimc.passes.lower.batch import unbatch
+from cimc.passes.lower.common import bounds as _bounds
+from cimc.passes.lower.common import checked_fixed_point as _fixed_point
+from cimc.passes.lower.common import fixed as _fixed
+from cimc.passes.lower.common import per_tensor as _per_tensor
+from cimc.passes.lower.common import replace as _replace
 from cimc.passes.lower.host import (
     after_quantize,
     check_host_boundary,
@@ -61,52 +75,18 @@ from cimc.passes.lower.host import (
     quantize_inputs_once,
 )
 from cimc.passes.lower.movement import lower_layout
+from cimc.passes.lower.product import lower_product, two_tensors
+from cimc.passes.lower.recurrent import refuse_recurrent
+from cimc.passes.lower.sequence import lower_reduce_mean
+from cimc.passes.lower.softmax import lower_softmax
 from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
 from cimc.reference.integer import add_multipliers
 from cimc.reference.linear import INT32_MAX, INT32_MIN
-from cimc.reference.requant import MAX_SHIFT, apply, fixed_point
+from cimc.reference.pool import window_extents
+from cimc.reference.requant import apply
 
-
-def _per_tensor(ty: TensorType, what: str, op: Op) -> tuple[float, int]:
-    if ty.quant is None or ty.quant.per_channel or ty.dtype not in ("i8", "u8"):
-        raise CimcError(f"op {op.name!r} ({op.kind}): the {what} must be an 8-bit tensor "
-                        "quantized per tensor")
-    return float(ty.quant.scale[0]), int(ty.quant.zero_point[0])
-
-
-def _bounds(op: Op, ty: TensorType, low: int | None = None,
-            high: int | None = None) -> tuple[int, int]:
-    """The result clamp intersected with the range of the result type."""
-    info = np.iinfo(ty.numpy_dtype)
-    lo, hi = int(info.min), int(info.max)
-    clamp = op.attrs.get("clamp")
-    if clamp is not None:
-        lo, hi = max(lo, int(clamp[0])), min(hi, int(clamp[1]))
-    if low is not None:
-        lo = max(lo, low)
-    if high is not None:
-        hi = min(hi, high)
-    return lo, hi
-
-
-def _fixed_point(op: Op, multiplier: np.ndarray | float, scales: str
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """`fixed_point`; a multiplier out of its range is the fault of the model's scales."""
-    try:
-        return fixed_point(multiplier)
-    except ValueError as exc:
-        raise CimcError(f"op {op.name!r} ({op.kind}): {scales} of {op.outputs[0]!r}: {exc}"
-                        ) from None
-
-
-def _fixed(op: Op, multiplier: float, scales: str) -> tuple[int, int]:
-    """(M, shift) of one multiplier. One too small for the mantissa (M would be 0, which
-    the code generator reads as 'clamp only') keeps M = 1 at the largest shift: every
-    code then rounds to 0, as the reference's M = 0 gives."""
-    mant, shift = _fixed_point(op, np.float64(multiplier), scales)
-    if mant == 0 and multiplier > 0:
-        return 1, MAX_SHIFT
-    return int(mant), int(shift)
+# Kinds fold-qdq never makes integer: QDQ around them does not help.
+FLOAT_ONLY = frozenset({"layer_norm"})
 
 
 @dataclass
@@ -124,10 +104,18 @@ class Lower(Pass):
         return None
 
     def apply(self, module: Module) -> None:
+        refuse_recurrent(module)
+        for op in module.ops():
+            ty = module.values[op.outputs[0]]
+            if op.kind == "quantize" and ty.dtype not in ("i8", "u8"):
+                raise CimcError(f"op {op.name!r} (quantize) makes {ty.dtype} codes; the chip "
+                                "holds activations as 8-bit codes: quantize them to int8 or "
+                                "uint8 (quantize_static's activation_type QInt8 or QUInt8)")
         unbatch(module)
         quantize_inputs_once(module)
         pass_through_inputs(module)
         tabulate_functions_of_one_tensor(module)
+        fuse_transposed_operands(module)
         host_float = host_float_ops(module)
         lower_layout(module, {op.name for op in module.ops()
                               if op.kind not in HOST_KINDS and op.name not in host_float})
@@ -142,23 +130,38 @@ class Lower(Pass):
                 where = ("between integer layers" if after_quantize(module, op) else
                          "before the model's first QuantizeLinear (onnxruntime's quantizer "
                          "leaves ops that read the float input unquantized)")
+                remedy = ("the chip has no integer form of it yet, so end the model before "
+                          "it" if op.kind in FLOAT_ONLY else
+                          "so quantize this op (QDQ around it, as for its neighbours) or end "
+                          "the model before it")
                 raise CimcError(
                     f"op {op.name!r} ({op.kind}) computes in float {where}; "
                     "the chip runs only quantized ops and the host only the float tail after "
-                    "the last dequantize, so quantize this op (QDQ around it, as for its "
-                    "neighbours) or end the model before it")
-            if op.kind == "div" or (op.kind == "mul" and _channel_factor(module, op) is None):
+                    f"the last dequantize; {remedy}")
+            if op.kind == "div" or (op.kind == "mul" and _channel_factor(module, op) is None
+                                    and not two_tensors(module, op)):
                 raise CimcError(f"op {op.name!r} ({op.kind}): the chip computes a {op.kind} "
                                 "only as a function of one tensor (x * sigmoid(x), x / 6), "
                                 "which it looks up in a table"
-                                + (", or by a per-channel constant" if op.kind == "mul" else "")
-                                + "; this one combines two tensors, which it cannot yet; "
-                                "end the model before it")
+                                + (", by a per-channel constant or of two tensors"
+                                   if op.kind == "mul" else "")
+                                + "; this one combines "
+                                + ("two tensors" if op.kind == "div" else
+                                   "a tensor and a constant varying along more than the "
+                                   "channels")
+                                + ", which it cannot yet; end the model before it")
             if op.kind not in RULES:
                 raise CimcError(f"op {op.name!r} ({op.kind}): the chip has no {op.kind}; it "
                                 f"runs integer {', '.join(sorted(RULES))}: express this op "
                                 "with those, or end the model before it (the host runs only "
                                 "the float tail after the last DequantizeLinear)")
+            wide = [v for v in [*op.inputs, *op.outputs] if not module.is_constant(v)
+                    and module.values[v].dtype not in ("i8", "u8", "f32")]
+            if wide:
+                raise CimcError(f"op {op.name!r} ({op.kind}) computes on "
+                                f"{module.values[wide[0]].dtype} tensor {wide[0]!r}; the chip "
+                                "holds activations as 8-bit codes: quantize them to int8 or "
+                                "uint8 (quantize_static's activation_type QInt8 or QUInt8)")
             if not module.values[op.outputs[0]].is_quantized:
                 raise CimcError(f"op {op.name!r} ({op.kind}) is float, with no "
                                 "QuantizeLinear/DequantizeLinear around it (onnxruntime's "
@@ -176,20 +179,12 @@ def _check_batch(module: Module, ops: list[Op]) -> None:
     """The chip computes one image at a time: every tensor of `ops` has batch 1."""
     for op in ops:
         shape = module.values[op.outputs[0]].shape
-        if op.kind != "reshape" and len(shape) in (2, 4) and shape[0] != 1:
+        if op.kind != "reshape" and len(shape) in (3, 4) and shape[0] != 1:
             raise CimcError(f"op {op.name!r} ({op.kind}) computes a batch of {shape[0]} "
                             f"({list(shape)}); the backend compiles one image at a time (run "
                             "and sim take several images stacked on axis 0): export the model "
                             "with batch 1, or with a dynamic batch pinned by --input-shape "
                             "NAME=1,...")
-
-
-def _replace(module: Module, op: Op, kind: str, inputs: list[str], attrs: dict) -> Op:
-    """Turn `op` into an op of `kind` in place (its name and result stay)."""
-    module.set_inputs(op, inputs)
-    op.kind = kind
-    op.attrs = dict(attrs)
-    return op
 
 
 def lower_matvec(module: Module, op: Op) -> None:
@@ -211,8 +206,7 @@ def lower_matvec(module: Module, op: Op) -> None:
     group = int(op.attrs.get("group", 1))
     if op.kind == "gemm":
         source = module.producer(x)
-        if source is not None and source.kind == "reshape" and \
-                len(module.values[source.inputs[0]].shape) == 4:
+        if source is not None and _flattens_an_image(module, source):
             # flatten of NCHW: read the image (requantized as the flatten does), permute the weights
             x = _rescaled(module, source, source.inputs[0], x_type)
             _, c, h, wd = module.values[x].shape
@@ -323,33 +317,23 @@ def lower_pool(module: Module, op: Op) -> None:
             _replace(module, op, "pool", [op.inputs[0]], attrs)
         return
     count = kernel[0] * kernel[1]
-    # The window's divisor as onnxruntime counts it (docs/ir.md): without
-    # count_include_pad, or past the pads (ceil_mode), edge windows count fewer positions.
-    # It is (positions along H) x (along W); the sum is the same for all (padding holds zx).
-    include = not glob and bool(op.attrs.get("count_include_pad", 0))
-    given = [0, 0, 0, 0] if glob else list(op.attrs.get("pads", [0, 0, 0, 0]))
-    extents = [_extents(n, attrs["strides"][a], kernel[a], given[a], given[a + 2], size,
-                        include)
-               for a, (n, size) in enumerate(((oh, h), (ow, w)))]
-    divisors = sorted({int(r) * int(c) for r in extents[0] for c in extents[1]})
-    pairs = [_fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(d)),
-                    f"input scale {sx:g} / (result scale {sy:g} x {d})") for d in divisors]
-    mant, shift = pairs[-1]  # the full windows'
-    attrs.update(mode="avg", offset=-count * zx, M=mant, shift=shift, zy=zy, lo=lo, hi=hi)
-    if divisors != [count]:
-        attrs.update(row_counts=[int(v) for v in extents[0]],
-                     col_counts=[int(v) for v in extents[1]], counts=divisors,
-                     Ms=[m for m, _ in pairs], shifts=[s for _, s in pairs])
+    rows, cols = window_extents(dict(op.attrs, kernel=kernel), (h, w), (oh, ow))
+    attrs.update(mode="avg", offset=-count * zx, zy=zy, lo=lo, hi=hi)
+    divisors = sorted({int(r * c) for r in rows for c in cols})
+    if divisors == [count]:
+        mant, shift = _fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(count)),
+                             f"input scale {sx:g} / (result scale {sy:g} x {count})")
+        attrs.update(M=mant, shift=shift)
+    else:
+        # Windows at the border average fewer positions (count_include_pad=0, or ceil_mode
+        # windows past the pads): the padding holds zx, so the sum is the same and only the
+        # divisor changes; each distinct divisor has its own multiplier.
+        pairs = [_fixed(op, np.float64(sx) / (np.float64(sy) * np.float64(d)),
+                        f"input scale {sx:g} / (result scale {sy:g} x {d})") for d in divisors]
+        attrs.update(M=pairs[-1][0], shift=pairs[-1][1], divisors=divisors,
+                     divisor_M=[m for m, _ in pairs], divisor_shift=[s for _, s in pairs],
+                     row_extents=[int(r) for r in rows], col_extents=[int(c) for c in cols])
     _replace(module, op, "pool", [op.inputs[0]], attrs)
-
-
-def _extents(n_out: int, stride: int, k: int, begin: int, end: int, size: int,
-             include_pad: bool) -> np.ndarray:
-    """Positions each window covers along one axis (cimc.reference.pool's count)."""
-    start = np.arange(n_out) * stride - begin
-    if include_pad:
-        return np.minimum(start + k, size + end) - start
-    return np.minimum(start + k, size) - np.maximum(start, 0)
 
 
 def _empty_window(attrs: dict[str, Any], size: tuple[int, int], out: tuple[int, int]) -> bool:
@@ -464,9 +448,15 @@ def _rescaled(module: Module, op: Op, x: str, to: TensorType) -> str:
     return rescale.outputs[0]
 
 
+def _flattens_an_image(module: Module, op: Op) -> bool:
+    """Whether reshape `op` flattens a [1,C,H,W] image (a gemm reading it reads the image
+    itself, its weights permuted), rather than viewing tokens ([1,T,D] as [T,D])."""
+    return op.kind == "reshape" and len(module.values[op.inputs[0]].shape) == 4
+
+
 def lower_reshape(module: Module, op: Op) -> None:
     if all(c.kind == "gemm" for c in module.consumers(op.outputs[0])) and \
-            op.outputs[0] not in module.outputs:
+            op.outputs[0] not in module.outputs and _flattens_an_image(module, op):
         return  # the gemm reads the image itself (see lower_matvec); this op dies
     x_type = module.values[op.inputs[0]]
     if len(x_type.shape) == 4 and x_type.shape[2] * x_type.shape[3] > 1 and x_type.shape[1] > 1:
@@ -530,7 +520,11 @@ def _channel_factor(module: Module, op: Op) -> tuple[str, str] | None:
 
 def lower_mul(module: Module, op: Op) -> None:
     """x * c[channel] (what tabulation left: a per-channel constant) -> `scale`: the
-    codes' offsets times the constant's, requantized with m = sx * sc / sy."""
+    codes' offsets times the constant's, requantized with m = sx * sc / sy; a mul of two
+    runtime tensors -> `product` (passes/lower/product.py)."""
+    if two_tensors(module, op):
+        lower_product(module, op)
+        return
     found = _channel_factor(module, op)
     assert found is not None  # apply refused the others
     x, c = found
@@ -565,4 +559,7 @@ RULES = {
     "reshape": lower_reshape,
     "lut": lower_lut,
     "mul": lower_mul,
+    "reduce_mean": lower_reduce_mean,
+    "matmul": lower_matmul,
+    "softmax": lower_softmax,
 }

@@ -75,7 +75,7 @@ def _mixes_samples(module: Module, op: Op, n: int) -> str | None:
         return f"moves the batch axis (perm {list(op.attrs['perm'])})"
     if op.kind == "take" and 0 in op.attrs["axes"]:
         return "picks along the batch axis"
-    if op.kind in ("concat", "softmax") and axis(int(op.attrs["axis"])) == 0:
+    if op.kind in ("concat", "softmax", "log_softmax") and axis(int(op.attrs["axis"])) == 0:
         return "works along the batch axis"
     if op.kind == "reduce_mean" and 0 in [axis(int(a)) for a in op.attrs["axes"]]:
         return "reduces over the batch axis"

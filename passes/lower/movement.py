@@ -128,8 +128,8 @@ class _Sources:
         base = self.bases[self.values.index(value)]
         h, w, c = image_dims(ty)
         nhwc = np.arange(h * w * c, dtype=np.int64).reshape(h, w, c) + base
-        if len(ty.shape) == 2:
-            return nhwc.reshape(1, c)
+        if len(ty.shape) != 4:  # [1,K] and tokens [1,T,D], [T,D]: row-major is NHWC
+            return nhwc.reshape(ty.shape)
         return nhwc.transpose(2, 0, 1).reshape(ty.shape)
 
 
@@ -180,7 +180,7 @@ def _materialize(module: Module, op: Op, fused: set[str]) -> None:
     if len(result.shape) == 4:
         index = positions[0].transpose(1, 2, 0).reshape(oh, ow * n)
     else:
-        index = positions.reshape(1, n)
+        index = positions.reshape(oh, ow * n)
     # A view keeps the bytes and their image geometry, which rows and channel ranges
     # travel by (a [1,1,2,6] image viewed as [1,12] would be one row of 12 bytes where two
     # rows of 6 are sent; [1,1,3,2] as [1,2,3,1], rows of one pixel of 2 channels where

@@ -16,6 +16,10 @@ A quantize of float element-wise ops (activations, add, sub, mul, div, pow, relu
 clip) of one dequantized 8-bit tensor and scalars that nothing above folds (a Div or
 Pow onnxruntime left float) becomes a `lut` of that tensor (`_fold_elementwise`).
 
+A quantize of a float LRN of a dequantized 8-bit tensor becomes integer ops (a lookup
+of the squares, a 1x1 conv summing the channel window, a lookup of the normalizing
+factor, a mul: passes/fold_qdq/lrn.py).
+
 An activation of cimc.reference.activation (sigmoid, tanh, hard_swish, gelu, ...)
 on an 8-bit per-tensor input becomes `lut`: its 256 result codes, one per input
 code, are a constant computed in float64 (`activation.table`).
@@ -40,6 +44,8 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op, Quant, TensorType
 from cimc.pass_base import Pass
+from cimc.passes.fold_qdq.inputs import quantize_before_reshape
+from cimc.passes.fold_qdq.lrn import fold_lrn, lrn_operand
 from cimc.reference import KERNELS, Call, activation
 from cimc.reference.integer import add_multipliers
 
@@ -56,6 +62,9 @@ FOLDABLE = frozenset(
         "avg_pool",
         "global_avg_pool",
         "global_max_pool",
+        "reduce_mean",
+        "matmul",
+        "softmax",
         "concat",
         "reshape",
         "transpose",
@@ -96,6 +105,7 @@ class FoldQdq(Pass):
         return None
 
     def apply(self, module: Module) -> None:
+        quantize_before_reshape(module)
         for quantize in [op for op in module.ops() if op.kind == "quantize"]:
             fold(module, quantize)
         module.remove_dead()
@@ -124,6 +134,11 @@ def fold(module: Module, quantize: Op, *, dry: bool = False) -> bool:
     source = _dequantized(module, quantize.inputs[0])
     if source is not None:
         return dry or _fold_requantize(module, quantize, source)
+    found = lrn_operand(module, quantize)
+    if found is not None:
+        if not dry:
+            fold_lrn(module, quantize, *found)
+        return True
     chain: list[Op] = []  # commuting ops between the anchor and the quantize, top first
     anchor = module.producer(quantize.inputs[0])
     while anchor is not None and _sole_reader(module, anchor.outputs[0]):
@@ -246,6 +261,8 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType,
     a float bias is not quantized, its name stands for the one that would be)."""
     if anchor.kind in ("conv", "gemm"):
         return _linear_operands(module, anchor, result, dry)
+    if anchor.kind == "softmax" and not _over_tokens(module, anchor):
+        return None  # a classifier's softmax stays float: the host's tail
     operands = [_dequantized(module, v) for v in anchor.inputs]
     if anchor.kind in SCALAR_OPERAND and any(v is not None for v in operands):
         operands = [v if v is not None else _scalar_code(module, anchor, k, dry)
@@ -269,6 +286,15 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType,
             # layers ... quantize this op", though it is quantized: say what is wrong.
             raise CimcError(f"op {anchor.name!r} ({anchor.kind}): {exc}") from None
     return integers
+
+
+def _over_tokens(module: Module, softmax: Op) -> bool:
+    """Whether `softmax` normalizes each token of [1,T,N] (T > 1) over its last axis
+    (attention's scores), which the chip computes in integers; a [N, K] softmax is a
+    classifier's over a batch, the host's float tail."""
+    shape = module.values[softmax.inputs[0]].shape
+    axis = int(softmax.attrs.get("axis", -1)) % max(len(shape), 1)
+    return len(shape) == 3 and shape[0] == 1 and shape[1] > 1 and axis == 2
 
 
 def _scalar_code(module: Module, anchor: Op, k: int, dry: bool) -> str | None:
@@ -295,7 +321,7 @@ def _linear_operands(module: Module, anchor: Op, result: TensorType,
     """(x, w[, b_i32]) of a conv or gemm, quantizing or rescaling a bias as needed."""
     if anchor.kind == "gemm" and set(anchor.attrs) & {"trans_a", "trans_b", "alpha", "beta"}:
         return None
-    x = _dequantized(module, anchor.inputs[0])
+    x = _dequantized(module, anchor.inputs[0]) or _reshaped_codes(module, anchor.inputs[0], dry)
     w_producer = module.producer(anchor.inputs[1])
     if x is None or w_producer is None or w_producer.kind != "dequantize":
         return None
@@ -314,6 +340,27 @@ def _linear_operands(module: Module, anchor: Op, result: TensorType,
         return [x, w]
     bias = _integer_bias(module, anchor, acc_scale, dry)
     return None if bias is None else [x, w, bias]
+
+
+def _reshaped_codes(module: Module, value: str, dry: bool) -> str | None:
+    """The codes of `value`, a float reshape (read only here) of dequantized tokens
+    [1, T, D] to [T, D] rows, as an integer reshape of them: canonicalize writes a MatMul
+    of tokens by a constant as that reshape and a gemm, after the quantizer put the
+    DequantizeLinear before the MatMul (dequantizing commutes with reshaping). `dry`: the
+    dequantized codes stand for the reshape that would be added."""
+    producer = module.producer(value)
+    if producer is None or producer.kind != "reshape" or not _sole_reader(module, value) \
+            or len(module.values[producer.inputs[0]].shape) != 3 \
+            or len(module.values[value].shape) != 2:
+        return None  # only tokens as rows: a flatten the quantizer left float stays so
+    source = _dequantized(module, producer.inputs[0])
+    if source is None or dry:
+        return source
+    codes = module.add_op("reshape", [source],
+                          [module.values[source].with_shape(module.values[value].shape)],
+                          name=module.fresh_name(f"{producer.name}.codes"),
+                          attrs=dict(producer.attrs))
+    return codes.outputs[0]
 
 
 def _integer_bias(module: Module, anchor: Op, acc_scale: np.ndarray,

@@ -1,0 +1,82 @@
+"""Small torch sequence classifiers with nn.LSTM / nn.GRU (batch_first; one or two layers;
+forward or bidirectional; the last time step of the top layer, or its last states h_n,
+-> Linear), exported and
+quantized as tests/models.py does it: onnxruntime QDQ, per-channel int8 weights, seeded
+weights and calibration data. onnxruntime's quantizer leaves LSTM and GRU float (they
+have no QDQ quantizer), so the QDQ model quantizes only from the Linear on."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from models import CALIBRATION_BATCHES, CALIBRATION_SEED, quantize_qdq, workdir
+
+STEPS, FEATURES, HIDDEN, CLASSES = 20, 16, 32, 5
+INPUT_SHAPE = (1, STEPS, FEATURES)
+# name -> (torch layer, layers, bidirectional); the classifier reads Y's last time step,
+# or with "_hn" the last hidden state of both directions of the top layer (h_n).
+LAYERS: dict[str, tuple[str, int, bool]] = {
+    "lstm": ("LSTM", 1, False),
+    "gru": ("GRU", 1, False),
+    "lstm2_bi": ("LSTM", 2, True),
+    "gru2_bi": ("GRU", 2, True),
+    "lstm2_bi_hn": ("LSTM", 2, True),
+    "gru2_bi_hn": ("GRU", 2, True),
+}
+EXPORTERS = {"legacy": 13, "dynamo": 18}
+CASES = [(name, exporter) for name in LAYERS for exporter in EXPORTERS]
+
+
+def _torch_module(name: str):  # -> torch.nn.Module
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    layer, layers, bidirectional = LAYERS[name]
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = getattr(nn, layer)(FEATURES, HIDDEN, num_layers=layers,
+                                          batch_first=True, bidirectional=bidirectional)
+            self.fc = nn.Linear(HIDDEN * (2 if bidirectional else 1), CLASSES)
+
+        def forward(self, x):
+            y, state = self.rnn(x)
+            if not name.endswith("_hn"):
+                return self.fc(y[:, -1])
+            h = state[0] if layer == "LSTM" else state
+            return self.fc(torch.cat([h[-2], h[-1]], 1))
+
+    return Classifier().eval()
+
+
+@functools.cache
+def float_model(name: str, exporter: str) -> Path:
+    import torch
+
+    path = workdir() / f"rnn-{name}-{exporter}.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_torch_module(name), (torch.zeros(INPUT_SHAPE),), str(path),
+                          input_names=["input"], output_names=["logits"],
+                          opset_version=EXPORTERS[exporter], dynamo=exporter == "dynamo")
+    return path
+
+
+def sample_inputs(count: int, seed: int) -> np.ndarray:
+    """`count` seeded standard-normal sequences, stacked on axis 0."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((count, *INPUT_SHAPE[1:])).astype(np.float32)
+
+
+@functools.cache
+def quantized_model(name: str, exporter: str) -> Path:
+    batches = sample_inputs(CALIBRATION_BATCHES, CALIBRATION_SEED)
+    return quantize_qdq(float_model(name, exporter), batches, "int8")

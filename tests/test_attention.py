@@ -1,0 +1,213 @@
+"""Attention's matrix products of two activations on the vector unit (issue 13): a
+quantized matmul of two token matrices is the chip's `dot`, `Σ_k (a - za)(b - zb)`
+exactly in int32, requantized with `m = sa · sb / sy` (passes/lower/attention.py):
+Q·Kᵀ reads K through the exporters' Transpose, attn·V transposes V's centered values in
+local memory; the scores' Softmax is the chip's `pixel_softmax` (tests/test_softmax.py).
+One-head attention blocks (softmax attention, and ReLU attention) exported by torch
+(legacy 13, dynamo 18) and quantized by quantize_static simulate bit for bit equal to
+the reference on `isaac` and `edge`, the reference within one quantum of the exact
+oracle; the timing model follows the simulator; onnx's MatMul node
+cases run on the reference; several heads at once are refused naming the op."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from models import CALIBRATION_BATCHES, CALIBRATION_SEED, quantize_qdq, workdir
+from onnx import TensorProto, helper
+
+import cimc
+from cimc.cli import main
+from cimc.diagnostics import CimcError
+from cimc.host.ports import reference_codes
+from cimc.isa.assembler import assemble_file
+from cimc.isa.image import load_image
+from cimc.isa.simulator import run_program
+from cimc.reference.oracle import ExactOracle
+
+TOKENS, WIDTH = 16, 32
+EXPORTERS = {"legacy": 13, "dynamo": 18}
+
+
+@functools.cache
+def _model(exporter: str, activations: str, scores: str = "softmax") -> Path:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v = (nn.Linear(WIDTH, WIDTH) for _ in range(3))
+            self.head = nn.Linear(WIDTH, 10)
+
+        def forward(self, x):
+            logits = self.q(x) @ self.k(x).transpose(1, 2) * WIDTH ** -0.5
+            weights = torch.softmax(logits, -1) if scores == "softmax" else torch.relu(logits)
+            return self.head((weights @ self.v(x)).mean(1))
+
+    path = workdir() / f"attention-{scores}-{exporter}.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Attention().eval(), (torch.zeros(1, TOKENS, WIDTH),), str(path),
+                          input_names=["input"], output_names=["logits"],
+                          opset_version=EXPORTERS[exporter], dynamo=exporter == "dynamo")
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    batches = rng.standard_normal((CALIBRATION_BATCHES, TOKENS, WIDTH)).astype(np.float32)
+    return quantize_qdq(path, batches, activations)
+
+
+@pytest.mark.parametrize("scores", ["softmax", "relu"])
+@pytest.mark.parametrize("exporter", sorted(EXPORTERS))
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+@pytest.mark.parametrize("target", ["isaac", "edge"])
+def test_attention_block_simulates_bit_exact_within_a_quantum(
+        scores: str, exporter: str, activations: str, target: str, tmp_path: Path) -> None:
+    model = _model(exporter, activations, scores)
+    x = np.random.default_rng(11).standard_normal((4, TOKENS, WIDTH)).astype(np.float32)
+    program = cimc.compile(model, target)
+    dots = [op for op in program.module.ops() if op.kind == "dot"]
+    assert sorted(op.attrs["rows"] for op in dots) == [0, 1]  # attn·V, Q·Kᵀ
+    kinds = [op.kind for op in program.module.ops()]
+    assert "transpose" not in kinds
+    assert kinds.count("pixel_softmax") == (scores == "softmax")
+    prog = tmp_path / "p.s"
+    program.save(prog)
+    inputs, expected = reference_codes(program.integer, {"input": x})
+    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
+                             program.target, inputs)
+    assert sorted(outputs) == sorted(expected)
+    for port, codes in expected.items():
+        np.testing.assert_array_equal(outputs[port], codes)
+    reference = cimc.run_reference(program.integer, {"input": x})["logits"]
+    dequantize = next(op for op in program.integer.ops() if op.kind == "dequantize")
+    quantum = float(program.integer.values[dequantize.inputs[0]].quant.scale[0])
+    assert np.abs(reference - ExactOracle(model).run_samples(x)).max() <= quantum * 1.0001
+
+
+@pytest.mark.parametrize("pipeline", ["latency", "throughput"])
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_timing_model_within_five_percent_of_the_simulator(pipeline: str,
+                                                          activations: str) -> None:
+    program = cimc.compile(_model("legacy", activations), "isaac", pipeline=pipeline)
+    modelled, simulated = program.report, program.simulated_report
+    for key in ("cycles", "throughput", "energy_nj"):
+        assert abs(modelled[key] / simulated[key] - 1) < 0.05, (key, modelled[key],
+                                                                 simulated[key])
+
+
+def _node_cases() -> list:
+    from onnx.backend.test.case.node import collect_testcases
+
+    return [case for case in collect_testcases()
+            if {n.op_type for n in case.model.graph.node} == {"MatMul"}]
+
+
+NODE_CASES = _node_cases()
+
+
+@pytest.mark.parametrize("case", NODE_CASES, ids=[c.name for c in NODE_CASES])
+def test_onnx_matmul_node_cases_run_on_the_reference(case, tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    onnx.save(case.model, path)
+    graph = case.model.graph
+    assert len(NODE_CASES) >= 5
+    for k, (inputs, outputs) in enumerate(case.data_sets):
+        np.savez(tmp_path / "x.npz", **{i.name: x for i, x in zip(graph.input, inputs,
+                                                                    strict=True)})
+        out = tmp_path / f"y{k}.npz"
+        assert main(["run", str(path), "--engine", "reference", "--inputs",
+                     str(tmp_path / "x.npz"), "--outputs", str(out), "-q"]) == 0
+        got = np.load(out)
+        for o, expected in zip(graph.output, outputs, strict=True):
+            np.testing.assert_allclose(got[o.name], expected, rtol=case.rtol, atol=case.atol)
+
+
+def test_several_heads_at_once_are_refused_naming_the_op(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Transpose", ["input"], ["t"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["input", "t"], ["output"], name="scores")]
+    graph = helper.make_graph(
+        nodes, "heads", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                       [1, 2, TOKENS, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 2, TOKENS, TOKENS])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((4, 2, TOKENS, 8)).astype(np.float32)
+    with pytest.raises(CimcError, match=r"op 'scores' \(matmul\): the chip multiplies two "
+                                        r"token matrices.*split the heads"):
+        cimc.compile(tmp_path / "m.onnx", "isaac", calibrate={"input": x})
+
+
+@functools.cache
+def _encoder(exporter: str, activations: str) -> Path:
+    """A one-layer transformer encoder without LayerNorm (the chip has none yet): token
+    embedding, softmax attention with an output projection, residual adds, a GELU
+    feed-forward network, mean over the tokens, classifier."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(20, WIDTH)
+            self.q, self.k, self.v, self.o = (nn.Linear(WIDTH, WIDTH) for _ in range(4))
+            self.ff = nn.Sequential(nn.Linear(WIDTH, 64), nn.GELU(), nn.Linear(64, WIDTH))
+            self.head = nn.Linear(WIDTH, 10)
+
+        def forward(self, x):
+            x = self.embed(x)
+            weights = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2) * WIDTH ** -0.5, -1)
+            x = x + self.o(weights @ self.v(x))
+            x = x + self.ff(x)
+            return self.head(x.mean(1))
+
+    path = workdir() / f"encoder-{exporter}.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Encoder().eval(), (torch.zeros(1, TOKENS, 20),), str(path),
+                          input_names=["input"], output_names=["logits"],
+                          opset_version=EXPORTERS[exporter], dynamo=exporter == "dynamo")
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    batches = rng.standard_normal((CALIBRATION_BATCHES, TOKENS, 20)).astype(np.float32)
+    return quantize_qdq(path, batches, activations)
+
+
+SLOW = pytest.mark.slow
+ENCODER_CASES = [("legacy", "int8", "isaac"),
+                 *(pytest.param(e, a, t, marks=SLOW) for e in sorted(EXPORTERS)
+                   for a in ("int8", "uint8") for t in ("isaac", "edge")
+                   if (e, a, t) != ("legacy", "int8", "isaac"))]
+
+
+@pytest.mark.parametrize(("exporter", "activations", "target"), ENCODER_CASES)
+def test_encoder_layer_simulates_bit_exact_within_a_quantum(
+        exporter: str, activations: str, target: str, tmp_path: Path) -> None:
+    model = _encoder(exporter, activations)
+    x = np.random.default_rng(11).standard_normal((4, TOKENS, 20)).astype(np.float32)
+    program = cimc.compile(model, target)
+    kinds = [op.kind for op in program.module.ops()]
+    assert kinds.count("dot") == 2 and kinds.count("pixel_softmax") == 1
+    assert kinds.count("eltwise") == 2  # the residual adds
+    prog = tmp_path / "p.s"
+    program.save(prog)
+    inputs, expected = reference_codes(program.integer, {"input": x})
+    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
+                             program.target, inputs)
+    for port, codes in expected.items():
+        np.testing.assert_array_equal(outputs[port], codes)
+    reference = cimc.run_reference(program.integer, {"input": x})["logits"]
+    dequantize = next(op for op in program.integer.ops() if op.kind == "dequantize")
+    quantum = float(program.integer.values[dequantize.inputs[0]].quant.scale[0])
+    assert np.abs(reference - ExactOracle(model).run_samples(x)).max() <= quantum * 1.0001
