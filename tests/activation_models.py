@@ -14,14 +14,18 @@ scalars (x + 3, x * 0.5, x / 6), which `lower` tabulates into one lookup;
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
-import warnings
 from pathlib import Path
 
 import numpy as np
-from models import CALIBRATION_BATCHES, CALIBRATION_SEED, quantize_qdq, workdir
+from models import (
+    CALIBRATION_BATCHES,
+    CALIBRATION_SEED,
+    export_torch,
+    quantize_qdq,
+    seeded_inputs,
+    workdir,
+)
 
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "conv_leaky": (1, 3, 8, 8),
@@ -99,23 +103,14 @@ def _torch_module(name: str):  # -> torch.nn.Module
 
 @functools.cache
 def float_model(name: str, exporter: str) -> Path:
-    import torch
-
-    path = workdir() / f"act-{name}-{exporter}.onnx"
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_torch_module(name), (torch.zeros(INPUT_SHAPES[name]),), str(path),
-                          input_names=["input"], output_names=["logits"],
-                          opset_version=EXPORTS[name][exporter],
-                          dynamo=exporter.startswith("dynamo"))
-    return path
+    return export_torch(_torch_module(name), INPUT_SHAPES[name],
+                        workdir() / f"act-{name}-{exporter}.onnx",
+                        EXPORTS[name][exporter], exporter.startswith("dynamo"), "logits")
 
 
 def sample_inputs(name: str, count: int, seed: int) -> np.ndarray:
     """`count` seeded standard-normal inputs for `name`, stacked on axis 0."""
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((count, *INPUT_SHAPES[name][1:])).astype(np.float32)
+    return seeded_inputs(INPUT_SHAPES[name], count, seed)
 
 
 @functools.cache

@@ -173,37 +173,43 @@ def _torch_module(name: str):  # -> torch.nn.Module
     return factories[name]().eval()
 
 
-@functools.cache
-def float_model(name: str, exporter: str = "legacy") -> Path:
-    """The float model `name` exported by `exporter` ("dynamo" or "legacy")."""
+def export_torch(module, shape: tuple[int, ...], path: Path, opset: int, dynamo: bool,
+                 output: str = "logits") -> Path:
+    """`module` (a torch.nn.Module) exported to `path` on a zero input of `shape`, its input
+    named "input", quietly (the dynamo exporter reports its progress on stdout, the legacy
+    one its deprecation)."""
     import contextlib
     import io
     import warnings
 
     import torch
 
-    path = workdir() / f"{name}-{exporter}.onnx"
-    example = torch.zeros(INPUT_SHAPES[name])
-    # the dynamo exporter reports its progress on stdout, the legacy one its deprecation
-    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _torch_module(name),
-            (example,),
-            str(path),
-            input_names=["input"],
-            output_names=["logits"],
-            opset_version=EXPORTERS[exporter],
-            dynamo=exporter == "dynamo",
-        )
+        torch.onnx.export(module, (torch.zeros(shape),), str(path), input_names=["input"],
+                          output_names=[output], opset_version=opset, dynamo=dynamo)
     return path
+
+
+def seeded_inputs(shape: tuple[int, ...], count: int, seed: int) -> np.ndarray:
+    """`count` seeded standard-normal samples of `shape` (its batch included), stacked on
+    axis 0."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((count * shape[0], *shape[1:])).astype(np.float32)
+
+
+@functools.cache
+def float_model(name: str, exporter: str = "legacy") -> Path:
+    """The float model `name` exported by `exporter` ("dynamo" or "legacy")."""
+    return export_torch(_torch_module(name), INPUT_SHAPES[name],
+                        workdir() / f"{name}-{exporter}.onnx", EXPORTERS[exporter],
+                        exporter == "dynamo")
 
 
 def sample_inputs(name: str, count: int, seed: int) -> np.ndarray:
     """`count` seeded standard-normal inputs for `name`, stacked on axis 0."""
-    shape = INPUT_SHAPES[name]
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((count * shape[0], *shape[1:])).astype(np.float32)
+    return seeded_inputs(INPUT_SHAPES[name], count, seed)
 
 
 @functools.cache

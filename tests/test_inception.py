@@ -8,15 +8,19 @@ quantum of the exact oracle with the same top-1 class."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from models import CALIBRATION_BATCHES, CALIBRATION_SEED, quantize_qdq, workdir
+from models import (
+    CALIBRATION_BATCHES,
+    CALIBRATION_SEED,
+    export_torch,
+    quantize_qdq,
+    seeded_inputs,
+    workdir,
+)
 
 import cimc
 from cimc.host.ports import reference_codes
@@ -71,18 +75,10 @@ def _network():  # -> torch.nn.Module
 
 @functools.cache
 def quantized(exporter: str) -> Path:
-    import torch
-
-    path = workdir() / f"inception-{exporter}.onnx"
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_network(), (torch.zeros(SHAPE),), str(path), input_names=["input"],
-                          output_names=["logits"], opset_version=13 if exporter == "legacy"
-                          else 18, dynamo=exporter == "dynamo")
-    batches = np.random.default_rng(CALIBRATION_SEED).standard_normal(
-        (CALIBRATION_BATCHES, *SHAPE[1:])).astype(np.float32)
-    return quantize_qdq(path, batches, "int8")
+    path = export_torch(_network(), SHAPE, workdir() / f"inception-{exporter}.onnx",
+                        13 if exporter == "legacy" else 18, exporter == "dynamo")
+    return quantize_qdq(path, seeded_inputs(SHAPE, CALIBRATION_BATCHES, CALIBRATION_SEED),
+                        "int8")
 
 
 @pytest.mark.slow
