@@ -14,11 +14,9 @@ centered values in local memory first). With K ≤ 33025, |acc| < 2^31: no satur
 
 from __future__ import annotations
 
-import numpy as np
-
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op
-from cimc.passes.lower.common import bounds, fixed, per_tensor, replace
+from cimc.passes.lower.common import product_attrs, replace
 
 # 255² · K stays below 2^31.
 MAX_DEPTH = (2**31 - 1) // (255 * 255)
@@ -74,12 +72,5 @@ def _lower_dot(module: Module, op: Op, rows: bool) -> None:
     if depth > MAX_DEPTH:
         raise CimcError(f"op {op.name!r} (matmul): {depth} products per sum could leave "
                         f"int32; the chip sums at most {MAX_DEPTH}")
-    sa, za = per_tensor(a_type, "first operand", op)
-    sb, zb = per_tensor(b_type, "second operand", op)
-    sy, zy = per_tensor(y_type, "result", op)
-    mant, shift = fixed(op, np.float64(sa) * np.float64(sb) / np.float64(sy),
-                        f"operand scales {sa:g} x {sb:g} / result scale {sy:g}")
-    lo, hi = bounds(op, y_type)
-    attrs = {"za": za, "zb": zb, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi,
-             "rows": int(rows)}
+    attrs = {**product_attrs(op, a_type, b_type, y_type), "rows": int(rows)}
     replace(module, op, "dot", [a, b], attrs)

@@ -52,6 +52,20 @@ def fixed(op: Op, multiplier: float, scales: str) -> tuple[int, int]:
     return int(mant), int(shift)
 
 
+def product_attrs(op: Op, a_type: TensorType, b_type: TensorType, y_type: TensorType
+                  ) -> dict[str, int]:
+    """What requantizes products (a - za)(b - zb) of two per-tensor 8-bit operands: their
+    zero points, the multiplier sa * sb / sy in float64 exactly as the reference computes
+    it, and the result's zero point and clamp."""
+    sa, za = per_tensor(a_type, "first operand", op)
+    sb, zb = per_tensor(b_type, "second operand", op)
+    sy, zy = per_tensor(y_type, "result", op)
+    mant, shift = fixed(op, np.float64(sa) * np.float64(sb) / np.float64(sy),
+                        f"operand scales {sa:g} x {sb:g} / result scale {sy:g}")
+    lo, hi = bounds(op, y_type)
+    return {"za": za, "zb": zb, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi}
+
+
 def replace(module: Module, op: Op, kind: str, inputs: list[str], attrs: dict) -> Op:
     """Turn `op` into an op of `kind` in place (its name and result stay)."""
     module.set_inputs(op, inputs)

@@ -13,11 +13,9 @@ channel spread over them first.
 
 from __future__ import annotations
 
-import numpy as np
-
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op
-from cimc.passes.lower.common import bounds, fixed, per_tensor, replace
+from cimc.passes.lower.common import product_attrs, replace
 
 
 def two_tensors(module: Module, op: Op) -> bool:
@@ -41,12 +39,4 @@ def lower_product(module: Module, op: Op) -> None:
                             "the chip multiplies an image by one of the same rank, possibly "
                             "one row, one pixel ([1,C,1,1], a squeeze-excitation gate) or "
                             "one channel ([1,1,H,W], a spatial gate)")
-    sa, za = per_tensor(a_type, "first operand", op)
-    sb, zb = per_tensor(b_type, "second operand", op)
-    sy, zy = per_tensor(y_type, "result", op)
-    # The multiplier exactly as the reference computes it: (sa * sb) / sy in float64.
-    mant, shift = fixed(op, np.float64(sa) * np.float64(sb) / np.float64(sy),
-                        f"operand scales {sa:g} x {sb:g} / result scale {sy:g}")
-    lo, hi = bounds(op, y_type)
-    attrs = {"za": za, "zb": zb, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi}
-    replace(module, op, "product", [a, b], attrs)
+    replace(module, op, "product", [a, b], product_attrs(op, a_type, b_type, y_type))
