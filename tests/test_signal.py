@@ -51,14 +51,14 @@ def test_a_1d_op_the_rewrite_does_not_cover_is_named(tmp_path: Path) -> None:
     weights = np.ones((4, 2, 3), np.float32)
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1]),
-         helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 1], name="swap")], "t",
+         helper.make_node("ReduceMax", ["c"], ["y"], axes=[1], name="peak")], "t",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 2, 8))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 8, 4))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 1, 8))],
         initializer=[numpy_helper.from_array(weights, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, tmp_path / "t.onnx")
-    with pytest.raises(CimcError, match=r"node 'swap' \(Transpose\) reads a 1-D signal"):
+    with pytest.raises(CimcError, match=r"node 'peak' \(ReduceMax\) reads a 1-D signal"):
         cimc.compile(tmp_path / "t.onnx", "isaac", calibrate=np.zeros((1, 2, 8), np.float32))
 
 
@@ -106,3 +106,54 @@ def test_a_signal_output_keeps_its_rank(tmp_path: Path) -> None:
                  "--outputs", str(tmp_path / "float.npy"), "--engine", "reference", "-q"]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "float.npy"),
                                ExactOracle(tmp_path / "d.onnx").run_samples(x), atol=1e-5)
+
+
+def _features_model(exporter: str) -> Path:
+    """Time-major features [N, T, F] (as an MFCC front end gives them) transposed to
+    [N, F, T], padded, a Conv1d, a slice of the time axis, a 1-D max pool, a classifier."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Features(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(8, 12, 3)
+            self.fc = nn.Linear(12 * 8, 5)
+
+        def forward(self, x):
+            x = nn.functional.pad(x.transpose(1, 2), (1, 1))
+            x = torch.relu(self.conv(x))[:, :, 2:18]
+            return self.fc(torch.flatten(nn.functional.max_pool1d(x, 2), 1))
+
+    path = models.export_torch(Features().eval(), (1, 20, 8),
+                               models.workdir() / f"features-{exporter}.onnx",
+                               13 if exporter == "legacy" else 18, exporter == "dynamo")
+    return models.quantize_qdq(path, models.seeded_inputs((1, 20, 8), 8, 1), "int8")
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+@pytest.mark.parametrize("target", ["isaac", "edge"])
+def test_time_major_features_transposed_padded_and_sliced_run_bit_exact(
+        exporter: str, target: str, tmp_path: Path) -> None:
+    """Transpose, Pad and Slice of [N, C, L] signals are lifted with them (their perm,
+    pads and axes gain the unit axis) and run on the chip as data movement."""
+    from cimc.cli import main
+
+    model = _features_model(exporter)
+    x = models.seeded_inputs((1, 20, 8), 3, 5)
+    np.save(tmp_path / "x.npy", x)
+    for engine in ("sim", "reference"):
+        assert main(["run", str(model), "--inputs", str(tmp_path / "x.npy"), "--outputs",
+                     str(tmp_path / f"{engine}.npy"), "--engine", engine, "--target", target,
+                     "-q"]) == 0
+    sim, reference = np.load(tmp_path / "sim.npy"), np.load(tmp_path / "reference.npy")
+    np.testing.assert_array_equal(sim, reference)
+    compiled = cimc.compile(model, target)
+    assert "gather" in {op.kind for op in compiled.module.ops()}
+    scale = float(numpy_helper.to_array(next(
+        i for i in onnx.load(model).graph.initializer if i.name.endswith("_scale")
+        and "output" in i.name.lower() or i.name == "logits_scale")))
+    oracle = ExactOracle(model).run_samples(x)
+    assert np.abs(reference - oracle).max() <= scale * 1.001

@@ -7,8 +7,10 @@ row, and [N, C, L] and [N, C, 1, L] hold their elements in the same order, so a
 Flatten or Reshape after them is unchanged and a caller's [N, C, L] samples are read
 as [N, C, 1, L] ones. Every rank-3 tensor of the graph gains the unit axis 2: the
 graph's inputs and outputs, 1-D kernels, strides, pads and dilations, the weights of
-1-D convolutions, constants broadcast against such tensors, the concat axis and the
-target shapes of Reshapes. A node this does not cover is an error naming it.
+1-D convolutions, constants broadcast against such tensors, the concat and split axis,
+the target shapes of Reshapes, a Transpose's perm (time-major features [N, T, F] turned
+into [N, F, T]), and a Pad's pads or a Slice's axes. A node this does not cover is an
+error naming it.
 """
 
 from __future__ import annotations
@@ -60,8 +62,15 @@ def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
                 if source is not None and source.op_type == "DequantizeLinear":
                     weight = source.input[0]
                 weights.add(weight)
-        elif kind == "Concat":
+        elif kind in ("Concat", "Split"):
             _lift_axis(node, "axis")
+        elif kind == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [2, 1, 0])
+            del node.attribute[:]
+            node.attribute.append(onnx.helper.make_attribute(
+                "perm", [_lifted(perm[0]), _lifted(perm[1]), 2, _lifted(perm[2])]))
+        elif kind in ("Pad", "Slice"):
+            _lift_layout_inputs(graph, node, inits, path)
         elif kind == "Reshape":
             targets.add(node.input[1])
         elif kind == "ReduceMean" and any(a.name == "axes" for a in node.attribute):
@@ -151,10 +160,50 @@ def _lift_attributes(node: onnx.NodeProto) -> None:
             attr.ints[:] = [0, attr.ints[0], 0, attr.ints[1]]
 
 
+def _lifted(axis: int) -> int:
+    """Axis `axis` of [N, C, L] in [N, C, 1, L]."""
+    axis %= 3
+    return axis if axis < 2 else 3
+
+
 def _lift_axis(node: onnx.NodeProto, name: str) -> None:
     for attr in node.attribute:
-        if attr.name == name and attr.i == 2:
-            attr.i = 3
+        if attr.name == name:
+            attr.i = _lifted(attr.i)
+
+
+def _lift_layout_inputs(graph: onnx.GraphProto, node: onnx.NodeProto,
+                        inits: dict[str, onnx.TensorProto], path: str) -> None:
+    """A Pad or Slice of [N, C, L] as one of [N, C, 1, L]: its `axes` mapped (each node
+    gets its own copy, others may share the constant), or without axes, Pad's pads
+    gain a zero before and after for the unit axis and Slice's axes are [0, 1, 3]."""
+    def constant(index: int) -> np.ndarray | None:
+        if index >= len(node.input) or not node.input[index]:
+            return None
+        if node.input[index] not in inits:
+            raise _refuse(path, node, f"has a computed input {index} (its pads, starts, ends "
+                                      "or axes must be constants)")
+        return numpy_helper.to_array(inits[node.input[index]])
+
+    def replace_input(index: int, values: np.ndarray) -> None:
+        name = f"{node.name or node.output[0]}/rows{index}"
+        inits[name] = numpy_helper.from_array(values.astype(np.int64), name)
+        graph.initializer.append(inits[name])
+        while len(node.input) <= index:
+            node.input.append("")
+        node.input[index] = name
+
+    axes = constant(3)  # Pad's and Slice's axes are both input 3
+    if axes is not None:
+        replace_input(3, np.array([_lifted(int(a)) for a in axes.reshape(-1)]))
+    elif node.op_type == "Pad":
+        pads = constant(1)
+        if pads is not None:
+            replace_input(1, np.insert(np.insert(pads.reshape(-1), 5, 0), 2, 0))
+    else:
+        starts = constant(1)
+        count = 3 if starts is None else len(starts.reshape(-1))
+        replace_input(3, np.array([_lifted(a) for a in range(count)]))
 
 
 def _refuse(path: str, node: onnx.NodeProto, why: str) -> CimcError:

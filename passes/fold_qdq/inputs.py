@@ -1,34 +1,54 @@
-"""Model inputs reshaped before they are quantized: the part of `fold-qdq` that moves
-the reshape of the tokens [1, T, D] -> [T, D] in front of a sequence model's first gemm
-(canonicalize's MatMul) behind the input's `quantize`, so that the host quantizes the
-input as it is and the chip reads the codes through a view."""
+"""Model inputs moved before they are quantized: the part of `fold-qdq` that moves the
+layout ops a model applies to its float input (the reshape of the tokens [1, T, D] ->
+[T, D] in front of a sequence model's first gemm; the transpose of time-major features
+[N, T, F] -> [N, F, T] and the pad in front of a Conv1d, which onnxruntime's quantizer
+leaves float, its first QuantizeLinear after them) behind the input's `quantize`, so
+that the host quantizes the input as it is and the chip moves the codes."""
 
 from __future__ import annotations
 
 from cimc.ir.module import Module
 
+# Layout ops that move elements unchanged: quantizing after them or before is the same
+# (per-tensor quantization is element-wise; a pad's fill is a value its take quantizes).
+MOVES = ("reshape", "transpose", "take")
+
+
+def _input_moved(module: Module, value: str) -> bool:
+    """Whether float `value` is a model input, or one moved by layout ops only."""
+    producer = module.producer(value)
+    while producer is not None and producer.kind in MOVES:
+        value = producer.inputs[0]
+        producer = module.producer(value)
+    return value in module.inputs and not module.values[value].is_quantized
+
 
 def quantize_before_reshape(module: Module) -> None:
-    """A float reshape of a model input read only by `quantize` ops (the reshape to
-    [T, D] in front of the first gemm) changes places with them: the host quantizes the
-    input in its own shape and the chip views the codes in the reshape's (quantization
-    is element-wise, so both orders give the same codes)."""
-    for name in list(module.inputs):
-        for reshape in [op for op in module.consumers(name) if op.kind == "reshape"]:
-            readers = module.consumers(reshape.outputs[0])
-            if not readers or reshape.outputs[0] in module.outputs or \
-                    any(op.kind != "quantize" for op in readers):
+    """A float layout op of a model input read only by alike per-tensor `quantize` ops
+    changes places with them, from the last op of a chain up: the host quantizes the input
+    in its own shape and the chip moves the codes."""
+    changed = True
+    while changed:
+        changed = False
+        for op in list(module.ops()):
+            if op.kind not in MOVES or not _input_moved(module, op.inputs[0]):
                 continue
-            first = readers[0]
-            codes = module.values[first.outputs[0]]
-            if any(module.values[op.outputs[0]] != codes for op in readers[1:]):
+            readers = module.consumers(op.outputs[0])
+            if not readers or op.outputs[0] in module.outputs or \
+                    any(r.kind != "quantize" for r in readers):
                 continue
-            quantize = module.add_op("quantize", [name],
-                                     [codes.with_shape(module.values[name].shape)],
-                                     name=module.fresh_name(f"{first.name}.input"))
-            view = module.add_op("reshape", [quantize.outputs[0]], [codes],
-                                 name=module.fresh_name(reshape.name), attrs=dict(reshape.attrs))
-            for op in readers:
-                module.replace_uses(op.outputs[0], view.outputs[0])
-                module.remove_op(op)
-            module.remove_op(reshape)
+            codes = module.values[readers[0].outputs[0]]
+            if codes.quant is None or codes.quant.axis is not None or \
+                    any(module.values[r.outputs[0]] != codes for r in readers[1:]):
+                continue
+            source = op.inputs[0]
+            quantize = module.add_op("quantize", [source],
+                                     [codes.with_shape(module.values[source].shape)],
+                                     name=module.fresh_name(f"{readers[0].name}.input"))
+            moved = module.add_op(op.kind, [quantize.outputs[0]], [codes],
+                                  name=module.fresh_name(op.name), attrs=dict(op.attrs))
+            for reader in readers:
+                module.replace_uses(reader.outputs[0], moved.outputs[0])
+                module.remove_op(reader)
+            module.remove_op(op)
+            changed = True
