@@ -117,6 +117,11 @@ class Lower(Pass):
         tabulate_functions_of_one_tensor(module)
         fuse_transposed_operands(module)
         host_float = host_float_ops(module)
+        for op in module.ops():
+            if op.name in host_float and op.kind in CHIP_KINDS:  # (concat: both kinds)
+                raise CimcError(f"op {op.name!r} ({op.kind}) joins float tensors after the "
+                                "last DequantizeLinear, which the host's float tail cannot do "
+                                "yet; quantize it (QDQ around it, as for the ops before it)")
         lower_layout(module, {op.name for op in module.ops()
                               if op.kind not in HOST_KINDS and op.name not in host_float})
         # `concat` is both an IR op and a chip kind: lowering it again is a no-op
