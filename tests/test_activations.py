@@ -1,5 +1,5 @@
-"""Activations through the vector unit's lookup table (issue 13): onnx's node test cases
-in float through `cimc run --engine reference`; every quantized activation as a QDQ
+"""Activations through the vector unit's lookup table (issue 13; onnx's node test cases
+of them: tests/test_node_cases.py): every quantized activation as a QDQ
 model against the exact oracle and compiled; torch exports (Conv -> LeakyReLU, Conv ->
 Hardswish, Linear -> Sigmoid/Tanh/GELU, SiLU) quantized by quantize_static, simulated
 bit for bit equal to the reference on `isaac` and `edge`, the reference within one
@@ -13,17 +13,13 @@ import activation_models
 import numpy as np
 import onnx
 import pytest
+from checks import assert_simulation_equals_reference, output_scale
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
-from cimc.cli import main
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import lut_table
-from cimc.host.ports import reference_codes
 from cimc.ir.module import Module, TensorType
-from cimc.isa.assembler import assemble_file
-from cimc.isa.image import load_image
-from cimc.isa.simulator import run_program
 from cimc.reference import run_module
 from cimc.reference.oracle import ExactOracle
 
@@ -41,49 +37,6 @@ ACTIVATIONS = {
     "Gelu_tanh": (20, {"approximate": "tanh"}),
     "Erf": (13, {}),
 }
-
-
-NODE_OPS = {op.split("_")[0] for op in ACTIVATIONS} | {"Div", "Pow"}
-# Element types of cimc's tensors (the cases of 16-bit and unsigned 32/64-bit integers are
-# refused).
-ELEMENT_TYPES = {TensorProto.FLOAT, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32,
-                 TensorProto.INT64}
-
-
-def _node_cases() -> list:
-    from onnx.backend.test.case.node import collect_testcases
-
-    # A case of one of the ops alone (the expanded ones spell it with Mul, Div, CastLike...).
-    return [case for case in collect_testcases()
-            if {n.op_type for n in case.model.graph.node} <= NODE_OPS
-            and all(i.type.tensor_type.elem_type in ELEMENT_TYPES
-                    for i in case.model.graph.input)]
-
-
-NODE_CASES = _node_cases()
-
-
-def test_every_activation_has_node_cases() -> None:
-    ops = {n.op_type for case in NODE_CASES for n in case.model.graph.node}
-    assert ops == NODE_OPS
-    assert len(NODE_CASES) >= 30
-
-
-@pytest.mark.parametrize("case", NODE_CASES, ids=[c.name for c in NODE_CASES])
-def test_onnx_node_cases_run_on_the_reference(case, tmp_path: Path) -> None:
-    """Float semantics: each case's expected output, within the case's tolerance."""
-    path = tmp_path / "m.onnx"
-    onnx.save(case.model, path)
-    graph = case.model.graph
-    for k, (inputs, outputs) in enumerate(case.data_sets):
-        np.savez(tmp_path / "x.npz", **{i.name: x for i, x in zip(graph.input, inputs,
-                                                                    strict=True)})
-        out = tmp_path / f"y{k}.npz"
-        assert main(["run", str(path), "--engine", "reference", "--inputs",
-                     str(tmp_path / "x.npz"), "--outputs", str(out), "-q"]) == 0
-        got = np.load(out)
-        for o, expected in zip(graph.output, outputs, strict=True):
-            np.testing.assert_allclose(got[o.name], expected, rtol=case.rtol, atol=case.atol)
 
 
 def _qdq_activation(op: str, dtype: int, in_scale: float, in_zp: int, out_scale: float,
@@ -129,22 +82,7 @@ def test_quantized_activation_is_one_table_within_a_quantum_of_the_oracle(
     program = cimc.compile(path, "isaac")
     program.save(tmp_path / "p.s")
     assert "vlut" in (tmp_path / "p.s").read_text()
-    _assert_simulation_equals_reference(program, tmp_path / "p.s", x)
-
-
-def _assert_simulation_equals_reference(program, prog: Path, x: np.ndarray) -> None:
-    inputs, expected = reference_codes(program.integer, {program.integer.inputs[0]: x})
-    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
-                             program.target, inputs)
-    assert sorted(outputs) == sorted(expected)
-    for port, codes in expected.items():
-        np.testing.assert_array_equal(outputs[port], codes)
-
-
-def _output_scale(module) -> float:
-    dequantize = next(op for op in module.ops() if op.kind == "dequantize"
-                      and op.outputs[0] in module.outputs)
-    return float(module.values[dequantize.inputs[0]].quant.scale[0])
+    assert_simulation_equals_reference(program, tmp_path / "p.s", x)
 
 
 @pytest.mark.parametrize(("name", "exporter"), activation_models.CASES)
@@ -157,7 +95,7 @@ def test_torch_models_simulate_bit_exact_within_a_quantum_of_the_oracle(
     program = cimc.compile(model, target)
     prog = tmp_path / "p.s"
     program.save(prog)
-    _assert_simulation_equals_reference(program, prog, x)
+    assert_simulation_equals_reference(program, prog, x)
     # The activations are lookups at the end of the layers that feed them.
     scale = {"scale"} if name == "conv_channel_scale" else set()
     assert {op.kind for op in program.module.ops()} == {"quantize", "matvec", "dequantize",
@@ -166,7 +104,7 @@ def test_torch_models_simulate_bit_exact_within_a_quantum_of_the_oracle(
     assert luts == 2 and "vlut" in prog.read_text()
     reference = cimc.run_reference(program.integer, {"input": x})["logits"]
     oracle = ExactOracle(model).run_samples(x)
-    quantum = _output_scale(program.integer)
+    quantum = output_scale(program.integer)
     assert np.abs(reference - oracle).max() <= quantum * 1.0001
     np.testing.assert_array_equal(reference.argmax(1), oracle.argmax(1))
 
@@ -194,7 +132,7 @@ def test_activation_feeding_two_layers_is_a_lookup_of_its_own(tmp_path: Path) ->
     rescale = next(op for op in program.module.ops() if op.kind == "rescale")
     assert len(rescale.inputs) == 2  # the operand and its table
     program.save(tmp_path / "p.s")
-    _assert_simulation_equals_reference(program, tmp_path / "p.s", x)
+    assert_simulation_equals_reference(program, tmp_path / "p.s", x)
 
 
 def _one_node(tmp_path: Path, node, in_type: int = TensorProto.FLOAT, opset: int = 20) -> Path:
@@ -251,7 +189,7 @@ def test_product_of_two_tensors_is_not_a_table(tmp_path: Path) -> None:
     program = cimc.compile(path, "isaac", calibrate={"input": x})
     assert program.module.op("excite").kind == "product"
     program.save(tmp_path / "p.s")
-    _assert_simulation_equals_reference(program, tmp_path / "p.s", x)
+    assert_simulation_equals_reference(program, tmp_path / "p.s", x)
 
 
 def test_gelu_the_quantizer_leaves_float_at_the_end_runs_on_the_host(tmp_path: Path) -> None:

@@ -20,17 +20,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from checks import assert_simulation_equals_reference, assert_within_a_quantum_of_the_oracle
 from models import CALIBRATION_BATCHES, CALIBRATION_SEED, quantize_qdq, workdir
 from onnx import TensorProto, helper
 
 import cimc
-from cimc.cli import main
 from cimc.diagnostics import CimcError
-from cimc.host.ports import reference_codes
-from cimc.isa.assembler import assemble_file
-from cimc.isa.image import load_image
-from cimc.isa.simulator import run_program
-from cimc.reference.oracle import ExactOracle
 
 TOKENS, WIDTH = 16, 32
 EXPORTERS = {"legacy": 13, "dynamo": 18}
@@ -82,16 +77,8 @@ def test_attention_block_simulates_bit_exact_within_a_quantum(
     assert kinds.count("pixel_softmax") == (scores == "softmax")
     prog = tmp_path / "p.s"
     program.save(prog)
-    inputs, expected = reference_codes(program.integer, {"input": x})
-    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
-                             program.target, inputs)
-    assert sorted(outputs) == sorted(expected)
-    for port, codes in expected.items():
-        np.testing.assert_array_equal(outputs[port], codes)
-    reference = cimc.run_reference(program.integer, {"input": x})["logits"]
-    dequantize = next(op for op in program.integer.ops() if op.kind == "dequantize")
-    quantum = float(program.integer.values[dequantize.inputs[0]].quant.scale[0])
-    assert np.abs(reference - ExactOracle(model).run_samples(x)).max() <= quantum * 1.0001
+    assert_simulation_equals_reference(program, prog, x)
+    assert_within_a_quantum_of_the_oracle(program, model, x)
 
 
 @pytest.mark.parametrize("pipeline", ["latency", "throughput"])
@@ -103,33 +90,6 @@ def test_timing_model_within_five_percent_of_the_simulator(pipeline: str,
     for key in ("cycles", "throughput", "energy_nj"):
         assert abs(modelled[key] / simulated[key] - 1) < 0.05, (key, modelled[key],
                                                                  simulated[key])
-
-
-def _node_cases() -> list:
-    from onnx.backend.test.case.node import collect_testcases
-
-    return [case for case in collect_testcases()
-            if {n.op_type for n in case.model.graph.node} == {"MatMul"}]
-
-
-NODE_CASES = _node_cases()
-
-
-@pytest.mark.parametrize("case", NODE_CASES, ids=[c.name for c in NODE_CASES])
-def test_onnx_matmul_node_cases_run_on_the_reference(case, tmp_path: Path) -> None:
-    path = tmp_path / "m.onnx"
-    onnx.save(case.model, path)
-    graph = case.model.graph
-    assert len(NODE_CASES) >= 5
-    for k, (inputs, outputs) in enumerate(case.data_sets):
-        np.savez(tmp_path / "x.npz", **{i.name: x for i, x in zip(graph.input, inputs,
-                                                                    strict=True)})
-        out = tmp_path / f"y{k}.npz"
-        assert main(["run", str(path), "--engine", "reference", "--inputs",
-                     str(tmp_path / "x.npz"), "--outputs", str(out), "-q"]) == 0
-        got = np.load(out)
-        for o, expected in zip(graph.output, outputs, strict=True):
-            np.testing.assert_allclose(got[o.name], expected, rtol=case.rtol, atol=case.atol)
 
 
 def test_several_heads_at_once_are_refused_naming_the_op(tmp_path: Path) -> None:
@@ -202,12 +162,5 @@ def test_encoder_layer_simulates_bit_exact_within_a_quantum(
     assert kinds.count("eltwise") == 2  # the residual adds
     prog = tmp_path / "p.s"
     program.save(prog)
-    inputs, expected = reference_codes(program.integer, {"input": x})
-    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
-                             program.target, inputs)
-    for port, codes in expected.items():
-        np.testing.assert_array_equal(outputs[port], codes)
-    reference = cimc.run_reference(program.integer, {"input": x})["logits"]
-    dequantize = next(op for op in program.integer.ops() if op.kind == "dequantize")
-    quantum = float(program.integer.values[dequantize.inputs[0]].quant.scale[0])
-    assert np.abs(reference - ExactOracle(model).run_samples(x)).max() <= quantum * 1.0001
+    assert_simulation_equals_reference(program, prog, x)
+    assert_within_a_quantum_of_the_oracle(program, model, x)

@@ -1,6 +1,6 @@
 """LayerNormalization (issue 13), float: imported as `layer_norm` (Y, in float64) with
-its Mean and InvStdDev outputs as reduce_mean, sub, mul, add and pow; onnx's
-LayerNormalization node cases run on the reference. The chip has no integer LayerNorm
+its Mean and InvStdDev outputs as reduce_mean, sub, mul, add and pow (onnx's node cases:
+tests/test_node_cases.py). The chip has no integer LayerNorm
 yet: a quantized model with one between integer layers is refused naming it."""
 
 from __future__ import annotations
@@ -13,35 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
-from cimc.cli import main
 from cimc.diagnostics import CimcError
-
-
-def _node_cases() -> list:
-    from onnx.backend.test.case.node import collect_testcases
-
-    return [case for case in collect_testcases()
-            if {n.op_type for n in case.model.graph.node} == {"LayerNormalization"}]
-
-
-NODE_CASES = _node_cases()
-
-
-@pytest.mark.parametrize("case", NODE_CASES, ids=[c.name for c in NODE_CASES])
-def test_onnx_node_cases_run_on_the_reference(case, tmp_path: Path) -> None:
-    path = tmp_path / "m.onnx"
-    onnx.save(case.model, path)
-    graph = case.model.graph
-    assert len(NODE_CASES) >= 15
-    for k, (inputs, outputs) in enumerate(case.data_sets):
-        np.savez(tmp_path / "x.npz", **{i.name: x for i, x in zip(graph.input, inputs,
-                                                                    strict=True)})
-        out = tmp_path / f"y{k}.npz"
-        assert main(["run", str(path), "--engine", "reference", "--inputs",
-                     str(tmp_path / "x.npz"), "--outputs", str(out), "-q"]) == 0
-        got = np.load(out)
-        for o, expected in zip(graph.output, outputs, strict=True):
-            np.testing.assert_allclose(got[o.name], expected, rtol=case.rtol, atol=case.atol)
 
 
 def test_a_layer_norm_between_integer_layers_is_refused_naming_it(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Local response normalization in integers (issue 13): fold-qdq makes a float LRN
 between quantized layers (onnxruntime leaves it float) a lookup of the squares, a 1x1
 conv summing the channel window, a lookup of the normalizing factor and a product
-(passes/fold_qdq/lrn.py). onnx's LRN node cases run on the reference in float; the
+(passes/fold_qdq/lrn.py; onnx's node cases in float: tests/test_node_cases.py). The
 integer form is within one quantum of the exact oracle with AlexNet's parameters, the
 programs simulate bit for bit equal to the reference, an LRN followed by a max pool
 (AlexNet's norm1 -> pool1) folds too."""
@@ -13,44 +13,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from checks import assert_simulation_equals_reference
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
-from cimc.cli import main
-from cimc.host.ports import reference_codes
-from cimc.isa.assembler import assemble_file
-from cimc.isa.image import load_image
-from cimc.isa.simulator import run_program
 from cimc.reference.oracle import ExactOracle
 
 ALEXNET = {"size": 5, "alpha": 1e-4, "beta": 0.75, "bias": 1.0}
-
-
-def _node_cases() -> list:
-    from onnx.backend.test.case.node import collect_testcases
-
-    return [case for case in collect_testcases()
-            if {n.op_type for n in case.model.graph.node} == {"LRN"}]
-
-
-NODE_CASES = _node_cases()
-
-
-@pytest.mark.parametrize("case", NODE_CASES, ids=[c.name for c in NODE_CASES])
-def test_onnx_node_cases_run_on_the_reference(case, tmp_path: Path) -> None:
-    path = tmp_path / "m.onnx"
-    onnx.save(case.model, path)
-    graph = case.model.graph
-    assert NODE_CASES
-    for k, (inputs, outputs) in enumerate(case.data_sets):
-        np.savez(tmp_path / "x.npz", **{i.name: x for i, x in zip(graph.input, inputs,
-                                                                    strict=True)})
-        out = tmp_path / f"y{k}.npz"
-        assert main(["run", str(path), "--engine", "reference", "--inputs",
-                     str(tmp_path / "x.npz"), "--outputs", str(out), "-q"]) == 0
-        got = np.load(out)
-        for o, expected in zip(graph.output, outputs, strict=True):
-            np.testing.assert_allclose(got[o.name], expected, rtol=case.rtol, atol=case.atol)
 
 
 def _qdq_lrn(path: Path, dtype: int, sx: float, zx: int, sy: float, zy: int,
@@ -70,15 +39,6 @@ def _qdq_lrn(path: Path, dtype: int, sx: float, zx: int, sy: float, zy: int,
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)], consts)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     return path
-
-
-def _assert_simulation_equals_reference(program, prog: Path, x: np.ndarray) -> None:
-    inputs, expected = reference_codes(program.integer, {program.integer.inputs[0]: x})
-    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
-                             program.target, inputs)
-    assert sorted(outputs) == sorted(expected)
-    for port, codes in expected.items():
-        np.testing.assert_array_equal(outputs[port], codes)
 
 
 @pytest.mark.parametrize("dtype", ["int8", "uint8"])
@@ -111,7 +71,7 @@ def test_integer_lrn_against_the_oracle_and_simulated(dtype: str, attrs: dict, q
     assert {op.kind for op in program.module.ops()} == {"quantize", "rescale", "matvec",
                                                         "product", "dequantize"}
     program.save(tmp_path / "p.s")
-    _assert_simulation_equals_reference(program, tmp_path / "p.s", x)
+    assert_simulation_equals_reference(program, tmp_path / "p.s", x)
 
 
 @pytest.mark.parametrize("target", ["tiny", "isaac", "edge"])
@@ -138,7 +98,7 @@ def test_lrn_between_convs_then_a_max_pool_compiles_and_simulates(target: str,
     kinds = [op.kind for op in program.integer.ops()]
     assert "lrn" not in kinds and kinds.count("lut") == 2 and "mul" in kinds
     program.save(tmp_path / "p.s")
-    _assert_simulation_equals_reference(program, tmp_path / "p.s", x)
+    assert_simulation_equals_reference(program, tmp_path / "p.s", x)
 
 
 @pytest.mark.parametrize("target", ["tiny", "isaac"])
@@ -152,7 +112,7 @@ def test_quantize_static_lrn_model_is_bit_exact_within_a_quantum(target: str,
     x = backend_models.sample_inputs("lrn_tiny", 6, seed=3)
     program = cimc.compile(model, target)
     program.save(tmp_path / "p.s")
-    _assert_simulation_equals_reference(program, tmp_path / "p.s", x)
+    assert_simulation_equals_reference(program, tmp_path / "p.s", x)
     reference = cimc.run_reference(program.integer, {"input": x})["logits"]
     dequantize = next(op for op in program.integer.ops() if op.kind == "dequantize")
     quantum = float(program.integer.values[dequantize.inputs[0]].quant.scale[0])

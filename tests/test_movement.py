@@ -12,10 +12,10 @@ import movement_models
 import numpy as np
 import onnx
 import pytest
+from checks import assert_simulation_equals_reference, output_scale
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
-from cimc.cli import main
 from cimc.diagnostics import CimcError
 from cimc.host.ports import reference_codes
 from cimc.isa.assembler import assemble_file
@@ -23,84 +23,12 @@ from cimc.isa.image import load_image
 from cimc.isa.simulator import run_program
 from cimc.reference.oracle import ExactOracle
 
-NODE_OPS = {"Pad", "Slice", "Split", "Resize", "Upsample", "ConvTranspose"}
-ELEMENT_TYPES = {TensorProto.FLOAT, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32,
-                 TensorProto.INT64}
-
-
-def _node_cases() -> list:
-    from onnx.backend.test.case.node import collect_testcases
-
-    return [case for case in collect_testcases()
-            if {n.op_type for n in case.model.graph.node} <= NODE_OPS
-            and case.model.graph.input[0].type.tensor_type.elem_type in ELEMENT_TYPES]
-
-
-NODE_CASES = _node_cases()
-# Refused with one message naming the node: empty tensors, 1-D and 3-D ConvTranspose.
-REFUSED = [c for c in NODE_CASES
-           if "zero_size" in c.name or c.name.endswith(("convtranspose_1d", "convtranspose_3d"))]
-SUPPORTED = [c for c in NODE_CASES if c not in REFUSED]
-
-
-def _with_initializers(case, tmp_path: Path) -> tuple[Path, list]:
-    """The case's model with every input but the first made an initializer (weights,
-    pads, starts, scales and sizes are constants in the models people bring)."""
-    model = onnx.ModelProto()
-    model.CopyFrom(case.model)
-    graph = model.graph
-    inputs, outputs = case.data_sets[0]
-    for info, value in zip(list(graph.input)[1:], inputs[1:], strict=True):
-        graph.initializer.append(numpy_helper.from_array(np.asarray(value), info.name))
-        graph.input.remove(info)
-    path = tmp_path / "m.onnx"
-    onnx.save(model, path)
-    np.savez(tmp_path / "x.npz", **{graph.input[0].name: inputs[0]})
-    return path, outputs
-
-
-def test_node_cases_cover_the_ops() -> None:
-    assert {n.op_type for c in SUPPORTED for n in c.model.graph.node} == NODE_OPS
-    assert len(SUPPORTED) >= 75 and len(SUPPORTED) >= 0.9 * len(NODE_CASES)
-
-
-@pytest.mark.parametrize("case", SUPPORTED, ids=[c.name for c in SUPPORTED])
-def test_onnx_node_cases_run_on_the_reference(case, tmp_path: Path) -> None:
-    path, outputs = _with_initializers(case, tmp_path)
-    out = tmp_path / "y.npz"
-    assert main(["run", str(path), "--engine", "reference", "--inputs",
-                 str(tmp_path / "x.npz"), "--outputs", str(out), "-q"]) == 0
-    got = np.load(out)
-    for info, expected in zip(case.model.graph.output, outputs, strict=True):
-        np.testing.assert_allclose(got[info.name], expected, rtol=case.rtol, atol=case.atol)
-
-
-@pytest.mark.parametrize("case", REFUSED, ids=[c.name for c in REFUSED])
-def test_onnx_node_cases_refused_name_the_reason(case, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    path, _ = _with_initializers(case, tmp_path)
-    assert main(["run", str(path), "--engine", "reference", "--inputs",
-                 str(tmp_path / "x.npz"), "--outputs", str(tmp_path / "y.npz"), "-q"]) != 0
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert "supported" in err or "empty tensor" in err
-
 
 def _simulate(program, tmp_path: Path, x: np.ndarray) -> None:
     prog = tmp_path / "p.s"
     program.save(prog)
     assert "vgather" in prog.read_text()
-    inputs, expected = reference_codes(program.integer, {program.integer.inputs[0]: x})
-    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
-                             program.target, inputs)
-    assert sorted(outputs) == sorted(expected)
-    for port, codes in expected.items():
-        np.testing.assert_array_equal(outputs[port], codes)
-
-
-def _output_scale(module) -> float:
-    dequantize = [op for op in module.ops() if op.kind == "dequantize"][-1]
-    return float(module.values[dequantize.inputs[0]].quant.scale[0])
+    assert_simulation_equals_reference(program, prog, x)
 
 
 @pytest.mark.parametrize(("name", "exporter"), movement_models.CASES)
@@ -116,7 +44,7 @@ def test_torch_models_simulate_bit_exact_within_a_quantum_of_the_oracle(
     _simulate(program, tmp_path, x)
     reference = cimc.run_reference(program.integer, {"input": x})["out"]
     oracle = ExactOracle(model).run_samples(x)
-    assert np.abs(reference - oracle).max() <= _output_scale(program.integer) * 1.0001
+    assert np.abs(reference - oracle).max() <= output_scale(program.integer) * 1.0001
 
 
 @pytest.mark.parametrize("name", sorted(movement_models.INPUT_SHAPES))

@@ -16,30 +16,12 @@ import numpy as np
 import onnx
 import product_models
 import pytest
+from checks import assert_simulation_equals_reference, output_scale
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
 from cimc.diagnostics import CimcError
-from cimc.host.ports import reference_codes
-from cimc.isa.assembler import assemble_file
-from cimc.isa.image import load_image
-from cimc.isa.simulator import run_program
 from cimc.reference.oracle import ExactOracle
-
-
-def _assert_simulation_equals_reference(program, prog: Path, x: np.ndarray) -> None:
-    inputs, expected = reference_codes(program.integer, {program.integer.inputs[0]: x})
-    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
-                             program.target, inputs)
-    assert sorted(outputs) == sorted(expected)
-    for port, codes in expected.items():
-        np.testing.assert_array_equal(outputs[port], codes)
-
-
-def _output_scale(module) -> float:
-    dequantize = next(op for op in module.ops() if op.kind == "dequantize"
-                      and op.outputs[0] in module.outputs)
-    return float(module.values[dequantize.inputs[0]].quant.scale[0])
 
 
 @pytest.mark.parametrize(("name", "exporter"), product_models.CASES)
@@ -52,7 +34,7 @@ def test_torch_models_simulate_bit_exact_within_a_quantum_of_the_oracle(
     program = cimc.compile(model, target)
     prog = tmp_path / "p.s"
     program.save(prog)
-    _assert_simulation_equals_reference(program, prog, x)
+    assert_simulation_equals_reference(program, prog, x)
     products = [op for op in program.module.ops() if op.kind == "product"]
     assert len(products) == 1 and "vmul.i32" in prog.read_text()
     gate = [program.module.values[v].shape for v in products[0].inputs[:2]]
@@ -62,7 +44,7 @@ def test_torch_models_simulate_bit_exact_within_a_quantum_of_the_oracle(
         assert sorted(s[2] * s[3] for s in gate)[0] == 1
     reference = cimc.run_reference(program.integer, {"input": x})["logits"]
     oracle = ExactOracle(model).run_samples(x)
-    quantum = _output_scale(program.integer)
+    quantum = output_scale(program.integer)
     assert np.abs(reference - oracle).max() <= quantum * 1.0001
     np.testing.assert_array_equal(reference.argmax(1), oracle.argmax(1))
 
@@ -116,7 +98,7 @@ def test_operand_broadcast_along_channels_rows_and_columns(kernel: list[int], ch
                            calibrate={"input": x})
     assert "product" in [op.kind for op in program.module.ops()]
     program.save(tmp_path / "p.s")
-    _assert_simulation_equals_reference(program, tmp_path / "p.s", x)
+    assert_simulation_equals_reference(program, tmp_path / "p.s", x)
 
 
 def test_operands_of_different_ranks_are_refused_naming_the_op(tmp_path: Path) -> None:
@@ -129,41 +111,3 @@ def test_operands_of_different_ranks_are_refused_naming_the_op(tmp_path: Path) -
                      calibrate={"input": x})
 
 
-# Element types of cimc's tensors (the cases of 16-bit and unsigned 32/64-bit integers
-# are refused, as for the other ops' cases).
-ELEMENT_TYPES = {TensorProto.FLOAT, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32,
-                 TensorProto.INT64}
-
-
-def _node_cases() -> list:
-    from onnx.backend.test.case.node import collect_testcases
-
-    return [case for case in collect_testcases()
-            if len(case.model.graph.node) == 1
-            and case.model.graph.node[0].op_type in ("Mul", "Add", "Sub")
-            and all(i.type.tensor_type.elem_type in ELEMENT_TYPES
-                    for i in case.model.graph.input)]
-
-
-NODE_CASES = _node_cases()
-
-
-@pytest.mark.parametrize("case", NODE_CASES, ids=[c.name for c in NODE_CASES])
-def test_onnx_mul_add_sub_node_cases_run_on_the_reference(case, tmp_path: Path) -> None:
-    """Float, int8, uint8 (wrapping, as numpy) and broadcast products, sums and
-    differences of two inputs: the case's outputs."""
-    from cimc.cli import main
-
-    path = tmp_path / "m.onnx"
-    onnx.save(case.model, path)
-    graph = case.model.graph
-    assert len(NODE_CASES) >= 5
-    for k, (inputs, outputs) in enumerate(case.data_sets):
-        np.savez(tmp_path / "x.npz", **{i.name: x for i, x in zip(graph.input, inputs,
-                                                                    strict=True)})
-        out = tmp_path / f"y{k}.npz"
-        assert main(["run", str(path), "--engine", "reference", "--inputs",
-                     str(tmp_path / "x.npz"), "--outputs", str(out), "-q"]) == 0
-        got = np.load(out)
-        for o, expected in zip(graph.output, outputs, strict=True):
-            np.testing.assert_allclose(got[o.name], expected, rtol=case.rtol, atol=case.atol)

@@ -1,6 +1,5 @@
-"""Recurrent layers (issue 13): ONNX LSTM, GRU and RNN. onnx's node test cases in float
-through `cimc run --engine reference` (their weights, biases, sequence lengths, initial
-states and peepholes made initializers); torch's nn.LSTM and nn.GRU classifiers
+"""Recurrent layers (issue 13): ONNX LSTM, GRU and RNN (onnx's node test cases in float:
+tests/test_node_cases.py). torch's nn.LSTM and nn.GRU classifiers
 (batch_first, one and two layers, forward and bidirectional) exported by the legacy
 exporter at opset 13 and by dynamo at opset 18, run by the reference against
 onnxruntime; and the messages for what is refused."""
@@ -24,57 +23,6 @@ from cimc.reference import activation, recurrent, run_module
 from cimc.reference.oracle import ExactOracle
 
 RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
-
-
-def _node_cases() -> list:
-    from onnx.backend.test.case.node import collect_testcases
-
-    return [case for case in collect_testcases()
-            if {n.op_type for n in case.model.graph.node} <= RECURRENT_OPS]
-
-
-NODE_CASES = _node_cases()
-
-
-def _with_initializers(case) -> tuple[onnx.ModelProto, list[np.ndarray]]:
-    """The case's model with every input but X an initializer of its first data set's
-    value (the weights of a real model are), and the X of each data set."""
-    model = onnx.ModelProto()
-    model.CopyFrom(case.model)
-    graph = model.graph
-    inputs = case.data_sets[0][0]
-    kept = []
-    for info, value in zip(list(graph.input), inputs, strict=True):
-        if info.name == "X":
-            kept.append(info)
-        else:
-            graph.initializer.append(numpy_helper.from_array(np.asarray(value), info.name))
-    del graph.input[:]
-    graph.input.extend(kept)
-    for other in case.data_sets[1:]:
-        assert all(np.array_equal(a, b) for a, b in zip(other[0][1:], inputs[1:], strict=True))
-    return model, [data[0][0] for data in case.data_sets]
-
-
-def test_every_recurrent_op_has_node_cases() -> None:
-    assert {n.op_type for case in NODE_CASES for n in case.model.graph.node} == RECURRENT_OPS
-    assert len(NODE_CASES) >= 18
-
-
-@pytest.mark.parametrize("case", NODE_CASES, ids=[c.name for c in NODE_CASES])
-def test_onnx_node_cases_run_on_the_reference(case, tmp_path: Path) -> None:
-    """Float semantics: each case's expected outputs, within the case's tolerance."""
-    model, xs = _with_initializers(case)
-    path = tmp_path / "m.onnx"
-    onnx.save(model, path)
-    for k, (x, (_, outputs)) in enumerate(zip(xs, case.data_sets, strict=True)):
-        np.savez(tmp_path / "x.npz", X=x)
-        out = tmp_path / f"y{k}.npz"
-        assert main(["run", str(path), "--engine", "reference", "--inputs",
-                     str(tmp_path / "x.npz"), "--outputs", str(out), "-q"]) == 0
-        got = np.load(out)
-        for o, expected in zip(model.graph.output, outputs, strict=True):
-            np.testing.assert_allclose(got[o.name], expected, rtol=case.rtol, atol=case.atol)
 
 
 @pytest.mark.parametrize(("name", "exporter"), recurrent_models.CASES)

@@ -17,16 +17,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from checks import assert_simulation_equals_reference, assert_within_a_quantum_of_the_oracle
 from models import CALIBRATION_BATCHES, CALIBRATION_SEED, quantize_qdq, workdir
 from onnx import TensorProto, helper
 
 import cimc
 from cimc.diagnostics import CimcError
-from cimc.host.ports import reference_codes
-from cimc.isa.assembler import assemble_file
-from cimc.isa.image import load_image
-from cimc.isa.simulator import run_program
-from cimc.reference.oracle import ExactOracle
 
 TOKENS, WIDTH = 16, 32
 EXPORTERS = {"legacy": 13, "dynamo": 18}
@@ -72,16 +68,8 @@ def test_token_classifier_simulates_bit_exact_within_a_quantum(
     assert kinds.count("matvec") == 3 and "pool" in kinds
     prog = tmp_path / "p.s"
     program.save(prog)
-    inputs, expected = reference_codes(program.integer, {"input": x})
-    outputs, _ = run_program(assemble_file(prog), load_image(prog.with_suffix(".img")),
-                             program.target, inputs)
-    assert sorted(outputs) == sorted(expected)
-    for port, codes in expected.items():
-        np.testing.assert_array_equal(outputs[port], codes)
-    reference = cimc.run_reference(program.integer, {"input": x})["logits"]
-    dequantize = next(op for op in program.integer.ops() if op.kind == "dequantize")
-    quantum = float(program.integer.values[dequantize.inputs[0]].quant.scale[0])
-    assert np.abs(reference - ExactOracle(model).run_samples(x)).max() <= quantum * 1.0001
+    assert_simulation_equals_reference(program, prog, x)
+    assert_within_a_quantum_of_the_oracle(program, model, x)
 
 
 def test_a_mean_over_the_features_is_refused_naming_the_op(tmp_path: Path) -> None:

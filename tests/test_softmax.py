@@ -13,13 +13,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from checks import assert_simulation_equals_reference
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
-from cimc.host.ports import reference_codes
-from cimc.isa.assembler import assemble_file
-from cimc.isa.image import load_image
-from cimc.isa.simulator import run_program
 from cimc.reference.oracle import ExactOracle
 
 SHAPE = [1, 8, 32]
@@ -66,11 +63,7 @@ def test_integer_softmax_within_a_quantum_of_the_oracle_and_simulated(
     assert "pixel_softmax" in [op.kind for op in program.module.ops()]
     program.save(tmp_path / "p.s")
     assert "vdiv.i32" in (tmp_path / "p.s").read_text()
-    inputs, expected = reference_codes(program.integer, {"input": x})
-    outputs, _ = run_program(assemble_file(tmp_path / "p.s"), load_image(tmp_path / "p.img"),
-                             program.target, inputs)
-    for port, values in expected.items():
-        np.testing.assert_array_equal(outputs[port], values)
+    assert_simulation_equals_reference(program, tmp_path / "p.s", x)
 
 
 @pytest.mark.parametrize("batch", [1, 4])
