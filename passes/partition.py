@@ -6,7 +6,7 @@ program order, each fitting the chip's crossbars, run one after another with the
 crossbars reprogrammed in between (docs/backend.md, "partition"; the cost model and
 both methods are cimc/analysis/phases.py). A matvec larger than the chip (`tile`
 made one column of its blocks fit) is split by output channels: one matvec per phase
-its column blocks run in, each writing its channels, and a `concat` of their results
+its column blocks run in, each writing its channels, and a `join` of their results
 in the last of those phases. Options: `method` (`optimal`, the default: dynamic
 programming over the cut points minimising the estimated time of a batch; `greedy`:
 the next layer joins the current phase while it fits), `batch` (inferences per
@@ -66,7 +66,7 @@ class Partition(BackendPass):
 def split(module: Module, op: Op, phases: list[int]) -> None:
     """Replace matvec `op`, whose column blocks run in `phases` (one per block, in
     order), by one matvec per phase computing those blocks' output channels, and a
-    concat of their results in the last phase."""
+    `join` of their results in the last phase."""
     x, *consts = op.inputs[:4]
     rest = op.inputs[4:]  # a lookup table applied to the result: the same for every piece
     weights, bias, table = (module.constants[v] for v in consts)
@@ -92,7 +92,7 @@ def split(module: Module, op: Op, phases: list[int]) -> None:
             "matvec", [x, *names, *rest], [result.with_shape(shape)], name=name,
             attrs={**op.attrs, "blocks": blocks, "phase": phase}))
         start += count
-    join = module.add_op("concat", [p.outputs[0] for p in pieces], [result],
+    join = module.add_op("join", [p.outputs[0] for p in pieces], [result],
                          name=f"{op.name}.join", attrs={"axis": 1, "phase": phases[-1]})
     for new in (*pieces, join):  # where the op was in the program order
         module.graph.nodes[new.name]["order"] = order

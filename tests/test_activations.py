@@ -261,6 +261,6 @@ def test_lookups_after_every_producer_kind_equal_the_reference(dtype: str, targe
     # A lookup of its own after the concat; the lut of a lut is one table.
     assert sum(op.kind == "rescale" and len(op.inputs) == 2 for op in module.ops()) == 1
     assert [len(op.inputs) for op in module.ops() if op.kind == "eltwise"] == [3]
-    # (the concat rescales the tanh's codes, quantized unlike its result, as the reference)
-    assert kinds == ["quantize", "matvec", "pool", "pool", "eltwise", "rescale", "concat",
+    # (the join rescales the tanh's codes, quantized unlike its result, as the reference)
+    assert kinds == ["quantize", "matvec", "pool", "pool", "eltwise", "rescale", "join",
                      "rescale", "dequantize"]

@@ -474,3 +474,44 @@ def test_a_batch_norm_after_a_concat_is_quantized_as_a_depthwise_conv(tmp_path: 
     compiled, _ = check_bit_exact(model, "isaac", tmp_path, x)
     kinds = [op.kind for op in compiled.integer.ops()]
     assert kinds.count("conv") == 4 and "batch_norm" not in kinds and "mul" not in kinds
+
+
+def test_a_float_concat_in_the_hosts_tail_runs_on_the_host(tmp_path: Path) -> None:
+    """A Slice and a Concat between a DequantizeLinear and a QuantizeLinear without QDQ of
+    their own are the host's float tail: the host's concat is the IR's `concat`, not the
+    chip's `join` (they once shared the name and the compile failed asking for the
+    schedule pass). The program's results equal the reference's."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cimc.cli import main
+
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in (
+        ("s", np.float32(0.05)), ("z", np.int8(0)), ("w", np.ones((4, 2, 1, 1), np.int8)),
+        ("ws", np.float32(0.1)), ("st", np.array([0])), ("en", np.array([2])),
+        ("ax", np.array([1])))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "z"], ["wd"]),
+             helper.make_node("Conv", ["d", "wd"], ["c"]),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"]),
+             helper.make_node("Slice", ["cd", "st", "en", "ax"], ["sl"]),
+             helper.make_node("Concat", ["sl", "cd"], ["cat"], axis=1),
+             helper.make_node("QuantizeLinear", ["cat", "s", "z"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 4, 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              tmp_path / "m.onnx")
+    compiled = cimc.compile(tmp_path / "m.onnx", "isaac")
+    assert [op.kind for op in compiled.module.ops() if op.kind == "concat"] == ["concat"]
+    np.save(tmp_path / "x.npy",
+            np.random.default_rng(0).standard_normal((2, 2, 4, 4)).astype(np.float32))
+    for engine in ("sim", "reference"):
+        assert main(["run", str(tmp_path / "m.onnx"), "--inputs", str(tmp_path / "x.npy"),
+                     "--outputs", str(tmp_path / f"{engine}.npy"), "--engine", engine,
+                     "-q"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "sim.npy"),
+                                  np.load(tmp_path / "reference.npy"))

@@ -599,26 +599,3 @@ def test_16_bit_activations_run_on_the_reference_and_are_refused_by_the_chip(
     assert not (tmp_path / "p.s").exists()
 
 
-def test_a_float_concat_in_the_hosts_tail_is_named(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A Slice and a Concat between a DequantizeLinear and a QuantizeLinear without QDQ of
-    their own: the host's float tail cannot hold the concat (it was taken for the chip's
-    and the compile failed asking for the schedule pass)."""
-    inits = [_const("s", np.array(0.05, np.float32)), _const("z", np.array(0, np.int8)),
-             _const("w", np.ones((4, 2, 1, 1), np.int8)), _const("ws", np.array(0.1, np.float32)),
-             _const("st", np.array([0])), _const("en", np.array([2])), _const("ax", np.array([1]))]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
-             helper.make_node("DequantizeLinear", ["w", "ws", "z"], ["wd"]),
-             helper.make_node("Conv", ["d", "wd"], ["c"]),
-             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
-             helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"]),
-             helper.make_node("Slice", ["cd", "st", "en", "ax"], ["sl"]),
-             helper.make_node("Concat", ["sl", "cd"], ["cat"], axis=1, name="join"),
-             helper.make_node("QuantizeLinear", ["cat", "s", "z"], ["yq"]),
-             helper.make_node("DequantizeLinear", ["yq", "s", "z"], ["y"])]
-    model = _save(tmp_path / "m.onnx", nodes, [_value("x", [1, 2, 4, 4])],
-                  [_value("y", [1, 6, 4, 4])], inits)
-    _fails([model, "-o", str(tmp_path / "p.s")], capsys, "'join' (concat) joins float tensors",
-           "quantize it")
-    assert not (tmp_path / "p.s").exists()

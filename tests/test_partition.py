@@ -129,7 +129,7 @@ def test_a_layer_larger_than_the_chip_is_split_by_output_channels() -> None:
     assert all(p.columns <= target.total_crossbars * target.cols for p in plan.phases)
     # fc1 is now a matvec per phase its blocks run in, each computing its output
     # channels, and a concat of them in the last one.
-    ops = [op for op in module.ops() if op.kind in ("matvec", "concat")]
+    ops = [op for op in module.ops() if op.kind in ("matvec", "join")]
     parts = [op for op in ops if op.name.startswith("fc1.part")]
     order = [op.attrs["phase"] for op in ops]
     assert order == sorted(order) and order[0] == 0 and order[-1] == len(plan.phases) - 1

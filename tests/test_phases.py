@@ -62,7 +62,7 @@ def test_a_split_layer_is_pieces_joined_by_a_concat(tmp_path: Path) -> None:
                              models.sample_inputs("mnist_cnn", 1, seed=1))
     parts = [op for op in compiled.module.ops() if op.name.startswith("/fc/Gemm.part")]
     join = compiled.module.op("/fc/Gemm.join")
-    assert len(parts) > 1 and join.kind == "concat"
+    assert len(parts) > 1 and join.kind == "join"
     assert join.inputs == [op.outputs[0] for op in parts]
     assert [op.attrs["phase"] for op in parts] == sorted({op.attrs["phase"] for op in parts})
 

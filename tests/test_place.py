@@ -442,7 +442,7 @@ def test_vector_ops_keep_a_core_to_themselves(placer: str) -> None:
     run.apply(module)
     cores = unit_cores(module)
     vectors = [op.name for op in module.ops() if op.kind in ("pool", "eltwise", "rescale",
-                                                            "concat")]
+                                                            "join")]
     assert vectors
     for name in vectors:
         assert [u for u, c in cores.items() if c == cores[name]] == [name]

@@ -42,7 +42,7 @@ def test_units_are_blocks_per_replica_and_vector_ops(mnist: Module) -> None:
     tiny = load_target("tiny")
     found = units(mnist, tiny)
     matvecs = [op for op in mnist.ops() if op.kind == "matvec"]
-    vectors = [op for op in mnist.ops() if op.kind in ("pool", "eltwise", "rescale", "concat")]
+    vectors = [op for op in mnist.ops() if op.kind in ("pool", "eltwise", "rescale", "join")]
     assert len(found) == sum(len(blocks_of(op)) for op in matvecs) + len(vectors)
     first = next(u for u in found if u.kind == "block")
     assert first.name == f"{matvecs[0].name}#0.0.0"

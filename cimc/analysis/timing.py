@@ -586,7 +586,7 @@ class _Model:
         if op.kind == "gather":
             self.gather_row(g, image, t, oy)
             return
-        if op.kind == "concat":
+        if op.kind == "join":
             offsets = np.cumsum([0, *(image_dims(module.values[v])[2]
                                       for v in op.inputs)]).tolist()
             for k, value in enumerate(op.inputs):

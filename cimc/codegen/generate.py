@@ -10,7 +10,7 @@ of one group on one core:
   loop over the output pixels: gather the window, `mvm` the core's blocks,
   send partial sums to the column's reducer, or (reducer) receive and add
   them, add the bias, requantize into the output row buffer;
-* eltwise / rescale / product / concat: receive the operand rows, compute in chunks
+* eltwise / rescale / product / join: receive the operand rows, compute in chunks
   (scale, and a product with an operand of one pixel: per pixel; dot: per output pixel
   and column, a product and a sum of two channel vectors);
 * a matvec, pool, eltwise or rescale with a lookup table (a quantized activation) passes its
@@ -291,7 +291,7 @@ class Part:
                       "eltwise": self._eltwise_setup, "rescale": self._rescale_setup,
                       "scale": self._scale_setup, "product": self._product_setup,
                       "dot": self._dot_setup, "pixel_softmax": self._softmax_setup,
-                      "concat": self._concat_setup, "gather": self._gather_setup}[op.kind]
+                      "join": self._join_setup, "gather": self._gather_setup}[op.kind]
         self.body: Callable[[int, int], list[str]] = self.setup(unit_core)
         self.index = {oy: t for t, oy in enumerate(group.rows)}
 
@@ -299,12 +299,12 @@ class Part:
 
     def _widest_piece(self) -> int:
         """The widest received piece that needs staging (`_receive`: all channels of a row
-        land in place, except in a concat)."""
+        land in place, except in a join)."""
         widest = 0
         for k, per_operand in self.group.recvs.get(self.code.core, {}).items():
             _, w, c = image_dims(self.module.values[self.op.inputs[k]])
             in_place = self.op.kind in ("matvec", "pool", "dot") or (
-                self.op.kind != "concat" and c == self.n)
+                self.op.kind != "join" and c == self.n)
             for pieces in per_operand:
                 for p in pieces:
                     if in_place and (p.core is None or p.hi - p.lo == c):
@@ -823,7 +823,7 @@ class Part:
         name = lut_table(self.module, self.op)
         return None if name is None else self.code.byte_table(self.module.constants[name])
 
-    def _concat_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+    def _join_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
         channels = [image_dims(self.module.values[v])[2] for v in self.op.inputs]
         offsets = np.cumsum([0, *channels]).tolist()
 

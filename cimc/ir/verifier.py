@@ -164,7 +164,7 @@ OP_KINDS: dict[str, OpSpec] = {
                    shape=shapes.same_size),
 }
 # Placed and scheduled ops: core, global address of the result, local memory used.
-OP_KINDS["concat"] = OpSpec((1, None), {"axis": INT}, _PLACED, shape=shapes.concat)
+OP_KINDS["join"] = OpSpec((1, None), {"axis": INT}, _PLACED, shape=shapes.concat)
 OP_KINDS["quantize"] = OpSpec((1, 1), optional={"addr": INT}, shape=shapes.same)
 # The program output's name when it is not the result's (a model input passed through).
 OP_KINDS["dequantize"] = OpSpec((1, 1), optional={"port": STR}, shape=shapes.same)

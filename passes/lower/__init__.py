@@ -35,7 +35,7 @@ needs computed here once:
   transpose of its last two axes (`rows = 1`) where it has one (passes/lower/attention.py).
 * `pixel_softmax(x, exp)` {P, zy, lo, hi} for a quantized softmax over each token's
   scores (passes/lower/softmax.py).
-* `concat(xs...)` along channels (an operand quantized unlike the result gets a
+* `join(xs...)` for a concat along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
   reads the image through it).
@@ -117,14 +117,8 @@ class Lower(Pass):
         tabulate_functions_of_one_tensor(module)
         fuse_transposed_operands(module)
         host_float = host_float_ops(module)
-        for op in module.ops():
-            if op.name in host_float and op.kind in CHIP_KINDS:  # (concat: both kinds)
-                raise CimcError(f"op {op.name!r} ({op.kind}) joins float tensors after the "
-                                "last DequantizeLinear, which the host's float tail cannot do "
-                                "yet; quantize it (QDQ around it, as for the ops before it)")
         lower_layout(module, {op.name for op in module.ops()
                               if op.kind not in HOST_KINDS and op.name not in host_float})
-        # `concat` is both an IR op and a chip kind: lowering it again is a no-op
         todo = [op for op in module.ops() if op.kind not in HOST_KINDS
                 and op.name not in host_float
                 and not (op.kind in CHIP_KINDS and op.kind not in RULES)]
@@ -409,7 +403,7 @@ def lower_eltwise(module: Module, op: Op) -> None:
 
 def lower_concat(module: Module, op: Op) -> None:
     """A channel concat; an operand quantized unlike the result is first rescaled to it
-    (the reference requantizes each such operand), so the chip's concat only moves codes."""
+    (the reference requantizes each such operand), so the chip's `join` only moves codes."""
     y_type = module.values[op.outputs[0]]
     axis = int(op.attrs.get("axis", 1)) % len(y_type.shape)
     if axis != 1:
@@ -432,7 +426,7 @@ def lower_concat(module: Module, op: Op) -> None:
             "rescale", [x], [y_type.with_shape(x_type.shape)], name=f"{op.name}.in{i}",
             attrs={"zx": zx, "M": mant, "shift": shift, "zy": zy, "lo": lo, "hi": hi})
         inputs.append(rescale.outputs[0])
-    _replace(module, op, "concat", inputs, {"axis": 1})
+    _replace(module, op, "join", inputs, {"axis": 1})
 
 
 def _rescaled(module: Module, op: Op, x: str, to: TensorType) -> str:

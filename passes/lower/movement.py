@@ -13,8 +13,8 @@ NHWC byte offset of every element (plus the sizes of the sources before it), and
 reshape, transpose, take (-1 where it fills) and concat move those positions exactly
 as the reference moves values (cimc/reference/layout.py, movement.py).
 
-What is not a gather: a channel concat of materialized images stays the chip's
-`concat`; a chain that leaves the bytes in place in an image of the same rows,
+What is not a gather: a channel concat of materialized images becomes the chip's
+`join` (lower_concat); a chain that leaves the bytes in place in an image of the same rows,
 pixels and channels (a squeeze, [1,C,1,1] -> [1,C], a transpose of unit axes)
 becomes a `view`; a reshape read only by gemms stays (the
 gemm reads the image, passes/lower/__init__.py). Integer semantics: codes move
