@@ -195,7 +195,9 @@ def write_attributes(module: Module, problem: Problem, cores: np.ndarray,
     earlier phases."""
     index = {name: k for k, name in enumerate(problem.names)}
     places = pack(problem, cores, slices)
+    owner = problem.owners(cores)
     groups = {} if groups is None else groups
+    group_of: dict[int, int] = {}  # block unit -> its crossbar group id
     for op in module.ops():
         if op.kind == "matvec":
             block_cores, block_groups, block_slices, reducers = [], [], [], []
@@ -204,8 +206,10 @@ def write_attributes(module: Module, problem: Problem, cores: np.ndarray,
                     u = index[block_name(op, r, i, j)]
                     core = int(cores[u])
                     block_cores.append(core)
-                    block_groups.append(groups.get(core, 0))
-                    groups[core] = groups.get(core, 0) + 1
+                    if owner[u] not in group_of:  # (a block sharing cells: the owner's)
+                        group_of[owner[u]] = groups.get(core, 0)
+                        groups[core] = groups.get(core, 0) + 1
+                    block_groups.append(group_of[owner[u]])
                     block_slices += [v for place in places[u] for v in place]
                 columns = sorted({j for _, j in blocks_of(op)})
                 reducers += [int(cores[index[block_name(op, r, reducer_block(op, j), j)]])

@@ -20,11 +20,12 @@ budget keeps 10 % slack for the placer's packing.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from cimc.analysis.phases import choose_copies
-from cimc.dialect.chip import block_columns, block_shape, blocks_of, check_columns, image_dims
+from cimc.dialect.chip import block_shape, blocks_of, check_columns, image_dims, weight_key
 from cimc.dialect.phased import phase_modules
 from cimc.ir.module import Module, Op
 from cimc.pass_base import BackendPass
@@ -42,12 +43,14 @@ def copy_crossbars(module: Module, op: Op, target: Target) -> int:
 
 def check_fits(module: Module, matvecs: list[Op], target: Target) -> None:
     """CimcError, before any costly work, when one copy of every block cannot fit the
-    target's crossbars even packed perfectly (cell columns / crossbar columns)."""
-    total = 0
+    target's crossbars even packed perfectly (cell columns / crossbar columns; blocks of
+    equal weights, which may share cells, once)."""
+    columns: dict[Hashable, int] = {}
     for op in matvecs:
-        k, n = module.values[op.inputs[1]].shape
-        total += block_columns(k, n, op.attrs["blocks"], target)
-    check_columns(total, target)
+        for i, j in blocks_of(op):
+            cols = block_shape(module, op, i, j)[1]
+            columns[weight_key(module, op, i, j)] = (cols.stop - cols.start) * target.slices
+    check_columns(sum(columns.values()), target)
 
 
 @dataclass

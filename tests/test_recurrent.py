@@ -169,6 +169,23 @@ def test_quantized_recurrent_classifiers_run_on_the_chip_bit_exact(
                                        recurrent_models.sample_inputs(3, seed=5))
 
 
+def test_the_steps_copies_of_r_share_their_cells_on_one_core() -> None:
+    """On edge (one core) every step's gemm of a gate's R reads the same programmed
+    cells: one crossbar group per distinct block (W and R per gate, the classifier),
+    not one per step, and the model runs in one phase."""
+    model = recurrent_models.quantized_model("lstm", "legacy")
+    program = cimc.compile(model, "edge",
+                           calibrate={"input": recurrent_models.sample_inputs(8, seed=0)})
+    matvecs = [op for op in program.module.ops() if op.kind == "matvec"]
+    groups = {(core, group) for op in matvecs
+              for core, group in zip(op.attrs["block_cores"], op.attrs["block_groups"],
+                                     strict=True)}
+    steps = recurrent_models.STEPS
+    assert len(matvecs) == 4 + 4 * steps + 1
+    assert len(groups) == 4 + 4 + 1
+    assert program.report.get("phase_count", 1) == 1
+
+
 def test_an_initial_state_of_several_values_is_named(tmp_path: Path) -> None:
     """The chip starts a layer from one state value (zeros, as torch exports it); an
     initial_h constant of several values is named with what runs."""

@@ -29,8 +29,10 @@ layer joins the current phase while the phase fits.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from cimc.diagnostics import CimcError
@@ -41,6 +43,7 @@ from cimc.dialect.chip import (
     channel_too_big,
     image_dims,
     rounded_width,
+    weight_key,
 )
 from cimc.ir.module import Module, Op
 from cimc.targets import Target
@@ -72,6 +75,19 @@ class Layer:
     column_blocks: tuple[int, ...] = ()  # of a piece: its column blocks
     share: float = 1.0  # of a piece: the fraction of the output it writes
     block_demands: tuple[int, ...] = ()  # rounded cell columns of each block, in order
+    block_keys: tuple[Hashable, ...] = ()  # what each block's cells hold (weight_key)
+    block_cells: tuple[int, ...] = ()  # cells of each block (every slice)
+    block_heights: tuple[int, ...] = ()  # crossbar rows each block writes (every slice)
+
+    def programmed(self, held: set[Hashable], cell_bits: int) -> tuple[int, int]:
+        """(weight bytes, crossbar rows) programming one copy writes, less the blocks
+        whose weights a block in `held` (updated) already put on the chip."""
+        new = [k for k, key in enumerate(self.block_keys) if key not in held]
+        held.update(self.block_keys)
+        if len(new) == len(self.block_keys):
+            return self.weight_bytes, self.rows_written
+        cells = sum(self.block_cells[k] for k in new)
+        return -(-cells * cell_bits // 8), sum(self.block_heights[k] for k in new)
 
 
 @dataclass(frozen=True)
@@ -163,11 +179,15 @@ def _pieces(module: Module, op: Op, target: Target) -> list[Layer]:
     # Per column block: [columns, crossbars, cells, rows written, blocks, weight columns].
     per_column: dict[int, list[int]] = {}
     demands: dict[int, list[int]] = {}
+    keys: dict[int, list[Hashable]] = {}
+    cells: dict[int, list[tuple[int, int]]] = {}
     for i, j in blocks_of(op):
         r, c = block_shape(module, op, i, j)
         width, height = c.stop - c.start, r.stop - r.start
         figures = per_column.setdefault(j, [0, 0, 0, 0, 0, width])
         demands.setdefault(j, []).append(rounded_width(width, target.cols) * slices)
+        keys.setdefault(j, []).append(weight_key(module, op, i, j))
+        cells.setdefault(j, []).append((height * width * slices, height * slices))
         figures[0] += rounded_width(width, target.cols) * slices
         figures[1] += -(-width * slices // target.cols)
         figures[2] += height * width * slices
@@ -188,7 +208,10 @@ def _pieces(module: Module, op: Op, target: Target) -> list[Layer]:
             weight_bytes=-(-total[2] * target.cell_bits // 8), rows_written=total[3],
             blocks=total[4], kernel_rows=op.attrs["kernel"][0], part=part, parts=len(groups),
             column_blocks=tuple(group) if len(groups) > 1 else (), share=total[5] / n,
-            block_demands=tuple(d for j in group for d in demands[j])))
+            block_demands=tuple(d for j in group for d in demands[j]),
+            block_keys=tuple(k for j in group for k in keys[j]),
+            block_cells=tuple(n for j in group for n, _ in cells[j]),
+            block_heights=tuple(h for j in group for _, h in cells[j])))
     return pieces
 
 
@@ -249,19 +272,28 @@ class PhaseModel:
     def _reach(self) -> list[int]:
         """For each start, the end of the longest range of layers from it that fits as
         the placer's first fill packs it (which must succeed): blocks in order, each into
-        the current core while the core's crossbar columns hold it, else into the next;
+        the current core while the core's crossbar columns hold it, else into the next
+        (a block whose weights the core holds already takes no room);
         at most the chip's cores."""
         t = self.target
         per_core = t.crossbars_per_core * t.cols
+        keys_of = [layer.block_keys for layer in self.layers]
+        every = [k for keys in keys_of for k in keys]
+        if len(set(every)) == len(every):  # no weights repeat: nothing to look up
+            keys_of = [tuple(None for _ in keys) for keys in keys_of]
         reach = []
         for start in range(len(self.layers)):
-            cores, used, stop = 1, 0, start
+            cores, used, stop, held = 1, 0, start, set[Hashable]()
             while stop < len(self.layers):
                 more, room = cores, used
-                for demand in self.layers[stop].block_demands:
+                for demand, key in zip(self.layers[stop].block_demands, keys_of[stop],
+                                       strict=True):
+                    if key is not None and key in held:
+                        continue
                     if room + demand > per_core:
-                        more, room = more + 1, 0
+                        more, room, held = more + 1, 0, set()
                     room += demand
+                    held.add(key)
                 if more > t.cores:
                     break
                 cores, used, stop = more, room, stop + 1
@@ -290,6 +322,17 @@ class PhaseModel:
         best = [0.0] + [math.inf] * n
         cut = [0] * (n + 1)
         bw = self.target.global_bytes_per_cycle
+        if not self.budget and all(a <= b for a, b in itertools.pairwise(self.reach)):
+            # The same minimum, each start's phases costed incrementally as they grow:
+            # O(n * reach), where costing each range anew is O(n * reach^2) (an unrolled
+            # recurrent layer is thousands of ops, its ranges long). Ties keep the
+            # longer last phase, as below.
+            for start in range(n):
+                for stop, cycles in self._growing(start, bw):
+                    cost = best[start] + cycles
+                    if cost <= best[stop]:
+                        best[stop], cut[stop] = cost, start
+            return self._cuts(cut)
         for stop in range(1, n + 1):
             for start in range(stop - 1, -1, -1):
                 if not self.fits(start, stop):
@@ -297,10 +340,62 @@ class PhaseModel:
                 cost = best[start] + self.phase(start, stop).cycles(self.batch, bw)
                 if cost < best[stop]:  # strict: ties keep the longer last phase
                     best[stop], cut[stop] = cost, start
-        cuts = [n]
+        return self._cuts(cut)
+
+    @staticmethod
+    def _cuts(cut: list[int]) -> list[int]:
+        cuts = [len(cut) - 1]
         while cuts[-1]:
             cuts.append(cut[cuts[-1]])
         return cuts[::-1]
+
+    def _growing(self, start: int, bw: float) -> Iterator[tuple[int, float]]:
+        """(stop, cycles of phase [start, stop)) for every stop that fits, without
+        replication, the figures of `phase` kept as running sums."""
+        t = self.target
+        stage_max = work = fill = 0.0
+        weight_bytes = rows = 0
+        loaded: set[str] = set()
+        held: set[Hashable] = set()  # the weights programmed so far
+        loads = 0.0
+        leaves = 0.0
+        waiting: dict[int, float] = defaultdict(float)  # last use -> bytes stored if read
+        waiting_sum = 0.0
+        for stop in range(start + 1, self.reach[start] + 1):
+            layer = self.layers[stop - 1]
+            if layer.kind == "matvec":
+                stage = float(layer.out_rows * layer.row_windows * t.mvm_cycles)
+                work += (layer.out_rows * layer.row_windows * t.mvm_cycles
+                         * -(-layer.blocks // t.crossbars_per_core))
+            else:
+                stage = layer.vector_cycles
+                work += layer.vector_cycles
+            stage_max = max(stage_max, stage)
+            fill += stage * layer.kernel_rows / layer.out_rows
+            more_bytes, more_rows = layer.programmed(held, t.cell_bits)
+            weight_bytes += more_bytes
+            rows += more_rows
+            for value in layer.reads:
+                if value not in loaded:
+                    loaded.add(value)
+                    makers = self.producers.get(value)
+                    loads += (self.bytes[value] if makers is None else
+                              sum(self.bytes[value] * self.layers[k].share for k in makers
+                                  if k < start))
+            stored = self.bytes[layer.writes] * layer.share
+            if layer.writes in self.leaves:
+                leaves += stored
+            elif self.last_use.get(layer.writes, -1) >= stop:
+                waiting[self.last_use[layer.writes]] += stored
+                waiting_sum += stored
+            waiting_sum -= waiting.pop(stop - 1, 0.0)  # read no later than this phase
+            period = max(stage_max, work / t.cores)
+            columns = self.columns(start, stop)
+            cores = max(1, min(t.cores, -(-columns // (t.crossbars_per_core * t.cols))))
+            program = max(weight_bytes / t.weight_bytes_per_cycle,
+                          rows * t.latency.program_per_row / cores)
+            spill = round(loads + leaves + waiting_sum)
+            yield stop, program + fill + self.batch * (period + spill / bw)
 
     def phase(self, start: int, stop: int) -> Phase:
         t = self.target
@@ -328,9 +423,12 @@ class PhaseModel:
         fill = sum(cycles * layer.kernel_rows / layer.out_rows
                    for cycles, layer in zip(stage, members, strict=True))
         columns = self.columns(start, stop)
-        weight_bytes = sum(layer.weight_bytes * copy_of.get(k, 1)
-                           for k, layer in enumerate(members))
-        rows = sum(layer.rows_written * copy_of.get(k, 1) for k, layer in enumerate(members))
+        weight_bytes = rows = 0
+        held: set[Hashable] = set()  # the weights programmed so far (replicas never share)
+        for k, layer in enumerate(members):
+            more_bytes, more_rows = layer.programmed(held, t.cell_bits)
+            weight_bytes += more_bytes * copy_of.get(k, 1)
+            rows += more_rows * copy_of.get(k, 1)
         cores = max(1, min(t.cores, -(-columns // (t.crossbars_per_core * t.cols))))
         program = max(weight_bytes / t.weight_bytes_per_cycle,
                       rows * t.latency.program_per_row / cores)

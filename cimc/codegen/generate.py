@@ -188,12 +188,12 @@ def generate_phases(phases: list[Module], target: Target, plans: list[Plan], bas
     for number, (phase, plan) in enumerate(zip(phases, plans, strict=True)):
         codes = {c: CoreCode(c, target.local_memory_bytes) for c in plan.order}
         lines = code_lines(phase, target, plan, codes, f"p{number}")
-        groups: dict[int, list[int]] = {}
+        groups: dict[int, set[int]] = {}  # (blocks of equal weights may share a group)
         for op in phase.ops():
             if op.kind == "matvec":
                 for core, group in zip(op.attrs["block_cores"], op.attrs["block_groups"],
                                        strict=True):
-                    groups.setdefault(int(core), []).append(int(group))
+                    groups.setdefault(int(core), set()).add(int(group))
         for core, joined in cores.items():
             joined.lines.append(f"# phase {number}")
             joined.lines += [f"wprog {g}" for g in sorted(groups.get(core, []))]

@@ -11,7 +11,8 @@ arithmetic is here so the frontend's capacity check counts crossbars exactly as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
@@ -89,6 +90,18 @@ def block_shape(module: Module, op: Op, i: int, j: int) -> tuple[slice, slice]:
     k, n = module.values[op.inputs[1]].shape
     r, c = op.attrs["block_rows"], op.attrs["block_cols"]
     return slice(i * r, min(k, (i + 1) * r)), slice(j * c, min(n, (j + 1) * c))
+
+
+def weight_key(module: Module, op: Op, i: int, j: int, replica: int = 0) -> Hashable:
+    """What block (i, j) of `replica` of matvec `op` holds in its crossbar cells: a
+    digest of its weights, its slices and the replica. Blocks of equal keys on one
+    core are programmed once and read by each (an unrolled recurrent layer's copies of
+    R); replicas exist to run at once, so they never share cells."""
+    rows, cols = block_shape(module, op, i, j)
+    weights = np.ascontiguousarray(module.constants[op.inputs[1]][rows, cols])
+    digest = hashlib.blake2b(weights.tobytes() + repr(weights.shape).encode(),
+                             digest_size=16).digest()
+    return (digest, int(op.attrs.get("slices", 1)), replica)
 
 
 def block_size(k: int, n: int, target: Target) -> tuple[int, int]:

@@ -2,7 +2,8 @@
 
 The image holds every crossbar block as a bit-sliced group of the core it was
 placed on, its slices on the crossbars where `place` put them, in the phase of its
-matvec (a model run in phases: groups of different phases may share cells).
+matvec (a model run in phases: groups of different phases may share cells); blocks of
+equal weights that `place` gave one group on a core are programmed once.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ def build_image(module: Module, target: Target) -> Image:
     crossbars: dict[int, int] = {}
     for core, _, _, places, _ in groups:
         crossbars[core] = max([crossbars.get(core, 0)] + [p.crossbar + 1 for p in places])
+    programmed: set[tuple[int, int, int]] = set()
     for core, group, block, places, phase in groups:
+        if (core, group, phase) in programmed:
+            continue  # blocks of equal weights sharing one group (problem.Problem.owners)
+        programmed.add((core, group, phase))
         image.core(core, crossbars[core]).add_group(group, block, target.weight_bits,
                                                     target.cell_bits, places, phase)
     return image

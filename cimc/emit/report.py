@@ -277,11 +277,15 @@ def phased_figures(module: Module, target: Target, generated: Generated,
         static = static_figures(phase, target, {c: cores[c] for c in plan.order})
         channel = cells = 0
         per_core: dict[int, int] = defaultdict(int)
+        programmed: set[tuple[int, int]] = set()  # (core, group): shared cells once
         for op in phase.ops():
             if op.kind != "matvec":
                 continue
             blocks = blocks_of(op)
             for k, core in enumerate(op.attrs["block_cores"]):
+                if (core, op.attrs["block_groups"][k]) in programmed:
+                    continue
+                programmed.add((core, op.attrs["block_groups"][k]))
                 rows, cols = block_shape(module, op, *blocks[k % len(blocks)])
                 count = (rows.stop - rows.start) * (cols.stop - cols.start) * op.attrs["slices"]
                 transfer, write = program_time(count, rows.stop - rows.start, target)

@@ -66,10 +66,12 @@ def fill(problem: Problem, order: list[int], units: list[int] | None = None) -> 
     held: set[int] = set()
     xbars: dict[int, int] = {}  # crossbars each group's blocks fill on the current core
     keys: set[Hashable] = set()  # the tables on the current core
+    weights: set[Hashable] = set()  # the blocks' cells on the current core
     for u in (range(len(problem.names)) if units is None else units):
         group = int(problem.groups[u])
         extra = int(problem.group_load[group]) if group >= 0 and group not in held else 0
-        while (cols + problem.demand[u] > problem.capacity
+        while (cols + (0 if problem.weight_keys[u] in weights else problem.demand[u])
+               > problem.capacity
                or tables + (0 if problem.table_keys[u] in keys else problem.tables[u])
                > problem.table_budget
                # A core shared by several groups keeps the cap; one group alone may
@@ -80,9 +82,12 @@ def fill(problem: Problem, order: list[int], units: list[int] | None = None) -> 
             held = set()
             xbars = {}
             keys = set()
+            weights = set()
             extra = int(problem.group_load[group]) if group >= 0 else 0
             if position >= len(order):
-                needed = int(-(-problem.demand.sum() // problem.target.cols))
+                distinct = dict(zip(problem.weight_keys, problem.demand.tolist(),
+                                    strict=True))
+                needed = int(-(-sum(distinct.values()) // problem.target.cols))
                 raise CimcError(
                     f"the model needs {needed} crossbars on more than {len(order)} cores but "
                     f"target {problem.target.name!r} has "
@@ -91,7 +96,9 @@ def fill(problem: Problem, order: list[int], units: list[int] | None = None) -> 
                     "(or one whose crossbars can be reprogrammed: the model then runs in "
                     "phases)")
         core_of[u] = order[position]
-        cols += int(problem.demand[u])
+        if problem.weight_keys[u] not in weights:
+            cols += int(problem.demand[u])
+            weights.add(problem.weight_keys[u])
         if problem.table_keys[u] not in keys:
             tables += int(problem.tables[u])
             keys.add(problem.table_keys[u])

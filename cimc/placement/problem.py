@@ -40,6 +40,7 @@ different cores.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
@@ -51,7 +52,7 @@ import numpy as np
 from cimc.analysis.plan import vector_row_work
 from cimc.analysis.traffic import GLOBAL, TrafficEdge, Unit, unit_edges, units
 from cimc.diagnostics import CimcError
-from cimc.dialect.chip import CHUNK, image_dims, rounded_width
+from cimc.dialect.chip import CHUNK, image_dims, rounded_width, weight_key
 from cimc.ir.module import Module
 from cimc.targets import Target
 
@@ -101,12 +102,20 @@ class Problem:
     # unit -> what its tables hold: units of one key on one core share one copy (the
     # code generator places equal tables once); empty: every unit its own.
     table_keys: list[Hashable] = field(default_factory=list)
+    # unit -> what its crossbar cells hold: blocks of one key on one core are programmed
+    # once and read by each (an unrolled recurrent layer's copies of R); empty: each its own.
+    weight_keys: list[Hashable] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.groups) != len(self.names):
             self.groups = np.full(len(self.names), -1, dtype=np.int64)
         if len(self.table_keys) != len(self.names):
             self.table_keys = list(range(len(self.names)))
+        if len(self.weight_keys) != len(self.names):
+            self.weight_keys = list(range(len(self.names)))
+        # Whether any key repeats (else the per-core sums need no deduplication).
+        self.shared_tables = len(set(self.table_keys)) < len(self.names)
+        self.shared_weights = len(set(self.weight_keys)) < len(self.names)
         if not self.incident:
             self.incident = [[] for _ in self.names]
             for k, p in enumerate(self.payloads):
@@ -130,11 +139,27 @@ class Problem:
 
     def core_tables(self, tile_of: np.ndarray) -> np.ndarray:
         """Table bytes on each core: a key's tables once per core."""
+        return self._per_core(tile_of, self.tables, self.table_keys, self.shared_tables)
+
+    def core_columns(self, tile_of: np.ndarray) -> np.ndarray:
+        """Crossbar columns filled on each core: a key's blocks once per core."""
+        return self._per_core(tile_of, self.demand, self.weight_keys, self.shared_weights)
+
+    def _per_core(self, tile_of: np.ndarray, sizes: np.ndarray, keys: list[Hashable],
+                  shared: bool) -> np.ndarray:
+        units = np.arange(len(self.names))
+        if shared:
+            first: dict[tuple[int, Hashable], int] = {}
+            for u, tile in enumerate(tile_of.tolist()):
+                first.setdefault((tile, keys[u]), u)
+            units = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+        return np.bincount(tile_of[units], weights=sizes[units], minlength=self.tiles)
+
+    def owners(self, tile_of: np.ndarray) -> list[int]:
+        """Each unit's first unit of its weight key on its core (itself if none before)."""
         first: dict[tuple[int, Hashable], int] = {}
-        for u, tile in enumerate(tile_of.tolist()):
-            first.setdefault((tile, self.table_keys[u]), u)
-        units = np.fromiter(first.values(), dtype=np.int64, count=len(first))
-        return np.bincount(tile_of[units], weights=self.tables[units], minlength=self.tiles)
+        return [first.setdefault((tile, self.weight_keys[u]), u)
+                for u, tile in enumerate(tile_of.tolist())]
 
     def cost(self, tile_of: np.ndarray) -> int:
         """hop_bytes of an assignment of units to tiles."""
@@ -142,8 +167,7 @@ class Problem:
 
     def fits(self, tile_of: np.ndarray) -> bool:
         """Capacity (columns, tables, compute load) respected on every core."""
-        cols = np.bincount(tile_of, weights=self.demand, minlength=self.tiles)
-        return bool((cols <= self.tile_capacity).all()
+        return bool((self.core_columns(tile_of) <= self.tile_capacity).all()
                     and (self.core_tables(tile_of) <= self.tile_tables).all()
                     and self.loads_fit(tile_of) and self.group_crossbars_fit(tile_of))
 
@@ -256,14 +280,34 @@ def _table_bytes(module: Module, unit: Unit, reducers: set[str]) -> int:
     return TABLE_BYTES * (c if op.kind == "pool" else min(h * w * c, CHUNK))
 
 
-def _table_key(module: Module, unit: Unit) -> Hashable:
-    """What the tables of `unit` are made of: its op's kind, attributes, result shape and
-    constant operands (a block's also its column range)."""
-    op = module.op(unit.op)
-    constants = tuple(module.constants[v].tobytes() for v in op.inputs if v in module.constants)
-    where = (unit.j, unit.weight_cols) if unit.kind == "block" else ()
-    return (op.kind, repr(sorted(op.attrs.items())), tuple(module.values[op.outputs[0]].shape),
-            constants, where)
+def _digest(*parts: bytes) -> bytes:
+    return hashlib.blake2b(b"".join(parts), digest_size=16).digest()
+
+
+def _table_keys(module: Module, found: list[Unit]) -> list[Hashable]:
+    """What the tables of each unit are made of: its op's kind, attributes, result shape
+    and constant operands other than a matvec's weights (a block's also its column
+    range), as a digest computed once per op."""
+    signature: dict[str, bytes] = {}
+    keys: list[Hashable] = []
+    for unit in found:
+        if unit.op not in signature:
+            op = module.op(unit.op)
+            tables = [module.constants[v].tobytes() for k, v in enumerate(op.inputs)
+                      if v in module.constants and not (op.kind == "matvec" and k == 1)]
+            signature[unit.op] = _digest(
+                op.kind.encode(), repr(sorted(op.attrs.items())).encode(),
+                repr(tuple(module.values[op.outputs[0]].shape)).encode(), *tables)
+        keys.append((signature[unit.op], unit.j, unit.weight_cols)
+                    if unit.kind == "block" else signature[unit.op])
+    return keys
+
+
+def _weight_keys(module: Module, found: list[Unit]) -> list[Hashable]:
+    """What each block unit's crossbar cells hold (cimc.dialect.chip.weight_key); a key
+    of its own for a vector op."""
+    return [weight_key(module, module.op(u.op), u.i, u.j, u.replica) if u.kind == "block"
+            else ("unit", k) for k, u in enumerate(found)]
 
 
 def build_problem(module: Module, target: Target,
@@ -308,7 +352,8 @@ def build_problem(module: Module, target: Target,
                       np.array([u.crossbar_columns_needed for u in found], dtype=np.int64),
                       groups=groups, group_load=group_load,
                       load_cap=int(group_load.max() * SHARED_LOAD) if len(group_load) else 0,
-                      table_keys=[_table_key(module, u) for u in found])
+                      table_keys=_table_keys(module, found),
+                      weight_keys=_weight_keys(module, found))
     # A vector op keeps its core to itself: counted as more than a shared core may carry.
     # Beside a matvec it would delay that layer's rows, and so the whole pipeline, by its
     # own (MobileNetV2 at 32x32 on pimcomp, layer-order fill: 1.83 M modelled cycles with
@@ -324,7 +369,9 @@ def check_fits(problem: Problem, found: list[Unit]) -> None:
     """CimcError when the blocks cannot fit the target's crossbars."""
     target = problem.target
     per_xbar = target.cols
-    needed = int(-(-problem.demand.sum() // per_xbar))
+    distinct = {key: int(d) for key, d in zip(problem.weight_keys, problem.demand,
+                                               strict=True)}
+    needed = int(-(-sum(distinct.values()) // per_xbar))
     available = target.cores * target.crossbars_per_core
     if needed > available:
         cores = -(-needed // target.crossbars_per_core)
@@ -355,12 +402,15 @@ def pack(problem: Problem, core_of: np.ndarray, slices: list[int]
     wasted. Of those, a block takes the one holding the fewest other blocks of
     its group (then the first): blocks of one group sharing a crossbar take
     turns at every window (`cimc.analysis.plan.mvm_depth`), so packed together
-    they would multiply the group's MVM time on that core.
+    they would multiply the group's MVM time on that core. A block whose weights an
+    earlier block on its core holds (`Problem.owners`) takes that block's places.
     """
     target = problem.target
+    owner = problem.owners(core_of)
     per_core: dict[int, list[int]] = defaultdict(list)
     for u in np.flatnonzero(problem.demand).tolist():
-        per_core[int(core_of[u])].append(u)
+        if owner[u] == u:
+            per_core[int(core_of[u])].append(u)
     places: dict[int, list[tuple[int, int]]] = {}
     for core in sorted(per_core):
         fill = [0] * target.crossbars_per_core
@@ -380,4 +430,6 @@ def pack(problem: Problem, core_of: np.ndarray, slices: list[int]
             for x in {x for x, _ in spots}:
                 users[x, group] += 1
             places[u] = spots
+    for u in np.flatnonzero(problem.demand).tolist():
+        places[u] = places[owner[u]]
     return places

@@ -4,13 +4,13 @@ IR's other integer kinds, which the rest of `lower` makes the chip's ops.
 A quantized op (cimc/frontend/recurrent_quant.py; docs/ir.md, "Quantized recurrent
 layers") is a composition of gemm, add, lut and mul, so `unroll_recurrent` rewrites it
 as exactly that composition, and the program computes what the reference does bit for
-bit. The input projection x·Wᵀ does not depend on the state: it is one gemm over the
-T time steps as tokens (a [T, D] matrix, a 1x1 convolution over T pixels on the
-chip), W programmed once. The recurrent projection h·Rᵀ reads the previous step's h,
-so each step has its own gemm of R: the program holds T copies of R (the dataflow plan,
-placement and the bounds take an acyclic graph of layers; a loop that feeds h back into
-one copy of R is not built yet, docs/backend.md). The gate slices of a projection are
-`take`s, views of its columns; Y is the steps' h concatenated in time order.
+bit. Each gate has its own products, so no step slices a projection. The input
+projection x·Wᵀ does not depend on the state: per gate one 1x1 conv over x as an image
+of T rows, W programmed once, each step taking its row. The recurrent projection h·Rᵀ
+reads the previous step's h, so each step has its own gemm of R (the dataflow plan,
+placement and the bounds take an acyclic graph of layers); the copies hold equal
+weights, and placement lets the copies on one core share their cells (docs/backend.md,
+"Recurrent layers, unrolled"). Y is the steps' h concatenated in time order.
 
 A float recurrent op (onnxruntime's quantizer leaves them float, and cimc quantizes
 them only from calibration data) or a quantized one over a batch of more than one
@@ -93,10 +93,10 @@ class _Unroller:
         return self._codes("lut", [codes, self._table(table)], scale, zero)
 
     def _gate_constants(self, weights: int, what: str, bias: np.ndarray,
-                        input_scale: float) -> list[tuple[str, str]]:
-        """Per gate, its rows of weight operand `weights` (W or R, int8 per row) and of
-        `bias` (in that gemm's accumulator scale): one gemm per gate reads its own
-        result columns, so no step slices a projection."""
+                        input_scale: float, kernel: bool = False) -> list[tuple[str, str]]:
+        """Per gate, its rows of weight operand `weights` (W or R, int8 per row; as a 1x1
+        conv kernel with `kernel`) and of `bias` (in that product's accumulator scale):
+        one matvec per gate makes its own result, so no step slices a projection."""
         module, hidden = self.module, self.hidden
         value = self.op.inputs[weights]
         quant = module.values[value].quant
@@ -109,7 +109,8 @@ class _Unroller:
             zeros = (0,) * hidden
             found.append((
                 module.add_constant(module.fresh_name(f"{self.op.name}.{what}{k}"),
-                                    codes[rows], Quant(per_row, zeros, axis=0)),
+                                    codes[rows][..., None, None] if kernel else codes[rows],
+                                    Quant(per_row, zeros, axis=0)),
                 module.add_constant(module.fresh_name(f"{self.op.name}.b{what}{k}"),
                                     bias[rows], Quant(tuple(input_scale * np.asarray(per_row)),
                                                       zeros, axis=0))))
@@ -128,11 +129,10 @@ class _Unroller:
                             "value for every unit, as zeros, is)")
         assert ty.quant is not None
         real = (float(codes[0]) - ty.quant.zero_point[0]) * ty.quant.scale[0]
-        src = self.module.values[source]
-        rows = self._value("take", [source], (1, src.shape[1], self.hidden), ty.dtype,
-                           ty.quant, {"axes": [2], "index": [-1] * self.hidden, "fill": real})
-        return self._value("reshape", [self._take(rows, 1, [0], (1, 1, self.hidden))],
-                           (1, self.hidden), ty.dtype, ty.quant, {"shape": [1, self.hidden]})
+        filled = self._value("take", [source], (1, self.hidden, 1, 1), ty.dtype, ty.quant,
+                             {"axes": [1, 2], "index": [-1] * self.hidden + [0], "fill": real})
+        return self._value("reshape", [filled], (1, self.hidden), ty.dtype, ty.quant,
+                           {"shape": [1, self.hidden]})
 
     def _take(self, codes: str, axis: int, index: list[int], shape: tuple[int, ...]) -> str:
         ty = self.module.values[codes]
@@ -149,25 +149,29 @@ class _Unroller:
         assert w_quant is not None and r_quant is not None and h_quant is not None
         s_x, s_h = x_type.quant.scale[0], h_quant.scale[0]  # type: ignore[union-attr]
         bias = module.constants[op.inputs[3]][0]
-        w = self._gate_constants(1, "W", bias[:width], s_x)
+        w = self._gate_constants(1, "W", bias[:width], s_x, kernel=True)
         r = self._gate_constants(2, "R", bias[width:], s_h)
-        # x·Wᵀ for every step at once: the steps are tokens ([1, T, D] first: the chip
-        # stores those; [T, D] is their view).
-        tokens = self._value("reshape", [op.inputs[0]], (1, self.steps, self.features),
-                             x_type.dtype, x_type.quant,  # type: ignore[arg-type]
-                             {"shape": [1, self.steps, self.features]})
-        rows = self._value("reshape", [tokens], (self.steps, self.features),
-                           x_type.dtype, x_type.quant,  # type: ignore[arg-type]
-                           {"shape": [self.steps, self.features]})
-        projected = [self._value("gemm", [rows, wk, bk], (self.steps, self.hidden), "i8",
-                                 Quant((self.scales[0],), (0,))) for wk, bk in w]
-        h = self._initial(4, tokens)
-        c = self._initial(5, tokens) if op.kind == "lstm" else ""
+        # x·Wᵀ for every step at once: x as an image of T rows (one pixel of D channels
+        # each: the same bytes), one 1x1 conv per gate, so each step reads one row of
+        # each result (where a row of T tokens would be read whole by every step).
+        steps, features = self.steps, self.features
+        rows = self._value("transpose", [op.inputs[0]], (1, features, steps), x_type.dtype,
+                           x_type.quant, {"perm": [1, 2, 0]})  # type: ignore[arg-type]
+        image = self._value("reshape", [rows], (1, features, steps, 1), x_type.dtype,
+                            x_type.quant,  # type: ignore[arg-type]
+                            {"shape": [1, features, steps, 1]})
+        conv = {"strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1], "group": 1}
+        projected = [self._value("conv", [image, wk, bk], (1, self.hidden, steps, 1), "i8",
+                                 Quant((self.scales[0],), (0,)), conv) for wk, bk in w]
+        h = self._initial(4, image)
+        c = self._initial(5, image) if op.kind == "lstm" else ""
         order = range(self.steps - 1, -1, -1) if op.attrs["direction"] == "reverse" \
             else range(self.steps)
         ys: dict[int, str] = {}
         for t in order:
-            xg = [self._take(p, 0, [t], (1, self.hidden)) for p in projected]
+            xg = [self._value("reshape", [self._take(p, 2, [t], (1, self.hidden, 1, 1))],
+                              (1, self.hidden), "i8", Quant((self.scales[0],), (0,)),
+                              {"shape": [1, self.hidden]}) for p in projected]
             hg = [self._codes("gemm", [h, rk, bk], self.scales[1]) for rk, bk in r]
             if op.kind == "lstm":
                 h, c = self._lstm_step(xg, hg, c, h_quant.scale[0])
