@@ -107,10 +107,15 @@ def constants(d: int, sx: float, zx: int, sy: float, zy: int, epsilon: float,
     mult = np.where(g < 0, -mant, mant)
     zero = np.where(active, zy, zy + np.rint(beta / float(sy))).astype(np.int64)
     q_max = v_max * 2**m + e_of(m)
+    # E's rounding moves Q by delta (in units of V): the normalized value by at most
+    # |D·c - S1|·delta / (2·Q^1.5) <= sqrt(D-1)·sqrt(V)·delta / (2·(V + eps')^1.5), largest
+    # at V = eps'/2 or at the smallest nonzero V, D - 1.
+    delta = abs(e_of(m) - eps * 2.0**m) / 2.0**m
+    low = max(eps - delta, 0.0)
+    worst_v = max(d - 1.0, low / 2)
     error = float(np.abs(g[active]).max(initial=0.0)) * (
         spread * math.sqrt(q_max) / 2.0**k  # R's floor
-        # E's rounding, at the smallest nonzero V = D - 1 (the largest |D·c - S1|/Q^1.5)
-        + abs(e_of(m) - eps * 2.0**m) / (2.0 ** (m + 1) * spread)
+        + spread * math.sqrt(worst_v) * delta / (2 * (worst_v + low) ** 1.5)
         + (0.5 + (a > 0)) * 2.0**-scale) \
         + float((np.abs(g[active]) * (spread + np.abs(beta[active] / gamma[active])))
                 .max(initial=0.0)) * 2.0**-29  # M's rounding

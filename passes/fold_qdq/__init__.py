@@ -20,6 +20,11 @@ A quantize of a float LRN of a dequantized 8-bit tensor becomes integer ops (a l
 of the squares, a 1x1 conv summing the channel window, a lookup of the normalizing
 factor, a mul: passes/fold_qdq/lrn.py).
 
+A quantize of a LayerNormalization over the last axis of tokens [1,T,D] of a dequantized
+8-bit tensor becomes the integer `layer_norm` (cimc/reference/layer_norm.py); its gamma
+and beta stay f32 constants (quantize_static's dequantized int8 gamma and int32 beta as
+the values onnxruntime computes from them). Over other axes it stays float.
+
 An activation of cimc.reference.activation (sigmoid, tanh, hard_swish, gelu, ...)
 on an 8-bit per-tensor input becomes `lut`: its 256 result codes, one per input
 code, are a constant computed in float64 (`activation.table`).
