@@ -113,13 +113,15 @@ def test_integer_layer_norm_within_a_quantum_of_the_oracle(
     assert np.abs(got - ExactOracle(path).run_samples(x)).max() <= sy * 1.0001
 
 
-@pytest.mark.parametrize(("x_dtype", "d", "beta", "target"),
-                         [("int8", 32, True, "isaac"), ("uint8", 8, False, "edge"),
-                          ("int8", 64, True, "edge"), ("uint8", 100, True, "isaac")])
-def test_pixel_layernorm_simulates_bit_exact(x_dtype: str, d: int, beta: bool, target: str,
+@pytest.mark.parametrize(("x_dtype", "d", "beta", "gamma_size", "target"),
+                         [("int8", 32, True, 1.0, "isaac"), ("uint8", 8, False, 1.0, "edge"),
+                          ("int8", 64, True, 1.0, "edge"), ("uint8", 100, True, 1.0, "isaac"),
+                          ("int8", 256, True, 10.0, "isaac")])
+def test_pixel_layernorm_simulates_bit_exact(x_dtype: str, d: int, beta: bool,
+                                             gamma_size: float, target: str,
                                              tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
-    gamma, bias = _layer(rng, d, 1.0, 0.5)
+    gamma, bias = _layer(rng, d, gamma_size, 0.5 * gamma_size)
     low = -128 if x_dtype == "int8" else 0
     sx = 0.05
     path = _qdq_layer_norm(tmp_path / "m.onnx", x_dtype, sx, low + 100, 0.03, 5, [1, 8, d],
@@ -182,11 +184,36 @@ def test_a_layer_norm_not_over_the_last_axis_of_tokens_is_refused_naming_it(
         cimc.compile(path, "isaac")
 
 
-def test_gammas_too_large_for_the_result_scale_are_refused_naming_the_op(
-        tmp_path: Path) -> None:
-    gamma = np.full(256, 20.0)
-    path = _qdq_layer_norm(tmp_path / "m.onnx", "int8", 0.02, 0, 0.01, 0, [1, 4, 256], gamma,
-                           None, 1e-5)
-    with pytest.raises(CimcError, match=r"op 'norm' \(layer_norm\): gamma / sy up to 2e\+03 "
-                                        r"over 256 channels would leave the result"):
+@pytest.mark.parametrize(("d", "gamma", "message"), [
+    (400, 1.0, r"400 channels at input scale 0.02 and epsilon 1e-05 leave int32"),
+    (256, 2e5, r"gamma / sy up to 2e\+07 over 256 channels would leave the result")])
+def test_layer_norms_beyond_int32_or_a_quantum_are_refused_naming_the_op(
+        d: int, gamma: float, message: str, tmp_path: Path) -> None:
+    path = _qdq_layer_norm(tmp_path / "m.onnx", "int8", 0.02, 0, 0.01, 0, [1, 4, d],
+                           np.full(d, gamma), None, 1e-5)
+    with pytest.raises(CimcError, match=r"op 'norm' \(layer_norm\): " + message):
         cimc.compile(path, "isaac")
+
+
+@pytest.mark.parametrize("d", [16, 64, 256])
+@pytest.mark.parametrize("gamma_over_sy", [200.0, 2000.0])
+def test_large_gammas_with_results_inside_the_clamp_stay_within_a_quantum(
+        d: int, gamma_over_sy: float, tmp_path: Path) -> None:
+    """Tokens of one code with one channel off by 1 or 2 (the smallest variances, where
+    the rounding of eps·D²/sx² weighs most: eps makes it D/4, a fraction of V = D - 1)
+    and narrow bands; betas that put the results of the large gamma inside the clamp."""
+    rng = np.random.default_rng(d)
+    sy, sx = 0.05, 0.1
+    gamma = np.full(d, gamma_over_sy * sy)
+    beta = gamma * math.sqrt(0.8 / (d - 1)) + rng.uniform(-60, 60, d) * sy
+    path = _qdq_layer_norm(tmp_path / "m.onnx", "int8", sx, 0, sy, 0, [1, 16, d], gamma, beta,
+                           sx * sx / (4 * d))
+    codes = rng.integers(-100, 100, (4, 16, 1)) + np.zeros((1, 1, d), dtype=np.int64)
+    for t in range(16):
+        codes[:3, t, rng.integers(0, d)] += rng.choice([1, -1, 2])
+    codes[3] = rng.integers(-3, 3, (16, d)) + rng.integers(-100, 100, (16, 1))
+    x = (codes * sx).astype(np.float32)
+    exact = ExactOracle(path).run_samples(x)
+    assert (np.abs(exact) < 127 * sy).mean() > 0.1  # many results inside the clamp
+    got = cimc.run_reference(cimc.api.prepare(path), {"input": x})["output"]
+    assert np.abs(got - exact).max() <= sy * 1.0001

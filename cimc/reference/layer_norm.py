@@ -16,8 +16,9 @@ A channel whose gamma moves the result by less than 2^-10 of a quantum (gamma = 
 included) has M = 0, B = 0 and zp = zy + rhe(beta / sy). Every step is exact in int32 (the
 products of `requant` in int64): V < 2^31 (D·S2 and S1² may wrap, their difference does
 not), |D·c - S1| <= sqrt((D-1)·V) so |n| < 2^30, and `a` makes room for B. `constants`
-refuses (ValueError) a D or scales for which the error bound it works out exceeds half a
-quantum: then the result is not within one quantum of the exact LayerNorm.
+refuses (ValueError) a D or scales that leave int32, or for which the error bound it works
+out (before the final rounding, over results inside the clamp) exceeds half a quantum:
+below it the result is within one quantum of the exact LayerNorm.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def inverse_sqrt(q: np.ndarray, k: int) -> np.ndarray:
 
 
 def constants(d: int, sx: float, zx: int, sy: float, zy: int, epsilon: float,
-              gamma: np.ndarray, beta: np.ndarray) -> LayerNormConstants:
-    """The layer's constants, in float64 from its scales, epsilon, gamma and beta."""
+              gamma: np.ndarray, beta: np.ndarray, reach: int) -> LayerNormConstants:
+    """The layer's constants, in float64 from its scales, epsilon, gamma and beta; `reach`
+    is the largest |code - zy| of a result inside its clamp."""
     if d < 2:
         raise ValueError("a LayerNorm over fewer than 2 channels")
     gamma = np.broadcast_to(np.asarray(gamma, np.float64), (d,))
@@ -113,12 +115,17 @@ def constants(d: int, sx: float, zx: int, sy: float, zy: int, epsilon: float,
     delta = abs(e_of(m) - eps * 2.0**m) / 2.0**m
     low = max(eps - delta, 0.0)
     worst_v = max(d - 1.0, low / 2)
-    error = float(np.abs(g[active]).max(initial=0.0)) * (
-        spread * math.sqrt(q_max) / 2.0**k  # R's floor
-        + spread * math.sqrt(worst_v) * delta / (2 * (worst_v + low) ** 1.5)
-        + (0.5 + (a > 0)) * 2.0**-scale) \
-        + float((np.abs(g[active]) * (spread + np.abs(beta[active] / gamma[active])))
-                .max(initial=0.0)) * 2.0**-29  # M's rounding
+    # The errors below grow with the normalized value; where its gamma term alone is a
+    # quantum beyond the clamp (with beta's), both results are clamped alike, so only
+    # normalized values up to (reach + 2 + |beta/sy|) / |gamma/sy| count.
+    g_abs, b_abs = np.abs(g[active]), np.abs(beta[active] / float(sy))
+    reached = np.minimum(spread, (reach + 2 + b_abs) / np.maximum(g_abs, 1e-300))
+    error = float((g_abs * (
+        reached * math.sqrt(q_max) / 2.0**k  # R's floor: |D·c - S1| / 2^K
+        + np.minimum(spread * math.sqrt(worst_v) * delta / (2 * (worst_v + low) ** 1.5),
+                     reached * delta / (2 * (d - 1 + low)))
+        + (0.5 + (a > 0)) * 2.0**-scale)
+        + (g_abs * spread + b_abs) * 2.0**-29).max(initial=0.0))  # M's rounding
     negligible = float((np.abs(g[~active]) * spread).max(initial=0.0))
     error = max(error, negligible)
     if error > ERROR_BUDGET:
@@ -148,17 +155,17 @@ def integer_layer_norm(call: Call) -> np.ndarray:
         raise call.error("a quantized layer_norm works over the last axis")
     assert x_type.quant is not None and y_type.quant is not None
     beta = call.args[2] if len(call.args) > 2 else np.zeros(1)
-    try:
-        consts = constants(x.shape[-1], x_type.quant.scale[0], x_type.quant.zero_point[0],
-                           y_type.quant.scale[0], y_type.quant.zero_point[0],
-                           float(call.attr("epsilon", 1e-5)),
-                           call.args[1].astype(np.float64).reshape(-1),
-                           beta.astype(np.float64).reshape(-1))
-    except ValueError as exc:
-        raise call.error(str(exc)) from None
     info = np.iinfo(y_type.numpy_dtype)
     lo, hi = int(info.min), int(info.max)
     clamp = call.attr("clamp")
     if clamp is not None:
         lo, hi = max(lo, int(clamp[0])), min(hi, int(clamp[1]))
+    zy = y_type.quant.zero_point[0]
+    try:
+        consts = constants(x.shape[-1], x_type.quant.scale[0], x_type.quant.zero_point[0],
+                           y_type.quant.scale[0], zy, float(call.attr("epsilon", 1e-5)),
+                           call.args[1].astype(np.float64).reshape(-1),
+                           beta.astype(np.float64).reshape(-1), max(hi - zy, zy - lo))
+    except ValueError as exc:
+        raise call.error(str(exc)) from None
     return normalize(x, consts, lo, hi).astype(y_type.numpy_dtype)

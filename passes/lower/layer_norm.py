@@ -30,11 +30,12 @@ def lower_layer_norm(module: Module, op: Op) -> None:
     gamma = module.constants[op.inputs[1]].astype(np.float64).reshape(-1)
     beta = (module.constants[op.inputs[2]].astype(np.float64).reshape(-1)
             if len(op.inputs) > 2 else np.zeros(1))
+    lo, hi = bounds(op, y_type)
     try:
-        c = constants(d, sx, zx, sy, zy, float(op.attrs.get("epsilon", 1e-5)), gamma, beta)
+        c = constants(d, sx, zx, sy, zy, float(op.attrs.get("epsilon", 1e-5)), gamma, beta,
+                      max(hi - zy, zy - lo))
     except ValueError as exc:
         raise CimcError(f"op {op.name!r} (layer_norm): {exc}") from None
-    lo, hi = bounds(op, y_type)
     finish = np.stack([c.mult, c.shift, c.zero, np.full(d, lo), np.full(d, hi)], axis=1)
     bias = module.add_constant(module.fresh_name(f"{op.name}.bias"), c.bias.astype("int32"))
     table = module.add_constant(module.fresh_name(f"{op.name}.finish"),
