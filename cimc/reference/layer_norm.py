@@ -31,7 +31,7 @@ import numpy as np
 from cimc.reference.call import Call
 from cimc.reference.requant import MAX_SHIFT, fixed_point, rounding_shift
 
-# |D·c - S1| · R stays below 2^HEADROOM; (n >> a) + B too.
+# |D·c - S1| · R stays below 2^HEADROOM (`a` keeps (n >> a) + B below 2^31).
 HEADROOM = 30
 # A channel whose gamma term is below this many quanta at its largest counts as gamma = 0.
 NEGLIGIBLE = 2.0**-10
