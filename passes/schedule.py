@@ -98,13 +98,13 @@ class Schedule(BackendPass):
         for op in module.ops():
             stored = op.kind == "quantize" and op.inputs[0] in module.inputs
             if op.kind in CHIP_KINDS:
-                op.attrs.update(pipeline=self.pipeline, stream=batch)
                 if op.kind == "view":  # where its source is, if stored
                     source = home(module, op.inputs[0])
                     if source is not None and "addr" in source.attrs:
                         op.attrs.update({k: source.attrs[k] for k in ("addr", "image_stride")
                                          if k in source.attrs})
                     continue
+                op.attrs.update(pipeline=self.pipeline, stream=batch)
                 value = op.outputs[0]
                 later = any(phase_of(c) > phase_of(op) for c in _readers(module, value))
                 stored = later or chip_stores(module, value)

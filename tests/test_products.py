@@ -103,10 +103,10 @@ def test_operand_broadcast_along_channels_rows_and_columns(kernel: list[int], ch
 
 def test_operands_of_different_ranks_are_refused_naming_the_op(tmp_path: Path) -> None:
     x = np.random.default_rng(1).standard_normal((3, 3, 6, 6)).astype(np.float32)
-    # lower names the reshape that makes the [4,1,1] operand (not an image the chip
-    # stores) before it reaches the product
-    with pytest.raises(CimcError, match=r"\(reshape\): its result \[4, 1, 1\] is not an "
-                                        r"image"):
+    # the [4,1,1] operand is stored (as 4 tokens of one channel) but broadcasts to the
+    # image other than as a gate: lower names the product
+    with pytest.raises(CimcError, match=r"op 'product' \(mul\): the second operand "
+                                        r"\[4, 1, 1\] broadcasts to \[1, 4, 6, 6\] other than"):
         cimc.compile(_pooled_product(tmp_path, [6, 6], flat=True), "isaac",
                      calibrate={"input": x})
 

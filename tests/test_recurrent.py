@@ -12,13 +12,14 @@ import numpy as np
 import onnx
 import pytest
 import recurrent_models
+from checks import assert_simulation_equals_reference
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
 from cimc.cli import main
 from cimc.diagnostics import CimcError
 from cimc.frontend.importer import import_onnx
-from cimc.ir.module import Module, Quant, TensorType
+from cimc.passes.lower.recurrent import unroll_recurrent
 from cimc.reference import activation, recurrent, run_module
 from cimc.reference.oracle import ExactOracle
 
@@ -131,123 +132,85 @@ def test_quantized_recurrent_layers_stay_near_the_exact_oracle(name: str, export
     assert (got.argmax(1) == expected.argmax(1)).sum() >= len(x) - 1
 
 
-def test_the_chip_refuses_every_recurrent_layer_in_one_message(tmp_path: Path) -> None:
-    """Quantized (with calibration data) or left float (without), one CimcError names
-    every recurrent op and what is missing."""
+def test_the_chip_refuses_every_float_recurrent_layer_in_one_message() -> None:
+    """Left float (no calibration data), one CimcError names every recurrent op and what
+    would quantize it."""
     model = recurrent_models.quantized_model("gru2_bi", "legacy")
-    with pytest.raises(CimcError) as info:
-        cimc.compile(model, "edge", calibrate={"input": recurrent_models.sample_inputs(8, 0)})
-    message = str(info.value)
-    for op in ("'/rnn/GRU.forward' (gru, quantized, forward)",
-               "'/rnn/GRU.reverse' (gru, quantized, reverse)", "'/rnn/GRU_1.forward'",
-               "'/rnn/GRU_1.reverse'", "the time steps as a loop in the program"):
-        assert op in message
     with pytest.raises(CimcError, match=r"op '/rnn/GRU' \(gru, float: onnxruntime's "
-                       r"quantizer leaves it float; .*op '/rnn/GRU_1' \(gru, float"):
+                       r"quantizer leaves it float; .*--calibrate.*op '/rnn/GRU_1' \(gru, "
+                       r"float"):
         cimc.compile(model, "isaac")
 
 
-def _unrolled(op, module: Module) -> Module:
-    """The quantized lstm or gru `op` of `module` written out step by step in the IR's
-    other kinds (gather, gemm, add, lut, mul; docs/ir.md, "Quantized recurrent layers"):
-    the ops a lowering of it composes."""
-    x_type = module.values[op.inputs[0]]
-    steps, batch, _ = x_type.shape
-    hidden = int(op.attrs["hidden_size"])
-    gates = module.values[op.inputs[1]].shape[1] // hidden
-    w, r, b, h0 = (module.constants[v] for v in op.inputs[1:5])
-    h_quant = module.values[op.inputs[4]].quant
-    scales = [float(s) for s in op.attrs["scales"]]
-    out = Module("unrolled")
-    out.add_input("x", x_type)
+# name, exporter, target: one fast case; the others (each classifier on both targets, the
+# bidirectional ones in phases on edge: seconds each) run with --runslow.
+CHIP_CASES = [pytest.param("lstm", "legacy", "isaac", id="lstm-legacy-isaac")] + [
+    pytest.param(name, exporter, target, id=f"{name}-{exporter}-{target}",
+                 marks=pytest.mark.slow)
+    for name, exporter in recurrent_models.CASES for target in ("isaac", "edge")
+    if (name, exporter, target) != ("lstm", "legacy", "isaac")
+    and (exporter == "legacy" or name in ("lstm", "gru"))]
 
-    def const(name: str, data: np.ndarray, quant: Quant | None = None) -> str:
-        return out.add_constant(name, data, quant)
 
-    def code(kind: str, inputs: list[str], scale: float, zero: int = 0,
-             attrs: dict | None = None) -> str:
-        shape = (batch, hidden if kind != "gemm" else gates * hidden)
-        return out.add_op(kind, inputs, [TensorType(shape, "i8", Quant((scale,), (zero,)))],
-                          attrs=attrs).outputs[0]
+@pytest.mark.parametrize(("name", "exporter", "target"), CHIP_CASES)
+def test_quantized_recurrent_classifiers_run_on_the_chip_bit_exact(
+        name: str, exporter: str, target: str, tmp_path: Path) -> None:
+    """The QDQ classifier with its recurrent layers quantized from calibration data
+    compiles (each step's gemms on crossbars, the gates through tables; on edge over
+    phases) and the simulated program equals the reference bit for bit; the reference
+    is near the oracle as test_quantized_recurrent_layers_stay_near_the_exact_oracle
+    measures."""
+    model = recurrent_models.quantized_model(name, exporter)
+    program = cimc.compile(model, target,
+                           calibrate={"input": recurrent_models.sample_inputs(8, seed=0)})
+    assert not any(op.kind in ("lstm", "gru") for op in program.module.ops())
+    program.save(tmp_path / "prog.s")
+    assert_simulation_equals_reference(program, tmp_path / "prog.s",
+                                       recurrent_models.sample_inputs(3, seed=5))
 
-    def table(codes: np.ndarray) -> str:
-        return const(out.fresh_name("table"), codes.astype(np.int8))
 
-    def gate(codes: str, scale: float, k: int) -> str:
-        return out.add_op("take", [codes], [TensorType((batch, hidden), "i8",
-                                                       Quant((scale,), (0,)))],
-                          attrs={"axes": [1],
-                                 "index": list(range(k * hidden, (k + 1) * hidden))}).outputs[0]
-
-    def per_channel(name: str, codes: np.ndarray, scales: tuple) -> str:
-        return const(name, codes[0], Quant(scales, (0,) * len(scales), axis=0))
-
-    w_name = per_channel("W", w, module.values[op.inputs[1]].quant.scale)
-    r_name = per_channel("R", r, module.values[op.inputs[2]].quant.scale)
-    s_x = module.values[op.inputs[0]].quant.scale[0]
-    s_w = np.asarray(module.values[op.inputs[1]].quant.scale)
-    s_r = np.asarray(module.values[op.inputs[2]].quant.scale)
-    bx = const("bx", b[0, :gates * hidden], Quant(tuple(s_x * s_w), (0,) * len(s_w), axis=0))
-    bh = const("bh", b[0, gates * hidden:],
-               Quant(tuple(h_quant.scale[0] * s_r), (0,) * len(s_r), axis=0))
-    s_h, gate_s, gate_z, tanh_s = h_quant.scale[0], 1 / 255, -128, 1 / 127
-    h = const("h0", h0[0], h_quant)
-    if op.kind == "lstm":
-        s_c = module.values[op.inputs[5]].quant.scale[0]
-        c = const("c0", module.constants[op.inputs[5]][0], module.values[op.inputs[5]].quant)
-    order = range(steps - 1, -1, -1) if op.attrs["direction"] == "reverse" else range(steps)
-    results = {}
-    for t in order:
-        step = out.add_op("take", ["x"], [TensorType((1, batch, x_type.shape[2]), x_type.dtype,
-                                                     x_type.quant)],
-                          attrs={"axes": [0], "index": [t]}).outputs[0]
-        x_t = out.add_op("reshape", [step], [TensorType((batch, x_type.shape[2]), x_type.dtype,
-                                                        x_type.quant)],
-                         attrs={"shape": [batch, x_type.shape[2]]}).outputs[0]
-        xg = code("gemm", [x_t, w_name, bx], scales[0])
-        hg = code("gemm", [h, r_name, bh], scales[1])
-        if op.kind == "lstm":
-            pre = [code("add", [gate(xg, scales[0], k), gate(hg, scales[1], k)], scales[2 + k])
-                   for k in range(4)]
-            i, o, f = (code("lut", [pre[k], table(recurrent.sigmoid_table(scales[2 + k]))],
-                            gate_s, gate_z) for k in range(3))
-            g = code("lut", [pre[3], table(recurrent.tanh_table(scales[5]))], tanh_s)
-            c = code("add", [code("mul", [f, c], s_c), code("mul", [i, g], s_c)], s_c)
-            tc = code("lut", [c, table(recurrent.tanh_table(s_c))], tanh_s)
-            h = code("mul", [o, tc], s_h)
-        else:
-            pre_z = code("add", [gate(xg, scales[0], 0), gate(hg, scales[1], 0)], scales[2])
-            pre_r = code("add", [gate(xg, scales[0], 1), gate(hg, scales[1], 1)], scales[3])
-            z = code("lut", [pre_z, table(recurrent.sigmoid_table(scales[2]))], gate_s, gate_z)
-            keep = code("lut", [pre_z, table(recurrent.complement_table(scales[2]))], gate_s,
-                        gate_z)
-            reset = code("lut", [pre_r, table(recurrent.sigmoid_table(scales[3]))], gate_s,
-                         gate_z)
-            rh = code("mul", [reset, gate(hg, scales[1], 2)], scales[4])
-            n = code("lut", [code("add", [gate(xg, scales[0], 2), rh], scales[5]),
-                             table(recurrent.tanh_table(scales[5]))], tanh_s)
-            h = code("add", [code("mul", [keep, n], s_h), code("mul", [z, h], s_h)], s_h)
-        results[t] = h
-    out.outputs = [results[t] for t in range(steps)]
-    return out
+def test_an_initial_state_of_several_values_is_named(tmp_path: Path) -> None:
+    """The chip starts a layer from one state value (zeros, as torch exports it); an
+    initial_h constant of several values is named with what runs."""
+    rng = np.random.default_rng(0)
+    hidden, features = 4, 3
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("W", rng.standard_normal((1, 4 * hidden, features))),
+        ("R", rng.standard_normal((1, 4 * hidden, hidden))),
+        ("B", np.zeros((1, 8 * hidden))),
+        ("h0", rng.standard_normal((1, 1, hidden))))]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0"], ["y"], name="cell",
+                            hidden_size=hidden)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 1, 1, hidden])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]),
+              tmp_path / "m.onnx")
+    samples = rng.standard_normal((4 * 5, 1, features)).astype(np.float32)  # 4 sequences
+    with pytest.raises(CimcError, match=r"op 'cell.forward' \(lstm\): operand .*an initial state "
+                                        r"of several values, is not run on the chip"):
+        cimc.compile(tmp_path / "m.onnx", "isaac", calibrate={"x": samples})
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru2_bi"])
 def test_a_quantized_step_is_the_composition_of_the_irs_integer_kinds(name: str) -> None:
-    """Every quantized recurrent op, unrolled into gather/gemm/add/lut/mul ops, gives its
-    Y bit for bit; the gate tables are the `lut` tables of sigmoid and tanh."""
+    """Every quantized recurrent op, unrolled by `lower` into take/gemm/add/lut/mul ops,
+    gives its Y, Y_h (and Y_c) and the logits bit for bit; the gate tables are the `lut`
+    tables of sigmoid and tanh."""
     model = recurrent_models.quantized_model(name, "legacy")
     module = cimc.api.prepare(model, calibrate={"input": recurrent_models.sample_inputs(8, 0)})
     feeds = {"input": recurrent_models.sample_inputs(1, seed=3)}
     layers = [op for op in module.ops() if op.kind in ("lstm", "gru")]
-    module.outputs = list(dict.fromkeys([op.inputs[0] for op in layers]
-                                        + [op.outputs[0] for op in layers]))
+    module.outputs = list(dict.fromkeys(
+        [*module.outputs, *(out for op in layers for out in op.outputs)]))
     values = run_module(module, feeds)
-    for op in layers:
-        unrolled = _unrolled(op, module)
-        steps = run_module(unrolled, {"x": values[op.inputs[0]]})
-        np.testing.assert_array_equal(np.stack(list(steps.values()))[:, None],
-                                      values[op.outputs[0]])
+    unroll_recurrent(module)
+    assert {op.kind for op in module.ops()}.isdisjoint({"lstm", "gru"})
+    assert {"gemm", "add", "lut", "mul", "take"} <= {op.kind for op in module.ops()}
+    unrolled = run_module(module, feeds)
+    assert sorted(unrolled) == sorted(values)
+    for name, codes in values.items():
+        np.testing.assert_array_equal(unrolled[name], codes)
     scale = float(layers[0].attrs["scales"][2])
     np.testing.assert_array_equal(
         recurrent.sigmoid_table(scale),

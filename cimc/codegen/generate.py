@@ -66,12 +66,19 @@ class CoreCode:
     data: list[tuple[int, list[int]]] = field(default_factory=list)
     peak: int = 0  # highest address used by scratch buffers
     cursor: int = 0  # next free scratch address of the part being set up
+    # Tables already placed, by their words: parts with the same constants (the steps
+    # of an unrolled recurrent layer, layers of one quantization) read one copy.
+    placed: dict[tuple[int, ...], int] = field(default_factory=dict)
 
     def table(self, words: np.ndarray) -> int:
-        """Place i32 words among the constant tables; return their address."""
-        flat = [int(v) for v in np.asarray(words, dtype=np.int64).reshape(-1)]
+        """Place i32 words among the constant tables (once: the same words again get
+        the same address); return their address."""
+        flat = tuple(int(v) for v in np.asarray(words, dtype=np.int64).reshape(-1))
+        if flat in self.placed:
+            return self.placed[flat]
         self.top = (self.top - 4 * len(flat)) // ALIGN * ALIGN
-        self.data.append((self.top, flat))
+        self.data.append((self.top, list(flat)))
+        self.placed[flat] = self.top
         return self.top
 
     def byte_table(self, codes: np.ndarray) -> int:

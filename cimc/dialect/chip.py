@@ -67,14 +67,15 @@ def pixel_runs(values: list[int]) -> list[tuple[int, int, int]]:
 def image_dims(ty: TensorType) -> tuple[int, int, int]:
     """(H, W, C) of an activation stored NHWC: [1,C,H,W]; [1,K] (a 1x1 image); the tokens
     of a sequence, [1,T,D] or [T,D] (one row of T pixels of D channels: its row-major
-    bytes are the image's, passes/lower/sequence.py)."""
+    bytes are the image's, passes/lower/sequence.py); a recurrent layer's states of both
+    directions [dirs,N,H] likewise, as dirs·N tokens."""
     if len(ty.shape) == 4 and ty.shape[0] == 1:
         return ty.shape[2], ty.shape[3], ty.shape[1]
-    if len(ty.shape) == 3 and ty.shape[0] == 1:
-        return 1, ty.shape[1], ty.shape[2]
+    if len(ty.shape) == 3:
+        return 1, ty.shape[0] * ty.shape[1], ty.shape[2]
     if len(ty.shape) == 2:
         return 1, ty.shape[0], ty.shape[1]
-    raise ValueError(f"shape {list(ty.shape)} is not [1,C,H,W], [1,T,D] or [T,D]")
+    raise ValueError(f"shape {list(ty.shape)} is not [1,C,H,W], [A,T,D] or [T,D]")
 
 
 def blocks_of(op: Op) -> list[tuple[int, int]]:

@@ -159,7 +159,7 @@ def _rewrite(module: Module, op: Op, xs: list[np.ndarray]) -> None:
     results: list[list[str]] = [[] for _ in op.outputs]
     for d in range(dirs):
         direction = op.attrs["direction"] if dirs == 1 else ("forward", "reverse")[d]
-        name = f"{op.name}.{direction}" if dirs == 2 else op.name
+        name = f"{op.name}.{direction}"  # (the node keeps its name until it goes)
 
         def constant(what: str, data: np.ndarray, quant: Quant | None = None,
                      base: str = name) -> str:

@@ -311,14 +311,15 @@ def transpose(operands: list[TensorType], attrs: dict[str, Any],
 
 def _image(ty: TensorType, what: str) -> tuple[int, int, int]:
     """(H, W, C) of a backend activation: [1,C,H,W]; [1,K] (a 1x1 image); tokens [1,T,D]
-    or [T,D] (one row of T pixels, cimc.dialect.chip.image_dims)."""
+    or [T,D] (one row of T pixels), the states [dirs,1,H] of a recurrent layer (dirs
+    tokens), as cimc.dialect.chip.image_dims."""
     if len(ty.shape) == 4 and ty.shape[0] == 1:
         return ty.shape[2], ty.shape[3], ty.shape[1]
-    if len(ty.shape) == 3 and ty.shape[0] == 1:
-        return 1, ty.shape[1], ty.shape[2]
+    if len(ty.shape) == 3:
+        return 1, ty.shape[0] * ty.shape[1], ty.shape[2]
     if len(ty.shape) == 2:
         return 1, ty.shape[0], ty.shape[1]
-    raise ShapeError(f"the {what} must be [1,C,H,W], [1,K], [1,T,D] or [T,D], got "
+    raise ShapeError(f"the {what} must be [1,C,H,W], [1,K], [A,T,D] or [T,D], got "
                      f"{_shape_text(ty.shape)}")
 
 

@@ -17,7 +17,7 @@ import math
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -65,11 +65,13 @@ def fill(problem: Problem, order: list[int], units: list[int] | None = None) -> 
     position, cols, tables, load = 0, 0, 0, 0
     held: set[int] = set()
     xbars: dict[int, int] = {}  # crossbars each group's blocks fill on the current core
+    keys: set[Hashable] = set()  # the tables on the current core
     for u in (range(len(problem.names)) if units is None else units):
         group = int(problem.groups[u])
         extra = int(problem.group_load[group]) if group >= 0 and group not in held else 0
         while (cols + problem.demand[u] > problem.capacity
-               or tables + problem.tables[u] > problem.table_budget
+               or tables + (0 if problem.table_keys[u] in keys else problem.tables[u])
+               > problem.table_budget
                # A core shared by several groups keeps the cap; one group alone may
                # exceed it (its own blocks never count as sharing: problem.loads_fit).
                or (problem.load_cap and held - {group} and load + extra > problem.load_cap)
@@ -77,6 +79,7 @@ def fill(problem: Problem, order: list[int], units: list[int] | None = None) -> 
             position, cols, tables, load = position + 1, 0, 0, 0
             held = set()
             xbars = {}
+            keys = set()
             extra = int(problem.group_load[group]) if group >= 0 else 0
             if position >= len(order):
                 needed = int(-(-problem.demand.sum() // problem.target.cols))
@@ -89,7 +92,9 @@ def fill(problem: Problem, order: list[int], units: list[int] | None = None) -> 
                     "phases)")
         core_of[u] = order[position]
         cols += int(problem.demand[u])
-        tables += int(problem.tables[u])
+        if problem.table_keys[u] not in keys:
+            tables += int(problem.tables[u])
+            keys.add(problem.table_keys[u])
         load += extra
         if group >= 0:
             held.add(group)

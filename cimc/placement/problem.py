@@ -98,10 +98,15 @@ class Problem:
     groups: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     group_load: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     load_cap: int = 0  # most load of a core holding several groups (0: unconstrained)
+    # unit -> what its tables hold: units of one key on one core share one copy (the
+    # code generator places equal tables once); empty: every unit its own.
+    table_keys: list[Hashable] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.groups) != len(self.names):
             self.groups = np.full(len(self.names), -1, dtype=np.int64)
+        if len(self.table_keys) != len(self.names):
+            self.table_keys = list(range(len(self.names)))
         if not self.incident:
             self.incident = [[] for _ in self.names]
             for k, p in enumerate(self.payloads):
@@ -123,6 +128,14 @@ class Problem:
     def tiles(self) -> int:
         return len(self.tile_cores)
 
+    def core_tables(self, tile_of: np.ndarray) -> np.ndarray:
+        """Table bytes on each core: a key's tables once per core."""
+        first: dict[tuple[int, Hashable], int] = {}
+        for u, tile in enumerate(tile_of.tolist()):
+            first.setdefault((tile, self.table_keys[u]), u)
+        units = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+        return np.bincount(tile_of[units], weights=self.tables[units], minlength=self.tiles)
+
     def cost(self, tile_of: np.ndarray) -> int:
         """hop_bytes of an assignment of units to tiles."""
         return sum(payload_cost(p, tile_of, self.hops) for p in self.payloads)
@@ -130,8 +143,8 @@ class Problem:
     def fits(self, tile_of: np.ndarray) -> bool:
         """Capacity (columns, tables, compute load) respected on every core."""
         cols = np.bincount(tile_of, weights=self.demand, minlength=self.tiles)
-        tables = np.bincount(tile_of, weights=self.tables, minlength=self.tiles)
-        return bool((cols <= self.tile_capacity).all() and (tables <= self.tile_tables).all()
+        return bool((cols <= self.tile_capacity).all()
+                    and (self.core_tables(tile_of) <= self.tile_tables).all()
                     and self.loads_fit(tile_of) and self.group_crossbars_fit(tile_of))
 
     def group_crossbars_fit(self, core_of: np.ndarray) -> bool:
@@ -243,6 +256,16 @@ def _table_bytes(module: Module, unit: Unit, reducers: set[str]) -> int:
     return TABLE_BYTES * (c if op.kind == "pool" else min(h * w * c, CHUNK))
 
 
+def _table_key(module: Module, unit: Unit) -> Hashable:
+    """What the tables of `unit` are made of: its op's kind, attributes, result shape and
+    constant operands (a block's also its column range)."""
+    op = module.op(unit.op)
+    constants = tuple(module.constants[v].tobytes() for v in op.inputs if v in module.constants)
+    where = (unit.j, unit.weight_cols) if unit.kind == "block" else ()
+    return (op.kind, repr(sorted(op.attrs.items())), tuple(module.values[op.outputs[0]].shape),
+            constants, where)
+
+
 def build_problem(module: Module, target: Target,
                   edges: list[TrafficEdge] | None = None) -> tuple[Problem, list[Unit]]:
     """The placement problem of a tiled, replicated module."""
@@ -284,7 +307,8 @@ def build_problem(module: Module, target: Target,
                       target.crossbars_per_core * target.cols, target.local_memory_bytes // 2,
                       np.array([u.crossbar_columns_needed for u in found], dtype=np.int64),
                       groups=groups, group_load=group_load,
-                      load_cap=int(group_load.max() * SHARED_LOAD) if len(group_load) else 0)
+                      load_cap=int(group_load.max() * SHARED_LOAD) if len(group_load) else 0,
+                      table_keys=[_table_key(module, u) for u in found])
     # A vector op keeps its core to itself: counted as more than a shared core may carry.
     # Beside a matvec it would delay that layer's rows, and so the whole pipeline, by its
     # own (MobileNetV2 at 32x32 on pimcomp, layer-order fill: 1.83 M modelled cycles with

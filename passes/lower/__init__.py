@@ -79,7 +79,7 @@ from cimc.passes.lower.host import (
 from cimc.passes.lower.layer_norm import lower_layer_norm
 from cimc.passes.lower.movement import lower_layout
 from cimc.passes.lower.product import lower_product, two_tensors
-from cimc.passes.lower.recurrent import refuse_recurrent
+from cimc.passes.lower.recurrent import unroll_recurrent
 from cimc.passes.lower.sequence import lower_reduce_mean
 from cimc.passes.lower.softmax import lower_softmax
 from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
@@ -109,7 +109,7 @@ class Lower(Pass):
         return None
 
     def apply(self, module: Module) -> None:
-        refuse_recurrent(module)
+        unroll_recurrent(module)
         for op in module.ops():
             ty = module.values[op.outputs[0]]
             if op.kind == "quantize" and ty.dtype not in ("i8", "u8"):
@@ -179,10 +179,12 @@ class Lower(Pass):
 
 
 def _check_batch(module: Module, ops: list[Op]) -> None:
-    """The chip computes one image at a time: every tensor of `ops` has batch 1."""
+    """The chip computes one image at a time: every tensor of `ops` has batch 1 (the
+    states of a recurrent layer's directions, [dirs, 1, H], are its tokens)."""
     for op in ops:
         shape = module.values[op.outputs[0]].shape
-        if op.kind != "reshape" and len(shape) in (3, 4) and shape[0] != 1:
+        if op.kind != "reshape" and (len(shape) == 4 or (len(shape) == 3 and shape[1] != 1)) \
+                and shape[0] != 1:
             raise CimcError(f"op {op.name!r} ({op.kind}) computes a batch of {shape[0]} "
                             f"({list(shape)}); the backend compiles one image at a time (run "
                             "and sim take several images stacked on axis 0): export the model "
