@@ -108,6 +108,8 @@ vgather.T   0x64  i8,u8      vector   dst:mem src:mem n:u24 index:mem fill:byte
     (a gather through a table of i32 offsets; data movement of layout ops)
 vdiv.T      0x5c  i32        vector   dst:mem a:mem b:mem n:u24
     dst_i32[i] = round_half_even(a[i] / b[i]) for i < n (every b[i] > 0, else a fault)
+visqrt.T    0x68  i32        vector   dst:mem src:mem imm:u6 n:u24
+    dst_i32[i] = floor(2^imm / sqrt(src[i])) for i < n (every src[i] > 0, else a fault)
 copy        0x60  -          copy     dst:mem src:mem len:u16 reps:u16 dst_stride:u16 src_stride:u16
     bytes dst[r * dst_stride + b] = src[r * src_stride + b] for r < reps, b < len
 fill        0x61  -          copy     dst:mem value:byte len:u24

@@ -32,7 +32,8 @@ Attributes added:
   (replica 0's blocks in `blocks` order, then replica 1's ...); `reducers`
   (per replica and column block, replica-major: the core of the column's
   first block, which adds the partial sums);
-* pool, eltwise, rescale, scale, product, dot, pixel_softmax, join, gather: `core`.
+* pool, eltwise, rescale, scale, product, dot, pixel_softmax, pixel_layernorm, join,
+  gather: `core`.
 """
 
 from __future__ import annotations

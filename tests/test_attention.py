@@ -6,7 +6,9 @@ local memory; the scores' Softmax is the chip's `pixel_softmax` (tests/test_soft
 One-head attention blocks (softmax attention, and ReLU attention) exported by torch
 (legacy 13, dynamo 18) and quantized by quantize_static simulate bit for bit equal to
 the reference on `isaac` and `edge`, the reference within one quantum of the exact
-oracle; the timing model follows the simulator; onnx's MatMul node
+oracle; so do one-layer encoders without LayerNorm, post-norm and pre-norm (torch's
+nn.LayerNorm, legacy 17 / dynamo 18: the chip's `pixel_layernorm`, tests/test_layer_norm.py);
+the timing model follows the simulator; onnx's MatMul node
 cases run on the reference; several heads at once are refused naming the op."""
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from cimc.diagnostics import CimcError
 
 TOKENS, WIDTH = 16, 32
 EXPORTERS = {"legacy": 13, "dynamo": 18}
+SLOW = pytest.mark.slow
 
 
 @functools.cache
@@ -92,6 +95,15 @@ def test_timing_model_within_five_percent_of_the_simulator(pipeline: str,
                                                                  simulated[key])
 
 
+@pytest.mark.parametrize("pipeline", ["latency", pytest.param("throughput", marks=SLOW)])
+def test_timing_model_of_an_encoder_with_layer_norm_follows_the_simulator(pipeline: str) -> None:
+    program = cimc.compile(_encoder("legacy", "int8", "post"), "isaac", pipeline=pipeline)
+    modelled, simulated = program.report, program.simulated_report
+    for key in ("cycles", "throughput", "energy_nj"):
+        assert abs(modelled[key] / simulated[key] - 1) < 0.05, (key, modelled[key],
+                                                                 simulated[key])
+
+
 def test_several_heads_at_once_are_refused_naming_the_op(tmp_path: Path) -> None:
     nodes = [helper.make_node("Transpose", ["input"], ["t"], perm=[0, 1, 3, 2]),
              helper.make_node("MatMul", ["input", "t"], ["output"], name="scores")]
@@ -108,10 +120,13 @@ def test_several_heads_at_once_are_refused_naming_the_op(tmp_path: Path) -> None
 
 
 @functools.cache
-def _encoder(exporter: str, activations: str) -> Path:
-    """A one-layer transformer encoder without LayerNorm (the chip has none yet): token
-    embedding, softmax attention with an output projection, residual adds, a GELU
-    feed-forward network, mean over the tokens, classifier."""
+def _encoder(exporter: str, activations: str, norm: str = "none") -> Path:
+    """A one-layer transformer encoder: token embedding, softmax attention with an output
+    projection, residual adds, a GELU feed-forward network, mean over the tokens,
+    classifier; `norm` "post" or "pre" adds torch's nn.LayerNorm after each residual add
+    (nn.TransformerEncoderLayer's default) or before each block (norm_first), "none" none.
+    LayerNormalization is an operator from opset 17: the legacy exporter writes it there
+    (at opset 13 it spells it out as ReduceMean, Sub, Pow, Sqrt, Div, ...)."""
     import torch
     from torch import nn
 
@@ -124,42 +139,62 @@ def _encoder(exporter: str, activations: str) -> Path:
             self.q, self.k, self.v, self.o = (nn.Linear(WIDTH, WIDTH) for _ in range(4))
             self.ff = nn.Sequential(nn.Linear(WIDTH, 64), nn.GELU(), nn.Linear(64, WIDTH))
             self.head = nn.Linear(WIDTH, 10)
+            self.norm1, self.norm2 = nn.LayerNorm(WIDTH), nn.LayerNorm(WIDTH)
+            with torch.no_grad():  # trained-looking gammas and betas, not ones and zeros
+                for layer in (self.norm1, self.norm2):
+                    layer.weight.uniform_(0.5, 1.5)
+                    layer.bias.normal_(0, 0.2)
+
+        def attend(self, x):
+            weights = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2) * WIDTH ** -0.5, -1)
+            return self.o(weights @ self.v(x))
 
         def forward(self, x):
             x = self.embed(x)
-            weights = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2) * WIDTH ** -0.5, -1)
-            x = x + self.o(weights @ self.v(x))
-            x = x + self.ff(x)
+            if norm == "pre":
+                x = x + self.attend(self.norm1(x))
+                x = x + self.ff(self.norm2(x))
+            elif norm == "post":
+                x = self.norm1(x + self.attend(x))
+                x = self.norm2(x + self.ff(x))
+            else:
+                x = x + self.attend(x)
+                x = x + self.ff(x)
             return self.head(x.mean(1))
 
-    path = workdir() / f"encoder-{exporter}.onnx"
+    path = workdir() / f"encoder-{norm}-{exporter}.onnx"
+    opset = {"legacy": 17, "dynamo": 18}[exporter] if norm != "none" else EXPORTERS[exporter]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
             torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(Encoder().eval(), (torch.zeros(1, TOKENS, 20),), str(path),
                           input_names=["input"], output_names=["logits"],
-                          opset_version=EXPORTERS[exporter], dynamo=exporter == "dynamo")
+                          opset_version=opset, dynamo=exporter == "dynamo")
     rng = np.random.default_rng(CALIBRATION_SEED)
     batches = rng.standard_normal((CALIBRATION_BATCHES, TOKENS, 20)).astype(np.float32)
     return quantize_qdq(path, batches, activations)
 
 
-SLOW = pytest.mark.slow
-ENCODER_CASES = [("legacy", "int8", "isaac"),
-                 *(pytest.param(e, a, t, marks=SLOW) for e in sorted(EXPORTERS)
-                   for a in ("int8", "uint8") for t in ("isaac", "edge")
-                   if (e, a, t) != ("legacy", "int8", "isaac"))]
+FAST_ENCODERS = [("none", "legacy", "int8", "isaac"), ("post", "legacy", "int8", "isaac")]
+ENCODER_CASES = [*FAST_ENCODERS,
+                 *(pytest.param(n, e, a, t, marks=SLOW) for n in ("none", "post", "pre")
+                   for e in sorted(EXPORTERS) for a in ("int8", "uint8")
+                   for t in ("isaac", "edge") if (n, e, a, t) not in FAST_ENCODERS)]
 
 
-@pytest.mark.parametrize(("exporter", "activations", "target"), ENCODER_CASES)
+@pytest.mark.parametrize(("norm", "exporter", "activations", "target"), ENCODER_CASES)
 def test_encoder_layer_simulates_bit_exact_within_a_quantum(
-        exporter: str, activations: str, target: str, tmp_path: Path) -> None:
-    model = _encoder(exporter, activations)
+        norm: str, exporter: str, activations: str, target: str, tmp_path: Path) -> None:
+    """quantize_static leaves LayerNormalization float between DequantizeLinear (gamma an
+    int8, beta an int32 constant) and QuantizeLinear: fold-qdq makes it integer, the
+    chip's `pixel_layernorm`."""
+    model = _encoder(exporter, activations, norm)
     x = np.random.default_rng(11).standard_normal((4, TOKENS, 20)).astype(np.float32)
     program = cimc.compile(model, target)
     kinds = [op.kind for op in program.module.ops()]
     assert kinds.count("dot") == 2 and kinds.count("pixel_softmax") == 1
     assert kinds.count("eltwise") == 2  # the residual adds
+    assert kinds.count("pixel_layernorm") == (0 if norm == "none" else 2)
     prog = tmp_path / "p.s"
     program.save(prog)
     assert_simulation_equals_reference(program, prog, x)

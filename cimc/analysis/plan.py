@@ -152,6 +152,8 @@ def vector_row_work(module: Module, op: Op, target: Target) -> float:
         return ow * n * lat.vector_per_element
     if op.kind == "pixel_softmax":  # about a dozen vector instructions per channel
         return ow * n * (12 * lat.vector_per_element + lat.requant_per_element)
+    if op.kind == "pixel_layernorm":  # about ten vector instructions per channel
+        return ow * n * (10 * lat.vector_per_element + lat.requant_per_element)
     if op.kind == "dot":  # a product and a sum of K elements per output element
         depth = image_dims(module.values[op.inputs[0]])[2]
         return ow * n * (2 * depth * lat.vector_per_element) + ow * n * lat.requant_per_element

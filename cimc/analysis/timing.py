@@ -616,6 +616,24 @@ class _Model:
             for cost in per_pixel:
                 self.charge(core, cost, ow)
             self.scalars(core, 4 * ow)
+        elif op.kind == "pixel_layernorm":  # cimc.codegen `_layernorm_setup`
+            self.receive(core, image, op.inputs[0], recvs[0][t], n, 0)
+            self.scalars(core, 4)
+            a = op.attrs
+            per_pixel = [self.cost("vscale.u8", n=n), self.cost("vredsum.i32", n=1, count=n),
+                         self.cost("vmul.i32", n=n), self.cost("vredsum.i32", n=1, count=n),
+                         self.cost("vmul.i32", n=1), self.cost("vmul.i32", n=1),
+                         self.cost("vsub.i32", n=1), self.cost("vmaxi.i32", n=1),
+                         self.cost("visqrt.i32", n=1), self.cost("copy", len=4, reps=n),
+                         self.cost("vscale.u8", n=n), self.cost("vsub.i32", n=n),
+                         self.cost("copy", len=4, reps=n), self.cost("vmul.i32", n=n),
+                         self.cost("vadd.i32", n=n), self.cost("requant.i8", n=n)]
+            per_pixel += [self.cost("vshl.i32", n=1)] * bool(a["m"])
+            per_pixel += [self.cost("vaddi.i32", n=1)] * bool(a["e"])
+            per_pixel += [self.cost("vshr.i32", n=n)] * bool(a["a"])
+            for cost in per_pixel:
+                self.charge(core, cost, ow)
+            self.scalars(core, 4 * ow)
         elif op.kind == "dot":  # cimc.codegen `_dot_setup`
             for k, value in enumerate(op.inputs):
                 self.receive(core, image, value, recvs[k][t], image_dims(

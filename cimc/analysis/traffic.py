@@ -5,11 +5,11 @@ exactly these messages); docs/backend.md "Dataflow" describes it.
 
 *Units* are what `place` assigns to cores: every crossbar block of every
 replica of a `matvec` (named `"<op>#<replica>.<i>.<j>"`) and every vector op
-(`pool`, `eltwise`, `rescale`, `scale`, `product`, `dot`, `pixel_softmax`, `join`,
-`gather`, named after the op). A matvec with `replicas = R` splits its output rows
-round-robin: replica r computes rows r, r + R, ... . The *reducer* of column
-block j of a replica is the unit of that column's first block (lowest row block
-present in `blocks`).
+(`pool`, `eltwise`, `rescale`, `scale`, `product`, `dot`, `pixel_softmax`,
+`pixel_layernorm`, `join`, `gather`, named after the op). A matvec with
+`replicas = R` splits its output rows round-robin: replica r computes rows
+r, r + R, ... . The *reducer* of column block j of a replica is the unit of
+that column's first block (lowest row block present in `blocks`).
 
 *Edges* per inference (bytes):
   * `psum`: every non-first block (i, j) of a replica sends its i32 partial
@@ -50,7 +50,7 @@ from cimc.ir.module import Module, Op
 from cimc.targets import Target
 
 VECTOR_KINDS = ("pool", "eltwise", "rescale", "scale", "product", "dot", "pixel_softmax",
-                "join", "gather")
+                "pixel_layernorm", "join", "gather")
 GLOBAL = "global"
 
 

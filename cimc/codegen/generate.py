@@ -298,6 +298,7 @@ class Part:
                       "eltwise": self._eltwise_setup, "rescale": self._rescale_setup,
                       "scale": self._scale_setup, "product": self._product_setup,
                       "dot": self._dot_setup, "pixel_softmax": self._softmax_setup,
+                      "pixel_layernorm": self._layernorm_setup,
                       "join": self._join_setup, "gather": self._gather_setup}[op.kind]
         self.body: Callable[[int, int], list[str]] = self.setup(unit_core)
         self.index = {oy: t for t, oy in enumerate(group.rows)}
@@ -819,6 +820,56 @@ class Part:
                       f"vmul.i32 {e}(r0), {e}(r0), {factors}(r0), {n}",
                       f"vdiv.i32 {e}(r0), {e}(r0), {totals}(r0), {n}",
                       f"requant.{ty} 0(r2), {e}(r0), {n}, {finish}(r0)",
+                      f"addi r1, r1, {n}", f"addi r2, r2, {n}", "addi r4, r4, 1",
+                      f"blt r4, r5, {tag}"]
+            return lines + self._finish(m, oy)
+
+        return body
+
+    def _layernorm_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
+        """Each pixel's LayerNorm over its n channels (cimc/reference/layer_norm.py), a loop
+        over the row's pixels (r1 input, r2 output): c = x - zx, S1 and S2 = Σ c² by
+        `vredsum`, V = n·S2 - S1² and Q = max(V·2^m + e, floor) on one element (n·S2 and S1²
+        may wrap, V does not), R = `visqrt` Q, S1 and R spread over the pixel by `copy`s
+        with source stride 0, (n·c - S1)·R, `vshr` by a, + B, `requant` by the table."""
+        a, code, n = self.op.attrs, self.code, self.n
+        tx, ty = _dtype(self.module, self.op.inputs[0]), self.out_type
+        bias = code.table(self.module.constants[self.op.inputs[1]])
+        finish = code.table(self.module.constants[self.op.inputs[2]])
+        width = code.table(np.asarray([n], dtype=np.int64))
+        row_in = code.take(self.ow * n)
+        c, u, spread = code.take(4 * n), code.take(4 * n), code.take(4 * n)
+        s1, s2, v = code.take(16), code.take(16), code.take(16)
+        zx = a["zx"]
+
+        def body(m: int, oy: int) -> list[str]:
+            self.count += 1
+            tag = f"{self.label}_{self.count}"
+            lines = self._rows_in(0, m, oy, row_in, n, 0)
+            lines += [f"li r1, {row_in}", f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}",
+                      f"{tag}:",
+                      f"vscale.{tx} {c}(r0), 0(r1), {n}, {zx}, 1",
+                      f"vredsum.i32 {s1}(r0), {c}(r0), 1, {n}, 1",
+                      f"vmul.i32 {c}(r0), {c}(r0), {c}(r0), {n}",
+                      f"vredsum.i32 {s2}(r0), {c}(r0), 1, {n}, 1",
+                      f"vmul.i32 {s2}(r0), {s2}(r0), {width}(r0), 1",
+                      f"vmul.i32 {v}(r0), {s1}(r0), {s1}(r0), 1",
+                      f"vsub.i32 {v}(r0), {s2}(r0), {v}(r0), 1"]
+            if a["m"]:
+                lines.append(f"vshl.i32 {v}(r0), {v}(r0), {a['m']}, 1")
+            if a["e"]:
+                lines.append(f"vaddi.i32 {v}(r0), {v}(r0), {a['e']}, 1")
+            lines += [f"vmaxi.i32 {v}(r0), {v}(r0), {a['floor']}, 1",
+                      f"visqrt.i32 {v}(r0), {v}(r0), {a['k']}, 1",
+                      f"copy {spread}(r0), {s1}(r0), 4, {n}, 4, 0",
+                      f"vscale.{tx} {u}(r0), 0(r1), {n}, {zx}, {n}",
+                      f"vsub.i32 {u}(r0), {u}(r0), {spread}(r0), {n}",
+                      f"copy {spread}(r0), {v}(r0), 4, {n}, 4, 0",
+                      f"vmul.i32 {u}(r0), {u}(r0), {spread}(r0), {n}"]
+            if a["a"]:
+                lines.append(f"vshr.i32 {u}(r0), {u}(r0), {a['a']}, {n}")
+            lines += [f"vadd.i32 {u}(r0), {u}(r0), {bias}(r0), {n}",
+                      f"requant.{ty} 0(r2), {u}(r0), {n}, {finish}(r0)",
                       f"addi r1, r1, {n}", f"addi r2, r2, {n}", "addi r4, r4, 1",
                       f"blt r4, r5, {tag}"]
             return lines + self._finish(m, oy)

@@ -22,7 +22,7 @@ from cimc.targets import Target
 
 # Kinds the backend runs on the chip (the host's: cimc/dialect/host.py).
 CHIP_KINDS = ("matvec", "pool", "eltwise", "rescale", "scale", "product", "dot",
-              "pixel_softmax", "join", "gather", "view")
+              "pixel_softmax", "pixel_layernorm", "join", "gather", "view")
 
 # Chip kinds that may end with a lookup table: a `lut` operand after their others (a
 # constant of 256 codes in byte order) that `vlut` applies to the result codes.

@@ -154,6 +154,10 @@ OP_KINDS: dict[str, OpSpec] = {
     # Each pixel's (token's) softmax over its channels: exp looked up, summed, divided.
     "pixel_softmax": OpSpec((2, 2), {"P": INT, "zy": INT, "lo": INT, "hi": INT}, _PLACED,
                             shape=shapes.same),
+    # Each pixel's (token's) LayerNorm over its channels: sums, a reciprocal square root,
+    # per-channel fixed-point gamma (the requant table `finish`) and beta (`bias`).
+    "pixel_layernorm": OpSpec((3, 3), {"zx": INT, "m": INT, "e": INT, "k": INT, "a": INT,
+                                       "floor": INT}, _PLACED, shape=shapes.same),
     # Σ_k (a - za)(b - zb), requantized: a matmul of two runtime token matrices.
     "dot": OpSpec((2, 2), {"za": INT, "zb": INT, "rows": INT, **_REQUANT}, _PLACED,
                   shape=shapes.backend_dot),

@@ -84,7 +84,7 @@ def _op_vectorizes(module: Module, op: Op, batched: set[str], batch: int) -> boo
     kind = op.kind
     if kind == "transpose":
         return list(op.attrs.get("perm", range(rank - 1, -1, -1)))[0] == 0
-    if kind in ("concat", "softmax", "log_softmax"):
+    if kind in ("concat", "softmax", "log_softmax", "layer_norm"):
         return _axis(op, rank, -1) != 0
     if kind == "take":
         return 0 not in op.attrs["axes"]

@@ -16,6 +16,7 @@ from cimc.reference.integer import (
     requantize_codes,
     rescale,
 )
+from cimc.reference.layer_norm import integer_layer_norm
 from cimc.reference.requant import rounding_shift, saturate
 from cimc.reference.softmax import integer_softmax
 
@@ -193,7 +194,10 @@ def lrn(call: Call) -> np.ndarray:
 
 def layer_norm(call: Call) -> np.ndarray:
     """ONNX LayerNormalization's Y: over axes [axis, rank), (x - mean) / sqrt(var + eps)
-    * scale + bias, in float64 (float only: between integer layers it is refused)."""
+    * scale + bias, in float64; quantized over the last axis, in integers
+    (cimc/reference/layer_norm.py)."""
+    if call.quantized:
+        return integer_layer_norm(call)
     x = _float_only(call).astype(np.float64)
     axes = tuple(range(int(call.attr("axis")), x.ndim))
     mean = x.mean(axis=axes, keepdims=True)

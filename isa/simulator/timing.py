@@ -41,7 +41,7 @@ EVENTS: tuple[str, ...] = (
 # Bytes read + written per element, in units of the element size, by vector instruction.
 _VECTOR_TRAFFIC = {
     "vadd": 3, "vsub": 3, "vmul": 3, "vmax": 3, "vmin": 3, "vdiv": 3,
-    "vaddi": 2, "vmaxi": 2, "vmini": 2, "vshl": 2, "vshr": 2,
+    "vaddi": 2, "visqrt": 2, "vmaxi": 2, "vmini": 2, "vshl": 2, "vshr": 2,
 }  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from cimc.isa.simulator.memory import ELEMENT_DTYPES, MemoryFault
 from cimc.isa.simulator.registry import semantic
 from cimc.reference import requant
+from cimc.reference.layer_norm import inverse_sqrt
 
 Ops = tuple[int, ...]
 
@@ -197,6 +198,15 @@ def vdiv(core: Any, o: Ops, t: str) -> None:
     twice = 2 * (a - floor * b)
     floor += (twice > b) | ((twice == b) & (floor % 2 == 1))
     core.memory.store(_operand(core, o[0], o[1]), fit(floor, "i32"), "i32")
+
+
+@semantic("visqrt", "dst src imm n")
+def visqrt(core: Any, o: Ops, t: str) -> None:
+    """floor(2^imm / sqrt(src)), exactly (a LayerNorm's 1 / standard deviation)."""
+    src = _load(core, o[2], o[3], o[5], t)
+    if (src <= 0).any():
+        raise MemoryFault("visqrt: an operand is not positive")
+    core.memory.store(_operand(core, o[0], o[1]), fit(inverse_sqrt(src, o[4]), "i32"), "i32")
 
 
 @semantic("vredmax", "dst src n count stride")

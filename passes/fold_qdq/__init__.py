@@ -20,6 +20,11 @@ A quantize of a float LRN of a dequantized 8-bit tensor becomes integer ops (a l
 of the squares, a 1x1 conv summing the channel window, a lookup of the normalizing
 factor, a mul: passes/fold_qdq/lrn.py).
 
+A quantize of a LayerNormalization over the last axis of tokens [1,T,D] of a dequantized
+8-bit tensor becomes the integer `layer_norm` (cimc/reference/layer_norm.py); its gamma
+and beta stay f32 constants (quantize_static's dequantized int8 gamma and int32 beta as
+the values onnxruntime computes from them). Over other axes it stays float.
+
 An activation of cimc.reference.activation (sigmoid, tanh, hard_swish, gelu, ...)
 on an 8-bit per-tensor input becomes `lut`: its 256 result codes, one per input
 code, are a constant computed in float64 (`activation.table`).
@@ -65,6 +70,7 @@ FOLDABLE = frozenset(
         "reduce_mean",
         "matmul",
         "softmax",
+        "layer_norm",
         "concat",
         "reshape",
         "transpose",
@@ -263,6 +269,8 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType,
         return _linear_operands(module, anchor, result, dry)
     if anchor.kind == "softmax" and not _over_tokens(module, anchor):
         return None  # a classifier's softmax stays float: the host's tail
+    if anchor.kind == "layer_norm":
+        return _layer_norm_operands(module, anchor, result, dry)
     operands = [_dequantized(module, v) for v in anchor.inputs]
     if anchor.kind in SCALAR_OPERAND and any(v is not None for v in operands):
         operands = [v if v is not None else _scalar_code(module, anchor, k, dry)
@@ -295,6 +303,40 @@ def _over_tokens(module: Module, softmax: Op) -> bool:
     shape = module.values[softmax.inputs[0]].shape
     axis = int(softmax.attrs.get("axis", -1)) % max(len(shape), 1)
     return len(shape) == 3 and shape[0] == 1 and shape[1] > 1 and axis == 2
+
+
+def _layer_norm_operands(module: Module, norm: Op, result: TensorType,
+                         dry: bool) -> list[str] | None:
+    """(x, gamma[, beta]) of a LayerNorm over the last axis of tokens [1,T,D] with 8-bit
+    codes in and out: x the codes, gamma and beta f32 constants (a dequantized constant,
+    quantize_static's int8 gamma and int32 beta, becomes the f32 values onnxruntime
+    computes from it). Anything else stays float (`lower` refuses it, naming it)."""
+    x = _dequantized(module, norm.inputs[0])
+    shape = module.values[norm.inputs[0]].shape
+    if x is None or module.values[x].dtype not in EIGHT_BIT or result.dtype not in EIGHT_BIT \
+            or len(shape) != 3 or shape[0] != 1 or int(norm.attrs["axis"]) != 2:
+        return None
+    params = []
+    for value in norm.inputs[1:]:
+        producer = module.producer(value)
+        if module.is_constant(value) and module.values[value].dtype == "f32":
+            params.append(value)
+        elif producer is not None and producer.kind == "dequantize" and \
+                module.is_constant(producer.inputs[0]):
+            params.append(value if dry else _dequantized_constant(module, producer))
+        else:
+            return None
+    return [x, *params]
+
+
+def _dequantized_constant(module: Module, dequantize: Op) -> str:
+    """A f32 constant of what `dequantize` of a constant computes (float32, as onnxruntime)."""
+    source = dequantize.inputs[0]
+    ty = module.values[source]
+    out = module.values[dequantize.outputs[0]]
+    values = KERNELS["dequantize"](Call(dequantize, [module.constants[source]], [ty], out))
+    return module.add_constant(module.fresh_name(f"{dequantize.name}_values"),
+                               np.asarray(values, np.float32))
 
 
 def _scalar_code(module: Module, anchor: Op, k: int, dry: bool) -> str | None:

@@ -35,6 +35,8 @@ needs computed here once:
   transpose of its last two axes (`rows = 1`) where it has one (passes/lower/attention.py).
 * `pixel_softmax(x, exp)` {P, zy, lo, hi} for a quantized softmax over each token's
   scores (passes/lower/softmax.py).
+* `pixel_layernorm(x, bias, finish)` {zx, m, e, k, a, floor} for a quantized LayerNorm
+  over each token's channels (passes/lower/layer_norm.py).
 * `join(xs...)` for a concat along channels (an operand quantized unlike the result gets a
   `rescale` to it first), and `view(x)` for a reshape that keeps the NHWC byte
   order (a reshape that requantizes gets a `rescale` first, also when a gemm
@@ -74,6 +76,7 @@ from cimc.passes.lower.host import (
     pass_through_inputs,
     quantize_inputs_once,
 )
+from cimc.passes.lower.layer_norm import lower_layer_norm
 from cimc.passes.lower.movement import lower_layout
 from cimc.passes.lower.product import lower_product, two_tensors
 from cimc.passes.lower.recurrent import unroll_recurrent
@@ -85,8 +88,10 @@ from cimc.reference.linear import INT32_MAX, INT32_MIN
 from cimc.reference.pool import window_extents
 from cimc.reference.requant import apply
 
-# Kinds fold-qdq never makes integer: QDQ around them does not help.
-FLOAT_ONLY = frozenset({"layer_norm"})
+# Kinds fold-qdq makes integer only in one form, and what to do when an op is not in it.
+INTEGER_FORM = {"layer_norm": "the chip's integer LayerNorm works over the last axis of "
+                              "tokens [1,T,D] with 8-bit codes in and out (docs/ir.md "
+                              "'layer_norm'), so give it that form or end the model before it"}
 
 
 @dataclass
@@ -129,10 +134,9 @@ class Lower(Pass):
                 where = ("between integer layers" if after_quantize(module, op) else
                          "before the model's first QuantizeLinear (onnxruntime's quantizer "
                          "leaves ops that read the float input unquantized)")
-                remedy = ("the chip has no integer form of it yet, so end the model before "
-                          "it" if op.kind in FLOAT_ONLY else
-                          "so quantize this op (QDQ around it, as for its neighbours) or end "
-                          "the model before it")
+                remedy = INTEGER_FORM.get(
+                    op.kind, "so quantize this op (QDQ around it, as for its neighbours) or end "
+                    "the model before it")
                 raise CimcError(
                     f"op {op.name!r} ({op.kind}) computes in float {where}; "
                     "the chip runs only quantized ops and the host only the float tail after "
@@ -563,4 +567,5 @@ RULES = {
     "reduce_mean": lower_reduce_mean,
     "matmul": lower_matmul,
     "softmax": lower_softmax,
+    "layer_norm": lower_layer_norm,
 }
