@@ -641,22 +641,12 @@ class Part:
                                               dtype=np.int64), c))
         lut = self._lut()
 
-        def body(m: int, oy: int) -> list[str]:
-            self.count += 1
-            tag = f"{self.label}_{self.count}"
-            lines = self._rows_in(0, m, oy, row_in, c, 0)
-            lines += [f"li r1, {row_in}", f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}",
-                      f"{tag}:",
-                      f"vscale.{tx} {wide}(r0), 0(r1), {c}, {a['zx']}, 1",
-                      f"vmul.i32 {wide}(r0), {wide}(r0), {factors}(r0), {c}",
-                      f"requant.{ty} 0(r2), {wide}(r0), {c}, {table}(r0)"]
-            if lut is not None:
-                lines.append(f"vlut.{ty} 0(r2), 0(r2), {c}, {lut}(r0)")
-            lines += [f"addi r1, r1, {c}", f"addi r2, r2, {c}", "addi r4, r4, 1",
-                      f"blt r4, r5, {tag}"]
-            return lines + self._finish(m, oy)
-
-        return body
+        pixel = [f"vscale.{tx} {wide}(r0), 0(r1), {c}, {a['zx']}, 1",
+                 f"vmul.i32 {wide}(r0), {wide}(r0), {factors}(r0), {c}",
+                 f"requant.{ty} 0(r2), {wide}(r0), {c}, {table}(r0)"]
+        if lut is not None:
+            pixel.append(f"vlut.{ty} 0(r2), 0(r2), {c}, {lut}(r0)")
+        return lambda m, oy: self._each_pixel(m, oy, row_in, c, pixel)
 
     def _product_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
         """(a - za) * (b - zb), requantized. Two whole rows of all channels: in chunks (r1
@@ -796,35 +786,26 @@ class Part:
         e, part, total, totals = (code.take(4 * n), code.take(4 * n), code.take(16),
                                   code.take(4 * n))
 
-        def body(m: int, oy: int) -> list[str]:
-            self.count += 1
-            tag = f"{self.label}_{self.count}"
-            lines = self._rows_in(0, m, oy, row_in, n, 0)
-            lines += [f"li r1, {row_in}", f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}",
-                      f"{tag}:"]
-            src = "0(r1)"
-            if flip is not None:
-                lines.append(f"vlut.u8 {codes}(r0), 0(r1), {n}, {flip}(r0)")
-                src = f"{codes}(r0)"
-            lines += [f"vredmax.u8 {peak}(r0), {src}, 1, {n}, 1",
-                      f"copy {spread}(r0), {peak}(r0), 1, {n}, 1, 0",
-                      f"vsub.u8 {index}(r0), {spread}(r0), {src}, {n}",
-                      f"vlut.u8 {hi_b}(r0), {index}(r0), {n}, {high}(r0)",
-                      f"vlut.u8 {lo_b}(r0), {index}(r0), {n}, {low}(r0)",
-                      f"vscale.u8 {e}(r0), {hi_b}(r0), {n}, 0, 256",
-                      f"vscale.u8 {part}(r0), {lo_b}(r0), {n}, 0, 1",
-                      f"vadd.i32 {e}(r0), {e}(r0), {part}(r0), {n}",
-                      f"vredsum.i32 {total}(r0), {e}(r0), 1, {n}, 1",
-                      f"vshl.i32 {total}(r0), {total}(r0), 8, 1",
-                      f"copy {totals}(r0), {total}(r0), 4, {n}, 4, 0",
-                      f"vmul.i32 {e}(r0), {e}(r0), {factors}(r0), {n}",
-                      f"vdiv.i32 {e}(r0), {e}(r0), {totals}(r0), {n}",
-                      f"requant.{ty} 0(r2), {e}(r0), {n}, {finish}(r0)",
-                      f"addi r1, r1, {n}", f"addi r2, r2, {n}", "addi r4, r4, 1",
-                      f"blt r4, r5, {tag}"]
-            return lines + self._finish(m, oy)
-
-        return body
+        pixel: list[str] = []
+        src = "0(r1)"
+        if flip is not None:
+            pixel.append(f"vlut.u8 {codes}(r0), 0(r1), {n}, {flip}(r0)")
+            src = f"{codes}(r0)"
+        pixel += [f"vredmax.u8 {peak}(r0), {src}, 1, {n}, 1",
+                  f"copy {spread}(r0), {peak}(r0), 1, {n}, 1, 0",
+                  f"vsub.u8 {index}(r0), {spread}(r0), {src}, {n}",
+                  f"vlut.u8 {hi_b}(r0), {index}(r0), {n}, {high}(r0)",
+                  f"vlut.u8 {lo_b}(r0), {index}(r0), {n}, {low}(r0)",
+                  f"vscale.u8 {e}(r0), {hi_b}(r0), {n}, 0, 256",
+                  f"vscale.u8 {part}(r0), {lo_b}(r0), {n}, 0, 1",
+                  f"vadd.i32 {e}(r0), {e}(r0), {part}(r0), {n}",
+                  f"vredsum.i32 {total}(r0), {e}(r0), 1, {n}, 1",
+                  f"vshl.i32 {total}(r0), {total}(r0), 8, 1",
+                  f"copy {totals}(r0), {total}(r0), 4, {n}, 4, 0",
+                  f"vmul.i32 {e}(r0), {e}(r0), {factors}(r0), {n}",
+                  f"vdiv.i32 {e}(r0), {e}(r0), {totals}(r0), {n}",
+                  f"requant.{ty} 0(r2), {e}(r0), {n}, {finish}(r0)"]
+        return lambda m, oy: self._each_pixel(m, oy, row_in, n, pixel)
 
     def _layernorm_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
         """Each pixel's LayerNorm over its n channels (cimc/reference/layer_norm.py), a loop
@@ -842,39 +823,42 @@ class Part:
         s1, s2, v = code.take(16), code.take(16), code.take(16)
         zx = a["zx"]
 
-        def body(m: int, oy: int) -> list[str]:
-            self.count += 1
-            tag = f"{self.label}_{self.count}"
-            lines = self._rows_in(0, m, oy, row_in, n, 0)
-            lines += [f"li r1, {row_in}", f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}",
-                      f"{tag}:",
-                      f"vscale.{tx} {c}(r0), 0(r1), {n}, {zx}, 1",
-                      f"vredsum.i32 {s1}(r0), {c}(r0), 1, {n}, 1",
-                      f"vmul.i32 {c}(r0), {c}(r0), {c}(r0), {n}",
-                      f"vredsum.i32 {s2}(r0), {c}(r0), 1, {n}, 1",
-                      f"vmul.i32 {s2}(r0), {s2}(r0), {width}(r0), 1",
-                      f"vmul.i32 {v}(r0), {s1}(r0), {s1}(r0), 1",
-                      f"vsub.i32 {v}(r0), {s2}(r0), {v}(r0), 1"]
-            if a["m"]:
-                lines.append(f"vshl.i32 {v}(r0), {v}(r0), {a['m']}, 1")
-            if a["e"]:
-                lines.append(f"vaddi.i32 {v}(r0), {v}(r0), {a['e']}, 1")
-            lines += [f"vmaxi.i32 {v}(r0), {v}(r0), {a['floor']}, 1",
-                      f"visqrt.i32 {v}(r0), {v}(r0), {a['k']}, 1",
-                      f"copy {spread}(r0), {s1}(r0), 4, {n}, 4, 0",
-                      f"vscale.{tx} {u}(r0), 0(r1), {n}, {zx}, {n}",
-                      f"vsub.i32 {u}(r0), {u}(r0), {spread}(r0), {n}",
-                      f"copy {spread}(r0), {v}(r0), 4, {n}, 4, 0",
-                      f"vmul.i32 {u}(r0), {u}(r0), {spread}(r0), {n}"]
-            if a["a"]:
-                lines.append(f"vshr.i32 {u}(r0), {u}(r0), {a['a']}, {n}")
-            lines += [f"vadd.i32 {u}(r0), {u}(r0), {bias}(r0), {n}",
-                      f"requant.{ty} 0(r2), {u}(r0), {n}, {finish}(r0)",
-                      f"addi r1, r1, {n}", f"addi r2, r2, {n}", "addi r4, r4, 1",
-                      f"blt r4, r5, {tag}"]
-            return lines + self._finish(m, oy)
+        pixel = [f"vscale.{tx} {c}(r0), 0(r1), {n}, {zx}, 1",
+                 f"vredsum.i32 {s1}(r0), {c}(r0), 1, {n}, 1",
+                 f"vmul.i32 {c}(r0), {c}(r0), {c}(r0), {n}",
+                 f"vredsum.i32 {s2}(r0), {c}(r0), 1, {n}, 1",
+                 f"vmul.i32 {s2}(r0), {s2}(r0), {width}(r0), 1",
+                 f"vmul.i32 {v}(r0), {s1}(r0), {s1}(r0), 1",
+                 f"vsub.i32 {v}(r0), {s2}(r0), {v}(r0), 1"]
+        if a["m"]:
+            pixel.append(f"vshl.i32 {v}(r0), {v}(r0), {a['m']}, 1")
+        if a["e"]:
+            pixel.append(f"vaddi.i32 {v}(r0), {v}(r0), {a['e']}, 1")
+        pixel += [f"vmaxi.i32 {v}(r0), {v}(r0), {a['floor']}, 1",
+                  f"visqrt.i32 {v}(r0), {v}(r0), {a['k']}, 1",
+                  f"copy {spread}(r0), {s1}(r0), 4, {n}, 4, 0",
+                  f"vscale.{tx} {u}(r0), 0(r1), {n}, {zx}, {n}",
+                  f"vsub.i32 {u}(r0), {u}(r0), {spread}(r0), {n}",
+                  f"copy {spread}(r0), {v}(r0), 4, {n}, 4, 0",
+                  f"vmul.i32 {u}(r0), {u}(r0), {spread}(r0), {n}"]
+        if a["a"]:
+            pixel.append(f"vshr.i32 {u}(r0), {u}(r0), {a['a']}, {n}")
+        pixel += [f"vadd.i32 {u}(r0), {u}(r0), {bias}(r0), {n}",
+                  f"requant.{ty} 0(r2), {u}(r0), {n}, {finish}(r0)"]
+        return lambda m, oy: self._each_pixel(m, oy, row_in, n, pixel)
 
-        return body
+    def _each_pixel(self, m: int, oy: int, row_in: int, n: int, pixel: list[str]
+                    ) -> list[str]:
+        """Output row `oy` of image `m` of a part that works pixel by pixel: the input row
+        received into `row_in`, a loop running `pixel` on each pixel's `n` input codes
+        (at r1) and output codes (at r2), the row sent on."""
+        self.count += 1
+        tag = f"{self.label}_{self.count}"
+        return [*self._rows_in(0, m, oy, row_in, n, 0),
+                f"li r1, {row_in}", f"li r2, {self.out}", "li r4, 0", f"li r5, {self.ow}",
+                f"{tag}:", *pixel,
+                f"addi r1, r1, {n}", f"addi r2, r2, {n}", "addi r4, r4, 1",
+                f"blt r4, r5, {tag}", *self._finish(m, oy)]
 
     def _lut(self) -> int | None:
         """The address of the op's lookup table in this core's `.data`, if it has one."""
