@@ -16,6 +16,7 @@ from checks import assert_simulation_equals_reference
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
+import cimc.targets
 from cimc.cli import main
 from cimc.diagnostics import CimcError
 from cimc.frontend.importer import import_onnx
@@ -184,6 +185,21 @@ def test_the_steps_copies_of_r_share_their_cells_on_one_core() -> None:
     assert len(matvecs) == 4 + 4 * steps + 1
     assert len(groups) == 4 + 4 + 1
     assert program.report.get("phase_count", 1) == 1
+
+
+def test_tables_beyond_local_memory_are_named(tmp_path: Path) -> None:
+    """An edge chip with 8 KiB of local memory cannot keep the GRU's requantization and
+    lookup tables: placement says so (not that crossbars are missing)."""
+    text = (Path(cimc.targets.__file__).parent / "edge.toml").read_text()
+    text = text.replace("local_memory_bytes = 262144", "local_memory_bytes = 8192")
+    text = text.replace('name = "edge"', 'name = "small"')
+    (tmp_path / "small.toml").write_text(text)
+    model = recurrent_models.quantized_model("gru", "legacy")
+    with pytest.raises(CimcError, match=r"constant tables .* need about \d+ bytes of local "
+                                        r"memory but the 1 cores of target 'small' keep "
+                                        r"4096 bytes each"):
+        cimc.compile(model, str(tmp_path / "small.toml"),
+                     calibrate={"input": recurrent_models.sample_inputs(8, seed=0)})
 
 
 def test_an_initial_state_of_several_values_is_named(tmp_path: Path) -> None:

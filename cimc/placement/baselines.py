@@ -18,6 +18,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Sequence
+from typing import NoReturn
 
 import numpy as np
 
@@ -85,16 +86,7 @@ def fill(problem: Problem, order: list[int], units: list[int] | None = None) -> 
             weights = set()
             extra = int(problem.group_load[group]) if group >= 0 else 0
             if position >= len(order):
-                distinct = dict(zip(problem.weight_keys, problem.demand.tolist(),
-                                    strict=True))
-                needed = int(-(-sum(distinct.values()) // problem.target.cols))
-                raise CimcError(
-                    f"the model needs {needed} crossbars on more than {len(order)} cores but "
-                    f"target {problem.target.name!r} has "
-                    f"{problem.target.cores * problem.target.crossbars_per_core} crossbars on "
-                    f"{problem.target.cores} cores; choose a bigger target "
-                    "(or one whose crossbars can be reprogrammed: the model then runs in "
-                    "phases)")
+                _no_room(problem, len(order))
         core_of[u] = order[position]
         if problem.weight_keys[u] not in weights:
             cols += int(problem.demand[u])
@@ -107,6 +99,25 @@ def fill(problem: Problem, order: list[int], units: list[int] | None = None) -> 
             held.add(group)
             xbars[group] = xbars.get(group, 0) + int(problem.xbars[u])
     return core_of
+
+
+def _no_room(problem: Problem, cores: int) -> NoReturn:
+    """The CimcError of a fill that ran out of cores: the tables' local memory when
+    those exceed every core's, else the crossbars."""
+    t = problem.target
+    tables = sum(dict(zip(problem.table_keys, problem.tables.tolist(), strict=True)).values())
+    if tables > problem.table_budget * cores:
+        raise CimcError(
+            f"the model's constant tables (requantization rows, lookup tables, gather "
+            f"offsets) need about {tables} bytes of local memory but the {cores} cores of "
+            f"target {t.name!r} keep {problem.table_budget} bytes each for them (half their "
+            "local memory); choose a target with more cores or more local memory")
+    columns = sum(dict(zip(problem.weight_keys, problem.demand.tolist(), strict=True)).values())
+    raise CimcError(
+        f"the model needs {-(-columns // t.cols)} crossbars on more than {cores} cores but "
+        f"target {t.name!r} has {t.cores * t.crossbars_per_core} crossbars on {t.cores} "
+        "cores; choose a bigger target (or one whose crossbars can be reprogrammed: the "
+        "model then runs in phases)")
 
 
 def payload_order(problem: Problem) -> list[int]:

@@ -49,6 +49,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from cimc.analysis.gather import geometry
 from cimc.analysis.plan import vector_row_work
 from cimc.analysis.traffic import GLOBAL, TrafficEdge, Unit, unit_edges, units
 from cimc.diagnostics import CimcError
@@ -276,6 +277,8 @@ def _table_bytes(module: Module, unit: Unit, reducers: set[str]) -> int:
     if unit.kind == "block":
         return TABLE_BYTES * unit.weight_cols if unit.name in reducers else 0
     op = module.op(unit.op)
+    if op.kind == "gather":  # its distinct tables of band offsets, i32
+        return sum(4 * table.size for table in geometry(module, op).tables)
     h, w, c = image_dims(module.values[op.outputs[0]])
     return TABLE_BYTES * (c if op.kind == "pool" else min(h * w * c, CHUNK))
 
@@ -293,6 +296,11 @@ def _table_keys(module: Module, found: list[Unit]) -> list[Hashable]:
     for unit in found:
         if unit.op not in signature:
             op = module.op(unit.op)
+            if op.kind == "gather":  # the tables themselves: offsets within its bands
+                signature[unit.op] = _digest(b"gather", *(table.tobytes() for table in
+                                                           geometry(module, op).tables))
+                keys.append(signature[unit.op])
+                continue
             tables = [module.constants[v].tobytes() for k, v in enumerate(op.inputs)
                       if v in module.constants and not (op.kind == "matvec" and k == 1)]
             signature[unit.op] = _digest(
