@@ -80,3 +80,40 @@ def sample_inputs(count: int, seed: int) -> np.ndarray:
 def quantized_model(name: str, exporter: str) -> Path:
     batches = sample_inputs(CALIBRATION_BATCHES, CALIBRATION_SEED)
     return quantize_qdq(float_model(name, exporter), batches, "int8")
+
+
+# A keyword-spotting GRU at the size such models have: 49 frames of 40 MFCCs, hidden 64,
+# 12 classes (the classifier reads the last step).
+KWS_STEPS, KWS_FEATURES, KWS_HIDDEN, KWS_CLASSES = 49, 40, 64, 12
+
+
+def kws_inputs(count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((count, KWS_STEPS, KWS_FEATURES)).astype(np.float32)
+
+
+@functools.cache
+def kws_model() -> Path:
+    """The keyword-spotting GRU, legacy export (opset 13), int8 QDQ (its GRU float)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Spotter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(KWS_FEATURES, KWS_HIDDEN, batch_first=True)
+            self.fc = nn.Linear(KWS_HIDDEN, KWS_CLASSES)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0][:, -1])
+
+    path = workdir() / "rnn-kws-gru.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Spotter().eval(), (torch.zeros(1, KWS_STEPS, KWS_FEATURES),),
+                          str(path), input_names=["input"], output_names=["logits"],
+                          opset_version=13, dynamo=False)
+    return quantize_qdq(path, kws_inputs(CALIBRATION_BATCHES, CALIBRATION_SEED), "int8")

@@ -187,6 +187,19 @@ def test_the_steps_copies_of_r_share_their_cells_on_one_core() -> None:
     assert program.report.get("phase_count", 1) == 1
 
 
+@pytest.mark.slow
+def test_a_keyword_spotting_gru_runs_on_edge_in_one_phase(tmp_path: Path) -> None:
+    """The GRU of a keyword spotter at its usual size (49 frames of 40 features, hidden 64)
+    fits edge in one phase (the steps' copies of R share their cells, their tables are
+    kept once) and simulates bit-exact."""
+    program = cimc.compile(recurrent_models.kws_model(), "edge",
+                           calibrate={"input": recurrent_models.kws_inputs(8, seed=0)})
+    assert program.report.get("phase_count", 1) == 1
+    program.save(tmp_path / "prog.s")
+    assert_simulation_equals_reference(program, tmp_path / "prog.s",
+                                       recurrent_models.kws_inputs(2, seed=4))
+
+
 def test_tables_beyond_local_memory_are_named(tmp_path: Path) -> None:
     """An edge chip with 8 KiB of local memory cannot keep the GRU's requantization and
     lookup tables: placement says so (not that crossbars are missing)."""
