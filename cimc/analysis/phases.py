@@ -261,6 +261,7 @@ class PhaseModel:
         for layer in layers:
             self.prefix.append(self.prefix[-1] + layer.columns)
         self.reach = self._reach()
+        self.terms: list[tuple[float, float, float, float, bool, int]] | None = None
 
     def columns(self, start: int, stop: int) -> int:
         return self.prefix[stop] - self.prefix[start]
@@ -349,10 +350,30 @@ class PhaseModel:
             cuts.append(cut[cuts[-1]])
         return cuts[::-1]
 
+    def _terms(self) -> list[tuple[float, float, float, float, bool, int]]:
+        """Per layer, what it adds to a phase without replication: its stage, work and
+        fill cycles, the bytes it stores if read later, whether the host reads them,
+        and the layer that reads them last."""
+        t, terms = self.target, []
+        for layer in self.layers:
+            if layer.kind == "matvec":
+                stage = float(layer.out_rows * layer.row_windows * t.mvm_cycles)
+                work = float(layer.out_rows * layer.row_windows * t.mvm_cycles
+                             * -(-layer.blocks // t.crossbars_per_core))
+            else:
+                stage = work = layer.vector_cycles
+            terms.append((stage, work, stage * layer.kernel_rows / layer.out_rows,
+                          self.bytes[layer.writes] * layer.share,
+                          layer.writes in self.leaves, self.last_use.get(layer.writes, -1)))
+        return terms
+
     def _growing(self, start: int, bw: float) -> Iterator[tuple[int, float]]:
         """(stop, cycles of phase [start, stop)) for every stop that fits, without
         replication, the figures of `phase` kept as running sums."""
         t = self.target
+        if self.terms is None:
+            self.terms = self._terms()
+        terms = self.terms
         stage_max = work = fill = 0.0
         weight_bytes = rows = 0
         loaded: set[str] = set()
@@ -361,20 +382,17 @@ class PhaseModel:
         leaves = 0.0
         waiting: dict[int, float] = defaultdict(float)  # last use -> bytes stored if read
         waiting_sum = 0.0
+        per_core = t.crossbars_per_core * t.cols
         for stop in range(start + 1, self.reach[start] + 1):
             layer = self.layers[stop - 1]
-            if layer.kind == "matvec":
-                stage = float(layer.out_rows * layer.row_windows * t.mvm_cycles)
-                work += (layer.out_rows * layer.row_windows * t.mvm_cycles
-                         * -(-layer.blocks // t.crossbars_per_core))
-            else:
-                stage = layer.vector_cycles
-                work += layer.vector_cycles
+            stage, more_work, more_fill, stored, leaf, last = terms[stop - 1]
+            work += more_work
             stage_max = max(stage_max, stage)
-            fill += stage * layer.kernel_rows / layer.out_rows
-            more_bytes, more_rows = layer.programmed(held, t.cell_bits)
-            weight_bytes += more_bytes
-            rows += more_rows
+            fill += more_fill
+            if layer.block_keys:
+                more_bytes, more_rows = layer.programmed(held, t.cell_bits)
+                weight_bytes += more_bytes
+                rows += more_rows
             for value in layer.reads:
                 if value not in loaded:
                     loaded.add(value)
@@ -382,16 +400,16 @@ class PhaseModel:
                     loads += (self.bytes[value] if makers is None else
                               sum(self.bytes[value] * self.layers[k].share for k in makers
                                   if k < start))
-            stored = self.bytes[layer.writes] * layer.share
-            if layer.writes in self.leaves:
+            if leaf:
                 leaves += stored
-            elif self.last_use.get(layer.writes, -1) >= stop:
-                waiting[self.last_use[layer.writes]] += stored
+            elif last >= stop:
+                waiting[last] += stored
                 waiting_sum += stored
-            waiting_sum -= waiting.pop(stop - 1, 0.0)  # read no later than this phase
+            if waiting:
+                waiting_sum -= waiting.pop(stop - 1, 0.0)  # read no later than this phase
             period = max(stage_max, work / t.cores)
-            columns = self.columns(start, stop)
-            cores = max(1, min(t.cores, -(-columns // (t.crossbars_per_core * t.cols))))
+            columns = self.prefix[stop] - self.prefix[start]
+            cores = max(1, min(t.cores, -(-columns // per_core)))
             program = max(weight_bytes / t.weight_bytes_per_cycle,
                           rows * t.latency.program_per_row / cores)
             spill = round(loads + leaves + waiting_sum)
