@@ -250,3 +250,24 @@ def test_cimc_report_prints_the_summary_and_the_layer_table(
                           ("none.json", "cannot read report")):
         assert main(["report", str(tmp_path / name)]) == 1
         assert message in capsys.readouterr().err
+
+
+def test_local_memory_overflow_names_bands_tables_and_scratch() -> None:
+    """A core whose bands, tables and scratch overlap is refused with what each takes;
+    equal tables are placed once."""
+    from cimc.codegen.generate import CoreCode, check_memory
+    from cimc.diagnostics import CimcError
+    from cimc.targets import load_target
+
+    target = load_target("edge")
+    code = CoreCode(0, target.local_memory_bytes)
+    for _ in range(3):
+        code.keep(100_000)  # three bands: 300000 bytes (aligned: 300000)
+    first = code.table(np.arange(256))
+    assert code.table(np.arange(256)) == first  # the same words: one copy, 1024 bytes
+    code.take(4000)
+    with pytest.raises(CimcError, match=r"core 0 needs 305024 bytes of local memory but "
+                                        r"target 'edge' has 262144 \(300000 bytes in the bands "
+                                        r"3 parts keep for the run, 1024 in constant tables, "
+                                        r"4000 of scratch\)"):
+        check_memory(code, target)

@@ -69,6 +69,8 @@ class CoreCode:
     # Tables already placed, by their words: parts with the same constants (the steps
     # of an unrolled recurrent layer, layers of one quantization) read one copy.
     placed: dict[tuple[int, ...], int] = field(default_factory=dict)
+    kept: int = 0  # bytes of bands (buffers for the whole run)
+    bands: int = 0  # how many
 
     def table(self, words: np.ndarray) -> int:
         """Place i32 words among the constant tables (once: the same words again get
@@ -90,7 +92,10 @@ class CoreCode:
 
     def keep(self, size: int) -> int:
         """A buffer of `size` bytes for the whole run (a band)."""
+        before = self.top
         self.top = (self.top - size) // ALIGN * ALIGN
+        self.kept += before - self.top
+        self.bands += 1
         return self.top
 
     def begin_part(self) -> None:
@@ -237,9 +242,13 @@ def check_memory(code: CoreCode, target: Target) -> None:
     """CimcError when a core's buffers and tables overlap (local memory overflows)."""
     if code.peak > code.top:
         need = code.peak + target.local_memory_bytes - code.top
+        tables = target.local_memory_bytes - code.top - code.kept
         raise CimcError(f"core {code.core} needs {need} bytes of local memory but target "
-                        f"{target.name!r} has {target.local_memory_bytes}; "
-                        "choose a target with more local memory")
+                        f"{target.name!r} has {target.local_memory_bytes} ({code.kept} bytes "
+                        f"in the bands {code.bands} parts keep for the run, {tables} in "
+                        f"constant tables, {code.peak} of scratch); choose a target with "
+                        "more local memory (or more cores, for the placer to spread the parts "
+                        "over)")
 
 
 def addr(module: Module, value: str, image: int = 0) -> int:
