@@ -95,6 +95,14 @@ def test_the_optimal_partition_is_the_cheapest_of_all_cut_sets(seed: int, batch:
     assert optimal.cycles == pytest.approx(brute_force(model, n, batch,
                                                        target.global_bytes_per_cycle))
     assert optimal.cycles <= greedy.cycles
+    # The search's running sums cost every phase as `phase` does.
+    bandwidth = target.global_bytes_per_cycle
+    for start in range(n):
+        grown = dict(model._growing(start, bandwidth))
+        assert sorted(grown) == [stop for stop in range(start + 1, n + 1)
+                                 if model.fits(start, stop)]
+        for stop, cycles in grown.items():
+            assert cycles == pytest.approx(model.phase(start, stop).cycles(batch, bandwidth))
 
 
 def test_greedy_fills_each_phase_while_the_next_layer_fits() -> None:

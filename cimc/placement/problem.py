@@ -54,7 +54,7 @@ from cimc.analysis.plan import vector_row_work
 from cimc.analysis.traffic import GLOBAL, TrafficEdge, Unit, unit_edges, units
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import CHUNK, image_dims, rounded_width, weight_key
-from cimc.ir.module import Module
+from cimc.ir.module import Module, Op
 from cimc.targets import Target
 
 # Hops the CoreHops row cache holds at most (128 MiB of list slots).
@@ -287,27 +287,28 @@ def _digest(*parts: bytes) -> bytes:
     return hashlib.blake2b(b"".join(parts), digest_size=16).digest()
 
 
+def _tables_of(module: Module, op: Op) -> bytes:
+    """A digest of what `op`'s tables are made of: a gather's tables themselves (offsets
+    within its bands), else its kind, attributes, result shape and constant operands other
+    than a matvec's weights."""
+    if op.kind == "gather":
+        return _digest(b"gather", *(table.tobytes() for table in geometry(module, op).tables))
+    constants = [module.constants[v].tobytes() for k, v in enumerate(op.inputs)
+                 if v in module.constants and not (op.kind == "matvec" and k == 1)]
+    return _digest(op.kind.encode(), repr(sorted(op.attrs.items())).encode(),
+                   repr(tuple(module.values[op.outputs[0]].shape)).encode(), *constants)
+
+
 def _table_keys(module: Module, found: list[Unit]) -> list[Hashable]:
-    """What the tables of each unit are made of: its op's kind, attributes, result shape
-    and constant operands other than a matvec's weights (a block's also its column
-    range), as a digest computed once per op."""
-    signature: dict[str, bytes] = {}
+    """Each unit's table key: its op's digest (computed once per op), a block's with its
+    column range."""
+    digests: dict[str, bytes] = {}
     keys: list[Hashable] = []
     for unit in found:
-        if unit.op not in signature:
-            op = module.op(unit.op)
-            if op.kind == "gather":  # the tables themselves: offsets within its bands
-                signature[unit.op] = _digest(b"gather", *(table.tobytes() for table in
-                                                           geometry(module, op).tables))
-                keys.append(signature[unit.op])
-                continue
-            tables = [module.constants[v].tobytes() for k, v in enumerate(op.inputs)
-                      if v in module.constants and not (op.kind == "matvec" and k == 1)]
-            signature[unit.op] = _digest(
-                op.kind.encode(), repr(sorted(op.attrs.items())).encode(),
-                repr(tuple(module.values[op.outputs[0]].shape)).encode(), *tables)
-        keys.append((signature[unit.op], unit.j, unit.weight_cols)
-                    if unit.kind == "block" else signature[unit.op])
+        if unit.op not in digests:
+            digests[unit.op] = _tables_of(module, module.op(unit.op))
+        keys.append((digests[unit.op], unit.j, unit.weight_cols) if unit.kind == "block"
+                    else digests[unit.op])
     return keys
 
 

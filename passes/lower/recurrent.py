@@ -79,11 +79,9 @@ class _Unroller:
         return self.module.add_op(kind, inputs, [TensorType(shape, dtype, quant)],
                                   name=f"{self.op.name}.{kind}", attrs=attrs).outputs[0]
 
-    def _codes(self, kind: str, inputs: list[str], scale: float, zero: int = 0,
-               width: int | None = None) -> str:
-        """An int8 [1, width or H] result of `kind` in (scale, zero)."""
-        return self._value(kind, inputs, (1, width or self.hidden), "i8",
-                           Quant((scale,), (zero,)))
+    def _codes(self, kind: str, inputs: list[str], scale: float, zero: int = 0) -> str:
+        """An int8 [1, H] result of `kind` in (scale, zero)."""
+        return self._value(kind, inputs, (1, self.hidden), "i8", Quant((scale,), (zero,)))
 
     def _table(self, codes: np.ndarray) -> str:
         return self.module.add_constant(self.module.fresh_name(f"{self.op.name}.table"),
@@ -134,11 +132,6 @@ class _Unroller:
         return self._value("reshape", [filled], (1, self.hidden), ty.dtype, ty.quant,
                            {"shape": [1, self.hidden]})
 
-    def _take(self, codes: str, axis: int, index: list[int], shape: tuple[int, ...]) -> str:
-        ty = self.module.values[codes]
-        return self._value("take", [codes], shape, ty.dtype, ty.quant,  # type: ignore[arg-type]
-                           {"axes": [axis], "index": index})
-
     def rewrite(self) -> None:
         module, op = self.module, self.op
         width = self.gates * self.hidden
@@ -161,17 +154,19 @@ class _Unroller:
                             x_type.quant,  # type: ignore[arg-type]
                             {"shape": [1, features, steps, 1]})
         conv = {"strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1], "group": 1}
+        xg_quant = Quant((self.scales[0],), (0,))
         projected = [self._value("conv", [image, wk, bk], (1, self.hidden, steps, 1), "i8",
-                                 Quant((self.scales[0],), (0,)), conv) for wk, bk in w]
+                                 xg_quant, conv) for wk, bk in w]
         h = self._initial(4, image)
         c = self._initial(5, image) if op.kind == "lstm" else ""
         order = range(self.steps - 1, -1, -1) if op.attrs["direction"] == "reverse" \
             else range(self.steps)
         ys: dict[int, str] = {}
         for t in order:
-            xg = [self._value("reshape", [self._take(p, 2, [t], (1, self.hidden, 1, 1))],
-                              (1, self.hidden), "i8", Quant((self.scales[0],), (0,)),
-                              {"shape": [1, self.hidden]}) for p in projected]
+            rows_t = [self._value("take", [p], (1, self.hidden, 1, 1), "i8", xg_quant,
+                                  {"axes": [2], "index": [t]}) for p in projected]
+            xg = [self._value("reshape", [row], (1, self.hidden), "i8", xg_quant,
+                              {"shape": [1, self.hidden]}) for row in rows_t]
             hg = [self._codes("gemm", [h, rk, bk], self.scales[1]) for rk, bk in r]
             if op.kind == "lstm":
                 h, c = self._lstm_step(xg, hg, c, h_quant.scale[0])
@@ -181,10 +176,9 @@ class _Unroller:
         self._bind_results([ys[t] for t in range(self.steps)], h, c)
 
     def _lstm_step(self, xg: list[str], hg: list[str], c: str, s_h: float) -> tuple[str, str]:
-        s_xg, s_hg, *gate_scales = self.scales
+        gate_scales = self.scales[2:]
         s_c = self.module.values[c].quant.scale[0]  # type: ignore[union-attr]
-        pre = [self._codes("add", [xg[k], hg[k]], gate_scales[k])
-               for k in range(4)]
+        pre = [self._codes("add", [xg[k], hg[k]], gate_scales[k]) for k in range(4)]
         i, o, f = (self._lut(pre[k], sigmoid_table(gate_scales[k]), GATE_SCALE, GATE_ZERO)
                    for k in range(3))
         g = self._lut(pre[3], tanh_table(gate_scales[3]), TANH_SCALE)
