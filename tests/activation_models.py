@@ -14,18 +14,7 @@ scalars (x + 3, x * 0.5, x / 6), which `lower` tabulates into one lookup;
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
-import numpy as np
-from models import (
-    CALIBRATION_BATCHES,
-    CALIBRATION_SEED,
-    export_torch,
-    quantize_qdq,
-    seeded_inputs,
-    workdir,
-)
+from models import TorchFamily
 
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "conv_leaky": (1, 3, 8, 8),
@@ -50,7 +39,6 @@ EXPORTS: dict[str, dict[str, int]] = {
     "mlp_gelu": {"legacy": 13, "dynamo": 18, "dynamo20": 20},
     "mlp_gelu_tanh": {"legacy": 13, "dynamo": 18, "dynamo20": 20},
 }
-CASES = [(name, exporter) for name, by in EXPORTS.items() for exporter in by]
 
 
 def _torch_module(name: str):  # -> torch.nn.Module
@@ -101,19 +89,7 @@ def _torch_module(name: str):  # -> torch.nn.Module
     return factories[name]().eval()
 
 
-@functools.cache
-def float_model(name: str, exporter: str) -> Path:
-    return export_torch(_torch_module(name), INPUT_SHAPES[name],
-                        workdir() / f"act-{name}-{exporter}.onnx",
-                        EXPORTS[name][exporter], exporter.startswith("dynamo"), "logits")
-
-
-def sample_inputs(name: str, count: int, seed: int) -> np.ndarray:
-    """`count` seeded standard-normal inputs for `name`, stacked on axis 0."""
-    return seeded_inputs(INPUT_SHAPES[name], count, seed)
-
-
-@functools.cache
-def quantized_model(name: str, exporter: str, activations: str = "int8") -> Path:
-    batches = sample_inputs(name, CALIBRATION_BATCHES, CALIBRATION_SEED)
-    return quantize_qdq(float_model(name, exporter), batches, activations)
+FAMILY = TorchFamily("act", _torch_module, INPUT_SHAPES, EXPORTS, "logits")
+float_model, quantized_model = FAMILY.float_model, FAMILY.quantized_model
+sample_inputs = FAMILY.sample_inputs
+CASES = FAMILY.cases

@@ -12,7 +12,9 @@ import atexit
 import functools
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -190,6 +192,58 @@ def export_torch(module, shape: tuple[int, ...], path: Path, opset: int, dynamo:
         torch.onnx.export(module, (torch.zeros(shape),), str(path), input_names=["input"],
                           output_names=[output], opset_version=opset, dynamo=dynamo)
     return path
+
+
+def qdq_around(nodes: list, shape: list[int], out_shape: list[int], consts: list,
+               x: tuple[int, float, int], y: tuple[int, float, int], opset: int,
+               name: str = "qdq"):  # -> onnx.ModelProto
+    """input -> Q -> DQ -> `nodes` (reading "xd", writing "t") -> Q -> DQ -> output, as
+    quantize_static wraps a lone op; `x` and `y` are the (onnx element type, scale, zero
+    point) of the input's and the result's quantization."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = [*consts,
+              numpy_helper.from_array(np.array(x[1], np.float32), "sx"),
+              numpy_helper.from_array(np.array(y[1], np.float32), "sy"),
+              helper.make_tensor("zx", x[0], [], [x[2]]),
+              helper.make_tensor("zy", y[0], [], [y[2]])]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]), *nodes,
+             helper.make_node("QuantizeLinear", ["t", "sy", "zy"], ["tq"]),
+             helper.make_node("DequantizeLinear", ["tq", "sy", "zy"], ["output"])]
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)], consts)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+class TorchFamily:
+    """A family of small torch test models: each name's module (`modules(name)`), input
+    shape and exporters (exporter -> opset), exported once per exporter and quantized once
+    per activation type as `quantize_qdq` does it, the files named `prefix-...`."""
+
+    def __init__(self, prefix: str, modules: Callable[[str], Any],
+                 shapes: dict[str, tuple[int, ...]], exports: dict[str, dict[str, int]],
+                 output: str = "logits") -> None:
+        self.prefix, self.modules, self.shapes, self.exports = prefix, modules, shapes, exports
+        self.output = output
+        self.cases = [(name, exporter) for name, by in exports.items() for exporter in by]
+        self.float_model = functools.cache(self._float_model)
+        self.quantized_model = functools.cache(self._quantized_model)
+
+    def _float_model(self, name: str, exporter: str) -> Path:
+        return export_torch(self.modules(name), self.shapes[name],
+                            workdir() / f"{self.prefix}-{name}-{exporter}.onnx",
+                            self.exports[name][exporter], exporter.startswith("dynamo"),
+                            self.output)
+
+    def sample_inputs(self, name: str, count: int, seed: int) -> np.ndarray:
+        """`count` seeded standard-normal inputs for `name`, stacked on axis 0."""
+        return seeded_inputs(self.shapes[name], count, seed)
+
+    def _quantized_model(self, name: str, exporter: str, activations: str = "int8") -> Path:
+        batches = self.sample_inputs(name, CALIBRATION_BATCHES, CALIBRATION_SEED)
+        return quantize_qdq(self.float_model(name, exporter), batches, activations)
 
 
 def seeded_inputs(shape: tuple[int, ...], count: int, seed: int) -> np.ndarray:

@@ -15,18 +15,7 @@ weights, seeded weights and calibration data.
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
-import numpy as np
-from models import (
-    CALIBRATION_BATCHES,
-    CALIBRATION_SEED,
-    export_torch,
-    quantize_qdq,
-    seeded_inputs,
-    workdir,
-)
+from models import TorchFamily
 
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "shufflenet_block": (1, 3, 8, 8),
@@ -36,7 +25,6 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
 }
 EXPORTS: dict[str, dict[str, int]] = {name: {"legacy": 13, "dynamo": 18}
                                       for name in INPUT_SHAPES}
-CASES = [(name, exporter) for name, by in EXPORTS.items() for exporter in by]
 
 
 def _torch_module(name: str):  # -> torch.nn.Module
@@ -112,19 +100,7 @@ def _torch_module(name: str):  # -> torch.nn.Module
     return factories[name]().eval()
 
 
-@functools.cache
-def float_model(name: str, exporter: str) -> Path:
-    return export_torch(_torch_module(name), INPUT_SHAPES[name],
-                        workdir() / f"move-{name}-{exporter}.onnx",
-                        EXPORTS[name][exporter], exporter.startswith("dynamo"), "out")
-
-
-def sample_inputs(name: str, count: int, seed: int) -> np.ndarray:
-    """`count` seeded standard-normal inputs for `name`, stacked on axis 0."""
-    return seeded_inputs(INPUT_SHAPES[name], count, seed)
-
-
-@functools.cache
-def quantized_model(name: str, exporter: str, activations: str = "int8") -> Path:
-    batches = sample_inputs(name, CALIBRATION_BATCHES, CALIBRATION_SEED)
-    return quantize_qdq(float_model(name, exporter), batches, activations)
+FAMILY = TorchFamily("move", _torch_module, INPUT_SHAPES, EXPORTS, "out")
+float_model, quantized_model = FAMILY.float_model, FAMILY.quantized_model
+sample_inputs = FAMILY.sample_inputs
+CASES = FAMILY.cases

@@ -7,14 +7,18 @@ have no QDQ quantizer), so the QDQ model quantizes only from the Linear on."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
-import warnings
 from pathlib import Path
 
 import numpy as np
-from models import CALIBRATION_BATCHES, CALIBRATION_SEED, quantize_qdq, workdir
+from models import (
+    CALIBRATION_BATCHES,
+    CALIBRATION_SEED,
+    export_torch,
+    quantize_qdq,
+    seeded_inputs,
+    workdir,
+)
 
 STEPS, FEATURES, HIDDEN, CLASSES = 20, 16, 32, 5
 INPUT_SHAPE = (1, STEPS, FEATURES)
@@ -58,22 +62,14 @@ def _torch_module(name: str):  # -> torch.nn.Module
 
 @functools.cache
 def float_model(name: str, exporter: str) -> Path:
-    import torch
-
-    path = workdir() / f"rnn-{name}-{exporter}.onnx"
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_torch_module(name), (torch.zeros(INPUT_SHAPE),), str(path),
-                          input_names=["input"], output_names=["logits"],
-                          opset_version=EXPORTERS[exporter], dynamo=exporter == "dynamo")
-    return path
+    return export_torch(_torch_module(name), INPUT_SHAPE,
+                        workdir() / f"rnn-{name}-{exporter}.onnx", EXPORTERS[exporter],
+                        exporter == "dynamo")
 
 
 def sample_inputs(count: int, seed: int) -> np.ndarray:
     """`count` seeded standard-normal sequences, stacked on axis 0."""
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((count, *INPUT_SHAPE[1:])).astype(np.float32)
+    return seeded_inputs(INPUT_SHAPE, count, seed)
 
 
 @functools.cache
@@ -88,8 +84,7 @@ KWS_STEPS, KWS_FEATURES, KWS_HIDDEN, KWS_CLASSES = 49, 40, 64, 12
 
 
 def kws_inputs(count: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((count, KWS_STEPS, KWS_FEATURES)).astype(np.float32)
+    return seeded_inputs((1, KWS_STEPS, KWS_FEATURES), count, seed)
 
 
 @functools.cache
@@ -109,11 +104,6 @@ def kws_model() -> Path:
         def forward(self, x):
             return self.fc(self.rnn(x)[0][:, -1])
 
-    path = workdir() / "rnn-kws-gru.onnx"
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Spotter().eval(), (torch.zeros(1, KWS_STEPS, KWS_FEATURES),),
-                          str(path), input_names=["input"], output_names=["logits"],
-                          opset_version=13, dynamo=False)
+    path = export_torch(Spotter().eval(), (1, KWS_STEPS, KWS_FEATURES),
+                        workdir() / "rnn-kws-gru.onnx", 13, False)
     return quantize_qdq(path, kws_inputs(CALIBRATION_BATCHES, CALIBRATION_SEED), "int8")

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from checks import assert_simulation_equals_reference, output_scale
+from models import qdq_around
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
@@ -45,19 +46,9 @@ def _qdq_activation(op: str, dtype: int, in_scale: float, in_zp: int, out_scale:
     activation."""
     opset, attrs = ACTIVATIONS[op]
     shape = [1, 4, 8, 8]
-    consts = [numpy_helper.from_array(np.array(in_scale, np.float32), "sx"),
-              numpy_helper.from_array(np.array(out_scale, np.float32), "sy"),
-              helper.make_tensor("zx", dtype, [], [in_zp]),
-              helper.make_tensor("zy", dtype, [], [out_zp])]
-    nodes = [helper.make_node("QuantizeLinear", ["input", "sx", "zx"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
-             helper.make_node(op.split("_")[0], ["xd"], ["a"], name="act", **attrs),
-             helper.make_node("QuantizeLinear", ["a", "sy", "zy"], ["aq"]),
-             helper.make_node("DequantizeLinear", ["aq", "sy", "zy"], ["output"])]
-    graph = helper.make_graph(
-        nodes, "act", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)], consts)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    node = helper.make_node(op.split("_")[0], ["xd"], ["t"], name="act", **attrs)
+    return qdq_around([node], shape, shape, [], (dtype, in_scale, in_zp),
+                      (dtype, out_scale, out_zp), opset, "act")
 
 
 @pytest.mark.parametrize("op", sorted(ACTIVATIONS))

@@ -8,25 +8,14 @@ quantum of the exact oracle with the same top-1 class."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 import pytest
-from models import (
-    CALIBRATION_BATCHES,
-    CALIBRATION_SEED,
-    export_torch,
-    quantize_qdq,
-    seeded_inputs,
-    workdir,
-)
+from checks import assert_simulation_equals_reference, assert_within_a_quantum_of_the_oracle
+from models import TorchFamily
 
 import cimc
-from cimc.host.ports import reference_codes
-from cimc.isa.assembler import assemble_file
-from cimc.isa.image import load_image
-from cimc.isa.simulator import run_program
 from cimc.reference.oracle import ExactOracle
 
 SHAPE = (1, 3, 16, 16)
@@ -73,12 +62,8 @@ def _network():  # -> torch.nn.Module
     return network.eval()
 
 
-@functools.cache
-def quantized(exporter: str) -> Path:
-    path = export_torch(_network(), SHAPE, workdir() / f"inception-{exporter}.onnx",
-                        13 if exporter == "legacy" else 18, exporter == "dynamo")
-    return quantize_qdq(path, seeded_inputs(SHAPE, CALIBRATION_BATCHES, CALIBRATION_SEED),
-                        "int8")
+FAMILY = TorchFamily("inception", lambda _: _network(), {"network": SHAPE},
+                     {"network": {"legacy": 13, "dynamo": 18}})
 
 
 @pytest.mark.slow
@@ -86,21 +71,12 @@ def quantized(exporter: str) -> Path:
 @pytest.mark.parametrize("target", ["isaac", "edge"])
 def test_an_inception_network_runs_bit_exact(exporter: str, target: str,
                                               tmp_path: Path) -> None:
-    model = quantized(exporter)
+    model = FAMILY.quantized_model("network", exporter)
     program = cimc.compile(model, target)
     program.save(tmp_path / "p.s")
     concats = [op for op in program.integer.ops() if op.kind == "concat"]
     assert len(concats) == 3
-    x = np.random.default_rng(3).standard_normal((3, *SHAPE[1:])).astype(np.float32)
-    inputs, expected = reference_codes(program.integer, {program.integer.inputs[0]: x})
-    outputs, _ = run_program(assemble_file(tmp_path / "p.s"), load_image(tmp_path / "p.img"),
-                             program.target, inputs)
-    for port, codes in expected.items():
-        np.testing.assert_array_equal(outputs[port], codes)
-    reference = cimc.run_reference(program.integer, {"input": x})["logits"]
-    oracle = ExactOracle(model).run_samples(x)
-    dequantize = next(op for op in program.integer.ops() if op.kind == "dequantize"
-                      and op.outputs[0] in program.integer.outputs)
-    quantum = float(program.integer.values[dequantize.inputs[0]].quant.scale[0])
-    assert np.abs(reference - oracle).max() <= quantum * 1.0001
-    np.testing.assert_array_equal(reference.argmax(1), oracle.argmax(1))
+    x = FAMILY.sample_inputs("network", 3, seed=3)
+    assert_simulation_equals_reference(program, tmp_path / "p.s", x)
+    reference = assert_within_a_quantum_of_the_oracle(program, model, x)
+    np.testing.assert_array_equal(reference.argmax(1), ExactOracle(model).run_samples(x).argmax(1))

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 from checks import assert_simulation_equals_reference
+from models import qdq_around
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
@@ -32,37 +33,27 @@ def _qdq_layer_norm(path: Path, x_dtype: str, sx: float, zx: int, sy: float, zy:
                     epsilon: float, axis: int = -1, then_matmul: bool = False) -> Path:
     """input -> Q -> DQ -> LayerNormalization -> Q -> DQ -> output (i8 result), or
     `then_matmul` -> (DQ'd int8 weights) MatMul -> Q -> DQ -> output."""
-    consts = [numpy_helper.from_array(np.array(sx, np.float32), "sx"),
-              numpy_helper.from_array(np.array(sy, np.float32), "sy"),
-              helper.make_tensor("zx", TYPES[x_dtype], [], [zx]),
-              helper.make_tensor("zy", TensorProto.INT8, [], [zy]),
-              numpy_helper.from_array(gamma.astype(np.float32), "gamma")]
+    consts = [numpy_helper.from_array(gamma.astype(np.float32), "gamma")]
     operands = ["xd", "gamma"]
     if beta is not None:
         consts.append(numpy_helper.from_array(beta.astype(np.float32), "beta"))
         operands.append("beta")
-    nodes = [helper.make_node("QuantizeLinear", ["input", "sx", "zx"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
-             helper.make_node("LayerNormalization", operands, ["y"], name="norm", axis=axis,
-                              epsilon=epsilon),
-             helper.make_node("QuantizeLinear", ["y", "sy", "zy"], ["yq"]),
-             helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["output"])]
-    out_shape = shape
+    norm = helper.make_node("LayerNormalization", operands, ["t"], name="norm", axis=axis,
+                            epsilon=epsilon)
+    nodes, out_shape = [norm], shape
     if then_matmul:
-        nodes[-1].output[0] = "yd"
+        norm.output[0] = "y"
         consts += [helper.make_tensor("w", TensorProto.INT8, [shape[-1], 4],
                                       [(i % 7) - 3 for i in range(4 * shape[-1])]),
                    numpy_helper.from_array(np.array(0.01, np.float32), "sw"),
                    helper.make_tensor("zw", TensorProto.INT8, [], [0])]
-        nodes += [helper.make_node("DequantizeLinear", ["w", "sw", "zw"], ["wd"]),
-                  helper.make_node("MatMul", ["yd", "wd"], ["o"]),
-                  helper.make_node("QuantizeLinear", ["o", "sy", "zy"], ["oq"]),
-                  helper.make_node("DequantizeLinear", ["oq", "sy", "zy"], ["output"])]
+        nodes += [helper.make_node("QuantizeLinear", ["y", "sy", "zy"], ["yq"]),
+                  helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["yd"]),
+                  helper.make_node("DequantizeLinear", ["w", "sw", "zw"], ["wd"]),
+                  helper.make_node("MatMul", ["yd", "wd"], ["t"])]
         out_shape = [*shape[:-1], 4]
-    graph = helper.make_graph(
-        nodes, "ln", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)], consts)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(qdq_around(nodes, shape, out_shape, consts, (TYPES[x_dtype], sx, zx),
+                         (TensorProto.INT8, sy, zy), 17, "ln"), path)
     return path
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from checks import assert_simulation_equals_reference
+from models import qdq_around
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
@@ -26,18 +27,9 @@ def _qdq_lrn(path: Path, dtype: int, sx: float, zx: int, sy: float, zy: int,
              attrs: dict) -> Path:
     """input -> Q -> DQ -> LRN -> Q -> DQ -> output, as quantize_static leaves an LRN."""
     shape = [1, 8, 4, 8]
-    consts = [numpy_helper.from_array(np.array(sx, np.float32), "sx"),
-              numpy_helper.from_array(np.array(sy, np.float32), "sy"),
-              helper.make_tensor("zx", dtype, [], [zx]), helper.make_tensor("zy", dtype, [], [zy])]
-    nodes = [helper.make_node("QuantizeLinear", ["input", "sx", "zx"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
-             helper.make_node("LRN", ["xd"], ["a"], name="lrn", **attrs),
-             helper.make_node("QuantizeLinear", ["a", "sy", "zy"], ["aq"]),
-             helper.make_node("DequantizeLinear", ["aq", "sy", "zy"], ["output"])]
-    graph = helper.make_graph(
-        nodes, "lrn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)], consts)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    node = helper.make_node("LRN", ["xd"], ["t"], name="lrn", **attrs)
+    onnx.save(qdq_around([node], shape, shape, [], (dtype, sx, zx), (dtype, sy, zy), 13, "lrn"),
+              path)
     return path
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from checks import assert_simulation_equals_reference, output_scale
+from models import qdq_around
 from onnx import TensorProto, helper, numpy_helper
 
 import cimc
@@ -86,20 +87,9 @@ def test_channel_shuffle_and_its_concat_are_one_gather() -> None:
 def _qdq(nodes: list, shape: list[int], out_shape: list[int], consts: list,
          scales: tuple[float, float] = (0.05, 0.05), zps: tuple[int, int] = (3, 3),
          opset: int = 18) -> onnx.ModelProto:
-    """input -> Q -> DQ -> nodes (reading "xd", writing "t") -> Q -> DQ -> output."""
-    consts = [*consts,
-              numpy_helper.from_array(np.array(scales[0], np.float32), "sx"),
-              numpy_helper.from_array(np.array(scales[1], np.float32), "sy"),
-              helper.make_tensor("zx", TensorProto.INT8, [], [zps[0]]),
-              helper.make_tensor("zy", TensorProto.INT8, [], [zps[1]])]
-    nodes = [helper.make_node("QuantizeLinear", ["input", "sx", "zx"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]), *nodes,
-             helper.make_node("QuantizeLinear", ["t", "sy", "zy"], ["tq"]),
-             helper.make_node("DequantizeLinear", ["tq", "sy", "zy"], ["output"])]
-    graph = helper.make_graph(
-        nodes, "move", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)], consts)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    """input -> Q -> DQ -> nodes (reading "xd", writing "t") -> Q -> DQ -> output, int8."""
+    return qdq_around(nodes, shape, out_shape, consts, (TensorProto.INT8, scales[0], zps[0]),
+                      (TensorProto.INT8, scales[1], zps[1]), opset, "move")
 
 
 def _ints(name: str, values: list[int]):  # -> onnx.TensorProto

@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 import pytest
 from checks import assert_simulation_equals_reference
-from onnx import TensorProto, helper, numpy_helper
+from models import qdq_around
+from onnx import TensorProto, helper
 
 import cimc
 from cimc.reference.oracle import ExactOracle
@@ -26,19 +27,9 @@ def _qdq_softmax(path: Path, x_type: int, sx: float, zx: int, y_type: int, sy: f
                  zy: int, shape: list[int]) -> Path:
     """input -> Q -> DQ -> Softmax(axis -1) -> Q -> DQ -> output, as quantize_static writes
     a softmax of quantized scores."""
-    consts = [numpy_helper.from_array(np.array(sx, np.float32), "sx"),
-              numpy_helper.from_array(np.array(sy, np.float32), "sy"),
-              helper.make_tensor("zx", x_type, [], [zx]),
-              helper.make_tensor("zy", y_type, [], [zy])]
-    nodes = [helper.make_node("QuantizeLinear", ["input", "sx", "zx"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
-             helper.make_node("Softmax", ["xd"], ["a"], name="softmax", axis=-1),
-             helper.make_node("QuantizeLinear", ["a", "sy", "zy"], ["aq"]),
-             helper.make_node("DequantizeLinear", ["aq", "sy", "zy"], ["output"])]
-    graph = helper.make_graph(
-        nodes, "softmax", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)], consts)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    node = helper.make_node("Softmax", ["xd"], ["t"], name="softmax", axis=-1)
+    onnx.save(qdq_around([node], shape, shape, [], (x_type, sx, zx), (y_type, sy, zy), 13,
+                         "softmax"), path)
     return path
 
 
