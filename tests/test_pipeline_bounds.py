@@ -14,7 +14,7 @@ import pytest
 
 import cimc
 from cimc.analysis.bounds import jackson
-from cimc.analysis.window import Window
+from cimc.analysis.window import Window, band_plan, transient
 from cimc.emit.report import schedule_bounds
 from cimc.isa.assembler import assemble_file
 from cimc.isa.image import load_image
@@ -91,3 +91,25 @@ def test_partial_gather_copies_the_rows_a_core_reads(geometry: dict[str, int],
     copied = sum(int(re.findall(r"\d+", ln)[-4]) * int(re.findall(r"\d+", ln)[-3])
                  for ln in win.gather(0, (lo, hi)))
     assert copied == win.gathered_bytes((lo, hi)) <= win.gathered_bytes()
+
+
+@pytest.mark.parametrize(("pads", "kh", "sh", "rows", "fresh"), [
+    ((0, 0, 0, 0), 1, 1, [0], True),  # a gemm's one row
+    ((0, 0, 0, 0), 1, 1, [0, 1, 2], True),  # 1x1: every row received afresh
+    ((0, 0, 0, 0), 2, 2, [0, 1, 2], True),  # stride = kernel: no row shared
+    ((1, 0, 1, 0), 3, 3, [0, 1, 2], True),  # padding rows are filled every row
+    ((0, 0, 0, 0), 3, 1, [0, 1, 2], False),  # consecutive rows share two band rows
+    ((0, 1, 0, 1), 1, 1, [0], False),  # padding columns are filled once
+    ((0, 0, 0, 0), 3, 1, [0, 3], True),  # a core's rows three apart share none
+    ((0, 0, 0, 0), 3, 1, [0, 2], False),  # two apart: one band row kept
+])
+def test_a_band_refreshed_whole_every_row_is_transient(
+        pads: tuple[int, int, int, int], kh: int, sh: int, rows: list[int],
+        fresh: bool) -> None:
+    """A band that carries nothing from one output row to the next (no padding columns,
+    no band rows kept) can be scratch; the others live for the run."""
+    pt, pl, pb, pr = pads
+    win = Window(h=9, w=4, c=8, oh=3, ow=4, n=8, kh=kh, kw=1, sh=sh, sw=1, dh=1, dw=1,
+                 pt=pt, pl=pl, pb=pb, pr=pr)
+    steps = band_plan(win, rows)
+    assert transient(win, steps) is fresh

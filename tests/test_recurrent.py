@@ -185,6 +185,11 @@ def test_the_steps_copies_of_r_share_their_cells_on_one_core() -> None:
     assert len(matvecs) == 4 + 4 * steps + 1
     assert len(groups) == 4 + 4 + 1
     assert program.report.get("phase_count", 1) == 1
+    # Each step's gemms and takes refresh their one input row whole, in scratch, so the
+    # bands kept for the run do not grow with the steps: only the input sequence's one
+    # row, which every row of its transpose (x as an image of T rows) reads, is kept.
+    assert [(code.bands, code.kept) for code in program.cores.values()] == \
+        [(1, steps * recurrent_models.FEATURES)]
 
 
 @pytest.mark.slow

@@ -55,6 +55,13 @@ class Geometry:
     def band_bytes(self) -> int:
         return sum(s * w * c for s, (_, w, c) in zip(self.slots, self.sizes, strict=True))
 
+    def transient(self, rows: list[int]) -> bool:
+        """Whether output rows `rows` keep no band row from one to the next (then the
+        band can live in scratch: cimc.analysis.window.transient)."""
+        wanted = set(rows)
+        return all(part.kept == 0 for step in self.steps if step.oy in wanted
+                   for part in step.operands)
+
     def received(self, k: int, rows: list[int]) -> list[list[int]]:
         """Input rows of operand k received per output row of `rows`, in order."""
         by_row = {s.oy: s for s in self.steps}

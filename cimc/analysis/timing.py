@@ -45,7 +45,7 @@ import numpy as np
 from cimc.analysis.gather import geometry
 from cimc.analysis.plan import Group, Plan, Recv
 from cimc.analysis.traffic import column_ranges
-from cimc.analysis.window import BandStep, Window, band_plan
+from cimc.analysis.window import BandStep, Window, band_plan, transient
 from cimc.dialect.chip import (
     CHUNK,
     block_shape,
@@ -222,9 +222,10 @@ class _Model:
              ) -> None:
         if (id(g), core) not in self.started:  # the band's padding, once per program
             self.started.add((id(g), core))
-            self.fill(core, win.band_bytes)
-            # Not the work of an inference: a core's `work` is per streamed image.
-            self.busy[core] -= self.cost("fill", len=win.band_bytes).cycles
+            if not self._transient(g):  # (a scratch band has none)
+                self.fill(core, win.band_bytes)
+                # Not the work of an inference: a core's `work` is per streamed image.
+                self.busy[core] -= self.cost("fill", len=win.band_bytes).cycles
         rb = win.wp * win.c
         if step.kept and step.moved:
             received = [(p.lo, p.hi) for rows in g.recvs[core][0] for p in rows]
@@ -280,6 +281,11 @@ class _Model:
             win = Window.of(self.module, g.op)
             self.bands[key] = {s.oy: s for s in band_plan(win, g.rows)}
         return Window.of(self.module, g.op), self.bands[key]
+
+    def _transient(self, g: Group) -> bool:
+        """Whether `g`'s band is scratch, refreshed whole every row (no padding fill)."""
+        win, steps = self._window(g)
+        return transient(win, list(steps.values()))
 
     def _parts(self, gi: int, g: Group) -> list[_Part]:
         if gi in self.parts:

@@ -223,6 +223,14 @@ def band_plan(win: Window, out_rows: list[int]) -> list[BandStep]:
     return steps
 
 
+def transient(win: Window, steps: list[BandStep]) -> bool:
+    """Whether the band holds nothing from one of its output rows to the next: no
+    padding columns (those are filled once) and every row received or padded afresh.
+    Such a band can live in its part's scratch instead of for the whole run: an
+    unrolled recurrent layer's hundreds of one-row gemms would otherwise keep one each."""
+    return win.pl == win.pr == 0 and all(step.kept == 0 for step in steps)
+
+
 def received_rows(win: Window, out_rows: list[int]) -> list[int]:
     """Input rows a unit computing `out_rows` receives, in order (once per band fill)."""
     return [iy for step in band_plan(win, out_rows) for _, iy in step.fills if iy is not None]

@@ -19,8 +19,10 @@ of one group on one core:
   needs it, and `st` it when it is a model output.
 
 Each core's local memory holds, from the top down, its constant tables and the
-band (line buffer) of every matvec / pool group it works for: bands live for
-the whole run because groups interleave. Everything else a part uses (window,
+band (line buffer) of every matvec / pool / gather group it works for that keeps
+input rows from one output row to the next: those bands live for the whole run
+because groups interleave. A band refreshed whole for every row (a gemm's, one
+row of a take: cimc.analysis.window.transient) is scratch. Everything else a part uses (window,
 partial sums, staging, output row) lives only while one of its rows runs, so
 all parts of a core share one scratch area from address 0 up, as large as the
 largest part needs.
@@ -36,7 +38,7 @@ import numpy as np
 from cimc.analysis.gather import geometry
 from cimc.analysis.plan import Group, Plan, Recv, build
 from cimc.analysis.traffic import block_name, column_ranges, unit_cores
-from cimc.analysis.window import Window, band_plan
+from cimc.analysis.window import Window, band_plan, transient
 from cimc.codegen.loops import reroll
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import (
@@ -292,15 +294,19 @@ class Part:
         self.stage = code.take(max(self._widest_piece(), slice_row, 1))
         if op.kind in ("matvec", "pool"):
             self.win = Window.of(module, op)
-            self.band = code.keep(self.win.band_bytes)
+            steps = band_plan(self.win, group.rows)
+            fresh = transient(self.win, steps)
+            self.band = code.take(self.win.band_bytes) if fresh \
+                else code.keep(self.win.band_bytes)
             self.window = None if self.win.contiguous else code.take(self.win.window_bytes)
-            self.steps = {s.oy: s for s in band_plan(self.win, group.rows)}
+            self.steps = {s.oy: s for s in steps}
             received = [(p.lo, p.hi) for rows in group.recvs[core][0] for p in rows]
             self.band_channels = (min((lo for lo, _ in received), default=0),
                                   max((hi for _, hi in received), default=self.win.c))
             x = op.inputs[0]
             self.in_type = _dtype(module, x)
-            self.init = [f"fill {self.band}(r0), {self._pad()}, {self.win.band_bytes}"]
+            self.init = [] if fresh else \
+                [f"fill {self.band}(r0), {self._pad()}, {self.win.band_bytes}"]
         else:
             self.init = []
         self.setup = {"matvec": self._matvec_setup, "pool": self._pool_setup,
@@ -890,7 +896,10 @@ class Part:
         """Data movement (cimc/analysis/gather.py): refresh each operand's band, then one
         `vgather` of the output row through its table of band offsets (or a `fill`)."""
         geo, code, ty = geometry(self.module, self.op), self.code, self.out_type
-        band = code.keep(geo.band_bytes) if geo.band_bytes else 0
+        band = 0
+        if geo.band_bytes:
+            band = code.take(geo.band_bytes) if geo.transient(self.group.rows) \
+                else code.keep(geo.band_bytes)
         tables = [code.table(t) for t in geo.tables]
         steps = {s.oy: s for s in geo.steps}
         fill, total = int(self.op.attrs["fill"]), self.ow * self.n
