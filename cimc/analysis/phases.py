@@ -327,8 +327,15 @@ class PhaseModel:
             # The same minimum, each start's phases costed incrementally as they grow:
             # O(n * reach), where costing each range anew is O(n * reach^2) (an unrolled
             # recurrent layer is thousands of ops, its ranges long). Ties keep the
-            # longer last phase, as below.
+            # longer last phase, as below. A start from which even a lower bound of the
+            # rest costs more than the greedy cuts is on no best path: skipped.
+            bound = self._rest_bound(bw)
+            limit = sum(self.phase(a, b).cycles(self.batch, bw)
+                        for a, b in itertools.pairwise(self.greedy()))
+            limit += limit * 1e-9  # the bound's sums round differently
             for start in range(n):
+                if best[start] + bound[start] > limit:
+                    continue
                 for stop, cycles in self._growing(start, bw):
                     cost = best[start] + cycles
                     if cost <= best[stop]:
@@ -366,6 +373,33 @@ class PhaseModel:
                           self.bytes[layer.writes] * layer.share,
                           layer.writes in self.leaves, self.last_use.get(layer.writes, -1)))
         return terms
+
+    def _rest_bound(self, bw: float) -> list[float]:
+        """For each start, a lower bound of the cycles of any phases covering layers
+        [start, n): their fill and work add up (a phase's period is at least its work
+        over the cores), and each distinct weight of the rest is programmed at least
+        once (its bytes and its crossbar rows). A phase [a, b) plus the bound from b is
+        at least the bound from a, so a skipped start is on no best path."""
+        t = self.target
+        if self.terms is None:
+            self.terms = self._terms()
+        bound = [0.0] * (len(self.layers) + 1)
+        fill = work = cells = rows = 0.0
+        seen: set[Hashable] = set()
+        for k in range(len(self.layers) - 1, -1, -1):
+            layer, (_, more_work, more_fill, *_) = self.layers[k], self.terms[k]
+            fill, work = fill + more_fill, work + more_work
+            for key, count, height in zip(layer.block_keys, layer.block_cells,
+                                          layer.block_heights, strict=True):
+                if key not in seen:
+                    seen.add(key)
+                    cells, rows = cells + count, rows + height
+            # a phase's programming: at least its bytes over the bandwidth, and its rows
+            # written by at most every core at once
+            program = max(cells * t.cell_bits / 8 / t.weight_bytes_per_cycle,
+                          rows * t.latency.program_per_row / t.cores)
+            bound[k] = fill + self.batch * work / t.cores + program
+        return bound
 
     def _growing(self, start: int, bw: float) -> Iterator[tuple[int, float]]:
         """(stop, cycles of phase [start, stop)) for every stop that fits, without
