@@ -94,21 +94,32 @@ def _shape(lines: list[str], seen: dict[str, tuple[str, list[int], list[bool]]])
     return Shape(tuple(templates), tuple(numbers), tuple(addresses))
 
 
-def _steps(shapes: list[Shape], start: int, period: int, repeats: int) -> list[int] | None:
-    """Per number of the period's code, its step per repetition; None if some number
-    does not grow linearly or varies where it is not an absolute address."""
+def _linear(shapes: list[Shape], start: int, period: int, repeats: int
+            ) -> tuple[int, list[int] | None]:
+    """(count, steps): each number's step from the first repetition of the period's code
+    to the second, and how many of the `repeats` repetitions follow those steps; steps
+    None if one varies where it is not an absolute address. One pass: the longest
+    linear run is the first repetition that breaks the steps."""
     steps = []
     for t in range(period):
-        base = shapes[start + t]
+        base, second = shapes[start + t], shapes[start + period + t]
         for k, value in enumerate(base.numbers):
-            step = shapes[start + period + t].numbers[k] - value
-            for r in range(2, repeats):
-                if shapes[start + r * period + t].numbers[k] != value + r * step:
-                    return None
+            step = second.numbers[k] - value
             if step and not base.addresses[k]:
-                return None
+                return 1, None
             steps.append(step)
-    return steps
+    count = 2
+    while count < repeats:
+        k = 0
+        for t in range(period):
+            numbers = shapes[start + t].numbers
+            later = shapes[start + count * period + t].numbers
+            for j, value in enumerate(numbers):
+                if later[j] != value + count * steps[k + j]:
+                    return count, steps
+            k += len(numbers)
+        count += 1
+    return count, steps
 
 
 def _run(shapes: list[Shape], start: int, period: int, registers: Registers
@@ -120,12 +131,13 @@ def _run(shapes: list[Shape], start: int, period: int, registers: Registers
             shapes[start + repeats * period + t].kind == shapes[start + t].kind
             for t in range(period)):
         repeats += 1
-    while repeats >= MIN_REPEATS:
-        steps = _steps(shapes, start, period, repeats)
-        if steps is not None and len({s for s in steps if s}) <= len(registers.steps):
-            return repeats, steps
-        repeats -= 1  # a shorter run may still be linear
-    return 1, None
+    if repeats < MIN_REPEATS:
+        return 1, None
+    count, steps = _linear(shapes, start, period, repeats)
+    if steps is None or count < MIN_REPEATS or \
+            len({s for s in steps if s}) > len(registers.steps):
+        return 1, None
+    return count, steps
 
 
 def reroll(tasks: list[list[str]], name: str) -> list[str]:
