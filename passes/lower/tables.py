@@ -50,30 +50,39 @@ def _per_tensor_8bit(ty: TensorType) -> bool:
     return ty.dtype in EIGHT_BIT and ty.quant is not None and ty.quant.axis is None
 
 
-def _leaves(module: Module, value: str, shape: tuple[int, ...]) -> set[str] | None:
+def _leaves(module: Module, value: str, shape: tuple[int, ...],
+            memo: dict[str, set[str] | None]) -> set[str] | None:
     """The tensors `value` is an element-wise function of (None: not only of tensors of
-    `shape` and one-element constants)."""
-    if module.is_constant(value):
-        return set() if module.values[value].size == 1 else None
+    `shape` and one-element constants); stops at a second tensor (then the value is no
+    function of one). `memo` holds the values already followed: an unrolled recurrent
+    layer's steps all lead back through the same chain."""
+    if value in memo:
+        return memo[value]
+    found: set[str] | None = None
     ty = module.values[value]
-    if ty.shape != shape or not _per_tensor_8bit(ty):
-        return None
     producer = module.producer(value)
-    if producer is None or producer.kind not in THROUGH:
-        return {value}
-    data = producer.inputs[:1] if producer.kind == "lut" else producer.inputs
-    found: set[str] = set()
-    for v in data:
-        leaves = _leaves(module, v, shape)
-        if leaves is None:
-            return None
-        found |= leaves
+    if module.is_constant(value):
+        found = set() if ty.size == 1 else None
+    elif ty.shape == shape and _per_tensor_8bit(ty):
+        if producer is None or producer.kind not in THROUGH:
+            found = {value}
+        else:
+            found = set()
+            for v in producer.inputs[:1] if producer.kind == "lut" else producer.inputs:
+                leaves = _leaves(module, v, shape, memo)
+                if leaves is None:
+                    found = None
+                    break
+                found |= leaves
+                if len(found) > 1:
+                    break
+    memo[value] = found
     return found
 
 
 def _tabulate(module: Module, op: Op) -> bool:
     shape = module.values[op.outputs[0]].shape
-    leaves = _leaves(module, op.outputs[0], shape)
+    leaves = _leaves(module, op.outputs[0], shape, {})
     if leaves is None or len(leaves) != 1:
         return False
     (x,) = leaves
