@@ -107,3 +107,43 @@ def kws_model() -> Path:
     path = export_torch(Spotter().eval(), (1, KWS_STEPS, KWS_FEATURES),
                         workdir() / "rnn-kws-gru.onnx", 13, False)
     return quantize_qdq(path, kws_inputs(CALIBRATION_BATCHES, CALIBRATION_SEED), "int8")
+
+
+# Recurrent models as people also write them (input [1, STEPS, FEATURES], a GRU of HIDDEN):
+# a tagger (the Linear on every step's output: [1, STEPS, CLASSES]), a mean over time
+# before the Linear, and a keyword spotter with a Conv1d front end (Conv1d -> ReLU over
+# the features as channels, back to time-major, GRU, its h_n -> Linear).
+SHAPES = ("tagger", "mean", "crnn")
+
+
+def _shaped_module(name: str):  # -> torch.nn.Module
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Shaped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            width = 24 if name == "crnn" else FEATURES
+            self.conv = nn.Conv1d(FEATURES, width, 3, padding=1) if name == "crnn" else None
+            self.rnn = nn.GRU(width, HIDDEN, batch_first=True)
+            self.fc = nn.Linear(HIDDEN, CLASSES)
+
+        def forward(self, x):
+            if name == "crnn":
+                x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+                return self.fc(self.rnn(x)[1][-1])
+            y = self.rnn(x)[0]
+            return self.fc(y) if name == "tagger" else self.fc(y.mean(1))
+
+    return Shaped().eval()
+
+
+@functools.cache
+def shaped_model(name: str, exporter: str) -> Path:
+    """`name` of SHAPES exported by `exporter`, int8 QDQ (its GRU float)."""
+    path = export_torch(_shaped_module(name), INPUT_SHAPE,
+                        workdir() / f"rnn-{name}-{exporter}.onnx", EXPORTERS[exporter],
+                        exporter == "dynamo")
+    return quantize_qdq(path, sample_inputs(CALIBRATION_BATCHES, CALIBRATION_SEED), "int8")

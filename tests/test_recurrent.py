@@ -170,6 +170,35 @@ def test_quantized_recurrent_classifiers_run_on_the_chip_bit_exact(
                                        recurrent_models.sample_inputs(3, seed=5))
 
 
+SHAPED_CASES = [pytest.param(name, exporter, target, id=f"{name}-{exporter}-{target}",
+                             marks=() if (exporter, target) == ("legacy", fast)
+                             else pytest.mark.slow)
+                for name, fast in zip(recurrent_models.SHAPES, ("isaac", "edge", "edge"),
+                                      strict=True)
+                for exporter in recurrent_models.EXPORTERS for target in ("isaac", "edge")]
+
+
+@pytest.mark.parametrize(("name", "exporter", "target"), SHAPED_CASES)
+def test_taggers_means_over_time_and_conv1d_front_ends_run_on_the_chip(
+        name: str, exporter: str, target: str, tmp_path: Path) -> None:
+    """A GRU read by a Linear on every step (the gemm of ONNX's MatMul+Add fused into a
+    Gemm of the tokens), by a mean over time (the layout ops between move codes, the mean
+    is an average over the tokens) or fed by a Conv1d (the 1-D signal given back as a
+    sequence): near the oracle as the classifiers are, and bit-exact on the chip."""
+    model = recurrent_models.shaped_model(name, exporter)
+    calibration = {"input": recurrent_models.sample_inputs(8, seed=0)}
+    x = recurrent_models.sample_inputs(8, seed=7)
+    module = cimc.api.prepare(model, calibrate=calibration)
+    got = cimc.run_reference(module, {"input": x})["logits"]
+    expected = ExactOracle(model).run_samples(x)
+    scale = next(module.values[op.inputs[0]].quant.scale[0] for op in module.ops()
+                 if op.kind == "dequantize" and op.outputs[0] in module.outputs)
+    assert np.abs(got - expected).max() / scale <= LARGEST_QUANTA * 1.0001
+    program = cimc.compile(model, target, calibrate=calibration)
+    program.save(tmp_path / "prog.s")
+    assert_simulation_equals_reference(program, tmp_path / "prog.s", x[:2])
+
+
 def test_the_steps_copies_of_r_share_their_cells_on_one_core() -> None:
     """On edge (one core) every step's gemm of a gate's R reads the same programmed
     cells: one crossbar group per distinct block (W and R per gate, the classifier),

@@ -5,7 +5,7 @@ over [N, C, 1, L]. A model without one keeps its rank-3 tensors.
 The rewrite is exact: a 1-D convolution or pool is the 2-D one with a kernel of one
 row, and [N, C, L] and [N, C, 1, L] hold their elements in the same order, so a
 Flatten or Reshape after them is unchanged and a caller's [N, C, L] samples are read
-as [N, C, 1, L] ones. Every rank-3 tensor of the graph gains the unit axis 2: the
+as [N, C, 1, L] ones. Every signal gains the unit axis 2: the
 graph's inputs and outputs, 1-D kernels, strides, pads and dilations, the weights of
 1-D convolutions, constants broadcast against such tensors, the concat and split axis,
 the target shapes of Reshapes, a Transpose's perm (time-major features [N, T, F] turned
@@ -41,14 +41,14 @@ def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
              for v in [*graph.input, *graph.output, *graph.value_info]
              if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")}
     inits = {init.name: init for init in graph.initializer}
-    runtime = {name for name, rank in ranks.items() if rank == 3 and name not in inits
-               and name not in aside}
-    if not any(node.op_type in WINDOWED and node.input and node.input[0] in runtime
-               for node in graph.node):
+    runtime = _signals(graph, {name for name, rank in ranks.items() if rank == 3
+                               and name not in inits and name not in aside}, inits)
+    if not runtime:
         return False  # no 1-D convolution or pool: rank-3 tensors are other data
     weights: set[str] = set()  # rank-2 and rank-3 constants to give the unit axis
     targets: set[str] = set()  # the target shapes of Reshapes
     producer = {out: node for node in graph.node for out in node.output}
+    exits: dict[str, onnx.NodeProto] = {}  # Reshapes giving signals back as [A, B, C]
     for node in graph.node:
         touched = any(name in runtime for name in [*node.input, *node.output])
         if not touched:
@@ -88,7 +88,9 @@ def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
                                        for a in node.attribute):
             raise _refuse(path, node, "flattens from axis 2")
         elif kind not in SAME:
-            raise _refuse(path, node, "is not an op the rewrite to rows covers")
+            if any(name in runtime for name in node.output):
+                raise _refuse(path, node, "is not an op the rewrite to rows covers")
+            _unlift_inputs(graph, node, runtime, inits, exits)  # the signal leaves here
         if kind in ("Add", "Sub", "Mul", "Div", "Pow"):
             weights.update(name for name in node.input if name in inits or name in aside)
     for name in sorted(targets & set(inits)):
@@ -106,6 +108,13 @@ def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
             aside[name] = lifted
         else:
             _replace(inits[name], lifted)
+    if exits:  # each right after the node writing the signal it reads
+        nodes = list(graph.node)
+        del graph.node[:]
+        for node in nodes:
+            graph.node.append(node)
+            graph.node.extend(exits[o] for o in node.output if o in exits)
+        graph.node.extend(exits[name] for name in sorted(exits) if name not in producer)
     _keep_output_ranks(graph, runtime)
     for value in [*graph.input, *graph.output]:
         dims = value.type.tensor_type.shape.dim
@@ -115,6 +124,52 @@ def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
             dims.insert(len(dims) - 1, onnx.TensorShapeProto.Dimension(dim_value=1))
     del graph.value_info[:]
     return True
+
+
+def _covers(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    """Whether the rewrite to rows covers `node` (its rank-3 tensors are all signals)."""
+    if node.op_type in ("Squeeze", "Unsqueeze"):
+        return _axes(node, inits) in ([2], [-2])
+    return node.op_type in WINDOWED or node.op_type in SAME or node.op_type in (
+        "Concat", "Split", "Transpose", "Pad", "Slice", "Reshape", "ReduceMean")
+
+
+def _signals(graph: onnx.GraphProto, rank3: set[str], inits: dict[str, onnx.TensorProto]
+             ) -> set[str]:
+    """The rank-3 runtime tensors that are 1-D signals: the inputs of 1-D convolutions and
+    pools, and every rank-3 tensor of a covered node that touches one. Other rank-3
+    tensors (the sequences a recurrent layer reads, after a Conv1d front end's last
+    transpose) keep their rank."""
+    found = {node.input[0] for node in graph.node
+             if node.op_type in WINDOWED and node.input and node.input[0] in rank3}
+    grew = bool(found)
+    while grew:
+        grew = False
+        for node in graph.node:
+            names = [n for n in [*node.input, *node.output] if n in rank3]
+            if _covers(node, inits) and any(n in found for n in names) and \
+                    not all(n in found for n in names):
+                found.update(names)
+                grew = True
+    return found
+
+
+def _unlift_inputs(graph: onnx.GraphProto, node: onnx.NodeProto, runtime: set[str],
+                   inits: dict[str, onnx.TensorProto], exits: dict[str, onnx.NodeProto]
+                   ) -> None:
+    """Each signal `node` reads, [A, B, 1, C] once lifted, given back as [A, B, C] (the
+    same elements in the same order) by a Reshape in front of it (one per signal, in
+    `exits`)."""
+    for k, name in enumerate(node.input):
+        if name not in runtime:
+            continue
+        back = f"{name}/as_sequence"
+        if name not in exits:
+            shape = f"{back}/shape"
+            inits[shape] = numpy_helper.from_array(np.array([0, 0, -1], np.int64), shape)
+            graph.initializer.append(inits[shape])
+            exits[name] = onnx.helper.make_node("Reshape", [name, shape], [back], name=back)
+        node.input[k] = back
 
 
 def _keep_output_ranks(graph: onnx.GraphProto, runtime: set[str]) -> None:

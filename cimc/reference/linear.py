@@ -124,10 +124,17 @@ def conv(call: Call) -> np.ndarray:
 def gemm(call: Call) -> np.ndarray:
     x, w = call.args[0], call.args[1]
     if not call.quantized:
-        y = x.astype(np.float64) @ w.astype(np.float64).T
+        # ONNX's forms too (canonicalize removes them, but the frontend's calibration
+        # runs the module before): x transposed, w [K, N], alpha, beta.
+        a = x.astype(np.float64).T if call.attr("trans_a", 0) else x.astype(np.float64)
+        b = w.astype(np.float64) if call.attr("trans_b", 1) else w.astype(np.float64).T
+        y = float(call.attr("alpha", 1.0)) * (a @ b.T)
         if len(call.args) > 2:
-            y = y + call.args[2].astype(np.float64)
+            y = y + float(call.attr("beta", 1.0)) * call.args[2].astype(np.float64)
         return _clamp_float(call, y)
+    if {"trans_a", "trans_b", "alpha", "beta"} & set(call.op.attrs):
+        raise call.error("a quantized gemm has weights [N, K] and no alpha or beta "
+                         "(canonicalize writes the ONNX forms so)")
     _check_quantized_operands(call)
     xc, wc = centered(x, call.types[0]), centered(w, call.types[1])
     dtype = _exact_dtype(xc, wc, w.shape[1])

@@ -49,6 +49,7 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op, Quant, TensorType
 from cimc.pass_base import Pass
+from cimc.passes.fold_qdq.dequantize_moves import dequantize_after_moves
 from cimc.passes.fold_qdq.inputs import quantize_before_reshape
 from cimc.passes.fold_qdq.lrn import fold_lrn, lrn_operand
 from cimc.reference import KERNELS, Call, activation
@@ -112,6 +113,7 @@ class FoldQdq(Pass):
 
     def apply(self, module: Module) -> None:
         quantize_before_reshape(module)
+        dequantize_after_moves(module)
         for quantize in [op for op in module.ops() if op.kind == "quantize"]:
             fold(module, quantize)
         module.remove_dead()

@@ -22,14 +22,17 @@ from cimc.passes.lower.common import bounds, fixed, per_tensor, replace
 
 
 def lower_reduce_mean(module: Module, op: Op) -> None:
-    """The mean over the tokens of a [1, T, D] (axis 1) or [T, D] (axis 0) tensor -> an
+    """The mean over the tokens of a [1, T, D] (axis 1) or [T, D] (axis 0) tensor (or of
+    [T, 1, D], axis 0: the same T tokens) -> an
     average `pool` over the image's one row: `acc = Σ (x - zx)`, requantized with
     `m = sx / (sy · T)`, as the reference's quantized reduce_mean."""
     x_type, y_type = module.values[op.inputs[0]], module.values[op.outputs[0]]
     shape = tuple(x_type.shape)
     axes = sorted(int(a) % len(shape) for a in op.attrs.get("axes") or range(len(shape)))
-    tokens = {3: [1], 2: [0]}.get(len(shape))
-    if axes != tokens or (len(shape) == 3 and shape[0] != 1):
+    # Every token and no channel: the leading axes of more than one element, not the last
+    # ([1, T, D] axis 1, [T, D] axis 0, a recurrent layer's [T, 1, D] axis 0).
+    kept = [k for k in range(len(shape) - 1) if k not in axes and shape[k] > 1]
+    if len(shape) not in (2, 3) or kept or len(shape) - 1 in axes:
         raise CimcError(f"op {op.name!r} (reduce_mean): the chip averages the tokens of a "
                         f"[1, T, D] or [T, D] tensor (axis 1 or 0), not axes {axes} of "
                         f"{list(shape)}; average over H and W (a global average pool) or over "
