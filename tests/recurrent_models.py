@@ -109,11 +109,13 @@ def kws_model() -> Path:
     return quantize_qdq(path, kws_inputs(CALIBRATION_BATCHES, CALIBRATION_SEED), "int8")
 
 
-# Recurrent models as people also write them (input [1, STEPS, FEATURES], a GRU of HIDDEN):
-# a tagger (the Linear on every step's output: [1, STEPS, CLASSES]), a mean over time
-# before the Linear, and a keyword spotter with a Conv1d front end (Conv1d -> ReLU over
-# the features as channels, back to time-major, GRU, its h_n -> Linear).
-SHAPES = ("tagger", "mean", "crnn")
+# Recurrent models as people also write them (input [1, STEPS, FEATURES], HIDDEN units):
+# a GRU tagger (the Linear on every step's output: [1, STEPS, CLASSES]); a GRU averaged
+# over time before the Linear; a keyword spotter with a Conv1d front end (Conv1d -> ReLU
+# over the features as channels, back to time-major, GRU, its h_n -> Linear); a
+# bidirectional LSTM averaged over time; two GRU layers whose last step goes through a
+# Tanh before the Linear.
+SHAPES = ("tagger", "mean", "crnn", "bi_mean", "tanh")
 
 
 def _shaped_module(name: str):  # -> torch.nn.Module
@@ -127,22 +129,30 @@ def _shaped_module(name: str):  # -> torch.nn.Module
             super().__init__()
             width = 24 if name == "crnn" else FEATURES
             self.conv = nn.Conv1d(FEATURES, width, 3, padding=1) if name == "crnn" else None
-            self.rnn = nn.GRU(width, HIDDEN, batch_first=True)
-            self.fc = nn.Linear(HIDDEN, CLASSES)
+            if name == "bi_mean":
+                self.rnn = nn.LSTM(width, HIDDEN, batch_first=True, bidirectional=True)
+            else:
+                self.rnn = nn.GRU(width, HIDDEN, num_layers=2 if name == "tanh" else 1,
+                                  batch_first=True)
+            self.fc = nn.Linear(HIDDEN * (2 if name == "bi_mean" else 1), CLASSES)
 
         def forward(self, x):
             if name == "crnn":
                 x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
                 return self.fc(self.rnn(x)[1][-1])
             y = self.rnn(x)[0]
-            return self.fc(y) if name == "tagger" else self.fc(y.mean(1))
+            if name == "tagger":
+                return self.fc(y)
+            if name == "tanh":
+                return self.fc(torch.tanh(y[:, -1]))
+            return self.fc(y.mean(1))
 
     return Shaped().eval()
 
 
 @functools.cache
 def shaped_model(name: str, exporter: str) -> Path:
-    """`name` of SHAPES exported by `exporter`, int8 QDQ (its GRU float)."""
+    """`name` of SHAPES exported by `exporter`, int8 QDQ (its recurrent layers float)."""
     path = export_torch(_shaped_module(name), INPUT_SHAPE,
                         workdir() / f"rnn-{name}-{exporter}.onnx", EXPORTERS[exporter],
                         exporter == "dynamo")

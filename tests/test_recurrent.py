@@ -173,8 +173,8 @@ def test_quantized_recurrent_classifiers_run_on_the_chip_bit_exact(
 SHAPED_CASES = [pytest.param(name, exporter, target, id=f"{name}-{exporter}-{target}",
                              marks=() if (exporter, target) == ("legacy", fast)
                              else pytest.mark.slow)
-                for name, fast in zip(recurrent_models.SHAPES, ("isaac", "edge", "edge"),
-                                      strict=True)
+                for name, fast in zip(recurrent_models.SHAPES,
+                                      ("isaac", "edge", "edge", "isaac", "edge"), strict=True)
                 for exporter in recurrent_models.EXPORTERS for target in ("isaac", "edge")]
 
 
@@ -183,8 +183,9 @@ def test_taggers_means_over_time_and_conv1d_front_ends_run_on_the_chip(
         name: str, exporter: str, target: str, tmp_path: Path) -> None:
     """A GRU read by a Linear on every step (the gemm of ONNX's MatMul+Add fused into a
     Gemm of the tokens), by a mean over time (the layout ops between move codes, the mean
-    is an average over the tokens) or fed by a Conv1d (the 1-D signal given back as a
-    sequence): near the oracle as the classifiers are, and bit-exact on the chip."""
+    is an average over the tokens; a bidirectional LSTM's two directions too), by a Tanh
+    of its last step, or fed by a Conv1d (the 1-D signal given back as a sequence): near
+    the oracle as the classifiers are, and bit-exact on the chip."""
     model = recurrent_models.shaped_model(name, exporter)
     calibration = {"input": recurrent_models.sample_inputs(8, seed=0)}
     x = recurrent_models.sample_inputs(8, seed=7)

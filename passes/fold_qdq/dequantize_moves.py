@@ -13,11 +13,28 @@ from __future__ import annotations
 
 from cimc.ir.module import Module, Op
 
-# Layout ops that move every element unchanged (a take may fill: its fill is a value).
-MOVES = ("reshape", "transpose")
+# Layout ops that move every element unchanged (a take that fills is not one: its fill
+# is a value).
+MOVES = ("reshape", "transpose", "take")
 # The layers cimc quantizes itself (cimc/frontend/recurrent_quant.py), whose readers
-# onnxruntime's quantizer left float.
+# onnxruntime's quantizer left float, and the layout ops joining their directions.
 RECURRENT = ("lstm", "gru")
+JOINS = ("concat", "reshape", "transpose")
+
+
+def _moves(op: Op) -> bool:
+    return op.kind in MOVES and (op.kind != "take" or min(op.attrs["index"]) >= 0)
+
+
+def _recurrent(module: Module, value: str) -> bool:
+    """Whether `value` is a recurrent layer's result, or made of them by layout ops."""
+    producer = module.producer(value)
+    if producer is None:
+        return False
+    if producer.kind in RECURRENT:
+        return True
+    return producer.kind in JOINS and any(_recurrent(module, v) for v in producer.inputs
+                                          if not module.is_constant(v))
 
 
 def _chain(module: Module, move: Op) -> list[Op]:
@@ -26,7 +43,7 @@ def _chain(module: Module, move: Op) -> list[Op]:
     while True:
         value = chain[-1].outputs[0]
         readers = module.consumers(value)
-        if value in module.outputs or len(readers) != 1 or readers[0].kind not in MOVES:
+        if value in module.outputs or len(readers) != 1 or not _moves(readers[0]):
             return chain
         chain.append(readers[0])
 
@@ -46,15 +63,14 @@ def dequantize_after_moves(module: Module) -> None:
     not a chain ending in a `quantize`, which fold-qdq folds whole), as integer moves
     then a `dequantize`."""
     for dequantize in [op for op in module.ops() if op.kind == "dequantize"]:
-        producer = module.producer(dequantize.inputs[0])
-        if producer is None or producer.kind not in RECURRENT:
+        if not _recurrent(module, dequantize.inputs[0]):
             continue
         codes = module.values[dequantize.inputs[0]]
         if codes.quant is None or codes.quant.axis is not None or \
                 codes.dtype not in ("i8", "u8"):
             continue
         for reader in module.consumers(dequantize.outputs[0]):
-            if reader.kind not in MOVES:
+            if not _moves(reader):
                 continue
             chain = _chain(module, reader)
             end = chain[-1].outputs[0]
