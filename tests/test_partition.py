@@ -200,3 +200,28 @@ def test_the_phases_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
                               text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed})
         printed.add(done.stdout)
     assert len(printed) == 1 and "fc1.part" in printed.pop()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_each_core_ends_where_packing_from_its_first_block_ends(seed: int) -> None:
+    """`_core_ends` (one sliding window) against packing each core anew: blocks in order
+    while the demands of their distinct weights fit, the first always."""
+    rng = np.random.default_rng(seed)
+    per_core = 64
+    blocks = [(k, int(rng.choice([8, 16, 32, 64, 80])), int(rng.integers(0, 6)))
+              for k in range(60)]
+    demand_of = {key: demand for _, demand, key in blocks}  # one demand per weight
+    blocks = [(k, demand_of[key], key) for k, _, key in blocks]
+    expected = []
+    for j in range(len(blocks)):
+        held, room, stop = set(), 0, j
+        while stop < len(blocks):
+            _, demand, key = blocks[stop]
+            if key not in held:
+                if stop > j and room + demand > per_core:
+                    break
+                held.add(key)
+                room += demand
+            stop += 1
+        expected.append(stop)
+    assert PhaseModel._core_ends(blocks, per_core) == expected

@@ -275,31 +275,66 @@ class PhaseModel:
         the placer's first fill packs it (which must succeed): blocks in order, each into
         the current core while the core's crossbar columns hold it, else into the next
         (a block whose weights the core holds already takes no room);
-        at most the chip's cores."""
+        at most the chip's cores.
+
+        A core's blocks depend only on where it starts, so `_core_ends` finds, for every
+        block, where a core starting at it ends (one sliding window over the blocks), and
+        a start's range is `cores` of those steps: O(blocks + n · cores), where packing
+        from each start anew is O(n · reach)."""
         t = self.target
-        per_core = t.crossbars_per_core * t.cols
-        keys_of = [layer.block_keys for layer in self.layers]
-        every = [k for keys in keys_of for k in keys]
+        blocks = [(k, demand, key) for k, layer in enumerate(self.layers)
+                  for demand, key in zip(layer.block_demands, layer.block_keys, strict=True)]
+        every = [key for _, _, key in blocks]
         if len(set(every)) == len(every):  # no weights repeat: nothing to look up
-            keys_of = [tuple(None for _ in keys) for keys in keys_of]
+            blocks = [(k, demand, j) for j, (k, demand, _) in enumerate(blocks)]
+        per_core = t.crossbars_per_core * t.cols
+        ends = self._core_ends(blocks, per_core)
+        first = [len(blocks)] * (len(self.layers) + 1)  # each layer's first block at or after
+        for j in range(len(blocks) - 1, -1, -1):
+            first[blocks[j][0]] = j
+        for k in range(len(self.layers) - 1, -1, -1):
+            first[k] = min(first[k], first[k + 1])
         reach = []
         for start in range(len(self.layers)):
-            cores, used, stop, held = 1, 0, start, set[Hashable]()
-            while stop < len(self.layers):
-                more, room = cores, used
-                for demand, key in zip(self.layers[stop].block_demands, keys_of[stop],
-                                       strict=True):
-                    if key is not None and key in held:
-                        continue
-                    if room + demand > per_core:
-                        more, room, held = more + 1, 0, set()
-                    room += demand
-                    held.add(key)
-                if more > t.cores:
+            at = first[start]
+            # (a first block wider than a core opens a second core at once)
+            wide = at < len(blocks) and blocks[at][1] > per_core
+            for _ in range(t.cores - wide):
+                if at == len(blocks):
                     break
-                cores, used, stop = more, room, stop + 1
-            reach.append(stop)
+                at = ends[at]
+            # the layer of the block the next core would start with does not fit
+            reach.append(len(self.layers) if at == len(blocks) else blocks[at][0])
         return reach
+
+    @staticmethod
+    def _core_ends(blocks: list[tuple[int, int, Hashable]], per_core: int) -> list[int]:
+        """For each block j, the first block a core starting at j does not hold: the
+        core takes blocks while the demands of their distinct weights fit `per_core` (a
+        block whose weights it holds takes no room), and always its first block. The
+        window's end only moves forward as its start does (fewer distinct weights)."""
+        ends = [0] * len(blocks)
+        count: dict[Hashable, int] = defaultdict(int)
+        room = stop = 0
+        for j in range(len(blocks)):
+            stop = max(stop, j)
+            if stop == j:  # an empty window: the core's first block always goes in
+                count.clear()
+                room = 0
+            while stop < len(blocks):
+                _, demand, key = blocks[stop]
+                if count[key] == 0 and stop > j and room + demand > per_core:
+                    break
+                if count[key] == 0:
+                    room += demand
+                count[key] += 1
+                stop += 1
+            ends[j] = stop
+            _, demand, key = blocks[j]  # the window's start moves past block j
+            count[key] -= 1
+            if count[key] == 0:
+                room -= demand
+        return ends
 
     def check_layers(self) -> None:
         """CimcError naming the first layer whose weights alone exceed the chip."""
