@@ -67,6 +67,17 @@ def float_model(name: str, exporter: str) -> Path:
                         exporter == "dynamo")
 
 
+@functools.cache
+def batched_model(name: str, exporter: str, batch: int = 4) -> Path:
+    """Classifier `name` exported with a batch of `batch` sequences baked into its shapes,
+    int8 QDQ calibrated `batch` sequences at a time."""
+    path = export_torch(_torch_module(name), (batch, *INPUT_SHAPE[1:]),
+                        workdir() / f"rnn-{name}-{exporter}-batch{batch}.onnx",
+                        EXPORTERS[exporter], exporter == "dynamo")
+    return quantize_qdq(path, sample_inputs(CALIBRATION_BATCHES * batch, CALIBRATION_SEED),
+                        "int8", per_feed=batch)
+
+
 def sample_inputs(count: int, seed: int) -> np.ndarray:
     """`count` seeded standard-normal sequences, stacked on axis 0."""
     return seeded_inputs(INPUT_SHAPE, count, seed)

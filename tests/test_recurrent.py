@@ -200,6 +200,34 @@ def test_taggers_means_over_time_and_conv1d_front_ends_run_on_the_chip(
     assert_simulation_equals_reference(program, tmp_path / "prog.s", x[:2])
 
 
+@pytest.mark.parametrize(("name", "exporter", "target"), [
+    ("gru", "legacy", "edge"),
+    pytest.param("gru", "dynamo", "isaac", marks=pytest.mark.slow),
+    pytest.param("lstm2_bi_hn", "legacy", "isaac", marks=pytest.mark.slow),
+    pytest.param("lstm2_bi_hn", "dynamo", "edge", marks=pytest.mark.slow),
+])
+def test_a_batch_of_sequences_baked_into_the_export_runs_sample_by_sample(
+        name: str, exporter: str, target: str, tmp_path: Path) -> None:
+    """A classifier exported with 4 sequences (the batch on axis 1 of the recurrent
+    layers, behind the exporter's transposes): the program computes one sequence, a run
+    takes the samples stacked, bit-exact with the reference running the batch, which
+    is as near the oracle as the batch-1 classifier."""
+    model = recurrent_models.batched_model(name, exporter)
+    calibration = {"input": recurrent_models.sample_inputs(8, seed=0)}
+    program = cimc.compile(model, target, calibrate=calibration)
+    assert program.module.values[program.module.inputs[0]].shape == \
+        (1, *recurrent_models.INPUT_SHAPE[1:])
+    x = recurrent_models.sample_inputs(8, seed=7)  # two batches of 4
+    program.save(tmp_path / "prog.s")
+    assert_simulation_equals_reference(program, tmp_path / "prog.s", x)
+    got = cimc.run_reference(program.integer, {"input": x})["logits"]
+    expected = ExactOracle(model).run_samples(x, batch=4)
+    scale = next(program.integer.values[op.inputs[0]].quant.scale[0]
+                 for op in program.integer.ops()
+                 if op.kind == "dequantize" and op.outputs[0] in program.integer.outputs)
+    assert np.abs(got - expected).max() / scale <= LARGEST_QUANTA * 1.0001
+
+
 def test_the_steps_copies_of_r_share_their_cells_on_one_core() -> None:
     """On edge (one core) every step's gemm of a gate's R reads the same programmed
     cells: one crossbar group per distinct block (W and R per gate, the classifier),

@@ -109,6 +109,7 @@ class Lower(Pass):
         return None
 
     def apply(self, module: Module) -> None:
+        unbatch(module)
         unroll_recurrent(module)
         for op in module.ops():
             ty = module.values[op.outputs[0]]
@@ -116,7 +117,6 @@ class Lower(Pass):
                 raise CimcError(f"op {op.name!r} (quantize) makes {ty.dtype} codes; the chip "
                                 "holds activations as 8-bit codes: quantize them to int8 or "
                                 "uint8 (quantize_static's activation_type QInt8 or QUInt8)")
-        unbatch(module)
         quantize_inputs_once(module)
         pass_through_inputs(module)
         tabulate_functions_of_one_tensor(module)

@@ -4,16 +4,24 @@ keeps the batch).
 
 An exporter traced with a batch of N > 1 writes N into every shape: the inputs,
 the activations, the concrete target shape of each Reshape. When every op of the
-module treats axis 0 as N independent samples, the module computes N runs of its
+module keeps the N samples independent, the module computes N runs of its
 batch-1 form, so `unbatch` rewrites it to batch 1: the program computes one
 sample, and `cimc run` / `sim` / `Program.simulate` take the model's N samples
-(or any number) stacked on axis 0, as they take a batch-1 model's. An op that
-mixes the samples (a reshape or transpose moving axis 0, a concat, softmax or
-reduction over it, a constant with a value per sample, quantization per sample) is
-an error naming it.
+(or any number) stacked on axis 0, as they take a batch-1 model's. The samples
+start on axis 0 of the inputs; a transpose, a reshape that keeps them one axis, and
+a recurrent layer (which reads them on its batch axis, axis 1 of [T, N, D], and
+writes them on axis 2 of Y, 1 of its states: torch's batch_first layers behind the
+exporter's transposes) move their axis, element-wise ops keep it, and every other op
+needs them on axis 0. An op that mixes the samples (a reshape merging them, a
+concat, softmax or reduction over their axis, a constant with a value per sample,
+quantization per sample, an initial state differing per sample) is an error naming
+it. A recurrent layer reading the inputs' axis 0 as its time axis means they hold
+no batch: the module is left as it is.
 """
 
 from __future__ import annotations
+
+import math
 
 from cimc.diagnostics import CimcError
 from cimc.ir.module import Module, Op
@@ -21,6 +29,11 @@ from cimc.ir.module import Module, Op
 # Kinds whose operands broadcast element-wise: a constant with a row per sample would
 # give each sample its own values.
 ELEMENTWISE = ("add", "sub", "mul", "div")
+# Kinds that keep the samples on whatever axis they are (element-wise), and the recurrent
+# layers, which read them on their batch axis.
+KEEPS_AXIS = (*ELEMENTWISE, "quantize", "dequantize", "requantize", "relu", "clip", "lut",
+              "identity", "sigmoid", "tanh")
+RECURRENT = ("lstm", "gru", "rnn")
 
 
 def unbatch(module: Module) -> None:
@@ -32,28 +45,101 @@ def unbatch(module: Module) -> None:
     n = batches.pop()
     if n == 1:
         return
-    # The values computed from the inputs: the ones with samples (weights, even
+    # The values computed from the inputs, with the axis of their samples (weights, even
     # dequantized at run time, have none).
-    sampled = set(module.inputs)
+    sampled = {name: 0 for name in module.inputs}
     ops = []
     for op in module.ops():
-        if sampled.intersection(op.inputs):
-            ops.append(op)
-            sampled.update(op.outputs)
-    for op in ops:
-        reason = _mixes_samples(module, op, n)
+        if not sampled.keys() & set(op.inputs):
+            continue
+        ops.append(op)
+        if op.kind in RECURRENT and sampled.get(op.inputs[0]) == int(op.attrs.get("layout", 0)):
+            return  # the inputs' axis 0 is a recurrent layer's time axis, not a batch
+        axes, reason = _sample_axes(module, op, n, sampled)
         if reason:
             raise CimcError(f"op {op.name!r} ({op.kind}) {reason}; the model has a batch of {n} "
                             "baked into its shapes and cimc compiles one sample at a time, "
-                            "which needs every op to keep axis 0 as independent samples: "
+                            "which needs every op to keep its samples independent: "
                             "export the model with batch 1")
-    for name in sampled:
+        sampled.update(axes)
+    for name, axis in sampled.items():
         shape = module.values[name].shape
-        if len(shape) >= 2 and shape[0] == n:
-            module.values[name] = module.values[name].with_shape((1, *shape[1:]))
+        if len(shape) >= 2 and shape[axis] == n:
+            module.values[name] = module.values[name].with_shape(
+                (*shape[:axis], 1, *shape[axis + 1:]))
     for op in ops:
         if op.kind == "reshape":
-            op.attrs["shape"] = [1, *op.attrs["shape"][1:]]
+            op.attrs["shape"][sampled[op.outputs[0]]] = 1
+        elif op.kind in RECURRENT:
+            _one_initial_state(module, op, n)
+
+
+def _sample_axes(module: Module, op: Op, n: int, sampled: dict[str, int]
+                 ) -> tuple[dict[str, int], str | None]:
+    """The sample axis of each result of `op`, and why `op` mixes the samples (or None).
+    Transposes, reshapes and recurrent layers move the axis; element-wise ops keep it;
+    every other op needs the samples on axis 0."""
+    axis = next(sampled[v] for v in op.inputs if v in sampled)
+    out = module.values[op.outputs[0]].shape
+    if op.kind == "transpose":
+        moved = list(op.attrs["perm"]).index(axis)
+        return {op.outputs[0]: moved}, None
+    if op.kind == "reshape":
+        shape = module.values[op.inputs[0]].shape
+        before, after = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
+        for k, size in enumerate(out):
+            if size == n and math.prod(out[:k]) == before and math.prod(out[k + 1:]) == after:
+                return {op.outputs[0]: k}, None
+        return {}, f"turns the {n} samples into shape {list(out)}"
+    if op.kind in RECURRENT:
+        layout = int(op.attrs.get("layout", 0))
+        if sampled.get(op.inputs[0]) != 1 - layout:
+            return {}, "reads the samples on another axis than its batch axis"
+        y = 0 if layout else 2  # Y [T, dirs, N, H] (layout 1: [N, T, dirs, H])
+        return {v: (y if k == 0 else (0 if layout else 1))
+                for k, v in enumerate(op.outputs)}, None
+    if axis and op.kind == "take" and axis in op.attrs["axes"]:
+        return {}, "picks along the batch axis"
+    if axis and op.kind == "concat" and (
+            int(op.attrs["axis"]) % len(out) == axis
+            or any(v in module.constants for v in op.inputs)):
+        return {}, "joins along the batch axis, or joins a constant to the samples"
+    if axis and op.kind in (*KEEPS_AXIS, "take", "concat"):
+        for value in op.inputs:
+            quant = module.values[value].quant
+            shape = module.values[value].shape
+            if value in sampled and sampled[value] != axis:
+                return {}, "reads samples on two different axes"
+            if value in module.constants and len(shape) == len(out) and shape[axis] == n:
+                return {}, f"reads constant {value!r} with a value per sample"
+            if quant is not None and quant.per_channel and (quant.axis or 0) == axis:
+                return {}, "is quantized per sample (per-channel along the batch axis)"
+        return {v: axis for v in op.outputs}, None
+    if axis:
+        return {}, f"reads the samples on axis {axis}"
+    reason = _mixes_samples(module, op, n)
+    return {v: 0 for v in op.outputs}, reason
+
+
+def _one_initial_state(module: Module, op: Op, n: int) -> None:
+    """A recurrent layer's constant initial states [dirs, N, H] (or [N, dirs, H]), the
+    same for every sample, as the one sample's."""
+    axis = 0 if int(op.attrs.get("layout", 0)) else 1
+    inputs = list(op.inputs)
+    for k in range(len(inputs)):
+        value = inputs[k]
+        ty = module.values[value]
+        if value not in module.constants or len(ty.shape) != 3 or ty.shape[axis] != n \
+                or k == 0:
+            continue
+        data = module.constants[value]
+        first = data.take([0], axis=axis)
+        if not (data == first).all():
+            raise CimcError(f"op {op.name!r} ({op.kind}): initial state {value!r} differs "
+                            "from sample to sample; cimc compiles one sample at a time: "
+                            "export the model with batch 1")
+        inputs[k] = module.add_constant(module.fresh_name(f"{value}.sample"), first, ty.quant)
+    module.set_inputs(op, inputs)
 
 
 def _mixes_samples(module: Module, op: Op, n: int) -> str | None:
