@@ -29,11 +29,11 @@ from cimc.ir.module import Module, Op
 # Kinds whose operands broadcast element-wise: a constant with a row per sample would
 # give each sample its own values.
 ELEMENTWISE = ("add", "sub", "mul", "div")
-# Kinds that keep the samples on whatever axis they are (element-wise), and the recurrent
-# layers, which read them on their batch axis.
+# Kinds that keep the samples on whatever axis they are (element-wise).
 KEEPS_AXIS = (*ELEMENTWISE, "quantize", "dequantize", "requantize", "relu", "clip", "lut",
               "identity", "sigmoid", "tanh")
 RECURRENT = ("lstm", "gru", "rnn")
+STATES = (4, 5)  # a recurrent op's initial states h0 and (lstm) c0, after x, w, r, b
 
 
 def unbatch(module: Module) -> None:
@@ -126,11 +126,10 @@ def _one_initial_state(module: Module, op: Op, n: int) -> None:
     same for every sample, as the one sample's."""
     axis = 0 if int(op.attrs.get("layout", 0)) else 1
     inputs = list(op.inputs)
-    for k in range(len(inputs)):
+    for k in STATES[:len(inputs) - STATES[0]]:
         value = inputs[k]
         ty = module.values[value]
-        if value not in module.constants or len(ty.shape) != 3 or ty.shape[axis] != n \
-                or k == 0:
+        if value not in module.constants or ty.shape[axis] != n:
             continue
         data = module.constants[value]
         first = data.take([0], axis=axis)
