@@ -228,6 +228,31 @@ def test_a_batch_of_sequences_baked_into_the_export_runs_sample_by_sample(
     assert np.abs(got - expected).max() / scale <= LARGEST_QUANTA * 1.0001
 
 
+def test_initial_states_that_differ_per_sample_of_a_batch_are_named(tmp_path: Path) -> None:
+    """A batch of 4 sequences whose LSTM starts each from its own state cannot run one
+    sample at a time: the op and its state are named."""
+    rng = np.random.default_rng(0)
+    hidden, features = 4, 3
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("W", rng.standard_normal((1, 4 * hidden, features))),
+        ("R", rng.standard_normal((1, 4 * hidden, hidden))),
+        ("B", np.zeros((1, 8 * hidden))),
+        ("h0", np.zeros((1, 4, hidden))),
+        ("c0", rng.standard_normal((1, 4, hidden))))]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+             helper.make_node("LSTM", ["t", "W", "R", "B", "", "h0", "c0"], ["", "y"],
+                              name="cell", hidden_size=hidden)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5, features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, hidden])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]),
+              tmp_path / "m.onnx")
+    samples = rng.standard_normal((8, 5, features)).astype(np.float32)
+    with pytest.raises(CimcError, match=r"op 'cell.forward' \(lstm\): initial state .* differs "
+                                        r"from sample to sample"):
+        cimc.compile(tmp_path / "m.onnx", "isaac", calibrate={"x": samples})
+
+
 def test_the_steps_copies_of_r_share_their_cells_on_one_core() -> None:
     """On edge (one core) every step's gemm of a gate's R reads the same programmed
     cells: one crossbar group per distinct block (W and R per gate, the classifier),
