@@ -122,15 +122,21 @@ def _linear(shapes: list[Shape], start: int, period: int, repeats: int
     return count, steps
 
 
-def _run(shapes: list[Shape], start: int, period: int, registers: Registers
-         ) -> tuple[int, list[int] | None]:
-    """(repeats, steps) of the longest run of `period` tasks repeating from `start`."""
-    n = len(shapes)
-    repeats = 1
-    while start + (repeats + 1) * period <= n and all(
-            shapes[start + repeats * period + t].kind == shapes[start + t].kind
-            for t in range(period)):
-        repeats += 1
+def _same_kind_runs(shapes: list[Shape], period: int) -> list[int]:
+    """For each task j, how many tasks from j on have the kind of the task `period`
+    later (so a run of `period` tasks from j repeats 1 + that // period times)."""
+    runs = [0] * (len(shapes) + 1)
+    for j in range(len(shapes) - period - 1, -1, -1):
+        if shapes[j].kind == shapes[j + period].kind:
+            runs[j] = runs[j + 1] + 1
+    return runs
+
+
+def _run(shapes: list[Shape], start: int, period: int, registers: Registers,
+         runs: list[int]) -> tuple[int, list[int] | None]:
+    """(repeats, steps) of the longest run of `period` tasks repeating from `start`
+    (`runs`: _same_kind_runs of `period`)."""
+    repeats = max(1, min(1 + runs[start] // period, (len(shapes) - start) // period))
     if repeats < MIN_REPEATS:
         return 1, None
     count, steps = _linear(shapes, start, period, repeats)
@@ -155,6 +161,8 @@ def _reroll(tasks: list[list[str]], name: str, registers: Registers) -> list[lis
         shape = _shape(task, seen)
         shapes.append(Shape(shape.templates, shape.numbers, shape.addresses,
                             kinds.setdefault(shape.templates, len(kinds))))
+    runs = {period: _same_kind_runs(shapes, period)
+            for period in range(1, registers.max_period + 1)}
     blocks: list[list[str]] = []
     i = loops = 0
     while i < len(tasks):
@@ -162,7 +170,7 @@ def _reroll(tasks: list[list[str]], name: str, registers: Registers) -> list[lis
         for period in range(1, registers.max_period + 1):
             if i + MIN_REPEATS * period > len(tasks):
                 break
-            repeats, steps = _run(shapes, i, period, registers)
+            repeats, steps = _run(shapes, i, period, registers, runs[period])
             if steps is not None and repeats * period > best[0] * best[1]:
                 best = (repeats, period, steps)
         repeats, period, steps = best
