@@ -24,6 +24,7 @@ Conv ConvTranspose Gemm MatMul Add Sub Mul Div Pow Relu Clip Sigmoid Tanh HardSi
 LeakyRelu Elu Selu Softplus Gelu Erf Softmax LogSoftmax MaxPool AveragePool GlobalAveragePool
 GlobalMaxPool BatchNormalization LRN Concat Reshape Flatten Transpose Pad Slice Split Squeeze
 Unsqueeze Resize Upsample LSTM GRU RNN LayerNormalization QuantizeLinear DequantizeLinear
+ReduceMean ReduceSum
 """.split())
 # The operand positions of each op that are weights, scales, shapes or recurrent
 # parameters: a model holds them as initializers, where the cases feed them as inputs.
@@ -32,7 +33,7 @@ PARAMETERS = {
     "Pad": {1, 2, 3}, "Slice": {1, 2, 3, 4}, "Split": {1}, "Squeeze": {1}, "Unsqueeze": {1},
     "Resize": {1, 2, 3}, "Upsample": {1}, "Reshape": {1}, "BatchNormalization": {1, 2, 3, 4},
     "LSTM": {1, 2, 3, 4, 5, 6, 7}, "GRU": {1, 2, 3, 4, 5}, "RNN": {1, 2, 3, 4, 5},
-    "LayerNormalization": {1, 2},
+    "LayerNormalization": {1, 2}, "ReduceMean": {1}, "ReduceSum": {1},
     "QuantizeLinear": {1, 2}, "DequantizeLinear": {1, 2},
 }
 # Cases cimc refuses, by name, with the text its one error message holds.
@@ -41,7 +42,7 @@ REFUSED = [
     (r"_blocked", "blocked quantization"),
     (r"_training_mode", "training-mode batch normalization"),
     (r"_with_argmax_", "imports only the main result"),
-    (r"zero_size_splits|allowzero_reordered", "an empty tensor"),
+    (r"zero_size_splits|allowzero_reordered|empty_set", "an empty tensor"),
     (r"^test_convtranspose_[13]d", "only 2-D ConvTranspose"),
 ]
 

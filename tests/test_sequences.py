@@ -73,7 +73,7 @@ def test_token_classifier_simulates_bit_exact_within_a_quantum(
 
 
 def test_a_mean_over_the_features_is_refused_naming_the_op(tmp_path: Path) -> None:
-    """The chip averages a row's pixels (the tokens), not a pixel's channels; bias-free
+    """The chip reduces a row's pixels (the tokens), not a pixel's channels; bias-free
     MatMuls (the quantizer's DequantizeLinear before canonicalize's reshape) fold."""
     rng = np.random.default_rng(0)
     w = [onnx.numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), f"w{k}")
@@ -91,7 +91,7 @@ def test_a_mean_over_the_features_is_refused_naming_the_op(tmp_path: Path) -> No
     x = rng.standard_normal((4, TOKENS, WIDTH)).astype(np.float32)
     module = cimc.api.prepare(tmp_path / "m.onnx", calibrate={"input": x})
     assert [op.kind for op in module.ops()].count("gemm") == 2
-    with pytest.raises(CimcError, match=r"op 'features' \(reduce_mean\): the chip averages "
+    with pytest.raises(CimcError, match=r"op 'features' \(reduce_mean\): the chip reduces "
                                         r"the tokens"):
         cimc.compile(tmp_path / "m.onnx", "isaac", calibrate={"input": x})
 
@@ -114,3 +114,31 @@ def test_a_model_the_host_runs_whole_compiles(tmp_path: Path) -> None:
     simulated = program.simulate(x).outputs["output"]
     np.testing.assert_array_equal(simulated,
                                   cimc.run_reference(program.integer, {"input": x})["output"])
+
+
+@pytest.mark.parametrize(("kind", "shape", "axes", "out"), [
+    ("ReduceSum", [1, 12, 16], [1], [1, 1, 16]),
+    ("ReduceSum", [1, 6, 5, 4], [2, 3], [1, 6, 1, 1]),
+    ("ReduceSum", [1, 6, 5, 4], [-1, -2], [1, 6, 1, 1]),
+    ("ReduceMean", [1, 12, 16], [1], [1, 1, 16]),
+])
+def test_a_quantized_sum_or_mean_over_tokens_or_pixels_runs_bit_exact(
+        kind: str, shape: list[int], axes: list[int], out: list[int], tmp_path: Path) -> None:
+    """ReduceSum (opset 13: axes an input) between QDQ pairs over the tokens of [1, T, D] or
+    H and W of an image: an average pool whose multiplier does not divide by the count;
+    ReduceMean alike divides."""
+    from models import qdq_around
+
+    axes_init = onnx.numpy_helper.from_array(np.array(axes, np.int64), "axes")
+    node = helper.make_node(kind, ["xd", "axes"], ["t"], keepdims=1)
+    count = int(np.prod([shape[a] for a in axes]))
+    scale = 0.05 * (count if kind == "ReduceSum" else 1) / 4
+    model = qdq_around([node], shape, out, [axes_init], (TensorProto.INT8, 0.05, 3),
+                       (TensorProto.INT8, scale, -2), 18)
+    onnx.save(model, tmp_path / "m.onnx")
+    program = cimc.compile(tmp_path / "m.onnx", "isaac")
+    assert "pool" in [op.kind for op in program.module.ops()]
+    program.save(tmp_path / "prog.s")
+    x = np.random.default_rng(1).standard_normal((3, *shape[1:])).astype(np.float32)
+    assert_simulation_equals_reference(program, tmp_path / "prog.s", x)
+    assert_within_a_quantum_of_the_oracle(program, tmp_path / "m.onnx", x, "output")

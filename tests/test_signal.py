@@ -159,3 +159,34 @@ def test_time_major_features_transposed_padded_and_sliced_run_bit_exact(
         i for i in onnx.load(model).graph.initializer if i.name == "logits_scale")))
     oracle = ExactOracle(model).run_samples(x)
     assert np.abs(reference - oracle).max() <= scale * 1.001
+
+
+@pytest.mark.parametrize(("exporter", "opset"), [("legacy", 13), ("dynamo", 18)])
+def test_a_mean_over_time_of_a_1d_signal_runs_bit_exact(exporter: str, opset: int,
+                                                         tmp_path: Path) -> None:
+    """Conv1d -> ReLU -> mean over L -> Linear: the ReduceMean's axes (an attribute, or
+    after the conversion to opset 18 an input the converter writes as a Constant) name the
+    axes of [N, C, 1, L], the unit one too without keepdims; its mean over W of a one-row
+    image is a global average pool."""
+    import torch
+    from checks import assert_simulation_equals_reference, assert_within_a_quantum_of_the_oracle
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv1d(8, 16, 3, padding=1), nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).mean(2))
+
+    path = models.export_torch(Pooled().eval(), (1, 8, 40), tmp_path / "m.onnx", opset,
+                               exporter == "dynamo")
+    x = np.random.default_rng(0).standard_normal((8, 8, 40)).astype(np.float32)
+    model = models.quantize_qdq(path, x, "int8")
+    program = cimc.compile(model, "isaac")
+    program.save(tmp_path / "prog.s")
+    assert_simulation_equals_reference(program, tmp_path / "prog.s", x[:2])
+    assert_within_a_quantum_of_the_oracle(program, model, x)

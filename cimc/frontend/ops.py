@@ -180,6 +180,17 @@ def batch_norm(ctx: NodeImport) -> None:
 
 
 def reduce_mean(ctx: NodeImport) -> None:
+    _reduce(ctx, "reduce_mean")
+
+
+def reduce_sum(ctx: NodeImport) -> None:
+    _reduce(ctx, "reduce_sum")
+
+
+def _reduce(ctx: NodeImport, kind: str) -> None:
+    """ReduceMean / ReduceSum: axes from the attribute (older opsets) or the constant
+    second input, made non-negative; none means all, or nothing with
+    noop_with_empty_axes."""
     rank = len(ctx.type(0).shape)
     if ctx.has_input(1):
         axes = [int(a) for a in ctx.constant(1, "axes").reshape(-1)]
@@ -191,7 +202,7 @@ def reduce_mean(ctx: NodeImport) -> None:
             return
         axes = list(range(rank))
     attrs = {"axes": sorted(a % rank for a in axes), "keepdims": int(ctx.attrs.get("keepdims", 1))}
-    ctx.emit("reduce_mean", [ctx.operand(0)], attrs)
+    ctx.emit(kind, [ctx.operand(0)], attrs)
 
 
 def concat(ctx: NodeImport) -> None:
@@ -279,6 +290,7 @@ CONVERTERS: dict[str, Converter] = {
     "MaxPool": max_pool,
     "Mul": _simple("mul", 2),
     "ReduceMean": reduce_mean,
+    "ReduceSum": reduce_sum,
     "Relu": _simple("relu"),
     "Pow": _simple("pow", 2),
     "Reshape": reshape,

@@ -9,7 +9,8 @@ as [N, C, 1, L] ones. Every signal gains the unit axis 2: the
 graph's inputs and outputs, 1-D kernels, strides, pads and dilations, the weights of
 1-D convolutions, constants broadcast against such tensors, the concat and split axis,
 the target shapes of Reshapes, a Transpose's perm (time-major features [N, T, F] turned
-into [N, F, T]), and a Pad's pads or a Slice's axes. A node this does not cover is an
+into [N, F, T]), a Pad's pads or a Slice's axes, and a ReduceMean's or ReduceSum's
+axes (a mean over time). A node this does not cover is an
 error naming it.
 """
 
@@ -73,9 +74,8 @@ def lift_1d(model: onnx.ModelProto, path: str, aside: dict[str, Any]) -> bool:
             _lift_layout_inputs(graph, node, inits, path)
         elif kind == "Reshape":
             targets.add(node.input[1])
-        elif kind == "ReduceMean" and any(a.name == "axes" for a in node.attribute):
-            attr = next(a for a in node.attribute if a.name == "axes")
-            attr.ints[:] = [a + 1 if a == 2 else a for a in attr.ints]
+        elif kind in ("ReduceMean", "ReduceSum"):
+            _lift_reduce_axes(graph, node, inits, path)
         elif kind in ("QuantizeLinear", "DequantizeLinear"):
             _lift_axis(node, "axis")
         elif kind in ("Unsqueeze", "Squeeze") and _axes(node, inits) in ([2], [-2]):
@@ -131,7 +131,8 @@ def _covers(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
     if node.op_type in ("Squeeze", "Unsqueeze"):
         return _axes(node, inits) in ([2], [-2])
     return node.op_type in WINDOWED or node.op_type in SAME or node.op_type in (
-        "Concat", "Split", "Transpose", "Pad", "Slice", "Reshape", "ReduceMean")
+        "Concat", "Split", "Transpose", "Pad", "Slice", "Reshape", "ReduceMean",
+        "ReduceSum")
 
 
 def _signals(graph: onnx.GraphProto, rank3: set[str], inits: dict[str, onnx.TensorProto]
@@ -259,6 +260,38 @@ def _lift_layout_inputs(graph: onnx.GraphProto, node: onnx.NodeProto,
         starts = constant(1)
         count = 3 if starts is None else len(starts.reshape(-1))
         replace_input(3, np.array([_lifted(a) for a in range(count)]))
+
+
+def _lift_reduce_axes(graph: onnx.GraphProto, node: onnx.NodeProto,
+                      inits: dict[str, onnx.TensorProto], path: str) -> None:
+    """A ReduceMean's or ReduceSum's axes of [N, C, L] as axes of [N, C, 1, L]: its
+    attribute (older opsets) or its constant input 1 (each node gets its own copy). Without
+    keepdims the unit axis is reduced too (the rank drops as it did); no axes reduces
+    every axis, the unit one too."""
+    drop = not next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+
+    def lifted(axes: list[int]) -> list[int]:
+        return sorted({_lifted(a) for a in axes} | ({2} if drop else set()))
+
+    for attr in node.attribute:
+        if attr.name == "axes":
+            attr.ints[:] = lifted(list(attr.ints))
+            return
+    if len(node.input) < 2 or not node.input[1]:
+        return
+    source = inits.get(node.input[1])
+    if source is None:  # a Constant node's value (the version converter writes those)
+        maker = next((n for n in graph.node if node.input[1] in n.output
+                      and n.op_type == "Constant"), None)
+        source = next((a.t for a in maker.attribute if a.name == "value"), None) \
+            if maker is not None else None
+    if source is None:
+        raise _refuse(path, node, "has computed axes (they must be a constant)")
+    name = f"{node.name or node.output[0]}/rows_axes"
+    axes = [int(a) for a in numpy_helper.to_array(source).reshape(-1)]
+    inits[name] = numpy_helper.from_array(np.array(lifted(axes), np.int64), name)
+    graph.initializer.append(inits[name])
+    node.input[1] = name
 
 
 def _refuse(path: str, node: onnx.NodeProto, why: str) -> CimcError:

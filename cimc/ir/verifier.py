@@ -102,6 +102,7 @@ OP_KINDS: dict[str, OpSpec] = {
     "global_avg_pool": OpSpec((1, 1), shape=shapes.global_pool),
     "global_max_pool": OpSpec((1, 1), shape=shapes.global_pool),
     "reduce_mean": OpSpec((1, 1), {"axes": INTS, "keepdims": FLAG}, shape=shapes.reduce_mean),
+    "reduce_sum": OpSpec((1, 1), {"axes": INTS, "keepdims": FLAG}, shape=shapes.reduce_mean),
     "concat": OpSpec((1, None), {"axis": INT}, shape=shapes.concat),
     # ONNX LSTM/GRU/RNN with every optional operand present (docs/ir.md, "Recurrent
     # layers"): x, w, r, b, initial h (, initial c, peepholes) -> y, last h (, last c).

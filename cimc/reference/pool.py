@@ -116,18 +116,31 @@ def global_max_pool(call: Call) -> np.ndarray:
 def reduce_mean(call: Call) -> np.ndarray:
     """The mean over `axes`; quantized (per tensor), as an average pool:
     `acc = Σ (x - zx)`, requantized with `m = sx / (sy · count)`."""
+    return _reduce(call, mean=True)
+
+
+def reduce_sum(call: Call) -> np.ndarray:
+    """The sum over `axes`; quantized (per tensor): `acc = Σ (x - zx)`, requantized with
+    `m = sx / sy`."""
+    return _reduce(call, mean=False)
+
+
+def _reduce(call: Call, mean: bool) -> np.ndarray:
     axes = call.attr("axes")
     keepdims = bool(call.attr("keepdims", 1))
     x = call.args[0]
     axis = None if axes is None else tuple(int(a) % x.ndim for a in axes)
     if not call.quantized:
-        return x.astype(np.float64).mean(axis=axis, keepdims=keepdims).astype(np.float32)
+        wide = x.astype(np.float64)
+        value = wide.mean(axis=axis, keepdims=keepdims) if mean else \
+            wide.sum(axis=axis, keepdims=keepdims)
+        return np.asarray(value, dtype=np.float32)
     x_type = call.types[0]
     if x_type.quant is None or x_type.quant.axis is not None or \
             call.result.quant is None or call.result.quant.axis is not None:
-        raise call.error("a quantized reduce_mean needs per-tensor quantization")
+        raise call.error(f"a quantized {call.op.kind} needs per-tensor quantization")
     acc = centered(x, x_type).sum(axis=axis, keepdims=keepdims)
-    count = x.size // max(acc.size, 1) if axis is None else \
+    count = 1 if not mean else x.size // max(acc.size, 1) if axis is None else \
         int(np.prod([x.shape[a] for a in axis]))
     sx, _ = quant_arrays(x_type, 1)
     sy, _ = quant_arrays(call.result, 1)
@@ -140,4 +153,5 @@ KERNELS = {
     "global_avg_pool": global_avg_pool,
     "global_max_pool": global_max_pool,
     "reduce_mean": reduce_mean,
+    "reduce_sum": reduce_sum,
 }

@@ -46,9 +46,18 @@ def drop_identity_transpose(module: Module, op: Op) -> bool:
     return perm == sorted(perm) and bypass(module, op)
 
 
+def spatial_axes(shape: tuple[int, ...], axes: list[int]) -> bool:
+    """Whether `axes` of an [N, C, H, W] shape are H and W, less either of size 1."""
+    reduced = {int(a) % len(shape) for a in axes}
+    return bool(reduced) and reduced <= {2, 3} and \
+        all(a in reduced or shape[a] == 1 for a in (2, 3))
+
+
 def global_mean(module: Module, op: Op) -> bool:
+    """A mean over H and W of [N, C, H, W] (or over the one of them longer than 1: a 1-D
+    signal's L) is a global average pool."""
     ty = module.values[op.inputs[0]]
-    if len(ty.shape) != 4 or list(op.attrs.get("axes", [])) != [2, 3]:
+    if len(ty.shape) != 4 or not spatial_axes(ty.shape, op.attrs.get("axes", [])):
         return False
     if op.attrs.get("keepdims", 1):
         op.kind, op.attrs = "global_avg_pool", {}

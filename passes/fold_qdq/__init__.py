@@ -69,6 +69,7 @@ FOLDABLE = frozenset(
         "global_avg_pool",
         "global_max_pool",
         "reduce_mean",
+        "reduce_sum",
         "matmul",
         "softmax",
         "layer_norm",

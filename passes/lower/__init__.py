@@ -565,6 +565,7 @@ RULES = {
     "lut": lower_lut,
     "mul": lower_mul,
     "reduce_mean": lower_reduce_mean,
+    "reduce_sum": lower_reduce_mean,
     "matmul": lower_matmul,
     "softmax": lower_softmax,
     "layer_norm": lower_layer_norm,

@@ -162,7 +162,8 @@ def _mixes_samples(module: Module, op: Op, n: int) -> str | None:
         return "picks along the batch axis"
     if op.kind in ("concat", "softmax", "log_softmax") and axis(int(op.attrs["axis"])) == 0:
         return "works along the batch axis"
-    if op.kind == "reduce_mean" and 0 in [axis(int(a)) for a in op.attrs["axes"]]:
+    if op.kind in ("reduce_mean", "reduce_sum") and \
+            0 in [axis(int(a)) for a in op.attrs["axes"]]:
         return "reduces over the batch axis"
     if op.kind == "matmul" and any(v not in module.constants for v in op.inputs[1:]):
         return "multiplies two runtime tensors"
