@@ -228,17 +228,22 @@ def test_a_batch_of_sequences_baked_into_the_export_runs_sample_by_sample(
     assert np.abs(got - expected).max() / scale <= LARGEST_QUANTA * 1.0001
 
 
+def _lstm_parameters(rng: np.random.Generator, hidden: int, features: int,
+                     **states: np.ndarray) -> list:
+    """Initializers W, R, B (zero) of a one-direction LSTM and the given `states`."""
+    return [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("W", rng.standard_normal((1, 4 * hidden, features))),
+        ("R", rng.standard_normal((1, 4 * hidden, hidden))),
+        ("B", np.zeros((1, 8 * hidden))), *states.items())]
+
+
 def test_initial_states_that_differ_per_sample_of_a_batch_are_named(tmp_path: Path) -> None:
     """A batch of 4 sequences whose LSTM starts each from its own state cannot run one
     sample at a time: the op and its state are named."""
     rng = np.random.default_rng(0)
     hidden, features = 4, 3
-    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
-        ("W", rng.standard_normal((1, 4 * hidden, features))),
-        ("R", rng.standard_normal((1, 4 * hidden, hidden))),
-        ("B", np.zeros((1, 8 * hidden))),
-        ("h0", np.zeros((1, 4, hidden))),
-        ("c0", rng.standard_normal((1, 4, hidden))))]
+    inits = _lstm_parameters(rng, hidden, features, h0=np.zeros((1, 4, hidden)),
+                             c0=rng.standard_normal((1, 4, hidden)))
     nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
              helper.make_node("LSTM", ["t", "W", "R", "B", "", "h0", "c0"], ["", "y"],
                               name="cell", hidden_size=hidden)]
@@ -308,11 +313,7 @@ def test_an_initial_state_of_several_values_is_named(tmp_path: Path) -> None:
     initial_h constant of several values is named with what runs."""
     rng = np.random.default_rng(0)
     hidden, features = 4, 3
-    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
-        ("W", rng.standard_normal((1, 4 * hidden, features))),
-        ("R", rng.standard_normal((1, 4 * hidden, hidden))),
-        ("B", np.zeros((1, 8 * hidden))),
-        ("h0", rng.standard_normal((1, 1, hidden))))]
+    inits = _lstm_parameters(rng, hidden, features, h0=rng.standard_normal((1, 1, hidden)))
     node = helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0"], ["y"], name="cell",
                             hidden_size=hidden)
     graph = helper.make_graph(
