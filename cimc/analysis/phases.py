@@ -34,6 +34,7 @@ import math
 from collections import defaultdict
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import (
@@ -261,7 +262,6 @@ class PhaseModel:
         for layer in layers:
             self.prefix.append(self.prefix[-1] + layer.columns)
         self.reach = self._reach()
-        self.terms: list[tuple[float, float, float, float, bool, int]] | None = None
 
     def columns(self, start: int, stop: int) -> int:
         return self.prefix[stop] - self.prefix[start]
@@ -284,9 +284,6 @@ class PhaseModel:
         t = self.target
         blocks = [(k, demand, key) for k, layer in enumerate(self.layers)
                   for demand, key in zip(layer.block_demands, layer.block_keys, strict=True)]
-        every = [key for _, _, key in blocks]
-        if len(set(every)) == len(every):  # no weights repeat: nothing to look up
-            blocks = [(k, demand, j) for j, (k, demand, _) in enumerate(blocks)]
         per_core = t.crossbars_per_core * t.cols
         ends = self._core_ends(blocks, per_core)
         first = [len(blocks)] * (len(self.layers) + 1)  # each layer's first block at or after
@@ -392,7 +389,8 @@ class PhaseModel:
             cuts.append(cut[cuts[-1]])
         return cuts[::-1]
 
-    def _terms(self) -> list[tuple[float, float, float, float, bool, int]]:
+    @cached_property
+    def terms(self) -> list[tuple[float, float, float, float, bool, int]]:
         """Per layer, what it adds to a phase without replication: its stage, work and
         fill cycles, the bytes it stores if read later, whether the host reads them,
         and the layer that reads them last."""
@@ -416,8 +414,6 @@ class PhaseModel:
         once (its bytes and its crossbar rows). A phase [a, b) plus the bound from b is
         at least the bound from a, so a skipped start is on no best path."""
         t = self.target
-        if self.terms is None:
-            self.terms = self._terms()
         bound = [0.0] * (len(self.layers) + 1)
         fill = work = cells = rows = 0.0
         seen: set[Hashable] = set()
@@ -439,10 +435,7 @@ class PhaseModel:
     def _growing(self, start: int, bw: float) -> Iterator[tuple[int, float]]:
         """(stop, cycles of phase [start, stop)) for every stop that fits, without
         replication, the figures of `phase` kept as running sums."""
-        t = self.target
-        if self.terms is None:
-            self.terms = self._terms()
-        terms = self.terms
+        t, terms = self.target, self.terms
         stage_max = work = fill = 0.0
         weight_bytes = rows = 0
         loaded: set[str] = set()

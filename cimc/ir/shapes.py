@@ -26,6 +26,13 @@ class ShapeError(ValueError):
     """Operands or attributes that give no result shape; the message says why."""
 
 
+def spatial_axes(shape: Sequence[int], axes: Sequence[int]) -> bool:
+    """Whether `axes` of an [N, C, H, W] shape are H and W, less either of size 1."""
+    reduced = {int(a) % len(shape) for a in axes}
+    return bool(reduced) and reduced <= {2, 3} and \
+        all(a in reduced or shape[a] == 1 for a in (2, 3))
+
+
 def _shape_text(shape: Sequence[int]) -> str:
     return f"[{','.join(str(d) for d in shape)}]"
 

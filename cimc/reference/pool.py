@@ -140,8 +140,10 @@ def _reduce(call: Call, mean: bool) -> np.ndarray:
             call.result.quant is None or call.result.quant.axis is not None:
         raise call.error(f"a quantized {call.op.kind} needs per-tensor quantization")
     acc = centered(x, x_type).sum(axis=axis, keepdims=keepdims)
-    count = 1 if not mean else x.size // max(acc.size, 1) if axis is None else \
-        int(np.prod([x.shape[a] for a in axis]))
+    count = 1  # a sum divides by nothing
+    if mean:
+        count = x.size // max(acc.size, 1) if axis is None else \
+            int(np.prod([x.shape[a] for a in axis]))
     sx, _ = quant_arrays(x_type, 1)
     sy, _ = quant_arrays(call.result, 1)
     return finish(call, rescale(np.asarray(acc), sx / (sy * count)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from cimc.ir.module import Module, Op, TensorType
+from cimc.ir.shapes import spatial_axes
 from cimc.passes.canonicalize.edits import bypass, new_op
 
 
@@ -44,13 +45,6 @@ def concrete_reshape(module: Module, op: Op) -> bool:
 def drop_identity_transpose(module: Module, op: Op) -> bool:
     perm = list(op.attrs.get("perm", []))
     return perm == sorted(perm) and bypass(module, op)
-
-
-def spatial_axes(shape: tuple[int, ...], axes: list[int]) -> bool:
-    """Whether `axes` of an [N, C, H, W] shape are H and W, less either of size 1."""
-    reduced = {int(a) % len(shape) for a in axes}
-    return bool(reduced) and reduced <= {2, 3} and \
-        all(a in reduced or shape[a] == 1 for a in (2, 3))
 
 
 def global_mean(module: Module, op: Op) -> bool:

@@ -80,7 +80,7 @@ from cimc.passes.lower.layer_norm import lower_layer_norm
 from cimc.passes.lower.movement import lower_layout
 from cimc.passes.lower.product import lower_product, two_tensors
 from cimc.passes.lower.recurrent import unroll_recurrent
-from cimc.passes.lower.sequence import lower_reduce_mean
+from cimc.passes.lower.sequence import lower_reduction
 from cimc.passes.lower.softmax import lower_softmax
 from cimc.passes.lower.tables import tabulate_functions_of_one_tensor
 from cimc.reference.integer import add_multipliers
@@ -564,8 +564,8 @@ RULES = {
     "reshape": lower_reshape,
     "lut": lower_lut,
     "mul": lower_mul,
-    "reduce_mean": lower_reduce_mean,
-    "reduce_sum": lower_reduce_mean,
+    "reduce_mean": lower_reduction,
+    "reduce_sum": lower_reduction,
     "matmul": lower_matmul,
     "softmax": lower_softmax,
     "layer_norm": lower_layer_norm,

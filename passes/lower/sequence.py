@@ -7,7 +7,7 @@ stored as an image of one row of T pixels with D channels (cimc.dialect.chip.ima
 its row-major bytes are the NHWC bytes of that image. So a gemm of a [T, D] operand is a
 1x1 convolution over the T pixels (lower_matvec as it is), the reshapes between [1, T, D]
 and [T, D] are views, element-wise ops work pixel by pixel, and a mean over the tokens is
-an average pool over the row (`lower_reduce_mean`). fold-qdq has already moved a
+an average pool over the row (`lower_reduction`, which also sums). fold-qdq has already moved a
 reshape of a model input behind its quantize (passes/fold_qdq/inputs.py).
 """
 
@@ -18,11 +18,11 @@ import numpy as np
 from cimc.diagnostics import CimcError
 from cimc.dialect.chip import image_dims
 from cimc.ir.module import Module, Op
-from cimc.passes.canonicalize.cleanup import spatial_axes
+from cimc.ir.shapes import spatial_axes
 from cimc.passes.lower.common import bounds, fixed, per_tensor, replace
 
 
-def lower_reduce_mean(module: Module, op: Op) -> None:
+def lower_reduction(module: Module, op: Op) -> None:
     """The mean (or `reduce_sum`: the sum) over the tokens of a [1, T, D] (axis 1) or
     [T, D] (axis 0) tensor (or of [T, 1, D], axis 0: the same T tokens), or over H and W
     of [1, C, H, W] -> an average `pool` over the whole image: `acc = Σ (x - zx)`,
