@@ -9,7 +9,8 @@ the reference on `isaac` and `edge`, the reference within one quantum of the exa
 oracle; so do one-layer encoders without LayerNorm, post-norm and pre-norm (torch's
 nn.LayerNorm, legacy 17 / dynamo 18: the chip's `pixel_layernorm`, tests/test_layer_norm.py);
 the timing model follows the simulator; onnx's MatMul node
-cases run on the reference; several heads at once are refused naming the op."""
+cases run on the reference. Several heads (torch's nn.MultiheadAttention and
+nn.TransformerEncoderLayer, both exporters) are one dot per head (passes/lower/heads.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from models import CALIBRATION_BATCHES, CALIBRATION_SEED, quantize_qdq, workdir
 from onnx import TensorProto, helper
 
 import cimc
-from cimc.diagnostics import CimcError
 
 TOKENS, WIDTH = 16, 32
 EXPORTERS = {"legacy": 13, "dynamo": 18}
@@ -104,7 +104,8 @@ def test_timing_model_of_an_encoder_with_layer_norm_follows_the_simulator(pipeli
                                                                  simulated[key])
 
 
-def test_several_heads_at_once_are_refused_naming_the_op(tmp_path: Path) -> None:
+def test_heads_of_a_batched_matmul_run_one_at_a_time(tmp_path: Path) -> None:
+    """[1,2,T,8] x its transpose: one dot per head, joined (passes/lower/heads.py)."""
     nodes = [helper.make_node("Transpose", ["input"], ["t"], perm=[0, 1, 3, 2]),
              helper.make_node("MatMul", ["input", "t"], ["output"], name="scores")]
     graph = helper.make_graph(
@@ -114,9 +115,90 @@ def test_several_heads_at_once_are_refused_naming_the_op(tmp_path: Path) -> None
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
               tmp_path / "m.onnx")
     x = np.random.default_rng(0).standard_normal((4, 2, TOKENS, 8)).astype(np.float32)
-    with pytest.raises(CimcError, match=r"op 'scores' \(matmul\): the chip multiplies two "
-                                        r"token matrices.*split the heads"):
-        cimc.compile(tmp_path / "m.onnx", "isaac", calibrate={"input": x})
+    program = cimc.compile(tmp_path / "m.onnx", "isaac", calibrate={"input": x})
+    assert [op.kind for op in program.module.ops()].count("dot") == 2
+    program.save(tmp_path / "p.s")
+    assert_simulation_equals_reference(program, tmp_path / "p.s", x)
+
+
+@functools.cache
+def _torch_encoder(exporter: str, heads: int, layer: str) -> Path:
+    """A keyword-spotting encoder as users write it: token embedding, torch's own
+    attention with `heads` heads (`layer` "encoder": nn.TransformerEncoderLayer, post-norm,
+    ReLU feed-forward; "attention": nn.MultiheadAttention and a residual add), mean over
+    the tokens, classifier. Both exporters write the heads as [1, heads, T, d] or
+    [heads, T, d] matmuls; the legacy one computes its reshapes' shapes, on which
+    onnxruntime's symbolic shape inference fails, so its pre-processing skips that."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(20, WIDTH)
+            self.layer = (nn.TransformerEncoderLayer(WIDTH, heads, 64, dropout=0.0,
+                                                     batch_first=True)
+                          if layer == "encoder" else
+                          nn.MultiheadAttention(WIDTH, heads, batch_first=True))
+            self.head = nn.Linear(WIDTH, 10)
+
+        def forward(self, x):
+            x = self.embed(x)
+            if layer == "encoder":
+                x = self.layer(x)
+            else:
+                x = x + self.layer(x, x, x, need_weights=False)[0]
+            return self.head(x.mean(1))
+
+    path = workdir() / f"torch-{layer}-{heads}-{exporter}.onnx"
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    # The fused kernel of inference mode has no ONNX export (legacy): the layer's ops do.
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()), torch.no_grad(), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Encoder().eval(), (torch.zeros(1, TOKENS, 20),), str(path),
+                              input_names=["input"], output_names=["logits"],
+                              opset_version={"legacy": 17, "dynamo": 18}[exporter],
+                              dynamo=exporter == "dynamo")
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    batches = rng.standard_normal((CALIBRATION_BATCHES, TOKENS, 20)).astype(np.float32)
+    return quantize_qdq(path, batches, "int8", symbolic_shapes=exporter == "dynamo")
+
+
+FAST_HEADS = [("dynamo", 2, "encoder", "isaac")]
+HEAD_CASES = [*FAST_HEADS,
+              *(pytest.param(*case, marks=SLOW) for case in
+                [("legacy", 2, "encoder", "isaac"), ("dynamo", 1, "encoder", "edge"),
+                 ("dynamo", 4, "encoder", "edge"), ("legacy", 4, "attention", "edge"),
+                 ("dynamo", 2, "attention", "isaac")])]
+
+
+@pytest.mark.parametrize(("exporter", "heads", "layer", "target"), HEAD_CASES)
+def test_torch_attention_with_heads_simulates_bit_exact_within_a_quantum(
+        exporter: str, heads: int, layer: str, target: str, tmp_path: Path) -> None:
+    """Each head's Q·Kᵀ and attn·V is a dot, its scores' softmax one pixel_softmax over
+    the heads' rows; the timing model follows the simulator."""
+    model = _torch_encoder(exporter, heads, layer)
+    x = np.random.default_rng(11).standard_normal((4, TOKENS, 20)).astype(np.float32)
+    program = cimc.compile(model, target)
+    kinds = [op.kind for op in program.module.ops()]
+    assert kinds.count("dot") == 2 * heads and kinds.count("pixel_softmax") == 1
+    assert kinds.count("pixel_layernorm") == (2 if layer == "encoder" else 0)
+    prog = tmp_path / "p.s"
+    program.save(prog)
+    assert_simulation_equals_reference(program, prog, x)
+    assert_within_a_quantum_of_the_oracle(program, model, x)
+    modelled, simulated = program.report, program.simulated_report
+    for key in ("cycles", "throughput"):
+        assert abs(modelled[key] / simulated[key] - 1) < 0.05, (key, modelled[key],
+                                                                 simulated[key])
 
 
 @functools.cache

@@ -32,7 +32,9 @@ needs computed here once:
   one pixel or one channel broadcast over the other's (passes/lower/product.py).
 * `dot(a, b)` {za, zb, M, shift, zy, lo, hi, rows} for a `matmul` of two runtime token
   matrices: `Σ_k (a - za)(b - zb)` requantized with `m = sa * sb / sy`, b read through a
-  transpose of its last two axes (`rows = 1`) where it has one (passes/lower/attention.py).
+  transpose of its last two axes (`rows = 1`) where it has one (passes/lower/attention.py);
+  a matmul or softmax over several heads first one token matrix at a time
+  (passes/lower/heads.py).
 * `pixel_softmax(x, exp)` {P, zy, lo, hi} for a quantized softmax over each token's
   scores (passes/lower/softmax.py).
 * `pixel_layernorm(x, bias, finish)` {zx, m, e, k, a, floor} for a quantized LayerNorm
@@ -69,6 +71,7 @@ from cimc.passes.lower.common import checked_fixed_point as _fixed_point
 from cimc.passes.lower.common import fixed as _fixed
 from cimc.passes.lower.common import per_tensor as _per_tensor
 from cimc.passes.lower.common import replace as _replace
+from cimc.passes.lower.heads import split_heads
 from cimc.passes.lower.host import (
     after_quantize,
     check_host_boundary,
@@ -111,6 +114,7 @@ class Lower(Pass):
     def apply(self, module: Module) -> None:
         unbatch(module)
         unroll_recurrent(module)
+        split_heads(module)
         for op in module.ops():
             ty = module.values[op.outputs[0]]
             if op.kind == "quantize" and ty.dtype not in ("i8", "u8"):

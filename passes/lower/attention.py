@@ -66,8 +66,7 @@ def _lower_dot(module: Module, op: Op, rows: bool) -> None:
     if any(len(s) != len(shapes[0]) or len(s) not in (2, 3) or (len(s) == 3 and s[0] != 1)
            for s in shapes):
         raise CimcError(f"op {op.name!r} (matmul): the chip multiplies two token matrices "
-                        f"[1,T,D] or [T,D] (one head), not {' x '.join(map(str, shapes[:2]))}; "
-                        "split the heads into matmuls of their own")
+                        f"[1,T,D] or [T,D] of one rank, not {' x '.join(map(str, shapes[:2]))}")
     depth = a_type.shape[-1]
     if depth > MAX_DEPTH:
         raise CimcError(f"op {op.name!r} (matmul): {depth} products per sum could leave "

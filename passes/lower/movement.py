@@ -16,7 +16,7 @@ as the reference moves values (cimc/reference/layout.py, movement.py).
 What is not a gather: a channel concat of materialized images becomes the chip's
 `join` (lower_concat); a chain that leaves the bytes in place in an image of the same rows,
 pixels and channels (a squeeze, [1,C,1,1] -> [1,C], a transpose of unit axes)
-becomes a `view`; a reshape read only by gemms stays (the
+becomes a `view`; a reshape of an image read only by gemms stays (the
 gemm reads the image, passes/lower/__init__.py). Integer semantics: codes move
 unchanged; an operand quantized unlike the op reading it goes through a `rescale` to
 the op's quantization first (the reference requantizes it there).
@@ -40,8 +40,9 @@ def _same_quant(a: TensorType, b: TensorType) -> bool:
 
 
 def _gemm_flatten(module: Module, op: Op) -> bool:
-    """A reshape only gemms read: the gemm reads the image through it."""
+    """A reshape of an image only gemms read: the gemm reads the image through it."""
     return (op.kind == "reshape" and op.outputs[0] not in module.outputs
+            and _is_image(module.values[op.inputs[0]])
             and all(c.kind == "gemm" for c in module.consumers(op.outputs[0])))
 
 
