@@ -125,8 +125,9 @@ def kws_model() -> Path:
 # over time before the Linear; a keyword spotter with a Conv1d front end (Conv1d -> ReLU
 # over the features as channels, back to time-major, GRU, its h_n -> Linear); a
 # bidirectional LSTM averaged over time; two GRU layers whose last step goes through a
-# Tanh before the Linear.
-SHAPES = ("tagger", "mean", "crnn", "bi_mean", "tanh")
+# Tanh before the Linear; a GRU pooled by attention (a Linear scores each step, a softmax
+# over time weights the steps, their weighted sum goes to the Linear).
+SHAPES = ("tagger", "mean", "crnn", "bi_mean", "tanh", "pool")
 
 
 def _shaped_module(name: str):  # -> torch.nn.Module
@@ -146,6 +147,7 @@ def _shaped_module(name: str):  # -> torch.nn.Module
                 self.rnn = nn.GRU(width, HIDDEN, num_layers=2 if name == "tanh" else 1,
                                   batch_first=True)
             self.fc = nn.Linear(HIDDEN * (2 if name == "bi_mean" else 1), CLASSES)
+            self.score = nn.Linear(HIDDEN, 1) if name == "pool" else None
 
         def forward(self, x):
             if name == "crnn":
@@ -156,6 +158,8 @@ def _shaped_module(name: str):  # -> torch.nn.Module
                 return self.fc(y)
             if name == "tanh":
                 return self.fc(torch.tanh(y[:, -1]))
+            if name == "pool":
+                return self.fc((torch.softmax(self.score(y), 1) * y).sum(1))
             return self.fc(y.mean(1))
 
     return Shaped().eval()

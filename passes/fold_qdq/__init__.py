@@ -300,13 +300,15 @@ def _integer_operands(module: Module, anchor: Op, result: TensorType,
 
 
 def _over_tokens(module: Module, softmax: Op) -> bool:
-    """Whether `softmax` normalizes each token of [..., T, N] (rank 3 or more, T > 1) over
-    its last axis (attention's scores, of one head [1,T,N] or several [1,heads,T,N]),
-    which the chip computes in integers; a [N, K] softmax is a classifier's over a batch,
-    the host's float tail."""
+    """Whether `softmax` normalizes tokens (rank 3 or more): each token of [..., T, N]
+    (T > 1) over its last axis (attention's scores, of one head [1,T,N] or several
+    [1,heads,T,N]), or the tokens over another axis (attention pooling's weights over
+    time, [1,T,1] over axis 1), which the chip computes in integers; a [N, K] softmax
+    is a classifier's over a batch, the host's float tail."""
     shape = module.values[softmax.inputs[0]].shape
     axis = int(softmax.attrs.get("axis", -1)) % max(len(shape), 1)
-    return len(shape) >= 3 and shape[-2] > 1 and axis == len(shape) - 1
+    last = axis == len(shape) - 1
+    return len(shape) >= 3 and shape[axis] > 1 and (not last or shape[-2] > 1)
 
 
 def _layer_norm_operands(module: Module, norm: Op, result: TensorType,

@@ -14,7 +14,9 @@ one. The chip's `dot` multiplies two token matrices [1,M,K] x [1,K,N] and its
   concat on axis 0 and a reshape to the result's shape;
 * a quantized softmax over the last axis of such a tensor reads it as [1, R, N] tokens
   through a reshape (a softmax of each row does not care which rows are its neighbours)
-  and gives the shape back through another.
+  and gives the shape back through another; over another axis (attention pooling's
+  weights over time, [1,T,1] over axis 1) it reads the tensor through a transpose that
+  makes that axis the last, and transposes the result back.
 
 Reshapes, takes and concats move codes and nothing else, so the module computes what it
 did; `lower_layout` then fuses each chain of them into one `gather`.
@@ -56,7 +58,7 @@ def _batched_rows(module: Module, op: Op) -> bool:
     shape = tuple(module.values[op.inputs[0]].shape)
     axis = int(op.attrs.get("axis", -1)) % max(len(shape), 1)
     return (module.values[op.outputs[0]].is_quantized and len(shape) >= 3
-            and axis == len(shape) - 1 and not _canonical(shape))
+            and (axis != len(shape) - 1 or not _canonical(shape)))
 
 
 def _add(module: Module, op: Op, kind: str, inputs: list[str], ty: TensorType, shape: tuple,
@@ -111,11 +113,21 @@ def _split_matmul(module: Module, op: Op) -> None:
 def _flatten_softmax(module: Module, op: Op) -> None:
     x, y = op.inputs[0], op.outputs[0]
     shape = tuple(module.values[x].shape)
-    rows = (1, math.prod(shape[:-1]), shape[-1])
+    axis = int(op.attrs.get("axis", -1)) % len(shape)
+    perm = [*(a for a in range(len(shape)) if a != axis), axis]
+    if axis != len(shape) - 1:
+        x = _add(module, op, "transpose", [x], module.values[x],
+                 tuple(shape[a] for a in perm), {"perm": perm})
+    moved = tuple(module.values[x].shape)
+    rows = (1, math.prod(moved[:-1]), moved[-1])
     y_type = module.values[y]
     normalized = _add(module, op, "softmax", [_reshaped(module, op, x, rows)], y_type, rows,
                       {**op.attrs, "axis": -1})
-    _rebind(module, op, _reshaped(module, op, normalized, shape))
+    result = _reshaped(module, op, normalized, moved)
+    if axis != len(shape) - 1:
+        result = _add(module, op, "transpose", [result], y_type, shape,
+                      {"perm": [int(a) for a in np.argsort(perm)]})
+    _rebind(module, op, result)
 
 
 def _rebind(module: Module, op: Op, value: str) -> None:
