@@ -122,13 +122,14 @@ def test_heads_of_a_batched_matmul_run_one_at_a_time(tmp_path: Path) -> None:
 
 
 @functools.cache
-def _torch_encoder(exporter: str, heads: int, layer: str) -> Path:
+def _torch_encoder(exporter: str, heads: int, layer: str, batch: int = 1) -> Path:
     """A keyword-spotting encoder as users write it: token embedding, torch's own
     attention with `heads` heads (`layer` "encoder": nn.TransformerEncoderLayer, post-norm,
     ReLU feed-forward; "attention": nn.MultiheadAttention and a residual add), mean over
     the tokens, classifier. Both exporters write the heads as [1, heads, T, d] or
     [heads, T, d] matmuls; the legacy one computes its reshapes' shapes, on which
-    onnxruntime's symbolic shape inference fails, so its pre-processing skips that."""
+    onnxruntime's symbolic shape inference fails, so its pre-processing skips that.
+    Exported with a `batch` of sequences baked into its shapes."""
     import torch
     from torch import nn
 
@@ -152,7 +153,7 @@ def _torch_encoder(exporter: str, heads: int, layer: str) -> Path:
                 x = x + self.layer(x, x, x, need_weights=False)[0]
             return self.head(x.mean(1))
 
-    path = workdir() / f"torch-{layer}-{heads}-{exporter}.onnx"
+    path = workdir() / f"torch-{layer}-{heads}-{exporter}-{batch}.onnx"
     fast_path = torch.backends.mha.get_fastpath_enabled()
     # The fused kernel of inference mode has no ONNX export (legacy): the layer's ops do.
     torch.backends.mha.set_fastpath_enabled(False)
@@ -161,7 +162,7 @@ def _torch_encoder(exporter: str, heads: int, layer: str) -> Path:
                 contextlib.redirect_stderr(io.StringIO()), torch.no_grad(), \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(Encoder().eval(), (torch.zeros(1, TOKENS, 20),), str(path),
+            torch.onnx.export(Encoder().eval(), (torch.zeros(batch, TOKENS, 20),), str(path),
                               input_names=["input"], output_names=["logits"],
                               opset_version={"legacy": 17, "dynamo": 18}[exporter],
                               dynamo=exporter == "dynamo")
@@ -169,7 +170,7 @@ def _torch_encoder(exporter: str, heads: int, layer: str) -> Path:
         torch.backends.mha.set_fastpath_enabled(fast_path)
     rng = np.random.default_rng(CALIBRATION_SEED)
     batches = rng.standard_normal((CALIBRATION_BATCHES, TOKENS, 20)).astype(np.float32)
-    return quantize_qdq(path, batches, "int8", symbolic_shapes=exporter == "dynamo")
+    return quantize_qdq(path, batches, "int8", batch, symbolic_shapes=exporter == "dynamo")
 
 
 FAST_HEADS = [("dynamo", 2, "encoder", "isaac")]
@@ -281,3 +282,24 @@ def test_encoder_layer_simulates_bit_exact_within_a_quantum(
     program.save(prog)
     assert_simulation_equals_reference(program, prog, x)
     assert_within_a_quantum_of_the_oracle(program, model, x)
+
+
+@pytest.mark.parametrize(("exporter", "heads", "layer", "target"), [
+    ("dynamo", 2, "encoder", "isaac"),
+    pytest.param("legacy", 2, "encoder", "edge", marks=SLOW),
+    pytest.param("legacy", 1, "attention", "isaac", marks=SLOW),
+    pytest.param("dynamo", 4, "attention", "edge", marks=SLOW)])
+def test_attention_with_a_batch_baked_into_the_export_runs_sample_by_sample(
+        exporter: str, heads: int, layer: str, target: str, tmp_path: Path) -> None:
+    """Exported with 4 sequences: onnxruntime's pre-processing makes each Linear over the
+    tokens a Gemm of [4·T, D] rows, the legacy exporter's attention runs time-major on
+    [T·4, D] rows and [T, 4·heads, d] heads; `unbatch` follows the samples merged into
+    those axes, so the program computes one sequence and a run takes them stacked."""
+    model = _torch_encoder(exporter, heads, layer, batch=4)
+    x = np.random.default_rng(11).standard_normal((8, TOKENS, 20)).astype(np.float32)
+    program = cimc.compile(model, target)
+    assert program.module.values[program.module.inputs[0]].shape == (1, TOKENS, 20)
+    prog = tmp_path / "p.s"
+    program.save(prog)
+    assert_simulation_equals_reference(program, prog, x)
+    assert_within_a_quantum_of_the_oracle(program, model, x, batch=4)

@@ -313,14 +313,15 @@ def _over_tokens(module: Module, softmax: Op) -> bool:
 
 def _layer_norm_operands(module: Module, norm: Op, result: TensorType,
                          dry: bool) -> list[str] | None:
-    """(x, gamma[, beta]) of a LayerNorm over the last axis of tokens [1,T,D] with 8-bit
-    codes in and out: x the codes, gamma and beta f32 constants (a dequantized constant,
-    quantize_static's int8 gamma and int32 beta, becomes the f32 values onnxruntime
-    computes from it). Anything else stays float (`lower` refuses it, naming it)."""
+    """(x, gamma[, beta]) of a LayerNorm over the last axis of tokens [N,T,D] (a batch
+    baked into the export `lower` makes samples of a run) with 8-bit codes in and out: x
+    the codes, gamma and beta f32 constants (a dequantized constant, quantize_static's
+    int8 gamma and int32 beta, becomes the f32 values onnxruntime computes from it).
+    Anything else stays float (`lower` refuses it, naming it)."""
     x = _dequantized(module, norm.inputs[0])
     shape = module.values[norm.inputs[0]].shape
     if x is None or module.values[x].dtype not in EIGHT_BIT or result.dtype not in EIGHT_BIT \
-            or len(shape) != 3 or shape[0] != 1 or int(norm.attrs["axis"]) != 2:
+            or len(shape) != 3 or int(norm.attrs["axis"]) % 3 != 2:
         return None
     params = []
     for value in norm.inputs[1:]:

@@ -11,12 +11,20 @@ sample, and `cimc run` / `sim` / `Program.simulate` take the model's N samples
 start on axis 0 of the inputs; a transpose, a reshape that keeps them one axis, and
 a recurrent layer (which reads them on its batch axis, axis 1 of [T, N, D], and
 writes them on axis 2 of Y, 1 of its states: torch's batch_first layers behind the
-exporter's transposes) move their axis, element-wise ops keep it, and every other op
-needs them on axis 0. An op that mixes the samples (a reshape merging them, a
-concat, softmax or reduction over their axis, a constant with a value per sample,
-quantization per sample, an initial state differing per sample) is an error naming
-it. A recurrent layer reading the inputs' axis 0 as its time axis means they hold
-no batch: the module is left as it is.
+exporter's transposes) move their axis, element-wise ops keep it, a matmul of two
+runtime tensors keeps it on a leading axis of both, and every other op needs them on
+axis 0. A reshape may also merge the samples into an axis with others, as a digit of
+its index: axis 0 of [N·T, D] holds sample 0's T rows, then sample 1's (onnxruntime's
+pre-processing makes a Linear over tokens a Gemm of such rows), and axis 0 of [T·N, D]
+holds row 0 of every sample, then row 1 (the legacy exporter's attention, time-major,
+and its heads [T, N·heads, d]). Such a *merged* axis, its samples `stride` indices
+apart, is kept by element-wise ops, moved by transposes, read row by row by a gemm or
+matmul (not as their contraction axis), and split out or merged on by reshapes; after
+the rewrite the ops that read it see 1/N of it. An op that mixes the samples (a
+reshape that splits them over two axes, a concat, softmax or reduction over their
+axis, a constant with a value per sample, quantization per sample, an initial state
+differing per sample) is an error naming it. A recurrent layer reading the inputs'
+axis 0 as its time axis means they hold no batch: the module is left as it is.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ def unbatch(module: Module) -> None:
     # The values computed from the inputs, with the axis of their samples (weights, even
     # dequantized at run time, have none).
     sampled = {name: 0 for name in module.inputs}
+    stride: dict[str, int] = {}  # merged values: the index step between their samples
+    merged_by: dict[str, Op] = {}
     ops = []
     for op in module.ops():
         if not sampled.keys() & set(op.inputs):
@@ -55,23 +65,45 @@ def unbatch(module: Module) -> None:
         ops.append(op)
         if op.kind in RECURRENT and sampled.get(op.inputs[0]) == int(op.attrs.get("layout", 0)):
             return  # the inputs' axis 0 is a recurrent layer's time axis, not a batch
-        axes, reason = _sample_axes(module, op, n, sampled)
+        if stride.keys() & set(op.inputs):
+            axes, reason = _merged_axes(module, op, n, sampled, stride)
+        else:
+            axes, reason = _sample_axes(module, op, n, sampled)
+            if reason and op.kind == "reshape":
+                digit = _sample_digit(module, op, n, sampled[op.inputs[0]], 1)
+                if digit is not None:
+                    axes, reason = {op.outputs[0]: digit[0]}, None
+                    stride[op.outputs[0]] = digit[1]  # (a plain axis _sample_axes takes)
         if reason:
-            raise CimcError(f"op {op.name!r} ({op.kind}) {reason}; the model has a batch of {n} "
-                            "baked into its shapes and cimc compiles one sample at a time, "
-                            "which needs every op to keep its samples independent: "
-                            "export the model with batch 1")
+            _refuse(op, reason, n)
         sampled.update(axes)
+        for value in axes:
+            if value in stride:  # the op that merged the samples, for the error below
+                merged_by[value] = next((merged_by[v] for v in op.inputs if v in merged_by),
+                                        op)
+    for value in module.outputs:
+        if value in stride:  # a run stacks each sample's results on axis 0
+            origin = merged_by[value]
+            _refuse(origin, f"turns the {n} samples into shape "
+                    f"{list(module.values[origin.outputs[0]].shape)}", n)
     for name, axis in sampled.items():
         shape = module.values[name].shape
-        if len(shape) >= 2 and shape[axis] == n:
+        if name in stride or (len(shape) >= 2 and shape[axis] == n):
             module.values[name] = module.values[name].with_shape(
-                (*shape[:axis], 1, *shape[axis + 1:]))
+                (*shape[:axis], shape[axis] // n, *shape[axis + 1:]))
     for op in ops:
         if op.kind == "reshape":
-            op.attrs["shape"][sampled[op.outputs[0]]] = 1
+            out = op.outputs[0]
+            op.attrs["shape"][sampled[out]] = module.values[out].shape[sampled[out]]
         elif op.kind in RECURRENT:
             _one_initial_state(module, op, n)
+
+
+def _refuse(op: Op, reason: str, n: int) -> None:
+    raise CimcError(f"op {op.name!r} ({op.kind}) {reason}; the model has a batch of {n} "
+                    "baked into its shapes and cimc compiles one sample at a time, which "
+                    "needs every op to keep its samples independent: export the model with "
+                    "batch 1")
 
 
 def _sample_axes(module: Module, op: Op, n: int, sampled: dict[str, int]
@@ -98,6 +130,8 @@ def _sample_axes(module: Module, op: Op, n: int, sampled: dict[str, int]
         y = 0 if layout else 2  # Y [T, dirs, N, H] (layout 1: [N, T, dirs, H])
         return {v: (y if k == 0 else (0 if layout else 1))
                 for k, v in enumerate(op.outputs)}, None
+    if op.kind == "matmul":
+        return _matmul_axes(module, op, sampled, {})
     if axis and op.kind == "take" and axis in op.attrs["axes"]:
         return {}, "picks along the batch axis"
     if axis and op.kind == "concat" and (
@@ -119,6 +153,76 @@ def _sample_axes(module: Module, op: Op, n: int, sampled: dict[str, int]
         return {}, f"reads the samples on axis {axis}"
     reason = _mixes_samples(module, op, n)
     return {v: 0 for v in op.outputs}, reason
+
+
+def _sample_digit(module: Module, op: Op, n: int, axis: int, step: int
+                  ) -> tuple[int, int] | None:
+    """Where reshape `op` puts the samples of its operand's `axis` (`step` indices apart
+    there): the result's axis holding them as a digit of its index, and their step in it;
+    None when the digit straddles two axes."""
+    shape, out = module.values[op.inputs[0]].shape, module.values[op.outputs[0]].shape
+    block = step * math.prod(shape[axis + 1:])  # flat elements between two samples
+    for k, size in enumerate(out):
+        below = math.prod(out[k + 1:])
+        if block % below == 0 and (size * below) % (block * n) == 0:
+            return k, block // below
+    return None
+
+
+def _matmul_axes(module: Module, op: Op, sampled: dict[str, int], stride: dict[str, int]
+                 ) -> tuple[dict[str, int], str | None]:
+    """A matmul keeps the samples on a leading axis (not its matrices' two) that its
+    runtime operands share, or on a row axis of its first operand times a constant."""
+    rank = len(module.values[op.outputs[0]].shape)
+    runtime = [v for v in op.inputs if v not in module.constants]
+    placed = {(sampled.get(v, -1), stride.get(v, 0)) for v in runtime}
+    if len(placed) != 1 or (-1, 0) in placed:
+        return {}, "multiplies samples on different axes"
+    axis = placed.pop()[0]
+    if any(len(module.values[v].shape) != rank for v in runtime) or axis >= rank - (
+            2 if len(runtime) == 2 else 1):
+        return {}, f"multiplies along the samples' axis {axis}"
+    return {op.outputs[0]: axis}, None
+
+
+def _merged_axes(module: Module, op: Op, n: int, sampled: dict[str, int],
+                 stride: dict[str, int]) -> tuple[dict[str, int], str | None]:
+    """The sample axis of `op`'s results when an operand holds the samples merged into an
+    axis (module docstring); `stride` gets the results' that hold them merged too."""
+    value = next(v for v in op.inputs if v in stride)
+    axis, step = sampled[value], stride[value]
+    out = op.outputs[0]
+    reason = f"mixes the {n} samples merged into axis {axis} of {value!r}"
+    if op.kind == "reshape":
+        digit = _sample_digit(module, op, n, axis, step)
+        if digit is None:
+            return {}, reason
+        if module.values[out].shape[digit[0]] != n or digit[1] != 1:
+            stride[out] = digit[1]
+        return {out: digit[0]}, None
+    if op.kind == "transpose":
+        stride[out] = step
+        return {out: list(op.attrs["perm"]).index(axis)}, None
+    if op.kind in ("matmul", "gemm"):
+        axes, why = _matmul_axes(module, op, sampled, stride) if op.kind == "matmul" else (
+            ({out: 0}, None) if axis == 0 and len(op.inputs) > 1
+            and all(v in module.constants for v in op.inputs[1:]) else ({}, reason))
+        stride.update({v: step for v in axes})
+        return axes, why and reason
+    if op.kind in KEEPS_AXIS:
+        rank = len(module.values[out].shape)
+        for v in op.inputs:
+            shape = module.values[v].shape
+            aligned = axis - (rank - len(shape))  # numpy broadcasting aligns the last axes
+            if (v in sampled and (sampled[v], stride.get(v)) != (axis, step)) or (
+                    v in module.constants and 0 <= aligned and shape[aligned] > 1):
+                return {}, reason
+            quant = module.values[v].quant
+            if quant is not None and quant.per_channel and (quant.axis or 0) == axis:
+                return {}, reason
+        stride.update({v: step for v in op.outputs})
+        return {v: axis for v in op.outputs}, None
+    return {}, reason
 
 
 def _one_initial_state(module: Module, op: Op, n: int) -> None:
