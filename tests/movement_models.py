@@ -6,6 +6,8 @@ weights, seeded weights and calibration data.
   dynamo exporter), a conv branch, Concat, the channel shuffle (Reshape to
   [N, g, C/g, H, W], Transpose, Reshape back);
 * `unet`: a small U-Net: strided conv down, Resize nearest up (x2), skip Concat;
+* `unet_bilinear`: the same with bilinear upsampling (x2, torch's align_corners=False:
+  the edges repeated and a depthwise conv on the chip);
 * `unet_convtranspose`: the same with learned upsampling: ConvTranspose 2x2 stride 2,
   and 3x3 stride 2 with padding and output_padding (onnxruntime 1.32 cannot quantize
   a grouped one per channel: its bias scales have M/group entries);
@@ -20,6 +22,7 @@ from models import TorchFamily
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "shufflenet_block": (1, 3, 8, 8),
     "unet": (1, 3, 16, 16),
+    "unet_bilinear": (1, 3, 16, 16),
     "unet_convtranspose": (1, 3, 16, 16),
     "pad_slice": (1, 3, 10, 10),
 }
@@ -53,12 +56,13 @@ def _torch_module(name: str):  # -> torch.nn.Module
             return self.head(shuffle(torch.cat([a, self.branch(b)], 1), 2))
 
     class UNet(nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, mode: str = "nearest") -> None:
             super().__init__()
             self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
             self.down = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
             self.mid = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.ReLU())
-            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+            self.up = nn.Upsample(scale_factor=2, mode=mode,
+                                  **({} if mode == "nearest" else {"align_corners": False}))
             self.dec = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(),
                                      nn.Conv2d(8, 2, 1))
 
@@ -96,6 +100,7 @@ def _torch_module(name: str):  # -> torch.nn.Module
             return self.head(torch.relu(self.conv2(x)))
 
     factories = {"shufflenet_block": ShuffleBlock, "unet": UNet,
+                 "unet_bilinear": lambda: UNet("bilinear"),
                  "unet_convtranspose": UNetConvTranspose, "pad_slice": PadSlice}
     return factories[name]().eval()
 

@@ -326,33 +326,44 @@ def test_float_tail_after_a_quantized_softmax_stays_on_the_host(name: str, shape
     np.testing.assert_array_equal(sim, reference)
 
 
-@pytest.mark.parametrize("target", ["tiny", "isaac"])
-def test_float_op_between_integer_layers_is_an_error_not_host_work(target: str,
-                                                                   tmp_path: Path) -> None:
-    """A Softmax over the channels (float only) between convs: the layers after it are
-    chip work, so the softmax cannot go to the host; the compile names it instead of
-    moving the rest of the model to the host unchecked."""
+def _between_convs(path: Path, op_type: str) -> tuple[Path, np.ndarray]:
+    """conv -> `op_type` over the channels (named 'mid') -> conv, float, and inputs."""
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
     w = [numpy_helper.from_array(rng.standard_normal((4, c, 3, 3)).astype(np.float32) / 4,
                                  f"w{k}") for k, c in enumerate((3, 4))]
     nodes = [helper.make_node("Conv", ["input", "w0"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("Softmax", ["c"], ["s"], name="mid", axis=1),
+             helper.make_node(op_type, ["c"], ["s"], name="mid", axis=1),
              helper.make_node("Conv", ["s", "w1"], ["output"], pads=[1, 1, 1, 1])]
     graph = helper.make_graph(
         nodes, "mid", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 4, 4])], w)
-    import onnx
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path, rng.standard_normal((3, 3, 4, 4)).astype(np.float32)
 
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
-              tmp_path / "m.onnx")
-    x = rng.standard_normal((3, 3, 4, 4)).astype(np.float32)
-    with pytest.raises(CimcError, match=r"op 'mid' \(softmax\) computes in float between "
-                                        r"integer layers.*quantize this op"):
-        cimc.compile(tmp_path / "m.onnx", target, calibrate={"input": x}).save(
-            tmp_path / "p.s")
+
+@pytest.mark.parametrize("target", ["tiny", "isaac"])
+def test_float_op_between_integer_layers_is_an_error_not_host_work(target: str,
+                                                                   tmp_path: Path) -> None:
+    """A LogSoftmax over the channels (float only) between convs: the layers after it are
+    chip work, so it cannot go to the host; the compile names it instead of moving the
+    rest of the model to the host unchecked."""
+    path, x = _between_convs(tmp_path / "m.onnx", "LogSoftmax")
+    with pytest.raises(CimcError, match=r"op 'mid' \(log_softmax\) computes in float "
+                                        r"between integer layers.*quantize this op"):
+        cimc.compile(path, target, calibrate={"input": x}).save(tmp_path / "p.s")
     assert not (tmp_path / "p.s").exists()
+
+
+def test_a_softmax_over_the_channels_between_convs_runs_on_the_chip(tmp_path: Path) -> None:
+    """Read through a transpose as tokens of C scores: the chip's pixel_softmax."""
+    path, x = _between_convs(tmp_path / "m.onnx", "Softmax")
+    program = cimc.compile(path, "isaac", calibrate={"input": x})
+    assert [op.kind for op in program.module.ops()].count("pixel_softmax") == 1
+    np.testing.assert_array_equal(program.simulate(x).outputs["output"],
+                                  cimc.run_reference(program.integer, {"input": x})["output"])
 
 
 def test_host_work_is_the_input_quantize_and_the_float_tail(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ until none fires, then dead ops and constants are removed. Afterwards:
   - reshapes have concrete shapes, no-op reshapes and transposes are gone,
     chains of reshapes are one reshape;
   - `reduce_mean` over H and W is `global_avg_pool`;
-  - `conv_transpose` is zero insertion (a `take`) and a conv (resample.py).
+  - `conv_transpose` is zero insertion (a `take`) and a conv (resample.py);
+  - a linear `resize` of dequantized codes by integer scales whose weights are
+    k / 2^7 is a depthwise `conv_transpose` of the codes with their edges repeated.
 Quantize/dequantize pairs are never folded through: a QDQ weight stays
 `dequantize(integer constant)`, transposed as an integer when gemm needs it.
 
@@ -42,7 +44,10 @@ from cimc.passes.canonicalize.cleanup import (
     sum_to_adds,
 )
 from cimc.passes.canonicalize.gemm import matmul_to_gemm, normalize_gemm
-from cimc.passes.canonicalize.resample import conv_transpose_to_conv
+from cimc.passes.canonicalize.resample import (
+    conv_transpose_to_conv,
+    linear_resize_to_conv_transpose,
+)
 
 Rewrite = Callable[[Module, Op], bool]
 
@@ -61,6 +66,7 @@ PATTERNS: list[tuple[str, Rewrite]] = [
     ("gemm", normalize_gemm),
     ("matmul", matmul_to_gemm),
     ("conv_transpose", conv_transpose_to_conv),
+    ("resize", linear_resize_to_conv_transpose),
 ]
 
 

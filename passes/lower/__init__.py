@@ -94,7 +94,12 @@ from cimc.reference.requant import apply
 # Kinds fold-qdq makes integer only in one form, and what to do when an op is not in it.
 INTEGER_FORM = {"layer_norm": "the chip's integer LayerNorm works over the last axis of "
                               "tokens [1,T,D] with 8-bit codes in and out (docs/ir.md "
-                              "'layer_norm'), so give it that form or end the model before it"}
+                              "'layer_norm'), so give it that form or end the model before it",
+                "resize": "the chip resizes by nearest neighbour, or linearly by an integer "
+                          "scale (2, 4) with half_pixel or asymmetric coordinates "
+                          "(torch's align_corners=False); export the model so (cubic and "
+                          "align_corners weights are not exact in integers) or end it before "
+                          "this op"}
 
 
 @dataclass
