@@ -172,3 +172,36 @@ def shaped_model(name: str, exporter: str) -> Path:
                         workdir() / f"rnn-{name}-{exporter}.onnx", EXPORTERS[exporter],
                         exporter == "dynamo")
     return quantize_qdq(path, sample_inputs(CALIBRATION_BATCHES, CALIBRATION_SEED), "int8")
+
+
+def time_major_inputs(count: int, seed: int) -> np.ndarray:
+    """`count` seeded sequences [STEPS, 1, FEATURES] (torch's default layout), stacked on
+    axis 0 as a run takes them: [count·STEPS, 1, FEATURES]."""
+    return sample_inputs(count, seed).reshape(count * STEPS, 1, FEATURES)
+
+
+@functools.cache
+def time_major_model(layer: str, exporter: str, tagger: bool) -> Path:
+    """A two-layer bidirectional `layer` (LSTM or GRU) in torch's default time-major layout
+    (batch_first=False: input [STEPS, 1, FEATURES], axis 0 the time), its last step to
+    the Linear, or with `tagger` the Linear on every step ([STEPS, 1, CLASSES])."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class TimeMajor(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = getattr(nn, layer)(FEATURES, HIDDEN, num_layers=2, bidirectional=True)
+            self.fc = nn.Linear(2 * HIDDEN, CLASSES)
+
+        def forward(self, x):
+            y = self.rnn(x)[0]
+            return self.fc(y if tagger else y[-1])
+
+    path = export_torch(TimeMajor().eval(), (STEPS, 1, FEATURES),
+                        workdir() / f"rnn-time-major-{layer}-{tagger}-{exporter}.onnx",
+                        EXPORTERS[exporter], exporter == "dynamo")
+    return quantize_qdq(path, time_major_inputs(CALIBRATION_BATCHES, CALIBRATION_SEED),
+                        "int8", per_feed=STEPS)

@@ -373,3 +373,34 @@ def test_cimc_run_quantizes_the_recurrent_layers_with_calibrate(tmp_path: Path) 
     module = cimc.api.prepare(model, calibrate={"input": calibration})
     np.testing.assert_array_equal(np.load(out)["logits"],
                                   cimc.run_reference(module, {"input": x})["logits"])
+
+
+@pytest.mark.parametrize(("layer", "exporter", "tagger", "target"), [
+    ("LSTM", "legacy", False, "isaac"),
+    pytest.param("GRU", "dynamo", False, "edge", marks=pytest.mark.slow),
+    pytest.param("GRU", "legacy", True, "edge", marks=pytest.mark.slow),
+    pytest.param("LSTM", "dynamo", True, "isaac", marks=pytest.mark.slow),
+])
+def test_time_major_sequences_are_one_sample_each(layer: str, exporter: str, tagger: bool,
+                                                  target: str, tmp_path: Path) -> None:
+    """torch's default layout, [T, 1, D]: axis 0 is the time, not a batch, so the program
+    takes one sequence per sample ([T·1, D], the same bytes) and a run takes them
+    stacked on axis 0 ([S·T, 1, D]); a tagger's [T, 1, C] output likewise. Bit-exact
+    with the reference, which is as near the oracle as the batch-first classifiers."""
+    model = recurrent_models.time_major_model(layer, exporter, tagger)
+    steps, features = recurrent_models.STEPS, recurrent_models.FEATURES
+    program = cimc.compile(model, target, calibrate={
+        "input": recurrent_models.time_major_inputs(8, seed=0)})
+    assert program.module.values["input"].shape == (1, steps, features)
+    x = recurrent_models.time_major_inputs(3, seed=7)
+    program.save(tmp_path / "prog.s")
+    assert_simulation_equals_reference(program, tmp_path / "prog.s", x)
+    got = cimc.run_reference(program.integer, {"input": x})["logits"]
+    assert got.shape == ((3 * steps, 1, recurrent_models.CLASSES) if tagger
+                         else (3, recurrent_models.CLASSES))
+    np.testing.assert_array_equal(program.simulate(x).outputs["logits"], got)
+    expected = ExactOracle(model).run_samples(x, batch=steps)
+    scale = next(program.integer.values[op.inputs[0]].quant.scale[0]
+                 for op in program.integer.ops()
+                 if op.kind == "dequantize" and op.outputs[0] in program.integer.outputs)
+    assert np.abs(got - expected).max() / scale <= LARGEST_QUANTA * 1.0001

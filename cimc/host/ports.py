@@ -14,13 +14,22 @@ import numpy as np
 
 from cimc.diagnostics import CimcError
 from cimc.dialect.host import ports
-from cimc.ir.module import Module
+from cimc.ir.module import Module, TensorType
 from cimc.reference import run_module
 
 
 def to_storage(codes: np.ndarray) -> np.ndarray:
     """[batch, C, H, W] -> [batch, H, W, C]; other ranks unchanged."""
     return codes.transpose(0, 2, 3, 1) if codes.ndim == 4 else codes
+
+
+def from_samples(codes: np.ndarray, ty: TensorType) -> np.ndarray:
+    """A program port's codes, one sample per entry of axis 0 (NHWC for images), as the
+    module's tensor of type `ty` stacked on axis 0: NCHW, and a sample of a tensor whose
+    axis 0 is not a batch (a time-major sequence [T, 1, C], one sample [T·1, C] of the
+    same bytes to the program: passes/lower/batch.py) as T entries."""
+    nchw = codes.transpose(0, 3, 1, 2) if codes.ndim == 4 else codes
+    return nchw.reshape(-1, *ty.shape[1:])
 
 
 def fit_inputs(module: Module, name: str, values: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 
 from cimc.dialect.host import host_float_ops, ports
 from cimc.emit.report import program_figures
-from cimc.host.ports import to_storage
+from cimc.host.ports import from_samples, to_storage
 from cimc.ir.module import Module
 from cimc.isa.simulator import SimOptions, run_program
 from cimc.reference import run_module
@@ -77,6 +77,6 @@ def simulate_program(module: Module, backend: Module, target: Target,
     results = {}
     for port in outputs:
         value = codes[port.name]
-        results[port.value] = value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
+        results[port.value] = from_samples(value, module.values[port.value])
     results.update({name: feeds[name] for name in module.outputs if name in module.inputs})
     return run_module(_host_tail(module), results)

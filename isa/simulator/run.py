@@ -82,17 +82,31 @@ def _batch(program: Program, inputs: dict[str, np.ndarray]) -> int:
     if missing:
         raise CimcError(f"no data for input '{missing[0]}' (the program declares "
                         f"{', '.join(declared)})")
-    sizes = {np.shape(inputs[name])[0] if np.ndim(inputs[name]) else 0 for name in declared}
+    decls = {d.name: d for d in program.inputs}
+    sizes = {_samples(decls[name], np.asarray(inputs[name])) for name in declared}
     if len(sizes) > 1:
         raise CimcError(f"inputs have different batch sizes {sorted(sizes)}")
     return sizes.pop() if sizes else 1
 
 
+def _samples(decl: IODecl, codes: np.ndarray) -> int:
+    """How many samples `codes` hold: [batch, *shape], or whole samples stacked another
+    way with the same innermost axis (a time-major sequence [T, 1, D] is one sample
+    [T·1, D] of the same bytes to the program: [S·T, 1, D] holds S)."""
+    if codes.ndim == 0:
+        return 0
+    if codes.shape[1:] == decl.shape:
+        return codes.shape[0]
+    if decl.size and decl.shape and codes.size % decl.size == 0 \
+            and codes.shape[-1] == decl.shape[-1]:
+        return codes.size // decl.size
+    raise CimcError(f"input '{decl.name}' has shape {codes.shape[1:]} (after the batch axis) "
+                    f"but the program declares {decl.shape}")
+
+
 def _write_input(machine: Machine, decl: IODecl, codes: np.ndarray) -> None:
     codes = np.asarray(codes)
-    if codes.shape[1:] != decl.shape:
-        raise CimcError(f"input '{decl.name}' has shape {codes.shape[1:]} (after the batch "
-                        f"axis) but the program declares {decl.shape}")
+    codes = codes.reshape(_samples(decl, codes), *decl.shape)
     if not np.issubdtype(codes.dtype, np.integer):
         raise CimcError(f"input '{decl.name}' must be integer codes, got {codes.dtype}")
     dtype = ELEMENT_DTYPES[decl.dtype]

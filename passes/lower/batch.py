@@ -24,7 +24,10 @@ the rewrite the ops that read it see 1/N of it. An op that mixes the samples (a
 reshape that splits them over two axes, a concat, softmax or reduction over their
 axis, a constant with a value per sample, quantization per sample, an initial state
 differing per sample) is an error naming it. A recurrent layer reading the inputs'
-axis 0 as its time axis means they hold no batch: the module is left as it is.
+axis 0 as its time axis (torch's time-major LSTM and GRU, [T, 1, D]) means they hold
+no batch: each input [T, ..., D] becomes one sample [1, T·..., D] (the same bytes,
+reshaped back after its quantize), so that a run, which takes samples stacked on
+axis 0, reads one sequence per sample.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def unbatch(module: Module) -> None:
             continue
         ops.append(op)
         if op.kind in RECURRENT and sampled.get(op.inputs[0]) == int(op.attrs.get("layout", 0)):
-            return  # the inputs' axis 0 is a recurrent layer's time axis, not a batch
+            _lead_with_one_sample(module)  # axis 0 is a recurrent layer's time axis
+            return
         if stride.keys() & set(op.inputs):
             axes, reason = _merged_axes(module, op, n, sampled, stride)
         else:
@@ -97,6 +101,49 @@ def unbatch(module: Module) -> None:
             op.attrs["shape"][sampled[out]] = module.values[out].shape[sampled[out]]
         elif op.kind in RECURRENT:
             _one_initial_state(module, op, n)
+
+
+def _lead_with_one_sample(module: Module) -> None:
+    """Each quantized input [A, ..., D] (A > 1: its axis 0 is not a batch) as one sample
+    [1, A·..., D] of the same bytes, its quantize's codes reshaped back for its readers;
+    each such output's codes likewise, reshaped back by the host after its dequantize."""
+    for name in module.inputs:
+        ty = module.values[name]
+        readers = module.consumers(name)
+        if len(ty.shape) < 2 or ty.shape[0] == 1 or not readers \
+                or any(r.kind != "quantize" for r in readers):
+            continue
+        sample = (1, math.prod(ty.shape[:-1]), ty.shape[-1])
+        module.values[name] = ty.with_shape(sample)
+        for quantize in readers:
+            codes = quantize.outputs[0]
+            code_type = module.values[codes]
+            module.values[codes] = code_type.with_shape(sample)
+            back = module.add_op("reshape", [codes], [code_type], name=f"{name}.sequence",
+                                 attrs={"shape": list(code_type.shape)}).outputs[0]
+            for reader in module.consumers(codes):
+                if reader.outputs[0] != back:
+                    module.set_inputs(reader, [back if v == codes else v
+                                               for v in reader.inputs])
+            module.outputs = [back if v == codes else v for v in module.outputs]
+    for dequantize in [op for op in module.ops() if op.kind == "dequantize"
+                       and op.outputs[0] in module.outputs]:
+        codes, result = dequantize.inputs[0], dequantize.outputs[0]
+        shape = module.values[codes].shape
+        if len(shape) < 2 or shape[0] == 1 or module.is_constant(codes):
+            continue
+        sample = (1, math.prod(shape[:-1]), shape[-1])
+        flat = module.add_op("reshape", [codes], [module.values[codes].with_shape(sample)],
+                             name=f"{result}.sample", attrs={"shape": list(sample)})
+        module.set_inputs(dequantize, [flat.outputs[0]])
+        dequantized = module.fresh_name(f"{result}.sample_dq")
+        ty = module.values[result]
+        module.rename_value(result, dequantized)
+        module.values[dequantized] = ty.with_shape(sample)
+        dequantize.attrs["port"] = dequantize.attrs.get("port", result)
+        module.add_op("reshape", [dequantized], [ty], name=f"{result}.sequence",
+                      outputs=[result], attrs={"shape": list(ty.shape)})
+        module.outputs = [result if v == dequantized else v for v in module.outputs]
 
 
 def _refuse(op: Op, reason: str, n: int) -> None:
