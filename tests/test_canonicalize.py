@@ -297,3 +297,38 @@ def test_dropping_an_identity_keeps_the_model_outputs_names(tmp_path: Path) -> N
     np.testing.assert_array_equal(got["same"], x)
     np.testing.assert_allclose(got["logits"], exact_outputs(model, {"x": x})[0],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_quantized_float_weights_become_integer_constants(tmp_path: Path) -> None:
+    """QDQ as quantization toolkits export it (QuantizeLinear of the float weights, and of
+    a weight shared through an Identity with one onnxruntime quantized): each quantize
+    of a constant is the constant of its codes, so the conv is an integer layer; the
+    program is bit-exact and within a quantum of the exact oracle."""
+    import cimc
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32) / 3
+    scale = float(np.abs(w).max() / 127)
+    inits = [numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.array(scale, np.float32), "sw"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int8), "z")]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["x"]),
+             helper.make_node("QuantizeLinear", ["w", "sw", "z"], ["wq"]),
+             helper.make_node("DequantizeLinear", ["wq", "sw", "z"], ["wd"]),
+             helper.make_node("Conv", ["x", "wd"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["output"])]
+    graph = helper.make_graph(
+        nodes, "qw", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    x = rng.standard_normal((3, 2, 6, 6)).astype(np.float32)
+    program = cimc.compile(path, "isaac")
+    assert [op.kind for op in program.module.ops()].count("matvec") == 1
+    reference = cimc.run_reference(program.integer, {"input": x})["output"]
+    np.testing.assert_array_equal(program.simulate(x).outputs["output"], reference)
+    oracle = np.concatenate([exact_outputs(path, {"input": x[k:k + 1]})[0] for k in range(3)])
+    assert np.abs(reference - oracle).max() <= 0.05 * 1.0001

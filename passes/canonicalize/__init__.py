@@ -11,6 +11,7 @@ until none fires, then dead ops and constants are removed. Afterwards:
   - reshapes have concrete shapes, no-op reshapes and transposes are gone,
     chains of reshapes are one reshape;
   - `reduce_mean` over H and W is `global_avg_pool`;
+  - a `quantize` of a float constant is the constant of its codes;
   - `conv_transpose` is zero insertion (a `take`) and a conv (resample.py);
   - a linear `resize` of dequantized codes by integer scales whose weights are
     k / 2^7 is a depthwise `conv_transpose` of the codes with their edges repeated.
@@ -41,6 +42,7 @@ from cimc.passes.canonicalize.cleanup import (
     drop_identity,
     drop_identity_transpose,
     global_mean,
+    quantize_constant,
     sum_to_adds,
 )
 from cimc.passes.canonicalize.gemm import matmul_to_gemm, normalize_gemm
@@ -65,6 +67,7 @@ PATTERNS: list[tuple[str, Rewrite]] = [
     ("reduce_mean", global_mean),
     ("gemm", normalize_gemm),
     ("matmul", matmul_to_gemm),
+    ("quantize", quantize_constant),
     ("conv_transpose", conv_transpose_to_conv),
     ("resize", linear_resize_to_conv_transpose),
 ]

@@ -1,5 +1,5 @@
 """canonicalize rewrites of what ONNX import leaves with a simpler form: identities,
-n-ary sums, reshapes, identity transposes, means over H and W.
+n-ary sums, reshapes, identity transposes, means over H and W, quantized constants.
 """
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ import numpy as np
 
 from cimc.ir.module import Module, Op, TensorType
 from cimc.ir.shapes import spatial_axes
-from cimc.passes.canonicalize.edits import bypass, new_op
+from cimc.passes.canonicalize.edits import bypass, float_constant, new_op
+from cimc.reference.integer import quant_arrays
+from cimc.reference.requant import saturate
 
 
 def drop_identity(module: Module, op: Op) -> bool:
@@ -60,4 +62,31 @@ def global_mean(module: Module, op: Op) -> bool:
                     TensorType(ty.shape[:2] + (1, 1), ty.dtype), f"{op.name}_pool")
     op.kind, op.attrs = "reshape", {"shape": list(ty.shape[:2])}
     module.set_inputs(op, [pooled])
+    return True
+
+
+def quantize_constant(module: Module, op: Op) -> bool:
+    """A QuantizeLinear of a float constant, or of a dequantized integer one, is the
+    constant of its codes, as the reference computes them (onnxruntime quantizes a weight
+    so when it has no shapes to make it an integer initializer, or when the exporter
+    shares one initializer between two LayerNorms' gammas through an Identity)."""
+    data = float_constant(module, op.inputs[0])
+    producer = module.producer(op.inputs[0])
+    if data is None and producer is not None and producer.kind == "dequantize" \
+            and module.is_constant(producer.inputs[0]):
+        codes_type = module.values[producer.inputs[0]]
+        scale_in, zero_in = quant_arrays(codes_type, len(codes_type.shape))
+        data = ((module.constants[producer.inputs[0]].astype(np.int64) - zero_in)
+                .astype(np.float32) * scale_in.astype(np.float32))
+    result = op.outputs[0]
+    if data is None or result in module.outputs:
+        return False
+    ty = module.values[result]
+    x = data.astype(np.float32)
+    scale, zero_point = quant_arrays(ty, x.ndim)
+    scaled = np.rint(x / scale.astype(np.float32)).astype(np.float64) + zero_point
+    codes = module.add_constant(module.fresh_name(f"{result}_codes"),
+                                saturate(np.nan_to_num(scaled), ty.numpy_dtype), ty.quant)
+    module.replace_uses(result, codes)
+    module.remove_op(op)
     return True
