@@ -275,12 +275,15 @@ def quantized_model(name: str, exporter: str = "legacy", activations: str = "int
 
 
 def quantize_qdq(source: Path, batches: np.ndarray, activations: str,
-                 per_feed: int = 1, symbolic_shapes: bool = True) -> Path:
+                 per_feed: int = 1, symbolic_shapes: bool = True,
+                 pre_process: bool = True) -> Path:
     """onnxruntime's recipe, as users run it: pre-process, then static QDQ quantization
     (per-channel int8 weights, int8 or uint8 activations) calibrated on `batches`, fed
     `per_feed` samples at a time (the model's batch). Without `symbolic_shapes` the
     pre-processing skips onnxruntime's symbolic shape inference, which fails on the
-    legacy exporter's multi-head attention (its reshapes' shapes are computed)."""
+    legacy exporter's multi-head attention (its reshapes' shapes are computed); without
+    `pre_process` the model goes to quantize_static as exported (a Linear over tokens
+    stays a MatMul and an Add, each quantized)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -290,7 +293,10 @@ def quantize_qdq(source: Path, batches: np.ndarray, activations: str,
     )
 
     prepared = source.with_name(f"{source.stem}-prepared.onnx")
-    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=not symbolic_shapes)
+    if pre_process:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=not symbolic_shapes)
+    else:
+        prepared = source
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

@@ -122,14 +122,16 @@ def test_heads_of_a_batched_matmul_run_one_at_a_time(tmp_path: Path) -> None:
 
 
 @functools.cache
-def _torch_encoder(exporter: str, heads: int, layer: str, batch: int = 1) -> Path:
+def _torch_encoder(exporter: str, heads: int, layer: str, batch: int = 1,
+                   pre_process: bool = True) -> Path:
     """A keyword-spotting encoder as users write it: token embedding, torch's own
     attention with `heads` heads (`layer` "encoder": nn.TransformerEncoderLayer, post-norm,
     ReLU feed-forward; "attention": nn.MultiheadAttention and a residual add), mean over
     the tokens, classifier. Both exporters write the heads as [1, heads, T, d] or
     [heads, T, d] matmuls; the legacy one computes its reshapes' shapes, on which
     onnxruntime's symbolic shape inference fails, so its pre-processing skips that.
-    Exported with a `batch` of sequences baked into its shapes."""
+    Exported with a `batch` of sequences baked into its shapes; quantized without
+    onnxruntime's pre-processing unless `pre_process`."""
     import torch
     from torch import nn
 
@@ -153,7 +155,7 @@ def _torch_encoder(exporter: str, heads: int, layer: str, batch: int = 1) -> Pat
                 x = x + self.layer(x, x, x, need_weights=False)[0]
             return self.head(x.mean(1))
 
-    path = workdir() / f"torch-{layer}-{heads}-{exporter}-{batch}.onnx"
+    path = workdir() / f"torch-{layer}-{heads}-{exporter}-{batch}-{int(pre_process)}.onnx"
     fast_path = torch.backends.mha.get_fastpath_enabled()
     # The fused kernel of inference mode has no ONNX export (legacy): the layer's ops do.
     torch.backends.mha.set_fastpath_enabled(False)
@@ -170,7 +172,8 @@ def _torch_encoder(exporter: str, heads: int, layer: str, batch: int = 1) -> Pat
         torch.backends.mha.set_fastpath_enabled(fast_path)
     rng = np.random.default_rng(CALIBRATION_SEED)
     batches = rng.standard_normal((CALIBRATION_BATCHES, TOKENS, 20)).astype(np.float32)
-    return quantize_qdq(path, batches, "int8", batch, symbolic_shapes=exporter == "dynamo")
+    return quantize_qdq(path, batches, "int8", batch, symbolic_shapes=exporter == "dynamo",
+                        pre_process=pre_process)
 
 
 FAST_HEADS = [("dynamo", 2, "encoder", "isaac")]
@@ -303,3 +306,24 @@ def test_attention_with_a_batch_baked_into_the_export_runs_sample_by_sample(
     program.save(prog)
     assert_simulation_equals_reference(program, prog, x)
     assert_within_a_quantum_of_the_oracle(program, model, x, batch=4)
+
+
+@pytest.mark.parametrize(("exporter", "target"), [
+    ("dynamo", "isaac"), pytest.param("legacy", "edge", marks=SLOW)])
+def test_an_encoder_quantized_without_pre_processing_runs_on_the_chip(
+        exporter: str, target: str, tmp_path: Path) -> None:
+    """quantize_static given the export as it is: each Linear over the tokens stays a
+    MatMul and an Add of its bias, quantized apart (the add a `scale` with per-channel
+    offsets on the chip); the legacy exporter's gammas shared through an Identity get a
+    QuantizeLinear of their own (a constant of codes after canonicalize)."""
+    model = _torch_encoder(exporter, 2, "encoder", pre_process=False)
+    x = np.random.default_rng(11).standard_normal((4, TOKENS, 20)).astype(np.float32)
+    program = cimc.compile(model, target)
+    scales = [op for op in program.module.ops() if op.kind == "scale"]
+    assert scales and all(op.attrs.get("offsets") for op in scales)
+    prog = tmp_path / "p.s"
+    program.save(prog)
+    assert_simulation_equals_reference(program, prog, x)
+    assert_within_a_quantum_of_the_oracle(program, model, x)
+    modelled, simulated = program.report, program.simulated_report
+    assert abs(modelled["cycles"] / simulated["cycles"] - 1) < 0.05

@@ -526,3 +526,46 @@ def test_a_float_concat_in_the_hosts_tail_runs_on_the_host(tmp_path: Path) -> No
                      "-q"]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "sim.npy"),
                                   np.load(tmp_path / "reference.npy"))
+
+
+@pytest.mark.parametrize("order", ["x+c", "c+x"])
+def test_an_add_of_a_per_channel_constant_is_a_scale_with_offsets(order: str,
+                                                                  tmp_path: Path) -> None:
+    """conv -> Add of a [1,C,1,1] constant (either operand) -> conv, quantized by
+    quantize_static as exported: the add's own integer semantics as the chip's `scale` {offsets},
+    bit-exact, within a quantum of the oracle."""
+    import models
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cimc.reference.oracle import ExactOracle
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) / 3,
+                                     "w0"),
+             numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32) / 3,
+                                     "w1"),
+             numpy_helper.from_array(rng.standard_normal((1, 4, 1, 1)).astype(np.float32),
+                                     "c")]
+    operands = ["h", "c"] if order == "x+c" else ["c", "h"]
+    nodes = [helper.make_node("Conv", ["input", "w0"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", operands, ["s"]),
+             helper.make_node("Conv", ["s", "w1"], ["output"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(
+        nodes, "shift", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                       [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    model = models.quantize_qdq(path, rng.standard_normal((8, 3, 6, 6)).astype(np.float32),
+                                "int8", pre_process=False)
+    program = cimc.compile(model, "isaac")
+    assert [op.attrs.get("offsets") for op in program.module.ops()
+            if op.kind == "scale"] == [1]
+    x = rng.standard_normal((3, 3, 6, 6)).astype(np.float32)
+    reference = cimc.run_reference(program.integer, {"input": x})["output"]
+    np.testing.assert_array_equal(program.simulate(x).outputs["output"], reference)
+    quantum = next(program.integer.values[op.inputs[0]].quant.scale[0]
+                   for op in program.integer.ops()
+                   if op.kind == "dequantize" and op.outputs[0] in program.integer.outputs)
+    assert np.abs(reference - ExactOracle(model).run_samples(x)).max() <= quantum * 1.0001

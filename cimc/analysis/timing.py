@@ -602,6 +602,8 @@ class _Model:
             self.scalars(core, 4)
             self.charge(core, self.cost("vscale.i8", n=n), ow)
             self.charge(core, self.cost("vmul.i32", n=n), ow)
+            if op.attrs.get("offsets"):
+                self.charge(core, self.cost("vadd.i32", n=n), ow)
             self.charge(core, self.cost("requant.i8", n=n), ow)
             if lut_table(module, op) is not None:
                 self.charge(core, self.cost("vlut.i8", n=n), ow)

@@ -646,8 +646,8 @@ class Part:
         return body
 
     def _scale_setup(self, _: dict[str, int]) -> Callable[[int, int], list[str]]:
-        """x * factors[channel], requantized: a loop over the row's pixels (r1 input, r2
-        output), the channels of a pixel at once."""
+        """x * factors[channel] (+ offsets[channel]), requantized: a loop over the row's
+        pixels (r1 input, r2 output), the channels of a pixel at once."""
         a, code, c = self.op.attrs, self.code, self.n
         tx, ty = _dtype(self.module, self.op.inputs[0]), self.out_type
         row_in, wide = code.take(self.ow * c), code.take(4 * c)
@@ -657,8 +657,11 @@ class Part:
         lut = self._lut()
 
         pixel = [f"vscale.{tx} {wide}(r0), 0(r1), {c}, {a['zx']}, 1",
-                 f"vmul.i32 {wide}(r0), {wide}(r0), {factors}(r0), {c}",
-                 f"requant.{ty} 0(r2), {wide}(r0), {c}, {table}(r0)"]
+                 f"vmul.i32 {wide}(r0), {wide}(r0), {factors}(r0), {c}"]
+        if a.get("offsets"):
+            offsets = code.table(self.module.constants[self.op.inputs[2]])
+            pixel.append(f"vadd.i32 {wide}(r0), {wide}(r0), {offsets}(r0), {c}")
+        pixel.append(f"requant.{ty} 0(r2), {wide}(r0), {c}, {table}(r0)")
         if lut is not None:
             pixel.append(f"vlut.{ty} 0(r2), 0(r2), {c}, {lut}(r0)")
         return lambda m, oy: self._each_pixel(m, oy, row_in, c, pixel)

@@ -39,6 +39,8 @@ def runtime_operands(module: Module, op: Op) -> list[str]:
 def lut_table(module: Module, op: Op) -> str | None:
     """The lookup table operand of a chip op, if it has one."""
     k = LUT_OPERAND.get(op.kind)
+    if k is not None and op.kind == "scale" and op.attrs.get("offsets"):
+        k += 1  # after the per-channel offsets
     return op.inputs[k] if k is not None and len(op.inputs) > k else None
 
 

@@ -148,8 +148,10 @@ OP_KINDS: dict[str, OpSpec] = {
     "eltwise": OpSpec((2, 3), {"ma": INT, "mb": INT, "za": INT, "zb": INT, **_REQUANT},
                       _PLACED, shape=shapes.backend_eltwise),
     "rescale": OpSpec((1, 2), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
-    # x * factors[channel], requantized: a mul by a per-channel constant.
-    "scale": OpSpec((2, 3), {"zx": INT, **_REQUANT}, _PLACED, shape=shapes.same),
+    # x * factors[channel] (+ offsets[channel] with `offsets`), requantized: a mul by, or
+    # an add of, a per-channel constant.
+    "scale": OpSpec((2, 4), {"zx": INT, **_REQUANT}, {**_PLACED, "offsets": FLAG},
+                    shape=shapes.same),
     # Data movement: every result byte is one operand byte or `fill` (passes/lower/movement.py).
     "gather": OpSpec((2, None), {"fill": INT}, _PLACED, shape=shapes.backend_gather),
     # Each pixel's (token's) softmax over its channels: exp looked up, summed, divided.

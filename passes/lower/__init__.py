@@ -150,7 +150,7 @@ class Lower(Pass):
                     f"op {op.name!r} ({op.kind}) computes in float {where}; "
                     "the chip runs only quantized ops and the host only the float tail after "
                     f"the last dequantize; {remedy}")
-            if op.kind == "div" or (op.kind == "mul" and _channel_factor(module, op) is None
+            if op.kind == "div" or (op.kind == "mul" and _channel_constant(module, op) is None
                                     and not two_tensors(module, op)):
                 raise CimcError(f"op {op.name!r} ({op.kind}): the chip computes a {op.kind} "
                                 "only as a function of one tensor (x * sigmoid(x), x / 6), "
@@ -397,6 +397,9 @@ def lower_rescale(module: Module, op: Op) -> None:
 
 def lower_eltwise(module: Module, op: Op) -> None:
     a_type, b_type, y_type = (module.values[v] for v in (*op.inputs, op.outputs[0]))
+    if a_type.shape != b_type.shape and _channel_constant(module, op) is not None:
+        _lower_channel_add(module, op)
+        return
     if a_type.shape != b_type.shape:
         raise CimcError(f"op {op.name!r} ({op.kind}): broadcasting {list(a_type.shape)} with "
                         f"{list(b_type.shape)} is not supported; operands must have equal shapes")
@@ -515,9 +518,11 @@ def lower_lut(module: Module, op: Op) -> None:
     _replace(module, op, "rescale", [x, name], attrs)
 
 
-def _channel_factor(module: Module, op: Op) -> tuple[str, str] | None:
-    """(x, constant) of a quantized `mul` of a runtime tensor x [1,C,...] by a constant
-    that varies at most along the channels (a per-tensor quantized [C], [1,C,1,1], ...)."""
+def _channel_constant(module: Module, op: Op) -> tuple[str, str] | None:
+    """(x, constant) of a quantized binary op of a runtime tensor x and a constant that
+    varies at most along the channels the chip stores innermost: axis 1 of an image
+    [1,C,H,W] ([C], [1,C,1,1], ...), the last axis of tokens [1,T,D] or [T,D] and of
+    [1,K] (a Linear's bias added after its MatMul: [D])."""
     runtime = [v for v in op.inputs if not module.is_constant(v)]
     constants = [v for v in op.inputs if module.is_constant(v)]
     if len(runtime) != 1 or len(constants) != 1:
@@ -527,9 +532,47 @@ def _channel_factor(module: Module, op: Op) -> tuple[str, str] | None:
     if len(x_shape) < 2 or len(c_shape) > len(x_shape):
         return None
     full = (1,) * (len(x_shape) - len(c_shape)) + tuple(c_shape)
-    if any(d != 1 for k, d in enumerate(full) if k != 1) or full[1] not in (1, x_shape[1]):
+    axis = 1 if len(x_shape) == 4 else len(x_shape) - 1
+    if any(d != 1 for k, d in enumerate(full) if k != axis) \
+            or full[axis] not in (1, x_shape[axis]):
         return None
     return x, c
+
+
+
+def _channel_codes(module: Module, c: str, zero: int, x_type: TensorType) -> np.ndarray:
+    """A per-channel constant's codes less `zero`, one per channel the chip stores."""
+    channels = image_dims(x_type)[2]
+    return np.broadcast_to(module.constants[c].astype(np.int64).reshape(-1) - zero,
+                           (channels,))
+
+
+def _lower_channel_add(module: Module, op: Op) -> None:
+    """x + c or x - c (either order) with c a per-channel constant -> `scale` {offsets}:
+    the add's own integer semantics, `((x - zx)·Mx ± (c - zc)·Mc) / 2^shift` (docs/ir.md
+    'add'), as (x - zx) times the factor Mx (per channel, all equal) plus the offsets
+    (c - zc)·Mc, requantized with M = 1."""
+    x, c = _channel_constant(module, op)  # type: ignore[misc]
+    x_type, c_type, y_type = (module.values[v] for v in (x, c, op.outputs[0]))
+    sx, zx = _per_tensor(x_type, "operand", op)
+    sc, zc = _per_tensor(c_type, "constant", op)
+    sy, zy = _per_tensor(y_type, "result", op)
+    first, second = (sx, sc) if op.inputs[0] == x else (sc, sx)
+    try:
+        m_first, m_second, shift = add_multipliers(first, second, sy)
+    except ValueError as exc:
+        raise CimcError(f"op {op.name!r} ({op.kind}): operand scales {first:g} and "
+                        f"{second:g}, result scale {sy:g} of {op.outputs[0]!r}: {exc}") from None
+    sign = -1 if op.kind == "sub" else 1
+    mx, mc = (m_first, sign * m_second) if op.inputs[0] == x else (sign * m_second, m_first)
+    codes = _channel_codes(module, c, zc, x_type)
+    factors = module.add_constant(module.fresh_name(f"{op.name}.factors"),
+                                  np.full(codes.shape, mx, np.int32))
+    offsets = module.add_constant(module.fresh_name(f"{op.name}.offsets"),
+                                  (codes * mc).astype(np.int32))
+    lo, hi = _bounds(op, y_type)
+    attrs = {"zx": zx, "M": 1, "shift": shift, "zy": zy, "lo": lo, "hi": hi, "offsets": 1}
+    _replace(module, op, "scale", [x, factors, offsets], attrs)
 
 
 def lower_mul(module: Module, op: Op) -> None:
@@ -539,16 +582,14 @@ def lower_mul(module: Module, op: Op) -> None:
     if two_tensors(module, op):
         lower_product(module, op)
         return
-    found = _channel_factor(module, op)
+    found = _channel_constant(module, op)
     assert found is not None  # apply refused the others
     x, c = found
     x_type, c_type, y_type = (module.values[v] for v in (x, c, op.outputs[0]))
     sx, zx = _per_tensor(x_type, "operand", op)
     sc, zc = _per_tensor(c_type, "constant", op)
     sy, zy = _per_tensor(y_type, "result", op)
-    channels = x_type.shape[1]
-    factors = np.broadcast_to(module.constants[c].astype(np.int64).reshape(-1) - zc,
-                              (channels,)).astype(np.int32)
+    factors = _channel_codes(module, c, zc, x_type).astype(np.int32)
     name = module.add_constant(module.fresh_name(f"{op.name}.factors"), factors)
     mant, shift = _fixed(op, np.float64(sx) * np.float64(sc) / np.float64(sy),
                          f"operand scale {sx:g} x constant scale {sc:g} / result scale {sy:g}")
