@@ -194,6 +194,21 @@ def export_torch(module, shape: tuple[int, ...], path: Path, opset: int, dynamo:
     return path
 
 
+def save_graph(path: Path, nodes: list, input_shape: list[int], output_shape: list[int],
+               initializers: list, opset: int = 13) -> Path:
+    """A float ONNX model of `nodes` from "input" to "output", saved at `path`."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, path.stem,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, output_shape)],
+        initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    return path
+
+
 def qdq_around(nodes: list, shape: list[int], out_shape: list[int], consts: list,
                x: tuple[int, float, int], y: tuple[int, float, int], opset: int,
                name: str = "qdq"):  # -> onnx.ModelProto

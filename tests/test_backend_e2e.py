@@ -328,8 +328,8 @@ def test_float_tail_after_a_quantized_softmax_stays_on_the_host(name: str, shape
 
 def _between_convs(path: Path, op_type: str) -> tuple[Path, np.ndarray]:
     """conv -> `op_type` over the channels (named 'mid') -> conv, float, and inputs."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from models import save_graph
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
     w = [numpy_helper.from_array(rng.standard_normal((4, c, 3, 3)).astype(np.float32) / 4,
@@ -337,11 +337,8 @@ def _between_convs(path: Path, op_type: str) -> tuple[Path, np.ndarray]:
     nodes = [helper.make_node("Conv", ["input", "w0"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node(op_type, ["c"], ["s"], name="mid", axis=1),
              helper.make_node("Conv", ["s", "w1"], ["output"], pads=[1, 1, 1, 1])]
-    graph = helper.make_graph(
-        nodes, "mid", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 4, 4])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 4, 4])], w)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    return path, rng.standard_normal((3, 3, 4, 4)).astype(np.float32)
+    x = rng.standard_normal((3, 3, 4, 4)).astype(np.float32)
+    return save_graph(path, nodes, [1, 3, 4, 4], [1, 4, 4, 4], w), x
 
 
 @pytest.mark.parametrize("target", ["tiny", "isaac"])
@@ -535,8 +532,7 @@ def test_an_add_of_a_per_channel_constant_is_a_scale_with_offsets(order: str,
     quantize_static as exported: the add's own integer semantics as the chip's `scale` {offsets},
     bit-exact, within a quantum of the oracle."""
     import models
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     from cimc.reference.oracle import ExactOracle
 
@@ -551,12 +547,7 @@ def test_an_add_of_a_per_channel_constant_is_a_scale_with_offsets(order: str,
     nodes = [helper.make_node("Conv", ["input", "w0"], ["h"], pads=[1, 1, 1, 1]),
              helper.make_node("Add", operands, ["s"]),
              helper.make_node("Conv", ["s", "w1"], ["output"], pads=[1, 1, 1, 1])]
-    graph = helper.make_graph(
-        nodes, "shift", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                       [1, 3, 6, 6])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    path = models.save_graph(tmp_path / "m.onnx", nodes, [1, 3, 6, 6], [1, 4, 6, 6], inits)
     model = models.quantize_qdq(path, rng.standard_normal((8, 3, 6, 6)).astype(np.float32),
                                 "int8", pre_process=False)
     program = cimc.compile(model, "isaac")

@@ -304,6 +304,8 @@ def test_quantized_float_weights_become_integer_constants(tmp_path: Path) -> Non
     a weight shared through an Identity with one onnxruntime quantized): each quantize
     of a constant is the constant of its codes, so the conv is an integer layer; the
     program is bit-exact and within a quantum of the exact oracle."""
+    from models import save_graph
+
     import cimc
 
     rng = np.random.default_rng(0)
@@ -320,11 +322,7 @@ def test_quantized_float_weights_become_integer_constants(tmp_path: Path) -> Non
              helper.make_node("Conv", ["x", "wd"], ["c"], pads=[1, 1, 1, 1], name="conv"),
              helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
              helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["output"])]
-    graph = helper.make_graph(
-        nodes, "qw", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2, 6, 6])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
-    path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    path = save_graph(tmp_path / "m.onnx", nodes, [1, 2, 6, 6], [1, 4, 6, 6], inits)
     x = rng.standard_normal((3, 2, 6, 6)).astype(np.float32)
     program = cimc.compile(path, "isaac")
     assert [op.kind for op in program.module.ops()].count("matvec") == 1
