@@ -1,6 +1,7 @@
 """Small torch models with the activations the vector unit's lookup table runs (Sigmoid,
-Tanh, HardSwish, SiLU, LeakyReLU, GELU), exported and quantized as tests/models.py does it:
-onnxruntime QDQ, per-channel int8 weights, seeded weights and calibration data.
+Tanh, HardSwish, SiLU, LeakyReLU, PReLU with one slope, GELU), exported and quantized
+as tests/models.py does it: onnxruntime QDQ, per-channel int8 weights, seeded weights
+and calibration data.
 
 HardSwish exports as one ONNX op from opset 14 and GELU from opset 20 (exporter
 "dynamo20"); below, the exporters write HardSwish as x * HardSigmoid(x) and GELU as
@@ -18,6 +19,7 @@ from models import TorchFamily
 
 INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "conv_leaky": (1, 3, 8, 8),
+    "conv_prelu": (1, 3, 8, 8),
     "conv_hardswish": (1, 3, 8, 8),
     "conv_silu": (1, 3, 8, 8),
     "conv_hardswish_by_hand": (1, 3, 8, 8),
@@ -30,6 +32,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
 # name -> the exporters (name -> opset) it is exported with.
 EXPORTS: dict[str, dict[str, int]] = {
     "conv_leaky": {"legacy": 13, "dynamo": 18},
+    "conv_prelu": {"legacy": 13, "dynamo": 18},
     "conv_hardswish": {"dynamo": 18},
     "conv_silu": {"legacy": 13, "dynamo": 18},
     "conv_hardswish_by_hand": {"legacy": 13, "dynamo": 18},
@@ -77,6 +80,7 @@ def _torch_module(name: str):  # -> torch.nn.Module
 
     factories = {
         "conv_leaky": lambda: conv_net(lambda: nn.LeakyReLU(0.1)),
+        "conv_prelu": lambda: conv_net(lambda: nn.PReLU(init=0.2)),
         "conv_hardswish": lambda: conv_net(nn.Hardswish),
         "conv_silu": lambda: conv_net(nn.SiLU),
         "conv_hardswish_by_hand": lambda: conv_net(HardSwishByHand),

@@ -126,10 +126,11 @@ def test_activation_feeding_two_layers_is_a_lookup_of_its_own(tmp_path: Path) ->
     assert_simulation_equals_reference(program, tmp_path / "p.s", x)
 
 
-def _one_node(tmp_path: Path, node, in_type: int = TensorProto.FLOAT, opset: int = 20) -> Path:
+def _one_node(tmp_path: Path, node, in_type: int = TensorProto.FLOAT, opset: int = 20,
+              initializers: tuple = ()) -> Path:
     graph = helper.make_graph(
         [node], "bad", [helper.make_tensor_value_info("x", in_type, [1, 4])],
-        [helper.make_tensor_value_info("y", in_type, [1, 4])])
+        [helper.make_tensor_value_info("y", in_type, [1, 4])], list(initializers))
     path = tmp_path / "bad.onnx"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     onnx.save(model, path)
@@ -141,6 +142,17 @@ def test_unsupported_gelu_approximation_names_the_node(tmp_path: Path) -> None:
                                                 approximate="fast"))
     with pytest.raises(CimcError, match=r"node 'g1' \(Gelu\): approximate='fast' is not one "
                                         r"of none, tanh"):
+        cimc.api.import_onnx(path)
+
+
+def test_prelu_with_a_slope_per_channel_names_the_node(tmp_path: Path) -> None:
+    """One slope for all (nn.PReLU()'s default) is a LeakyRelu; trained per-channel
+    slopes are not run."""
+    slopes = numpy_helper.from_array(np.array([0.1, 0.2, 0.3, 0.4], np.float32), "a")
+    path = _one_node(tmp_path, helper.make_node("PRelu", ["x", "a"], ["y"], name="p1"),
+                     initializers=(slopes,))
+    with pytest.raises(CimcError, match=r"node 'p1' \(PRelu\): a slope per channel \(4 "
+                                        r"values\) is not supported"):
         cimc.api.import_onnx(path)
 
 

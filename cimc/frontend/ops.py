@@ -234,6 +234,19 @@ def cast(ctx: NodeImport) -> None:
         raise ctx.error(f"casting {source.dtype} to {result.dtype} is not supported")
 
 
+def prelu(ctx: NodeImport) -> None:
+    """PRelu with one slope for every element (torch's nn.PReLU(), its default) is a
+    LeakyRelu of that slope."""
+    slopes = np.unique(ctx.constant(1, "slope"))
+    if slopes.size != 1:
+        raise ctx.error(f"a slope per channel ({slopes.size} values) is not supported; one "
+                        "slope for all channels is (torch's nn.PReLU() with num_parameters=1)")
+    if ctx.type(0).dtype != "f32":
+        raise ctx.error(f"PRelu of a {ctx.type(0).dtype} tensor is not supported; it takes "
+                        "f32 (a quantized model dequantizes the operand first)")
+    ctx.emit("leaky_relu", [ctx.operand(0)], {"alpha": float(slopes[0])})
+
+
 def activation(kind: str, defaults: dict[str, float] | None = None) -> Converter:
     """A unary activation on a float tensor; its float attributes made explicit."""
 
@@ -284,6 +297,7 @@ CONVERTERS: dict[str, Converter] = {
     "HardSwish": activation("hard_swish"),
     "Identity": _simple("identity"),
     "LeakyRelu": activation("leaky_relu", {"alpha": 0.01}),
+    "PRelu": prelu,
     "LRN": lrn,
     "LayerNormalization": layer_norm,
     "MatMul": _simple("matmul", 2),

@@ -26,7 +26,7 @@ from cimc.diagnostics import CimcError
 
 # Ops that work element by element or per channel: their attributes do not change.
 SAME = frozenset({
-    "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu",
+    "Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu",
     "Selu", "Softplus", "Gelu", "Erf", "Identity", "QuantizeLinear", "DequantizeLinear",
     "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "Add", "Sub", "Mul", "Div",
     "Pow", "Flatten", "Dropout",
