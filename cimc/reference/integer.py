@@ -86,19 +86,27 @@ def add_multipliers(scale_a: float, scale_b: float, scale_y: float) -> tuple[int
     return round(ma * 2.0**shift), round(mb * 2.0**shift), shift
 
 
-def quantize(call: Call) -> np.ndarray:
-    """round_half_even(x / scale) + zero_point, saturated (divided in float32, like onnxruntime)."""
-    x = call.args[0].astype(np.float32)
-    scale, zero_point = quant_arrays(call.result, x.ndim)
+def quantize_values(values: np.ndarray, ty: TensorType) -> np.ndarray:
+    """The codes of `values` in the quantization of `ty`: round_half_even(x / scale) +
+    zero_point, saturated (divided in float32, like onnxruntime)."""
+    x = np.asarray(values).astype(np.float32)
+    scale, zero_point = quant_arrays(ty, x.ndim)
     scaled = np.rint(x / scale.astype(np.float32)).astype(np.float64) + zero_point
-    return saturate(np.nan_to_num(scaled), call.result.numpy_dtype)
+    return saturate(np.nan_to_num(scaled), ty.numpy_dtype)
+
+
+def dequantize_values(codes: np.ndarray, ty: TensorType) -> np.ndarray:
+    """scale * (codes - zero_point) in float32, codes quantized as `ty`."""
+    scale, _ = quant_arrays(ty, codes.ndim)
+    return centered(codes, ty).astype(np.float32) * scale.astype(np.float32)
+
+
+def quantize(call: Call) -> np.ndarray:
+    return quantize_values(call.args[0], call.result)
 
 
 def dequantize(call: Call) -> np.ndarray:
-    """scale * (x - zero_point) in float32."""
-    x = call.args[0]
-    scale, _ = quant_arrays(call.types[0], x.ndim)
-    return centered(x, call.types[0]).astype(np.float32) * scale.astype(np.float32)
+    return dequantize_values(call.args[0], call.types[0])
 
 
 def requantize(call: Call) -> np.ndarray:

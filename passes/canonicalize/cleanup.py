@@ -9,8 +9,7 @@ import numpy as np
 from cimc.ir.module import Module, Op, TensorType
 from cimc.ir.shapes import spatial_axes
 from cimc.passes.canonicalize.edits import bypass, float_constant, new_op
-from cimc.reference.integer import quant_arrays
-from cimc.reference.requant import saturate
+from cimc.reference.integer import dequantize_values, quantize_values
 
 
 def drop_identity(module: Module, op: Op) -> bool:
@@ -74,19 +73,14 @@ def quantize_constant(module: Module, op: Op) -> bool:
     producer = module.producer(op.inputs[0])
     if data is None and producer is not None and producer.kind == "dequantize" \
             and module.is_constant(producer.inputs[0]):
-        codes_type = module.values[producer.inputs[0]]
-        scale_in, zero_in = quant_arrays(codes_type, len(codes_type.shape))
-        data = ((module.constants[producer.inputs[0]].astype(np.int64) - zero_in)
-                .astype(np.float32) * scale_in.astype(np.float32))
+        inner = producer.inputs[0]
+        data = dequantize_values(module.constants[inner], module.values[inner])
     result = op.outputs[0]
     if data is None or result in module.outputs:
         return False
     ty = module.values[result]
-    x = data.astype(np.float32)
-    scale, zero_point = quant_arrays(ty, x.ndim)
-    scaled = np.rint(x / scale.astype(np.float32)).astype(np.float64) + zero_point
     codes = module.add_constant(module.fresh_name(f"{result}_codes"),
-                                saturate(np.nan_to_num(scaled), ty.numpy_dtype), ty.quant)
+                                quantize_values(data, ty), ty.quant)
     module.replace_uses(result, codes)
     module.remove_op(op)
     return True

@@ -69,15 +69,12 @@ def unbatch(module: Module) -> None:
         if op.kind in RECURRENT and sampled.get(op.inputs[0]) == int(op.attrs.get("layout", 0)):
             _lead_with_one_sample(module)  # axis 0 is a recurrent layer's time axis
             return
-        if stride.keys() & set(op.inputs):
+        if op.kind == "reshape":
+            axes, reason = _reshape_axes(module, op, n, sampled, stride)
+        elif stride.keys() & set(op.inputs):
             axes, reason = _merged_axes(module, op, n, sampled, stride)
         else:
             axes, reason = _sample_axes(module, op, n, sampled)
-            if reason and op.kind == "reshape":
-                digit = _sample_digit(module, op, n, sampled[op.inputs[0]], 1)
-                if digit is not None:
-                    axes, reason = {op.outputs[0]: digit[0]}, None
-                    stride[op.outputs[0]] = digit[1]  # (a plain axis _sample_axes takes)
         if reason:
             _refuse(op, reason, n)
         sampled.update(axes)
@@ -155,21 +152,14 @@ def _refuse(op: Op, reason: str, n: int) -> None:
 
 def _sample_axes(module: Module, op: Op, n: int, sampled: dict[str, int]
                  ) -> tuple[dict[str, int], str | None]:
-    """The sample axis of each result of `op`, and why `op` mixes the samples (or None).
-    Transposes, reshapes and recurrent layers move the axis; element-wise ops keep it;
-    every other op needs the samples on axis 0."""
+    """The sample axis of each result of `op` (not a reshape, no operand merged), and why
+    `op` mixes the samples (or None). Transposes and recurrent layers move the axis;
+    element-wise ops keep it; every other op needs the samples on axis 0."""
     axis = next(sampled[v] for v in op.inputs if v in sampled)
     out = module.values[op.outputs[0]].shape
     if op.kind == "transpose":
         moved = list(op.attrs["perm"]).index(axis)
         return {op.outputs[0]: moved}, None
-    if op.kind == "reshape":
-        shape = module.values[op.inputs[0]].shape
-        before, after = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
-        for k, size in enumerate(out):
-            if size == n and math.prod(out[:k]) == before and math.prod(out[k + 1:]) == after:
-                return {op.outputs[0]: k}, None
-        return {}, f"turns the {n} samples into shape {list(out)}"
     if op.kind in RECURRENT:
         layout = int(op.attrs.get("layout", 0))
         if sampled.get(op.inputs[0]) != 1 - layout:
@@ -202,18 +192,22 @@ def _sample_axes(module: Module, op: Op, n: int, sampled: dict[str, int]
     return {v: 0 for v in op.outputs}, reason
 
 
-def _sample_digit(module: Module, op: Op, n: int, axis: int, step: int
-                  ) -> tuple[int, int] | None:
-    """Where reshape `op` puts the samples of its operand's `axis` (`step` indices apart
-    there): the result's axis holding them as a digit of its index, and their step in it;
-    None when the digit straddles two axes."""
-    shape, out = module.values[op.inputs[0]].shape, module.values[op.outputs[0]].shape
-    block = step * math.prod(shape[axis + 1:])  # flat elements between two samples
-    for k, size in enumerate(out):
-        below = math.prod(out[k + 1:])
+def _reshape_axes(module: Module, op: Op, n: int, sampled: dict[str, int],
+                  stride: dict[str, int]) -> tuple[dict[str, int], str | None]:
+    """Where reshape `op` puts the samples of its operand (on their own axis, or merged
+    into one `stride` indices apart): the result's axis holding them as a digit of its
+    index, merged too (`stride` gets their step) unless it is an axis of n samples; an
+    error when the digit straddles two axes."""
+    x, out = op.inputs[0], op.outputs[0]
+    shape, result = module.values[x].shape, module.values[out].shape
+    block = stride.get(x, 1) * math.prod(shape[sampled[x] + 1:])  # elements between samples
+    for k, size in enumerate(result):
+        below = math.prod(result[k + 1:])
         if block % below == 0 and (size * below) % (block * n) == 0:
-            return k, block // below
-    return None
+            if size != n or block != below:
+                stride[out] = block // below
+            return {out: k}, None
+    return {}, f"turns the {n} samples into shape {list(result)}"
 
 
 def _matmul_axes(module: Module, op: Op, sampled: dict[str, int], stride: dict[str, int]
@@ -234,19 +228,13 @@ def _matmul_axes(module: Module, op: Op, sampled: dict[str, int], stride: dict[s
 
 def _merged_axes(module: Module, op: Op, n: int, sampled: dict[str, int],
                  stride: dict[str, int]) -> tuple[dict[str, int], str | None]:
-    """The sample axis of `op`'s results when an operand holds the samples merged into an
-    axis (module docstring); `stride` gets the results' that hold them merged too."""
+    """The sample axis of `op`'s results (not a reshape) when an operand holds the samples
+    merged into an axis (module docstring); `stride` gets the results' that hold them
+    merged too."""
     value = next(v for v in op.inputs if v in stride)
     axis, step = sampled[value], stride[value]
     out = op.outputs[0]
     reason = f"mixes the {n} samples merged into axis {axis} of {value!r}"
-    if op.kind == "reshape":
-        digit = _sample_digit(module, op, n, axis, step)
-        if digit is None:
-            return {}, reason
-        if module.values[out].shape[digit[0]] != n or digit[1] != 1:
-            stride[out] = digit[1]
-        return {out: digit[0]}, None
     if op.kind == "transpose":
         stride[out] = step
         return {out: list(op.attrs["perm"]).index(axis)}, None
